@@ -1,0 +1,651 @@
+//! The CHK decoder: a cap plus any k good shares give back plaintext, for any byte range.
+//!
+//! Every share is validated before use: its URI extension block must hash to the cap's UEB hash,
+//! its block-hash-tree root must verify against the UEB's share root through the share's hash chain,
+//! and its ciphertext tree must match the UEB's ciphertext root. Each block read is then checked
+//! against its share's block tree and each decoded segment against the ciphertext tree before it is
+//! decrypted. A share that fails any check is named in [`ChkReader::bad_shares`] and replaced by
+//! another; when fewer than k good shares remain the read fails with
+//! [`DownloadError::NotEnoughShares`].
+//!
+//! IO goes through the [`ShareSource`] trait (async, runtime-agnostic). The CPU work of a segment
+//! (hashing, FEC decoding, decryption) runs on the rayon pool, and up to `2 × threads` segments are
+//! fetched and decoded concurrently, so the network and both cores overlap.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::future::{BoxFuture, join_all};
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+
+use super::layout::{HeaderError, ShareOffsets, UebError, UriExtension, V2_HEADER_LEN};
+use super::params::ChkGeometry;
+use crate::cap::ChkCap;
+use crate::codec::Codec;
+use crate::crypto::AesCtr;
+use crate::hashes::{Hash, block_hash, crypttext_segment_hash, uri_extension_hash};
+use crate::hashtree::{self, HashTreeError};
+
+/// A failure to read from a share's source (network, disk, missing share).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShareReadError(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Where one share's data can be read from.
+pub trait ShareSource: Send + Sync {
+    /// The share number.
+    fn shnum(&self) -> u16;
+    /// A description for error messages and logs (server and share number; never a cap).
+    fn describe(&self) -> String;
+    /// Reads up to `len` bytes at `offset` of the share data; fewer only at the end of the share.
+    fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>>;
+}
+
+/// A share held in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryShare {
+    /// The share number.
+    pub shnum: u16,
+    /// The share data.
+    pub data: Arc<Vec<u8>>,
+}
+
+impl ShareSource for MemoryShare {
+    fn shnum(&self) -> u16 {
+        self.shnum
+    }
+    fn describe(&self) -> String {
+        format!("share {} (in memory)", self.shnum)
+    }
+    fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>> {
+        let start = (offset as usize).min(self.data.len());
+        let end = offset.saturating_add(len).min(self.data.len() as u64) as usize;
+        let bytes = self.data[start..end].to_vec();
+        Box::pin(async move { Ok(bytes) })
+    }
+}
+
+/// What was wrong with a share.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareProblem {
+    /// The source could not be read.
+    #[error("unreadable: {0}")]
+    Unreadable(ShareReadError),
+    /// The share ends early.
+    #[error("truncated")]
+    Truncated,
+    /// The header cannot be parsed.
+    #[error("bad header: {0}")]
+    Header(#[from] HeaderError),
+    /// The URI extension block does not hash to the cap's value.
+    #[error("its URI extension block does not match the cap")]
+    UebMismatch,
+    /// The URI extension block matches the cap but is malformed or disagrees with it.
+    #[error("bad URI extension block: {0}")]
+    Ueb(#[from] UebError),
+    /// The header's offsets do not fit the file's geometry.
+    #[error("share layout does not match the file's parameters")]
+    LayoutMismatch,
+    /// A hash tree or hash chain does not verify.
+    #[error("{what} does not verify: {source}")]
+    HashTree {
+        /// Which tree.
+        what: &'static str,
+        /// Why.
+        source: HashTreeError,
+    },
+    /// A block does not match its block hash.
+    #[error("block {segment} is corrupt")]
+    CorruptBlock {
+        /// The segment number.
+        segment: u64,
+    },
+}
+
+/// A share found bad during a download.
+#[derive(Debug)]
+pub struct BadShare {
+    /// The share number.
+    pub shnum: u16,
+    /// Where it came from.
+    pub source: String,
+    /// What was wrong.
+    pub problem: ShareProblem,
+}
+
+impl fmt::Display for BadShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.problem)
+    }
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Fewer than k good shares could be found.
+    #[error("not enough good shares (needed {needed}, found {found}){}", describe_bad(.bad))]
+    NotEnoughShares {
+        /// k.
+        needed: u16,
+        /// Distinct good shares found.
+        found: u16,
+        /// The shares that were tried and rejected.
+        bad: Vec<String>,
+    },
+    /// All blocks verified but the decoded segment does not match the ciphertext tree: the file was
+    /// encoded inconsistently.
+    #[error("segment {segment} does not match the file's ciphertext hash tree")]
+    CiphertextMismatch {
+        /// The segment number.
+        segment: u64,
+    },
+    /// The requested range starts beyond the end of the file.
+    #[error("range starts at {offset}, beyond the file's {size} bytes")]
+    RangeNotSatisfiable {
+        /// Requested start.
+        offset: u64,
+        /// File size.
+        size: u64,
+    },
+}
+
+fn describe_bad(bad: &[String]) -> String {
+    if bad.is_empty() {
+        String::new()
+    } else {
+        format!("; rejected: {}", bad.join("; "))
+    }
+}
+
+/// A share that passed validation.
+struct ValidShare {
+    source: Arc<dyn ShareSource>,
+    offsets: ShareOffsets,
+    block_hashes: Vec<Hash>,
+}
+
+#[derive(Default)]
+struct ShareSet {
+    /// Good shares by share number.
+    good: BTreeMap<u16, Arc<ValidShare>>,
+    /// Sources not tried yet.
+    untried: VecDeque<Arc<dyn ShareSource>>,
+    bad: Vec<BadShare>,
+}
+
+/// The verified facts about a file, established from its first good share.
+struct FileInfo {
+    geometry: ChkGeometry,
+    crypttext_segment_hashes: Vec<Hash>,
+    share_root_hash: Hash,
+}
+
+/// Reads a CHK file from its shares.
+pub struct ChkReader {
+    cap: ChkCap,
+    info: Arc<FileInfo>,
+    codec: Arc<Codec>,
+    shares: Mutex<ShareSet>,
+}
+
+impl fmt::Debug for ChkReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChkReader")
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most bytes a share's trailer read asks for beyond the UEB length prefix: real UEBs are
+/// 305–332 bytes; a longer one is fetched with a second read.
+const UEB_READ_GUESS: u64 = 1024;
+
+impl ChkReader {
+    /// Validates shares from `sources` until k distinct good ones are found.
+    pub async fn open(cap: ChkCap, sources: Vec<Arc<dyn ShareSource>>) -> Result<ChkReader, DownloadError> {
+        let mut set = ShareSet {
+            untried: sources.into(),
+            ..Default::default()
+        };
+        let needed = cap.needed;
+        let mut info: Option<Arc<FileInfo>> = None;
+        while set.good.len() < needed as usize {
+            let missing = needed as usize - set.good.len();
+            let batch = take_untried(&mut set, missing);
+            if batch.is_empty() {
+                break;
+            }
+            let results = join_all(batch.into_iter().map(|source| {
+                let info = info.clone();
+                async move {
+                    let outcome = validate_share(&cap, Arc::clone(&source), info.as_deref()).await;
+                    (source, outcome)
+                }
+            }))
+            .await;
+            for (source, outcome) in results {
+                match outcome {
+                    Ok((valid, file_info)) => {
+                        if info.is_none() {
+                            info = file_info.map(Arc::new);
+                        }
+                        set.good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
+                    }
+                    Err(problem) => set.bad.push(bad_share(source.as_ref(), problem)),
+                }
+            }
+        }
+        let Some(info) = info.filter(|_| set.good.len() >= needed as usize) else {
+            return Err(not_enough(&set, needed));
+        };
+        let codec =
+            Codec::new(cap.needed as usize, cap.total as usize).map_err(|_| not_enough(&set, needed))?;
+        Ok(ChkReader {
+            cap,
+            info,
+            codec: Arc::new(codec),
+            shares: Mutex::new(set),
+        })
+    }
+
+    /// The plaintext size.
+    pub fn size(&self) -> u64 {
+        self.cap.size
+    }
+
+    /// The file's segment geometry.
+    pub fn geometry(&self) -> ChkGeometry {
+        self.info.geometry
+    }
+
+    /// The shares found bad so far, with the reason for each.
+    pub fn bad_shares(&self) -> Vec<String> {
+        self.lock().bad.iter().map(ToString::to_string).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShareSet> {
+        self.shares.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads plaintext bytes `offset .. offset + len` (clamped to the file), as a stream of chunks
+    /// (one per segment). Only the segments covering the range are fetched.
+    pub fn read_range(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + '_, DownloadError> {
+        let size = self.size();
+        if offset > size || (offset == size && len > 0 && size > 0) {
+            return Err(DownloadError::RangeNotSatisfiable { offset, size });
+        }
+        let end = offset.saturating_add(len).min(size);
+        let segments = self.info.geometry.segments_for_range(offset, end - offset);
+        let segment_size = self.info.geometry.segment_size;
+        let depth = 2 * rayon::current_num_threads();
+        Ok(stream::iter(segments)
+            .map(move |segnum| async move {
+                let plaintext = self.read_segment(segnum).await?;
+                let seg_start = segnum * segment_size;
+                let from = offset.saturating_sub(seg_start) as usize;
+                let to = (end - seg_start).min(plaintext.len() as u64) as usize;
+                let mut plaintext = plaintext;
+                plaintext.truncate(to);
+                if from > 0 {
+                    plaintext.drain(..from);
+                }
+                Ok(plaintext)
+            })
+            .buffered(depth))
+    }
+
+    /// Reads a range into one buffer.
+    pub async fn read_to_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>, DownloadError> {
+        let chunks: Vec<Vec<u8>> = self.read_range(offset, len)?.try_collect().await?;
+        Ok(chunks.concat())
+    }
+
+    /// Fetches, verifies, decodes and decrypts one segment.
+    pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, DownloadError> {
+        let needed = self.cap.needed as usize;
+        loop {
+            let chosen = self.choose_shares(needed).await?;
+            let geometry = self.info.geometry;
+            let block_len = geometry.block_len(segnum);
+            let reads = chosen.iter().map(|share| {
+                let offset = share.offsets.data + segnum * geometry.block_size();
+                async move { (share, share.source.read(offset, block_len).await) }
+            });
+            let fetched = join_all(reads).await;
+            let mut blocks = Vec::with_capacity(needed);
+            let mut failed = Vec::new();
+            for (share, result) in fetched {
+                match result {
+                    Ok(bytes) if bytes.len() as u64 == block_len => blocks.push((Arc::clone(share), bytes)),
+                    Ok(_) => failed.push((Arc::clone(share), ShareProblem::Truncated)),
+                    Err(e) => failed.push((Arc::clone(share), ShareProblem::Unreadable(e))),
+                }
+            }
+            let info = Arc::clone(&self.info);
+            let codec = Arc::clone(&self.codec);
+            let key = self.cap.key;
+            let (done, result) = futures::channel::oneshot::channel();
+            rayon::spawn(move || {
+                let _ = done.send(decode_segment(&info, &codec, key, segnum, blocks));
+            });
+            let (outcome, corrupt) = result.await.expect("invariant: the decode job always answers");
+            failed.extend(
+                corrupt
+                    .into_iter()
+                    .map(|share| (share, ShareProblem::CorruptBlock { segment: segnum })),
+            );
+            if failed.is_empty() {
+                return outcome.expect("invariant: no failed share means the segment decoded");
+            }
+            let mut set = self.lock();
+            for (share, problem) in failed {
+                let shnum = share.source.shnum();
+                if set
+                    .good
+                    .get(&shnum)
+                    .is_some_and(|current| Arc::ptr_eq(current, &share))
+                {
+                    set.good.remove(&shnum);
+                    set.bad.push(bad_share(share.source.as_ref(), problem));
+                }
+            }
+        }
+    }
+
+    /// Picks k good shares, preferring the lowest share numbers (0..k need no FEC decoding), and
+    /// validates more sources when fewer than k good ones remain.
+    async fn choose_shares(&self, needed: usize) -> Result<Vec<Arc<ValidShare>>, DownloadError> {
+        loop {
+            let batch = {
+                let mut set = self.lock();
+                if set.good.len() >= needed {
+                    return Ok(set.good.values().take(needed).cloned().collect());
+                }
+                let missing = needed - set.good.len();
+                let batch = take_untried(&mut set, missing);
+                if batch.is_empty() {
+                    return Err(not_enough(&set, self.cap.needed));
+                }
+                batch
+            };
+            let info = Arc::clone(&self.info);
+            let results = join_all(batch.into_iter().map(|source| {
+                let info = Arc::clone(&info);
+                async move {
+                    let outcome = validate_share(&self.cap, Arc::clone(&source), Some(&info)).await;
+                    (source, outcome)
+                }
+            }))
+            .await;
+            let mut set = self.lock();
+            for (source, outcome) in results {
+                match outcome {
+                    Ok((valid, _)) => {
+                        set.good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
+                    }
+                    Err(problem) => set.bad.push(bad_share(source.as_ref(), problem)),
+                }
+            }
+        }
+    }
+}
+
+fn bad_share(source: &dyn ShareSource, problem: ShareProblem) -> BadShare {
+    BadShare {
+        shnum: source.shnum(),
+        source: source.describe(),
+        problem,
+    }
+}
+
+fn not_enough(set: &ShareSet, needed: u16) -> DownloadError {
+    DownloadError::NotEnoughShares {
+        needed,
+        found: set.good.len() as u16,
+        bad: set.bad.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Takes up to `count` untried sources whose share numbers are not already good or chosen.
+fn take_untried(set: &mut ShareSet, count: usize) -> Vec<Arc<dyn ShareSource>> {
+    let mut batch: Vec<Arc<dyn ShareSource>> = Vec::new();
+    let mut skipped = VecDeque::new();
+    while batch.len() < count {
+        let Some(source) = set.untried.pop_front() else {
+            break;
+        };
+        let shnum = source.shnum();
+        if set.good.contains_key(&shnum) || batch.iter().any(|b| b.shnum() == shnum) {
+            skipped.push_back(source);
+        } else {
+            batch.push(source);
+        }
+    }
+    skipped.extend(set.untried.drain(..));
+    set.untried = skipped;
+    batch
+}
+
+fn hash_at(bytes: &[u8], index: usize) -> Hash {
+    bytes[index * 32..index * 32 + 32]
+        .try_into()
+        .expect("invariant: 32-byte slice")
+}
+
+/// Reads and checks one share's header, UEB and hash trees. When `known` is `None` this is the first
+/// share, and the verified file facts are returned as well.
+async fn validate_share(
+    cap: &ChkCap,
+    source: Arc<dyn ShareSource>,
+    known: Option<&FileInfo>,
+) -> Result<(ValidShare, Option<FileInfo>), ShareProblem> {
+    let shnum = source.shnum();
+    if shnum >= cap.total {
+        return Err(ShareProblem::LayoutMismatch);
+    }
+    let header = source
+        .read(0, V2_HEADER_LEN)
+        .await
+        .map_err(ShareProblem::Unreadable)?;
+    let offsets = ShareOffsets::parse(&header)?;
+    let ueb_len_size = offsets.ueb_length_size();
+    let trailer_start = offsets.crypttext_hash_tree;
+    let want = offsets.uri_extension - trailer_start + ueb_len_size + UEB_READ_GUESS;
+    let mut trailer = source
+        .read(trailer_start, want)
+        .await
+        .map_err(ShareProblem::Unreadable)?;
+    let ueb_at = (offsets.uri_extension - trailer_start) as usize;
+    let len_bytes = trailer
+        .get(ueb_at..ueb_at + ueb_len_size as usize)
+        .ok_or(ShareProblem::Truncated)?;
+    let ueb_len = if ueb_len_size == 4 {
+        u32::from_be_bytes(len_bytes.try_into().expect("invariant: 4 bytes")) as u64
+    } else {
+        u64::from_be_bytes(len_bytes.try_into().expect("invariant: 8 bytes"))
+    };
+    if ueb_len > 1 << 20 {
+        return Err(ShareProblem::UebMismatch);
+    }
+    let ueb_start = ueb_at + ueb_len_size as usize;
+    let ueb_end = ueb_start + ueb_len as usize;
+    if trailer.len() < ueb_end {
+        let more = source
+            .read(
+                trailer_start + trailer.len() as u64,
+                (ueb_end - trailer.len()) as u64,
+            )
+            .await
+            .map_err(ShareProblem::Unreadable)?;
+        trailer.extend_from_slice(&more);
+    }
+    let ueb_bytes = trailer.get(ueb_start..ueb_end).ok_or(ShareProblem::Truncated)?;
+    if uri_extension_hash(ueb_bytes) != cap.ueb_hash {
+        return Err(ShareProblem::UebMismatch);
+    }
+    let ueb = UriExtension::parse(ueb_bytes)?;
+    if ueb.needed_shares != cap.needed || ueb.total_shares != cap.total || ueb.size != cap.size {
+        return Err(ShareProblem::Ueb(UebError::BadField("needed_shares")));
+    }
+    let geometry =
+        ChkGeometry::from_ueb(&ueb).ok_or(ShareProblem::Ueb(UebError::BadField("segment_size")))?;
+    let expected = geometry.offsets();
+    if (
+        offsets.data,
+        offsets.crypttext_hash_tree,
+        offsets.block_hashes,
+        offsets.share_hashes,
+        offsets.uri_extension,
+    ) != (
+        expected.data,
+        expected.crypttext_hash_tree,
+        expected.block_hashes,
+        expected.share_hashes,
+        expected.uri_extension,
+    ) {
+        return Err(ShareProblem::LayoutMismatch);
+    }
+    let segments = geometry.num_segments as usize;
+    let tree_nodes = hashtree::node_count(segments);
+    let node_slice = |from: u64| -> Vec<Hash> {
+        let at = (from - trailer_start) as usize;
+        (0..tree_nodes).map(|i| hash_at(&trailer[at..], i)).collect()
+    };
+    let crypttext_nodes = node_slice(offsets.crypttext_hash_tree);
+    let block_nodes = node_slice(offsets.block_hashes);
+    let block_hashes =
+        hashtree::verify_full_tree(segments, &block_nodes, &block_nodes[0]).map_err(|source| {
+            ShareProblem::HashTree {
+                what: "block hash tree",
+                source,
+            }
+        })?;
+
+    // The share hash chain proves this share's block-tree root against the UEB's share root.
+    let chain_at = (offsets.share_hashes - trailer_start) as usize;
+    let chain_len = (offsets.uri_extension - offsets.share_hashes) as usize;
+    let chain: BTreeMap<usize, Hash> = trailer[chain_at..chain_at + chain_len]
+        .chunks_exact(34)
+        .map(|entry| {
+            (
+                u16::from_be_bytes([entry[0], entry[1]]) as usize,
+                hash_at(&entry[2..], 0),
+            )
+        })
+        .collect();
+    let mut expected_nodes = hashtree::needed_hashes(cap.total as usize, shnum as usize);
+    expected_nodes.push(hashtree::leaf_node_index(cap.total as usize, shnum as usize));
+    if chain.len() != expected_nodes.len() || expected_nodes.iter().any(|i| !chain.contains_key(i)) {
+        let odd = chain
+            .keys()
+            .copied()
+            .find(|i| !expected_nodes.contains(i))
+            .unwrap_or(0);
+        return Err(ShareProblem::HashTree {
+            what: "share hash chain",
+            source: HashTreeError::NodeMismatch(odd),
+        });
+    }
+    hashtree::verify_leaf(
+        cap.total as usize,
+        shnum as usize,
+        &block_nodes[0],
+        &chain,
+        &ueb.share_root_hash,
+    )
+    .map_err(|source| ShareProblem::HashTree {
+        what: "share hash chain",
+        source,
+    })?;
+
+    let file_info = match known {
+        Some(_) => None,
+        None => {
+            let crypttext_segment_hashes =
+                hashtree::verify_full_tree(segments, &crypttext_nodes, &ueb.crypttext_root_hash).map_err(
+                    |source| ShareProblem::HashTree {
+                        what: "ciphertext hash tree",
+                        source,
+                    },
+                )?;
+            Some(FileInfo {
+                geometry,
+                crypttext_segment_hashes,
+                share_root_hash: ueb.share_root_hash,
+            })
+        }
+    };
+    if known.is_some_and(|known| known.share_root_hash != ueb.share_root_hash || known.geometry != geometry) {
+        return Err(ShareProblem::UebMismatch);
+    }
+    let valid = ValidShare {
+        source: Arc::clone(&source),
+        offsets,
+        block_hashes,
+    };
+    Ok((valid, file_info))
+}
+
+type DecodeOutcome = (Option<Result<Vec<u8>, DownloadError>>, Vec<Arc<ValidShare>>);
+
+/// Verifies k fetched blocks, erasure-decodes, checks the segment hash and decrypts. Returns the
+/// shares whose blocks were corrupt (and no plaintext) if any were.
+fn decode_segment(
+    info: &FileInfo,
+    codec: &Codec,
+    key: [u8; 16],
+    segnum: u64,
+    blocks: Vec<(Arc<ValidShare>, Vec<u8>)>,
+) -> DecodeOutcome {
+    let corrupt: Vec<Arc<ValidShare>> = blocks
+        .iter()
+        .filter(|(share, block)| block_hash(block) != share.block_hashes[segnum as usize])
+        .map(|(share, _)| Arc::clone(share))
+        .collect();
+    if !corrupt.is_empty() || blocks.len() < codec.needed() {
+        return (None, corrupt);
+    }
+    let geometry = &info.geometry;
+    let (start, len) = geometry.segment_span(segnum);
+    let k = codec.needed();
+    let in_order = blocks
+        .iter()
+        .enumerate()
+        .all(|(i, (share, _))| share.source.shnum() as usize == i);
+    let mut segment = if in_order {
+        let mut out = Vec::with_capacity(geometry.padded_segment_len(segnum) as usize);
+        for (_, block) in &blocks {
+            out.extend_from_slice(block);
+        }
+        out
+    } else {
+        let refs: Vec<(usize, &[u8])> = blocks
+            .iter()
+            .map(|(share, block)| (share.source.shnum() as usize, block.as_slice()))
+            .collect();
+        match codec.decode(&refs) {
+            Ok(pieces) => pieces.concat(),
+            Err(_) => {
+                return (
+                    Some(Err(DownloadError::CiphertextMismatch { segment: segnum })),
+                    vec![],
+                );
+            }
+        }
+    };
+    debug_assert_eq!(segment.len(), k * geometry.block_len(segnum) as usize);
+    segment.truncate(len as usize);
+    if crypttext_segment_hash(&segment) != info.crypttext_segment_hashes[segnum as usize] {
+        return (
+            Some(Err(DownloadError::CiphertextMismatch { segment: segnum })),
+            vec![],
+        );
+    }
+    AesCtr::at(&key, start).apply(&mut segment);
+    (Some(Ok(segment)), vec![])
+}

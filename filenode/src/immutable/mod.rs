@@ -1,0 +1,15 @@
+//! Immutable (CHK) files: parameters, share layout, encoder and decoder.
+
+mod decode;
+mod encode;
+pub mod layout;
+mod params;
+
+pub use decode::{
+    BadShare, ChkReader, DownloadError, MemoryShare, ShareProblem, ShareReadError, ShareSource,
+};
+pub use encode::{
+    ChkEncoded, ChkEncoder, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress, SegmentBuffers,
+    ShareSink, ShareTrailerBuilder, convergent_key, encode_bytes, encode_stream, random_key,
+};
+pub use params::{ChkGeometry, ChkParams, DEFAULT_MAX_SEGMENT_SIZE};

@@ -1,0 +1,12 @@
+//! The single end-to-end test binary. Modules:
+//! - `tidy`: workspace shape and the crate dependency direction;
+//! - `vectors`: Tahoe's published vectors, golden shares from Tahoe 1.20, zfec outputs, Tahoe 1.2.0
+//!   share files (from `../shared`, skipped with a message when absent) and our own committed vectors
+//!   (always run);
+//! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+mod chk;
+mod tidy;
+mod vectors;
