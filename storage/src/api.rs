@@ -1,0 +1,287 @@
+//! The storage protocol's vocabulary, shared by the share store, the HTTPS server, the HTTPS client
+//! and the grid client: request and response types, one error type, and the [`StorageClient`] trait
+//! that every way of reaching a server implements (the in-process store and HTTPS alike, so one
+//! conformance suite tests both).
+//!
+//! Semantics follow Tahoe-LAFS 1.20's storage server (tahoe-interfaces.md §1.4 and §2).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::StorageIndex;
+
+/// A share number: 0..=255.
+pub type ShareNum = u16;
+
+/// Whether a share belongs to an immutable bucket or a mutable slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShareKind {
+    /// An immutable (CHK) share.
+    Immutable,
+    /// A mutable (SDMF/MDMF) share.
+    Mutable,
+}
+
+/// The two lease secrets a client presents (32 bytes each; servers store only their BLAKE2b hashes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LeaseSecrets {
+    /// Renews the lease.
+    pub renew: [u8; 32],
+    /// Would cancel the lease (no protocol operation uses it).
+    pub cancel: [u8; 32],
+}
+
+impl std::fmt::Debug for LeaseSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseSecrets(..)")
+    }
+}
+
+/// The secret that ties the writes of an immutable upload to the client that allocated it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UploadSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for UploadSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UploadSecret(..)")
+    }
+}
+
+/// The per-server secret that authorizes writes to a mutable slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct WriteEnabler(pub [u8; 32]);
+
+impl std::fmt::Debug for WriteEnabler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteEnabler(..)")
+    }
+}
+
+/// A server's answer to `GET /storage/v1/version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The largest immutable share the server would accept now (= available space).
+    pub maximum_immutable_share_size: u64,
+    /// The largest mutable share (a constant, as in Tahoe).
+    pub maximum_mutable_share_size: u64,
+    /// Bytes the server can still accept.
+    pub available_space: u64,
+    /// e.g. `tessera/0.0.0`.
+    pub application_version: Vec<u8>,
+}
+
+/// The outcome of allocating immutable buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// Every share number the server already holds for the storage index.
+    pub already_have: BTreeSet<ShareNum>,
+    /// The share numbers now open for upload with the presented upload secret.
+    pub allocated: BTreeSet<ShareNum>,
+}
+
+/// The state of an immutable upload after a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// Whether this write completed the share (it is now readable).
+    pub complete: bool,
+    /// Byte ranges still missing (end exclusive); empty when complete.
+    pub required: Vec<Range<u64>>,
+}
+
+/// A test of a mutable share's current bytes: `share[offset..offset+size] == specimen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestVector {
+    /// Start of the compared range.
+    pub offset: u64,
+    /// Length of the compared range.
+    pub size: u64,
+    /// The expected bytes (a missing share reads as empty).
+    pub specimen: Vec<u8>,
+}
+
+/// A write into a mutable share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteVector {
+    /// Where to write.
+    pub offset: u64,
+    /// What to write.
+    pub data: Vec<u8>,
+}
+
+/// The tests and writes for one mutable share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestWriteVectors {
+    /// All must pass (for every share) before any write happens.
+    pub test: Vec<TestVector>,
+    /// Applied in order when the tests pass.
+    pub write: Vec<WriteVector>,
+    /// Truncate or extend the share to this length after writing; 0 deletes it.
+    pub new_length: Option<u64>,
+}
+
+/// A range to read from every existing share of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadVector {
+    /// Start.
+    pub offset: u64,
+    /// Length.
+    pub size: u64,
+}
+
+/// The answer to a read-test-write request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadTestWriteResult {
+    /// Whether the tests passed (and so the writes happened).
+    pub success: bool,
+    /// For every share that existed before the request, the bytes of each read vector.
+    pub data: BTreeMap<ShareNum, Vec<Vec<u8>>>,
+}
+
+/// Every way a storage operation can fail. Each protocol maps these to its status codes in exactly
+/// one place (`http::server` for HTTP).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// No such share, upload or slot.
+    #[error("{0}")]
+    NotFound(String),
+    /// The upload exists but was opened with a different upload secret.
+    #[error("the upload secret does not match the one the upload was allocated with")]
+    UploadSecretMismatch,
+    /// The share is complete; it can no longer be aborted or written.
+    #[error("share {shnum} is already complete")]
+    AlreadyComplete {
+        /// The share number.
+        shnum: ShareNum,
+    },
+    /// A write overlaps bytes already written with different content.
+    #[error("write at offset {offset} conflicts with bytes already written")]
+    Conflict {
+        /// Where the conflicting write starts.
+        offset: u64,
+    },
+    /// A write ends beyond the share's allocated size.
+    #[error("write ending at {end} exceeds the allocated size of {allocated} bytes")]
+    BeyondAllocation {
+        /// End (exclusive) of the write.
+        end: u64,
+        /// The allocated size.
+        allocated: u64,
+    },
+    /// The write enabler differs from the one stored with the slot.
+    #[error("the write enabler does not match the one stored with this slot")]
+    WriteEnablerMismatch,
+    /// The server is read-only.
+    #[error("this storage server is read-only")]
+    ReadOnly,
+    /// The server cannot hold this much.
+    #[error("not enough space: {needed} bytes needed, {available} available")]
+    NoSpace {
+        /// Bytes asked for.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The request is malformed (bad storage index, share number, secret, body or range).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The swissnum is missing or wrong.
+    #[error("not authorized: wrong or missing swissnum")]
+    Unauthorized,
+    /// The server failed internally (disk error); the detail is logged, not sent.
+    #[error("storage server error: {0}")]
+    Internal(String),
+    /// The server could not be reached or the connection broke (client side; transient).
+    #[error("cannot reach the storage server: {0}")]
+    Transport(String),
+    /// The server did not answer in time (client side; transient).
+    #[error("the storage server did not answer in time")]
+    Timeout,
+    /// The server answered something the protocol does not allow (client side).
+    #[error("unexpected answer from the storage server: HTTP {status}: {message}")]
+    Protocol {
+        /// The HTTP status.
+        status: u16,
+        /// The body or a description.
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Transport(_) | StorageError::Timeout | StorageError::Internal(_))
+    }
+}
+
+/// A connection to one storage server, in process or over HTTPS.
+#[async_trait::async_trait]
+pub trait StorageClient: Send + Sync + std::fmt::Debug {
+    /// `GET /storage/v1/version`.
+    async fn version(&self) -> Result<VersionInfo, StorageError>;
+
+    /// `POST /storage/v1/immutable/:si`: open uploads of `share_numbers`, each `allocated_size` bytes.
+    async fn allocate_buckets(
+        &self,
+        storage_index: StorageIndex,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        share_numbers: &BTreeSet<ShareNum>,
+        allocated_size: u64,
+    ) -> Result<Allocation, StorageError>;
+
+    /// `PATCH /storage/v1/immutable/:si/:shnum`: write `data` at `offset` of an open upload.
+    async fn write_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        upload: &UploadSecret,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError>;
+
+    /// `PUT /storage/v1/immutable/:si/:shnum/abort`.
+    async fn abort_upload(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        upload: &UploadSecret,
+    ) -> Result<(), StorageError>;
+
+    /// `GET /storage/v1/{immutable,mutable}/:si/shares`: the share numbers held (empty if none).
+    async fn list_shares(&self, kind: ShareKind, storage_index: StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError>;
+
+    /// `GET /storage/v1/{immutable,mutable}/:si/:shnum` with `Range: bytes=offset-(offset+len-1)`:
+    /// up to `len` bytes; fewer at the end of the share, none when `offset` is at or past the end.
+    async fn read_share(
+        &self,
+        kind: ShareKind,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StorageError>;
+
+    /// `POST /storage/v1/{immutable,mutable}/:si/:shnum/corrupt`.
+    async fn advise_corrupt_share(
+        &self,
+        kind: ShareKind,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), StorageError>;
+
+    /// `PUT /storage/v1/lease/:si`: add a lease or renew the one with the same renew secret.
+    async fn add_or_renew_lease(&self, storage_index: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError>;
+
+    /// `POST /storage/v1/mutable/:si/read-test-write`.
+    async fn read_test_write(
+        &self,
+        storage_index: StorageIndex,
+        write_enabler: &WriteEnabler,
+        lease: &LeaseSecrets,
+        test_write_vectors: &BTreeMap<ShareNum, TestWriteVectors>,
+        read_vector: &[ReadVector],
+    ) -> Result<ReadTestWriteResult, StorageError>;
+}

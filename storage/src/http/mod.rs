@@ -1,0 +1,1 @@
+//! The HTTPS storage protocol (being written).

@@ -1,0 +1,1 @@
+//! NURLs (being written).
