@@ -192,11 +192,41 @@ fn ranged_reads_fetch_only_needed_segments() {
     });
 }
 
-#[test]
-fn single_flipped_bits_are_detected_and_survived() {
-    // Flip one bit at many positions of one share (header, blocks, trees, chain, UEB): the file still
-    // reads correctly from the remaining shares, and the corrupt share is reported unless the bit
-    // landed in a region readers never use (the unused plaintext hash tree or informational fields).
+/// Flips one bit of one share and reads the file back from all four shares: the plaintext must be
+/// right, and the share must be reported bad unless the bit lies where readers never look (the
+/// unused plaintext hash tree and the informational block/data size fields).
+fn check_flipped_bit(
+    shares: &[Vec<u8>],
+    cap: filenode::cap::ChkCap,
+    plaintext: &[u8],
+    target: usize,
+    position: usize,
+    bit: u8,
+) {
+    let offsets = filenode::immutable::layout::ShareOffsets::parse(&shares[0]).unwrap();
+    let unused = offsets.plaintext_hash_tree..offsets.crypttext_hash_tree;
+    let mut shares = shares.to_vec();
+    shares[target][position] ^= 1 << bit;
+    // The damaged share comes first, so the reader validates and uses it (it reads only k shares).
+    let mut order = vec![target];
+    order.extend((0..4).filter(|&i| i != target));
+    let all = sources(&shares, &order);
+    let (got, bad) = futures::executor::block_on(async {
+        let reader = ChkReader::open(cap, all).await.unwrap();
+        let got = reader.read_to_vec(0, cap.size).await.unwrap();
+        (got, reader.bad_shares())
+    });
+    assert_eq!(got, plaintext, "bit {bit} of byte {position} of share {target}");
+    let informational = offsets.version == 1 && (4..12).contains(&position);
+    if !unused.contains(&(position as u64)) && !informational {
+        assert!(
+            bad.iter().any(|b| b.contains(&format!("share {target}"))),
+            "a flipped bit {bit} at byte {position} of share {target} went unnoticed"
+        );
+    }
+}
+
+fn flip_fixture() -> (filenode::cap::ChkCap, Vec<Vec<u8>>, Vec<u8>) {
     let params = ChkParams {
         needed: 2,
         total: 4,
@@ -204,36 +234,26 @@ fn single_flipped_bits_are_detected_and_survived() {
     };
     let plaintext = data(1500, 11);
     let (encoded, sink) = encode_bytes(&plaintext, [4; 16], &params).unwrap();
-    let share_len = sink.shares[0].len();
-    let offsets = filenode::immutable::layout::ShareOffsets::parse(&sink.shares[0]).unwrap();
-    let unused = offsets.plaintext_hash_tree..offsets.crypttext_hash_tree;
-    let mut reported = 0;
-    for position in (0..share_len).step_by(7) {
-        for target in 0..2 {
-            let mut shares = sink.shares.clone();
-            shares[target][position] ^= 1 << (position % 8);
-            let all = sources(&shares, &[0, 1, 2, 3]);
-            let (got, bad) = futures::executor::block_on(async {
-                let reader = ChkReader::open(encoded.cap, all).await.unwrap();
-                let got = reader.read_to_vec(0, encoded.cap.size).await.unwrap();
-                (got, reader.bad_shares())
-            });
-            assert_eq!(got, plaintext, "bit {position} of share {target}");
-            let in_unused = unused.contains(&(position as u64)) || (4..12).contains(&position);
-            if !in_unused {
-                assert!(
-                    bad.iter().any(|b| b.contains(&format!("share {target}"))),
-                    "a flipped bit at {position} of share {target} went unnoticed"
-                );
-                reported += 1;
-            }
-        }
+    (encoded.cap, sink.shares, plaintext)
+}
+
+#[test]
+fn a_flipped_bit_in_every_byte_of_a_share_is_detected_and_survived() {
+    let (cap, shares, plaintext) = flip_fixture();
+    for position in 0..shares[0].len() {
+        check_flipped_bit(&shares, cap, &plaintext, 0, position, (position % 8) as u8);
     }
-    assert!(reported > 200);
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn any_flipped_bit_in_any_share_is_detected_and_survived(target in 0usize..4, position: usize, bit in 0u8..8) {
+        let (cap, shares, plaintext) = flip_fixture();
+        let position = position % shares[target].len();
+        check_flipped_bit(&shares, cap, &plaintext, target, position, bit);
+    }
 
     #[test]
     fn round_trip_random_sizes_and_parameters(
@@ -259,4 +279,31 @@ proptest! {
         let pick = &order[..needed as usize];
         prop_assert_eq!(read_all(encoded.cap, sources(&sink.shares, pick)).unwrap(), plaintext);
     }
+}
+
+#[test]
+fn layout_v2_shares_decode_too() {
+    // Tahoe writes v2 (64-bit offsets) only for huge shares, but readers accept it at any size:
+    // rewrite every v1 share of a small file as v2 and read it back.
+    use filenode::immutable::layout::{ShareOffsets, V1_HEADER_LEN};
+    let params = ChkParams { needed: 3, total: 10, max_segment_size: 1000 };
+    let plaintext = data(7000, 5);
+    let (encoded, sink) = encode_bytes(&plaintext, [6; 16], &params).unwrap();
+    let v2_shares: Vec<Vec<u8>> = sink
+        .shares
+        .iter()
+        .map(|share| {
+            let v1 = ShareOffsets::parse(share).unwrap();
+            let v2 = ShareOffsets::compute_version(2, v1.block_size, v1.data_size, 7, 5);
+            let body_len = (v1.uri_extension - V1_HEADER_LEN) as usize;
+            let mut out = v2.to_bytes();
+            out.extend_from_slice(&share[V1_HEADER_LEN as usize..V1_HEADER_LEN as usize + body_len]);
+            // The UEB length prefix grows from 4 to 8 bytes.
+            let ueb = &share[v1.uri_extension as usize + 4..];
+            out.extend_from_slice(&(ueb.len() as u64).to_be_bytes());
+            out.extend_from_slice(ueb);
+            out
+        })
+        .collect();
+    assert_eq!(read_all(encoded.cap, sources(&v2_shares, &[9, 4, 7])).unwrap(), plaintext);
 }

@@ -494,20 +494,20 @@ async fn validate_share(
     }
     let geometry =
         ChkGeometry::from_ueb(&ueb).ok_or(ShareProblem::Ueb(UebError::BadField("segment_size")))?;
-    let expected = geometry.offsets();
-    if (
-        offsets.data,
-        offsets.crypttext_hash_tree,
-        offsets.block_hashes,
-        offsets.share_hashes,
-        offsets.uri_extension,
-    ) != (
-        expected.data,
-        expected.crypttext_hash_tree,
-        expected.block_hashes,
-        expected.share_hashes,
-        expected.uri_extension,
-    ) {
+    // Everything but the informational block and data sizes must be where the geometry puts it
+    // (in the layout version the share uses: v2 is valid for any size).
+    let expected = geometry.offsets_for_version(offsets.version);
+    let comparable = |o: &ShareOffsets| {
+        (
+            o.data,
+            o.plaintext_hash_tree,
+            o.crypttext_hash_tree,
+            o.block_hashes,
+            o.share_hashes,
+            o.uri_extension,
+        )
+    };
+    if comparable(&offsets) != comparable(&expected) {
         return Err(ShareProblem::LayoutMismatch);
     }
     let segments = geometry.num_segments as usize;

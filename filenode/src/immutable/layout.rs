@@ -193,32 +193,44 @@ impl ShareOffsets {
     /// Computes the layout of a share with `data_size` bytes of blocks, `num_segments` segments and
     /// `share_hash_count` share-hash entries, choosing v1 when everything fits in 32 bits.
     pub fn compute(block_size: u64, data_size: u64, num_segments: u64, share_hash_count: u64) -> Self {
-        let tree_len = hashtree::node_count(num_segments as usize) as u64 * 32;
-        let build = |version: u32, header: u64| {
-            let data = header;
-            let plaintext_hash_tree = data + data_size;
-            let crypttext_hash_tree = plaintext_hash_tree + tree_len;
-            let block_hashes = crypttext_hash_tree + tree_len;
-            let share_hashes = block_hashes + tree_len;
-            let uri_extension = share_hashes + share_hash_count * 34;
-            ShareOffsets {
-                version,
-                block_size,
-                data_size,
-                data,
-                plaintext_hash_tree,
-                crypttext_hash_tree,
-                block_hashes,
-                share_hashes,
-                uri_extension,
-            }
-        };
-        let v1 = build(1, V1_HEADER_LEN);
+        let v1 = Self::compute_version(1, block_size, data_size, num_segments, share_hash_count);
         let limit = 1u64 << 32;
         if block_size >= limit || data_size >= limit || v1.uri_extension >= limit {
-            build(2, V2_HEADER_LEN)
+            Self::compute_version(2, block_size, data_size, num_segments, share_hash_count)
         } else {
             v1
+        }
+    }
+
+    /// The layout in a given version (1: 32-bit fields, 2: 64-bit fields).
+    pub fn compute_version(
+        version: u32,
+        block_size: u64,
+        data_size: u64,
+        num_segments: u64,
+        share_hash_count: u64,
+    ) -> Self {
+        let tree_len = hashtree::node_count(num_segments as usize) as u64 * 32;
+        let data = if version == 1 {
+            V1_HEADER_LEN
+        } else {
+            V2_HEADER_LEN
+        };
+        let plaintext_hash_tree = data + data_size;
+        let crypttext_hash_tree = plaintext_hash_tree + tree_len;
+        let block_hashes = crypttext_hash_tree + tree_len;
+        let share_hashes = block_hashes + tree_len;
+        let uri_extension = share_hashes + share_hash_count * 34;
+        ShareOffsets {
+            version,
+            block_size,
+            data_size,
+            data,
+            plaintext_hash_tree,
+            crypttext_hash_tree,
+            block_hashes,
+            share_hashes,
+            uri_extension,
         }
     }
 

@@ -143,6 +143,17 @@ impl ChkGeometry {
         )
     }
 
+    /// The layout in a given share layout version (1 or 2), as a reader checks it.
+    pub fn offsets_for_version(&self, version: u32) -> ShareOffsets {
+        ShareOffsets::compute_version(
+            version,
+            self.block_size(),
+            self.data_size(),
+            self.num_segments,
+            self.share_hash_count(),
+        )
+    }
+
     /// The segments that hold plaintext bytes `offset .. offset+len` (empty if `len` is 0).
     pub fn segments_for_range(&self, offset: u64, len: u64) -> std::ops::Range<u64> {
         if len == 0 || offset >= self.size {
