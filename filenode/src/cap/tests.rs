@@ -181,3 +181,14 @@ proptest! {
         let _ = Cap::parse(&text);
     }
 }
+
+#[test]
+fn encoder_and_reader_debug_hide_the_key() {
+    use crate::immutable::{ChkEncoder, ChkParams};
+    let key = [0xab; 16];
+    let encoder = ChkEncoder::new(key, &ChkParams::default(), 1000).unwrap();
+    let debug = format!("{encoder:?}");
+    assert!(!debug.contains("171") && !debug.contains("ab, ab"), "{debug}");
+    let segment = encoder.encode_segment(0, vec![0; 1000]);
+    assert!(format!("{segment:?}").len() < 100);
+}

@@ -101,7 +101,6 @@ pub fn random_key() -> [u8; 16] {
 }
 
 /// One segment after encryption and erasure coding.
-#[derive(Debug)]
 pub struct EncodedSegment {
     segnum: u64,
     unpadded_len: usize,
@@ -112,6 +111,19 @@ pub struct EncodedSegment {
     parity: Vec<Vec<u8>>,
     crypttext_hash: Hash,
     block_hashes: Vec<Hash>,
+}
+
+impl std::fmt::Debug for EncodedSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncodedSegment({}, {} bytes)", self.segnum, self.unpadded_len)
+    }
+}
+
+impl std::fmt::Debug for ChkEncoder {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChkEncoder").field("geometry", &self.geometry).finish_non_exhaustive()
+    }
 }
 
 impl EncodedSegment {
@@ -142,7 +154,6 @@ impl EncodedSegment {
 }
 
 /// Encodes one file whose key and size are known.
-#[derive(Debug)]
 pub struct ChkEncoder {
     key: [u8; 16],
     geometry: ChkGeometry,
