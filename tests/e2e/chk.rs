@@ -286,7 +286,11 @@ fn layout_v2_shares_decode_too() {
     // Tahoe writes v2 (64-bit offsets) only for huge shares, but readers accept it at any size:
     // rewrite every v1 share of a small file as v2 and read it back.
     use filenode::immutable::layout::{ShareOffsets, V1_HEADER_LEN};
-    let params = ChkParams { needed: 3, total: 10, max_segment_size: 1000 };
+    let params = ChkParams {
+        needed: 3,
+        total: 10,
+        max_segment_size: 1000,
+    };
     let plaintext = data(7000, 5);
     let (encoded, sink) = encode_bytes(&plaintext, [6; 16], &params).unwrap();
     let v2_shares: Vec<Vec<u8>> = sink
@@ -305,5 +309,33 @@ fn layout_v2_shares_decode_too() {
             out
         })
         .collect();
-    assert_eq!(read_all(encoded.cap, sources(&v2_shares, &[9, 4, 7])).unwrap(), plaintext);
+    assert_eq!(
+        read_all(encoded.cap, sources(&v2_shares, &[9, 4, 7])).unwrap(),
+        plaintext
+    );
+}
+
+#[test]
+fn share_size_is_known_before_encoding() {
+    for (size, k, n, seg) in [
+        (56u64, 1u16, 1u16, 131_072u64),
+        (1000, 3, 10, 100),
+        (300_000, 7, 20, 4096),
+        (5000, 255, 256, 1 << 20),
+    ] {
+        let params = ChkParams {
+            needed: k,
+            total: n,
+            max_segment_size: seg,
+        };
+        let plaintext = data(size as usize, 1);
+        let predicted = filenode::immutable::ChkEncoder::new([9; 16], &params, size)
+            .unwrap()
+            .share_size();
+        let (_, sink) = encode_bytes(&plaintext, [9; 16], &params).unwrap();
+        assert!(
+            sink.shares.iter().all(|s| s.len() as u64 == predicted),
+            "{size} {k}-of-{n}"
+        );
+    }
 }

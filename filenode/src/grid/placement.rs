@@ -15,8 +15,11 @@ use crate::hashes::permute_server_hash;
 /// Orders servers (given as permutation seeds) by their ring position for `storage_index`; returns
 /// indexes into `seeds`.
 pub fn permuted_order(storage_index: &[u8; 16], seeds: &[&[u8]]) -> Vec<usize> {
-    let mut order: Vec<([u8; 20], usize)> =
-        seeds.iter().enumerate().map(|(i, seed)| (permute_server_hash(storage_index, seed), i)).collect();
+    let mut order: Vec<([u8; 20], usize)> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| (permute_server_hash(storage_index, seed), i))
+        .collect();
     order.sort();
     order.into_iter().map(|(_, i)| i).collect()
 }
@@ -53,7 +56,16 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
             .iter()
             .enumerate()
             .filter(|(i, c)| c.writable == want_writable && !used_servers.contains(i))
-            .map(|(i, c)| (i, c.existing.iter().copied().filter(|s| *s < total && !placed.contains_key(s)).collect()))
+            .map(|(i, c)| {
+                (
+                    i,
+                    c.existing
+                        .iter()
+                        .copied()
+                        .filter(|s| *s < total && !placed.contains_key(s))
+                        .collect(),
+                )
+            })
             .collect();
         for (server, share) in maximum_matching(&edges) {
             placed.insert(share, server);
@@ -82,7 +94,12 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
     }
 
     // Leftovers: round-robin over writable servers, fewest shares first (ties in ring order).
-    let writable: Vec<usize> = candidates.iter().enumerate().filter(|(_, c)| c.writable).map(|(i, _)| i).collect();
+    let writable: Vec<usize> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.writable)
+        .map(|(i, _)| i)
+        .collect();
     if !writable.is_empty() {
         let mut load: BTreeMap<usize, usize> = writable.iter().map(|&i| (i, 0)).collect();
         for server in placed.values() {
@@ -91,7 +108,10 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
             }
         }
         for share in leftovers {
-            let server = *writable.iter().min_by_key(|i| (load[i], **i)).expect("invariant: non-empty");
+            let server = *writable
+                .iter()
+                .min_by_key(|i| (load[i], **i))
+                .expect("invariant: non-empty");
             *load.get_mut(&server).expect("invariant: writable server") += 1;
             placed.insert(share, server);
         }
@@ -99,7 +119,11 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
 
     let mut placement = Placement::default();
     for (share, server) in placed {
-        let bucket = if kept_shares.contains(&share) { &mut placement.kept } else { &mut placement.uploads };
+        let bucket = if kept_shares.contains(&share) {
+            &mut placement.kept
+        } else {
+            &mut placement.uploads
+        };
         bucket.entry(server).or_default().insert(share);
     }
     // Happiness counts every share a server will hold, including extra existing copies.
@@ -148,7 +172,10 @@ fn maximum_matching(edges: &BTreeMap<usize, BTreeSet<u16>>) -> Vec<(usize, u16)>
     for &server in edges.keys() {
         augment(server, edges, &mut share_owner, &mut BTreeSet::new());
     }
-    share_owner.into_iter().map(|(share, server)| (server, share)).collect()
+    share_owner
+        .into_iter()
+        .map(|(share, server)| (server, share))
+        .collect()
 }
 
 #[cfg(test)]
@@ -157,7 +184,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn writable(n: usize) -> Vec<Candidate> {
-        vec![Candidate { writable: true, existing: BTreeSet::new() }; n]
+        vec![
+            Candidate {
+                writable: true,
+                existing: BTreeSet::new()
+            };
+            n
+        ]
     }
 
     #[test]
@@ -166,7 +199,10 @@ mod tests {
         assert_eq!(placement.happiness, 10);
         assert_eq!(placement.uploads.len(), 10);
         // Ring order: the first ten servers.
-        assert_eq!(placement.uploads.keys().copied().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            placement.uploads.keys().copied().collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
         assert!(placement.kept.is_empty());
     }
 
@@ -196,7 +232,13 @@ mod tests {
 
     #[test]
     fn no_writable_servers_means_no_happiness() {
-        let candidates = vec![Candidate { writable: false, existing: BTreeSet::new() }; 5];
+        let candidates = vec![
+            Candidate {
+                writable: false,
+                existing: BTreeSet::new()
+            };
+            5
+        ];
         let placement = place_shares(10, &candidates);
         assert_eq!(placement.happiness, 0);
         assert!(placement.uploads.is_empty());

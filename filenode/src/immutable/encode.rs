@@ -22,10 +22,6 @@ use crate::hashes::{
 };
 use crate::hashtree::HashTree;
 
-/// The most bytes a URI extension block may take (Tahoe's writers use the same allowance); real ones
-/// are 305–332 bytes.
-pub(crate) const UEB_SIZE_LIMIT: u64 = 1000;
-
 /// Why an encode failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -122,7 +118,9 @@ impl std::fmt::Debug for EncodedSegment {
 impl std::fmt::Debug for ChkEncoder {
     /// Never prints the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChkEncoder").field("geometry", &self.geometry).finish_non_exhaustive()
+        f.debug_struct("ChkEncoder")
+            .field("geometry", &self.geometry)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,10 +180,24 @@ impl ChkEncoder {
         self.geometry.offsets()
     }
 
-    /// An upper bound of each share's length: everything up to the UEB plus the UEB size limit.
-    pub fn max_share_size(&self) -> u64 {
+    /// The exact length of every share's data. The UEB's length is known before encoding because
+    /// its hash fields have fixed sizes (Tahoe allocates buckets of exactly this size, and an HTTP
+    /// storage server completes a share when every allocated byte is written).
+    pub fn share_size(&self) -> u64 {
         let offsets = self.offsets();
-        offsets.uri_extension + offsets.ueb_length_size() + UEB_SIZE_LIMIT
+        let g = &self.geometry;
+        let placeholder = UriExtension {
+            segment_size: g.segment_size,
+            needed_shares: g.needed,
+            total_shares: g.total,
+            num_segments: g.num_segments,
+            size: g.size,
+            tail_segment_size: g.tail_segment_size,
+            crypttext_hash: [0; 32],
+            crypttext_root_hash: [0; 32],
+            share_root_hash: [0; 32],
+        };
+        offsets.uri_extension + offsets.ueb_length_size() + placeholder.to_bytes().len() as u64
     }
 
     /// The share-data header, identical for every share of the file.
@@ -360,10 +372,10 @@ impl ShareTrailerBuilder {
 /// Where encoded shares go: each call writes `data` at `offset` of share `shnum`'s data. Writes to one
 /// share arrive in increasing offset order without gaps.
 pub trait ShareSink {
-    /// Announces, before any write, how many shares there are and an upper bound of each share's
-    /// length (storage servers allocate space from it; memory sinks reserve it).
-    fn begin(&mut self, total_shares: usize, max_share_size: u64) -> io::Result<()> {
-        let _ = (total_shares, max_share_size);
+    /// Announces, before any write, how many shares there are and each share's exact length
+    /// (storage servers allocate space from it; memory sinks reserve it).
+    fn begin(&mut self, total_shares: usize, share_size: u64) -> io::Result<()> {
+        let _ = (total_shares, share_size);
         Ok(())
     }
 
@@ -379,11 +391,11 @@ pub struct MemorySink {
 }
 
 impl ShareSink for MemorySink {
-    fn begin(&mut self, total_shares: usize, max_share_size: u64) -> io::Result<()> {
+    fn begin(&mut self, total_shares: usize, share_size: u64) -> io::Result<()> {
         self.shares.resize_with(total_shares, Vec::new);
         for share in &mut self.shares {
             share.clear();
-            share.reserve(max_share_size as usize);
+            share.reserve(share_size as usize);
         }
         Ok(())
     }
@@ -436,7 +448,7 @@ pub fn encode_stream<R: Read>(
     let encoder = Arc::new(ChkEncoder::new(key, params, size)?);
     let geometry = *encoder.geometry();
     let header = encoder.header();
-    sink.begin(geometry.total as usize, encoder.max_share_size())
+    sink.begin(geometry.total as usize, encoder.share_size())
         .map_err(EncodeError::Write)?;
     for shnum in 0..geometry.total as usize {
         sink.write(shnum, 0, &header).map_err(EncodeError::Write)?;
