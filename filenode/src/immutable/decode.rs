@@ -40,6 +40,12 @@ pub trait ShareSource: Send + Sync {
     fn describe(&self) -> String;
     /// Reads up to `len` bytes at `offset` of the share data; fewer only at the end of the share.
     fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>>;
+    /// Tells the share's holder that the share failed verification (a corruption advisory). Errors
+    /// are the source's to log; the download goes on regardless.
+    fn advise_corrupt(&self, reason: String) -> BoxFuture<'_, ()> {
+        let _ = reason;
+        Box::pin(async {})
+    }
 }
 
 /// A share held in memory.
@@ -232,7 +238,10 @@ impl ChkReader {
                         }
                         set.good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
                     }
-                    Err(problem) => set.bad.push(bad_share(source.as_ref(), problem)),
+                    Err(problem) => {
+                        advise_if_corrupt(source.as_ref(), &problem).await;
+                        set.bad.push(bad_share(source.as_ref(), problem));
+                    }
                 }
             }
         }
@@ -342,14 +351,11 @@ impl ChkReader {
             if failed.is_empty() {
                 return outcome.expect("invariant: no failed share means the segment decoded");
             }
-            let mut set = self.lock();
             for (share, problem) in failed {
+                advise_if_corrupt(share.source.as_ref(), &problem).await;
+                let mut set = self.lock();
                 let shnum = share.source.shnum();
-                if set
-                    .good
-                    .get(&shnum)
-                    .is_some_and(|current| Arc::ptr_eq(current, &share))
-                {
+                if set.good.get(&shnum).is_some_and(|current| Arc::ptr_eq(current, &share)) {
                     set.good.remove(&shnum);
                     set.bad.push(bad_share(share.source.as_ref(), problem));
                 }
@@ -382,16 +388,26 @@ impl ChkReader {
                 }
             }))
             .await;
-            let mut set = self.lock();
             for (source, outcome) in results {
                 match outcome {
                     Ok((valid, _)) => {
-                        set.good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
+                        self.lock().good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
                     }
-                    Err(problem) => set.bad.push(bad_share(source.as_ref(), problem)),
+                    Err(problem) => {
+                        advise_if_corrupt(source.as_ref(), &problem).await;
+                        self.lock().bad.push(bad_share(source.as_ref(), problem));
+                    }
                 }
             }
         }
+    }
+}
+
+/// Sends a corruption advisory for problems that mean the stored bytes are wrong (not for a share
+/// that merely could not be read).
+async fn advise_if_corrupt(source: &dyn ShareSource, problem: &ShareProblem) {
+    if !matches!(problem, ShareProblem::Unreadable(_)) {
+        source.advise_corrupt(problem.to_string()).await;
     }
 }
 

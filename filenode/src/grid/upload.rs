@@ -1,0 +1,435 @@
+//! Uploading immutable files: pick servers on the permuted ring, place shares for happiness,
+//! allocate buckets, then stream the encoder's output to every server in parallel.
+//!
+//! The encoder runs on its own thread (its segments on the rayon pool) and hands each block to a
+//! bounded channel per server; a writer per server sends the blocks as HTTP writes, up to
+//! [`WRITES_IN_FLIGHT`] at a time. A full channel blocks the encoder, so memory stays bounded by
+//! the channel depth whatever the file size. A server that fails mid-upload loses its shares; the
+//! upload still succeeds if the shares that did land keep `shares.happy`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::future::join_all;
+use futures::{SinkExt, StreamExt};
+use storage::api::{ShareKind, UploadSecret};
+use storage::{ShareNum, StorageError, StorageIndex};
+use tracing::{debug, warn};
+
+use super::placement::{Candidate, happiness, place_shares};
+use super::{ClientSecrets, ServerEntry, permuted_servers, run_blocking};
+use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
+use crate::immutable::{ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key};
+
+/// Concurrent writes per server.
+pub const WRITES_IN_FLIGHT: usize = 4;
+/// Blocks queued per server before the encoder waits.
+const CHANNEL_DEPTH: usize = 8;
+
+/// Encoding and placement parameters (`[client] shares.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadParams {
+    /// k.
+    pub needed: u16,
+    /// Minimum servers of happiness.
+    pub happy: u16,
+    /// N.
+    pub total: u16,
+    /// Maximum segment size.
+    pub max_segment_size: u64,
+}
+
+impl Default for UploadParams {
+    fn default() -> Self {
+        UploadParams { needed: 3, happy: 7, total: 10, max_segment_size: crate::immutable::DEFAULT_MAX_SEGMENT_SIZE }
+    }
+}
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Not enough servers could take shares.
+    #[error(
+        "upload needs shares on at least {happy} servers (shares.happy = {happy}) but only {achieved} could be used \
+         ({servers} storage servers known){detail}"
+    )]
+    NotHappy {
+        /// The configured happiness.
+        happy: u16,
+        /// What was achieved.
+        achieved: usize,
+        /// Servers known to the client.
+        servers: usize,
+        /// Why servers dropped out.
+        detail: String,
+    },
+    /// Encoding failed (or the parameters are invalid).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Read(#[source] io::Error),
+}
+
+/// What an upload produced.
+#[derive(Debug, Clone)]
+pub struct UploadResult {
+    /// The file's cap (LIT for ≤ 55 bytes, else CHK).
+    pub cap: FileCap,
+    /// The file's size.
+    pub size: u64,
+    /// Which servers hold each share (by server name).
+    pub placement: BTreeMap<ShareNum, Vec<String>>,
+    /// Servers of happiness achieved (0 for LIT).
+    pub happiness: usize,
+}
+
+/// Called with the number of plaintext bytes encoded and sent so far.
+pub type UploadProgress = Box<dyn FnMut(u64) + Send>;
+
+struct Write {
+    shnum: ShareNum,
+    offset: u64,
+    data: Bytes,
+}
+
+/// The encoder's sink: routes each share's writes to its server's channel.
+struct ChannelSink {
+    routes: Vec<Option<usize>>,
+    senders: Vec<mpsc::Sender<Write>>,
+}
+
+impl ShareSink for ChannelSink {
+    fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        if let Some(Some(writer)) = self.routes.get(shnum) {
+            let write = Write { shnum: shnum as u16, offset, data: Bytes::copy_from_slice(data) };
+            // A closed channel means the writer gave up on that server; the rest carry on.
+            let _ = futures::executor::block_on(self.senders[*writer].send(write));
+        }
+        Ok(())
+    }
+}
+
+/// One server taking part in an upload.
+struct Bucket {
+    server: ServerEntry,
+    upload: UploadSecret,
+    shares: BTreeSet<ShareNum>,
+}
+
+/// Uploads `input` (read from the start; it is read twice when convergence is on).
+pub async fn upload<R: Read + Seek + Send + 'static>(
+    servers: &[ServerEntry],
+    secrets: &ClientSecrets,
+    params: &UploadParams,
+    input: R,
+    progress: Option<UploadProgress>,
+) -> Result<UploadResult, UploadError> {
+    let chk_params = ChkParams { needed: params.needed, total: params.total, max_segment_size: params.max_segment_size };
+    chk_params.validate().map_err(EncodeError::from)?;
+    let convergence = secrets.convergence.clone();
+    let (input, key, size) = run_blocking(move || -> Result<_, UploadError> {
+        let mut input = input;
+        let (key, size) = match convergence {
+            Some(secret) => convergent_key(&mut input, &secret, &chk_params)?,
+            None => (random_key(), input.seek(SeekFrom::End(0)).map_err(UploadError::Read)?),
+        };
+        input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
+        Ok((input, key, size))
+    })
+    .await?;
+    if size <= LIT_THRESHOLD {
+        let mut data = Vec::with_capacity(size as usize);
+        let mut input = input;
+        input.read_to_end(&mut data).map_err(UploadError::Read)?;
+        return Ok(UploadResult { cap: FileCap::Lit(LitCap { data }), size, placement: BTreeMap::new(), happiness: 0 });
+    }
+    let encoder = ChkEncoder::new(key, &chk_params, size)?;
+    let share_size = encoder.share_size();
+    let storage_index = StorageIndex(crate::hashes::storage_index_hash(&key));
+
+    let buckets = allocate(servers, secrets, params, storage_index, share_size).await?;
+    let (kept, buckets) = buckets;
+
+    // Stream the encoder's output to the buckets.
+    let mut routes = vec![None; params.total as usize];
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for (index, bucket) in buckets.iter().enumerate() {
+        for &shnum in &bucket.shares {
+            routes[shnum as usize] = Some(index);
+        }
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let mut sink = ChannelSink { routes, senders };
+    let mut progress = progress;
+    let encoding = run_blocking(move || {
+        let mut report = |done: u64| {
+            if let Some(callback) = progress.as_mut() {
+                callback(done);
+            }
+        };
+        let result = encode_stream(input, size, key, &chk_params, &mut sink, Some(&mut report));
+        drop(sink); // closes the channels, so the writers finish
+        result
+    });
+    let writers = join_all(buckets.iter().zip(receivers).map(|(bucket, rx)| write_bucket(bucket, storage_index, rx)));
+    let (encoded, written) = futures::join!(encoding, writers);
+    let encoded = match encoded {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            abort_all(&buckets, storage_index, &written).await;
+            return Err(e.into());
+        }
+    };
+
+    // Which shares landed where.
+    let mut holdings: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
+    let mut placement: BTreeMap<ShareNum, Vec<String>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (index, (bucket, done)) in buckets.iter().zip(&written).enumerate() {
+        match done {
+            Ok(complete) => {
+                holdings.entry(index).or_default().extend(complete);
+                for shnum in complete {
+                    placement.entry(*shnum).or_default().push(bucket.server.name());
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", bucket.server.name())),
+        }
+    }
+    let offset = buckets.len();
+    for (i, (name, shares)) in kept.iter().enumerate() {
+        holdings.entry(offset + i).or_default().extend(shares);
+        for shnum in shares {
+            placement.entry(*shnum).or_default().push(name.clone());
+        }
+    }
+    let achieved = happiness(&holdings);
+    if achieved < params.happy as usize {
+        abort_all(&buckets, storage_index, &written).await;
+        return Err(UploadError::NotHappy {
+            happy: params.happy,
+            achieved,
+            servers: servers.len(),
+            detail: if failures.is_empty() { String::new() } else { format!("; failed: {}", failures.join("; ")) },
+        });
+    }
+    Ok(UploadResult { cap: FileCap::Chk(encoded.cap), size, placement, happiness: achieved })
+}
+
+type Kept = Vec<(String, BTreeSet<ShareNum>)>;
+
+/// Chooses servers and allocates buckets until every share has a home or happiness is out of reach.
+async fn allocate(
+    servers: &[ServerEntry],
+    secrets: &ClientSecrets,
+    params: &UploadParams,
+    storage_index: StorageIndex,
+    share_size: u64,
+) -> Result<(Kept, Vec<Bucket>), UploadError> {
+    let total = params.total;
+    let ordered: Vec<&ServerEntry> =
+        permuted_servers(storage_index.as_bytes(), servers).into_iter().take(2 * total as usize).collect();
+    let mut problems: Vec<String> = Vec::new();
+    // Ask each candidate for its free space and the shares it already holds.
+    let probes = join_all(ordered.iter().map(|server| async move {
+        let version = server.client.version().await;
+        let existing = server.client.list_shares(ShareKind::Immutable, storage_index).await;
+        (version, existing)
+    }))
+    .await;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (server, (version, existing)) in ordered.iter().zip(probes) {
+        let mut candidate = Candidate::default();
+        match (version, existing) {
+            (Ok(version), Ok(existing)) => {
+                candidate.writable = version.available_space >= share_size;
+                if !candidate.writable {
+                    problems.push(format!("{} is full", server.name()));
+                }
+                candidate.existing = existing;
+            }
+            (Err(e), _) | (_, Err(e)) => problems.push(format!("{}: {e}", server.name())),
+        }
+        candidates.push(candidate);
+    }
+
+    let mut allocated: BTreeMap<usize, Bucket> = BTreeMap::new();
+    for _round in 0..3 {
+        let placement = place_shares(total, &candidates);
+        // Shares not yet allocated anywhere.
+        let mut requests: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
+        let already: BTreeSet<ShareNum> = allocated.values().flat_map(|b| b.shares.iter().copied()).collect();
+        for (server, shares) in &placement.uploads {
+            let fresh: BTreeSet<ShareNum> = shares.difference(&already).copied().collect();
+            if !fresh.is_empty() {
+                requests.insert(*server, fresh);
+            }
+        }
+        // Existing holders get their leases renewed by an allocate of nothing.
+        let holders: Vec<usize> = placement.kept.keys().copied().filter(|s| !requests.contains_key(s)).collect();
+        for server in holders {
+            requests.insert(server, BTreeSet::new());
+        }
+        if requests.values().all(BTreeSet::is_empty) && placement.happiness >= params.happy as usize {
+            break;
+        }
+        let answers = join_all(requests.iter().map(|(&index, shares)| {
+            let server = ordered[index];
+            let lease = secrets.lease_secrets(storage_index.as_bytes(), &server.lease_seed);
+            let upload = allocated
+                .get(&index)
+                .map(|b| b.upload.clone())
+                .unwrap_or_else(|| UploadSecret(rand::random::<[u8; 32]>().to_vec()));
+            async move {
+                let answer = server.client.allocate_buckets(storage_index, &lease, &upload, shares, share_size).await;
+                (index, shares.clone(), upload, answer)
+            }
+        }))
+        .await;
+        let mut refused_any = false;
+        for (index, asked, upload, answer) in answers {
+            let server = ordered[index];
+            match answer {
+                Ok(allocation) => {
+                    candidates[index].existing.extend(allocation.already_have.iter().copied());
+                    if allocation.allocated.len() + asked.intersection(&allocation.already_have).count() < asked.len() {
+                        refused_any = true;
+                        candidates[index].writable = false;
+                        problems.push(format!("{} refused some shares", server.name()));
+                    }
+                    if !allocation.allocated.is_empty() {
+                        let bucket = allocated.entry(index).or_insert_with(|| Bucket {
+                            server: server.clone(),
+                            upload,
+                            shares: BTreeSet::new(),
+                        });
+                        bucket.shares.extend(allocation.allocated.iter().copied());
+                        // Allocated shares count as held when placing the rest.
+                        candidates[index].existing.extend(allocation.allocated.iter().copied());
+                    }
+                }
+                Err(e) => {
+                    refused_any = true;
+                    candidates[index] = Candidate::default();
+                    problems.push(format!("{}: {e}", server.name()));
+                }
+            }
+        }
+        if !refused_any {
+            break;
+        }
+    }
+
+    // Final check: every share allocated or held, and happy.
+    let mut holdings: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        let shares: BTreeSet<ShareNum> = candidate.existing.iter().copied().filter(|s| *s < total).collect();
+        if !shares.is_empty() {
+            holdings.insert(index, shares);
+        }
+    }
+    let achieved = happiness(&holdings);
+    if achieved < params.happy as usize {
+        let buckets: Vec<Bucket> = allocated.into_values().collect();
+        let written = vec![Ok(BTreeSet::new()); buckets.len()];
+        abort_all(&buckets, storage_index, &written).await;
+        return Err(UploadError::NotHappy {
+            happy: params.happy,
+            achieved,
+            servers: servers.len(),
+            detail: if problems.is_empty() { String::new() } else { format!("; {}", problems.join("; ")) },
+        });
+    }
+    let kept: Kept = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(index, candidate)| {
+            let mine = allocated.get(&index).map(|b| b.shares.clone()).unwrap_or_default();
+            let held: BTreeSet<ShareNum> =
+                candidate.existing.iter().copied().filter(|s| *s < total && !mine.contains(s)).collect();
+            (!held.is_empty()).then(|| (ordered[index].name(), held))
+        })
+        .collect();
+    Ok((kept, allocated.into_values().collect()))
+}
+
+/// Sends one server's writes; returns the shares it completed.
+async fn write_bucket(
+    bucket: &Bucket,
+    storage_index: StorageIndex,
+    writes: mpsc::Receiver<Write>,
+) -> Result<BTreeSet<ShareNum>, StorageError> {
+    let failed = AtomicBool::new(false);
+    let first_error: std::sync::Mutex<Option<StorageError>> = std::sync::Mutex::new(None);
+    let complete: std::sync::Mutex<BTreeSet<ShareNum>> = std::sync::Mutex::new(BTreeSet::new());
+    writes
+        .for_each_concurrent(WRITES_IN_FLIGHT, |write| {
+            let (failed, first_error, complete) = (&failed, &first_error, &complete);
+            async move {
+                // After a failure, keep draining so the encoder never blocks on this server.
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let result =
+                    bucket.server.client.write_share(storage_index, write.shnum, &bucket.upload, write.offset, write.data).await;
+                match result {
+                    Ok(progress) if progress.complete => {
+                        complete.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(write.shnum);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(server = %bucket.server.name(), error = %e, "write failed; dropping this server from the upload");
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
+                    }
+                }
+            }
+        })
+        .await;
+    if let Some(e) = first_error.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        return Err(e);
+    }
+    Ok(complete.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Aborts every allocated share that did not complete.
+async fn abort_all(
+    buckets: &[Bucket],
+    storage_index: StorageIndex,
+    written: &[Result<BTreeSet<ShareNum>, StorageError>],
+) {
+    let aborts = buckets.iter().zip(written).flat_map(|(bucket, done)| {
+        let complete = done.as_ref().cloned().unwrap_or_default();
+        bucket.shares.iter().filter(move |s| !complete.contains(s)).map(move |&shnum| async move {
+            if let Err(e) = bucket.server.client.abort_upload(storage_index, shnum, &bucket.upload).await {
+                debug!(server = %bucket.server.name(), shnum, error = %e, "abort failed");
+            }
+        })
+    });
+    join_all(aborts).await;
+}
+
+/// The cap type an upload of more than 55 bytes yields, for callers that need it.
+pub fn chk_cap(result: &UploadResult) -> Option<ChkCap> {
+    match result.cap {
+        FileCap::Chk(cap) => Some(cap),
+        _ => None,
+    }
+}
+
+/// Convenience for in-memory data.
+pub async fn upload_bytes(
+    servers: &[ServerEntry],
+    secrets: &ClientSecrets,
+    params: &UploadParams,
+    data: Vec<u8>,
+) -> Result<UploadResult, UploadError> {
+    upload(servers, secrets, params, io::Cursor::new(data), None).await
+}
