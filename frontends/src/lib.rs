@@ -1,5 +1,4 @@
-//! User-facing frontends: the web gateway, SFTP and FTP servers.
-//!
-//! Empty for now: each frontend arrives with its own issue. The crate exists so that the dependency
-//! direction storage ← filenode ← frontends ← node is fixed from the start; frontends reach the grid
-//! only through `filenode`.
+//! User-facing frontends: the web gateway (today: the file subset of Tahoe's web API), with SFTP and
+//! FTP to come. Frontends reach the grid only through `filenode`.
+
+pub mod web;

@@ -117,7 +117,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let key_seconds = start.elapsed().as_secs_f64();
     // Fault the sink's memory in before timing, so the figure is the encoder's, not the kernel's.
     let mut sink = MemorySink::default();
-    let share_bound = filenode::immutable::ChkEncoder::new(key, &params, size)?.max_share_size() as usize;
+    let share_bound = filenode::immutable::ChkEncoder::new(key, &params, size)?.share_size() as usize;
     sink.shares = (0..params.total).map(|_| vec![1u8; share_bound]).collect();
     let start = Instant::now();
     let encoded = encode_stream(&data[..], size, key, &params, &mut sink, None)?;

@@ -1,7 +1,7 @@
 //! `tessera debug ...`: compute caps without uploading, explain caps, benchmark the core.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -64,19 +64,10 @@ pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let cap = chk_cap(&file, secret.as_deref(), &params)?;
-            write_line(&cap)
+            crate::output::line(&cap)
         }
         DebugCommand::DumpCap { cap } => dump_cap(&cap),
         DebugCommand::Bench(args) => crate::bench::run(&args),
-    }
-}
-
-/// Prints one line to stdout; a closed pipe is not an error.
-fn write_line(text: &str) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    match writeln!(out, "{text}") {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
     }
 }
 
@@ -184,7 +175,7 @@ fn dump_cap(text: &str) -> anyhow::Result<()> {
     if let Some(verifier) = cap.verifier().filter(|v| v != &cap) {
         lines.push(format!("verify cap: {verifier}"));
     }
-    write_line(&lines.join("\n"))
+    crate::output::line(&lines.join("\n"))
 }
 
 fn push_chk_numbers(lines: &mut Vec<String>, needed: u16, total: u16, size: u64) {

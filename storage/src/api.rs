@@ -211,7 +211,10 @@ pub enum StorageError {
 impl StorageError {
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Transport(_) | StorageError::Timeout | StorageError::Internal(_))
+        matches!(
+            self,
+            StorageError::Transport(_) | StorageError::Timeout | StorageError::Internal(_)
+        )
     }
 }
 
@@ -250,7 +253,11 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
 
     /// `GET /storage/v1/{immutable,mutable}/:si/shares`: the share numbers held (empty if none).
-    async fn list_shares(&self, kind: ShareKind, storage_index: StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError>;
+    async fn list_shares(
+        &self,
+        kind: ShareKind,
+        storage_index: StorageIndex,
+    ) -> Result<BTreeSet<ShareNum>, StorageError>;
 
     /// `GET /storage/v1/{immutable,mutable}/:si/:shnum` with `Range: bytes=offset-(offset+len-1)`:
     /// up to `len` bytes; fewer at the end of the share, none when `offset` is at or past the end.
@@ -273,7 +280,11 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
 
     /// `PUT /storage/v1/lease/:si`: add a lease or renew the one with the same renew secret.
-    async fn add_or_renew_lease(&self, storage_index: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError>;
+    async fn add_or_renew_lease(
+        &self,
+        storage_index: StorageIndex,
+        lease: &LeaseSecrets,
+    ) -> Result<(), StorageError>;
 
     /// `POST /storage/v1/mutable/:si/read-test-write`.
     async fn read_test_write(

@@ -4,9 +4,11 @@
 //!   share files (from `../shared`, skipped with a message when absent) and our own committed vectors
 //!   (always run);
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
+//! - `grid`: upload/download over an in-process grid of real storage servers, with faults.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod chk;
+mod grid;
 mod tidy;
 mod vectors;

@@ -1,4 +1,7 @@
-//! Shared helpers for Tessera's end-to-end tests: locating vector files and the reference material.
+//! Shared helpers for Tessera's end-to-end tests: the in-process [`grid::TestGrid`], and locating
+//! vector files and the reference material.
+
+pub mod grid;
 
 use std::path::PathBuf;
 

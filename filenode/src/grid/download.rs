@@ -58,10 +58,19 @@ impl ShareSource for RemoteShare {
 /// Asks every server which shares of `storage_index` it holds. Sources come back in permuted-ring
 /// order (the servers Tahoe would have placed shares on first come first); unreachable servers are
 /// skipped.
-pub async fn locate_shares(servers: &[ServerEntry], storage_index: StorageIndex) -> Vec<Arc<dyn ShareSource>> {
+pub async fn locate_shares(
+    servers: &[ServerEntry],
+    storage_index: StorageIndex,
+) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
     let answers = join_all(ordered.iter().map(|server| async move {
-        (server, server.client.list_shares(ShareKind::Immutable, storage_index).await)
+        (
+            server,
+            server
+                .client
+                .list_shares(ShareKind::Immutable, storage_index)
+                .await,
+        )
     }))
     .await;
     let mut sources: Vec<Arc<dyn ShareSource>> = Vec::new();
@@ -69,7 +78,11 @@ pub async fn locate_shares(servers: &[ServerEntry], storage_index: StorageIndex)
         match answer {
             Ok(shares) => {
                 for shnum in shares {
-                    sources.push(Arc::new(RemoteShare { server: (*server).clone(), storage_index, shnum }));
+                    sources.push(Arc::new(RemoteShare {
+                        server: (*server).clone(),
+                        storage_index,
+                        shnum,
+                    }));
                 }
             }
             Err(e) => debug!(server = %server.name(), error = %e, "cannot list shares"),

@@ -73,7 +73,10 @@ impl ClientSecrets {
 /// Orders servers on the permuted ring for a storage index.
 pub fn permuted_servers<'a>(storage_index: &[u8; 16], servers: &'a [ServerEntry]) -> Vec<&'a ServerEntry> {
     let seeds: Vec<&[u8]> = servers.iter().map(|s| s.permutation_seed.as_slice()).collect();
-    placement::permuted_order(storage_index, &seeds).into_iter().map(|i| &servers[i]).collect()
+    placement::permuted_order(storage_index, &seeds)
+        .into_iter()
+        .map(|i| &servers[i])
+        .collect()
 }
 
 /// Runs a blocking closure on its own thread and awaits its result without tying up the caller's
@@ -86,5 +89,150 @@ pub(crate) async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + S
             let _ = done.send(work());
         })
         .expect("invariant: the OS can start a thread");
-    result.await.expect("invariant: the blocking job sends its result")
+    result
+        .await
+        .expect("invariant: the blocking job sends its result")
+}
+
+/// What the client knows about a server's connection right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Whether the last probe succeeded.
+    pub connected: bool,
+    /// When the current connection was first seen (Unix seconds).
+    pub connected_since: Option<u64>,
+    /// When the server last answered (Unix seconds).
+    pub last_seen: Option<u64>,
+    /// Space the server reported free.
+    pub available_space: Option<u64>,
+    /// The last error, when not connected.
+    pub last_error: Option<String>,
+}
+
+/// The client's view of the grid: the known servers, the secrets, the encoding parameters. Frontends
+/// upload and download through it; the node keeps its server list current.
+#[derive(Debug)]
+pub struct Grid {
+    servers: std::sync::RwLock<Vec<(ServerEntry, ServerStatus)>>,
+    secrets: ClientSecrets,
+    params: upload::UploadParams,
+}
+
+impl Grid {
+    /// A grid client with no servers yet.
+    pub fn new(secrets: ClientSecrets, params: upload::UploadParams) -> Self {
+        Grid {
+            servers: Default::default(),
+            secrets,
+            params,
+        }
+    }
+
+    /// Replaces the server list, keeping the status of servers that stay.
+    pub fn set_servers(&self, servers: Vec<ServerEntry>) {
+        let mut current = self
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = servers
+            .into_iter()
+            .map(|entry| {
+                let status = current
+                    .iter()
+                    .find(|(old, _)| old.server_id == entry.server_id)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                (entry, status)
+            })
+            .collect();
+        *current = next;
+    }
+
+    /// Every known server with its status.
+    pub fn servers_with_status(&self) -> Vec<(ServerEntry, ServerStatus)> {
+        self.servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The servers to use: those whose last probe succeeded, or all of them if none was probed yet.
+    pub fn usable_servers(&self) -> Vec<ServerEntry> {
+        let all = self.servers_with_status();
+        let connected: Vec<ServerEntry> = all
+            .iter()
+            .filter(|(_, s)| s.connected)
+            .map(|(e, _)| e.clone())
+            .collect();
+        if connected.is_empty() {
+            all.into_iter().map(|(e, _)| e).collect()
+        } else {
+            connected
+        }
+    }
+
+    /// Probes every server once (`GET /version`) and records the outcome.
+    pub async fn probe(&self) {
+        let servers = self.servers_with_status();
+        let answers =
+            futures::future::join_all(servers.iter().map(|(entry, _)| entry.client.version())).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut current = self
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((entry, _), answer) in servers.iter().zip(answers) {
+            let Some((_, status)) = current.iter_mut().find(|(e, _)| e.server_id == entry.server_id) else {
+                continue;
+            };
+            match answer {
+                Ok(version) => {
+                    if !status.connected {
+                        status.connected_since = Some(now);
+                    }
+                    status.connected = true;
+                    status.last_seen = Some(now);
+                    status.available_space = Some(version.available_space);
+                    status.last_error = None;
+                }
+                Err(e) => {
+                    status.connected = false;
+                    status.connected_since = None;
+                    status.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// The encoding parameters.
+    pub fn params(&self) -> upload::UploadParams {
+        self.params
+    }
+
+    /// Uploads an immutable file.
+    pub async fn upload<R: std::io::Read + std::io::Seek + Send + 'static>(
+        &self,
+        input: R,
+        progress: Option<upload::UploadProgress>,
+    ) -> Result<upload::UploadResult, upload::UploadError> {
+        upload::upload(
+            &self.usable_servers(),
+            &self.secrets,
+            &self.params,
+            input,
+            progress,
+        )
+        .await
+    }
+
+    /// Opens an immutable file for reading.
+    pub async fn open_chk(
+        &self,
+        cap: crate::cap::ChkCap,
+    ) -> Result<crate::immutable::ChkReader, crate::immutable::DownloadError> {
+        download::open_chk(&self.usable_servers(), cap).await
+    }
 }

@@ -22,7 +22,9 @@ use tracing::{debug, warn};
 use super::placement::{Candidate, happiness, place_shares};
 use super::{ClientSecrets, ServerEntry, permuted_servers, run_blocking};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
-use crate::immutable::{ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key};
+use crate::immutable::{
+    ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key,
+};
 
 /// Concurrent writes per server.
 pub const WRITES_IN_FLIGHT: usize = 4;
@@ -44,7 +46,12 @@ pub struct UploadParams {
 
 impl Default for UploadParams {
     fn default() -> Self {
-        UploadParams { needed: 3, happy: 7, total: 10, max_segment_size: crate::immutable::DEFAULT_MAX_SEGMENT_SIZE }
+        UploadParams {
+            needed: 3,
+            happy: 7,
+            total: 10,
+            max_segment_size: crate::immutable::DEFAULT_MAX_SEGMENT_SIZE,
+        }
     }
 }
 
@@ -105,7 +112,11 @@ struct ChannelSink {
 impl ShareSink for ChannelSink {
     fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> io::Result<()> {
         if let Some(Some(writer)) = self.routes.get(shnum) {
-            let write = Write { shnum: shnum as u16, offset, data: Bytes::copy_from_slice(data) };
+            let write = Write {
+                shnum: shnum as u16,
+                offset,
+                data: Bytes::copy_from_slice(data),
+            };
             // A closed channel means the writer gave up on that server; the rest carry on.
             let _ = futures::executor::block_on(self.senders[*writer].send(write));
         }
@@ -128,14 +139,21 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
     input: R,
     progress: Option<UploadProgress>,
 ) -> Result<UploadResult, UploadError> {
-    let chk_params = ChkParams { needed: params.needed, total: params.total, max_segment_size: params.max_segment_size };
+    let chk_params = ChkParams {
+        needed: params.needed,
+        total: params.total,
+        max_segment_size: params.max_segment_size,
+    };
     chk_params.validate().map_err(EncodeError::from)?;
     let convergence = secrets.convergence.clone();
     let (input, key, size) = run_blocking(move || -> Result<_, UploadError> {
         let mut input = input;
         let (key, size) = match convergence {
             Some(secret) => convergent_key(&mut input, &secret, &chk_params)?,
-            None => (random_key(), input.seek(SeekFrom::End(0)).map_err(UploadError::Read)?),
+            None => (
+                random_key(),
+                input.seek(SeekFrom::End(0)).map_err(UploadError::Read)?,
+            ),
         };
         input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
         Ok((input, key, size))
@@ -145,7 +163,12 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
         let mut data = Vec::with_capacity(size as usize);
         let mut input = input;
         input.read_to_end(&mut data).map_err(UploadError::Read)?;
-        return Ok(UploadResult { cap: FileCap::Lit(LitCap { data }), size, placement: BTreeMap::new(), happiness: 0 });
+        return Ok(UploadResult {
+            cap: FileCap::Lit(LitCap { data }),
+            size,
+            placement: BTreeMap::new(),
+            happiness: 0,
+        });
     }
     let encoder = ChkEncoder::new(key, &chk_params, size)?;
     let share_size = encoder.share_size();
@@ -178,7 +201,12 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
         drop(sink); // closes the channels, so the writers finish
         result
     });
-    let writers = join_all(buckets.iter().zip(receivers).map(|(bucket, rx)| write_bucket(bucket, storage_index, rx)));
+    let writers = join_all(
+        buckets
+            .iter()
+            .zip(receivers)
+            .map(|(bucket, rx)| write_bucket(bucket, storage_index, rx)),
+    );
     let (encoded, written) = futures::join!(encoding, writers);
     let encoded = match encoded {
         Ok(encoded) => encoded,
@@ -217,10 +245,19 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
             happy: params.happy,
             achieved,
             servers: servers.len(),
-            detail: if failures.is_empty() { String::new() } else { format!("; failed: {}", failures.join("; ")) },
+            detail: if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failures.join("; "))
+            },
         });
     }
-    Ok(UploadResult { cap: FileCap::Chk(encoded.cap), size, placement, happiness: achieved })
+    Ok(UploadResult {
+        cap: FileCap::Chk(encoded.cap),
+        size,
+        placement,
+        happiness: achieved,
+    })
 }
 
 type Kept = Vec<(String, BTreeSet<ShareNum>)>;
@@ -234,13 +271,18 @@ async fn allocate(
     share_size: u64,
 ) -> Result<(Kept, Vec<Bucket>), UploadError> {
     let total = params.total;
-    let ordered: Vec<&ServerEntry> =
-        permuted_servers(storage_index.as_bytes(), servers).into_iter().take(2 * total as usize).collect();
+    let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
+        .into_iter()
+        .take(2 * total as usize)
+        .collect();
     let mut problems: Vec<String> = Vec::new();
     // Ask each candidate for its free space and the shares it already holds.
     let probes = join_all(ordered.iter().map(|server| async move {
         let version = server.client.version().await;
-        let existing = server.client.list_shares(ShareKind::Immutable, storage_index).await;
+        let existing = server
+            .client
+            .list_shares(ShareKind::Immutable, storage_index)
+            .await;
         (version, existing)
     }))
     .await;
@@ -265,7 +307,10 @@ async fn allocate(
         let placement = place_shares(total, &candidates);
         // Shares not yet allocated anywhere.
         let mut requests: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
-        let already: BTreeSet<ShareNum> = allocated.values().flat_map(|b| b.shares.iter().copied()).collect();
+        let already: BTreeSet<ShareNum> = allocated
+            .values()
+            .flat_map(|b| b.shares.iter().copied())
+            .collect();
         for (server, shares) in &placement.uploads {
             let fresh: BTreeSet<ShareNum> = shares.difference(&already).copied().collect();
             if !fresh.is_empty() {
@@ -273,7 +318,12 @@ async fn allocate(
             }
         }
         // Existing holders get their leases renewed by an allocate of nothing.
-        let holders: Vec<usize> = placement.kept.keys().copied().filter(|s| !requests.contains_key(s)).collect();
+        let holders: Vec<usize> = placement
+            .kept
+            .keys()
+            .copied()
+            .filter(|s| !requests.contains_key(s))
+            .collect();
         for server in holders {
             requests.insert(server, BTreeSet::new());
         }
@@ -288,7 +338,10 @@ async fn allocate(
                 .map(|b| b.upload.clone())
                 .unwrap_or_else(|| UploadSecret(rand::random::<[u8; 32]>().to_vec()));
             async move {
-                let answer = server.client.allocate_buckets(storage_index, &lease, &upload, shares, share_size).await;
+                let answer = server
+                    .client
+                    .allocate_buckets(storage_index, &lease, &upload, shares, share_size)
+                    .await;
                 (index, shares.clone(), upload, answer)
             }
         }))
@@ -298,8 +351,12 @@ async fn allocate(
             let server = ordered[index];
             match answer {
                 Ok(allocation) => {
-                    candidates[index].existing.extend(allocation.already_have.iter().copied());
-                    if allocation.allocated.len() + asked.intersection(&allocation.already_have).count() < asked.len() {
+                    candidates[index]
+                        .existing
+                        .extend(allocation.already_have.iter().copied());
+                    if allocation.allocated.len() + asked.intersection(&allocation.already_have).count()
+                        < asked.len()
+                    {
                         refused_any = true;
                         candidates[index].writable = false;
                         problems.push(format!("{} refused some shares", server.name()));
@@ -312,7 +369,9 @@ async fn allocate(
                         });
                         bucket.shares.extend(allocation.allocated.iter().copied());
                         // Allocated shares count as held when placing the rest.
-                        candidates[index].existing.extend(allocation.allocated.iter().copied());
+                        candidates[index]
+                            .existing
+                            .extend(allocation.allocated.iter().copied());
                     }
                 }
                 Err(e) => {
@@ -330,7 +389,12 @@ async fn allocate(
     // Final check: every share allocated or held, and happy.
     let mut holdings: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
     for (index, candidate) in candidates.iter().enumerate() {
-        let shares: BTreeSet<ShareNum> = candidate.existing.iter().copied().filter(|s| *s < total).collect();
+        let shares: BTreeSet<ShareNum> = candidate
+            .existing
+            .iter()
+            .copied()
+            .filter(|s| *s < total)
+            .collect();
         if !shares.is_empty() {
             holdings.insert(index, shares);
         }
@@ -344,16 +408,27 @@ async fn allocate(
             happy: params.happy,
             achieved,
             servers: servers.len(),
-            detail: if problems.is_empty() { String::new() } else { format!("; {}", problems.join("; ")) },
+            detail: if problems.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", problems.join("; "))
+            },
         });
     }
     let kept: Kept = candidates
         .iter()
         .enumerate()
         .filter_map(|(index, candidate)| {
-            let mine = allocated.get(&index).map(|b| b.shares.clone()).unwrap_or_default();
-            let held: BTreeSet<ShareNum> =
-                candidate.existing.iter().copied().filter(|s| *s < total && !mine.contains(s)).collect();
+            let mine = allocated
+                .get(&index)
+                .map(|b| b.shares.clone())
+                .unwrap_or_default();
+            let held: BTreeSet<ShareNum> = candidate
+                .existing
+                .iter()
+                .copied()
+                .filter(|s| *s < total && !mine.contains(s))
+                .collect();
             (!held.is_empty()).then(|| (ordered[index].name(), held))
         })
         .collect();
@@ -393,10 +468,15 @@ async fn write_bucket(
             }
         })
         .await;
-    if let Some(e) = first_error.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    if let Some(e) = first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
         return Err(e);
     }
-    Ok(complete.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    Ok(complete
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Aborts every allocated share that did not complete.
@@ -407,11 +487,20 @@ async fn abort_all(
 ) {
     let aborts = buckets.iter().zip(written).flat_map(|(bucket, done)| {
         let complete = done.as_ref().cloned().unwrap_or_default();
-        bucket.shares.iter().filter(move |s| !complete.contains(s)).map(move |&shnum| async move {
-            if let Err(e) = bucket.server.client.abort_upload(storage_index, shnum, &bucket.upload).await {
-                debug!(server = %bucket.server.name(), shnum, error = %e, "abort failed");
-            }
-        })
+        bucket
+            .shares
+            .iter()
+            .filter(move |s| !complete.contains(s))
+            .map(move |&shnum| async move {
+                if let Err(e) = bucket
+                    .server
+                    .client
+                    .abort_upload(storage_index, shnum, &bucket.upload)
+                    .await
+                {
+                    debug!(server = %bucket.server.name(), shnum, error = %e, "abort failed");
+                }
+            })
     });
     join_all(aborts).await;
 }

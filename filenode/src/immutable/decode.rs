@@ -277,33 +277,57 @@ impl ChkReader {
         self.shares.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads plaintext bytes `offset .. offset + len` (clamped to the file), as a stream of chunks
-    /// (one per segment). Only the segments covering the range are fetched.
-    pub fn read_range(
-        &self,
-        offset: u64,
-        len: u64,
-    ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + '_, DownloadError> {
+    /// The segments covering `offset .. offset + len` (clamped to the file), and the clamped end.
+    fn plan_range(&self, offset: u64, len: u64) -> Result<(std::ops::Range<u64>, u64), DownloadError> {
         let size = self.size();
         if offset > size || (offset == size && len > 0 && size > 0) {
             return Err(DownloadError::RangeNotSatisfiable { offset, size });
         }
         let end = offset.saturating_add(len).min(size);
-        let segments = self.info.geometry.segments_for_range(offset, end - offset);
-        let segment_size = self.info.geometry.segment_size;
+        Ok((self.info.geometry.segments_for_range(offset, end - offset), end))
+    }
+
+    /// Reads one segment and cuts it to the part inside `offset .. end`.
+    async fn read_segment_part(&self, segnum: u64, offset: u64, end: u64) -> Result<Vec<u8>, DownloadError> {
+        let mut plaintext = self.read_segment(segnum).await?;
+        let seg_start = segnum * self.info.geometry.segment_size;
+        let from = offset.saturating_sub(seg_start) as usize;
+        let to = (end - seg_start).min(plaintext.len() as u64) as usize;
+        plaintext.truncate(to);
+        if from > 0 {
+            plaintext.drain(..from);
+        }
+        Ok(plaintext)
+    }
+
+    /// Reads plaintext bytes `offset .. offset + len` (clamped to the file), as a stream of chunks
+    /// (one per segment). Only the segments covering the range are fetched; up to 2 × threads
+    /// segments are in flight.
+    pub fn read_range(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + '_, DownloadError> {
+        let (segments, end) = self.plan_range(offset, len)?;
         let depth = 2 * rayon::current_num_threads();
         Ok(stream::iter(segments)
-            .map(move |segnum| async move {
-                let plaintext = self.read_segment(segnum).await?;
-                let seg_start = segnum * segment_size;
-                let from = offset.saturating_sub(seg_start) as usize;
-                let to = (end - seg_start).min(plaintext.len() as u64) as usize;
-                let mut plaintext = plaintext;
-                plaintext.truncate(to);
-                if from > 0 {
-                    plaintext.drain(..from);
-                }
-                Ok(plaintext)
+            .map(move |segnum| self.read_segment_part(segnum, offset, end))
+            .buffered(depth))
+    }
+
+    /// Like [`ChkReader::read_range`], for a shared reader: the stream owns its handle, so it can be
+    /// returned from a request handler.
+    pub fn stream_range(
+        self: Arc<Self>,
+        offset: u64,
+        len: u64,
+    ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + Send + 'static, DownloadError> {
+        let (segments, end) = self.plan_range(offset, len)?;
+        let depth = 2 * rayon::current_num_threads();
+        Ok(stream::iter(segments)
+            .map(move |segnum| {
+                let reader = Arc::clone(&self);
+                async move { reader.read_segment_part(segnum, offset, end).await }
             })
             .buffered(depth))
     }
@@ -355,7 +379,11 @@ impl ChkReader {
                 advise_if_corrupt(share.source.as_ref(), &problem).await;
                 let mut set = self.lock();
                 let shnum = share.source.shnum();
-                if set.good.get(&shnum).is_some_and(|current| Arc::ptr_eq(current, &share)) {
+                if set
+                    .good
+                    .get(&shnum)
+                    .is_some_and(|current| Arc::ptr_eq(current, &share))
+                {
                     set.good.remove(&shnum);
                     set.bad.push(bad_share(share.source.as_ref(), problem));
                 }
@@ -391,7 +419,10 @@ impl ChkReader {
             for (source, outcome) in results {
                 match outcome {
                     Ok((valid, _)) => {
-                        self.lock().good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
+                        self.lock()
+                            .good
+                            .entry(source.shnum())
+                            .or_insert_with(|| Arc::new(valid));
                     }
                     Err(problem) => {
                         advise_if_corrupt(source.as_ref(), &problem).await;

@@ -1,1 +1,58 @@
-//! The HTTPS storage protocol (being written).
+//! The HTTPS storage protocol of Tahoe-LAFS ("Great Black Swamp", tahoe-interfaces.md §1): CBOR over
+//! HTTP/1.1 over TLS, addressed by NURLs and authenticated by a swissnum plus per-operation secrets.
+//!
+//! - [`client`] (always built): [`HttpStorageClient`], a [`crate::StorageClient`] over HTTPS with
+//!   SPKI pinning, connection reuse, timeouts and retries of idempotent requests.
+//! - `server` (feature `server`): [`router`] (an axum `Router` over a [`crate::server::StorageServer`])
+//!   and [`serve`] (HTTPS on an already-bound listener, graceful shutdown).
+//! - `wire` and `cbor` (private): the one encoder and one decoder of every message and header, shared
+//!   by both sides.
+//!
+//! # Status codes
+//!
+//! | endpoint | success | refusals |
+//! |---|---|---|
+//! | every endpoint | | 401 missing/wrong `Authorization`; 400 non-UTF-8 `Authorization`; 404 path whose storage index is not 26 base32 characters or whose share number is not a decimal `u16`; 405 wrong method |
+//! | endpoints with secrets | | 400 secrets missing, extra, repeated, unknown, not base64, empty, or lease/write-enabler secret not 32 bytes |
+//! | endpoints answering CBOR | | 406 `Accept` present but no entry matches `application/cbor` with q > 0 |
+//! | endpoints reading CBOR | | 415 `Content-Type` present and not `application/cbor`; 413 body over the cap (allocate 8 KiB, corrupt 32 KiB, read-test-write 2^48, others 1 MiB); 400 malformed CBOR or schema violation |
+//! | `GET /storage/v1/version` | 200 | |
+//! | `POST /storage/v1/immutable/:si` | 200 `{already-have, allocated}` | |
+//! | `PATCH /storage/v1/immutable/:si/:shnum` | 200 (incomplete) / 201 (complete), `{required}` | 416 missing or non-`bytes` `Content-Range`; 400 body length ≠ range length (413 when longer); 404 no such upload; 401 wrong upload secret; 405 share complete; 409 conflicting bytes; 416 write past the allocated size (Tahoe: 500) |
+//! | `PUT /storage/v1/immutable/:si/:shnum/abort` | 200 empty | 404 no upload; 401 wrong secret; 405 share complete |
+//! | `POST /storage/v1/{immutable,mutable}/:si/:shnum/corrupt` | 200 empty | 404 no such share |
+//! | `GET /storage/v1/{immutable,mutable}/:si/shares` | 200 set (empty for an unknown index) | |
+//! | `GET /storage/v1/{immutable,mutable}/:si/:shnum` | 200 whole share (no `Range`); 206 + `Content-Range: bytes A-B'/LEN`; 204 when A ≥ LEN | 404 no such share; 416 `Range` not exactly `bytes=A-B` with A ≤ B |
+//! | `POST /storage/v1/mutable/:si/read-test-write` | 200 `{success, data}` (failed tests are not an error) | 401 write enabler mismatch |
+//! | `PUT /storage/v1/lease/:si` | 204 | 404 no shares for the index |
+//! | `GET /storage/v1/tessera/status` (Tessera) | 200 CBOR [`StatusReport`] | |
+//!
+//! Store errors map to statuses in one exhaustive match (`server::storage_error_status`): `NotFound`
+//! 404, `UploadSecretMismatch` 401, `AlreadyComplete` 405, `Conflict` 409, `BeyondAllocation` 416,
+//! `WriteEnablerMismatch` 401, `ReadOnly` 403, `NoSpace` 507, `BadRequest` 400, `Unauthorized` 401,
+//! `Internal` 500 (body "internal server error": details are logged, never sent). Error bodies are
+//! `text/plain`.
+//!
+//! # The `X-Tessera-Error` header (a Tessera extension)
+//!
+//! Several store errors share a status in Tahoe's protocol (401 means a wrong swissnum, a wrong upload
+//! secret or a wrong write enabler). So that a Tessera client can rebuild the exact
+//! [`crate::StorageError`] — and the conformance suite can demand identical errors from the in-process
+//! and HTTPS clients — error responses produced from a store error also carry
+//! `X-Tessera-Error: <kind>[ <field>=<u64>]*`, e.g. `beyond-allocation end=10 allocated=8`. Tahoe clients
+//! ignore it; against a server without it, the client falls back to status code plus request context.
+
+pub(crate) mod cbor;
+pub mod client;
+#[cfg(feature = "server")]
+mod serve;
+#[cfg(feature = "server")]
+pub mod server;
+pub(crate) mod wire;
+
+pub use client::{HttpClientOptions, HttpStorageClient};
+#[cfg(feature = "server")]
+pub use serve::serve;
+#[cfg(feature = "server")]
+pub use server::router;
+pub use wire::{AdvisoryReport, ExpirationSummary, StatusReport};

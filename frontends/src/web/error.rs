@@ -1,0 +1,73 @@
+//! Every web API error mapped to an HTTP status and a plain-text message, in one place (Tahoe's
+//! `humanize_exception` table, tahoe-interfaces.md §3.7). Messages never contain a cap unless the
+//! request did, and 5xx bodies never carry internal detail.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use filenode::cap::CapError;
+use filenode::grid::upload::UploadError;
+use filenode::immutable::DownloadError;
+
+/// A failed web API request.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The cap in the URL does not parse.
+    #[error("invalid cap: {0}")]
+    BadCap(#[from] CapError),
+    /// The cap is of a kind this operation does not handle yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A query parameter is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Too few shares could be found or verified.
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// The upload could not be placed or encoded.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// Reading the request body failed.
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    /// Local IO (spool files) failed.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl WebError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::BadCap(_) | WebError::BadRequest(_) | WebError::Body(_) => StatusCode::BAD_REQUEST,
+            WebError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            WebError::Download(DownloadError::NotEnoughShares { .. }) => StatusCode::GONE,
+            WebError::Download(DownloadError::CiphertextMismatch { .. }) => StatusCode::GONE,
+            WebError::Download(DownloadError::RangeNotSatisfiable { .. }) => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
+            WebError::Upload(UploadError::NotHappy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Upload(UploadError::Encode(_)) => StatusCode::BAD_REQUEST,
+            WebError::Upload(UploadError::Read(_)) => StatusCode::BAD_REQUEST,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            WebError::Internal(detail) => {
+                tracing::error!(%detail, "web request failed");
+                "internal error; see the node's log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{message}\n"),
+        )
+            .into_response()
+    }
+}

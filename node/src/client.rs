@@ -1,0 +1,162 @@
+//! The client side of a node: which storage servers it knows (`private/servers.yaml` in Tahoe's
+//! format), the grid built from them, and the web gateway on `[node] web.port`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use filenode::grid::upload::UploadParams;
+use filenode::grid::{ClientSecrets, Grid, ServerEntry};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+
+/// How often the client probes each server.
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A storage server's announcement, with Tahoe's key names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Announcement {
+    #[serde(default)]
+    pub(crate) nickname: String,
+    #[serde(rename = "anonymous-storage-FURL")]
+    pub(crate) furl: String,
+    #[serde(rename = "anonymous-storage-NURLs", default)]
+    pub(crate) nurls: Vec<String>,
+    #[serde(
+        rename = "permutation-seed-base32",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) permutation_seed_base32: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ServersFile {
+    storage: BTreeMap<String, ServerSection>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ServerSection {
+    ann: Announcement,
+}
+
+/// Reads `private/servers.yaml` (absent: no static servers).
+pub(crate) fn read_servers_yaml(dir: &Path) -> anyhow::Result<BTreeMap<String, Announcement>> {
+    let path = dir.join("private").join("servers.yaml");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: ServersFile = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a valid servers.yaml", path.display()))?;
+    Ok(file
+        .storage
+        .into_iter()
+        .map(|(id, section)| (id, section.ann))
+        .collect())
+}
+
+/// Writes `private/servers.yaml`.
+pub(crate) fn write_servers_yaml(dir: &Path, servers: &BTreeMap<String, Announcement>) -> anyhow::Result<()> {
+    let file = ServersFile {
+        storage: servers
+            .iter()
+            .map(|(id, ann)| (id.clone(), ServerSection { ann: ann.clone() }))
+            .collect(),
+    };
+    let text = serde_yaml_ng::to_string(&file)?;
+    crate::nodedir::write_private(&dir.join("private").join("servers.yaml"), text.as_bytes())
+}
+
+/// Turns an announcement into a server the grid can use (HTTPS, pinned by the NURL).
+pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Result<ServerEntry> {
+    let tubid = ann
+        .furl
+        .strip_prefix("pb://")
+        .and_then(|rest| rest.split('@').next())
+        .with_context(|| {
+            format!(
+                "server {server_id}: anonymous-storage-FURL {:?} has no tub id",
+                ann.furl
+            )
+        })?;
+    let tub_bytes = storage::base32::decode(tubid).ok().filter(|b| b.len() == 20);
+    let Some(tub_bytes) = tub_bytes else {
+        bail!("server {server_id}: the tub id in its fURL is not 20 bytes of base32");
+    };
+    let mut lease_seed = [0u8; 20];
+    lease_seed.copy_from_slice(&tub_bytes);
+    let permutation_seed = match &ann.permutation_seed_base32 {
+        Some(seed) => storage::base32::decode(seed)
+            .map_err(|e| anyhow::anyhow!("server {server_id}: bad permutation-seed-base32: {e}"))?,
+        None => tub_bytes,
+    };
+    let nurl = ann
+        .nurls
+        .iter()
+        .find_map(|text| text.parse::<storage::nurl::Nurl>().ok())
+        .with_context(|| {
+            format!("server {server_id}: no usable anonymous-storage-NURLs (Tessera speaks HTTPS only)")
+        })?;
+    let client = storage::http::client::HttpStorageClient::new(&nurl)
+        .with_context(|| format!("server {server_id}: cannot set up an HTTPS client"))?;
+    Ok(ServerEntry {
+        server_id: server_id.to_owned(),
+        nickname: ann.nickname.clone(),
+        permutation_seed,
+        lease_seed,
+        client: Arc::new(client),
+    })
+}
+
+fn read_secret(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("private").join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    storage::base32::decode(text.trim()).map_err(|e| anyhow::anyhow!("{} is not base32: {e}", path.display()))
+}
+
+/// Builds the grid client from the node's configuration and secrets.
+pub(crate) fn build_grid(dir: &Path, config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
+    let secrets = ClientSecrets {
+        lease_secret: read_secret(dir, "secret")?,
+        convergence: if config.convergence {
+            Some(read_secret(dir, "convergence")?)
+        } else {
+            None
+        },
+    };
+    let params = UploadParams {
+        needed: config.shares_needed,
+        happy: config.shares_happy,
+        total: config.shares_total,
+        ..UploadParams::default()
+    };
+    let grid = Arc::new(Grid::new(secrets, params));
+    let mut entries = Vec::new();
+    for (id, ann) in read_servers_yaml(dir)? {
+        match server_entry(&id, &ann) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => warn!("ignoring a server in servers.yaml: {e:#}"),
+        }
+    }
+    info!(servers = entries.len(), "storage servers configured");
+    grid.set_servers(entries);
+    Ok(grid)
+}
+
+/// Keeps each server's connection state current.
+pub(crate) fn spawn_prober(grid: Arc<Grid>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => grid.probe().await,
+            }
+        }
+    });
+}

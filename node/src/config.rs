@@ -1,0 +1,539 @@
+//! `tahoe.cfg`: the node's configuration file, in Tahoe's INI shape and with Tahoe's section and key
+//! names where they exist.
+//!
+//! Reading is two steps: [`parse_ini`] turns the text into sections of raw strings (with line numbers
+//! for errors), then [`NodeConfig::from_ini`] checks every key against the list of known keys (an
+//! unknown section or key is an error naming it and the file) and resolves the values into one typed
+//! struct. The format follows Python's ConfigParser as Tahoe uses it: `key = value` or `key: value`,
+//! `#` and `;` comments, indented continuation lines, keys case-sensitive.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+
+/// One section's raw key/value pairs, with the line each key came from.
+pub(crate) type RawSection = BTreeMap<String, (String, usize)>;
+
+/// Parses INI text into sections.
+pub(crate) fn parse_ini(text: &str, file: &Path) -> anyhow::Result<BTreeMap<String, RawSection>> {
+    let mut sections: BTreeMap<String, RawSection> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut last_key: Option<String> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        let at = || format!("{}, line {line_no}", file.display());
+        if raw.starts_with([' ', '\t']) {
+            // A continuation line extends the previous value.
+            let (Some(section), Some(key)) = (&current, &last_key) else {
+                bail!("{}: unexpected indented line", at());
+            };
+            let entry = sections
+                .get_mut(section)
+                .and_then(|s| s.get_mut(key))
+                .expect("invariant: key exists");
+            entry.0.push('\n');
+            entry.0.push_str(trimmed);
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[') {
+            let name = name
+                .strip_suffix(']')
+                .ok_or_else(|| anyhow!("{}: section header lacks ']'", at()))?;
+            let name = name.trim().to_owned();
+            if sections.contains_key(&name) {
+                bail!("{}: section [{name}] appears twice", at());
+            }
+            sections.insert(name.clone(), RawSection::new());
+            current = Some(name);
+            last_key = None;
+            continue;
+        }
+        let Some(section) = &current else {
+            bail!("{}: a setting appears before any [section]", at());
+        };
+        let split = trimmed
+            .find(['=', ':'])
+            .ok_or_else(|| anyhow!("{}: expected `key = value`", at()))?;
+        let key = trimmed[..split].trim().to_owned();
+        let value = trimmed[split + 1..].trim().to_owned();
+        if key.is_empty() {
+            bail!("{}: empty key", at());
+        }
+        let entries = sections
+            .get_mut(section)
+            .expect("invariant: current section exists");
+        if entries.insert(key.clone(), (value, line_no)).is_some() {
+            bail!("{}: [{section}] {key} is set twice", at());
+        }
+        last_key = Some(key);
+    }
+    Ok(sections)
+}
+
+/// Sizes as Tahoe writes them: `1G`, `100MB`, `1GiB`, `1 G`, `123` (bytes). `k`/`K`/`M`/`G`/`T`/`P`
+/// are powers of 1000, `Ki`…`Pi` powers of 1024; a trailing `B` is optional.
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let digits_end = compact
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(compact.len());
+    if digits_end == 0 {
+        return None;
+    }
+    let number: u64 = compact[..digits_end].parse().ok()?;
+    let mut suffix = &compact[digits_end..];
+    suffix = suffix.strip_suffix(['B', 'b']).unwrap_or(suffix);
+    let (unit, binary) = match suffix.strip_suffix(['i', 'I']) {
+        Some(unit) => (unit, true),
+        None => (suffix, false),
+    };
+    let power = match unit.to_ascii_uppercase().as_str() {
+        "" if !binary => 0,
+        "K" => 1,
+        "M" => 2,
+        "G" => 3,
+        "T" => 4,
+        "P" => 5,
+        _ => return None,
+    };
+    let base: u64 = if binary { 1024 } else { 1000 };
+    number.checked_mul(base.checked_pow(power)?)
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DD` at UTC midnight.
+fn parse_date(text: &str) -> Option<SystemTime> {
+    let mut parts = text.split('-');
+    let (year, month, day): (i64, i64, i64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from 1970-01-01 (Howard Hinnant's civil-from-days inverse).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A Twisted-style endpoint as Tahoe writes `tub.port` and `web.port`: `tcp:PORT[:interface=ADDR]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub(crate) port: u16,
+    pub(crate) interface: String,
+}
+
+impl Endpoint {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        if parts.next()? != "tcp" {
+            return None;
+        }
+        let port = parts.next()?.parse().ok()?;
+        let mut interface = "0.0.0.0".to_owned();
+        for option in parts {
+            interface = option.strip_prefix("interface=")?.to_owned();
+        }
+        Some(Endpoint { port, interface })
+    }
+
+    pub(crate) fn socket_address(&self) -> String {
+        if self.interface.contains(':') {
+            format!("[{}]:{}", self.interface, self.port)
+        } else {
+            format!("{}:{}", self.interface, self.port)
+        }
+    }
+}
+
+/// How lease expiry is configured (`[storage] expire.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExpireConfig {
+    pub(crate) enabled: bool,
+    pub(crate) mode: ExpireMode,
+    pub(crate) immutable: bool,
+    pub(crate) mutable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExpireMode {
+    Age {
+        override_lease_duration: Option<Duration>,
+    },
+    CutoffDate(SystemTime),
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeConfig {
+    pub(crate) nickname: String,
+    pub(crate) web_port: Option<Endpoint>,
+    pub(crate) tub_port: Option<Endpoint>,
+    /// Advertised `host:port` hints for the storage service.
+    pub(crate) tub_location: Vec<String>,
+    pub(crate) shares_needed: u16,
+    pub(crate) shares_happy: u16,
+    pub(crate) shares_total: u16,
+    /// `[client] convergence` (Tessera's): false uploads with random keys.
+    pub(crate) convergence: bool,
+    pub(crate) storage_enabled: bool,
+    pub(crate) storage_dir: PathBuf,
+    pub(crate) reserved_space: u64,
+    pub(crate) max_space: Option<u64>,
+    pub(crate) readonly: bool,
+    pub(crate) expire: ExpireConfig,
+}
+
+/// Every key each section may hold. Tahoe keys that Tessera does not act on yet are accepted so
+/// that a Tahoe node directory's configuration is not rejected.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "node",
+        &[
+            "nickname",
+            "web.port",
+            "web.static",
+            "tub.port",
+            "tub.location",
+            "tempdir",
+            "timeout.keepalive",
+            "timeout.disconnect",
+            "reveal-IP-address",
+            "log_gatherer.furl",
+        ],
+    ),
+    (
+        "client",
+        &[
+            "introducer.furl",
+            "helper.furl",
+            "shares.needed",
+            "shares.happy",
+            "shares.total",
+            "mutable.format",
+            "peers.preferred",
+            "force_foolscap",
+            "storage.plugins",
+            "convergence",
+        ],
+    ),
+    (
+        "storage",
+        &[
+            "enabled",
+            "anonymous",
+            "readonly",
+            "reserved_space",
+            "max_space",
+            "storage_dir",
+            "expire.enabled",
+            "expire.mode",
+            "expire.override_lease_duration",
+            "expire.cutoff_date",
+            "expire.immutable",
+            "expire.mutable",
+            "force_foolscap",
+            "plugins",
+            "grid_management",
+            "debug_discard",
+        ],
+    ),
+    (
+        "sftpd",
+        &[
+            "enabled",
+            "port",
+            "host_pubkey_file",
+            "host_privkey_file",
+            "accounts.file",
+        ],
+    ),
+    (
+        "ftpd",
+        &[
+            "enabled",
+            "port",
+            "passive_ports",
+            "passive_host",
+            "tls",
+            "accounts.file",
+        ],
+    ),
+    ("helper", &["enabled"]),
+    ("connections", &["tcp"]),
+];
+
+impl NodeConfig {
+    /// Reads and resolves `DIR/tahoe.cfg`.
+    pub(crate) fn load(node_dir: &Path) -> anyhow::Result<Self> {
+        let file = node_dir.join("tahoe.cfg");
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        Self::from_ini(&parse_ini(&text, &file)?, node_dir, &file)
+    }
+
+    /// Resolves parsed sections, rejecting unknown sections and keys.
+    pub(crate) fn from_ini(
+        sections: &BTreeMap<String, RawSection>,
+        node_dir: &Path,
+        file: &Path,
+    ) -> anyhow::Result<Self> {
+        for (section, entries) in sections {
+            let Some((_, keys)) = KNOWN_KEYS.iter().find(|(name, _)| name == section) else {
+                bail!("{}: unknown section [{section}]", file.display());
+            };
+            for (key, (_, line)) in entries {
+                if !keys.contains(&key.as_str()) {
+                    bail!(
+                        "{}, line {line}: unknown key `{key}` in section [{section}]",
+                        file.display()
+                    );
+                }
+            }
+        }
+        let get = |section: &str, key: &str| -> Option<(&str, usize)> {
+            sections
+                .get(section)?
+                .get(key)
+                .map(|(v, l)| (v.as_str(), *l))
+                .filter(|(v, _)| !v.is_empty())
+        };
+        let invalid = |section: &str, key: &str, line: usize, what: &str| {
+            anyhow!(
+                "{}, line {line}: [{section}] {key} must be {what}",
+                file.display()
+            )
+        };
+        let boolean = |section: &str, key: &str, default: bool| -> anyhow::Result<bool> {
+            match get(section, key) {
+                None => Ok(default),
+                Some((v, line)) => parse_bool(v).ok_or_else(|| invalid(section, key, line, "true or false")),
+            }
+        };
+        let size = |section: &str, key: &str| -> anyhow::Result<Option<u64>> {
+            match get(section, key) {
+                None => Ok(None),
+                Some((v, line)) => parse_size(v)
+                    .map(Some)
+                    .ok_or_else(|| invalid(section, key, line, "a size such as 1G, 500MB or 2GiB")),
+            }
+        };
+        let number = |key: &str, default: u16| -> anyhow::Result<u16> {
+            match get("client", key) {
+                None => Ok(default),
+                Some((v, line)) => v
+                    .parse()
+                    .map_err(|_| invalid("client", key, line, "a number from 1 to 256")),
+            }
+        };
+        let endpoint = |key: &str| -> anyhow::Result<Option<Endpoint>> {
+            match get("node", key) {
+                None => Ok(None),
+                Some((v, line)) => Endpoint::parse(v).map(Some).ok_or_else(|| {
+                    invalid(
+                        "node",
+                        key,
+                        line,
+                        "an endpoint such as tcp:3457:interface=127.0.0.1",
+                    )
+                }),
+            }
+        };
+
+        let shares_needed = number("shares.needed", 3)?;
+        let shares_happy = number("shares.happy", 7)?;
+        let shares_total = number("shares.total", 10)?;
+        if shares_needed == 0
+            || shares_needed > shares_total
+            || shares_total > 256
+            || shares_happy > shares_total
+        {
+            bail!(
+                "{}: [client] needs 1 <= shares.needed <= shares.total <= 256 and shares.happy <= shares.total \
+                 (got {shares_needed}/{shares_happy}/{shares_total})",
+                file.display()
+            );
+        }
+        let expire_mode = match get("storage", "expire.mode") {
+            None | Some(("age", _)) => ExpireMode::Age {
+                override_lease_duration: match get("storage", "expire.override_lease_duration") {
+                    None => None,
+                    Some((v, line)) => Some(humantime::parse_duration(v).map_err(|_| {
+                        invalid(
+                            "storage",
+                            "expire.override_lease_duration",
+                            line,
+                            "a duration such as 60 days",
+                        )
+                    })?),
+                },
+            },
+            Some(("cutoff-date", line)) => {
+                let (date, date_line) = get("storage", "expire.cutoff_date").ok_or_else(|| {
+                    invalid(
+                        "storage",
+                        "expire.cutoff_date",
+                        line,
+                        "set when expire.mode = cutoff-date",
+                    )
+                })?;
+                ExpireMode::CutoffDate(parse_date(date).ok_or_else(|| {
+                    invalid("storage", "expire.cutoff_date", date_line, "a date YYYY-MM-DD")
+                })?)
+            }
+            Some((_, line)) => return Err(invalid("storage", "expire.mode", line, "age or cutoff-date")),
+        };
+        let storage_dir = match get("storage", "storage_dir") {
+            Some((dir, _)) => node_dir.join(dir),
+            None => node_dir.join("storage"),
+        };
+        Ok(NodeConfig {
+            nickname: get("node", "nickname")
+                .map(|(v, _)| v.to_owned())
+                .unwrap_or_default(),
+            web_port: endpoint("web.port")?,
+            tub_port: endpoint("tub.port")?,
+            tub_location: get("node", "tub.location")
+                .map(|(v, _)| {
+                    v.split(',')
+                        .map(|hint| hint.trim().trim_start_matches("tcp:").to_owned())
+                        .filter(|hint| !hint.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            shares_needed,
+            shares_happy,
+            shares_total,
+            convergence: boolean("client", "convergence", true)?,
+            storage_enabled: boolean("storage", "enabled", true)?,
+            storage_dir,
+            reserved_space: size("storage", "reserved_space")?.unwrap_or(0),
+            max_space: size("storage", "max_space")?,
+            readonly: boolean("storage", "readonly", false)?,
+            expire: ExpireConfig {
+                enabled: boolean("storage", "expire.enabled", false)?,
+                mode: expire_mode,
+                immutable: boolean("storage", "expire.immutable", true)?,
+                mutable: boolean("storage", "expire.mutable", true)?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<NodeConfig> {
+        let file = Path::new("/n/tahoe.cfg");
+        NodeConfig::from_ini(&parse_ini(text, file)?, Path::new("/n"), file)
+    }
+
+    #[test]
+    fn sizes_as_tahoe_writes_them() {
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(parse_size("100MB"), Some(100_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1 G"), Some(1_000_000_000));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("5kB"), Some(5000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("1X"), None);
+    }
+
+    #[test]
+    fn dates_are_utc_midnight() {
+        let t = parse_date("2024-01-01").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_704_067_200
+        );
+        assert!(parse_date("2024-13-01").is_none());
+    }
+
+    #[test]
+    fn a_full_config_resolves() {
+        let config = load(
+            "# comment\n[node]\nnickname = alpha\ntub.port = tcp:3457:interface=127.0.0.1\n\
+             tub.location = tcp:example.org:3457\nweb.port = tcp:3456:interface=127.0.0.1\n\n\
+             [client]\nshares.needed: 2\nshares.happy = 3\nshares.total = 4\n\n\
+             [storage]\nenabled = true\nreserved_space = 1G\nmax_space = 10GiB\nreadonly = false\n\
+             expire.enabled = true\nexpire.mode = cutoff-date\nexpire.cutoff_date = 2024-01-01\n",
+        )
+        .unwrap();
+        assert_eq!(config.nickname, "alpha");
+        assert_eq!(
+            config.tub_port,
+            Some(Endpoint {
+                port: 3457,
+                interface: "127.0.0.1".into()
+            })
+        );
+        assert_eq!(config.tub_location, vec!["example.org:3457".to_owned()]);
+        assert_eq!(
+            (config.shares_needed, config.shares_happy, config.shares_total),
+            (2, 3, 4)
+        );
+        assert_eq!(config.reserved_space, 1_000_000_000);
+        assert_eq!(config.max_space, Some(10 << 30));
+        assert_eq!(config.storage_dir, Path::new("/n/storage"));
+        assert!(config.expire.enabled);
+        assert!(matches!(config.expire.mode, ExpireMode::CutoffDate(_)));
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_named() {
+        let err = load("[storage]\nenabled = true\nreserved_spaec = 1G\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown key `reserved_spaec`") && err.contains("/n/tahoe.cfg, line 3"),
+            "{err}"
+        );
+        let err = load("[nodes]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown section [nodes]"), "{err}");
+        let err = load("[storage]\nreserved_space = lots\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reserved_space must be a size"), "{err}");
+        let err = load("[client]\nshares.needed = 11\n").unwrap_err().to_string();
+        assert!(err.contains("shares.needed <= shares.total"), "{err}");
+        let err = load("nickname = x\n").unwrap_err().to_string();
+        assert!(err.contains("before any [section]"), "{err}");
+    }
+
+    #[test]
+    fn age_mode_takes_a_duration() {
+        let config = load(
+            "[storage]\nexpire.enabled = true\nexpire.mode = age\nexpire.override_lease_duration = 60 days\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.expire.mode,
+            ExpireMode::Age {
+                override_lease_duration: Some(Duration::from_secs(60 * 86_400))
+            }
+        );
+    }
+}

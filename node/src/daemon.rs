@@ -1,0 +1,272 @@
+//! `tessera run DIR`: run a node in the foreground until SIGINT or SIGTERM.
+//!
+//! Startup order: read the configuration (errors name the file and key), set up logging to stderr and
+//! `DIR/logs/tessera.log`, bind the storage port (a taken port is a one-line error), open the share
+//! store (which discards incomplete uploads), then serve HTTPS and write `private/storage.nurl` and
+//! `node.url`. On a signal the listener stops accepting, in-flight requests finish, and the process
+//! exits 0; an upload cut off by the shutdown stays in `incoming/` and is discarded at the next start.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use storage::server::{ExpirationMode, ExpirationPolicy, StorageConfig, StorageServer};
+use tracing::{info, warn};
+
+use crate::config::{ExpireMode, NodeConfig};
+use crate::nodedir;
+
+/// How often the lease checker runs when expiry is enabled.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+/// Tahoe aborts an immutable upload that has seen no write for 30 minutes.
+const UPLOAD_IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs the node in `dir` until a shutdown signal.
+pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("tahoe.cfg").is_file() {
+        bail!(
+            "{} is not a Tessera node directory (it has no tahoe.cfg); create one with `tessera create-node {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let config = NodeConfig::load(dir)?;
+    let _log_guard = init_logging(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_node(dir.to_path_buf(), config))
+}
+
+fn init_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let (file_writer, guard) =
+        tracing_appender::non_blocking(tracing_appender::rolling::never(&logs, "tessera.log"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file_writer),
+        )
+        .try_init()
+        .context("cannot set up logging")?;
+    Ok(guard)
+}
+
+async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if config.storage_enabled {
+        tasks.push(start_storage(&dir, &config, shutdown_rx.clone()).await?);
+    }
+    if let Some(web) = &config.web_port {
+        tasks.push(start_gateway(&dir, &config, web, shutdown_rx.clone()).await?);
+    }
+    info!(nickname = %config.nickname, "node running; stop it with Ctrl-C or SIGTERM");
+    wait_for_signal().await?;
+    info!("shutting down: finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        task.await.context("a server task panicked")??;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+async fn bind(
+    endpoint: &crate::config::Endpoint,
+    dir: &Path,
+    key: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = endpoint.socket_address();
+    tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "port {} is already in use (is this node already running?); stop the other process or change \
+             [node] {key} in {}",
+                endpoint.port,
+                dir.join("tahoe.cfg").display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot listen on {address}")),
+        })
+}
+
+/// The client gateway: the grid from the configured servers and the web API on `web.port`.
+async fn start_gateway(
+    dir: &Path,
+    config: &NodeConfig,
+    web: &crate::config::Endpoint,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let grid = crate::client::build_grid(dir, config)?;
+    let listener = bind(web, dir, "web.port").await?;
+    let port = listener.local_addr()?.port();
+    let host = if web.interface == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        web.interface.as_str()
+    };
+    nodedir::write_private(
+        &dir.join("node.url"),
+        format!("http://{host}:{port}/\n").as_bytes(),
+    )?;
+    info!(port, "web gateway listening");
+    grid.probe().await;
+    crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
+    let router = frontends::web::router(frontends::web::WebState {
+        grid,
+        nickname: config.nickname.clone(),
+    });
+    let mut stop = shutdown;
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await
+            .context("the web gateway failed")
+    }))
+}
+
+async fn start_storage(
+    dir: &Path,
+    config: &NodeConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let endpoint = config.tub_port.clone().with_context(|| {
+        format!(
+            "{}: [node] tub.port is required when storage is enabled",
+            dir.display()
+        )
+    })?;
+    let pem_path = dir.join("private").join("node.pem");
+    let pem =
+        std::fs::read_to_string(&pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?;
+    let identity = storage::tls::TlsIdentity::from_pem(&pem)
+        .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
+    let swissnum = nodedir::read_swissnum(dir)?;
+    let listener = bind(&endpoint, dir, "tub.port").await?;
+    let port = listener.local_addr()?.port();
+
+    let tubid = nodedir::tubid(&pem)?;
+    let mut node_id = [0u8; 20];
+    node_id.copy_from_slice(&storage::base32::decode(&tubid).context("invalid tub id")?);
+    let mut store_config = StorageConfig::new(config.storage_dir.clone());
+    store_config.reserved_space = config.reserved_space;
+    store_config.max_space = config.max_space;
+    store_config.readonly = config.readonly;
+    store_config.node_id = node_id;
+    store_config.application_version = format!("tessera/{}", env!("CARGO_PKG_VERSION"));
+    store_config.expiration = ExpirationPolicy {
+        enabled: config.expire.enabled,
+        mode: match config.expire.mode {
+            ExpireMode::Age {
+                override_lease_duration,
+            } => ExpirationMode::Age {
+                override_lease_duration,
+            },
+            ExpireMode::CutoffDate(date) => ExpirationMode::CutoffDate(date),
+        },
+        immutable: config.expire.immutable,
+        mutable: config.expire.mutable,
+    };
+    let storage_dir = config.storage_dir.clone();
+    let server = tokio::task::spawn_blocking(move || StorageServer::open(store_config))
+        .await?
+        .with_context(|| format!("cannot open the share store in {}", storage_dir.display()))?;
+    let server = Arc::new(server);
+
+    let hints: Vec<String> = if config.tub_location.is_empty() {
+        vec![format!("127.0.0.1:{port}")]
+    } else {
+        config.tub_location.clone()
+    };
+    let mut nurls = Vec::new();
+    for hint in &hints {
+        let (host, hint_port) = hint
+            .rsplit_once(':')
+            .with_context(|| format!("tub.location hint {hint:?} is not HOST:PORT"))?;
+        let port: u16 = hint_port
+            .parse()
+            .with_context(|| format!("tub.location hint {hint:?} has a bad port"))?;
+        let nurl = storage::nurl::Nurl::new(identity.spki_hash(), host, port, swissnum.clone());
+        nurls.push(nurl.to_string());
+    }
+    nodedir::write_private(
+        &dir.join("private").join("storage.nurl"),
+        format!("{}\n", nurls.join("\n")).as_bytes(),
+    )?;
+    for nurl in &nurls {
+        crate::output::line(&format!("storage NURL: {nurl}"))?;
+    }
+    info!(port, "storage server listening");
+
+    spawn_maintenance(Arc::clone(&server), config.expire.enabled, shutdown.clone());
+    let router = storage::http::router(Arc::clone(&server), swissnum);
+    let mut stop = shutdown;
+    let shutdown_future = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    Ok(tokio::spawn(async move {
+        storage::http::serve(listener, &identity, router, shutdown_future)
+            .await
+            .context("the storage server failed")
+    }))
+}
+
+/// Background work: abort idle uploads every minute, and run lease expiry hourly when enabled.
+fn spawn_maintenance(
+    server: Arc<StorageServer>,
+    expiry: bool,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        let mut hour = tokio::time::interval(EXPIRY_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = minute.tick() => {
+                    let server = Arc::clone(&server);
+                    let aborted = tokio::task::spawn_blocking(move || server.abort_idle_uploads(UPLOAD_IDLE_LIMIT)).await;
+                    if let Ok(count @ 1..) = aborted {
+                        info!(count, "aborted uploads idle for 30 minutes");
+                    }
+                }
+                _ = hour.tick(), if expiry => {
+                    let server = Arc::clone(&server);
+                    match tokio::task::spawn_blocking(move || server.expire_leases()).await {
+                        Ok(Ok(report)) => info!(?report, "lease expiry pass finished"),
+                        Ok(Err(e)) => warn!(error = %e, "lease expiry pass failed"),
+                        Err(e) => warn!(error = %e, "lease expiry pass panicked"),
+                    }
+                }
+            }
+        }
+    });
+}

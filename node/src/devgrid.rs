@@ -1,0 +1,239 @@
+//! `tessera devgrid`: a real local grid in one command — N storage nodes and a client gateway, each a
+//! separate `tessera run` process on 127.0.0.1 — created on first use and reused afterwards.
+//!
+//! Layout: `DIR/storage01..NN` (storage only) and `DIR/gateway` (client with the web gateway). The
+//! gateway learns the servers from `DIR/gateway/private/servers.yaml`, rewritten from the storage
+//! nodes' announcements at every start, so addresses that change between runs are picked up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::client::{Announcement, write_servers_yaml};
+use crate::nodedir::{CreateNodeArgs, create_node};
+
+/// Options of `tessera devgrid`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevgridArgs {
+    /// Number of storage nodes.
+    #[arg(long, default_value_t = 10)]
+    servers: usize,
+    /// Where the node directories live.
+    #[arg(long, default_value = "devgrid")]
+    dir: PathBuf,
+    /// The gateway's web port on 127.0.0.1.
+    #[arg(long, default_value_t = 3456)]
+    web_port: u16,
+}
+
+/// The announcement a storage node would publish, from its node directory (after it started once).
+pub(crate) fn announcement(dir: &Path) -> anyhow::Result<(String, Announcement)> {
+    let read = |name: &str| {
+        let path = dir.join("private").join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let pubkey = read("node.pubkey")?;
+    let key = pubkey
+        .trim()
+        .strip_prefix("pub-v0-")
+        .context("node.pubkey does not start with pub-v0-")?
+        .to_owned();
+    let config = crate::config::NodeConfig::load(dir)?;
+    let ann = Announcement {
+        nickname: config.nickname,
+        furl: read("storage.furl")?.trim().to_owned(),
+        nurls: read("storage.nurl")?
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect(),
+        permutation_seed_base32: Some(key.clone()),
+    };
+    Ok((format!("v0-{key}"), ann))
+}
+
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    fn stop_all(&mut self) {
+        for (_, child) in &self.0 {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (name, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    _ => {
+                        eprintln!("devgrid: {name} did not stop in time; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn spawn_node(dir: &Path, name: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the tessera executable")?;
+    let log = std::fs::File::create(dir.join("logs").join("devgrid-stderr.log"))?;
+    Command::new(exe)
+        .arg("run")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))
+}
+
+fn wait_for_file(path: &Path, child: &mut Child, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        if let Some(status) = child.try_wait()? {
+            let log =
+                std::fs::read_to_string(dir.join("logs").join("devgrid-stderr.log")).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_owned();
+            bail!("{name} exited during startup ({status}): {last}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not start within 60 s; see {}",
+                dir.join("logs").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
+}
+
+/// Creates (first time) and runs the local grid until Ctrl-C.
+pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
+    if args.servers == 0 || args.servers > 99 {
+        bail!("--servers must be between 1 and 99");
+    }
+    let root = &args.dir;
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let storage_dirs: Vec<PathBuf> = (1..=args.servers)
+        .map(|i| root.join(format!("storage{i:02}")))
+        .collect();
+    let gateway_dir = root.join("gateway");
+    for (i, dir) in storage_dirs.iter().enumerate() {
+        if !dir.join("tahoe.cfg").exists() {
+            create_node(&CreateNodeArgs::storage_only(
+                dir.clone(),
+                format!("storage{:02}", i + 1),
+            ))?;
+        }
+    }
+    if !gateway_dir.join("tahoe.cfg").exists() {
+        let args = crate::nodedir::CreateClientArgs {
+            nickname: Some("gateway".into()),
+            webport: format!("tcp:{}:interface=127.0.0.1", args.web_port),
+            dir: gateway_dir.clone(),
+        };
+        create_node(&args.into_node_args())?;
+    }
+    // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
+    if args.servers < 7 {
+        let cfg = gateway_dir.join("tahoe.cfg");
+        let text = std::fs::read_to_string(&cfg)?;
+        let happy = args.servers.max(1);
+        let needed = happy.min(3);
+        let fixed = text
+            .replace("shares.happy = 7", &format!("shares.happy = {happy}"))
+            .replace("shares.needed = 3", &format!("shares.needed = {needed}"));
+        std::fs::write(&cfg, fixed)?;
+    }
+
+    let mut children = Children(Vec::new());
+    for dir in &storage_dirs {
+        let _ = std::fs::remove_file(dir.join("private").join("storage.nurl"));
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let child = spawn_node(dir, &name)?;
+        children.0.push((name, child));
+    }
+    let mut servers = BTreeMap::new();
+    for (dir, (name, child)) in storage_dirs.iter().zip(children.0.iter_mut()) {
+        wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
+        let (id, ann) = announcement(dir)?;
+        servers.insert(id, ann);
+    }
+    write_servers_yaml(&gateway_dir, &servers)?;
+    let _ = std::fs::remove_file(gateway_dir.join("node.url"));
+    let mut gateway = spawn_node(&gateway_dir, "gateway")?;
+    wait_for_file(
+        &gateway_dir.join("node.url"),
+        &mut gateway,
+        "gateway",
+        &gateway_dir,
+    )?;
+    children.0.push(("gateway".into(), gateway));
+    let url = std::fs::read_to_string(gateway_dir.join("node.url"))?
+        .trim()
+        .to_owned();
+
+    let gw = gateway_dir.display();
+    for line in [
+        format!(
+            "Tessera devgrid running: {} storage nodes and a gateway (directories in {}).",
+            args.servers,
+            root.display()
+        ),
+        format!("  web gateway: {url}"),
+        format!("  upload:      tessera --node-directory {gw} put FILE"),
+        format!("  download:    tessera --node-directory {gw} get CAP OUTFILE"),
+        format!("  servers:     tessera --node-directory {gw} status"),
+        "Press Ctrl-C to stop the grid.".to_owned(),
+    ] {
+        crate::output::line(&line)?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exited = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok::<Option<String>, anyhow::Error>(None),
+                _ = int.recv() => return Ok(None),
+                _ = poll.tick() => {
+                    for (name, child) in children.0.iter_mut() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            return Ok(Some(format!("{name} exited unexpectedly ({status})")));
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    crate::output::line("Stopping the grid...")?;
+    children.stop_all();
+    match exited {
+        Some(problem) => bail!("{problem}; see the logs/ folder of that node"),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,287 @@
+//! The node directory: creating one (`tessera create-node`) and reading its private files.
+//!
+//! Shape (Tahoe's where Tahoe has one):
+//! ```text
+//! DIR/tahoe.cfg               configuration (see config.rs)
+//! DIR/node.url                written by a running node: its web API URL
+//! DIR/logs/                   log files of `tessera run`
+//! DIR/storage/                the share store (unless [storage] storage_dir says otherwise)
+//! DIR/private/                0700; every file 0600
+//!     node.pem                TLS private key + self-signed certificate (SPKI pinned in the NURL)
+//!     node.privkey            ed25519 signing key for announcements ("priv-v0-<base32 seed>")
+//!     node.pubkey             its public key ("pub-v0-<base32>")
+//!     storage.furl            Tahoe-style fURL holding the storage swissnum and the node's tubid
+//!     storage.nurl            written by a running node: its storage NURL(s)
+//!     secret                  lease secret (base32)
+//!     convergence             convergence secret (base32)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use sha1::{Digest, Sha1};
+
+/// Options of `tessera create-node`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CreateNodeArgs {
+    /// A human-readable name for this node, shown to other nodes.
+    #[arg(long)]
+    nickname: Option<String>,
+    /// Where shares are stored (default DIR/storage).
+    #[arg(long, value_name = "D")]
+    storage_dir: Option<PathBuf>,
+    /// TCP port the storage server listens on (default: a free port chosen now).
+    #[arg(long, value_name = "P")]
+    listen_port: Option<u16>,
+    /// Address other nodes use to reach this one (default 127.0.0.1:PORT). A non-loopback host makes
+    /// the node listen on all interfaces.
+    #[arg(long, value_name = "HOST:PORT")]
+    location: Option<String>,
+    /// Disk space to keep free (Tahoe's reserved_space).
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    reserved_space: String,
+    /// The web gateway's endpoint, or `none` for a storage-only node.
+    #[arg(long, default_value = "tcp:3456:interface=127.0.0.1", value_name = "ENDPOINT")]
+    webport: String,
+    /// Create a client only: no storage server (what `tessera create-client` does).
+    #[arg(long)]
+    no_storage: bool,
+    /// The node directory to create.
+    dir: PathBuf,
+}
+
+/// Options of `tessera create-client`: a gateway without storage.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CreateClientArgs {
+    /// A human-readable name for this node.
+    #[arg(long)]
+    pub(crate) nickname: Option<String>,
+    /// The web gateway's endpoint.
+    #[arg(long, default_value = "tcp:3456:interface=127.0.0.1", value_name = "ENDPOINT")]
+    pub(crate) webport: String,
+    /// The node directory to create.
+    pub(crate) dir: PathBuf,
+}
+
+impl CreateClientArgs {
+    /// The equivalent `create-node` options.
+    pub(crate) fn into_node_args(self) -> CreateNodeArgs {
+        CreateNodeArgs {
+            nickname: self.nickname,
+            storage_dir: None,
+            listen_port: None,
+            location: None,
+            reserved_space: "1G".into(),
+            webport: self.webport,
+            no_storage: true,
+            dir: self.dir,
+        }
+    }
+}
+
+impl CreateNodeArgs {
+    /// Options for a storage-only node of a local grid.
+    pub(crate) fn storage_only(dir: PathBuf, nickname: String) -> Self {
+        CreateNodeArgs {
+            nickname: Some(nickname),
+            storage_dir: None,
+            listen_port: None,
+            location: None,
+            reserved_space: "1G".into(),
+            webport: "none".into(),
+            no_storage: false,
+            dir,
+        }
+    }
+}
+
+/// Creates a node directory.
+pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    if dir.exists()
+        && fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} already exists and is not empty; choose a new directory",
+            dir.display()
+        );
+    }
+    if crate::config::parse_size(&args.reserved_space).is_none() {
+        bail!(
+            "--reserved-space {:?} is not a size such as 1G, 500MB or 2GiB",
+            args.reserved_space
+        );
+    }
+    let port = match args.listen_port {
+        Some(port) => port,
+        None => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free TCP port; pass --listen-port")?
+            .port(),
+    };
+    let location = args
+        .location
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let (host, _) = location
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        .with_context(|| format!("--location {location:?} must be HOST:PORT"))?;
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let interface = if loopback { ":interface=127.0.0.1" } else { "" };
+    let nickname = args.nickname.clone().unwrap_or_default();
+    if nickname.contains('\n') {
+        bail!("--nickname must be a single line");
+    }
+    let storage_dir = args
+        .storage_dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let web_line = if args.webport == "none" {
+        String::new()
+    } else {
+        if crate::config::Endpoint::parse(&args.webport).is_none() {
+            bail!(
+                "--webport {:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none",
+                args.webport
+            );
+        }
+        format!("web.port = {}\n", args.webport)
+    };
+    let storage_enabled = !args.no_storage;
+
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let private = dir.join("private");
+    fs::create_dir_all(&private)?;
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700))?;
+    fs::create_dir_all(dir.join("logs"))?;
+
+    let config = format!(
+        "# This file controls the configuration of the Tessera node in this directory.\n\
+         # Section and key names follow Tahoe-LAFS's tahoe.cfg.\n\n\
+         [node]\n\
+         nickname = {nickname}\n\
+         tub.port = tcp:{port}{interface}\n\
+         tub.location = tcp:{location}\n\
+         {web_line}\n\
+         [client]\n\
+         shares.needed = 3\n\
+         shares.happy = 7\n\
+         shares.total = 10\n\n\
+         [storage]\n\
+         enabled = {storage_enabled}\n\
+         # Keep this much disk free; refuse shares beyond it.\n\
+         reserved_space = {reserved}\n\
+         # Never hold more than this much share data (empty: no limit).\n\
+         max_space =\n\
+         readonly = false\n\
+         storage_dir = {storage_dir}\n\
+         # Lease expiry and garbage collection (off by default, as in Tahoe).\n\
+         expire.enabled = false\n\
+         expire.mode = age\n",
+        reserved = args.reserved_space,
+    );
+    write_new(&dir.join("tahoe.cfg"), config.as_bytes(), 0o644)?;
+
+    let identity =
+        storage::tls::TlsIdentity::generate().context("cannot generate the node's TLS certificate")?;
+    let pem = identity.to_pem();
+    write_new(&private.join("node.pem"), pem.as_bytes(), 0o600)?;
+    let seed: [u8; 32] = rand::random();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = signing.verifying_key();
+    write_new(
+        &private.join("node.privkey"),
+        format!("priv-v0-{}\n", b32(&seed)).as_bytes(),
+        0o600,
+    )?;
+    write_new(
+        &private.join("node.pubkey"),
+        format!("pub-v0-{}\n", b32(public.as_bytes())).as_bytes(),
+        0o600,
+    )?;
+    let swissnum = b32(&rand::random::<[u8; 20]>());
+    let furl = storage_furl(&tubid(&pem)?, &location, &swissnum);
+    write_new(
+        &private.join("storage.furl"),
+        format!("{furl}\n").as_bytes(),
+        0o600,
+    )?;
+    write_new(
+        &private.join("secret"),
+        format!("{}\n", b32(&rand::random::<[u8; 32]>())).as_bytes(),
+        0o600,
+    )?;
+    write_new(
+        &private.join("convergence"),
+        format!("{}\n", b32(&rand::random::<[u8; 32]>())).as_bytes(),
+        0o600,
+    )?;
+
+    crate::output::line(&format!("Node created in {}", dir.display()))?;
+    if storage_enabled {
+        crate::output::line(&format!(
+            "  storage server: listens on port {port}, advertised as {location}"
+        ))?;
+    }
+    if !web_line.is_empty() {
+        crate::output::line(&format!("  web gateway: {}", args.webport))?;
+    }
+    crate::output::line(&format!("  start it with: tessera run {}", dir.display()))?;
+    Ok(())
+}
+
+fn b32(bytes: &[u8]) -> String {
+    storage::base32::encode(bytes)
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The Foolscap tub id of a node: base32 of SHA-1 over its certificate's DER, as Foolscap derives it.
+/// Tahoe clients take the 20-byte lease seed and write-enabler seed from this id.
+pub(crate) fn tubid(node_pem: &str) -> anyhow::Result<String> {
+    let identity =
+        storage::tls::TlsIdentity::from_pem(node_pem).context("private/node.pem is not a valid identity")?;
+    Ok(b32(&Sha1::digest(identity.certificate_der().as_ref())))
+}
+
+fn storage_furl(tubid: &str, location: &str, swissnum: &str) -> String {
+    format!("pb://{tubid}@tcp:{location}/{swissnum}")
+}
+
+/// The storage swissnum, from `private/storage.furl`.
+pub(crate) fn read_swissnum(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("private").join("storage.furl");
+    let furl = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    furl.trim()
+        .rsplit_once('/')
+        .map(|(_, swiss)| swiss.to_owned())
+        .filter(|swiss| !swiss.is_empty() && storage::base32::decode(swiss).is_ok())
+        .with_context(|| format!("{} does not end with a swissnum", path.display()))
+}
+
+/// Writes a file readable only by the owner, replacing it atomically.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, contents, 0o600)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

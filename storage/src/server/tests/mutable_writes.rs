@@ -1,0 +1,380 @@
+//! Read-test-write (tahoe-interfaces.md §1.4): the write-enabler check, tests, reads before writes,
+//! creation, zero-filled gaps, truncation, extension, deletion and leases.
+
+use super::*;
+
+fn read_all(server: &StorageServer, s: StorageIndex, shnum: ShareNum) -> Vec<u8> {
+    server
+        .read_share(ShareKind::Mutable, s, shnum, 0, u64::MAX)
+        .unwrap()
+}
+
+#[test]
+fn create_if_absent_idiom() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(1);
+    let create = |data: &[u8]| TestWriteVectors {
+        test: vec![test_vector(0, 1, b"")],
+        ..write_vectors(0, data)
+    };
+    let result = rtw(
+        server,
+        s,
+        1,
+        1,
+        0,
+        create(b"first"),
+        &[ReadVector { offset: 0, size: 5 }],
+    )
+    .unwrap();
+    assert!(result.success);
+    assert!(result.data.is_empty(), "no share existed before");
+    let result = rtw(
+        server,
+        s,
+        1,
+        1,
+        0,
+        create(b"second"),
+        &[ReadVector { offset: 0, size: 5 }],
+    )
+    .unwrap();
+    assert!(!result.success);
+    assert_eq!(result.data[&0], vec![b"first".to_vec()]);
+    assert_eq!(read_all(server, s, 0), b"first");
+    assert_eq!(server.status().mutable_shares, 1);
+}
+
+#[test]
+fn write_enabler_mismatch_reads_and_writes_nothing() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(2);
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(0, b"data"), &[])
+            .unwrap()
+            .success
+    );
+    let before = std::fs::read(h.share_path(s, 0)).unwrap();
+    // Even a request for another share number is refused: every existing share is checked.
+    let error = rtw(
+        server,
+        s,
+        2,
+        2,
+        5,
+        write_vectors(0, b"evil"),
+        &[ReadVector { offset: 0, size: 4 }],
+    );
+    assert!(matches!(error, Err(StorageError::WriteEnablerMismatch)));
+    assert_eq!(std::fs::read(h.share_path(s, 0)).unwrap(), before);
+    assert_eq!(server.list_shares(ShareKind::Mutable, s).unwrap(), shnums(&[0]));
+    assert_eq!(
+        h.leases(ShareKind::Mutable, s, 0).len(),
+        1,
+        "no lease added either"
+    );
+}
+
+#[test]
+fn compare_and_swap() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(3);
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(0, b"v1-checkstring+body"), &[])
+            .unwrap()
+            .success
+    );
+    let swap = |expected: &[u8], new: &[u8]| TestWriteVectors {
+        test: vec![test_vector(0, expected.len() as u64, expected)],
+        ..write_vectors(0, new)
+    };
+    let reads = [ReadVector { offset: 0, size: 14 }];
+    let result = rtw(
+        server,
+        s,
+        1,
+        1,
+        0,
+        swap(b"v0-checkstring", b"v2-checkstring"),
+        &reads,
+    )
+    .unwrap();
+    assert!(!result.success);
+    assert_eq!(result.data[&0], vec![b"v1-checkstring".to_vec()]);
+    assert_eq!(read_all(server, s, 0), b"v1-checkstring+body");
+    // The right checkstring: the write happens, and the read shows the old contents.
+    let result = rtw(
+        server,
+        s,
+        1,
+        1,
+        0,
+        swap(b"v1-checkstring", b"v2-checkstring"),
+        &reads,
+    )
+    .unwrap();
+    assert!(result.success);
+    assert_eq!(result.data[&0], vec![b"v1-checkstring".to_vec()]);
+    assert_eq!(read_all(server, s, 0), b"v2-checkstring+body");
+    // A test past the end compares against the clamped (short) read.
+    let result = rtw(
+        server,
+        s,
+        1,
+        1,
+        0,
+        TestWriteVectors {
+            test: vec![test_vector(15, 100, b"body")],
+            ..Default::default()
+        },
+        &[],
+    )
+    .unwrap();
+    assert!(result.success);
+}
+
+#[test]
+fn one_failing_test_fails_every_share() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(4);
+    let mut tw = BTreeMap::new();
+    tw.insert(0, write_vectors(0, b"zero"));
+    tw.insert(1, write_vectors(0, b"one"));
+    server
+        .read_test_write(s, &write_enabler(1), &lease(1), &tw, &[])
+        .unwrap();
+    let mut tw = BTreeMap::new();
+    tw.insert(
+        0,
+        TestWriteVectors {
+            test: vec![test_vector(0, 4, b"zero")],
+            ..write_vectors(0, b"ZERO")
+        },
+    );
+    tw.insert(
+        1,
+        TestWriteVectors {
+            test: vec![test_vector(0, 3, b"two")],
+            ..write_vectors(0, b"ONE")
+        },
+    );
+    // Reads cover every existing share, named in the request or not.
+    tw.insert(2, write_vectors(0, b"new"));
+    let result = server
+        .read_test_write(
+            s,
+            &write_enabler(1),
+            &lease(1),
+            &tw,
+            &[ReadVector { offset: 1, size: 2 }],
+        )
+        .unwrap();
+    assert!(!result.success);
+    assert_eq!(result.data.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(result.data[&0], vec![b"er".to_vec()]);
+    assert_eq!(read_all(server, s, 0), b"zero");
+    assert_eq!(
+        server.list_shares(ShareKind::Mutable, s).unwrap(),
+        shnums(&[0, 1])
+    );
+}
+
+#[test]
+fn gaps_fill_with_zeros_and_new_length_truncates_or_extends() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(5);
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(10, b"abc"), &[])
+            .unwrap()
+            .success
+    );
+    let mut expected = vec![0u8; 10];
+    expected.extend_from_slice(b"abc");
+    assert_eq!(read_all(server, s, 0), expected);
+    // Several writes apply in order.
+    let vectors = TestWriteVectors {
+        test: vec![],
+        write: vec![
+            WriteVector {
+                offset: 0,
+                data: b"1234".to_vec(),
+            },
+            WriteVector {
+                offset: 2,
+                data: b"xy".to_vec(),
+            },
+        ],
+        new_length: None,
+    };
+    assert!(rtw(server, s, 1, 1, 0, vectors, &[]).unwrap().success);
+    assert_eq!(&read_all(server, s, 0)[..4], b"12xy");
+    // An empty write past the end still extends the share.
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(20, b""), &[])
+            .unwrap()
+            .success
+    );
+    assert_eq!(server.share_length(ShareKind::Mutable, s, 0).unwrap(), 20);
+    // Truncate.
+    let truncate = TestWriteVectors {
+        new_length: Some(3),
+        ..Default::default()
+    };
+    assert!(rtw(server, s, 1, 1, 0, truncate, &[]).unwrap().success);
+    assert_eq!(read_all(server, s, 0), b"12x");
+    // Extend (with zeros), after a write in the same request.
+    let extend = TestWriteVectors {
+        new_length: Some(8),
+        ..write_vectors(3, b"Q")
+    };
+    assert!(rtw(server, s, 1, 1, 0, extend, &[]).unwrap().success);
+    assert_eq!(read_all(server, s, 0), b"12xQ\0\0\0\0");
+    // Truncation after a write that grew the share cuts the write.
+    let both = TestWriteVectors {
+        new_length: Some(2),
+        ..write_vectors(0, b"abcdefghijkl")
+    };
+    assert!(rtw(server, s, 1, 1, 0, both, &[]).unwrap().success);
+    assert_eq!(read_all(server, s, 0), b"ab");
+    assert_eq!(server.status().used_space, h.bytes_on_disk());
+}
+
+#[test]
+fn new_length_zero_deletes() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(6);
+    let mut tw = BTreeMap::new();
+    tw.insert(0, write_vectors(0, b"zero"));
+    tw.insert(1, write_vectors(0, b"one"));
+    server
+        .read_test_write(s, &write_enabler(1), &lease(1), &tw, &[])
+        .unwrap();
+    assert_eq!(server.status().mutable_shares, 2);
+    let delete = || TestWriteVectors {
+        new_length: Some(0),
+        ..Default::default()
+    };
+    let result = rtw(server, s, 1, 1, 0, delete(), &[ReadVector { offset: 0, size: 4 }]).unwrap();
+    assert!(result.success);
+    assert_eq!(result.data[&0], vec![b"zero".to_vec()], "read before the delete");
+    assert_eq!(server.list_shares(ShareKind::Mutable, s).unwrap(), shnums(&[1]));
+    assert!(matches!(
+        server.read_share(ShareKind::Mutable, s, 0, 0, 1),
+        Err(StorageError::NotFound(_))
+    ));
+    // Deleting an absent share creates nothing.
+    assert!(rtw(server, s, 1, 1, 7, delete(), &[]).unwrap().success);
+    assert_eq!(server.list_shares(ShareKind::Mutable, s).unwrap(), shnums(&[1]));
+    // Deleting the last share removes the storage index's directory.
+    assert!(rtw(server, s, 1, 1, 1, delete(), &[]).unwrap().success);
+    assert!(server.list_shares(ShareKind::Mutable, s).unwrap().is_empty());
+    assert!(!h.share_path(s, 1).parent().unwrap().exists());
+    assert!(h.server().index_entries().is_empty());
+    let status = server.status();
+    assert_eq!(status.mutable_shares, 0);
+    assert_eq!(status.used_space, 0);
+    // The slot is gone: a new write enabler may create it afresh.
+    assert!(
+        rtw(server, s, 9, 1, 0, write_vectors(0, b"new"), &[])
+            .unwrap()
+            .success
+    );
+}
+
+#[test]
+fn leases_land_on_every_surviving_share() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(7);
+    let mut tw = BTreeMap::new();
+    tw.insert(0, write_vectors(0, b"zero"));
+    tw.insert(1, write_vectors(0, b"one"));
+    server
+        .read_test_write(s, &write_enabler(1), &lease(1), &tw, &[])
+        .unwrap();
+    h.clock.advance(DAY);
+    // A write to share 0 with lease 2: both shares get lease 2.
+    assert!(
+        rtw(server, s, 1, 2, 0, write_vectors(0, b"Z"), &[])
+            .unwrap()
+            .success
+    );
+    let expiry = (h.now_secs() + 31 * 86_400) as u32;
+    for shnum in [0, 1] {
+        let leases = h.leases(ShareKind::Mutable, s, shnum);
+        assert_eq!(leases.len(), 2);
+        assert!(leases.contains(&(lease_id(2), expiry, 1)));
+    }
+    // A tests-only request that passes renews too (Tahoe renews after any successful request).
+    h.clock.advance(DAY);
+    let result = rtw(server, s, 1, 1, 1, TestWriteVectors::default(), &[]).unwrap();
+    assert!(result.success);
+    let renewed = (h.now_secs() + 31 * 86_400) as u32;
+    assert!(
+        h.leases(ShareKind::Mutable, s, 0)
+            .contains(&(lease_id(1), renewed, 1))
+    );
+    // The index follows: one entry per lease, at its current expiry.
+    let mut entries: Vec<(ShareNum, [u8; 32], u64)> = h
+        .server()
+        .index_entries()
+        .iter()
+        .map(|k| (k.shnum, k.lease_id, k.expiry))
+        .collect();
+    entries.sort();
+    let mut expected = Vec::new();
+    for shnum in [0, 1] {
+        for (id, expiry, _) in h.leases(ShareKind::Mutable, s, shnum) {
+            expected.push((shnum, id, u64::from(expiry)));
+        }
+    }
+    expected.sort();
+    assert_eq!(entries, expected);
+}
+
+#[test]
+fn mutable_writes_cannot_touch_immutable_shares() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(8);
+    upload(server, s, 0, b"immutable", 1);
+    assert!(matches!(
+        rtw(server, s, 1, 1, 0, write_vectors(0, b"x"), &[]),
+        Err(StorageError::BadRequest(_))
+    ));
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 100).unwrap(),
+        b"immutable"
+    );
+    assert!(server.list_shares(ShareKind::Mutable, s).unwrap().is_empty());
+}
+
+#[test]
+fn oversized_writes_are_refused() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(9);
+    assert!(matches!(
+        rtw(
+            server,
+            s,
+            1,
+            1,
+            0,
+            write_vectors(crate::server::mutable::MAX_MUTABLE_SHARE_SIZE, b"x"),
+            &[]
+        ),
+        Err(StorageError::BeyondAllocation { .. })
+    ));
+    assert!(matches!(
+        rtw(server, s, 1, 1, 0, write_vectors(u64::MAX, b"x"), &[]),
+        Err(StorageError::BeyondAllocation { .. })
+    ));
+    assert!(server.list_shares(ShareKind::Mutable, s).unwrap().is_empty());
+}

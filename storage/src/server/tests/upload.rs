@@ -1,0 +1,349 @@
+//! The immutable upload lifecycle: allocation, writes in any order, conflicts, completion, aborts,
+//! secrets, idle uploads and concurrent uploads.
+
+use super::*;
+
+#[test]
+fn out_of_order_writes_complete_the_share() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(1);
+    let data = content(s, 0, 100);
+    let allocation = server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0, 1]), 100)
+        .unwrap();
+    assert_eq!(allocation.allocated, shnums(&[0, 1]));
+    assert!(allocation.already_have.is_empty());
+    assert_eq!(server.status().uploads_in_progress, 2);
+
+    let progress = server
+        .write_share(s, 0, &upload_secret(1), 50, &data[50..])
+        .unwrap();
+    assert!(!progress.complete);
+    assert_eq!(progress.required, vec![0..50]);
+    let progress = server
+        .write_share(s, 0, &upload_secret(1), 0, &data[..20])
+        .unwrap();
+    assert_eq!(progress.required, vec![20..50]);
+    // Not readable until complete.
+    assert!(server.list_shares(ShareKind::Immutable, s).unwrap().is_empty());
+    assert!(matches!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 10),
+        Err(StorageError::NotFound(_))
+    ));
+    let progress = server
+        .write_share(s, 0, &upload_secret(1), 20, &data[20..50])
+        .unwrap();
+    assert!(progress.complete);
+    assert!(progress.required.is_empty());
+
+    assert_eq!(server.list_shares(ShareKind::Immutable, s).unwrap(), shnums(&[0]));
+    assert_eq!(server.share_length(ShareKind::Immutable, s, 0).unwrap(), 100);
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 1000).unwrap(),
+        data
+    );
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 90, 5).unwrap(),
+        &data[90..95]
+    );
+    assert!(
+        server
+            .read_share(ShareKind::Immutable, s, 0, 100, 5)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        server
+            .read_share(ShareKind::Immutable, s, 0, u64::MAX, 5)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        server.read_share(ShareKind::Mutable, s, 0, 0, 5),
+        Err(StorageError::NotFound(_))
+    ));
+    let status = server.status();
+    assert_eq!(status.immutable_shares, 1);
+    assert_eq!(status.uploads_in_progress, 1);
+    assert_eq!(status.used_space, 12 + 100 + 72);
+    // Share 1's upload still holds the incoming directory; finishing it removes it.
+    let incoming_prefix = h.root().join("shares/incoming").join(s.prefix());
+    assert!(incoming_prefix.exists());
+    server
+        .write_share(s, 1, &upload_secret(1), 0, &content(s, 1, 100))
+        .unwrap();
+    assert!(!incoming_prefix.exists());
+    assert!(h.root().join("shares/incoming").exists());
+}
+
+#[test]
+fn overlapping_writes_must_agree() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(2);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[3]), 20)
+        .unwrap();
+    server.write_share(s, 3, &upload_secret(1), 0, &[1; 10]).unwrap();
+    // The same bytes again, overlapping and extending: fine.
+    let progress = server.write_share(s, 3, &upload_secret(1), 5, &[1; 8]).unwrap();
+    assert_eq!(progress.required, vec![13..20]);
+    // Different bytes in the overlap: a conflict, and nothing of the write lands.
+    let mut conflicting = vec![1u8; 12];
+    conflicting[2] = 9;
+    assert!(matches!(
+        server.write_share(s, 3, &upload_secret(1), 5, &conflicting),
+        Err(StorageError::Conflict { offset: 5 })
+    ));
+    let progress = server.write_share(s, 3, &upload_secret(1), 13, &[2; 7]).unwrap();
+    assert!(progress.complete);
+    let mut expected = vec![1u8; 13];
+    expected.extend_from_slice(&[2; 7]);
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 3, 0, 20).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn writes_beyond_the_allocation_are_refused() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(3);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0]), 100)
+        .unwrap();
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(1), 95, &[0; 10]),
+        Err(StorageError::BeyondAllocation {
+            end: 105,
+            allocated: 100
+        })
+    ));
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(1), u64::MAX, &[0; 10]),
+        Err(StorageError::BeyondAllocation { allocated: 100, .. })
+    ));
+    // Up to the end is fine.
+    let progress = server.write_share(s, 0, &upload_secret(1), 90, &[0; 10]).unwrap();
+    assert_eq!(progress.required, vec![0..90]);
+}
+
+#[test]
+fn secrets_and_missing_uploads() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(4);
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(1), 0, b"x"),
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        server.abort_upload(s, 0, &upload_secret(1)),
+        Err(StorageError::NotFound(_))
+    ));
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0]), 4)
+        .unwrap();
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(2), 0, b"x"),
+        Err(StorageError::UploadSecretMismatch)
+    ));
+    assert!(matches!(
+        server.abort_upload(s, 0, &upload_secret(2)),
+        Err(StorageError::UploadSecretMismatch)
+    ));
+    // Errors never carry secrets.
+    let error = server.write_share(s, 0, &upload_secret(2), 0, b"x").unwrap_err();
+    assert!(!format!("{error} {error:?}").contains("2, 2, 2"));
+    // The upload is untouched by the failed attempts.
+    assert!(
+        server
+            .write_share(s, 0, &upload_secret(1), 0, b"abcd")
+            .unwrap()
+            .complete
+    );
+    // Complete: abort says so; writing finds no upload.
+    assert!(matches!(
+        server.abort_upload(s, 0, &upload_secret(1)),
+        Err(StorageError::AlreadyComplete { shnum: 0 })
+    ));
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(1), 0, b"a"),
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+#[test]
+fn abort_deletes_the_partial_file_and_releases_space() {
+    let h = Harness::with(|c| c.max_space = Some(10_000));
+    let server = h.server();
+    let s = si(5);
+    let before = server.version().available_space;
+    assert_eq!(before, 10_000 - 84);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0]), 1000)
+        .unwrap();
+    assert_eq!(server.version().available_space, before - 1084);
+    server.write_share(s, 0, &upload_secret(1), 0, &[7; 10]).unwrap();
+    let partial = h
+        .root()
+        .join("shares/incoming")
+        .join(s.prefix())
+        .join(s.to_string())
+        .join("0");
+    assert!(partial.exists());
+    server.abort_upload(s, 0, &upload_secret(1)).unwrap();
+    assert!(!partial.exists());
+    assert!(!h.root().join("shares/incoming").join(s.prefix()).exists());
+    assert_eq!(server.version().available_space, before);
+    assert_eq!(server.status().uploads_in_progress, 0);
+    assert!(server.list_shares(ShareKind::Immutable, s).unwrap().is_empty());
+    // The share number can be allocated again, by anyone.
+    let allocation = server
+        .allocate_buckets(s, &lease(2), &upload_secret(2), &shnums(&[0]), 10)
+        .unwrap();
+    assert_eq!(allocation.allocated, shnums(&[0]));
+    // And the aborted bytes are gone.
+    let progress = server.write_share(s, 0, &upload_secret(2), 0, &[8; 10]).unwrap();
+    assert!(progress.complete);
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 10).unwrap(),
+        vec![8; 10]
+    );
+}
+
+#[test]
+fn allocation_reports_every_held_share_and_skips_uploads_in_progress() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(6);
+    upload(server, s, 0, b"zero", 1);
+    upload(server, s, 7, b"seven", 1);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(3), &shnums(&[2]), 10)
+        .unwrap();
+    // Asking for 1, 2 and 7: 7 is held (and so are 0 and 7 reported), 2 is busy, 1 is allocated.
+    let allocation = server
+        .allocate_buckets(s, &lease(2), &upload_secret(4), &shnums(&[1, 2, 7]), 10)
+        .unwrap();
+    assert_eq!(allocation.already_have, shnums(&[0, 7]));
+    assert_eq!(allocation.allocated, shnums(&[1]));
+    // The same again with the original secret: 2 is still in neither set.
+    let allocation = server
+        .allocate_buckets(s, &lease(2), &upload_secret(3), &shnums(&[2]), 10)
+        .unwrap();
+    assert!(allocation.allocated.is_empty());
+    // The original upload carries on with its own secret.
+    assert!(
+        !server
+            .write_share(s, 2, &upload_secret(3), 0, &[1])
+            .unwrap()
+            .complete
+    );
+    // The held shares got lease 2 added (owner 0, as Tahoe's allocation leases).
+    let ids: Vec<([u8; 32], u32)> = h
+        .leases(ShareKind::Immutable, s, 0)
+        .into_iter()
+        .map(|(id, _, owner)| (id, owner))
+        .collect();
+    assert_eq!(ids, vec![(lease_id(1), 0), (lease_id(2), 0)]);
+}
+
+#[test]
+fn zero_length_share() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(7);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0]), 0)
+        .unwrap();
+    let progress = server.write_share(s, 0, &upload_secret(1), 0, &[]).unwrap();
+    assert!(progress.complete);
+    assert_eq!(server.share_length(ShareKind::Immutable, s, 0).unwrap(), 0);
+    assert!(
+        server
+            .read_share(ShareKind::Immutable, s, 0, 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn idle_uploads_are_aborted() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(8);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0, 1]), 10)
+        .unwrap();
+    let idle = Duration::from_secs(30 * 60);
+    h.clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(server.abort_idle_uploads(idle), 0);
+    // A write resets share 0's timer.
+    server.write_share(s, 0, &upload_secret(1), 0, &[1]).unwrap();
+    h.clock.advance(Duration::from_secs(2 * 60));
+    assert_eq!(server.abort_idle_uploads(idle), 1);
+    assert!(matches!(
+        server.write_share(s, 1, &upload_secret(1), 0, &[1]),
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(
+        !server
+            .write_share(s, 0, &upload_secret(1), 1, &[1])
+            .unwrap()
+            .complete
+    );
+    h.clock.advance(idle);
+    assert_eq!(server.abort_idle_uploads(idle), 1);
+    assert_eq!(server.status().uploads_in_progress, 0);
+    assert!(!h.root().join("shares/incoming").join(s.prefix()).exists());
+}
+
+#[test]
+fn concurrent_uploads() {
+    let h = Harness::new();
+    let server = h.server();
+    std::thread::scope(|scope| {
+        for t in 0..8u8 {
+            scope.spawn(move || {
+                // Threads 0..3 share one storage index; the others have their own (some sharing a
+                // stripe or a prefix directory).
+                let s = if t < 4 { si(100) } else { si(100 + t) };
+                let shnum = ShareNum::from(t);
+                let data = content(s, shnum, 4000);
+                let allocation = server
+                    .allocate_buckets(s, &lease(t), &upload_secret(t), &shnums(&[shnum]), 4000)
+                    .unwrap();
+                assert_eq!(allocation.allocated, shnums(&[shnum]));
+                for chunk in (0..4000).step_by(500).rev() {
+                    server
+                        .write_share(
+                            s,
+                            shnum,
+                            &upload_secret(t),
+                            chunk as u64,
+                            &data[chunk..chunk + 500],
+                        )
+                        .unwrap();
+                }
+                assert_eq!(
+                    server
+                        .read_share(ShareKind::Immutable, s, shnum, 0, 4000)
+                        .unwrap(),
+                    data
+                );
+            });
+        }
+    });
+    let status = server.status();
+    assert_eq!(status.immutable_shares, 8);
+    assert_eq!(status.uploads_in_progress, 0);
+    assert_eq!(status.used_space, 8 * (12 + 4000 + 72));
+    assert_eq!(status.used_space, h.bytes_on_disk());
+    assert_eq!(
+        server.list_shares(ShareKind::Immutable, si(100)).unwrap(),
+        shnums(&[0, 1, 2, 3])
+    );
+}

@@ -1,0 +1,227 @@
+//! Upload and download across an in-process grid of real storage servers, with servers broken,
+//! shares corrupted or deleted, and happiness out of reach.
+
+use filenode::cap::FileCap;
+use filenode::grid::download::open_chk;
+use filenode::grid::upload::{UploadError, UploadParams, upload_bytes};
+use tests::grid::TestGrid;
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+        .collect()
+}
+
+fn small_segments() -> UploadParams {
+    UploadParams {
+        max_segment_size: 4096,
+        ..UploadParams::default()
+    }
+}
+
+async fn read_back(grid: &TestGrid, cap: &FileCap) -> Vec<u8> {
+    match cap {
+        FileCap::Lit(lit) => lit.data.clone(),
+        FileCap::Chk(chk) => {
+            let reader = open_chk(&grid.entries(), *chk).await.expect("open");
+            reader.read_to_vec(0, chk.size).await.expect("read")
+        }
+        other => panic!("unexpected cap {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn files_of_interesting_sizes_round_trip() {
+    let grid = TestGrid::new(10);
+    let params = small_segments();
+    for size in [0usize, 1, 55, 56, 4095, 4096, 4097, 3 * 4096 + 7, 100_000] {
+        let plaintext = data(size, size as u8);
+        let result = upload_bytes(&grid.entries(), &grid.secrets, &params, plaintext.clone())
+            .await
+            .unwrap();
+        assert_eq!(result.size, size as u64);
+        if size <= 55 {
+            assert!(matches!(result.cap, FileCap::Lit(_)));
+        } else {
+            assert_eq!(result.happiness, 10, "size {size}");
+            assert_eq!(result.placement.len(), 10);
+        }
+        assert_eq!(read_back(&grid, &result.cap).await, plaintext, "size {size}");
+    }
+}
+
+#[tokio::test]
+async fn download_survives_n_minus_k_broken_servers() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(50_000, 3);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    for i in 0..7 {
+        grid.break_server(i);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+    grid.break_server(7);
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let err = match open_chk(&grid.entries(), chk).await {
+        Ok(reader) => reader.read_to_vec(0, chk.size).await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string()
+            .starts_with("not enough good shares (needed 3, found 2)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_shares_are_routed_around_and_reported() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(30_000, 5);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    let FileCap::Chk(chk) = result.cap.clone() else {
+        panic!("CHK expected")
+    };
+    let si = chk.storage_index();
+    let holders = grid.find_shares(si);
+    assert_eq!(holders.len(), 10);
+    // Corrupt a block in the data area of shares 0, 1 and 2 (the ones a reader prefers).
+    for &(server, shnum) in holders.iter().filter(|(_, shnum)| *shnum < 3) {
+        grid.corrupt_share(server, si, shnum, 0x24 + 10);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+    // Each server holding a corrupted share received an advisory.
+    for &(server, shnum) in holders.iter().filter(|(_, shnum)| *shnum < 3) {
+        let advisories = grid.servers[server].server.corruption_advisories().unwrap();
+        assert!(
+            advisories
+                .iter()
+                .any(|a| a.shnum == shnum && a.storage_index == si),
+            "server {server} share {shnum}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleted_shares_do_not_matter_while_k_remain() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(20_000, 9);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    let FileCap::Chk(chk) = result.cap.clone() else {
+        panic!("CHK expected")
+    };
+    let si = chk.storage_index();
+    for (server, shnum) in grid.find_shares(si).into_iter().take(7) {
+        grid.delete_share(server, si, shnum);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}
+
+#[tokio::test]
+async fn unhappy_upload_is_a_clear_error() {
+    let grid = TestGrid::new(5);
+    let err = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &UploadParams::default(),
+        data(10_000, 1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UploadError::NotHappy {
+                happy: 7,
+                achieved: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("at least 7 servers") && message.contains("only 5"),
+        "{message}"
+    );
+
+    // Broken servers count against happiness too.
+    let grid = TestGrid::new(10);
+    for i in 0..4 {
+        grid.break_server(i);
+    }
+    let err = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &UploadParams::default(),
+        data(10_000, 1),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, UploadError::NotHappy { achieved: 6, .. }), "{err}");
+    assert!(err.to_string().contains("server broken by the test"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_upload_reuses_existing_shares() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(40_000, 2);
+    let first = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    let used: u64 = grid.servers.iter().map(|s| s.server.status().used_space).sum();
+    let second = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.cap, second.cap);
+    let used_after: u64 = grid.servers.iter().map(|s| s.server.status().used_space).sum();
+    assert_eq!(used, used_after, "no share stored twice");
+    assert_eq!(second.happiness, 10);
+}
+
+#[tokio::test]
+async fn few_servers_hold_several_shares_each() {
+    let grid = TestGrid::new(4);
+    let params = UploadParams {
+        happy: 4,
+        ..small_segments()
+    };
+    let plaintext = data(25_000, 4);
+    let result = upload_bytes(&grid.entries(), &grid.secrets, &params, plaintext.clone())
+        .await
+        .unwrap();
+    assert_eq!(result.happiness, 4);
+    assert_eq!(result.placement.len(), 10);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}

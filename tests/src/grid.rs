@@ -1,0 +1,245 @@
+//! `TestGrid`: an in-process grid of real storage servers (share files in temporary directories),
+//! the Rust counterpart of Tahoe's NoNetworkGrid, with fault injection (break, hang, restore a
+//! server) and share surgery (find, corrupt, delete shares).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::Bytes;
+use filenode::grid::{ClientSecrets, ServerEntry};
+use storage::api::{
+    Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, ShareKind, TestWriteVectors, UploadProgress,
+    UploadSecret, VersionInfo, WriteEnabler,
+};
+use storage::server::{LocalStorageClient, StorageConfig, StorageServer};
+use storage::{ShareNum, StorageClient, StorageError, StorageIndex};
+
+const HEALTHY: u8 = 0;
+const BROKEN: u8 = 1;
+const HANGING: u8 = 2;
+
+/// A storage client whose server can be made to fail or hang on demand.
+#[derive(Debug)]
+pub struct FaultyClient {
+    inner: LocalStorageClient,
+    state: AtomicU8,
+}
+
+impl FaultyClient {
+    async fn gate(&self) -> Result<(), StorageError> {
+        match self.state.load(Ordering::SeqCst) {
+            BROKEN => Err(StorageError::Transport("server broken by the test".into())),
+            HANGING => futures::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageClient for FaultyClient {
+    async fn version(&self) -> Result<VersionInfo, StorageError> {
+        self.gate().await?;
+        self.inner.version().await
+    }
+    async fn allocate_buckets(
+        &self,
+        si: StorageIndex,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        shares: &BTreeSet<ShareNum>,
+        size: u64,
+    ) -> Result<Allocation, StorageError> {
+        self.gate().await?;
+        self.inner.allocate_buckets(si, lease, upload, shares, size).await
+    }
+    async fn write_share(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload: &UploadSecret,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        self.gate().await?;
+        self.inner.write_share(si, shnum, upload, offset, data).await
+    }
+    async fn abort_upload(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload: &UploadSecret,
+    ) -> Result<(), StorageError> {
+        self.gate().await?;
+        self.inner.abort_upload(si, shnum, upload).await
+    }
+    async fn list_shares(
+        &self,
+        kind: ShareKind,
+        si: StorageIndex,
+    ) -> Result<BTreeSet<ShareNum>, StorageError> {
+        self.gate().await?;
+        self.inner.list_shares(kind, si).await
+    }
+    async fn read_share(
+        &self,
+        kind: ShareKind,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StorageError> {
+        self.gate().await?;
+        self.inner.read_share(kind, si, shnum, offset, len).await
+    }
+    async fn advise_corrupt_share(
+        &self,
+        kind: ShareKind,
+        si: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        self.gate().await?;
+        self.inner.advise_corrupt_share(kind, si, shnum, reason).await
+    }
+    async fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
+        self.gate().await?;
+        self.inner.add_or_renew_lease(si, lease).await
+    }
+    async fn read_test_write(
+        &self,
+        si: StorageIndex,
+        enabler: &WriteEnabler,
+        lease: &LeaseSecrets,
+        tw: &std::collections::BTreeMap<ShareNum, TestWriteVectors>,
+        read: &[ReadVector],
+    ) -> Result<ReadTestWriteResult, StorageError> {
+        self.gate().await?;
+        self.inner.read_test_write(si, enabler, lease, tw, read).await
+    }
+}
+
+/// One server of the grid.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The share store.
+    pub server: Arc<StorageServer>,
+    /// The client the grid hands out (with fault injection).
+    pub client: Arc<FaultyClient>,
+    /// Its storage directory.
+    pub dir: PathBuf,
+}
+
+/// An in-process grid.
+#[derive(Debug)]
+pub struct TestGrid {
+    _root: tempfile::TempDir,
+    /// The servers, in creation order.
+    pub servers: Vec<TestServer>,
+    /// The client's secrets.
+    pub secrets: ClientSecrets,
+}
+
+impl TestGrid {
+    /// A grid of `count` healthy servers, each with default settings.
+    pub fn new(count: usize) -> Self {
+        Self::with_config(count, |_, _| {})
+    }
+
+    /// A grid whose server configurations `adjust` may change (by server index).
+    pub fn with_config(count: usize, adjust: impl Fn(usize, &mut StorageConfig)) -> Self {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let servers = (0..count)
+            .map(|i| {
+                let dir = root.path().join(format!("server{i:02}"));
+                let mut config = StorageConfig::new(dir.clone());
+                config.node_id = [i as u8; 20];
+                adjust(i, &mut config);
+                let server = Arc::new(StorageServer::open(config).expect("open a storage server"));
+                let client = Arc::new(FaultyClient {
+                    inner: LocalStorageClient::new(Arc::clone(&server)),
+                    state: AtomicU8::new(HEALTHY),
+                });
+                TestServer { server, client, dir }
+            })
+            .collect();
+        TestGrid {
+            _root: root,
+            servers,
+            secrets: ClientSecrets {
+                lease_secret: b"test lease secret".to_vec(),
+                convergence: Some(vec![7; 32]),
+            },
+        }
+    }
+
+    /// The servers as the client sees them.
+    pub fn entries(&self) -> Vec<ServerEntry> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServerEntry {
+                server_id: format!("v0-test{i:02}"),
+                nickname: format!("server{i:02}"),
+                permutation_seed: vec![i as u8; 32],
+                lease_seed: [i as u8; 20],
+                client: Arc::clone(&s.client) as Arc<dyn StorageClient>,
+            })
+            .collect()
+    }
+
+    /// Makes server `i` fail every request.
+    pub fn break_server(&self, i: usize) {
+        self.servers[i].client.state.store(BROKEN, Ordering::SeqCst);
+    }
+
+    /// Makes server `i` never answer.
+    pub fn hang_server(&self, i: usize) {
+        self.servers[i].client.state.store(HANGING, Ordering::SeqCst);
+    }
+
+    /// Makes server `i` healthy again.
+    pub fn restore_server(&self, i: usize) {
+        self.servers[i].client.state.store(HEALTHY, Ordering::SeqCst);
+    }
+
+    /// Every (server index, share number) holding an immutable share of `si`.
+    pub fn find_shares(&self, si: StorageIndex) -> Vec<(usize, ShareNum)> {
+        let mut found = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            for shnum in s
+                .server
+                .list_shares(ShareKind::Immutable, si)
+                .expect("list shares")
+            {
+                found.push((i, shnum));
+            }
+        }
+        found
+    }
+
+    /// The path of a share file on disk.
+    pub fn share_path(&self, server: usize, si: StorageIndex, shnum: ShareNum) -> PathBuf {
+        self.servers[server]
+            .dir
+            .join("shares")
+            .join(si.prefix())
+            .join(si.to_string())
+            .join(shnum.to_string())
+    }
+
+    /// Flips one bit of a share file at `offset` bytes into its share data (after the 12-byte
+    /// container header).
+    pub fn corrupt_share(&self, server: usize, si: StorageIndex, shnum: ShareNum, offset: u64) {
+        let path = self.share_path(server, si, shnum);
+        let mut bytes = std::fs::read(&path).expect("read share file");
+        bytes[12 + offset as usize] ^= 0x01;
+        std::fs::write(&path, bytes).expect("write share file");
+    }
+
+    /// Deletes a share file.
+    pub fn delete_share(&self, server: usize, si: StorageIndex, shnum: ShareNum) {
+        std::fs::remove_file(self.share_path(server, si, shnum)).expect("delete share file");
+    }
+}
