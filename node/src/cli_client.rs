@@ -183,21 +183,36 @@ pub(crate) fn get(node_dir: &Path, cap: &str, out: Option<&str>) -> anyhow::Resu
     })
 }
 
+async fn fetch_status(url: &str) -> anyhow::Result<serde_json::Value> {
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let request = hyper::Request::get(format!("{url}/?t=json")).body(BodyExt::boxed(
+        http_body_util::Empty::new().map_err(|never| match never {}),
+    ))?;
+    let response = client.request(request).await.map_err(|e| unreachable(url, e))?;
+    if !response.status().is_success() {
+        return Err(fail_with_body("status", response).await);
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&body).context("the node's status is not JSON")
+}
+
+/// How many storage servers the node at `node_dir` sees connected.
+pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
+    let url = node_url(node_dir)?;
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fetch_status(&url))?;
+    Ok(status["servers"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter(|s| s["connected"] == true).count()))
+}
+
 /// `tessera status`: the node's view of the storage servers.
 pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
     let url = node_url(node_dir)?;
     runtime()?.block_on(async move {
-        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-        let request = hyper::Request::get(format!("{url}/?t=json")).body(BodyExt::boxed(
-            http_body_util::Empty::new().map_err(|never| match never {}),
-        ))?;
-        let response = client.request(request).await.map_err(|e| unreachable(&url, e))?;
-        if !response.status().is_success() {
-            return Err(fail_with_body("status", response).await);
-        }
-        let body = response.into_body().collect().await?.to_bytes();
-        let status: serde_json::Value =
-            serde_json::from_slice(&body).context("the node's status is not JSON")?;
+        let status = fetch_status(&url).await?;
         let servers = status["servers"].as_array().cloned().unwrap_or_default();
         let connected = servers.iter().filter(|s| s["connected"] == true).count();
         crate::output::line(&format!(

@@ -60,18 +60,6 @@ pub(crate) fn read_servers_yaml(dir: &Path) -> anyhow::Result<BTreeMap<String, A
         .collect())
 }
 
-/// Writes `private/servers.yaml`.
-pub(crate) fn write_servers_yaml(dir: &Path, servers: &BTreeMap<String, Announcement>) -> anyhow::Result<()> {
-    let file = ServersFile {
-        storage: servers
-            .iter()
-            .map(|(id, ann)| (id.clone(), ServerSection { ann: ann.clone() }))
-            .collect(),
-    };
-    let text = serde_yaml_ng::to_string(&file)?;
-    crate::nodedir::write_private(&dir.join("private").join("servers.yaml"), text.as_bytes())
-}
-
 /// Turns an announcement into a server the grid can use (HTTPS, pinned by the NURL).
 pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Result<ServerEntry> {
     let tubid = ann
@@ -143,9 +131,59 @@ pub(crate) fn build_grid(dir: &Path, config: &NodeConfig) -> anyhow::Result<Arc<
             Err(e) => warn!("ignoring a server in servers.yaml: {e:#}"),
         }
     }
-    info!(servers = entries.len(), "storage servers configured");
+    info!(
+        servers = entries.len(),
+        "storage servers configured in servers.yaml"
+    );
     grid.set_servers(entries);
     Ok(grid)
+}
+
+/// Adds the servers an introducer announces to the grid (alongside those of `servers.yaml`). Entries
+/// are rebuilt only when a server's announcement changes, so connections are kept.
+pub(crate) fn follow_introducer(
+    dir: &Path,
+    address: storage::nurl::Nurl,
+    grid: Arc<Grid>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let static_servers = read_servers_yaml(dir)?;
+    let known: std::sync::Mutex<BTreeMap<String, (Announcement, ServerEntry)>> = Default::default();
+    let update = move |learned: &crate::introducer::Learned| {
+        let mut known = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, body) in learned {
+            if static_servers.contains_key(id) || known.get(id).is_some_and(|(ann, _)| ann == &body.storage) {
+                continue;
+            }
+            match server_entry(id, &body.storage) {
+                Ok(entry) => {
+                    info!(server = %id, nickname = %body.storage.nickname, "learned a storage server");
+                    known.insert(id.clone(), (body.storage.clone(), entry));
+                }
+                Err(e) => warn!("ignoring an announced server: {e:#}"),
+            }
+        }
+        let mut entries: Vec<ServerEntry> = Vec::new();
+        for (id, ann) in &static_servers {
+            if let Ok(entry) = grid
+                .servers_with_status()
+                .into_iter()
+                .map(|(e, _)| e)
+                .find(|e| &e.server_id == id)
+                .ok_or(())
+            {
+                entries.push(entry);
+            } else if let Ok(entry) = server_entry(id, ann) {
+                entries.push(entry);
+            }
+        }
+        entries.extend(known.values().map(|(_, entry)| entry.clone()));
+        grid.set_servers(entries);
+        let grid = Arc::clone(&grid);
+        tokio::spawn(async move { grid.probe().await });
+    };
+    crate::introducer::spawn_subscriber(dir.to_path_buf(), address, update, shutdown);
+    Ok(())
 }
 
 /// Keeps each server's connection state current.

@@ -195,6 +195,8 @@ pub(crate) struct NodeConfig {
     pub(crate) shares_needed: u16,
     pub(crate) shares_happy: u16,
     pub(crate) shares_total: u16,
+    /// `[client] introducer.furl`: the introducer's address.
+    pub(crate) introducer: Option<String>,
     /// `[client] convergence` (Tessera's): false uploads with random keys.
     pub(crate) convergence: bool,
     pub(crate) storage_enabled: bool,
@@ -426,6 +428,7 @@ impl NodeConfig {
             shares_happy,
             shares_total,
             convergence: boolean("client", "convergence", true)?,
+            introducer: get("client", "introducer.furl").map(|(v, _)| v.to_owned()),
             storage_enabled: boolean("storage", "enabled", true)?,
             storage_dir,
             reserved_space: size("storage", "reserved_space")?.unwrap_or(0),

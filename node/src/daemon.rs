@@ -67,6 +67,9 @@ fn init_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::Wo
 async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    if dir.join(nodedir::INTRODUCER_MARKER).exists() {
+        tasks.push(start_introducer(&dir, &config, shutdown_rx.clone()).await?);
+    }
     if config.storage_enabled {
         tasks.push(start_storage(&dir, &config, shutdown_rx.clone()).await?);
     }
@@ -97,6 +100,74 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
+fn stop_signal(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// An introducer node: the HTTPS introducer service on `tub.port`.
+async fn start_introducer(
+    dir: &Path,
+    config: &NodeConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let endpoint = config
+        .tub_port
+        .clone()
+        .with_context(|| format!("{}: [node] tub.port is required for an introducer", dir.display()))?;
+    let pem_path = dir.join("private").join("node.pem");
+    let pem =
+        std::fs::read_to_string(&pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?;
+    let identity = storage::tls::TlsIdentity::from_pem(&pem)
+        .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
+    let listener = bind(&endpoint, dir, "tub.port").await?;
+    crate::introducer::serve(
+        dir,
+        listener,
+        identity,
+        &config.tub_location,
+        stop_signal(shutdown),
+    )
+    .await
+}
+
+/// Builds this storage node's signed announcement for a given seqnum.
+fn announcement_signer(
+    dir: &Path,
+    nickname: &str,
+    pem: &str,
+    nurls: Vec<String>,
+) -> anyhow::Result<impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + 'static>
+{
+    let key = crate::announcement::load_signing_key(dir)?;
+    let furl_path = dir.join("private").join("storage.furl");
+    let furl = std::fs::read_to_string(&furl_path)
+        .with_context(|| format!("cannot read {}", furl_path.display()))?;
+    let _ = nodedir::tubid(pem)?;
+    let storage = crate::client::Announcement {
+        nickname: nickname.to_owned(),
+        furl: furl.trim().to_owned(),
+        nurls,
+        permutation_seed_base32: Some(storage::base32::encode(key.verifying_key().as_bytes())),
+    };
+    let version = format!("tessera/{}", env!("CARGO_PKG_VERSION"));
+    Ok(move |seqnum| {
+        let body = crate::announcement::AnnouncementBody {
+            version: 0,
+            service_name: "storage".into(),
+            seqnum,
+            nonce: storage::base32::encode(&rand::random::<[u8; 16]>()),
+            my_version: version.clone(),
+            oldest_supported: version.clone(),
+            storage: storage.clone(),
+        };
+        crate::announcement::sign(&body, &key)
+    })
+}
+
 async fn bind(
     endpoint: &crate::config::Endpoint,
     dir: &Path,
@@ -124,6 +195,10 @@ async fn start_gateway(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<ServerTask> {
     let grid = crate::client::build_grid(dir, config)?;
+    if let Some(address) = &config.introducer {
+        let address = crate::introducer::parse_address(address)?;
+        crate::client::follow_introducer(dir, address, Arc::clone(&grid), shutdown.clone())?;
+    }
     let listener = bind(web, dir, "web.port").await?;
     let port = listener.local_addr()?.port();
     let host = if web.interface == "0.0.0.0" {
@@ -227,6 +302,11 @@ async fn start_storage(
     info!(port, "storage server listening");
 
     spawn_maintenance(Arc::clone(&server), config.expire.enabled, shutdown.clone());
+    if let Some(address) = &config.introducer {
+        let address = crate::introducer::parse_address(address)?;
+        let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone())?;
+        crate::introducer::spawn_publisher(address, signer, shutdown.clone());
+    }
     let router = storage::http::router(Arc::clone(&server), swissnum);
     let mut stop = shutdown;
     let shutdown_future = async move {

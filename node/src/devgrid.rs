@@ -1,18 +1,16 @@
 //! `tessera devgrid`: a real local grid in one command — N storage nodes and a client gateway, each a
 //! separate `tessera run` process on 127.0.0.1 — created on first use and reused afterwards.
 //!
-//! Layout: `DIR/storage01..NN` (storage only) and `DIR/gateway` (client with the web gateway). The
-//! gateway learns the servers from `DIR/gateway/private/servers.yaml`, rewritten from the storage
-//! nodes' announcements at every start, so addresses that change between runs are picked up.
+//! Layout: `DIR/introducer`, `DIR/storage01..NN` (storage only) and `DIR/gateway` (client with the
+//! web gateway). Storage nodes announce themselves to the introducer; the gateway learns them from
+//! it. devgrid reports ready once the gateway sees every storage node.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::client::{Announcement, write_servers_yaml};
 use crate::nodedir::{CreateNodeArgs, create_node};
 
 /// Options of `tessera devgrid`.
@@ -29,30 +27,21 @@ pub(crate) struct DevgridArgs {
     web_port: u16,
 }
 
-/// The announcement a storage node would publish, from its node directory (after it started once).
-pub(crate) fn announcement(dir: &Path) -> anyhow::Result<(String, Announcement)> {
-    let read = |name: &str| {
-        let path = dir.join("private").join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let pubkey = read("node.pubkey")?;
-    let key = pubkey
-        .trim()
-        .strip_prefix("pub-v0-")
-        .context("node.pubkey does not start with pub-v0-")?
-        .to_owned();
-    let config = crate::config::NodeConfig::load(dir)?;
-    let ann = Announcement {
-        nickname: config.nickname,
-        furl: read("storage.furl")?.trim().to_owned(),
-        nurls: read("storage.nurl")?
-            .lines()
-            .map(str::to_owned)
-            .filter(|l| !l.is_empty())
-            .collect(),
-        permutation_seed_base32: Some(key.clone()),
-    };
-    Ok((format!("v0-{key}"), ann))
+/// Waits until the gateway reports `count` connected storage servers.
+fn wait_until_connected(gateway_dir: &Path, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let connected = crate::cli_client::connected_servers(gateway_dir).unwrap_or(0);
+        if connected >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway sees only {connected} of {count} storage servers after 60 s; see the logs/ folders"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 struct Children(Vec<(String, Child)>);
@@ -134,11 +123,35 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         .map(|i| root.join(format!("storage{i:02}")))
         .collect();
     let gateway_dir = root.join("gateway");
+    let introducer_dir = root.join("introducer");
+    if !introducer_dir.join("tahoe.cfg").exists() {
+        crate::nodedir::create_introducer(&crate::nodedir::CreateIntroducerArgs {
+            nickname: None,
+            listen_port: None,
+            location: None,
+            dir: introducer_dir.clone(),
+        })?;
+    }
+    let mut children = Children(Vec::new());
+    let _ = std::fs::remove_file(introducer_dir.join("private").join("introducer.furl"));
+    let mut introducer = spawn_node(&introducer_dir, "introducer")?;
+    wait_for_file(
+        &introducer_dir.join("private").join("introducer.furl"),
+        &mut introducer,
+        "introducer",
+        &introducer_dir,
+    )?;
+    children.0.push(("introducer".into(), introducer));
+    let address = std::fs::read_to_string(introducer_dir.join("private").join("introducer.furl"))?
+        .trim()
+        .to_owned();
+
     for (i, dir) in storage_dirs.iter().enumerate() {
         if !dir.join("tahoe.cfg").exists() {
             create_node(&CreateNodeArgs::storage_only(
                 dir.clone(),
                 format!("storage{:02}", i + 1),
+                Some(address.clone()),
             ))?;
         }
     }
@@ -146,6 +159,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         let args = crate::nodedir::CreateClientArgs {
             nickname: Some("gateway".into()),
             webport: format!("tcp:{}:interface=127.0.0.1", args.web_port),
+            introducer: Some(address.clone()),
             dir: gateway_dir.clone(),
         };
         create_node(&args.into_node_args())?;
@@ -162,7 +176,6 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         std::fs::write(&cfg, fixed)?;
     }
 
-    let mut children = Children(Vec::new());
     for dir in &storage_dirs {
         let _ = std::fs::remove_file(dir.join("private").join("storage.nurl"));
         let name = dir
@@ -172,13 +185,9 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         let child = spawn_node(dir, &name)?;
         children.0.push((name, child));
     }
-    let mut servers = BTreeMap::new();
-    for (dir, (name, child)) in storage_dirs.iter().zip(children.0.iter_mut()) {
+    for (dir, (name, child)) in storage_dirs.iter().zip(children.0.iter_mut().skip(1)) {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
-        let (id, ann) = announcement(dir)?;
-        servers.insert(id, ann);
     }
-    write_servers_yaml(&gateway_dir, &servers)?;
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
     let mut gateway = spawn_node(&gateway_dir, "gateway")?;
     wait_for_file(
@@ -191,6 +200,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let url = std::fs::read_to_string(gateway_dir.join("node.url"))?
         .trim()
         .to_owned();
+    wait_until_connected(&gateway_dir, args.servers)?;
 
     let gw = gateway_dir.display();
     for line in [

@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod debug;
 mod devgrid;
+mod introducer;
 mod nodedir;
 mod output;
 
@@ -41,6 +42,8 @@ impl Cli {
 enum Command {
     /// Create a node directory (a storage server; the client side comes with the grid).
     CreateNode(nodedir::CreateNodeArgs),
+    /// Create an introducer, where storage nodes announce themselves and clients learn of them.
+    CreateIntroducer(nodedir::CreateIntroducerArgs),
     /// Create a client node (a web gateway without storage).
     CreateClient(nodedir::CreateClientArgs),
     /// Create (first time) and run a local grid: storage nodes and a gateway on 127.0.0.1.
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Get { cap, outfile } => cli_client::get(&node_dir, &cap, outfile.as_deref()),
         Command::Status => cli_client::status(&node_dir),
         Command::CreateNode(args) => nodedir::create_node(&args),
+        Command::CreateIntroducer(args) => nodedir::create_introducer(&args),
         Command::CreateClient(args) => nodedir::create_node(&args.into_node_args()),
         Command::Devgrid(args) => devgrid::run(&args),
         Command::Run { dir } => daemon::run(&dir),

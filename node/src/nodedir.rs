@@ -49,6 +49,9 @@ pub(crate) struct CreateNodeArgs {
     /// Create a client only: no storage server (what `tessera create-client` does).
     #[arg(long)]
     no_storage: bool,
+    /// The introducer's address (its `private/introducer.furl`).
+    #[arg(long, value_name = "ADDRESS")]
+    introducer: Option<String>,
     /// The node directory to create.
     dir: PathBuf,
 }
@@ -62,6 +65,9 @@ pub(crate) struct CreateClientArgs {
     /// The web gateway's endpoint.
     #[arg(long, default_value = "tcp:3456:interface=127.0.0.1", value_name = "ENDPOINT")]
     pub(crate) webport: String,
+    /// The introducer's address (its `private/introducer.furl`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) introducer: Option<String>,
     /// The node directory to create.
     pub(crate) dir: PathBuf,
 }
@@ -77,6 +83,7 @@ impl CreateClientArgs {
             reserved_space: "1G".into(),
             webport: self.webport,
             no_storage: true,
+            introducer: self.introducer,
             dir: self.dir,
         }
     }
@@ -84,7 +91,7 @@ impl CreateClientArgs {
 
 impl CreateNodeArgs {
     /// Options for a storage-only node of a local grid.
-    pub(crate) fn storage_only(dir: PathBuf, nickname: String) -> Self {
+    pub(crate) fn storage_only(dir: PathBuf, nickname: String, introducer: Option<String>) -> Self {
         CreateNodeArgs {
             nickname: Some(nickname),
             storage_dir: None,
@@ -93,6 +100,7 @@ impl CreateNodeArgs {
             reserved_space: "1G".into(),
             webport: "none".into(),
             no_storage: false,
+            introducer,
             dir,
         }
     }
@@ -156,6 +164,13 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         format!("web.port = {}\n", args.webport)
     };
     let storage_enabled = !args.no_storage;
+    let introducer_line = match &args.introducer {
+        Some(address) => {
+            crate::introducer::parse_address(address)?;
+            format!("introducer.furl = {}\n", address.trim())
+        }
+        None => String::new(),
+    };
 
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let private = dir.join("private");
@@ -172,6 +187,7 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
          tub.location = tcp:{location}\n\
          {web_line}\n\
          [client]\n\
+         {introducer_line}\
          shares.needed = 3\n\
          shares.happy = 7\n\
          shares.total = 10\n\n\
@@ -283,5 +299,92 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> 
     let _ = fs::remove_file(&tmp);
     write_new(&tmp, contents, 0o600)?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Options of `tessera create-introducer`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CreateIntroducerArgs {
+    /// A human-readable name.
+    #[arg(long)]
+    pub(crate) nickname: Option<String>,
+    /// TCP port to listen on (default: a free port chosen now).
+    #[arg(long, value_name = "P")]
+    pub(crate) listen_port: Option<u16>,
+    /// Address nodes use to reach the introducer (default 127.0.0.1:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) location: Option<String>,
+    /// The directory to create.
+    pub(crate) dir: PathBuf,
+}
+
+/// The file whose presence makes a node directory an introducer (Tahoe's marker).
+pub(crate) const INTRODUCER_MARKER: &str = "tahoe-introducer.tac";
+
+/// Creates an introducer directory; its address is written to `private/introducer.furl` when it
+/// first runs.
+pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    if dir.exists()
+        && fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} already exists and is not empty; choose a new directory",
+            dir.display()
+        );
+    }
+    let port = match args.listen_port {
+        Some(port) => port,
+        None => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free TCP port; pass --listen-port")?
+            .port(),
+    };
+    let location = args
+        .location
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let loopback = location.starts_with("127.") || location.starts_with("localhost:");
+    let interface = if loopback { ":interface=127.0.0.1" } else { "" };
+    let nickname = args.nickname.clone().unwrap_or_else(|| "introducer".into());
+    fs::create_dir_all(dir.join("private"))?;
+    fs::set_permissions(dir.join("private"), fs::Permissions::from_mode(0o700))?;
+    fs::create_dir_all(dir.join("logs"))?;
+    let config = format!(
+        "# This file controls the configuration of the Tessera introducer in this directory.\n\n\
+         [node]\n\
+         nickname = {nickname}\n\
+         tub.port = tcp:{port}{interface}\n\
+         tub.location = tcp:{location}\n\n\
+         [storage]\n\
+         enabled = false\n"
+    );
+    write_new(&dir.join("tahoe.cfg"), config.as_bytes(), 0o644)?;
+    write_new(
+        &dir.join(INTRODUCER_MARKER),
+        b"# This directory holds a Tessera introducer.\n",
+        0o644,
+    )?;
+    let identity = storage::tls::TlsIdentity::generate().context("cannot generate the TLS certificate")?;
+    write_new(
+        &dir.join("private").join("node.pem"),
+        identity.to_pem().as_bytes(),
+        0o600,
+    )?;
+    let swissnum = b32(&rand::random::<[u8; 20]>());
+    write_new(
+        &dir.join("private").join("introducer.swissnum"),
+        format!("{swissnum}\n").as_bytes(),
+        0o600,
+    )?;
+    crate::output::line(&format!("Introducer created in {}", dir.display()))?;
+    crate::output::line(&format!("  start it with: tessera run {}", dir.display()))?;
+    crate::output::line(&format!(
+        "  its address appears in {} once it runs",
+        dir.join("private/introducer.furl").display()
+    ))?;
     Ok(())
 }

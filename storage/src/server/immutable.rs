@@ -92,12 +92,6 @@ impl ImmutableShare {
         Self::from_file(OpenOptions::new().read(true).write(writable).open(path)?)
     }
 
-    /// The container version (1 or 2).
-    #[cfg(test)]
-    pub(super) fn version(&self) -> u32 {
-        self.version
-    }
-
     /// The share data length.
     pub(super) fn data_len(&self) -> u64 {
         self.data_len

@@ -181,7 +181,12 @@ impl LeaseIndex {
             }
         };
         let reason = reason.unwrap_or_default();
-        match fs::remove_dir_all(&db_path) {
+        let removed = if db_path.is_dir() {
+            fs::remove_dir_all(&db_path)
+        } else {
+            fs::remove_file(&db_path)
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -326,5 +331,13 @@ mod tests {
             IndexState::Rebuild("the server did not shut down cleanly".to_owned())
         );
         assert!(index.all().unwrap().is_empty());
+        drop(index);
+        // Something that is not a database at all is replaced.
+        std::fs::remove_dir_all(dir.path().join(DB_DIR)).unwrap();
+        std::fs::write(dir.path().join(DB_DIR), b"not a database").unwrap();
+        let (index, state) = LeaseIndex::open(dir.path()).unwrap();
+        assert!(matches!(state, IndexState::Rebuild(_)));
+        index.insert(&key).unwrap();
+        assert_eq!(index.all().unwrap(), vec![key]);
     }
 }

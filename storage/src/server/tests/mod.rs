@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::container::{LeaseContainer, OpenShare};
+use super::container::OpenShare;
 use super::lease::{LeaseRecord, SecretStorage};
 use super::{FakeClock, StorageConfig, StorageServer};
 use crate::api::{
@@ -233,4 +233,12 @@ fn plain_lease(owner: u32, n: u8, expiry: u32, nodeid: [u8; 20]) -> LeaseRecord 
         expiry,
         nodeid,
     )
+}
+
+#[test]
+fn server_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<StorageServer>();
+    assert_send_sync::<super::LocalStorageClient>();
+    assert_send_sync::<FakeClock>();
 }

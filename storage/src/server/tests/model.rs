@@ -142,6 +142,9 @@ fn failure(error: StorageError) -> Failure {
     }
 }
 
+/// `(success, reads)` of a read-test-write, or how it failed.
+type RtwOutcome = Result<(bool, BTreeMap<ShareNum, Vec<Vec<u8>>>), Failure>;
+
 #[derive(Debug, Clone)]
 struct ModelShare {
     kind: ShareKind,
@@ -309,7 +312,7 @@ impl Model {
         test: TestKind,
         write: Option<(u64, u64, u8)>,
         new_length: Option<u64>,
-    ) -> Result<(bool, BTreeMap<ShareNum, Vec<Vec<u8>>>), Failure> {
+    ) -> RtwOutcome {
         let existing = self.shnums(si, ShareKind::Mutable);
         for n in &existing {
             if self.shares[&(si, *n)].we != we {
