@@ -98,6 +98,7 @@ pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Resul
         permutation_seed,
         lease_seed,
         client: Arc::new(client),
+        request_timeout: filenode::grid::REQUEST_TIMEOUT,
     })
 }
 

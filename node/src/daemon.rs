@@ -100,12 +100,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
-fn stop_signal(
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = shutdown.wait_for(|stopping| *stopping).await;
-    }
+async fn stop_signal(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 /// An introducer node: the HTTPS introducer service on `tub.port`.

@@ -369,11 +369,10 @@ pub(crate) fn spawn_subscriber(
                     if changed {
                         let all: Vec<SignedAnnouncement> = known.values().cloned().collect();
                         update(&verified(&all));
-                        if let Ok(text) = serde_yaml_ng::to_string(&all) {
-                            if let Err(e) = crate::nodedir::write_private(&cache_path(&dir), text.as_bytes())
-                            {
-                                warn!(error = %e, "cannot write the introducer cache");
-                            }
+                        if let Ok(text) = serde_yaml_ng::to_string(&all)
+                            && let Err(e) = crate::nodedir::write_private(&cache_path(&dir), text.as_bytes())
+                        {
+                            warn!(error = %e, "cannot write the introducer cache");
                         }
                     }
                     Duration::ZERO

@@ -128,14 +128,23 @@ async fn main() -> Result<(), Box<dyn Error>> {
             return Err("the server refused the allocation (not enough space?)".into());
         }
         let mut complete = false;
+        let mut last_write = Duration::ZERO;
         for offset in (0..options.size).step_by(CHUNK) {
             let chunk = data.slice(offset..(offset + CHUNK).min(options.size));
+            let write_started = Instant::now();
             complete = client
                 .write_share(si, 0, &upload_secret(1), offset as u64, chunk)
                 .await?
                 .complete;
+            last_write = write_started.elapsed();
         }
         upload_times.push(started.elapsed());
+        println!(
+            "run {rep}: raw disk {:.3} s; upload {:.3} s, of which the completing PATCH (fsync, rename) {:.3} s",
+            raw_times[rep].as_secs_f64(),
+            upload_times[rep].as_secs_f64(),
+            last_write.as_secs_f64()
+        );
         if !complete {
             return Err("the upload did not complete".into());
         }

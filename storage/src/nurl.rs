@@ -223,7 +223,7 @@ pub fn generate_swissnum() -> String {
 mod tests {
     use super::*;
 
-    const HASH: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
     #[test]
     fn round_trip() {

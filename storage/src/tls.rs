@@ -368,6 +368,147 @@ mod tests {
         );
     }
 
+    /// A Tahoe-shaped `node.pem` (certificate, then a PKCS#1 RSA-2048 key, CN=newpb_thingy), made with
+    /// OpenSSL for this test. Its pin, computed by OpenSSL (`openssl x509 -pubkey | openssl pkey -pubin
+    /// -outform der | openssl dgst -sha256 -binary | basenc --base64url`), is `RSA_NODE_PIN`.
+    const RSA_NODE_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIDDzCCAfegAwIBAgIUNR2KCAUmB3C066eFRzRPkCP4STEwDQYJKoZIhvcNAQEL\n\
+BQAwFzEVMBMGA1UEAwwMbmV3cGJfdGhpbmd5MB4XDTI2MTEyNDE5MzkxM1oXDTI3\n\
+MTEyNDE5MzkxM1owFzEVMBMGA1UEAwwMbmV3cGJfdGhpbmd5MIIBIjANBgkqhkiG\n\
+9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtwRQDSEh/oZfhj6JTbu6grnxS3+hC45paBod\n\
+uwSIfp3GM/+QpY3HcxdgvpvYfUeYY4b9x2eUFEhEr7/3E5ZyxwFf5Y+JH5NIbNlL\n\
+byoova1jkJV5hGRdVihr0u/AuuNAFqg/3LpMMICSsZ1topnM7iBa2TobfZW98SR4\n\
+d9nhGWG2JE7ZNS5qaTzUP/Tx5u/AZ7ZfGHRJ/1gRPUh3LCtznC0Vu1Owm/iSh7JQ\n\
+Qr9wWADZS9mydXE1ZFZlm0fmrphet0lahAFd9KIT+Xvb7R+/R7qioNHPiRaVLGa4\n\
+lC576wxiGkwn3mY7vRXqy+bOenXIRAJyHVKozAjnH/V3a4HcmwIDAQABo1MwUTAd\n\
+BgNVHQ4EFgQU4PJ6RDm84axvfN+iLXZSj2xbQQQwHwYDVR0jBBgwFoAU4PJ6RDm8\n\
+4axvfN+iLXZSj2xbQQQwDwYDVR0TAQH/BAUwAwEB/zANBgkqhkiG9w0BAQsFAAOC\n\
+AQEAsOLpPVfa0KrCXcZqRfc09JjH3Sn2FtqQFWe7hbx+MeMNB60bxJkXAvFc371M\n\
+Exi0/+6iNi1WPcXH+Z/WxJ+CY9VfKy71NXK++XvLbVn1f7gGs+EbwkjeGzOGLN5P\n\
+2boJajipq2a/zd5Con0In2IqSxkWcRW4TFVG0k//R+UDw627+luSOymAISjnTTJW\n\
+iSoswTNxxZJU6VS50pQDQpBaBWQC21BYAeUDskyLHEctehzWWW2CqJQkIL/RZwEE\n\
+w/md++tPrfSo7S93GnDw1JHHk9IS+ERg8+V3H6yiCw55M8oUv/ZtpsfmHN2Ogks3\n\
+iEb7FuOpRrFtqde2ctR6qDz9VQ==\n\
+-----END CERTIFICATE-----\n\
+-----BEGIN RSA PRIVATE KEY-----\n\
+MIIEpAIBAAKCAQEAtwRQDSEh/oZfhj6JTbu6grnxS3+hC45paBoduwSIfp3GM/+Q\n\
+pY3HcxdgvpvYfUeYY4b9x2eUFEhEr7/3E5ZyxwFf5Y+JH5NIbNlLbyoova1jkJV5\n\
+hGRdVihr0u/AuuNAFqg/3LpMMICSsZ1topnM7iBa2TobfZW98SR4d9nhGWG2JE7Z\n\
+NS5qaTzUP/Tx5u/AZ7ZfGHRJ/1gRPUh3LCtznC0Vu1Owm/iSh7JQQr9wWADZS9my\n\
+dXE1ZFZlm0fmrphet0lahAFd9KIT+Xvb7R+/R7qioNHPiRaVLGa4lC576wxiGkwn\n\
+3mY7vRXqy+bOenXIRAJyHVKozAjnH/V3a4HcmwIDAQABAoIBAAYI5V7ZddZ/tcym\n\
+aT6f7xF6ciNsLPJFmuIs4kgVaS7Lowp55dofp7D611zRpLzUzIiTnfCiULauf11Q\n\
+NiR2NIitWe0m432gDKZSL/OVb0x52CufUid0a8N4h72n3DINZkKY/6oWloaO5sdm\n\
+ioPvEFvVw0kgamGku2OlMTe6fnqouOIVFMbr08XdyFm44WVpG6e5QXtV7Si5g+Fr\n\
+qIxyCXRKXJZQQTRfEh6U5o0PjkPtk77fY8w+YRvDjo8P2xKvPJ+jH8IEG63X6vzC\n\
+ZByLpCamIJ6tK/I1SSZ4AWjlQko1G4yduLNyi6vfWJcBvRXAKgnZAjwz5w4Zb6um\n\
+hnnnDiECgYEA3nqCZ/eEGD5+rsDT+/Cxa3+H6uU7Ul9WoPt0UzczvYEQ/QwzPWKn\n\
+kMdKwElKenjFaUEkdOgfTvOPz6VxK3VlSnuY5J7M7aqcguS+hdmXcj4nfBW/01G6\n\
+/iAGcoQmZg4NCZa0XHHULc4kRqJ175lHfGO6vVk/gzZa6qtbGEPn7KsCgYEA0pet\n\
+ijyHDhYux50SnNe9FHuPkd1JuwNRF8W7vZeMg3ut8JA5+hRxDWb2S6AfZBq4N/SK\n\
+Ckz5IRAmJdIDfp/e7u6ZboizWW5wFerCNWNJq2sn6Lp6/R5z83qltTF6Qy36wSZy\n\
+y+DBEgezZJ+g9LzIcU8oEQYpRNve0gkDyhOi79ECgYACS3k04VS3e02LN+n320+5\n\
+MCOSxLKL8vfNyUo14YfjGIW4Vnvg0jewQp3+xcLC6KQApe9eVVadVd3R4n78V8Wn\n\
+swastQagHPZoUzuz3b62KvX1TbQg1eL75BCs9bf/rX1s7+UEXxg1ML8nC130Dryy\n\
+B8VRVq5VCCZ/7SyPX4Pw6QKBgQCnR6in9/BntiMumIxiXdRp4sRmX1rj3Hyb34uD\n\
+zE/nWWUPg+EpzvcGaFUYOXb182uFtw+3ovD53HQQ8sOn36IcNRdXf+rHDTynjDT8\n\
+Z4PrUFEBQq/TRE9ihnf+d/DgUDOxHbNuU3fJtKhBM7OM9DBcIT54V2aMtgJG4LZL\n\
+3FE/IQKBgQC0OcItlCUt9h6doJXPyaqTExWJ5Uh09Y4tyuy4JQnHJEtN3G7VcIwE\n\
+LR4kNddBwy8Tqf3Cyj84g6/lcnyTAgUo2ZjNYLPnnChbBxJ1z3kEI+gVHcSFoPzU\n\
+UY6lL7prO9eEdIxtB3ImSv9g1bPz4maKdqXRCobs7hWu8fW6D5s/AA==\n\
+-----END RSA PRIVATE KEY-----\n\
+";
+    const RSA_NODE_PIN: &str = "-Nx_A8Mh6SMicMFxTE2bqrJizNL3z8Tf_NC8opp0hXs";
+
+    /// Runs a TLS handshake in memory; `Err` if either side refuses.
+    fn handshake(client: rustls::ClientConfig, server: rustls::ServerConfig) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..20 {
+            let mut buffer = Vec::new();
+            client.write_tls(&mut buffer).unwrap();
+            server.read_tls(&mut buffer.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut buffer = Vec::new();
+            server.write_tls(&mut buffer).unwrap();
+            client.read_tls(&mut buffer.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn tahoe_rsa_node_pem_loads_pins_like_openssl_and_serves() {
+        let identity = TlsIdentity::from_pem(RSA_NODE_PEM).unwrap();
+        assert_eq!(identity.spki_hash(), RSA_NODE_PIN);
+        assert!(identity.to_pem().contains("-----BEGIN RSA PRIVATE KEY-----"));
+        assert_eq!(
+            TlsIdentity::from_pem(&identity.to_pem()).unwrap().spki_hash(),
+            RSA_NODE_PIN
+        );
+        // Key first, certificate second is accepted too.
+        let (cert, key) = RSA_NODE_PEM.split_at(RSA_NODE_PEM.find("-----BEGIN RSA").unwrap());
+        assert_eq!(
+            TlsIdentity::from_pem(&format!("{key}{cert}"))
+                .unwrap()
+                .spki_hash(),
+            RSA_NODE_PIN
+        );
+        handshake(
+            pinned_client_config(RSA_NODE_PIN).unwrap(),
+            identity.server_config().unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn the_pin_decides_the_handshake() {
+        let identity = TlsIdentity::generate().unwrap();
+        let server = || identity.server_config().unwrap();
+        handshake(pinned_client_config(&identity.spki_hash()).unwrap(), server()).unwrap();
+        let error = handshake(pinned_client_config(RSA_NODE_PIN).unwrap(), server()).unwrap_err();
+        assert!(matches!(error, rustls::Error::InvalidCertificate(_)), "{error:?}");
+    }
+
+    /// Presents a fixed certificate and key, matching or not.
+    #[cfg(feature = "server")]
+    #[derive(Debug)]
+    struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+    #[cfg(feature = "server")]
+    impl rustls::server::ResolvesServerCert for Impostor {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn a_server_with_the_pinned_certificate_but_not_its_key_is_refused() {
+        let victim = TlsIdentity::generate().unwrap();
+        let attacker = TlsIdentity::generate().unwrap();
+        let key = rustls::crypto::ring::sign::any_supported_type(&attacker.key).unwrap();
+        let stolen = rustls::sign::CertifiedKey::new(vec![victim.certificate_der().clone()], key);
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(ring_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Impostor(Arc::new(stolen))));
+        let error = handshake(pinned_client_config(&victim.spki_hash()).unwrap(), server).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+            ),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn pinned_config_needs_a_real_pin() {
         assert!(pinned_client_config("short").is_err());

@@ -925,3 +925,78 @@ async fn lease_and_mutable_statuses() {
         .unwrap();
     assert_eq!(result.data[&0], vec![b"v1".to_vec()]);
 }
+
+#[tokio::test]
+async fn large_patches_are_streamed_into_the_store_in_pieces() {
+    let f = fixture().await;
+    // One 9 MiB PATCH (three 4 MiB pieces on the server side) completes a 9 MiB share.
+    let si = storage_index(13);
+    let len = 9 * 1024 * 1024;
+    let data = pattern(len, 13);
+    f.client
+        .allocate_buckets(
+            si,
+            &lease_secrets(1),
+            &upload_secret(1),
+            &BTreeSet::from([0]),
+            len as u64,
+        )
+        .await
+        .unwrap();
+    let range = format!("bytes 0-{}/*", len - 1);
+    let response = f
+        .raw
+        .send_with(
+            patch(&f, si, 0, 1).header("content-range", range.as_str()),
+            data.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert!(
+        f.store
+            .read_share(ShareKind::Immutable, si, 0, 0, len as u64)
+            .unwrap()
+            == data
+    );
+
+    // A 9 MiB PATCH into a 6 MiB allocation is refused as soon as a piece crosses the allocation,
+    // without the server reading (or buffering) the rest.
+    let si = storage_index(14);
+    f.client
+        .allocate_buckets(
+            si,
+            &lease_secrets(1),
+            &upload_secret(1),
+            &BTreeSet::from([0]),
+            6 << 20,
+        )
+        .await
+        .unwrap();
+    let response = f
+        .raw
+        .send_with(
+            patch(&f, si, 0, 1).header("content-range", range.as_str()),
+            data.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 416, "{}", response.text());
+    assert_eq!(
+        tessera_error(&response).as_deref(),
+        Some(format!("beyond-allocation end={} allocated={}", 8 << 20, 6 << 20).as_str())
+    );
+    // The upload is still usable: the client can complete it with writes inside the allocation.
+    let progress = f
+        .client
+        .write_share(
+            si,
+            0,
+            &upload_secret(1),
+            0,
+            Bytes::copy_from_slice(&data[..6 << 20]),
+        )
+        .await
+        .unwrap();
+    assert!(progress.complete);
+}

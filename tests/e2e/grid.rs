@@ -225,3 +225,70 @@ async fn few_servers_hold_several_shares_each() {
     assert_eq!(result.placement.len(), 10);
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
 }
+
+#[tokio::test]
+async fn hung_servers_are_given_up_on() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(60_000, 8);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    // Three servers stop answering: reads time out on them and move to other shares.
+    for i in 0..3 {
+        grid.hang_server(i);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+    // An upload with hung servers places its shares on the rest (7 remain: still happy).
+    let other = data(30_000, 9);
+    let result = upload_bytes(&grid.entries(), &grid.secrets, &small_segments(), other.clone())
+        .await
+        .unwrap();
+    assert!(result.happiness >= 7);
+    for i in 0..3 {
+        grid.restore_server(i);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, other);
+}
+
+#[tokio::test]
+async fn a_server_failing_mid_upload_is_dropped_while_happiness_holds() {
+    let grid = TestGrid::new(10);
+    let plaintext = data(400_000, 6);
+    let entries = grid.entries();
+    // Break two servers shortly after the upload starts writing.
+    let breaker = async {
+        while grid
+            .servers
+            .iter()
+            .all(|s| s.server.status().uploads_in_progress == 0)
+        {
+            tokio::task::yield_now().await;
+        }
+        grid.break_server(0);
+        grid.break_server(1);
+    };
+    let params = UploadParams {
+        max_segment_size: 1024,
+        ..UploadParams::default()
+    };
+    let (result, ()) = tokio::join!(
+        upload_bytes(&entries, &grid.secrets, &params, plaintext.clone()),
+        breaker
+    );
+    let result = result.unwrap();
+    assert!(result.happiness >= 7, "happiness {}", result.happiness);
+    grid.restore_server(0);
+    grid.restore_server(1);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+    // The broken servers' partial uploads were aborted or left incomplete: no half share is visible.
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let holders = grid.find_shares(chk.storage_index());
+    assert!(holders.len() >= 7);
+}

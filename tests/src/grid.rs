@@ -139,6 +139,8 @@ pub struct TestGrid {
     pub servers: Vec<TestServer>,
     /// The client's secrets.
     pub secrets: ClientSecrets,
+    /// How long a request may hang before the client gives up on a server.
+    pub request_timeout: std::time::Duration,
 }
 
 impl TestGrid {
@@ -171,6 +173,7 @@ impl TestGrid {
                 lease_secret: b"test lease secret".to_vec(),
                 convergence: Some(vec![7; 32]),
             },
+            request_timeout: std::time::Duration::from_millis(500),
         }
     }
 
@@ -185,6 +188,7 @@ impl TestGrid {
                 permutation_seed: vec![i as u8; 32],
                 lease_seed: [i as u8; 20],
                 client: Arc::clone(&s.client) as Arc<dyn StorageClient>,
+                request_timeout: self.request_timeout,
             })
             .collect()
     }

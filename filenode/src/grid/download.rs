@@ -8,7 +8,7 @@ use storage::api::ShareKind;
 use storage::{ShareNum, StorageIndex};
 use tracing::{debug, warn};
 
-use super::{ServerEntry, permuted_servers};
+use super::{ServerEntry, permuted_servers, with_timeout};
 use crate::cap::ChkCap;
 use crate::immutable::{ChkReader, DownloadError, ShareReadError, ShareSource};
 
@@ -31,9 +31,14 @@ impl ShareSource for RemoteShare {
 
     fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>> {
         Box::pin(async move {
-            self.server
-                .client
-                .read_share(ShareKind::Immutable, self.storage_index, self.shnum, offset, len)
+            let read = self.server.client.read_share(
+                ShareKind::Immutable,
+                self.storage_index,
+                self.shnum,
+                offset,
+                len,
+            );
+            with_timeout(self.server.request_timeout, read)
                 .await
                 .map(|bytes| bytes.to_vec())
                 .map_err(|e| ShareReadError(Box::new(e)))
@@ -43,11 +48,13 @@ impl ShareSource for RemoteShare {
     fn advise_corrupt(&self, reason: String) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             warn!(server = %self.server.name(), si = %self.storage_index, shnum = self.shnum, %reason, "share failed verification");
-            let result = self
-                .server
-                .client
-                .advise_corrupt_share(ShareKind::Immutable, self.storage_index, self.shnum, &reason)
-                .await;
+            let advise = self.server.client.advise_corrupt_share(
+                ShareKind::Immutable,
+                self.storage_index,
+                self.shnum,
+                &reason,
+            );
+            let result = with_timeout(self.server.request_timeout, advise).await;
             if let Err(e) = result {
                 debug!(server = %self.server.name(), error = %e, "corruption advisory not delivered");
             }
@@ -66,10 +73,11 @@ pub async fn locate_shares(
     let answers = join_all(ordered.iter().map(|server| async move {
         (
             server,
-            server
-                .client
-                .list_shares(ShareKind::Immutable, storage_index)
-                .await,
+            with_timeout(
+                server.request_timeout,
+                server.client.list_shares(ShareKind::Immutable, storage_index),
+            )
+            .await,
         )
     }))
     .await;

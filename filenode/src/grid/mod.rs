@@ -28,6 +28,9 @@ pub struct ServerEntry {
     pub lease_seed: [u8; 20],
     /// How to reach it.
     pub client: Arc<dyn StorageClient>,
+    /// How long one request may take before the server counts as failed ([`REQUEST_TIMEOUT`]
+    /// unless a test wants it shorter).
+    pub request_timeout: std::time::Duration,
 }
 
 impl ServerEntry {
@@ -77,6 +80,23 @@ pub fn permuted_servers<'a>(storage_index: &[u8; 16], servers: &'a [ServerEntry]
         .into_iter()
         .map(|i| &servers[i])
         .collect()
+}
+
+/// How long one request to a storage server may take before the server is treated as failed (the
+/// download moves to another share; the upload drops the server).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `request`, failing with [`storage::StorageError::Timeout`] after `limit`.
+pub async fn with_timeout<T>(
+    limit: std::time::Duration,
+    request: impl std::future::Future<Output = Result<T, storage::StorageError>>,
+) -> Result<T, storage::StorageError> {
+    use futures::future::{Either, select};
+    let request = std::pin::pin!(request);
+    match select(request, futures_timer::Delay::new(limit)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => Err(storage::StorageError::Timeout),
+    }
 }
 
 /// Runs a blocking closure on its own thread and awaits its result without tying up the caller's
@@ -174,8 +194,12 @@ impl Grid {
     /// Probes every server once (`GET /version`) and records the outcome.
     pub async fn probe(&self) {
         let servers = self.servers_with_status();
-        let answers =
-            futures::future::join_all(servers.iter().map(|(entry, _)| entry.client.version())).await;
+        let answers = futures::future::join_all(
+            servers
+                .iter()
+                .map(|(entry, _)| with_timeout(std::time::Duration::from_secs(5), entry.client.version())),
+        )
+        .await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

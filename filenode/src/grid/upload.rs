@@ -20,7 +20,7 @@ use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
-use super::{ClientSecrets, ServerEntry, permuted_servers, run_blocking};
+use super::{ClientSecrets, ServerEntry, permuted_servers, run_blocking, with_timeout};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
 use crate::immutable::{
     ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key,
@@ -278,11 +278,12 @@ async fn allocate(
     let mut problems: Vec<String> = Vec::new();
     // Ask each candidate for its free space and the shares it already holds.
     let probes = join_all(ordered.iter().map(|server| async move {
-        let version = server.client.version().await;
-        let existing = server
-            .client
-            .list_shares(ShareKind::Immutable, storage_index)
-            .await;
+        let version = with_timeout(server.request_timeout, server.client.version()).await;
+        let existing = with_timeout(
+            server.request_timeout,
+            server.client.list_shares(ShareKind::Immutable, storage_index),
+        )
+        .await;
         (version, existing)
     }))
     .await;
@@ -338,10 +339,11 @@ async fn allocate(
                 .map(|b| b.upload.clone())
                 .unwrap_or_else(|| UploadSecret(rand::random::<[u8; 32]>().to_vec()));
             async move {
-                let answer = server
-                    .client
-                    .allocate_buckets(storage_index, &lease, &upload, shares, share_size)
-                    .await;
+                let allocate =
+                    server
+                        .client
+                        .allocate_buckets(storage_index, &lease, &upload, shares, share_size);
+                let answer = with_timeout(server.request_timeout, allocate).await;
                 (index, shares.clone(), upload, answer)
             }
         }))
@@ -452,8 +454,9 @@ async fn write_bucket(
                 if failed.load(Ordering::Relaxed) {
                     return;
                 }
-                let result =
-                    bucket.server.client.write_share(storage_index, write.shnum, &bucket.upload, write.offset, write.data).await;
+                let request =
+                    bucket.server.client.write_share(storage_index, write.shnum, &bucket.upload, write.offset, write.data);
+                let result = with_timeout(bucket.server.request_timeout, request).await;
                 match result {
                     Ok(progress) if progress.complete => {
                         complete.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(write.shnum);
@@ -492,11 +495,14 @@ async fn abort_all(
             .iter()
             .filter(move |s| !complete.contains(s))
             .map(move |&shnum| async move {
-                if let Err(e) = bucket
-                    .server
-                    .client
-                    .abort_upload(storage_index, shnum, &bucket.upload)
-                    .await
+                if let Err(e) = with_timeout(
+                    bucket.server.request_timeout,
+                    bucket
+                        .server
+                        .client
+                        .abort_upload(storage_index, shnum, &bucket.upload),
+                )
+                .await
                 {
                     debug!(server = %bucket.server.name(), shnum, error = %e, "abort failed");
                 }

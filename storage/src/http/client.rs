@@ -811,7 +811,7 @@ mod tests {
 
     #[test]
     fn tor_nurls_are_refused() {
-        let nurl: Nurl = format!("pb+tor://{}@abc.onion:1/s#v=1", "a".repeat(43))
+        let nurl: Nurl = format!("pb+tor://{}@abc.onion:1/s#v=1", "A".repeat(43))
             .parse()
             .unwrap();
         let error = HttpStorageClient::new(&nurl).unwrap_err();
@@ -820,7 +820,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_swissnum() {
-        let nurl = Nurl::new("a".repeat(43), "127.0.0.1", 9, "topsecretswissnum");
+        let nurl = Nurl::new("A".repeat(43), "127.0.0.1", 9, "topsecretswissnum");
         let client = HttpStorageClient::new(&nurl).unwrap();
         assert!(!format!("{client:?}").contains("topsecret"));
     }

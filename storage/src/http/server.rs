@@ -37,6 +37,8 @@ use crate::server::StorageServer;
 use crate::tls::constant_time_eq;
 use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
+pub use super::serve::serve;
+
 /// Body caps (tahoe-interfaces.md §1.3).
 const ALLOCATE_BODY_LIMIT: u64 = 8 * 1024;
 const CORRUPT_BODY_LIMIT: u64 = 32 * 1024;

@@ -86,6 +86,15 @@ pub(crate) struct Secrets {
     values: BTreeMap<SecretKind, Vec<u8>>,
 }
 
+impl std::fmt::Debug for Secrets {
+    /// Names the kinds present, never the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.values.keys().map(|k| k.name()))
+            .finish()
+    }
+}
+
 impl Secrets {
     /// Parses every `X-Tahoe-Authorization` value. The set of kinds must be exactly `required`; each
     /// kind may appear once; values are standard padded base64 and non-empty; lease secrets and the

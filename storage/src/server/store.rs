@@ -151,14 +151,30 @@ struct UploadFile {
 }
 
 /// What read-test-write does to one share once its tests pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SharePlan {
+#[derive(Debug)]
+enum SharePlan<'a> {
     /// Nothing (leases aside).
     Keep,
     /// Delete the share (new length 0).
     Delete,
-    /// Write a new version with this data length.
-    Rewrite { data_len: u64 },
+    /// Write this new version.
+    Rewrite(PlannedVersion<'a>),
+}
+
+/// The next version of a mutable share, as planned before anything is written.
+#[derive(Debug)]
+struct PlannedVersion<'a> {
+    version: u8,
+    nodeid: [u8; 20],
+    write_enabler: [u8; 32],
+    writes: &'a [crate::api::WriteVector],
+    new_length: Option<u64>,
+    /// The data length after the writes and `new_length`.
+    data_len: u64,
+    /// The lease slots with the request's lease added or renewed.
+    slots: Vec<Option<LeaseRecord>>,
+    /// The expiry the request's lease had, if it was renewed.
+    renewed_from: Option<u32>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,7 +375,10 @@ impl StorageServer {
                     allocated.insert(shnum);
                 }
                 Err(e) => {
-                    lock(&self.state).pending_space -= reserve;
+                    {
+                        let mut state = lock(&self.state);
+                        state.pending_space = state.pending_space.saturating_sub(reserve);
+                    }
                     return Err(io_error(format!("cannot create upload {si}/{shnum}"), e));
                 }
             }
@@ -492,7 +511,7 @@ impl StorageServer {
         {
             let mut state = lock(&self.state);
             state.uploads.remove(&(si, shnum));
-            state.pending_space -= reserved;
+            state.pending_space = state.pending_space.saturating_sub(reserved);
             state.used_space += reserved;
             state.immutable_shares += 1;
         }
@@ -525,7 +544,7 @@ impl StorageServer {
                 Some(_) => {
                     let entry = state.uploads.remove(&(si, shnum));
                     if let Some(entry) = &entry {
-                        state.pending_space -= entry.reserved;
+                        state.pending_space = state.pending_space.saturating_sub(entry.reserved);
                     }
                     entry
                 }
@@ -574,7 +593,7 @@ impl StorageServer {
                 if state.uploads.get(&(si, shnum)).is_some_and(is_idle) {
                     let entry = state.uploads.remove(&(si, shnum));
                     if let Some(entry) = &entry {
-                        state.pending_space -= entry.reserved;
+                        state.pending_space = state.pending_space.saturating_sub(entry.reserved);
                     }
                     entry.is_some()
                 } else {
@@ -840,89 +859,127 @@ impl StorageServer {
             return Ok(ReadTestWriteResult { success: false, data });
         }
 
-        // 4. Plan the writes and check that they are allowed.
-        let mut plans = BTreeMap::new();
-        for (&shnum, vectors) in test_write_vectors {
-            let current = shares.get(&shnum);
-            let old_len = current.map_or(0, MutableShare::data_len);
-            let plan = match (vectors.new_length, current) {
-                (Some(0), Some(_)) => SharePlan::Delete,
-                (Some(0), None) => SharePlan::Keep,
-                (new_length, _) => {
-                    let Some(data_len) = mutable::planned_data_len(old_len, &vectors.write, new_length)
-                    else {
-                        return Err(StorageError::BeyondAllocation {
-                            end: u64::MAX,
-                            allocated: MAX_MUTABLE_SHARE_SIZE,
-                        });
-                    };
-                    if current.is_some() && vectors.write.is_empty() && data_len == old_len {
-                        SharePlan::Keep
-                    } else {
-                        SharePlan::Rewrite { data_len }
+        // 4. Plan the writes, check that they are allowed and fit, then apply them: deletions, new
+        //    versions, and the lease on the untouched survivors.
+        let now = self.config.clock.now();
+        let plans =
+            self.plan_mutable_writes(si, &kinds, &shares, write_enabler, lease, test_write_vectors, now)?;
+        let share_dir = self.layout.share_dir(si);
+        let mut deleted_any = false;
+        for (&shnum, plan) in &plans {
+            match plan {
+                SharePlan::Keep => {}
+                SharePlan::Delete => {
+                    if let Some(share) = shares.remove(&shnum) {
+                        self.delete_share(ShareKind::Mutable, si, shnum, &share)
+                            .map_err(|e| io_error(format!("cannot delete share {si}/{shnum}"), e))?;
+                        deleted_any = true;
                     }
                 }
-            };
-            plans.insert(shnum, plan);
+                SharePlan::Rewrite(next) => {
+                    self.write_mutable_version(si, shnum, shares.get(&shnum), next, lease)?;
+                }
+            }
         }
-        let writes = plans.values().any(|plan| *plan != SharePlan::Keep);
-        if writes && self.config.readonly {
-            return Err(StorageError::ReadOnly);
-        }
-        for (&shnum, plan) in &plans {
-            let SharePlan::Rewrite { data_len } = *plan else {
+        for (&shnum, share) in shares.iter_mut() {
+            if matches!(plans.get(&shnum), Some(SharePlan::Rewrite(_))) {
                 continue;
-            };
-            let largest_end = test_write_vectors[&shnum]
+            }
+            self.add_or_renew(share, ShareKind::Mutable, si, shnum, lease, OWNER_ADD, now, false)?;
+        }
+        if deleted_any {
+            remove_dir_if_empty(&share_dir);
+        }
+        Ok(ReadTestWriteResult { success: true, data })
+    }
+
+    /// What read-test-write will do to each named share once its tests have passed, with the lease
+    /// each rewritten share will carry. Refuses (with nothing changed) writes to a read-only store,
+    /// past the mutable size limit, over immutable shares, or beyond the space left.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_mutable_writes<'a>(
+        &self,
+        si: StorageIndex,
+        kinds: &BTreeMap<ShareNum, ShareKind>,
+        shares: &BTreeMap<ShareNum, MutableShare>,
+        write_enabler: &WriteEnabler,
+        lease: &LeaseSecrets,
+        test_write_vectors: &'a BTreeMap<ShareNum, TestWriteVectors>,
+        now: SystemTime,
+    ) -> Result<BTreeMap<ShareNum, SharePlan<'a>>, StorageError> {
+        let new_expiry = expiry_for_renewal_at(now);
+        let mut plans = BTreeMap::new();
+        let mut growth: i128 = 0;
+        for (&shnum, vectors) in test_write_vectors {
+            let current = shares.get(&shnum);
+            if vectors.new_length == Some(0) {
+                if let Some(share) = current {
+                    growth -= i128::from(share.container_len());
+                    plans.insert(shnum, SharePlan::Delete);
+                } else {
+                    plans.insert(shnum, SharePlan::Keep);
+                }
+                continue;
+            }
+            let old_len = current.map_or(0, MutableShare::data_len);
+            let largest_end = vectors
                 .write
                 .iter()
-                .map(|w| w.offset + w.data.len() as u64)
-                .max()
-                .unwrap_or(0)
-                .max(data_len);
+                .map(|w| w.offset.checked_add(w.data.len() as u64))
+                .try_fold(vectors.new_length.unwrap_or(0), |acc, end| {
+                    end.map(|end| acc.max(end))
+                });
+            let data_len = mutable::planned_data_len(old_len, &vectors.write, vectors.new_length);
+            let (Some(largest_end), Some(data_len)) = (largest_end, data_len) else {
+                return Err(StorageError::BeyondAllocation {
+                    end: u64::MAX,
+                    allocated: MAX_MUTABLE_SHARE_SIZE,
+                });
+            };
             if largest_end > MAX_MUTABLE_SHARE_SIZE {
                 return Err(StorageError::BeyondAllocation {
                     end: largest_end,
                     allocated: MAX_MUTABLE_SHARE_SIZE,
                 });
             }
-            let immutable_here = kinds.get(&shnum) == Some(&ShareKind::Immutable)
-                || lock(&self.state).uploads.contains_key(&(si, shnum));
-            if immutable_here {
+            if current.is_some() && vectors.write.is_empty() && data_len == old_len {
+                plans.insert(shnum, SharePlan::Keep);
+                continue;
+            }
+            if kinds.get(&shnum) == Some(&ShareKind::Immutable)
+                || lock(&self.state).uploads.contains_key(&(si, shnum))
+            {
                 return Err(StorageError::BadRequest(format!(
                     "share {shnum} of storage index {si} is immutable"
                 )));
             }
+            let (mut slots, storage, old_container) = match current {
+                Some(share) => (
+                    share.slots().to_vec(),
+                    share.secret_storage(),
+                    share.container_len(),
+                ),
+                None => (vec![None; 4], SecretStorage::Hashed, 0),
+            };
+            let renewed_from = apply_lease(&mut slots, storage, lease, new_expiry, self.config.node_id);
+            growth += i128::from(mutable::container_len_for(data_len, &slots)) - i128::from(old_container);
+            plans.insert(
+                shnum,
+                SharePlan::Rewrite(PlannedVersion {
+                    version: current.map_or(2, MutableShare::version),
+                    nodeid: current.map_or(self.config.node_id, MutableShare::nodeid),
+                    write_enabler: current.map_or(write_enabler.0, MutableShare::write_enabler),
+                    writes: &vectors.write,
+                    new_length: vectors.new_length,
+                    data_len,
+                    slots,
+                    renewed_from,
+                }),
+            );
         }
-
-        // The lease each rewritten share will carry, and the space everything needs.
-        let now = self.config.clock.now();
-        let new_expiry = expiry_for_renewal_at(now);
-        let mut new_slots: BTreeMap<ShareNum, (Vec<Option<LeaseRecord>>, Option<u32>)> = BTreeMap::new();
-        let mut growth: i128 = 0;
-        for (&shnum, plan) in &plans {
-            match *plan {
-                SharePlan::Keep => {}
-                SharePlan::Delete => {
-                    if let Some(share) = shares.get(&shnum) {
-                        growth -= i128::from(share.container_len());
-                    }
-                }
-                SharePlan::Rewrite { data_len } => {
-                    let (mut slots, storage, old_container) = match shares.get(&shnum) {
-                        Some(share) => (
-                            share.slots().to_vec(),
-                            share.secret_storage(),
-                            share.container_len(),
-                        ),
-                        None => (vec![None; 4], SecretStorage::Hashed, 0),
-                    };
-                    let renewed = apply_lease(&mut slots, storage, lease, new_expiry, self.config.node_id);
-                    growth +=
-                        i128::from(mutable::container_len_for(data_len, &slots)) - i128::from(old_container);
-                    new_slots.insert(shnum, (slots, renewed));
-                }
-            }
+        let writes = plans.values().any(|plan| !matches!(plan, SharePlan::Keep));
+        if writes && self.config.readonly {
+            return Err(StorageError::ReadOnly);
         }
         if writes && growth > 0 {
             let needed = u64::try_from(growth).unwrap_or(u64::MAX);
@@ -933,103 +990,78 @@ impl StorageServer {
                 });
             }
         }
+        Ok(plans)
+    }
 
-        // 5. Apply: deletions, then new versions, then leases on the untouched survivors.
+    /// Replaces (or creates) a mutable share with its planned next version, crash-safely: index entry
+    /// of the new lease, scratch file written and fsynced, renamed over the share, directory fsynced,
+    /// old index entry removed.
+    fn write_mutable_version(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        existing: Option<&MutableShare>,
+        next: &PlannedVersion<'_>,
+        lease: &LeaseSecrets,
+    ) -> Result<(), StorageError> {
+        let what = || format!("cannot write share {si}/{shnum}");
         let share_dir = self.layout.share_dir(si);
-        let what = |shnum: ShareNum| move || format!("cannot write share {si}/{shnum}");
-        for (&shnum, plan) in &plans {
-            if *plan != SharePlan::Delete {
-                continue;
+        let path = self.layout.share_path(si, shnum);
+        let scratch = self.layout.mutable_temp_path(si, shnum);
+        let storage = existing.map_or(SecretStorage::Hashed, MutableShare::secret_storage);
+        let lease_id = storage.index_id(&storage.store(&lease.renew));
+        let key = |expiry: u32| LeaseKey {
+            expiry: u64::from(expiry),
+            kind: ShareKind::Mutable,
+            si,
+            shnum,
+            lease_id,
+        };
+        if let Some(record) = next
+            .slots
+            .iter()
+            .flatten()
+            .find(|record| storage.matches(&record.renew, &lease.renew))
+        {
+            self.index_insert(&key(record.expiry));
+        }
+        create_dir_durable(&share_dir).map_err(|e| io_error(what(), e))?;
+        let version = NewVersion {
+            version: next.version,
+            nodeid: next.nodeid,
+            write_enabler: next.write_enabler,
+            writes: next.writes,
+            new_length: next.new_length,
+            slots: &next.slots,
+        };
+        let base = existing.map(|share| (path.as_path(), share.data_len()));
+        let written = mutable::write_version(base, &scratch, &version).and_then(|new_len| {
+            fs::rename(&scratch, &path)?;
+            sync_dir(&share_dir)?;
+            Ok(new_len)
+        });
+        let new_len = match written {
+            Ok(new_len) => new_len,
+            Err(e) => {
+                let _ = fs::remove_file(&scratch);
+                return Err(io_error(what(), e));
             }
-            if let Some(share) = shares.remove(&shnum) {
-                self.delete_share(ShareKind::Mutable, si, shnum, &share)
-                    .map_err(|e| io_error(what(shnum)(), e))?;
+        };
+        debug_assert_eq!(new_len, mutable::container_len_for(next.data_len, &next.slots));
+        if let Some(old_expiry) = next.renewed_from {
+            self.index_remove(&key(old_expiry));
+        }
+        let mut state = lock(&self.state);
+        match existing {
+            Some(share) => {
+                state.used_space = (state.used_space + new_len).saturating_sub(share.container_len());
+            }
+            None => {
+                state.used_space += new_len;
+                state.mutable_shares += 1;
             }
         }
-        if !new_slots.is_empty() {
-            create_dir_durable(&share_dir).map_err(|e| io_error(what(0)(), e))?;
-        }
-        for (shnum, (slots, renewed)) in new_slots {
-            let SharePlan::Rewrite { data_len } = plans[&shnum] else {
-                continue;
-            };
-            let vectors = &test_write_vectors[&shnum];
-            let existing = shares.get(&shnum);
-            let storage = existing.map_or(SecretStorage::Hashed, MutableShare::secret_storage);
-            let path = self.layout.share_path(si, shnum);
-            let scratch = self.layout.mutable_temp_path(si, shnum);
-            let next = NewVersion {
-                version: existing.map_or(2, MutableShare::version),
-                nodeid: existing.map_or(self.config.node_id, MutableShare::nodeid),
-                write_enabler: existing.map_or(write_enabler.0, MutableShare::write_enabler),
-                writes: &vectors.write,
-                new_length: vectors.new_length,
-                slots: &slots,
-            };
-            // The lease that was added or renewed gets its new key first.
-            if let Some(record) = slots
-                .iter()
-                .flatten()
-                .find(|record| storage.matches(&record.renew, &lease.renew))
-            {
-                self.index_insert(&LeaseKey {
-                    expiry: u64::from(record.expiry),
-                    kind: ShareKind::Mutable,
-                    si,
-                    shnum,
-                    lease_id: storage.index_id(&record.renew),
-                });
-            }
-            let base = existing.map(|share| (path.as_path(), share.data_len()));
-            let written = mutable::write_version(base, &scratch, &next).and_then(|new_len| {
-                fs::rename(&scratch, &path)?;
-                sync_dir(&share_dir)?;
-                Ok(new_len)
-            });
-            let new_len = match written {
-                Ok(new_len) => new_len,
-                Err(e) => {
-                    let _ = fs::remove_file(&scratch);
-                    return Err(io_error(what(shnum)(), e));
-                }
-            };
-            debug_assert_eq!(new_len, mutable::container_len_for(data_len, &slots));
-            if let (Some(old_expiry), Some(record)) = (
-                renewed,
-                slots
-                    .iter()
-                    .flatten()
-                    .find(|record| storage.matches(&record.renew, &lease.renew)),
-            ) {
-                self.index_remove(&LeaseKey {
-                    expiry: u64::from(old_expiry),
-                    kind: ShareKind::Mutable,
-                    si,
-                    shnum,
-                    lease_id: storage.index_id(&record.renew),
-                });
-            }
-            let mut state = lock(&self.state);
-            match existing {
-                Some(share) => {
-                    state.used_space = (state.used_space + new_len).saturating_sub(share.container_len());
-                }
-                None => {
-                    state.used_space += new_len;
-                    state.mutable_shares += 1;
-                }
-            }
-        }
-        for (&shnum, share) in shares.iter_mut() {
-            if matches!(plans.get(&shnum), Some(SharePlan::Rewrite { .. })) {
-                continue;
-            }
-            self.add_or_renew(share, ShareKind::Mutable, si, shnum, lease, OWNER_ADD, now, false)?;
-        }
-        if plans.values().any(|plan| *plan == SharePlan::Delete) {
-            remove_dir_if_empty(&share_dir);
-        }
-        Ok(ReadTestWriteResult { success: true, data })
+        Ok(())
     }
 
     /// Deletes a share file: index entries of its leases, the file, the directory entry (fsynced),

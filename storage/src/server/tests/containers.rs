@@ -381,8 +381,8 @@ fn parse_json(text: &str) -> Json {
     value(text.as_bytes(), &mut pos)
 }
 
-/// `{server: {shnum: base64 share file}}` → `[(shnum, bytes)]`.
-fn share_files(json: &Json, key: &str) -> Vec<(ShareNum, Vec<u8>)> {
+/// `{server: {shnum: base64 share file}}` → `[(server, shnum, bytes)]`, sorted by share number.
+fn share_files(json: &Json, key: &str) -> Vec<(u8, ShareNum, Vec<u8>)> {
     let Json::Object(top) = json else {
         panic!("not an object")
     };
@@ -390,7 +390,7 @@ fn share_files(json: &Json, key: &str) -> Vec<(ShareNum, Vec<u8>)> {
         panic!("{key} is not an object")
     };
     let mut out = Vec::new();
-    for shares in servers.values() {
+    for (server, shares) in servers {
         let Json::Object(shares) = shares else {
             panic!("not an object")
         };
@@ -398,13 +398,11 @@ fn share_files(json: &Json, key: &str) -> Vec<(ShareNum, Vec<u8>)> {
             let Json::String(b64) = b64 else {
                 panic!("not a string")
             };
-            out.push((
-                shnum.parse().unwrap(),
-                data_encoding::BASE64.decode(b64.as_bytes()).unwrap(),
-            ));
+            let bytes = data_encoding::BASE64.decode(b64.as_bytes()).unwrap();
+            out.push((server.parse().unwrap(), shnum.parse().unwrap(), bytes));
         }
     }
-    out.sort();
+    out.sort_by_key(|(_, shnum, _)| *shnum);
     out
 }
 
@@ -447,7 +445,7 @@ fn reads_tahoe_1_2_immutable_share_files() {
     let mut h = Harness::new();
     h.stop();
     let (keep, expire) = (si(10), si(11));
-    for (shnum, bytes) in &files {
+    for (_, shnum, bytes) in &files {
         place(h.root(), keep, *shnum, bytes);
         place(h.root(), expire, *shnum, bytes);
     }
@@ -459,7 +457,7 @@ fn reads_tahoe_1_2_immutable_share_files() {
     let all: BTreeSet<ShareNum> = (0..10).collect();
     assert_eq!(server.list_shares(ShareKind::Immutable, keep).unwrap(), all);
     assert_eq!(server.status().immutable_shares, 20);
-    for (shnum, bytes) in &files {
+    for (_, shnum, bytes) in &files {
         assert_eq!(be32(bytes, 0), 1, "Tahoe 1.2.0 wrote version 1");
         let data_len = bytes.len() as u64 - 12 - 72;
         assert_eq!(
@@ -481,7 +479,7 @@ fn reads_tahoe_1_2_immutable_share_files() {
         );
     }
     // The leases are in clear (v1): renew one share's lease with its own secrets.
-    let (shnum, bytes) = &files[0];
+    let (_, shnum, bytes) = &files[0];
     let record = &bytes[bytes.len() - 72..];
     let old_expiry = be32(record, 68);
     assert_eq!(old_expiry, 1_230_942_425);
@@ -514,7 +512,7 @@ fn reads_tahoe_1_2_immutable_share_files() {
     );
     assert_eq!(server.list_shares(ShareKind::Immutable, keep).unwrap(), all);
     let fresh = (h.now_secs() + LEASE_DURATION_SECS) as u32;
-    for (shnum, bytes) in &files {
+    for (_, shnum, bytes) in &files {
         let leases = h.leases(ShareKind::Immutable, keep, *shnum);
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].1, fresh);
@@ -530,21 +528,22 @@ fn reads_tahoe_1_2_mutable_share_files() {
     let Some(json) = tahoe_1_2_vectors() else { return };
     let files = share_files(&json, "mutable_share_files_b64");
     assert_eq!(files.len(), 10);
+    // Each server's shares go to their own slot: the write enabler is derived per server.
+    let slot_of = |server: u8| si(12 + server);
     let mut h = Harness::new();
     h.stop();
-    let s = si(12);
-    for (shnum, bytes) in &files {
-        place(h.root(), s, *shnum, bytes);
+    for (server, shnum, bytes) in &files {
+        place(h.root(), slot_of(*server), *shnum, bytes);
     }
     std::fs::remove_dir_all(h.root().join("leases.sled")).unwrap();
     h.start();
     let server = h.server();
-    let (_, first) = &files[0];
-    assert_eq!(&first[0..32], &MAGIC_V1);
-    let we: [u8; 32] = first[52..84].try_into().unwrap();
-    let data_len = be64(first, 84);
-    assert_eq!(data_len, 2170);
-    for (shnum, bytes) in &files {
+    assert_eq!(server.status().mutable_shares, 10);
+    for (owner, shnum, bytes) in &files {
+        let s = slot_of(*owner);
+        assert_eq!(&bytes[0..32], &MAGIC_V1);
+        let data_len = be64(bytes, 84);
+        assert_eq!(data_len, 2170);
         assert_eq!(
             server.share_length(ShareKind::Mutable, s, *shnum).unwrap(),
             data_len
@@ -555,16 +554,29 @@ fn reads_tahoe_1_2_mutable_share_files() {
                 .unwrap(),
             &bytes[468..468 + data_len as usize]
         );
+        // The original lease (owner 1, slot 0) is indexed by the hash of its plaintext renew secret.
+        let slot = &bytes[100..192];
+        assert_eq!(be32(slot, 0), 1);
+        let renew: [u8; 32] = slot[8..40].try_into().unwrap();
+        assert!(server.index_entries().iter().any(|k| k.si == s
+            && k.shnum == *shnum
+            && k.lease_id == hash_secret(&renew)
+            && k.expiry == u64::from(be32(slot, 4))));
     }
-    // A tests-only read-test-write with the stored write enabler reads every share; a wrong one is
-    // refused.
+
+    // A tests-only read-test-write with the stored write enabler reads every share of the slot; a
+    // wrong one is refused.
+    let (owner, _, first) = &files[0];
+    let s = slot_of(*owner);
+    let we: [u8; 32] = first[52..84].try_into().unwrap();
     let reads = [ReadVector { offset: 0, size: 41 }];
     let result = server
         .read_test_write(s, &WriteEnabler(we), &lease(1), &BTreeMap::new(), &reads)
         .unwrap();
     assert!(result.success);
-    assert_eq!(result.data.len(), 10);
-    for (shnum, bytes) in &files {
+    let held: Vec<&(u8, ShareNum, Vec<u8>)> = files.iter().filter(|(o, _, _)| o == owner).collect();
+    assert_eq!(result.data.len(), held.len());
+    for (_, shnum, bytes) in &held {
         assert_eq!(result.data[shnum], vec![bytes[468..509].to_vec()]);
     }
     let mut other = we;
@@ -573,13 +585,26 @@ fn reads_tahoe_1_2_mutable_share_files() {
         server.read_test_write(s, &WriteEnabler(other), &lease(1), &BTreeMap::new(), &reads),
         Err(StorageError::WriteEnablerMismatch)
     ));
-    // The original lease (owner 1, slot 0) is indexed by the hash of its plaintext renew secret.
-    let slot = &first[100..192];
-    let renew: [u8; 32] = slot[8..40].try_into().unwrap();
-    assert!(
-        h.server()
-            .index_entries()
-            .iter()
-            .any(|k| k.lease_id == hash_secret(&renew) && k.expiry == u64::from(be32(slot, 4)))
+
+    // A compare-and-swap on the SDMF checkstring (bytes 0..57) with the real write enabler: the
+    // container stays v1 and keeps its recorded node id and its old lease beside the new one.
+    let (_, shnum, bytes) = held[0];
+    let checkstring = bytes[468..468 + 57].to_vec();
+    let mut tw = BTreeMap::new();
+    tw.insert(
+        *shnum,
+        TestWriteVectors {
+            test: vec![test_vector(0, 57, &checkstring)],
+            ..write_vectors(2170, b"appended")
+        },
     );
+    let result = server
+        .read_test_write(s, &WriteEnabler(we), &lease(1), &tw, &[])
+        .unwrap();
+    assert!(result.success);
+    let after = std::fs::read(h.share_path(s, *shnum)).unwrap();
+    assert_eq!(&after[0..84], &bytes[0..84]);
+    assert_eq!(&after[468..468 + 2170], &bytes[468..468 + 2170]);
+    assert_eq!(&after[468 + 2170..468 + 2178], b"appended");
+    assert_eq!(h.leases(ShareKind::Mutable, s, *shnum).len(), 2);
 }

@@ -107,7 +107,7 @@ fn op() -> impl Strategy<Value = Op> {
                 write,
                 new_length
             }),
-        2 => (0..4u8, 0..3u8).prop_map(|(si, lease)| Op::AddLease { si, lease }),
+        3 => (0..4u8, 0..6u8).prop_map(|(si, lease)| Op::AddLease { si, lease }),
         3 => (any::<bool>(), 0..4u8, 0..3 as ShareNum, 0..40u64, 0..50u64)
             .prop_map(|(mutable, si, shnum, offset, len)| Op::Read { mutable, si, shnum, offset, len }),
         2 => prop_oneof![0..100u64, 10 * 86_400..40 * 86_400u64].prop_map(|secs| Op::Advance { secs }),
@@ -621,7 +621,8 @@ impl Model {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        // PROPTEST_CASES=2000 for a deeper run.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "src/server/tests/model.proptest-regressions",
         ))),
