@@ -38,6 +38,8 @@ pub(crate) enum DebugCommand {
     },
     /// Measure hashing, AES, erasure coding and CHK encode/decode throughput on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Measure upload/download throughput, time to first byte and client memory on a local grid.
+    BenchGrid(crate::bench_grid::BenchGridArgs),
 }
 
 pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
@@ -68,6 +70,7 @@ pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
         }
         DebugCommand::DumpCap { cap } => dump_cap(&cap),
         DebugCommand::Bench(args) => crate::bench::run(&args),
+        DebugCommand::BenchGrid(args) => crate::bench_grid::run(&args),
     }
 }
 

@@ -44,10 +44,10 @@ fn wait_until_connected(gateway_dir: &Path, count: usize) -> anyhow::Result<()> 
     }
 }
 
-struct Children(Vec<(String, Child)>);
+pub(crate) struct Children(pub(crate) Vec<(String, Child)>);
 
 impl Children {
-    fn stop_all(&mut self) {
+    pub(crate) fn stop_all(&mut self) {
         for (_, child) in &self.0 {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -79,7 +79,7 @@ impl Drop for Children {
     }
 }
 
-fn spawn_node(dir: &Path, name: &str) -> anyhow::Result<Child> {
+pub(crate) fn spawn_node(dir: &Path, name: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the tessera executable")?;
     let log = std::fs::File::create(dir.join("logs").join("devgrid-stderr.log"))?;
     Command::new(exe)
@@ -92,7 +92,7 @@ fn spawn_node(dir: &Path, name: &str) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {name}"))
 }
 
-fn wait_for_file(path: &Path, child: &mut Child, name: &str, dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn wait_for_file(path: &Path, child: &mut Child, name: &str, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
         if let Some(status) = child.try_wait()? {
@@ -226,6 +226,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut poll = tokio::time::interval(Duration::from_millis(500));
+        let mut reported = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = term.recv() => return Ok::<Option<String>, anyhow::Error>(None),
@@ -233,7 +234,15 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
                 _ = poll.tick() => {
                     for (name, child) in children.0.iter_mut() {
                         if let Ok(Some(status)) = child.try_wait() {
-                            return Ok(Some(format!("{name} exited unexpectedly ({status})")));
+                            // Without the gateway there is nothing left to use; a stopped storage
+                            // node or introducer is a failure the grid should survive (and one
+                            // people stop on purpose to see that).
+                            if name == "gateway" {
+                                return Ok(Some(format!("the gateway exited unexpectedly ({status})")));
+                            }
+                            if reported.insert(name.clone()) {
+                                eprintln!("devgrid: {name} exited ({status}); the grid goes on without it");
+                            }
                         }
                     }
                 }

@@ -149,7 +149,8 @@ pub enum StorageError {
     /// The upload exists but was opened with a different upload secret.
     #[error("the upload secret does not match the one the upload was allocated with")]
     UploadSecretMismatch,
-    /// The share is complete; it can no longer be aborted or written.
+    /// The share is complete, so its upload can no longer be aborted (a write to a complete share is
+    /// `NotFound`, as in Tahoe: no upload is open for it).
     #[error("share {shnum} is already complete")]
     AlreadyComplete {
         /// The share number.
