@@ -100,10 +100,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
-async fn stop_signal(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
-
 /// An introducer node: the HTTPS introducer service on `tub.port`.
 async fn start_introducer(
     dir: &Path,
@@ -120,14 +116,7 @@ async fn start_introducer(
     let identity = storage::tls::TlsIdentity::from_pem(&pem)
         .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
     let listener = bind(&endpoint, dir, "tub.port").await?;
-    crate::introducer::serve(
-        dir,
-        listener,
-        identity,
-        &config.tub_location,
-        stop_signal(shutdown),
-    )
-    .await
+    crate::introducer::serve(dir, listener, identity, &config.tub_location, shutdown).await
 }
 
 /// Builds this storage node's signed announcement for a given seqnum.

@@ -48,6 +48,8 @@ struct AnnouncementList {
 #[derive(Debug)]
 struct IntroducerState {
     swissnum: String,
+    /// Ends long polls when the introducer shuts down (graceful shutdown waits for open requests).
+    stopping: watch::Receiver<bool>,
     announcements: Mutex<BTreeMap<String, (u64, SignedAnnouncement)>>,
     generation: watch::Sender<u64>,
 }
@@ -117,7 +119,11 @@ async fn announcements(
     let since = query.since.unwrap_or(0);
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
     let mut generation = state.generation.subscribe();
-    let _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > since)).await;
+    let mut stopping = state.stopping.clone();
+    tokio::select! {
+        _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > since)) => {}
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
     let list = {
         let announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
         AnnouncementList {
@@ -128,9 +134,10 @@ async fn announcements(
     axum::Json(list).into_response()
 }
 
-fn router(swissnum: String) -> Router {
+fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
     let state = Arc::new(IntroducerState {
         swissnum,
+        stopping,
         announcements: Mutex::new(BTreeMap::new()),
         generation: watch::Sender::new(0),
     });
@@ -146,7 +153,7 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     identity: storage::tls::TlsIdentity,
     location: &[String],
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let swissnum_path = dir.join("private").join("introducer.swissnum");
     let swissnum = std::fs::read_to_string(&swissnum_path)
@@ -165,9 +172,13 @@ pub(crate) async fn serve(
         format!("{address}\n").as_bytes(),
     )?;
     crate::output::line(&format!("introducer address: {address}"))?;
-    let router = router(swissnum);
+    let router = router(swissnum, shutdown.clone());
+    let mut stop = shutdown;
+    let stopped = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
     Ok(tokio::spawn(async move {
-        storage::http::serve(listener, &identity, router, shutdown)
+        storage::http::serve(listener, &identity, router, stopped)
             .await
             .context("the introducer failed")
     }))

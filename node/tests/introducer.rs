@@ -1,0 +1,167 @@
+//! A grid wired by an introducer, built with the create-* commands: storage nodes announce
+//! themselves, the gateway learns them; with the introducer stopped the gateway keeps working, and
+//! a restarted gateway works from its announcement cache alone.
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+fn run(args: &[&str], dir: &Path) {
+    let out = tessera().args(args).arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Node(Child);
+
+impl Node {
+    fn start(dir: &Path, ready_file: &str) -> Node {
+        let _ = std::fs::remove_file(dir.join(ready_file));
+        let child = tessera()
+            .arg("run")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join(ready_file).exists() {
+            assert!(Instant::now() < deadline, "{} did not start", dir.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Node(child)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn connected(gateway: &Path) -> usize {
+    let out = tessera()
+        .arg("--node-directory")
+        .arg(gateway)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_connected(gateway: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected(gateway) < count {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not see {count} servers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn put_get(gateway: &Path, tmp: &Path, seed: u8) {
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    let input = tmp.join(format!("in{seed}"));
+    std::fs::write(&input, &data).unwrap();
+    let out = tessera()
+        .arg("--node-directory")
+        .arg(gateway)
+        .arg("put")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let output = tmp.join(format!("out{seed}"));
+    let out = tessera()
+        .arg("--node-directory")
+        .arg(gateway)
+        .args(["get", &cap])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+}
+
+#[test]
+fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let introducer_dir = tmp.path().join("introducer");
+    run(&["create-introducer"], &introducer_dir);
+    let introducer = Node::start(&introducer_dir, "private/introducer.furl");
+    let address = std::fs::read_to_string(introducer_dir.join("private/introducer.furl")).unwrap();
+    let address = address.trim();
+    assert!(
+        address.starts_with("pb://") && address.ends_with("#v=1"),
+        "{address}"
+    );
+
+    let mut storage = Vec::new();
+    for i in 0..3 {
+        let dir = tmp.path().join(format!("storage{i}"));
+        run(
+            &[
+                "create-node",
+                "--webport",
+                "none",
+                "--introducer",
+                address,
+                "--nickname",
+                &format!("s{i}"),
+            ],
+            &dir,
+        );
+        storage.push(Node::start(&dir, "private/storage.nurl"));
+    }
+    let gateway = tmp.path().join("gateway");
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let webport = format!("tcp:{web_port}:interface=127.0.0.1");
+    run(
+        &["create-client", "--introducer", address, "--webport", &webport],
+        &gateway,
+    );
+    let cfg = gateway.join("tahoe.cfg");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shares.happy = 7", "shares.happy = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let client = Node::start(&gateway, "node.url");
+    wait_connected(&gateway, 3);
+    put_get(&gateway, tmp.path(), 3);
+    assert!(gateway.join("private/introducer_default_cache.yaml").exists());
+
+    // The introducer goes away: the gateway carries on.
+    drop(introducer);
+    put_get(&gateway, tmp.path(), 5);
+
+    // A restarted gateway, with the introducer still down, works from its cache.
+    drop(client);
+    let _client = Node::start(&gateway, "node.url");
+    wait_connected(&gateway, 3);
+    put_get(&gateway, tmp.path(), 7);
+    drop(storage);
+}
