@@ -181,6 +181,70 @@ fn spki_digest(der: &[u8]) -> Result<[u8; 32], TlsError> {
     Ok(Sha256::digest(cert.tbs_certificate.subject_pki.raw).into())
 }
 
+/// Checks a handshake signature with the public key of `cert`, parsing only its
+/// SubjectPublicKeyInfo. webpki (which `rustls::crypto::verify_tls1x_signature` uses) refuses X.509
+/// v1 certificates, and Foolscap — so every Tahoe node's `node.pem` — makes v1 certificates; the
+/// pin, not the certificate, is what is trusted here.
+fn verify_with_certificate_key(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algorithms: &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding);
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| bad())?;
+    let spki = parsed.tbs_certificate.subject_pki.raw;
+    // SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
+    let (_, body, _) = der_element(spki).ok_or_else(bad)?;
+    let (_, algorithm_id, after_algorithm) = der_element(body).ok_or_else(bad)?;
+    let (tag, bits, _) = der_element(after_algorithm).ok_or_else(bad)?;
+    if tag != 0x03 || bits.first() != Some(&0) {
+        return Err(bad());
+    }
+    let public_key = &bits[1..];
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, algs)| *algs)
+        .ok_or(rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+        ))?;
+    for algorithm in candidates {
+        if algorithm.public_key_alg_id().as_ref() == algorithm_id
+            && algorithm
+                .verify_signature(public_key, message, dss.signature())
+                .is_ok()
+        {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+    }
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::BadSignature,
+    ))
+}
+
+/// Splits one DER element off the front of `input`: (tag, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)? as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let count = first & 0x7f;
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let len = input
+            .get(2..2 + count)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + count)
+    };
+    let contents = input.get(header..header.checked_add(len)?)?;
+    Some((tag, contents, &input[header + len..]))
+}
+
 /// Decodes a textual SPKI hash into its 32 bytes.
 pub(crate) fn decode_spki_hash(text: &str) -> Option<[u8; 32]> {
     if text.len() != SPKI_HASH_LEN {
@@ -257,7 +321,7 @@ impl ServerCertVerifier for SpkiPinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
+        verify_with_certificate_key(
             message,
             cert,
             dss,
@@ -271,7 +335,7 @@ impl ServerCertVerifier for SpkiPinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        verify_with_certificate_key(
             message,
             cert,
             dss,
