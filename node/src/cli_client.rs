@@ -77,7 +77,7 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// `tessera put [FILE|-]`: uploads and prints the cap.
-pub(crate) fn put(node_dir: &Path, file: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn put(node_dir: &Path, file: Option<&str>, convergent: bool) -> anyhow::Result<()> {
     let url = node_url(node_dir)?;
     let (mut input, size): (Box<dyn Read + Send>, Option<u64>) = match file {
         None | Some("-") => (Box::new(std::io::stdin()), None),
@@ -117,7 +117,8 @@ pub(crate) fn put(node_dir: &Path, file: Option<&str>) -> anyhow::Result<()> {
         });
         let body: Body = BodyExt::boxed(StreamBody::new(rx));
         let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-        let request = hyper::Request::put(format!("{url}/uri")).body(body)?;
+        let query = if convergent { "" } else { "?convergence=false" };
+        let request = hyper::Request::put(format!("{url}/uri{query}")).body(body)?;
         let response = client.request(request).await.map_err(|e| unreachable(&url, e))?;
         reader.await??;
         if !response.status().is_success() {

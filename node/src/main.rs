@@ -56,6 +56,9 @@ enum Command {
     },
     /// Upload a file (or standard input) and print its cap.
     Put {
+        /// Use a random key instead of the convergence secret (no deduplication; one pass).
+        #[arg(long)]
+        no_convergence: bool,
         /// The file; `-` or nothing reads standard input.
         file: Option<String>,
     },
@@ -77,7 +80,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let node_dir = cli.node_directory();
     let result = match cli.command {
-        Command::Put { file } => cli_client::put(&node_dir, file.as_deref()),
+        Command::Put { file, no_convergence } => cli_client::put(&node_dir, file.as_deref(), !no_convergence),
         Command::Get { cap, outfile } => cli_client::get(&node_dir, &cap, outfile.as_deref()),
         Command::Status => cli_client::status(&node_dir),
         Command::CreateNode(args) => nodedir::create_node(&args),

@@ -256,7 +256,7 @@ async fn hung_servers_are_given_up_on() {
 }
 
 #[tokio::test]
-async fn a_server_failing_mid_upload_is_dropped_while_happiness_holds() {
+async fn shares_of_servers_failing_mid_upload_are_placed_elsewhere() {
     let grid = TestGrid::new(10);
     let plaintext = data(400_000, 6);
     let entries = grid.entries();

@@ -236,7 +236,7 @@ impl Grid {
         self.params
     }
 
-    /// Uploads an immutable file.
+    /// Uploads an immutable file, convergently if the client has a convergence secret.
     pub async fn upload<R: std::io::Read + std::io::Seek + Send + 'static>(
         &self,
         input: R,
@@ -250,6 +250,20 @@ impl Grid {
             progress,
         )
         .await
+    }
+
+    /// Uploads an immutable file with a fresh random key, whatever the client's convergence setting
+    /// (`tessera put --no-convergence`): one pass over the input, and no deduplication.
+    pub async fn upload_without_convergence<R: std::io::Read + std::io::Seek + Send + 'static>(
+        &self,
+        input: R,
+        progress: Option<upload::UploadProgress>,
+    ) -> Result<upload::UploadResult, upload::UploadError> {
+        let secrets = ClientSecrets {
+            convergence: None,
+            ..self.secrets.clone()
+        };
+        upload::upload(&self.usable_servers(), &secrets, &self.params, input, progress).await
     }
 
     /// Opens an immutable file for reading.

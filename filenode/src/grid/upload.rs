@@ -174,11 +174,118 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
     let share_size = encoder.share_size();
     let storage_index = StorageIndex(crate::hashes::storage_index_hash(&key));
 
-    let buckets = allocate(servers, secrets, params, storage_index, share_size).await?;
-    let (kept, buckets) = buckets;
+    let (kept, mut buckets) = allocate(servers, secrets, params, storage_index, share_size).await?;
 
-    // Stream the encoder's output to the buckets.
-    let mut routes = vec![None; params.total as usize];
+    // Where shares landed, by server id (for happiness across rounds) and by share (for the result).
+    let mut holdings: BTreeMap<String, BTreeSet<ShareNum>> = BTreeMap::new();
+    let mut placement: BTreeMap<ShareNum, Vec<String>> = BTreeMap::new();
+    for (server_id, name, shares) in &kept {
+        holdings.entry(server_id.clone()).or_default().extend(shares);
+        for shnum in shares {
+            placement.entry(*shnum).or_default().push(name.clone());
+        }
+    }
+    let mut failures: Vec<String> = Vec::new();
+    let mut failed_servers: BTreeSet<String> = BTreeSet::new();
+    let mut input = input;
+    let mut progress = progress;
+    let mut cap = None;
+    // Round 0 sends every allocated share. If servers fail mid-upload, round 1 re-places their shares
+    // on the servers that did not fail (shares already stored count as held) and encodes the file
+    // again, sending only those shares.
+    for round in 0..2 {
+        let (returned, outcome) = send_shares(
+            input,
+            size,
+            key,
+            &chk_params,
+            storage_index,
+            &buckets,
+            progress.take(),
+        )
+        .await;
+        input = returned;
+        let (encoded, written) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                let nothing = vec![Ok(BTreeSet::new()); buckets.len()];
+                abort_all(&buckets, storage_index, &nothing).await;
+                return Err(e.into());
+            }
+        };
+        cap = Some(encoded.cap);
+        for (bucket, done) in buckets.iter().zip(&written) {
+            match done {
+                Ok(complete) => {
+                    holdings
+                        .entry(bucket.server.server_id.clone())
+                        .or_default()
+                        .extend(complete);
+                    for shnum in complete {
+                        placement.entry(*shnum).or_default().push(bucket.server.name());
+                    }
+                }
+                Err(e) => {
+                    failures.push(format!("{}: {e}", bucket.server.name()));
+                    failed_servers.insert(bucket.server.server_id.clone());
+                }
+            }
+        }
+        abort_all(&buckets, storage_index, &written).await;
+        let placed: BTreeSet<ShareNum> = holdings.values().flatten().copied().collect();
+        if placed.len() >= params.total as usize || round == 1 || failed_servers.is_empty() {
+            break;
+        }
+        let remaining: Vec<ServerEntry> = servers
+            .iter()
+            .filter(|s| !failed_servers.contains(&s.server_id))
+            .cloned()
+            .collect();
+        match allocate(&remaining, secrets, params, storage_index, share_size).await {
+            Ok((_, more)) if !more.is_empty() => {
+                input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
+                debug!(servers = more.len(), "re-placing shares of failed servers");
+                buckets = more;
+            }
+            _ => break,
+        }
+    }
+    let by_index: BTreeMap<usize, BTreeSet<ShareNum>> = holdings.into_values().enumerate().collect();
+    let achieved = happiness(&by_index);
+    if achieved < params.happy as usize {
+        return Err(UploadError::NotHappy {
+            happy: params.happy,
+            achieved,
+            servers: servers.len(),
+            detail: if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failures.join("; "))
+            },
+        });
+    }
+    let cap = cap.expect("invariant: at least one round ran");
+    Ok(UploadResult {
+        cap: FileCap::Chk(cap),
+        size,
+        placement,
+        happiness: achieved,
+    })
+}
+
+type Written = Vec<Result<BTreeSet<ShareNum>, StorageError>>;
+
+/// Encodes the file once, streaming the shares of `buckets` to their servers; gives the input back.
+async fn send_shares<R: Read + Send + 'static>(
+    input: R,
+    size: u64,
+    key: [u8; 16],
+    chk_params: &ChkParams,
+    storage_index: StorageIndex,
+    buckets: &[Bucket],
+    progress: Option<UploadProgress>,
+) -> (R, Result<(crate::immutable::ChkEncoded, Written), EncodeError>) {
+    let mut routes = vec![None; chk_params.total as usize];
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for (index, bucket) in buckets.iter().enumerate() {
@@ -191,15 +298,17 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
     }
     let mut sink = ChannelSink { routes, senders };
     let mut progress = progress;
+    let chk_params = *chk_params;
     let encoding = run_blocking(move || {
+        let mut input = input;
         let mut report = |done: u64| {
             if let Some(callback) = progress.as_mut() {
                 callback(done);
             }
         };
-        let result = encode_stream(input, size, key, &chk_params, &mut sink, Some(&mut report));
+        let result = encode_stream(&mut input, size, key, &chk_params, &mut sink, Some(&mut report));
         drop(sink); // closes the channels, so the writers finish
-        result
+        (input, result)
     });
     let writers = join_all(
         buckets
@@ -207,60 +316,11 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
             .zip(receivers)
             .map(|(bucket, rx)| write_bucket(bucket, storage_index, rx)),
     );
-    let (encoded, written) = futures::join!(encoding, writers);
-    let encoded = match encoded {
-        Ok(encoded) => encoded,
-        Err(e) => {
-            abort_all(&buckets, storage_index, &written).await;
-            return Err(e.into());
-        }
-    };
-
-    // Which shares landed where.
-    let mut holdings: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
-    let mut placement: BTreeMap<ShareNum, Vec<String>> = BTreeMap::new();
-    let mut failures = Vec::new();
-    for (index, (bucket, done)) in buckets.iter().zip(&written).enumerate() {
-        match done {
-            Ok(complete) => {
-                holdings.entry(index).or_default().extend(complete);
-                for shnum in complete {
-                    placement.entry(*shnum).or_default().push(bucket.server.name());
-                }
-            }
-            Err(e) => failures.push(format!("{}: {e}", bucket.server.name())),
-        }
-    }
-    let offset = buckets.len();
-    for (i, (name, shares)) in kept.iter().enumerate() {
-        holdings.entry(offset + i).or_default().extend(shares);
-        for shnum in shares {
-            placement.entry(*shnum).or_default().push(name.clone());
-        }
-    }
-    let achieved = happiness(&holdings);
-    if achieved < params.happy as usize {
-        abort_all(&buckets, storage_index, &written).await;
-        return Err(UploadError::NotHappy {
-            happy: params.happy,
-            achieved,
-            servers: servers.len(),
-            detail: if failures.is_empty() {
-                String::new()
-            } else {
-                format!("; failed: {}", failures.join("; "))
-            },
-        });
-    }
-    Ok(UploadResult {
-        cap: FileCap::Chk(encoded.cap),
-        size,
-        placement,
-        happiness: achieved,
-    })
+    let ((input, encoded), written) = futures::join!(encoding, writers);
+    (input, encoded.map(|encoded| (encoded, written)))
 }
 
-type Kept = Vec<(String, BTreeSet<ShareNum>)>;
+type Kept = Vec<(String, String, BTreeSet<ShareNum>)>;
 
 /// Chooses servers and allocates buckets until every share has a home or happiness is out of reach.
 async fn allocate(
@@ -431,7 +491,7 @@ async fn allocate(
                 .copied()
                 .filter(|s| *s < total && !mine.contains(s))
                 .collect();
-            (!held.is_empty()).then(|| (ordered[index].name(), held))
+            (!held.is_empty()).then(|| (ordered[index].server_id.clone(), ordered[index].name(), held))
         })
         .collect();
     Ok((kept, allocated.into_values().collect()))

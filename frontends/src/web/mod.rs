@@ -96,7 +96,26 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
 
 /// `PUT /uri`: the body becomes an immutable file; the response is its cap. The body is spooled to
 /// an unlinked temporary file (convergent encryption reads the input twice), never held in memory.
-async fn put_uri(State(state): State<WebState>, body: Body) -> Result<Response, WebError> {
+#[derive(Debug, Deserialize)]
+struct PutQuery {
+    /// `false` uploads with a random key (Tessera's extension of Tahoe's API).
+    convergence: Option<String>,
+}
+
+async fn put_uri(
+    State(state): State<WebState>,
+    Query(query): Query<PutQuery>,
+    body: Body,
+) -> Result<Response, WebError> {
+    let convergent = match query.convergence.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(WebError::BadRequest(format!(
+                "convergence={other}: expected true or false"
+            )));
+        }
+    };
     let spool = tokio::task::spawn_blocking(tempfile::tempfile)
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
@@ -117,7 +136,11 @@ async fn put_uri(State(state): State<WebState>, body: Body) -> Result<Response, 
     let mut file = spool.into_inner().into_std().await;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    let result = state.grid.upload(file, None).await?;
+    let result = if convergent {
+        state.grid.upload(file, None).await?
+    } else {
+        state.grid.upload_without_convergence(file, None).await?
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
