@@ -1,10 +1,11 @@
-//! Upload and download across an in-process grid of real storage servers, with servers broken,
-//! shares corrupted or deleted, and happiness out of reach.
+//! Upload and download across a grid of real storage servers, with servers broken, hung or failing
+//! mid-upload, shares corrupted or deleted, and happiness out of reach. Every scenario runs twice:
+//! with the servers reached in process and over the real HTTPS protocol on 127.0.0.1.
 
 use filenode::cap::FileCap;
 use filenode::grid::download::open_chk;
 use filenode::grid::upload::{UploadError, UploadParams, upload_bytes};
-use tests::grid::TestGrid;
+use tests::grid::{TestGrid, Transport};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -30,9 +31,8 @@ async fn read_back(grid: &TestGrid, cap: &FileCap) -> Vec<u8> {
     }
 }
 
-#[tokio::test]
-async fn files_of_interesting_sizes_round_trip() {
-    let grid = TestGrid::new(10);
+async fn files_of_interesting_sizes_round_trip(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let params = small_segments();
     for size in [0usize, 1, 55, 56, 4095, 4096, 4097, 3 * 4096 + 7, 100_000] {
         let plaintext = data(size, size as u8);
@@ -50,9 +50,8 @@ async fn files_of_interesting_sizes_round_trip() {
     }
 }
 
-#[tokio::test]
-async fn download_survives_n_minus_k_broken_servers() {
-    let grid = TestGrid::new(10);
+async fn download_survives_n_minus_k_broken_servers(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(50_000, 3);
     let result = upload_bytes(
         &grid.entries(),
@@ -81,9 +80,8 @@ async fn download_survives_n_minus_k_broken_servers() {
     );
 }
 
-#[tokio::test]
-async fn corrupt_shares_are_routed_around_and_reported() {
-    let grid = TestGrid::new(10);
+async fn corrupt_shares_are_routed_around_and_reported(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(30_000, 5);
     let result = upload_bytes(
         &grid.entries(),
@@ -116,9 +114,8 @@ async fn corrupt_shares_are_routed_around_and_reported() {
     }
 }
 
-#[tokio::test]
-async fn deleted_shares_do_not_matter_while_k_remain() {
-    let grid = TestGrid::new(10);
+async fn deleted_shares_do_not_matter_while_k_remain(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(20_000, 9);
     let result = upload_bytes(
         &grid.entries(),
@@ -138,9 +135,8 @@ async fn deleted_shares_do_not_matter_while_k_remain() {
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
 }
 
-#[tokio::test]
-async fn unhappy_upload_is_a_clear_error() {
-    let grid = TestGrid::new(5);
+async fn unhappy_upload_is_a_clear_error(transport: Transport) {
+    let grid = TestGrid::build(5, transport).await;
     let err = upload_bytes(
         &grid.entries(),
         &grid.secrets,
@@ -167,7 +163,7 @@ async fn unhappy_upload_is_a_clear_error() {
     );
 
     // Broken servers count against happiness too.
-    let grid = TestGrid::new(10);
+    let grid = TestGrid::build(10, transport).await;
     for i in 0..4 {
         grid.break_server(i);
     }
@@ -183,9 +179,8 @@ async fn unhappy_upload_is_a_clear_error() {
     assert!(err.to_string().contains("server broken by the test"), "{err}");
 }
 
-#[tokio::test]
-async fn a_second_upload_reuses_existing_shares() {
-    let grid = TestGrid::new(10);
+async fn a_second_upload_reuses_existing_shares(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(40_000, 2);
     let first = upload_bytes(
         &grid.entries(),
@@ -210,9 +205,8 @@ async fn a_second_upload_reuses_existing_shares() {
     assert_eq!(second.happiness, 10);
 }
 
-#[tokio::test]
-async fn few_servers_hold_several_shares_each() {
-    let grid = TestGrid::new(4);
+async fn few_servers_hold_several_shares_each(transport: Transport) {
+    let grid = TestGrid::build(4, transport).await;
     let params = UploadParams {
         happy: 4,
         ..small_segments()
@@ -226,9 +220,8 @@ async fn few_servers_hold_several_shares_each() {
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
 }
 
-#[tokio::test]
-async fn hung_servers_are_given_up_on() {
-    let grid = TestGrid::new(10);
+async fn hung_servers_are_given_up_on(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(60_000, 8);
     let result = upload_bytes(
         &grid.entries(),
@@ -255,9 +248,8 @@ async fn hung_servers_are_given_up_on() {
     assert_eq!(read_back(&grid, &result.cap).await, other);
 }
 
-#[tokio::test]
-async fn shares_of_servers_failing_mid_upload_are_placed_elsewhere() {
-    let grid = TestGrid::new(10);
+async fn shares_of_servers_failing_mid_upload_are_placed_elsewhere(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
     let plaintext = data(400_000, 6);
     let entries = grid.entries();
     // Break two servers shortly after the upload starts writing.
@@ -292,3 +284,33 @@ async fn shares_of_servers_failing_mid_upload_are_placed_elsewhere() {
     let holders = grid.find_shares(chk.storage_index());
     assert!(holders.len() >= 7);
 }
+
+/// Runs each scenario over both transports, as `in_process::NAME` and `https::NAME`.
+macro_rules! over_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::InProcess).await
+            })*
+        }
+        mod https {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::Https).await
+            })*
+        }
+    };
+}
+
+over_both_transports!(
+    files_of_interesting_sizes_round_trip,
+    download_survives_n_minus_k_broken_servers,
+    corrupt_shares_are_routed_around_and_reported,
+    deleted_shares_do_not_matter_while_k_remain,
+    unhappy_upload_is_a_clear_error,
+    a_second_upload_reuses_existing_shares,
+    few_servers_hold_several_shares_each,
+    hung_servers_are_given_up_on,
+    shares_of_servers_failing_mid_upload_are_placed_elsewhere,
+);

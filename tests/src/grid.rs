@@ -20,10 +20,19 @@ const HEALTHY: u8 = 0;
 const BROKEN: u8 = 1;
 const HANGING: u8 = 2;
 
+/// How the client reaches the grid's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Direct calls into each `StorageServer` (`LocalStorageClient`).
+    InProcess,
+    /// The real HTTPS protocol to a server bound on 127.0.0.1:0 (`HttpStorageClient`).
+    Https,
+}
+
 /// A storage client whose server can be made to fail or hang on demand.
 #[derive(Debug)]
 pub struct FaultyClient {
-    inner: LocalStorageClient,
+    inner: Box<dyn StorageClient>,
     state: AtomicU8,
 }
 
@@ -125,6 +134,8 @@ impl StorageClient for FaultyClient {
 pub struct TestServer {
     /// The share store.
     pub server: Arc<StorageServer>,
+    /// The HTTPS front of the store, with [`Transport::Https`].
+    pub https: Option<storage::testing::HttpsTestServer>,
     /// The client the grid hands out (with fault injection).
     pub client: Arc<FaultyClient>,
     /// Its storage directory.
@@ -144,36 +155,68 @@ pub struct TestGrid {
 }
 
 impl TestGrid {
-    /// A grid of `count` healthy servers, each with default settings.
+    /// A grid of `count` healthy servers reached in process, each with default settings.
     pub fn new(count: usize) -> Self {
         Self::with_config(count, |_, _| {})
     }
 
-    /// A grid whose server configurations `adjust` may change (by server index).
+    /// An in-process grid whose server configurations `adjust` may change (by server index).
     pub fn with_config(count: usize, adjust: impl Fn(usize, &mut StorageConfig)) -> Self {
+        let (root, stores) = Self::stores(count, adjust);
+        let servers = stores
+            .into_iter()
+            .map(|(server, dir)| {
+                let inner = Box::new(LocalStorageClient::new(Arc::clone(&server)));
+                let client = Arc::new(FaultyClient { inner, state: AtomicU8::new(HEALTHY) });
+                TestServer { server, https: None, client, dir }
+            })
+            .collect();
+        Self::assemble(root, servers)
+    }
+
+    /// A grid of `count` servers reached over `transport`.
+    pub async fn build(count: usize, transport: Transport) -> Self {
+        match transport {
+            Transport::InProcess => Self::new(count),
+            Transport::Https => {
+                let (root, stores) = Self::stores(count, |_, _| {});
+                let mut servers = Vec::new();
+                for (server, dir) in stores {
+                    let https = storage::testing::HttpsTestServer::start(Arc::clone(&server))
+                        .await
+                        .expect("start an HTTPS storage server");
+                    let inner = Box::new(https.client());
+                    let client = Arc::new(FaultyClient { inner, state: AtomicU8::new(HEALTHY) });
+                    servers.push(TestServer { server, https: Some(https), client, dir });
+                }
+                Self::assemble(root, servers)
+            }
+        }
+    }
+
+    fn stores(
+        count: usize,
+        adjust: impl Fn(usize, &mut StorageConfig),
+    ) -> (tempfile::TempDir, Vec<(Arc<StorageServer>, PathBuf)>) {
         let root = tempfile::tempdir().expect("a temporary directory");
-        let servers = (0..count)
+        let stores = (0..count)
             .map(|i| {
                 let dir = root.path().join(format!("server{i:02}"));
                 let mut config = StorageConfig::new(dir.clone());
                 config.node_id = [i as u8; 20];
                 adjust(i, &mut config);
-                let server = Arc::new(StorageServer::open(config).expect("open a storage server"));
-                let client = Arc::new(FaultyClient {
-                    inner: LocalStorageClient::new(Arc::clone(&server)),
-                    state: AtomicU8::new(HEALTHY),
-                });
-                TestServer { server, client, dir }
+                (Arc::new(StorageServer::open(config).expect("open a storage server")), dir)
             })
             .collect();
+        (root, stores)
+    }
+
+    fn assemble(root: tempfile::TempDir, servers: Vec<TestServer>) -> Self {
         TestGrid {
             _root: root,
             servers,
-            secrets: ClientSecrets {
-                lease_secret: b"test lease secret".to_vec(),
-                convergence: Some(vec![7; 32]),
-            },
-            request_timeout: std::time::Duration::from_millis(500),
+            secrets: ClientSecrets { lease_secret: b"test lease secret".to_vec(), convergence: Some(vec![7; 32]) },
+            request_timeout: std::time::Duration::from_secs(2),
         }
     }
 
