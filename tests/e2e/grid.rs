@@ -314,3 +314,28 @@ over_both_transports!(
     hung_servers_are_given_up_on,
     shares_of_servers_failing_mid_upload_are_placed_elsewhere,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_servers_keep_their_shares() {
+    let mut grid = TestGrid::new(10);
+    let plaintext = data(80_000, 12);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        grid.restart_server(i);
+    }
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+    // A second upload after the restarts is as good as the first.
+    let other = data(30_000, 13);
+    let second = upload_bytes(&grid.entries(), &grid.secrets, &small_segments(), other.clone())
+        .await
+        .unwrap();
+    assert_eq!(second.happiness, 10);
+    assert_eq!(read_back(&grid, &second.cap).await, other);
+}

@@ -32,16 +32,28 @@ pub enum Transport {
 /// A storage client whose server can be made to fail or hang on demand.
 #[derive(Debug)]
 pub struct FaultyClient {
-    inner: Box<dyn StorageClient>,
+    inner: std::sync::RwLock<Option<Arc<dyn StorageClient>>>,
     state: AtomicU8,
 }
 
 impl FaultyClient {
-    async fn gate(&self) -> Result<(), StorageError> {
+    async fn gate(&self) -> Result<Arc<dyn StorageClient>, StorageError> {
         match self.state.load(Ordering::SeqCst) {
             BROKEN => Err(StorageError::Transport("server broken by the test".into())),
             HANGING => futures::future::pending().await,
-            _ => Ok(()),
+            _ => self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .ok_or_else(|| StorageError::Transport("server restarting".into())),
+        }
+    }
+
+    fn new(inner: Arc<dyn StorageClient>) -> Self {
+        FaultyClient {
+            inner: std::sync::RwLock::new(Some(inner)),
+            state: AtomicU8::new(HEALTHY),
         }
     }
 }
@@ -49,8 +61,7 @@ impl FaultyClient {
 #[async_trait::async_trait]
 impl StorageClient for FaultyClient {
     async fn version(&self) -> Result<VersionInfo, StorageError> {
-        self.gate().await?;
-        self.inner.version().await
+        self.gate().await?.version().await
     }
     async fn allocate_buckets(
         &self,
@@ -60,8 +71,10 @@ impl StorageClient for FaultyClient {
         shares: &BTreeSet<ShareNum>,
         size: u64,
     ) -> Result<Allocation, StorageError> {
-        self.gate().await?;
-        self.inner.allocate_buckets(si, lease, upload, shares, size).await
+        self.gate()
+            .await?
+            .allocate_buckets(si, lease, upload, shares, size)
+            .await
     }
     async fn write_share(
         &self,
@@ -71,8 +84,10 @@ impl StorageClient for FaultyClient {
         offset: u64,
         data: Bytes,
     ) -> Result<UploadProgress, StorageError> {
-        self.gate().await?;
-        self.inner.write_share(si, shnum, upload, offset, data).await
+        self.gate()
+            .await?
+            .write_share(si, shnum, upload, offset, data)
+            .await
     }
     async fn abort_upload(
         &self,
@@ -80,16 +95,14 @@ impl StorageClient for FaultyClient {
         shnum: ShareNum,
         upload: &UploadSecret,
     ) -> Result<(), StorageError> {
-        self.gate().await?;
-        self.inner.abort_upload(si, shnum, upload).await
+        self.gate().await?.abort_upload(si, shnum, upload).await
     }
     async fn list_shares(
         &self,
         kind: ShareKind,
         si: StorageIndex,
     ) -> Result<BTreeSet<ShareNum>, StorageError> {
-        self.gate().await?;
-        self.inner.list_shares(kind, si).await
+        self.gate().await?.list_shares(kind, si).await
     }
     async fn read_share(
         &self,
@@ -99,8 +112,7 @@ impl StorageClient for FaultyClient {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, StorageError> {
-        self.gate().await?;
-        self.inner.read_share(kind, si, shnum, offset, len).await
+        self.gate().await?.read_share(kind, si, shnum, offset, len).await
     }
     async fn advise_corrupt_share(
         &self,
@@ -109,12 +121,13 @@ impl StorageClient for FaultyClient {
         shnum: ShareNum,
         reason: &str,
     ) -> Result<(), StorageError> {
-        self.gate().await?;
-        self.inner.advise_corrupt_share(kind, si, shnum, reason).await
+        self.gate()
+            .await?
+            .advise_corrupt_share(kind, si, shnum, reason)
+            .await
     }
     async fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
-        self.gate().await?;
-        self.inner.add_or_renew_lease(si, lease).await
+        self.gate().await?.add_or_renew_lease(si, lease).await
     }
     async fn read_test_write(
         &self,
@@ -124,8 +137,10 @@ impl StorageClient for FaultyClient {
         tw: &std::collections::BTreeMap<ShareNum, TestWriteVectors>,
         read: &[ReadVector],
     ) -> Result<ReadTestWriteResult, StorageError> {
-        self.gate().await?;
-        self.inner.read_test_write(si, enabler, lease, tw, read).await
+        self.gate()
+            .await?
+            .read_test_write(si, enabler, lease, tw, read)
+            .await
     }
 }
 
@@ -166,9 +181,15 @@ impl TestGrid {
         let servers = stores
             .into_iter()
             .map(|(server, dir)| {
-                let inner = Box::new(LocalStorageClient::new(Arc::clone(&server)));
-                let client = Arc::new(FaultyClient { inner, state: AtomicU8::new(HEALTHY) });
-                TestServer { server, https: None, client, dir }
+                let client = Arc::new(FaultyClient::new(Arc::new(LocalStorageClient::new(Arc::clone(
+                    &server,
+                )))));
+                TestServer {
+                    server,
+                    https: None,
+                    client,
+                    dir,
+                }
             })
             .collect();
         Self::assemble(root, servers)
@@ -185,9 +206,13 @@ impl TestGrid {
                     let https = storage::testing::HttpsTestServer::start(Arc::clone(&server))
                         .await
                         .expect("start an HTTPS storage server");
-                    let inner = Box::new(https.client());
-                    let client = Arc::new(FaultyClient { inner, state: AtomicU8::new(HEALTHY) });
-                    servers.push(TestServer { server, https: Some(https), client, dir });
+                    let client = Arc::new(FaultyClient::new(Arc::new(https.client())));
+                    servers.push(TestServer {
+                        server,
+                        https: Some(https),
+                        client,
+                        dir,
+                    });
                 }
                 Self::assemble(root, servers)
             }
@@ -205,7 +230,10 @@ impl TestGrid {
                 let mut config = StorageConfig::new(dir.clone());
                 config.node_id = [i as u8; 20];
                 adjust(i, &mut config);
-                (Arc::new(StorageServer::open(config).expect("open a storage server")), dir)
+                (
+                    Arc::new(StorageServer::open(config).expect("open a storage server")),
+                    dir,
+                )
             })
             .collect();
         (root, stores)
@@ -215,7 +243,10 @@ impl TestGrid {
         TestGrid {
             _root: root,
             servers,
-            secrets: ClientSecrets { lease_secret: b"test lease secret".to_vec(), convergence: Some(vec![7; 32]) },
+            secrets: ClientSecrets {
+                lease_secret: b"test lease secret".to_vec(),
+                convergence: Some(vec![7; 32]),
+            },
             request_timeout: std::time::Duration::from_secs(2),
         }
     }
@@ -249,6 +280,34 @@ impl TestGrid {
     /// Makes server `i` healthy again.
     pub fn restore_server(&self, i: usize) {
         self.servers[i].client.state.store(HEALTHY, Ordering::SeqCst);
+    }
+
+    /// Restarts in-process server `i`: the store is closed (uploads in flight are lost, as when the
+    /// process dies) and opened again from its directory.
+    pub fn restart_server(&mut self, i: usize) {
+        let entry = &mut self.servers[i];
+        assert!(entry.https.is_none(), "restart_server is for in-process grids");
+        let config = entry.server.config().clone();
+        // Drop every handle on the old store so that its directory lock is released.
+        *entry
+            .client
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let scratch = StorageConfig::new(entry.dir.with_extension("restarting"));
+        let old = std::mem::replace(
+            &mut entry.server,
+            Arc::new(StorageServer::open(scratch).expect("scratch store")),
+        );
+        drop(old);
+        let reopened = Arc::new(StorageServer::open(config).expect("reopen the storage server"));
+        entry.server = Arc::clone(&reopened);
+        *entry
+            .client
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(LocalStorageClient::new(reopened)));
     }
 
     /// Every (server index, share number) holding an immutable share of `si`.
