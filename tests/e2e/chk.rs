@@ -192,9 +192,10 @@ fn ranged_reads_fetch_only_needed_segments() {
     });
 }
 
-/// Flips one bit of one share and reads the file back from all four shares: the plaintext must be
-/// right, and the share must be reported bad unless the bit lies where readers never look (the
-/// unused plaintext hash tree and the informational block/data size fields).
+/// Flips one bit of one share. Read from all four shares, the file comes back right (survived).
+/// Read from the damaged share and just one other, so that the damaged one must be used, the read
+/// either succeeds (the bit lies where readers never look: the unused plaintext hash tree or the
+/// informational block/data sizes) or fails with the damaged share named (detected).
 fn check_flipped_bit(
     shares: &[Vec<u8>],
     cap: filenode::cap::ChkCap,
@@ -205,24 +206,33 @@ fn check_flipped_bit(
 ) {
     let offsets = filenode::immutable::layout::ShareOffsets::parse(&shares[0]).unwrap();
     let unused = offsets.plaintext_hash_tree..offsets.crypttext_hash_tree;
+    let informational = offsets.version == 1 && (4..12).contains(&position);
+    let ignorable = unused.contains(&(position as u64)) || informational;
     let mut shares = shares.to_vec();
     shares[target][position] ^= 1 << bit;
-    // The damaged share comes first, so the reader validates and uses it (it reads only k shares).
-    let mut order = vec![target];
-    order.extend((0..4).filter(|&i| i != target));
-    let all = sources(&shares, &order);
-    let (got, bad) = futures::executor::block_on(async {
-        let reader = ChkReader::open(cap, all).await.unwrap();
-        let got = reader.read_to_vec(0, cap.size).await.unwrap();
-        (got, reader.bad_shares())
+    let where_ = format!("bit {bit} of byte {position} of share {target}");
+
+    let all = sources(&shares, &[0, 1, 2, 3]);
+    assert_eq!(read_all(cap, all).unwrap(), plaintext, "{where_}: not survived");
+
+    let other = (target + 1) % 4;
+    let pair = sources(&shares, &[target, other]);
+    let outcome = futures::executor::block_on(async {
+        let reader = ChkReader::open(cap, pair).await?;
+        reader.read_to_vec(0, cap.size).await
     });
-    assert_eq!(got, plaintext, "bit {bit} of byte {position} of share {target}");
-    let informational = offsets.version == 1 && (4..12).contains(&position);
-    if !unused.contains(&(position as u64)) && !informational {
-        assert!(
-            bad.iter().any(|b| b.contains(&format!("share {target}"))),
-            "a flipped bit {bit} at byte {position} of share {target} went unnoticed"
-        );
+    match outcome {
+        Ok(got) => {
+            assert_eq!(got, plaintext, "{where_}: wrong bytes");
+            assert!(ignorable, "{where_}: went unnoticed");
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&format!("share {target}")),
+                "{where_}: {message}"
+            );
+        }
     }
 }
 
@@ -336,6 +346,76 @@ fn share_size_is_known_before_encoding() {
         assert!(
             sink.shares.iter().all(|s| s.len() as u64 == predicted),
             "{size} {k}-of-{n}"
+        );
+    }
+}
+
+#[test]
+fn reads_prefer_fast_shares() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// A share that answers after `delay`, counting its reads.
+    struct Slow(MemoryShare, Duration, Arc<AtomicU64>);
+    impl ShareSource for Slow {
+        fn shnum(&self) -> u16 {
+            self.0.shnum()
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn read(
+            &self,
+            offset: u64,
+            len: u64,
+        ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, filenode::immutable::ShareReadError>> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            let delay = self.1;
+            Box::pin(async move {
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                self.0.read(offset, len).await
+            })
+        }
+    }
+
+    let params = ChkParams {
+        needed: 3,
+        total: 10,
+        max_segment_size: 999,
+    };
+    let plaintext = data(60_000, 21);
+    let (encoded, sink) = encode_bytes(&plaintext, [8; 16], &params).unwrap();
+    let counters: Vec<Arc<AtomicU64>> = (0..10).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sources: Vec<Arc<dyn ShareSource>> = (0..10)
+        .map(|i| {
+            // Shares 0 and 1, the ones a reader would otherwise prefer, are slow.
+            let delay = if i < 2 {
+                Duration::from_millis(20)
+            } else {
+                Duration::ZERO
+            };
+            let share = MemoryShare {
+                shnum: i as u16,
+                data: Arc::new(sink.shares[i].clone()),
+            };
+            Arc::new(Slow(share, delay, Arc::clone(&counters[i]))) as Arc<dyn ShareSource>
+        })
+        .collect();
+    let got = futures::executor::block_on(async {
+        let reader = ChkReader::open(encoded.cap, sources).await.unwrap();
+        reader.read_to_vec(0, encoded.cap.size).await.unwrap()
+    });
+    assert_eq!(got, plaintext);
+    let segments = encoded.uri_extension.num_segments;
+    assert!(segments > 50);
+    // The slow shares were validated but then barely used.
+    for (slow, counter) in counters.iter().enumerate().take(2) {
+        let reads = counter.load(Ordering::Relaxed);
+        assert!(
+            reads < 5,
+            "slow share {slow} was read {reads} times for {segments} segments"
         );
     }
 }

@@ -169,6 +169,40 @@ struct ValidShare {
     source: Arc<dyn ShareSource>,
     offsets: ShareOffsets,
     block_hashes: Vec<Hash>,
+    /// A moving average of this share's read latency, in microseconds.
+    latency_us: std::sync::atomic::AtomicU64,
+}
+
+impl ValidShare {
+    fn latency(&self) -> u64 {
+        self.latency_us.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record_latency(&self, sample: std::time::Duration) {
+        let sample = sample.as_micros() as u64;
+        let old = self.latency();
+        self.latency_us
+            .store((old * 3 + sample) / 4, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Picks `needed` shares among the good ones: the lowest share numbers among those that answer
+/// about as fast as the fastest (shares 0..k need no erasure decoding), then the next fastest.
+fn pick_fastest(good: &BTreeMap<u16, Arc<ValidShare>>, needed: usize) -> Vec<Arc<ValidShare>> {
+    let fastest = good.values().map(|s| s.latency()).min().unwrap_or(0);
+    let limit = fastest.saturating_mul(3).saturating_add(5_000);
+    let mut chosen: Vec<Arc<ValidShare>> = good
+        .values()
+        .filter(|s| s.latency() <= limit)
+        .take(needed)
+        .cloned()
+        .collect();
+    if chosen.len() < needed {
+        let mut slower: Vec<&Arc<ValidShare>> = good.values().filter(|s| s.latency() > limit).collect();
+        slower.sort_by_key(|s| s.latency());
+        chosen.extend(slower.into_iter().take(needed - chosen.len()).cloned());
+    }
+    chosen
 }
 
 #[derive(Default)]
@@ -218,7 +252,14 @@ impl ChkReader {
         let mut info: Option<Arc<FileInfo>> = None;
         while set.good.len() < needed as usize {
             let missing = needed as usize - set.good.len();
-            let batch = take_untried(&mut set, missing);
+            // The first round validates up to 2k distinct shares at once, so that the reader can
+            // prefer the fastest k; later rounds only make up for shares that failed.
+            let want = if set.good.is_empty() && set.bad.is_empty() {
+                2 * missing
+            } else {
+                missing
+            };
+            let batch = take_untried(&mut set, want);
             if batch.is_empty() {
                 break;
             }
@@ -347,7 +388,12 @@ impl ChkReader {
             let block_len = geometry.block_len(segnum);
             let reads = chosen.iter().map(|share| {
                 let offset = share.offsets.data + segnum * geometry.block_size();
-                async move { (share, share.source.read(offset, block_len).await) }
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = share.source.read(offset, block_len).await;
+                    share.record_latency(started.elapsed());
+                    (share, result)
+                }
             });
             let fetched = join_all(reads).await;
             let mut blocks = Vec::with_capacity(needed);
@@ -398,7 +444,7 @@ impl ChkReader {
             let batch = {
                 let mut set = self.lock();
                 if set.good.len() >= needed {
-                    return Ok(set.good.values().take(needed).cloned().collect());
+                    return Ok(pick_fastest(&set.good, needed));
                 }
                 let missing = needed - set.good.len();
                 let batch = take_untried(&mut set, missing);
@@ -495,6 +541,7 @@ async fn validate_share(
     if shnum >= cap.total {
         return Err(ShareProblem::LayoutMismatch);
     }
+    let started = std::time::Instant::now();
     let header = source
         .read(0, V2_HEADER_LEN)
         .await
@@ -634,6 +681,7 @@ async fn validate_share(
         source: Arc::clone(&source),
         offsets,
         block_hashes,
+        latency_us: std::sync::atomic::AtomicU64::new(started.elapsed().as_micros() as u64),
     };
     Ok((valid, file_info))
 }
