@@ -338,13 +338,10 @@ async fn allocate(
     let mut problems: Vec<String> = Vec::new();
     // Ask each candidate for its free space and the shares it already holds.
     let probes = join_all(ordered.iter().map(|server| async move {
-        let version = with_timeout(server.request_timeout, server.client.version()).await;
-        let existing = with_timeout(
-            server.request_timeout,
-            server.client.list_shares(ShareKind::Immutable, storage_index),
+        futures::join!(
+            with_timeout(server.request_timeout, server.client.version()),
+            with_timeout(server.request_timeout, server.client.list_shares(ShareKind::Immutable, storage_index)),
         )
-        .await;
-        (version, existing)
     }))
     .await;
     let mut candidates: Vec<Candidate> = Vec::new();
