@@ -339,3 +339,82 @@ async fn restarted_servers_keep_their_shares() {
     assert_eq!(second.happiness, 10);
     assert_eq!(read_back(&grid, &second.cap).await, other);
 }
+
+/// An endless deterministic input (an AES-CTR keystream), seekable like a file, generated on the fly
+/// so that the test itself holds no large buffer.
+struct Generated {
+    size: u64,
+    position: u64,
+}
+
+impl std::io::Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.size - self.position).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        filenode::crypto::aes_ctr_at(&[3; 16], self.position, &mut buf[..n]);
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Generated {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.position = match to {
+            std::io::SeekFrom::Start(n) => n,
+            std::io::SeekFrom::End(d) => (self.size as i64 + d) as u64,
+            std::io::SeekFrom::Current(d) => (self.position as i64 + d) as u64,
+        };
+        Ok(self.position)
+    }
+}
+
+fn peak_memory_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// 1 GiB up and down with flat memory. Slow tier: runs when TESSERA_SLOW_TESTS is set (.ci/run
+/// sets it for this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_round_trip_with_flat_memory() {
+    if std::env::var_os("TESSERA_SLOW_TESTS").is_none() {
+        eprintln!("note: set TESSERA_SLOW_TESTS=1 to run the 1 GiB test");
+        return;
+    }
+    let grid = TestGrid::new(10);
+    let size = 1u64 << 30;
+    let before = peak_memory_bytes();
+    let input = Generated { size, position: 0 };
+    let result = filenode::grid::upload::upload(
+        &grid.entries(),
+        &grid.secrets,
+        &UploadParams::default(),
+        input,
+        None,
+    )
+    .await
+    .unwrap();
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let reader = std::sync::Arc::new(open_chk(&grid.entries(), chk).await.unwrap());
+    let mut stream = reader.stream_range(0, size).unwrap();
+    let mut expected = Generated { size, position: 0 };
+    let mut offset = 0u64;
+    use futures::StreamExt;
+    use std::io::Read;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        let mut want = vec![0u8; chunk.len()];
+        expected.read_exact(&mut want).unwrap();
+        assert!(chunk == want, "mismatch at offset {offset}");
+        offset += chunk.len() as u64;
+    }
+    assert_eq!(offset, size);
+    let grown = peak_memory_bytes().saturating_sub(before);
+    assert!(
+        grown < 200_000_000,
+        "peak memory grew by {grown} bytes for a 1 GiB round trip"
+    );
+}

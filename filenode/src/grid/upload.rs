@@ -340,7 +340,10 @@ async fn allocate(
     let probes = join_all(ordered.iter().map(|server| async move {
         futures::join!(
             with_timeout(server.request_timeout, server.client.version()),
-            with_timeout(server.request_timeout, server.client.list_shares(ShareKind::Immutable, storage_index)),
+            with_timeout(
+                server.request_timeout,
+                server.client.list_shares(ShareKind::Immutable, storage_index)
+            ),
         )
     }))
     .await;
