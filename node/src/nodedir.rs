@@ -109,30 +109,14 @@ impl CreateNodeArgs {
 /// Creates a node directory.
 pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
-    if dir.exists()
-        && fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} already exists and is not empty; choose a new directory",
-            dir.display()
-        );
-    }
+    ensure_new_dir(dir)?;
     if crate::config::parse_size(&args.reserved_space).is_none() {
         bail!(
             "--reserved-space {:?} is not a size such as 1G, 500MB or 2GiB",
             args.reserved_space
         );
     }
-    let port = match args.listen_port {
-        Some(port) => port,
-        None => std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free TCP port; pass --listen-port")?
-            .port(),
-    };
+    let port = choose_port(args.listen_port)?;
     let location = args
         .location
         .clone()
@@ -254,6 +238,33 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a directory that exists and is not empty.
+fn ensure_new_dir(dir: &Path) -> anyhow::Result<()> {
+    let occupied = dir.exists()
+        && fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some();
+    if occupied {
+        bail!(
+            "{} already exists and is not empty; choose a new directory",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The given port, or a free one chosen now.
+fn choose_port(listen_port: Option<u16>) -> anyhow::Result<u16> {
+    match listen_port {
+        Some(port) => Ok(port),
+        None => Ok(std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free TCP port; pass --listen-port")?
+            .port()),
+    }
+}
+
 fn b32(bytes: &[u8]) -> String {
     storage::base32::encode(bytes)
 }
@@ -325,24 +336,8 @@ pub(crate) const INTRODUCER_MARKER: &str = "tahoe-introducer.tac";
 /// first runs.
 pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
-    if dir.exists()
-        && fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} already exists and is not empty; choose a new directory",
-            dir.display()
-        );
-    }
-    let port = match args.listen_port {
-        Some(port) => port,
-        None => std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free TCP port; pass --listen-port")?
-            .port(),
-    };
+    ensure_new_dir(dir)?;
+    let port = choose_port(args.listen_port)?;
     let location = args
         .location
         .clone()

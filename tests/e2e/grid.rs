@@ -13,6 +13,18 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Uploads with 4 KiB segments (many segments from small files) and unwraps.
+async fn put(grid: &TestGrid, plaintext: &[u8]) -> filenode::grid::upload::UploadResult {
+    upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &small_segments(),
+        plaintext.to_vec(),
+    )
+    .await
+    .unwrap()
+}
+
 fn small_segments() -> UploadParams {
     UploadParams {
         max_segment_size: 4096,
@@ -53,14 +65,7 @@ async fn files_of_interesting_sizes_round_trip(transport: Transport) {
 async fn download_survives_n_minus_k_broken_servers(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let plaintext = data(50_000, 3);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let result = put(&grid, &plaintext).await;
     for i in 0..7 {
         grid.break_server(i);
     }
@@ -83,14 +88,7 @@ async fn download_survives_n_minus_k_broken_servers(transport: Transport) {
 async fn corrupt_shares_are_routed_around_and_reported(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let plaintext = data(30_000, 5);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let result = put(&grid, &plaintext).await;
     let FileCap::Chk(chk) = result.cap.clone() else {
         panic!("CHK expected")
     };
@@ -117,14 +115,7 @@ async fn corrupt_shares_are_routed_around_and_reported(transport: Transport) {
 async fn deleted_shares_do_not_matter_while_k_remain(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let plaintext = data(20_000, 9);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let result = put(&grid, &plaintext).await;
     let FileCap::Chk(chk) = result.cap.clone() else {
         panic!("CHK expected")
     };
@@ -182,23 +173,9 @@ async fn unhappy_upload_is_a_clear_error(transport: Transport) {
 async fn a_second_upload_reuses_existing_shares(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let plaintext = data(40_000, 2);
-    let first = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let first = put(&grid, &plaintext).await;
     let used: u64 = grid.servers.iter().map(|s| s.server.status().used_space).sum();
-    let second = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let second = put(&grid, &plaintext).await;
     assert_eq!(first.cap, second.cap);
     let used_after: u64 = grid.servers.iter().map(|s| s.server.status().used_space).sum();
     assert_eq!(used, used_after, "no share stored twice");
@@ -223,14 +200,7 @@ async fn few_servers_hold_several_shares_each(transport: Transport) {
 async fn hung_servers_are_given_up_on(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let plaintext = data(60_000, 8);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let result = put(&grid, &plaintext).await;
     // Three servers stop answering: reads time out on them and move to other shares.
     for i in 0..3 {
         grid.hang_server(i);
@@ -238,9 +208,7 @@ async fn hung_servers_are_given_up_on(transport: Transport) {
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
     // An upload with hung servers places its shares on the rest (7 remain: still happy).
     let other = data(30_000, 9);
-    let result = upload_bytes(&grid.entries(), &grid.secrets, &small_segments(), other.clone())
-        .await
-        .unwrap();
+    let result = put(&grid, &other).await;
     assert!(result.happiness >= 7);
     for i in 0..3 {
         grid.restore_server(i);
@@ -319,23 +287,14 @@ over_both_transports!(
 async fn restarted_servers_keep_their_shares() {
     let mut grid = TestGrid::new(10);
     let plaintext = data(80_000, 12);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &small_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let result = put(&grid, &plaintext).await;
     for i in 0..10 {
         grid.restart_server(i);
     }
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
     // A second upload after the restarts is as good as the first.
     let other = data(30_000, 13);
-    let second = upload_bytes(&grid.entries(), &grid.secrets, &small_segments(), other.clone())
-        .await
-        .unwrap();
+    let second = put(&grid, &other).await;
     assert_eq!(second.happiness, 10);
     assert_eq!(read_back(&grid, &second.cap).await, other);
 }
