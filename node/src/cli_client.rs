@@ -236,7 +236,7 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "?".into());
             let since = server["connected_since"]
                 .as_u64()
-                .map(|t| format!(" since {t}"))
+                .map(|t| format!(" for {}", ago(t)))
                 .unwrap_or_default();
             let error = server["last_error"]
                 .as_str()
@@ -250,6 +250,21 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// How long ago a Unix time was, roughly: `42s`, `5m`, `3h`, `2d`.
+fn ago(unix_seconds: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let seconds = now.saturating_sub(unix_seconds);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86_400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
 }
 
 fn human_size(bytes: u64) -> String {
