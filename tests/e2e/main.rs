@@ -4,7 +4,8 @@
 //!   share files (from `../shared`, skipped with a message when absent) and our own committed vectors
 //!   (always run);
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
-//! - `grid`: upload/download over an in-process grid of real storage servers, with faults.
+//! - `grid`: upload/download over a grid of real storage servers, with faults;
+//! - `web`: the web gateway's router over a real grid.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -12,3 +13,4 @@ mod chk;
 mod grid;
 mod tidy;
 mod vectors;
+mod web;

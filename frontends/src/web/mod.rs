@@ -3,6 +3,7 @@
 //! requests, and `GET /?t=json` (grid status). The full API and the browser UI come with the
 //! web-gateway issue.
 
+mod download;
 mod error;
 
 use std::io::{Seek, SeekFrom};
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use filenode::cap::{Cap, FileCap};
 use filenode::grid::Grid;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
@@ -35,8 +36,9 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(welcome))
-        .route("/uri", axum::routing::put(put_uri))
+        .route("/uri", axum::routing::put(put_uri).get(get_uri_redirect))
         .route("/uri/{cap}", get(get_uri))
+        .route("/named/{cap}/{*name}", get(get_named))
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -149,73 +151,177 @@ async fn put_uri(
         .into_response())
 }
 
-/// `GET /uri/$CAP` and `HEAD`: stream the file, honouring single byte ranges.
+#[derive(Debug, Deserialize)]
+struct FileQuery {
+    t: Option<String>,
+    filename: Option<String>,
+    save: Option<String>,
+}
+
+fn parse_file_cap(text: &str) -> Result<FileCap, WebError> {
+    match Cap::parse(text)? {
+        Cap::File(file) => Ok(file),
+        other => Err(WebError::Unsupported(format!(
+            "{} caps are not served yet",
+            other.kind()
+        ))),
+    }
+}
+
+/// `GET`/`HEAD /uri/$CAP[?t=json|info|uri|readonly-uri][&filename=NAME][&save=true]`.
 async fn get_uri(
     State(state): State<WebState>,
     Path(cap_text): Path<String>,
+    Query(query): Query<FileQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let cap = Cap::parse(&cap_text)?;
-    let Cap::File(file) = cap else {
-        return Err(WebError::Unsupported(format!(
-            "{} caps are not served yet",
-            cap.kind()
-        )));
+    let file = parse_file_cap(&cap_text)?;
+    let options = download::DownloadOptions {
+        filename: query.filename.clone(),
+        save: query
+            .save
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
     };
-    let size = match &file {
-        FileCap::Lit(lit) => lit.data.len() as u64,
-        FileCap::Chk(chk) => chk.size,
-        other => {
-            return Err(WebError::Unsupported(format!(
-                "{} caps are not served yet",
-                other.kind()
-            )));
+    match query.t.as_deref().unwrap_or("") {
+        "" => download::serve_file(&state.grid, &file, &method, &headers, &options).await,
+        "json" => with_etag(
+            &file,
+            "json",
+            &headers,
+            "application/json",
+            file_json(&file).to_string(),
+        ),
+        "uri" => with_etag(&file, "uri", &headers, "text/plain", file.to_string()),
+        "readonly-uri" => {
+            let readonly = file.readonly().map(|c| c.to_string()).unwrap_or_default();
+            with_etag(&file, "readonly-uri", &headers, "text/plain", readonly)
         }
+        "info" => Ok((
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            info_page(&file),
+        )
+            .into_response()),
+        other => Err(WebError::BadRequest(format!("unknown t={other} for a file"))),
+    }
+}
+
+/// `GET /named/$CAP/NAME`: the file, with its type taken from NAME.
+async fn get_named(
+    State(state): State<WebState>,
+    Path((cap_text, name)): Path<(String, String)>,
+    Query(query): Query<FileQuery>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let file = parse_file_cap(&cap_text)?;
+    let filename = name
+        .rsplit('/')
+        .next()
+        .map(str::to_owned)
+        .filter(|n| !n.is_empty());
+    let options = download::DownloadOptions {
+        filename: query.filename.or(filename),
+        save: query
+            .save
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
     };
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(text) => match http_range_header::parse_range_header(text).and_then(|r| r.validate(size)) {
-            Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
-            Ok(_) => None,
-            Err(http_range_header::RangeUnsatisfiableError::Invalid(_)) => None,
-            Err(_) => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                )
-                    .into_response());
-            }
+    download::serve_file(&state.grid, &file, &method, &headers, &options).await
+}
+
+#[derive(Debug, Deserialize)]
+struct UriQuery {
+    uri: Option<String>,
+}
+
+/// `GET /uri?uri=$CAP`: a redirect to `/uri/$CAP` (the "open a cap" form).
+async fn get_uri_redirect(Query(query): Query<UriQuery>) -> Result<Response, WebError> {
+    let text = query
+        .uri
+        .ok_or_else(|| WebError::BadRequest("GET /uri needs ?uri=CAP".into()))?;
+    let cap = Cap::parse(text.trim())?;
+    let target = format!(
+        "/uri/{}",
+        percent_encoding::utf8_percent_encode(&cap.to_string(), percent_encoding::NON_ALPHANUMERIC)
+    );
+    Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response())
+}
+
+fn with_etag(
+    file: &FileCap,
+    variant: &str,
+    headers: &HeaderMap,
+    content_type: &str,
+    body: String,
+) -> Result<Response, WebError> {
+    let tag = download::etag(file, variant);
+    if let Some(tag) = &tag
+        && download::none_match(headers, tag)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag.clone())]).into_response());
+    }
+    let mut response = ([(header::CONTENT_TYPE, content_type.to_owned())], body).into_response();
+    if let Some(tag) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// Tahoe's `t=json` for a file: `["filenode", {...}]`.
+fn file_json(file: &FileCap) -> serde_json::Value {
+    let format = match file {
+        FileCap::Lit(_) => "LIT",
+        FileCap::Chk(_) | FileCap::ChkVerifier(_) => "CHK",
+        FileCap::Mutable(m) => match m.format {
+            filenode::cap::MutableFormat::Sdmf => "SDMF",
+            filenode::cap::MutableFormat::Mdmf => "MDMF",
         },
     };
-    let (status, start, len) = match &range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, *r.start(), r.end() - r.start() + 1),
-        None => (StatusCode::OK, 0, size),
-    };
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header("content-security-policy", "sandbox");
-    if let Some(r) = &range {
-        response = response.header(
-            header::CONTENT_RANGE,
-            format!("bytes {}-{}/{size}", r.start(), r.end()),
-        );
+    let mut details = serde_json::json!({ "mutable": file.is_mutable(), "format": format });
+    if let Some(size) = file.size() {
+        details["size"] = size.into();
     }
-    let body = if method == Method::HEAD || len == 0 {
-        Body::empty()
-    } else {
-        match file {
-            FileCap::Lit(lit) => Body::from(lit.data[start as usize..(start + len) as usize].to_vec()),
-            FileCap::Chk(chk) => {
-                let reader = Arc::new(state.grid.open_chk(chk).await?);
-                let stream = reader.stream_range(start, len)?.map_ok(bytes::Bytes::from);
-                Body::from_stream(stream)
-            }
-            _ => Body::empty(),
-        }
-    };
-    response.body(body).map_err(|e| WebError::Internal(e.to_string()))
+    if let Some(ro) = file.readonly() {
+        details["ro_uri"] = ro.to_string().into();
+    }
+    if let Some(verifier) = file.verifier() {
+        details["verify_uri"] = verifier.to_string().into();
+    }
+    if let Some(si) = file.storage_index() {
+        details["storage-index"] = si.to_string().into();
+    }
+    serde_json::json!(["filenode", details])
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `t=info`: the file's facts and caps, as HTML.
+fn info_page(file: &FileCap) -> String {
+    let mut rows = vec![("Kind", file.kind().to_owned())];
+    if let Some(size) = file.size() {
+        rows.push(("Size", format!("{size} bytes")));
+    }
+    if let Some(si) = file.storage_index() {
+        rows.push(("Storage index", si.to_string()));
+    }
+    if let Some(ro) = file.readonly() {
+        rows.push(("Read-only cap", ro.to_string()));
+    }
+    if let Some(verifier) = file.verifier() {
+        rows.push(("Verify cap", verifier.to_string()));
+    }
+    let body: String = rows
+        .into_iter()
+        .map(|(k, v)| format!("<tr><th>{}</th><td><code>{}</code></td></tr>", k, escape_html(&v)))
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>File info</title></head><body><h1>File info</h1><table>{body}</table></body></html>"
+    )
 }

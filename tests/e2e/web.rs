@@ -1,0 +1,287 @@
+//! The web gateway's router, in process over a real grid: uploads, downloads with every Range
+//! shape, ETags and conditional requests, names, types and dispositions, `t=` views, redirects and
+//! error statuses.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use filenode::grid::Grid;
+use filenode::grid::upload::UploadParams;
+use frontends::web::{WebState, router};
+use http_body_util::BodyExt;
+use tests::grid::TestGrid;
+use tower::ServiceExt;
+
+struct Gateway {
+    grid: TestGrid,
+    app: axum::Router,
+}
+
+impl Gateway {
+    fn new() -> Gateway {
+        let grid = TestGrid::new(10);
+        // Small segments, so that modest files span several of them.
+        let params = UploadParams {
+            max_segment_size: 4096,
+            ..UploadParams::default()
+        };
+        let client = Arc::new(Grid::new(grid.secrets.clone(), params));
+        client.set_servers(grid.entries());
+        let app = router(WebState {
+            grid: client,
+            nickname: "test".into(),
+        });
+        Gateway { grid, app }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, headers, body)
+    }
+
+    async fn get(&self, uri: &str, extra: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut request = Request::get(uri);
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn put(&self, data: &[u8]) -> String {
+        let (status, _, body) = self
+            .send(Request::put("/uri").body(Body::from(data.to_vec())).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        String::from_utf8(body).unwrap()
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_of_every_shape() {
+    let gw = Gateway::new();
+    let content = data(20_000); // five segments of 4 KiB
+    let cap = gw.put(&content).await;
+    let uri = format!("/uri/{cap}");
+
+    let (status, headers, body) = gw.get(&uri, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, content);
+    assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(headers[header::CONTENT_LENGTH], "20000");
+    assert_eq!(headers["content-security-policy"], "sandbox");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+
+    let cases: [(&str, usize, usize); 5] = [
+        ("bytes=0-0", 0, 0),
+        ("bytes=-1", 19_999, 19_999),
+        ("bytes=-999999", 0, 19_999),
+        ("bytes=4090-8200", 4090, 8200), // spans segment boundaries
+        ("bytes=19000-", 19_000, 19_999),
+    ];
+    for (range, start, end) in cases {
+        let (status, headers, body) = gw.get(&uri, &[("range", range)]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            headers[header::CONTENT_RANGE],
+            format!("bytes {start}-{end}/20000"),
+            "{range}"
+        );
+        assert_eq!(body, content[start..=end], "{range}");
+    }
+    let (status, headers, _) = gw.get(&uri, &[("range", "bytes=20000-20010")]).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes */20000");
+    let (status, _, body) = gw.get(&uri, &[("range", "lines=1-2")]).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 20_000));
+
+    // Several ranges: multipart/byteranges with each part's bytes.
+    let (status, headers, body) = gw.get(&uri, &[("range", "bytes=0-9,15000-15009")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    let content_type = headers[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap();
+    assert_eq!(headers[header::CONTENT_LENGTH], body.len().to_string());
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(&format!("--{boundary}\r\n")) && text.ends_with(&format!("--{boundary}--\r\n")));
+    assert!(
+        text.contains("Content-Range: bytes 0-9/20000")
+            && text.contains("Content-Range: bytes 15000-15009/20000")
+    );
+    let first = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&body[first..first + 10], &content[0..10]);
+
+    // HEAD: the same headers, no body.
+    let (status, headers, body) = gw
+        .send(
+            Request::head(&uri)
+                .header("range", "bytes=5-9")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[header::CONTENT_LENGTH], "5");
+    assert!(body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_small_files() {
+    let gw = Gateway::new();
+    let cap = gw.put(b"").await;
+    assert_eq!(cap, "URI:LIT:");
+    let (status, _, body) = gw.get("/uri/URI:LIT:", &[]).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    let (status, headers, _) = gw.get("/uri/URI:LIT:", &[("range", "bytes=0-0")]).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes */0");
+    let cap = gw.put(b"hello").await;
+    let (status, _, body) = gw.get(&format!("/uri/{cap}"), &[("range", "bytes=1-3")]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &b"ell"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_and_conditional_requests() {
+    let gw = Gateway::new();
+    let content = data(10_000);
+    let cap = gw.put(&content).await;
+    let uri = format!("/uri/{cap}");
+    let (_, headers, _) = gw.get(&uri, &[]).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with("-\""), "{etag}");
+    for candidate in [etag.as_str(), etag.trim_matches('"'), "*", "\"other\", W/ETAG"] {
+        let candidate = candidate.replace("ETAG", &etag);
+        let (status, _, body) = gw.get(&uri, &[("if-none-match", candidate.as_str())]).await;
+        if candidate.contains("other") {
+            assert_eq!(
+                status,
+                StatusCode::NOT_MODIFIED,
+                "weak form of the tag also matches"
+            );
+        } else {
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{candidate}");
+        }
+        assert!(body.is_empty());
+    }
+    let (status, _, body) = gw.get(&uri, &[("if-none-match", "\"something-else\"")]).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 10_000));
+    // If-Range: a matching tag keeps the range, anything else gets the whole file.
+    let (status, _, body) = gw
+        .get(&uri, &[("range", "bytes=0-9"), ("if-range", etag.as_str())])
+        .await;
+    assert_eq!((status, body.len()), (StatusCode::PARTIAL_CONTENT, 10));
+    let (status, _, body) = gw
+        .get(&uri, &[("range", "bytes=0-9"), ("if-range", "\"stale\"")])
+        .await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 10_000));
+    // t=json has its own tag.
+    let (_, headers, _) = gw.get(&format!("{uri}?t=json"), &[]).await;
+    assert!(headers[header::ETAG].to_str().unwrap().ends_with("-json\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_types_and_dispositions() {
+    let gw = Gateway::new();
+    let cap = gw.put(&data(3000)).await;
+    let (_, headers, _) = gw.get(&format!("/named/{cap}/photo.png"), &[]).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "image/png");
+    let (_, headers, _) = gw.get(&format!("/named/{cap}/notes.unknownext"), &[]).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
+    let (_, headers, _) = gw.get(&format!("/named/{cap}/archive.tar.gz"), &[]).await;
+    assert!(
+        headers.get(header::CONTENT_ENCODING).is_none(),
+        "no Content-Encoding surprise for .gz"
+    );
+    let (_, headers, _) = gw.get(&format!("/uri/{cap}?filename=movie.mp4"), &[]).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "video/mp4");
+    let (_, headers, _) = gw
+        .get(
+            &format!("/uri/{cap}?filename=r%C3%A9sum%C3%A9.pdf&save=true"),
+            &[],
+        )
+        .await;
+    let disposition = headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"r_sum_.pdf\""),
+        "{disposition}"
+    );
+    assert!(
+        disposition.contains("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
+        "{disposition}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_redirects_and_errors() {
+    let gw = Gateway::new();
+    let cap = gw.put(&data(5000)).await;
+    let (status, _, body) = gw.get(&format!("/uri/{cap}?t=json"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json[0], "filenode");
+    assert_eq!(json[1]["size"], 5000);
+    assert_eq!(json[1]["format"], "CHK");
+    assert_eq!(json[1]["mutable"], false);
+    assert!(
+        json[1]["verify_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("URI:CHK-Verifier:")
+    );
+    let (_, _, body) = gw.get(&format!("/uri/{cap}?t=uri"), &[]).await;
+    assert_eq!(String::from_utf8(body).unwrap(), cap);
+    let (_, _, body) = gw.get(&format!("/uri/{cap}?t=readonly-uri"), &[]).await;
+    assert_eq!(String::from_utf8(body).unwrap(), cap);
+    let (status, headers, body) = gw.get(&format!("/uri/{cap}?t=info"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(String::from_utf8(body).unwrap().contains("URI:CHK-Verifier:"));
+    let (status, headers, _) = gw.get(&format!("/uri?uri={cap}"), &[]).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(
+        headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/uri/URI%3ACHK%3A")
+    );
+
+    let (status, _, body) = gw.get(&format!("/uri/{cap}?t=bogus"), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8(body).unwrap().contains("t=bogus"));
+    let (status, _, body) = gw.get("/uri/URI:CHK:nonsense", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8(body).unwrap().contains("URI:CHK"));
+
+    for i in 0..8 {
+        gw.grid.break_server(i);
+    }
+    let (status, _, body) = gw.get(&format!("/uri/{cap}"), &[]).await;
+    assert_eq!(status, StatusCode::GONE);
+    let message = String::from_utf8(body).unwrap();
+    assert!(
+        message.starts_with("not enough good shares (needed 3, found 2)"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&cap),
+        "error bodies never echo caps they did not contain"
+    );
+}
