@@ -198,10 +198,7 @@ async fn start_gateway(
     info!(port, "web gateway listening");
     grid.probe().await;
     crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
-    let router = frontends::web::router(frontends::web::WebState {
-        grid,
-        nickname: config.nickname.clone(),
-    });
+    let router = frontends::web::router(frontends::web::WebState::new(grid, config.nickname.clone()));
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {
         axum::serve(listener, router)

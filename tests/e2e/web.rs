@@ -28,10 +28,7 @@ impl Gateway {
         };
         let client = Arc::new(Grid::new(grid.secrets.clone(), params));
         client.set_servers(grid.entries());
-        let app = router(WebState {
-            grid: client,
-            nickname: "test".into(),
-        });
+        let app = router(WebState::new(client, "test"));
         Gateway { grid, app }
     }
 
@@ -283,5 +280,77 @@ async fn views_redirects_and_errors() {
     assert!(
         !message.contains(&cap),
         "error bodies never echo caps they did not contain"
+    );
+}
+
+fn multipart(boundary: &str, filename: &str, content: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_uploads_and_pages() {
+    let gw = Gateway::new();
+    let content = data(3_000_000); // beyond axum's default 2 MB body limit
+    let form = |query: &str, name: &str| {
+        Request::post(format!("/uri?{query}"))
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(Body::from(multipart("XyZ", name, &content)))
+            .unwrap()
+    };
+    let (status, _, body) = gw.send(form("t=upload", "a.bin")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let cap = String::from_utf8(body).unwrap();
+    assert_eq!(gw.get(&format!("/uri/{cap}"), &[]).await.2, content);
+    // The browser form: a redirect to the file's page, keeping the name.
+    let (status, headers, _) = gw
+        .send(form(
+            "t=upload&redirect_to_result=true",
+            "<b>r\u{e9}sum\u{e9}.pdf",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/uri/URI%3ACHK%3A") && location.contains("t=info&filename="),
+        "{location}"
+    );
+    let (status, headers, page) = gw.get(&location, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains(&cap) && page.contains("URI:CHK-Verifier:"),
+        "the page lists the caps"
+    );
+    assert!(
+        page.contains("&lt;b&gt;r\u{e9}sum\u{e9}.pdf") && !page.contains("<b>r"),
+        "names are escaped"
+    );
+    assert!(page.contains("save=true"));
+    // Bad forms are 400s that say why.
+    let (status, _, body) = gw.send(form("t=mkdir", "x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8(body).unwrap().contains("t=mkdir"));
+
+    // The welcome page lists the servers and offers the forms, with no external resources.
+    let (status, _, page) = gw.get("/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("server00") && page.contains("Upload a file") && page.contains("Open a cap"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN or network fetch"
     );
 }

@@ -5,6 +5,7 @@
 
 mod download;
 mod error;
+mod pages;
 
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 pub use error::WebError;
+pub use pages::Pages;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -30,16 +32,34 @@ pub struct WebState {
     pub grid: Arc<Grid>,
     /// The node's nickname, shown in status.
     pub nickname: String,
+    /// The HTML page renderer.
+    pub pages: Arc<Pages>,
+}
+
+impl WebState {
+    /// A gateway over `grid` with the built-in (or `TESSERA_TEMPLATES_DIR`) templates.
+    pub fn new(grid: Arc<Grid>, nickname: impl Into<String>) -> Self {
+        WebState {
+            grid,
+            nickname: nickname.into(),
+            pages: Arc::new(Pages::new()),
+        }
+    }
 }
 
 /// The gateway's router.
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(welcome))
-        .route("/uri", axum::routing::put(put_uri).get(get_uri_redirect))
+        .route(
+            "/uri",
+            axum::routing::put(put_uri).get(get_uri_redirect).post(post_uri),
+        )
         .route("/uri/{cap}", get(get_uri))
         .route("/named/{cap}/{*name}", get(get_named))
         .with_state(state)
+        // Uploads of any size stream to a spool file; axum's 2 MB default would refuse them.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -84,14 +104,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
             });
             Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
         }
-        None => Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!(
-                "Tessera gateway {}\nGET /?t=json for the grid status.\n",
-                state.nickname
-            ),
-        )
-            .into_response()),
+        None => welcome_page(&state),
         Some(other) => Err(WebError::BadRequest(format!("unknown t={other} for /"))),
     }
 }
@@ -198,11 +211,7 @@ async fn get_uri(
             let readonly = file.readonly().map(|c| c.to_string()).unwrap_or_default();
             with_etag(&file, "readonly-uri", &headers, "text/plain", readonly)
         }
-        "info" => Ok((
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            info_page(&file),
-        )
-            .into_response()),
+        "info" => file_page(&state, &file, query.filename.as_deref()),
         other => Err(WebError::BadRequest(format!("unknown t={other} for a file"))),
     }
 }
@@ -295,33 +304,176 @@ fn file_json(file: &FileCap) -> serde_json::Value {
     serde_json::json!(["filenode", details])
 }
 
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+fn html(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
-/// `t=info`: the file's facts and caps, as HTML.
-fn info_page(file: &FileCap) -> String {
-    let mut rows = vec![("Kind", file.kind().to_owned())];
-    if let Some(size) = file.size() {
-        rows.push(("Size", format!("{size} bytes")));
+/// Sizes for people: 1.5 MB, 320 kB.
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
     }
-    if let Some(si) = file.storage_index() {
-        rows.push(("Storage index", si.to_string()));
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
     }
+}
+
+/// `GET /`: the welcome page.
+fn welcome_page(state: &WebState) -> Result<Response, WebError> {
+    let servers: Vec<minijinja::Value> = state
+        .grid
+        .servers_with_status()
+        .into_iter()
+        .map(|(entry, status)| {
+            minijinja::context! {
+                nickname => entry.nickname,
+                server_id => entry.server_id,
+                connected => status.connected,
+                last_error => status.last_error,
+                available => status.available_space.map(human_size).unwrap_or_else(|| "?".into()),
+            }
+        })
+        .collect();
+    let connected = state
+        .grid
+        .servers_with_status()
+        .iter()
+        .filter(|(_, s)| s.connected)
+        .count();
+    let params = state.grid.params();
+    let page = state.pages.render(
+        "welcome.html",
+        minijinja::context! {
+            nickname => state.nickname.clone(),
+            version => concat!("tessera/", env!("CARGO_PKG_VERSION")),
+            servers => servers,
+            connected => connected,
+            needed => params.needed,
+            happy => params.happy,
+            total => params.total,
+        },
+    )?;
+    Ok(html(page))
+}
+
+/// `t=info`: the file's page.
+fn file_page(state: &WebState, file: &FileCap, name: Option<&str>) -> Result<Response, WebError> {
+    let cap_text = file.to_string();
+    let encoded =
+        percent_encoding::utf8_percent_encode(&cap_text, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut caps = Vec::new();
     if let Some(ro) = file.readonly() {
-        rows.push(("Read-only cap", ro.to_string()));
+        caps.push(minijinja::context! { label => "Read cap", value => ro.to_string() });
     }
     if let Some(verifier) = file.verifier() {
-        rows.push(("Verify cap", verifier.to_string()));
+        caps.push(minijinja::context! { label => "Verify cap", value => verifier.to_string() });
     }
-    let body: String = rows
-        .into_iter()
-        .map(|(k, v)| format!("<tr><th>{}</th><td><code>{}</code></td></tr>", k, escape_html(&v)))
-        .collect();
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>File info</title></head><body><h1>File info</h1><table>{body}</table></body></html>"
-    )
+    let name_query = name
+        .map(|n| {
+            format!(
+                "filename={}",
+                percent_encoding::utf8_percent_encode(n, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .unwrap_or_default();
+    let download_url = match name {
+        Some(n) => format!(
+            "/named/{encoded}/{}",
+            percent_encoding::utf8_percent_encode(n, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => format!("/uri/{encoded}"),
+    };
+    let save_url = format!("/uri/{encoded}?save=true&{name_query}");
+    let page = state.pages.render(
+        "file.html",
+        minijinja::context! {
+            nickname => state.nickname.clone(),
+            name => name,
+            kind => file.kind(),
+            size_text => file.size().map(|s| format!("{} ({s} bytes)", human_size(s))).unwrap_or_else(|| "unknown".into()),
+            storage_index => file.storage_index().map(|si| si.to_string()),
+            caps => caps,
+            download_url => download_url,
+            save_url => save_url,
+        },
+    )?;
+    Ok(html(page))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostQuery {
+    t: Option<String>,
+    redirect_to_result: Option<String>,
+    convergence: Option<String>,
+}
+
+/// `POST /uri?t=upload`: a multipart form's `file` field becomes an immutable file; the answer is
+/// its cap, or with `redirect_to_result=true` a redirect to the file's page. The field is spooled
+/// to an unlinked temporary file as it arrives.
+async fn post_uri(
+    State(state): State<WebState>,
+    Query(query): Query<PostQuery>,
+    mut multipart: axum::extract::Multipart,
+) -> Result<Response, WebError> {
+    match query.t.as_deref() {
+        Some("upload") => {}
+        Some(other) => return Err(WebError::BadRequest(format!("unknown t={other} for POST /uri"))),
+        None => return Err(WebError::BadRequest("POST /uri needs t=upload".into())),
+    }
+    let convergent = query.convergence.as_deref() != Some("false");
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| WebError::Body(e.to_string()))?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().map(str::to_owned);
+        let spool = tokio::task::spawn_blocking(tempfile::tempfile)
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))?
+            .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
+        let mut spool = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
+        while let Some(chunk) = field.chunk().await.map_err(|e| WebError::Body(e.to_string()))? {
+            spool
+                .write_all(&chunk)
+                .await
+                .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
+        }
+        spool
+            .flush()
+            .await
+            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
+        let mut file = spool.into_inner().into_std().await;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+        let result = if convergent {
+            state.grid.upload(file, None).await?
+        } else {
+            state.grid.upload_without_convergence(file, None).await?
+        };
+        let cap = result.cap.to_string();
+        if query.redirect_to_result.as_deref() == Some("true") {
+            let mut target = format!(
+                "/uri/{}?t=info",
+                percent_encoding::utf8_percent_encode(&cap, percent_encoding::NON_ALPHANUMERIC)
+            );
+            if let Some(name) = filename {
+                target.push_str(&format!(
+                    "&filename={}",
+                    percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+                ));
+            }
+            return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response());
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/plain")], cap).into_response());
+    }
+    Err(WebError::BadRequest("the form has no `file` field".into()))
 }
