@@ -354,3 +354,28 @@ async fn form_uploads_and_pages() {
         "no CDN or network fetch"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_statistics() {
+    let gw = Gateway::new();
+    gw.put(&data(1000)).await;
+    let (status, headers, body) = gw.get("/statistics?t=openmetrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("tessera_uploads_total 1\n"), "{text}");
+    assert!(text.contains("tessera_uploaded_bytes_total 1000\n"), "{text}");
+    assert!(text.contains("tessera_storage_servers_known 10\n"), "{text}");
+    assert!(
+        text.contains("tessera_web_responses_total{class=\"2xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    let (status, _, _) = gw.get("/statistics", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

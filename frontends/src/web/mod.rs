@@ -5,6 +5,7 @@
 
 mod download;
 mod error;
+mod metrics;
 mod pages;
 
 use std::io::{Seek, SeekFrom};
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 pub use error::WebError;
+pub use metrics::{Metrics, redact_path};
 pub use pages::Pages;
 
 /// What the handlers share.
@@ -34,6 +36,8 @@ pub struct WebState {
     pub nickname: String,
     /// The HTML page renderer.
     pub pages: Arc<Pages>,
+    /// Counters for `/statistics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl WebState {
@@ -43,6 +47,7 @@ impl WebState {
             grid,
             nickname: nickname.into(),
             pages: Arc::new(Pages::new()),
+            metrics: Arc::default(),
         }
     }
 }
@@ -57,6 +62,11 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/uri/{cap}", get(get_uri))
         .route("/named/{cap}/{*name}", get(get_named))
+        .route("/statistics", get(statistics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::access_log,
+        ))
         .with_state(state)
         // Uploads of any size stream to a spool file; axum's 2 MB default would refuse them.
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -156,6 +166,7 @@ async fn put_uri(
     } else {
         state.grid.upload_without_convergence(file, None).await?
     };
+    state.metrics.record_upload(result.size);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
@@ -302,6 +313,30 @@ fn file_json(file: &FileCap) -> serde_json::Value {
         details["storage-index"] = si.to_string().into();
     }
     serde_json::json!(["filenode", details])
+}
+
+/// `GET /statistics?t=openmetrics`: counters for Prometheus.
+async fn statistics(
+    State(state): State<WebState>,
+    Query(query): Query<TQuery>,
+) -> Result<Response, WebError> {
+    match query.t.as_deref() {
+        Some("openmetrics") => {
+            let servers = state.grid.servers_with_status();
+            let connected = servers.iter().filter(|(_, s)| s.connected).count();
+            Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                state.metrics.openmetrics(servers.len(), connected),
+            )
+                .into_response())
+        }
+        _ => Err(WebError::BadRequest(
+            "GET /statistics supports t=openmetrics".into(),
+        )),
+    }
 }
 
 fn html(body: String) -> Response {
@@ -459,6 +494,7 @@ async fn post_uri(
         } else {
             state.grid.upload_without_convergence(file, None).await?
         };
+        state.metrics.record_upload(result.size);
         let cap = result.cap.to_string();
         if query.redirect_to_result.as_deref() == Some("true") {
             let mut target = format!(
