@@ -254,6 +254,7 @@ async fn get_named(
 #[derive(Debug, Deserialize)]
 struct UriQuery {
     uri: Option<String>,
+    t: Option<String>,
 }
 
 /// `GET /uri?uri=$CAP`: a redirect to `/uri/$CAP` (the "open a cap" form).
@@ -262,10 +263,14 @@ async fn get_uri_redirect(Query(query): Query<UriQuery>) -> Result<Response, Web
         .uri
         .ok_or_else(|| WebError::BadRequest("GET /uri needs ?uri=CAP".into()))?;
     let cap = Cap::parse(text.trim())?;
-    let target = format!(
+    let mut target = format!(
         "/uri/{}",
         percent_encoding::utf8_percent_encode(&cap.to_string(), percent_encoding::NON_ALPHANUMERIC)
     );
+    // The "open a cap" form asks for the file's page rather than its bytes.
+    if let Some(t) = query.t.filter(|t| t == "info" || t == "json") {
+        target.push_str(&format!("?t={t}"));
+    }
     Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response())
 }
 
