@@ -267,6 +267,23 @@ async fn views_redirects_and_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8(body).unwrap().contains("URI:CHK"));
 
+    // A browser gets the same error as a readable page.
+    let (status, headers, body) = gw
+        .get("/uri/URI:CHK:nonsense", &[("accept", "text/html,*/*")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("400 Bad Request") && page.contains("URI:CHK"),
+        "{page}"
+    );
+
     for i in 0..8 {
         gw.grid.break_server(i);
     }

@@ -63,6 +63,7 @@ pub fn router(state: WebState) -> Router {
         .route("/uri/{cap}", get(get_uri))
         .route("/named/{cap}/{*name}", get(get_named))
         .route("/statistics", get(statistics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::access_log,
@@ -318,6 +319,51 @@ fn file_json(file: &FileCap) -> serde_json::Value {
         details["storage-index"] = si.to_string().into();
     }
     serde_json::json!(["filenode", details])
+}
+
+/// Browsers (requests that accept HTML) get errors as a readable page; tools keep the plain text.
+async fn html_errors(
+    State(state): State<WebState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !wants_html || !plain || status.as_u16() < 400 {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let message = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let page = state.pages.render(
+        "error.html",
+        minijinja::context! {
+            nickname => state.nickname.clone(),
+            status => status.as_u16(),
+            reason => status.canonical_reason().unwrap_or(""),
+            message => message,
+        },
+    );
+    match page {
+        Ok(page) => {
+            let mut response = html(page);
+            *response.status_mut() = status;
+            response
+        }
+        Err(_) => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 /// `GET /statistics?t=openmetrics`: counters for Prometheus.

@@ -7,7 +7,8 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 3] = [
+const BUILT_IN: [(&str, &str); 4] = [
+    ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
         "welcome.html",
