@@ -3,7 +3,7 @@
 // not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR
 import { chromium } from "playwright-core";
 import { randomBytes, createHash } from "node:crypto";
-import { writeFileSync, statSync } from "node:fs";
+import { writeFileSync, statSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 const [url, outDir] = process.argv.slice(2);
@@ -12,7 +12,7 @@ const sha = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  args: ["--headless", "--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 try {
@@ -53,6 +53,38 @@ try {
   await page.fill("input[name=uri]", readCap);
   await Promise.all([page.waitForURL(/t=info/), page.click("form.row button")]);
   if (!(await page.textContent("main")).includes(readCap)) fail("open a cap did not reach the file's page");
+
+  // A video stored in the grid plays and seeks: the browser fetches it with Range requests.
+  const clip = readFileSync(new URL("fixtures/clip.webm", import.meta.url));
+  const clipCap = await page.evaluate(async (bytes) => {
+    const r = await fetch("/uri", { method: "PUT", body: new Uint8Array(bytes) });
+    return (await r.text()).trim();
+  }, Array.from(clip));
+  if (!clipCap.startsWith("URI:CHK:")) fail(`video upload failed: ${clipCap}`);
+  const partial = [];
+  page.on("response", (r) => { if (r.url().includes("clip.webm") && r.status() === 206) partial.push(r.headers()["content-range"]); });
+  const played = await page.evaluate(async (src) => {
+    const video = document.createElement("video");
+    video.muted = true;
+    video.src = src;
+    document.body.appendChild(video);
+    const once = (name) => new Promise((ok, no) => {
+      video.addEventListener(name, ok, { once: true });
+      video.addEventListener("error", () => no(new Error(`video error ${video.error && video.error.code}`)), { once: true });
+    });
+    await video.play();
+    await new Promise((ok) => setTimeout(ok, 700));
+    const advanced = video.currentTime;
+    video.currentTime = 4.5;
+    await once("seeked");
+    return { duration: video.duration, advanced, seekedTo: video.currentTime, width: video.videoWidth };
+  }, `/named/${encodeURIComponent(clipCap)}/clip.webm`);
+  if (!(played.advanced > 0)) fail(`the video did not play: ${JSON.stringify(played)}`);
+  if (Math.abs(played.duration - 6) > 0.2 || Math.abs(played.seekedTo - 4.5) > 0.3 || played.width !== 160) {
+    fail(`the video did not seek as expected: ${JSON.stringify(played)}`);
+  }
+  if (partial.length === 0) fail("the video was not fetched with Range requests (no 206 answers)");
+  console.log(`ok: a WebM video stored in the grid plays and seeks in Chromium (${partial.length} range responses)`);
 
   if (blocked.length) fail(`the UI fetched outside the gateway: ${blocked.join(", ")}`);
   // A blank page compresses to a few kB; the rendered welcome page must be richer than that.
