@@ -267,6 +267,16 @@ async fn views_redirects_and_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8(body).unwrap().contains("URI:CHK"));
 
+    // Tahoe's format= parameter: CHK works, mutable formats are 501 for now, nonsense is 400.
+    let put = |query: &str| {
+        Request::put(format!("/uri?{query}"))
+            .body(Body::from(vec![1u8; 100]))
+            .unwrap()
+    };
+    assert_eq!(gw.send(put("format=CHK")).await.0, StatusCode::OK);
+    assert_eq!(gw.send(put("format=MDMF")).await.0, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(gw.send(put("format=ZIP")).await.0, StatusCode::BAD_REQUEST);
+
     // A browser gets the same error as a readable page.
     let (status, headers, body) = gw
         .get("/uri/URI:CHK:nonsense", &[("accept", "text/html,*/*")])

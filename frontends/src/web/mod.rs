@@ -126,6 +126,21 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
 struct PutQuery {
     /// `false` uploads with a random key (Tessera's extension of Tahoe's API).
     convergence: Option<String>,
+    /// Tahoe's `format=`: CHK (the default) is what this gateway stores today.
+    format: Option<String>,
+}
+
+/// Checks Tahoe's `format=` parameter: immutable CHK is served; mutable formats are not yet.
+fn check_format(format: Option<&str>) -> Result<(), WebError> {
+    match format.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("CHK") => Ok(()),
+        Some("SDMF" | "MDMF") => Err(WebError::Unsupported(
+            "mutable files (format=SDMF/MDMF) are not supported by this gateway yet".into(),
+        )),
+        Some(other) => Err(WebError::BadRequest(format!(
+            "unknown format={other}: expected CHK, SDMF or MDMF"
+        ))),
+    }
 }
 
 async fn put_uri(
@@ -133,6 +148,7 @@ async fn put_uri(
     Query(query): Query<PutQuery>,
     body: Body,
 ) -> Result<Response, WebError> {
+    check_format(query.format.as_deref())?;
     let convergent = match query.convergence.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
@@ -497,6 +513,7 @@ struct PostQuery {
     t: Option<String>,
     redirect_to_result: Option<String>,
     convergence: Option<String>,
+    format: Option<String>,
 }
 
 /// `POST /uri?t=upload`: a multipart form's `file` field becomes an immutable file; the answer is
@@ -512,6 +529,7 @@ async fn post_uri(
         Some(other) => return Err(WebError::BadRequest(format!("unknown t={other} for POST /uri"))),
         None => return Err(WebError::BadRequest("POST /uri needs t=upload".into())),
     }
+    check_format(query.format.as_deref())?;
     let convergent = query.convergence.as_deref() != Some("false");
     while let Some(mut field) = multipart
         .next_field()
