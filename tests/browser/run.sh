@@ -2,8 +2,9 @@
 # Runs tests/browser/ui.mjs against a real devgrid gateway (run by .ci/run).
 # Usage: tests/browser/run.sh [path/to/tessera]
 set -euo pipefail
+ROOT=$(realpath "$(dirname "$0")/../..")
+TESSERA=$(realpath "${1:-$ROOT/target/debug/tessera}")
 cd "$(dirname "$0")"
-TESSERA=$(realpath "${1:-../../target/debug/tessera}")
 [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund --silent
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
