@@ -232,7 +232,7 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
             };
             let space = server["available_space"]
                 .as_u64()
-                .map(human_size)
+                .map(frontends::web::human_size)
                 .unwrap_or_else(|| "?".into());
             let since = server["connected_since"]
                 .as_u64()
@@ -264,20 +264,5 @@ fn ago(unix_seconds: u64) -> String {
         60..3600 => format!("{}m", seconds / 60),
         3600..86_400 => format!("{}h", seconds / 3600),
         _ => format!("{}d", seconds / 86_400),
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
     }
 }

@@ -158,32 +158,7 @@ async fn put_uri(
             )));
         }
     };
-    let spool = tokio::task::spawn_blocking(tempfile::tempfile)
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
-    let mut spool = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
-        spool
-            .write_all(&chunk)
-            .await
-            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    }
-    spool
-        .flush()
-        .await
-        .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    let mut file = spool.into_inner().into_std().await;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    let result = if convergent {
-        state.grid.upload(file, None).await?
-    } else {
-        state.grid.upload_without_convergence(file, None).await?
-    };
-    state.metrics.record_upload(result.size);
+    let result = spool_and_upload(&state, body.into_data_stream(), convergent).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
@@ -411,7 +386,7 @@ fn html(body: String) -> Response {
 }
 
 /// Sizes for people: 1.5 MB, 320 kB.
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -508,6 +483,42 @@ fn file_page(state: &WebState, file: &FileCap, name: Option<&str>) -> Result<Res
     Ok(html(page))
 }
 
+/// Spools an upload's bytes to an unlinked temporary file as they arrive (convergent encryption
+/// reads the input twice; nothing is held in memory), then uploads the file.
+async fn spool_and_upload<E: std::fmt::Display>(
+    state: &WebState,
+    chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    convergent: bool,
+) -> Result<filenode::grid::upload::UploadResult, WebError> {
+    let spool = tokio::task::spawn_blocking(tempfile::tempfile)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
+    let mut spool = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
+        spool
+            .write_all(&chunk)
+            .await
+            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
+    }
+    spool
+        .flush()
+        .await
+        .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
+    let mut file = spool.into_inner().into_std().await;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let result = if convergent {
+        state.grid.upload(file, None).await?
+    } else {
+        state.grid.upload_without_convergence(file, None).await?
+    };
+    state.metrics.record_upload(result.size);
+    Ok(result)
+}
+
 #[derive(Debug, Deserialize)]
 struct PostQuery {
     t: Option<String>,
@@ -531,7 +542,7 @@ async fn post_uri(
     }
     check_format(query.format.as_deref())?;
     let convergent = query.convergence.as_deref() != Some("false");
-    while let Some(mut field) = multipart
+    while let Some(field) = multipart
         .next_field()
         .await
         .map_err(|e| WebError::Body(e.to_string()))?
@@ -540,30 +551,7 @@ async fn post_uri(
             continue;
         }
         let filename = field.file_name().map(str::to_owned);
-        let spool = tokio::task::spawn_blocking(tempfile::tempfile)
-            .await
-            .map_err(|e| WebError::Internal(e.to_string()))?
-            .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
-        let mut spool = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
-        while let Some(chunk) = field.chunk().await.map_err(|e| WebError::Body(e.to_string()))? {
-            spool
-                .write_all(&chunk)
-                .await
-                .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-        }
-        spool
-            .flush()
-            .await
-            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-        let mut file = spool.into_inner().into_std().await;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| WebError::Internal(e.to_string()))?;
-        let result = if convergent {
-            state.grid.upload(file, None).await?
-        } else {
-            state.grid.upload_without_convergence(file, None).await?
-        };
-        state.metrics.record_upload(result.size);
+        let result = spool_and_upload(&state, field, convergent).await?;
         let cap = result.cap.to_string();
         if query.redirect_to_result.as_deref() == Some("true") {
             let mut target = format!(
