@@ -1,0 +1,317 @@
+//! SDMF and MDMF share data (tahoe-formats.md §6.2–6.3): parsing, verification against a read cap,
+//! and decoding, for shares already fetched. Pure: no IO. Publishing and the servermap protocol come
+//! with the mutable-files work.
+
+use std::collections::BTreeMap;
+
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier;
+
+use crate::cap::{MutableCap, MutableFormat};
+use crate::codec::Codec;
+use crate::crypto::aes_ctr_at;
+use crate::hashes::{Hash, block_hash, ssk_pubkey_fingerprint_hash, ssk_readkey_data_hash};
+use crate::hashtree;
+
+/// Why a mutable share cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutableShareError {
+    /// The bytes end before a field.
+    #[error("share is truncated")]
+    Truncated,
+    /// Neither SDMF (0) nor MDMF (1).
+    #[error("unknown mutable share version {0}")]
+    UnknownVersion(u8),
+    /// Offsets point outside the share or backwards.
+    #[error("share offsets are inconsistent")]
+    BadOffsets,
+    /// The verification key does not hash to the cap's fingerprint.
+    #[error("verification key does not match the cap's fingerprint")]
+    FingerprintMismatch,
+    /// The RSA-PSS signature over the header does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A block, block tree or share hash chain does not verify.
+    #[error("hash tree does not verify: {0}")]
+    HashTree(String),
+    /// Shares disagree on the version, or too few good ones.
+    #[error("not enough good shares of one version (needed {needed}, found {found})")]
+    NotEnoughShares {
+        /// k.
+        needed: usize,
+        /// Good shares of the best version.
+        found: usize,
+    },
+    /// The cap cannot read (a verify cap) or is of the wrong format.
+    #[error("this cap cannot read the file")]
+    CannotRead,
+}
+
+/// One parsed mutable share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutableShare {
+    /// SDMF or MDMF.
+    pub format: MutableFormat,
+    /// The version number.
+    pub seqnum: u64,
+    /// Root of the share hash tree.
+    pub root_hash: Hash,
+    /// k.
+    pub needed: u8,
+    /// N.
+    pub total: u8,
+    /// Segment size.
+    pub segment_size: u64,
+    /// Plaintext length.
+    pub data_length: u64,
+    /// SubjectPublicKeyInfo DER of the RSA key.
+    pub verification_key: Vec<u8>,
+    /// RSA-PSS signature over the signed prefix.
+    pub signature: Vec<u8>,
+    /// The signed prefix of the header.
+    pub signed_prefix: Vec<u8>,
+    /// (node index, hash) of the share hash chain (siblings only).
+    pub share_hash_chain: BTreeMap<usize, Hash>,
+    /// All nodes of this share's block hash tree.
+    pub block_hash_tree: Vec<Hash>,
+    /// Per segment: the salt and this share's block.
+    pub blocks: Vec<([u8; 16], Vec<u8>)>,
+    /// The private key, encrypted with the write key.
+    pub encrypted_private_key: Vec<u8>,
+}
+
+fn take(bytes: &[u8], start: u64, end: u64) -> Result<&[u8], MutableShareError> {
+    if start > end {
+        return Err(MutableShareError::BadOffsets);
+    }
+    bytes
+        .get(start as usize..end as usize)
+        .ok_or(MutableShareError::Truncated)
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+fn hashes(bytes: &[u8]) -> Vec<Hash> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("invariant: 32-byte chunk"))
+        .collect()
+}
+
+fn chain(bytes: &[u8]) -> BTreeMap<usize, Hash> {
+    bytes
+        .chunks_exact(34)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]) as usize,
+                c[2..].try_into().expect("invariant: 32 bytes"),
+            )
+        })
+        .collect()
+}
+
+fn next_multiple(n: u64, k: u64) -> u64 {
+    n.div_ceil(k) * k
+}
+
+impl MutableShare {
+    /// Parses share data of either format.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MutableShareError> {
+        match bytes.first() {
+            Some(0) => Self::parse_sdmf(bytes),
+            Some(1) => Self::parse_mdmf(bytes),
+            Some(other) => Err(MutableShareError::UnknownVersion(*other)),
+            None => Err(MutableShareError::Truncated),
+        }
+    }
+
+    fn parse_sdmf(bytes: &[u8]) -> Result<Self, MutableShareError> {
+        let header = take(bytes, 0, 107)?;
+        let salt: [u8; 16] = header[41..57].try_into().expect("invariant: 16 bytes");
+        let (needed, total) = (header[57], header[58]);
+        let offsets: Vec<u64> = (0..4)
+            .map(|i| be(&header[75 + 4 * i..79 + 4 * i]))
+            .chain((0..2).map(|i| be(&header[91 + 8 * i..99 + 8 * i])))
+            .collect();
+        let [
+            signature,
+            share_hash_chain,
+            block_hash_tree,
+            share_data,
+            enc_privkey,
+            eof,
+        ] = <[u64; 6]>::try_from(offsets).expect("invariant: six offsets");
+        let block = take(bytes, share_data, enc_privkey)?.to_vec();
+        Ok(MutableShare {
+            format: MutableFormat::Sdmf,
+            seqnum: be(&header[1..9]),
+            root_hash: header[9..41].try_into().expect("invariant: 32 bytes"),
+            needed,
+            total,
+            segment_size: be(&header[59..67]),
+            data_length: be(&header[67..75]),
+            verification_key: take(bytes, 107, signature)?.to_vec(),
+            signature: take(bytes, signature, share_hash_chain)?.to_vec(),
+            signed_prefix: header[..75].to_vec(),
+            share_hash_chain: chain(take(bytes, share_hash_chain, block_hash_tree)?),
+            block_hash_tree: hashes(take(bytes, block_hash_tree, share_data)?),
+            blocks: vec![(salt, block)],
+            encrypted_private_key: take(bytes, enc_privkey, eof)?.to_vec(),
+        })
+    }
+
+    fn parse_mdmf(bytes: &[u8]) -> Result<Self, MutableShareError> {
+        let header = take(bytes, 0, 123)?;
+        let (needed, total) = (header[41], header[42]);
+        if needed == 0 || needed > total {
+            return Err(MutableShareError::BadOffsets);
+        }
+        let offsets: Vec<u64> = (0..8).map(|i| be(&header[59 + 8 * i..67 + 8 * i])).collect();
+        let [
+            enc_privkey,
+            share_hash_chain,
+            signature,
+            verification_key,
+            verification_key_end,
+            share_data,
+            block_hash_tree,
+            eof,
+        ] = <[u64; 8]>::try_from(offsets).expect("invariant: eight offsets");
+        let segment_size = be(&header[43..51]);
+        let data_length = be(&header[51..59]);
+        let k = u64::from(needed);
+        if segment_size == 0 || !segment_size.is_multiple_of(k) {
+            return Err(MutableShareError::BadOffsets);
+        }
+        let num_segments = data_length.div_ceil(segment_size);
+        let data = take(bytes, share_data, block_hash_tree)?;
+        let mut blocks = Vec::new();
+        let mut at = 0usize;
+        for segnum in 0..num_segments {
+            let plain = (data_length - segnum * segment_size).min(segment_size);
+            let block_len = (next_multiple(plain, k) / k) as usize;
+            let salt: [u8; 16] = data
+                .get(at..at + 16)
+                .ok_or(MutableShareError::Truncated)?
+                .try_into()
+                .expect("16");
+            let block = data
+                .get(at + 16..at + 16 + block_len)
+                .ok_or(MutableShareError::Truncated)?
+                .to_vec();
+            at += 16 + block_len;
+            blocks.push((salt, block));
+        }
+        Ok(MutableShare {
+            format: MutableFormat::Mdmf,
+            seqnum: be(&header[1..9]),
+            root_hash: header[9..41].try_into().expect("invariant: 32 bytes"),
+            needed,
+            total,
+            segment_size,
+            data_length,
+            verification_key: take(bytes, verification_key, verification_key_end)?.to_vec(),
+            signature: take(bytes, signature, verification_key)?.to_vec(),
+            signed_prefix: header[..59].to_vec(),
+            share_hash_chain: chain(take(bytes, share_hash_chain, signature)?),
+            block_hash_tree: hashes(take(bytes, block_hash_tree, eof)?),
+            blocks,
+            encrypted_private_key: take(bytes, enc_privkey, share_hash_chain)?.to_vec(),
+        })
+    }
+
+    /// Verifies share `shnum` against the cap's fingerprint: the key's fingerprint, the signature
+    /// over the header, every block against the block hash tree, and the block tree root against
+    /// the signed root hash through the share hash chain.
+    pub fn verify(&self, shnum: usize, fingerprint: &Hash) -> Result<(), MutableShareError> {
+        if &ssk_pubkey_fingerprint_hash(&self.verification_key) != fingerprint {
+            return Err(MutableShareError::FingerprintMismatch);
+        }
+        let key = rsa::RsaPublicKey::from_public_key_der(&self.verification_key)
+            .map_err(|_| MutableShareError::BadSignature)?;
+        let verifier = rsa::pss::VerifyingKey::<sha2::Sha256>::new(key);
+        let signature = rsa::pss::Signature::try_from(self.signature.as_slice())
+            .map_err(|_| MutableShareError::BadSignature)?;
+        verifier
+            .verify(&self.signed_prefix, &signature)
+            .map_err(|_| MutableShareError::BadSignature)?;
+        let leaves: Vec<Hash> = self
+            .blocks
+            .iter()
+            .map(|(salt, block)| match self.format {
+                MutableFormat::Sdmf => block_hash(block),
+                MutableFormat::Mdmf => block_hash(&[&salt[..], block].concat()),
+            })
+            .collect();
+        let tree_leaves = hashtree::verify_full_tree(
+            leaves.len(),
+            &self.block_hash_tree,
+            self.block_hash_tree.first().unwrap_or(&[0; 32]),
+        )
+        .map_err(|e| MutableShareError::HashTree(format!("block hash tree: {e}")))?;
+        if tree_leaves != leaves {
+            return Err(MutableShareError::HashTree(
+                "a block does not match its hash".into(),
+            ));
+        }
+        hashtree::verify_leaf(
+            self.total as usize,
+            shnum,
+            &self.block_hash_tree[0],
+            &self.share_hash_chain,
+            &self.root_hash,
+        )
+        .map_err(|e| MutableShareError::HashTree(format!("share hash chain: {e}")))
+    }
+}
+
+/// Decodes a mutable file from fetched shares: verifies each, keeps the highest version (seqnum,
+/// then root hash) that has k good shares, erasure-decodes and decrypts it.
+pub fn decode_mutable(cap: &MutableCap, shares: &[(usize, Vec<u8>)]) -> Result<Vec<u8>, MutableShareError> {
+    let readkey = cap.readkey().ok_or(MutableShareError::CannotRead)?;
+    let mut versions: BTreeMap<(u64, Hash), BTreeMap<usize, MutableShare>> = BTreeMap::new();
+    for (shnum, bytes) in shares {
+        let Ok(share) = MutableShare::parse(bytes) else {
+            continue;
+        };
+        if share.format != cap.format || share.verify(*shnum, &cap.fingerprint).is_err() {
+            continue;
+        }
+        versions
+            .entry((share.seqnum, share.root_hash))
+            .or_default()
+            .insert(*shnum, share);
+    }
+    let best = versions.into_iter().rev().find(|(_, good)| {
+        good.values()
+            .next()
+            .is_some_and(|s| good.len() >= s.needed as usize)
+    });
+    let Some((_, good)) = best else {
+        return Err(MutableShareError::NotEnoughShares { needed: 0, found: 0 });
+    };
+    let first = good.values().next().expect("invariant: a version has shares");
+    let (k, n) = (first.needed as usize, first.total as usize);
+    let codec = Codec::new(k, n).map_err(|_| MutableShareError::BadOffsets)?;
+    let chosen: Vec<(&usize, &MutableShare)> = good.iter().take(k).collect();
+    let mut plaintext = Vec::with_capacity(first.data_length as usize);
+    for segnum in 0..first.blocks.len() {
+        let blocks: Vec<(usize, &[u8])> = chosen
+            .iter()
+            .map(|(shnum, share)| (**shnum, share.blocks[segnum].1.as_slice()))
+            .collect();
+        let mut segment = codec
+            .decode(&blocks)
+            .map_err(|_| MutableShareError::BadOffsets)?
+            .concat();
+        let start = segnum as u64 * first.segment_size;
+        let len = (first.data_length - start).min(first.segment_size) as usize;
+        segment.truncate(len);
+        let datakey = ssk_readkey_data_hash(&first.blocks[segnum].0, &readkey);
+        aes_ctr_at(&datakey, 0, &mut segment);
+        plaintext.extend_from_slice(&segment);
+    }
+    Ok(plaintext)
+}
