@@ -370,9 +370,10 @@ impl NodeConfig {
             || shares_needed > shares_total
             || shares_total > 256
             || shares_happy > shares_total
+            || shares_happy < shares_needed
         {
             bail!(
-                "{}: [client] needs 1 <= shares.needed <= shares.total <= 256 and shares.happy <= shares.total \
+                "{}: [client] needs 1 <= shares.needed <= shares.happy <= shares.total <= 256 \
                  (got {shares_needed}/{shares_happy}/{shares_total})",
                 file.display()
             );
@@ -521,7 +522,7 @@ mod tests {
             .to_string();
         assert!(err.contains("reserved_space must be a size"), "{err}");
         let err = load("[client]\nshares.needed = 11\n").unwrap_err().to_string();
-        assert!(err.contains("shares.needed <= shares.total"), "{err}");
+        assert!(err.contains("shares.happy <= shares.total"), "{err}");
         let err = load("nickname = x\n").unwrap_err().to_string();
         assert!(err.contains("before any [section]"), "{err}");
     }

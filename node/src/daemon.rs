@@ -77,7 +77,21 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         tasks.push(start_gateway(&dir, &config, web, shutdown_rx.clone()).await?);
     }
     info!(nickname = %config.nickname, "node running; stop it with Ctrl-C or SIGTERM");
-    wait_for_signal().await?;
+    // Run until a signal, or until a server task ends on its own (which is a failure to report).
+    let mut running = futures::future::select_all(tasks.iter_mut());
+    let failed = tokio::select! {
+        signal = wait_for_signal() => { signal?; None }
+        (ended, _, _) = &mut running => Some(ended),
+    };
+    drop(running);
+    if let Some(ended) = failed {
+        let _ = shutdown_tx.send(true);
+        return match ended {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped unexpectedly; see the log")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a server task panicked: {e}")),
+        };
+    }
     info!("shutting down: finishing in-flight requests");
     let _ = shutdown_tx.send(true);
     for task in tasks {
@@ -278,9 +292,11 @@ async fn start_storage(
         &dir.join("private").join("storage.nurl"),
         format!("{}\n", nurls.join("\n")).as_bytes(),
     )?;
-    for nurl in &nurls {
-        crate::output::line(&format!("storage NURL: {nurl}"))?;
-    }
+    // The NURL holds the swissnum, a secret: say where it is, not what it is.
+    crate::output::line(&format!(
+        "storage server running; its NURL is in {}",
+        dir.join("private").join("storage.nurl").display()
+    ))?;
     info!(port, "storage server listening");
 
     spawn_maintenance(Arc::clone(&server), config.expire.enabled, shutdown.clone());

@@ -134,14 +134,17 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     }
     let mut children = Children(Vec::new());
     let _ = std::fs::remove_file(introducer_dir.join("private").join("introducer.furl"));
-    let mut introducer = spawn_node(&introducer_dir, "introducer")?;
+    // Each child joins `children` before it is waited on, so a failed start still stops it.
+    children
+        .0
+        .push(("introducer".into(), spawn_node(&introducer_dir, "introducer")?));
+    let (name, introducer) = children.0.last_mut().expect("invariant: just pushed");
     wait_for_file(
         &introducer_dir.join("private").join("introducer.furl"),
-        &mut introducer,
-        "introducer",
+        introducer,
+        name,
         &introducer_dir,
     )?;
-    children.0.push(("introducer".into(), introducer));
     let address = std::fs::read_to_string(introducer_dir.join("private").join("introducer.furl"))?
         .trim()
         .to_owned();
@@ -189,14 +192,11 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
     }
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
-    let mut gateway = spawn_node(&gateway_dir, "gateway")?;
-    wait_for_file(
-        &gateway_dir.join("node.url"),
-        &mut gateway,
-        "gateway",
-        &gateway_dir,
-    )?;
-    children.0.push(("gateway".into(), gateway));
+    children
+        .0
+        .push(("gateway".into(), spawn_node(&gateway_dir, "gateway")?));
+    let (name, gateway) = children.0.last_mut().expect("invariant: just pushed");
+    wait_for_file(&gateway_dir.join("node.url"), gateway, name, &gateway_dir)?;
     let url = std::fs::read_to_string(gateway_dir.join("node.url"))?
         .trim()
         .to_owned();

@@ -58,7 +58,7 @@ fn authorized(state: &IntroducerState, headers: &HeaderMap) -> bool {
     let expected = format!("Tahoe-LAFS {}", data_encoding_base64(state.swissnum.as_bytes()));
     headers
         .get("authorization")
-        .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+        .is_some_and(|v| storage::tls::constant_time_eq(v.as_bytes(), expected.as_bytes()))
 }
 
 fn data_encoding_base64(bytes: &[u8]) -> String {
@@ -171,7 +171,11 @@ pub(crate) async fn serve(
         &dir.join("private").join("introducer.furl"),
         format!("{address}\n").as_bytes(),
     )?;
-    crate::output::line(&format!("introducer address: {address}"))?;
+    // The address holds the swissnum, a secret: it goes to a 0600 file, not to the console or log.
+    crate::output::line(&format!(
+        "introducer running; its address is in {}",
+        dir.join("private").join("introducer.furl").display()
+    ))?;
     let router = router(swissnum, shutdown.clone());
     let mut stop = shutdown;
     let stopped = async move {

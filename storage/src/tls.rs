@@ -254,7 +254,7 @@ pub(crate) fn decode_spki_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

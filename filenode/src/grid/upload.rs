@@ -250,9 +250,11 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
             _ => break,
         }
     }
+    let distinct: BTreeSet<ShareNum> = holdings.values().flatten().copied().collect();
     let by_index: BTreeMap<usize, BTreeSet<ShareNum>> = holdings.into_values().enumerate().collect();
     let achieved = happiness(&by_index);
-    if achieved < params.happy as usize {
+    // Happiness below k could not even rebuild the file; never report that as success.
+    if achieved < params.happy.max(params.needed) as usize || distinct.len() < params.needed as usize {
         return Err(UploadError::NotHappy {
             happy: params.happy,
             achieved,
@@ -412,7 +414,10 @@ async fn allocate(
         for (index, asked, upload, answer) in answers {
             let server = ordered[index];
             match answer {
-                Ok(allocation) => {
+                Ok(mut allocation) => {
+                    // Trust only what was asked for: a server may not claim other share numbers.
+                    allocation.allocated.retain(|shnum| asked.contains(shnum));
+                    allocation.already_have.retain(|shnum| *shnum < total);
                     candidates[index]
                         .existing
                         .extend(allocation.already_have.iter().copied());

@@ -530,6 +530,31 @@ fn hash_at(bytes: &[u8], index: usize) -> Hash {
         .expect("invariant: 32-byte slice")
 }
 
+/// The largest hash tree a reader accepts: 1 Mi segments (a 1 TiB file at 1 MiB segments).
+const MAX_TREE_BYTES: u64 = (2 * (1 << 20) - 1) * 32;
+
+/// Checks a share header against what the cap already says (k, N, size), before any read it
+/// drives: the block data is ceil(size/k) bytes, the three trees have one size of the (2P−1)·32
+/// form and at most [`MAX_TREE_BYTES`], and the share-hash chain has N's entry count. A hostile
+/// header therefore cannot make the reader ask for (or overflow into) arbitrary amounts.
+fn check_offsets_against_cap(offsets: &ShareOffsets, cap: &ChkCap) -> Result<(), ShareProblem> {
+    let data_size = cap.size.div_ceil(cap.needed as u64);
+    let tree = offsets
+        .crypttext_hash_tree
+        .checked_sub(offsets.plaintext_hash_tree);
+    let chain_entries = hashtree::needed_hashes(cap.total as usize, 0).len() as u64 + 1;
+    let consistent = offsets.data.checked_add(data_size) == Some(offsets.plaintext_hash_tree)
+        && tree.is_some_and(|t| t <= MAX_TREE_BYTES && t % 32 == 0 && (t / 32 + 1).is_power_of_two())
+        && tree.and_then(|t| offsets.crypttext_hash_tree.checked_add(t)) == Some(offsets.block_hashes)
+        && tree.and_then(|t| offsets.block_hashes.checked_add(t)) == Some(offsets.share_hashes)
+        && offsets.share_hashes.checked_add(chain_entries * 34) == Some(offsets.uri_extension);
+    if consistent {
+        Ok(())
+    } else {
+        Err(ShareProblem::LayoutMismatch)
+    }
+}
+
 /// Reads and checks one share's header, UEB and hash trees. When `known` is `None` this is the first
 /// share, and the verified file facts are returned as well.
 async fn validate_share(
@@ -547,6 +572,7 @@ async fn validate_share(
         .await
         .map_err(ShareProblem::Unreadable)?;
     let offsets = ShareOffsets::parse(&header)?;
+    check_offsets_against_cap(&offsets, cap)?;
     let ueb_len_size = offsets.ueb_length_size();
     let trailer_start = offsets.crypttext_hash_tree;
     let want = offsets.uri_extension - trailer_start + ueb_len_size + UEB_READ_GUESS;

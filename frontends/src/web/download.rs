@@ -118,7 +118,7 @@ fn requested_ranges(headers: &HeaderMap, size: u64, tag: Option<&str>) -> RangeA
         };
     }
     match http_range_header::parse_range_header(text).and_then(|ranges| ranges.validate(size)) {
-        Ok(ranges) if ranges.is_empty() => RangeAnswer::Whole,
+        Ok(ranges) if ranges.is_empty() || ranges.len() > MAX_RANGES => RangeAnswer::Whole,
         Ok(ranges) => RangeAnswer::Parts(ranges),
         Err(http_range_header::RangeUnsatisfiableError::Invalid(_)) => RangeAnswer::Whole,
         Err(_) => RangeAnswer::Unsatisfiable,
@@ -127,27 +127,44 @@ fn requested_ranges(headers: &HeaderMap, size: u64, tag: Option<&str>) -> RangeA
 
 type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, WebError>>;
 
-/// A stream of the plaintext bytes `start ..= end`.
-async fn byte_stream(grid: &Grid, file: &FileCap, start: u64, len: u64) -> Result<ByteStream, WebError> {
-    match file {
-        FileCap::Lit(lit) => {
-            let bytes = Bytes::copy_from_slice(&lit.data[start as usize..(start + len) as usize]);
-            Ok(stream::once(async move { Ok(bytes) }).boxed())
+/// Where a file's bytes come from: the cap itself (LIT) or one verified reader over the grid,
+/// opened once per request however many ranges it asks for.
+enum Source {
+    Lit(Bytes),
+    Chk(Arc<filenode::immutable::ChkReader>),
+}
+
+impl Source {
+    async fn open(grid: &Grid, file: &FileCap) -> Result<Source, WebError> {
+        match file {
+            FileCap::Lit(lit) => Ok(Source::Lit(Bytes::copy_from_slice(&lit.data))),
+            FileCap::Chk(chk) => Ok(Source::Chk(Arc::new(grid.open_chk(*chk).await?))),
+            other => Err(WebError::Unsupported(format!(
+                "{} caps are not served yet",
+                other.kind()
+            ))),
         }
-        FileCap::Chk(chk) => {
-            let reader = Arc::new(grid.open_chk(*chk).await?);
-            Ok(reader
+    }
+
+    /// A stream of the plaintext bytes `start .. start + len`.
+    fn stream(&self, start: u64, len: u64) -> Result<ByteStream, WebError> {
+        match self {
+            Source::Lit(bytes) => {
+                let part = bytes.slice(start as usize..(start + len) as usize);
+                Ok(stream::once(async move { Ok(part) }).boxed())
+            }
+            Source::Chk(reader) => Ok(Arc::clone(reader)
                 .stream_range(start, len)?
                 .map_ok(Bytes::from)
                 .map_err(WebError::from)
-                .boxed())
+                .boxed()),
         }
-        other => Err(WebError::Unsupported(format!(
-            "{} caps are not served yet",
-            other.kind()
-        ))),
     }
 }
+
+/// More ranges than this in one request are answered with the whole file (RFC 9110 lets a server
+/// ignore Range), so a request cannot multiply the work.
+const MAX_RANGES: usize = 16;
 
 /// Serves a file.
 pub(crate) async fn serve_file(
@@ -199,7 +216,7 @@ pub(crate) async fn serve_file(
             let body = if head || size == 0 {
                 Body::empty()
             } else {
-                Body::from_stream(byte_stream(grid, file, 0, size).await?)
+                Body::from_stream(Source::open(grid, file).await?.stream(0, size)?)
             };
             builder
                 .status(StatusCode::OK)
@@ -213,7 +230,7 @@ pub(crate) async fn serve_file(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(byte_stream(grid, file, start, len).await?)
+                Body::from_stream(Source::open(grid, file).await?.stream(start, len)?)
             };
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
@@ -243,6 +260,7 @@ pub(crate) async fn serve_file(
             let body = if head {
                 Body::empty()
             } else {
+                let source = Source::open(grid, file).await?;
                 let mut parts: Vec<ByteStream> = Vec::new();
                 for (i, (range, part_head)) in ranges.iter().zip(heads).enumerate() {
                     let prefix = if i == 0 {
@@ -251,9 +269,7 @@ pub(crate) async fn serve_file(
                         format!("\r\n{part_head}")
                     };
                     parts.push(stream::once(async move { Ok(Bytes::from(prefix)) }).boxed());
-                    parts.push(
-                        byte_stream(grid, file, *range.start(), range.end() - range.start() + 1).await?,
-                    );
+                    parts.push(source.stream(*range.start(), range.end() - range.start() + 1)?);
                 }
                 parts.push(stream::once(async move { Ok(Bytes::from(tail)) }).boxed());
                 Body::from_stream(stream::iter(parts).flatten())
