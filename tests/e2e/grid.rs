@@ -377,3 +377,51 @@ async fn one_gib_round_trip_with_flat_memory() {
         "peak memory grew by {grown} bytes for a 1 GiB round trip"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_upload_stops_encoding() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// A large input that counts how much of it was read.
+    struct Counted(Generated, Arc<AtomicU64>);
+    impl std::io::Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+    impl std::io::Seek for Counted {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.0.seek(to)
+        }
+    }
+    use std::sync::Arc;
+    let grid = TestGrid::new(10);
+    let read = Arc::new(AtomicU64::new(0));
+    let size = 512u64 << 20;
+    let input = Counted(Generated { size, position: 0 }, Arc::clone(&read));
+    let no_convergence = filenode::grid::ClientSecrets {
+        convergence: None,
+        ..grid.secrets.clone()
+    };
+    let params = UploadParams {
+        max_segment_size: 64 << 10,
+        ..UploadParams::default()
+    };
+    let entries = grid.entries();
+    let upload = filenode::grid::upload::upload(&entries, &no_convergence, &params, input, None);
+    // Give up on the upload once it is well under way.
+    let outcome = tokio::time::timeout(std::time::Duration::from_millis(300), upload).await;
+    assert!(outcome.is_err(), "the upload should still have been running");
+    let at_drop = read.load(Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let later = read.load(Ordering::Relaxed);
+    assert!(
+        later < size,
+        "the whole input was encoded after the upload was dropped"
+    );
+    assert!(
+        later - at_drop < 32 << 20,
+        "encoding went on after the drop: {at_drop} -> {later}"
+    );
+}

@@ -117,8 +117,11 @@ impl ShareSink for ChannelSink {
                 offset,
                 data: Bytes::copy_from_slice(data),
             };
-            // A closed channel means the writer gave up on that server; the rest carry on.
-            let _ = futures::executor::block_on(self.senders[*writer].send(write));
+            // Writers drain their channel even after their server fails, so a closed channel means
+            // the upload itself was dropped (e.g. the client went away): stop encoding.
+            if futures::executor::block_on(self.senders[*writer].send(write)).is_err() {
+                return Err(io::Error::other("the upload was cancelled"));
+            }
         }
         Ok(())
     }
