@@ -164,20 +164,18 @@ pub(crate) fn follow_introducer(
                 Err(e) => warn!("ignoring an announced server: {e:#}"),
             }
         }
-        let mut entries: Vec<ServerEntry> = Vec::new();
-        for (id, ann) in &static_servers {
-            if let Ok(entry) = grid
-                .servers_with_status()
-                .into_iter()
-                .map(|(e, _)| e)
-                .find(|e| &e.server_id == id)
-                .ok_or(())
-            {
-                entries.push(entry);
-            } else if let Ok(entry) = server_entry(id, ann) {
-                entries.push(entry);
-            }
-        }
+        // Static servers keep the entries (and connections) the grid already has for them.
+        let current = grid.servers_with_status();
+        let mut entries: Vec<ServerEntry> = static_servers
+            .iter()
+            .filter_map(|(id, ann)| {
+                current
+                    .iter()
+                    .find(|(entry, _)| &entry.server_id == id)
+                    .map(|(entry, _)| entry.clone())
+                    .or_else(|| server_entry(id, ann).ok())
+            })
+            .collect();
         entries.extend(known.values().map(|(_, entry)| entry.clone()));
         grid.set_servers(entries);
         let grid = Arc::clone(&grid);

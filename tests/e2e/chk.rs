@@ -127,27 +127,58 @@ fn truncated_and_missing_shares_are_replaced() {
     assert_eq!(got, plaintext);
 }
 
+/// A share in memory that counts the reads and bytes asked of it, and may answer slowly.
+struct Instrumented {
+    share: MemoryShare,
+    delay: std::time::Duration,
+    reads: Arc<std::sync::atomic::AtomicU64>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Instrumented {
+    fn new(
+        share: MemoryShare,
+        delay: std::time::Duration,
+        reads: Arc<std::sync::atomic::AtomicU64>,
+        bytes: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Instrumented {
+            share,
+            delay,
+            reads,
+            bytes,
+        }
+    }
+}
+
+impl ShareSource for Instrumented {
+    fn shnum(&self) -> u16 {
+        self.share.shnum()
+    }
+    fn describe(&self) -> String {
+        self.share.describe()
+    }
+    fn read(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, filenode::immutable::ShareReadError>> {
+        use std::sync::atomic::Ordering;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        Box::pin(async move {
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+            self.share.read(offset, len).await
+        })
+    }
+}
+
 #[test]
 fn ranged_reads_fetch_only_needed_segments() {
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct Counting(MemoryShare, Arc<AtomicU64>);
-    impl ShareSource for Counting {
-        fn shnum(&self) -> u16 {
-            self.0.shnum()
-        }
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn read(
-            &self,
-            offset: u64,
-            len: u64,
-        ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, filenode::immutable::ShareReadError>> {
-            self.1.fetch_add(len, Ordering::Relaxed);
-            self.0.read(offset, len)
-        }
-    }
+    use std::time::Duration;
 
     let params = ChkParams {
         needed: 3,
@@ -159,11 +190,14 @@ fn ranged_reads_fetch_only_needed_segments() {
     let counter = Arc::new(AtomicU64::new(0));
     let counted: Vec<Arc<dyn ShareSource>> = (0..10)
         .map(|i| {
-            Arc::new(Counting(
-                MemoryShare {
-                    shnum: i,
-                    data: Arc::new(sink.shares[i as usize].clone()),
-                },
+            let share = MemoryShare {
+                shnum: i,
+                data: Arc::new(sink.shares[i as usize].clone()),
+            };
+            Arc::new(Instrumented::new(
+                share,
+                Duration::ZERO,
+                Arc::new(AtomicU64::new(0)),
                 counter.clone(),
             )) as Arc<dyn ShareSource>
         })
@@ -355,31 +389,6 @@ fn reads_prefer_fast_shares() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    /// A share that answers after `delay`, counting its reads.
-    struct Slow(MemoryShare, Duration, Arc<AtomicU64>);
-    impl ShareSource for Slow {
-        fn shnum(&self) -> u16 {
-            self.0.shnum()
-        }
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn read(
-            &self,
-            offset: u64,
-            len: u64,
-        ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, filenode::immutable::ShareReadError>> {
-            self.2.fetch_add(1, Ordering::Relaxed);
-            let delay = self.1;
-            Box::pin(async move {
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
-                }
-                self.0.read(offset, len).await
-            })
-        }
-    }
-
     let params = ChkParams {
         needed: 3,
         total: 10,
@@ -400,7 +409,8 @@ fn reads_prefer_fast_shares() {
                 shnum: i as u16,
                 data: Arc::new(sink.shares[i].clone()),
             };
-            Arc::new(Slow(share, delay, Arc::clone(&counters[i]))) as Arc<dyn ShareSource>
+            let bytes = Arc::new(AtomicU64::new(0));
+            Arc::new(Instrumented::new(share, delay, Arc::clone(&counters[i]), bytes)) as Arc<dyn ShareSource>
         })
         .collect();
     let got = futures::executor::block_on(async {

@@ -263,28 +263,16 @@ impl ChkReader {
             if batch.is_empty() {
                 break;
             }
-            let results = join_all(batch.into_iter().map(|source| {
-                let info = info.clone();
-                async move {
-                    let outcome = validate_share(&cap, Arc::clone(&source), info.as_deref()).await;
-                    (source, outcome)
+            let (good, bad) = validate_batch(&cap, batch, info.as_deref()).await;
+            for (valid, file_info) in good {
+                if info.is_none() {
+                    info = file_info.map(Arc::new);
                 }
-            }))
-            .await;
-            for (source, outcome) in results {
-                match outcome {
-                    Ok((valid, file_info)) => {
-                        if info.is_none() {
-                            info = file_info.map(Arc::new);
-                        }
-                        set.good.entry(source.shnum()).or_insert_with(|| Arc::new(valid));
-                    }
-                    Err(problem) => {
-                        advise_if_corrupt(source.as_ref(), &problem).await;
-                        set.bad.push(bad_share(source.as_ref(), problem));
-                    }
-                }
+                set.good
+                    .entry(valid.source.shnum())
+                    .or_insert_with(|| Arc::new(valid));
             }
+            set.bad.extend(bad);
         }
         let Some(info) = info.filter(|_| set.good.len() >= needed as usize) else {
             return Err(not_enough(&set, needed));
@@ -453,31 +441,43 @@ impl ChkReader {
                 }
                 batch
             };
-            let info = Arc::clone(&self.info);
-            let results = join_all(batch.into_iter().map(|source| {
-                let info = Arc::clone(&info);
-                async move {
-                    let outcome = validate_share(&self.cap, Arc::clone(&source), Some(&info)).await;
-                    (source, outcome)
-                }
-            }))
-            .await;
-            for (source, outcome) in results {
-                match outcome {
-                    Ok((valid, _)) => {
-                        self.lock()
-                            .good
-                            .entry(source.shnum())
-                            .or_insert_with(|| Arc::new(valid));
-                    }
-                    Err(problem) => {
-                        advise_if_corrupt(source.as_ref(), &problem).await;
-                        self.lock().bad.push(bad_share(source.as_ref(), problem));
-                    }
-                }
+            let (good, bad) = validate_batch(&self.cap, batch, Some(&self.info)).await;
+            let mut set = self.lock();
+            for (valid, _) in good {
+                set.good
+                    .entry(valid.source.shnum())
+                    .or_insert_with(|| Arc::new(valid));
+            }
+            set.bad.extend(bad);
+        }
+    }
+}
+
+type Validated = (ValidShare, Option<FileInfo>);
+
+/// Validates a batch of sources concurrently. Shares that fail are returned as bad ones, after a
+/// corruption advisory when their bytes are wrong.
+async fn validate_batch(
+    cap: &ChkCap,
+    batch: Vec<Arc<dyn ShareSource>>,
+    known: Option<&FileInfo>,
+) -> (Vec<Validated>, Vec<BadShare>) {
+    let results = join_all(batch.into_iter().map(|source| async move {
+        let outcome = validate_share(cap, Arc::clone(&source), known).await;
+        (source, outcome)
+    }))
+    .await;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for (source, outcome) in results {
+        match outcome {
+            Ok(validated) => good.push(validated),
+            Err(problem) => {
+                advise_if_corrupt(source.as_ref(), &problem).await;
+                bad.push(bad_share(source.as_ref(), problem));
             }
         }
     }
+    (good, bad)
 }
 
 /// Sends a corruption advisory for problems that mean the stored bytes are wrong (not for a share
