@@ -16,5 +16,6 @@ pub mod hashtree;
 pub mod immutable;
 pub mod mutable;
 pub mod netstring;
+pub mod node;
 
 pub use storage::{StorageIndex, base32};

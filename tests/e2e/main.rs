@@ -11,6 +11,7 @@
 
 mod chk;
 mod grid;
+mod mutable;
 mod tidy;
 mod vectors;
 mod web;

@@ -5,6 +5,7 @@
 //! work runs on its own threads or the rayon pool.
 
 pub mod download;
+pub mod mutable;
 pub mod placement;
 pub mod upload;
 
@@ -114,6 +115,15 @@ pub(crate) async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + S
         .expect("invariant: the blocking job sends its result")
 }
 
+/// Runs CPU-bound work on the rayon pool and awaits its result.
+pub(crate) async fn run_on_rayon<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = futures::channel::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = done.send(work());
+    });
+    result.await.expect("invariant: the rayon job sends its result")
+}
+
 /// What the client knows about a server's connection right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStatus {
@@ -136,16 +146,82 @@ pub struct Grid {
     servers: std::sync::RwLock<Vec<(ServerEntry, ServerStatus)>>,
     secrets: ClientSecrets,
     params: upload::UploadParams,
+    keys: crate::mutable::keys::KeyPool,
+    mutable_states: std::sync::Mutex<
+        std::collections::HashMap<storage::StorageIndex, std::sync::Arc<futures::lock::Mutex<MutableState>>>,
+    >,
+}
+
+/// How many mutable files' states (see [`MutableState`]) a client keeps between operations.
+const MUTABLE_STATES_KEPT: usize = 32;
+
+/// The largest contents kept in a [`MutableState`].
+pub const MUTABLE_CONTENTS_KEPT: usize = 8 << 20;
+
+/// What this client knows about a mutable file between its own writes: the shares its last
+/// publish left, the signing key, and the contents. Held behind a per-file lock, which also
+/// serialises this client's writes to the file.
+#[derive(Debug, Default)]
+pub struct MutableState {
+    /// The grid as our last publish left it (tested by the next write, so a change by another
+    /// client is still detected).
+    pub map: Option<mutable::ServerMap>,
+    /// The contents of that version, when small enough to keep.
+    pub contents: Option<std::sync::Arc<Vec<u8>>>,
+    /// The file's signing key.
+    pub key: Option<std::sync::Arc<crate::mutable::keys::MutableKey>>,
 }
 
 impl Grid {
     /// A grid client with no servers yet.
     pub fn new(secrets: ClientSecrets, params: upload::UploadParams) -> Self {
+        Grid::with_key_pool(secrets, params, crate::mutable::keys::KeyPool::new(2))
+    }
+
+    /// A grid client with its own key pool (tests use `KeyPool::new(0)` to avoid a keygen thread).
+    pub fn with_key_pool(
+        secrets: ClientSecrets,
+        params: upload::UploadParams,
+        keys: crate::mutable::keys::KeyPool,
+    ) -> Self {
         Grid {
             servers: Default::default(),
             secrets,
             params,
+            keys,
+            mutable_states: Default::default(),
         }
+    }
+
+    /// The client's secrets.
+    pub fn secrets(&self) -> &ClientSecrets {
+        &self.secrets
+    }
+
+    /// The pool of pre-generated signing keys.
+    pub fn key_pool(&self) -> &crate::mutable::keys::KeyPool {
+        &self.keys
+    }
+
+    /// The lock and cached state of one mutable file.
+    pub fn mutable_state(
+        &self,
+        storage_index: storage::StorageIndex,
+    ) -> std::sync::Arc<futures::lock::Mutex<MutableState>> {
+        let mut states = self
+            .mutable_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(state) = states.get(&storage_index) {
+            return std::sync::Arc::clone(state);
+        }
+        if states.len() >= MUTABLE_STATES_KEPT {
+            // Forget files nobody is using right now.
+            states.retain(|_, state| std::sync::Arc::strong_count(state) > 1);
+        }
+        let state = std::sync::Arc::new(futures::lock::Mutex::new(MutableState::default()));
+        states.insert(storage_index, std::sync::Arc::clone(&state));
+        state
     }
 
     /// Replaces the server list, keeping the status of servers that stay.

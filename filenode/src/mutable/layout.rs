@@ -315,3 +315,190 @@ pub fn decode_mutable(cap: &MutableCap, shares: &[(usize, Vec<u8>)]) -> Result<V
     }
     Ok(plaintext)
 }
+
+/// Where the parts of a mutable share lie, from its header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareOffsets {
+    /// The verification key.
+    pub verification_key: u64,
+    /// End of the verification key.
+    pub verification_key_end: u64,
+    /// The signature.
+    pub signature: u64,
+    /// End of the signature.
+    pub signature_end: u64,
+    /// The share hash chain.
+    pub share_hash_chain: u64,
+    /// End of the share hash chain.
+    pub share_hash_chain_end: u64,
+    /// The block hash tree.
+    pub block_hash_tree: u64,
+    /// The share data (blocks; salts too for MDMF).
+    pub share_data: u64,
+    /// The encrypted private key.
+    pub enc_privkey: u64,
+    /// End of the encrypted private key.
+    pub enc_privkey_end: u64,
+    /// End of the share.
+    pub eof: u64,
+}
+
+/// A mutable share's header: the version it claims and where its parts are. Enough to plan reads;
+/// nothing in it is trusted until [`ShareHeader::verify_signature`] passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareHeader {
+    /// SDMF or MDMF.
+    pub format: MutableFormat,
+    /// The version number.
+    pub seqnum: u64,
+    /// Root of the share hash tree.
+    pub root_hash: Hash,
+    /// SDMF's IV (zeros for MDMF).
+    pub sdmf_salt: [u8; 16],
+    /// k.
+    pub needed: u8,
+    /// N.
+    pub total: u8,
+    /// Segment size.
+    pub segment_size: u64,
+    /// Plaintext length.
+    pub data_length: u64,
+    /// The signed bytes.
+    pub signed_prefix: Vec<u8>,
+    /// Where the parts lie.
+    pub offsets: ShareOffsets,
+}
+
+impl ShareHeader {
+    /// How many leading bytes of a share [`ShareHeader::parse`] needs.
+    pub fn header_len(first_byte: u8) -> usize {
+        if first_byte == 0 { 107 } else { 123 }
+    }
+
+    /// Parses the header of either format from the first bytes of a share.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MutableShareError> {
+        let version = *bytes.first().ok_or(MutableShareError::Truncated)?;
+        let header = match version {
+            0 | 1 => take(bytes, 0, Self::header_len(version) as u64)?,
+            other => return Err(MutableShareError::UnknownVersion(other)),
+        };
+        let mut parsed = if version == 0 {
+            let o: Vec<u64> = (0..4)
+                .map(|i| be(&header[75 + 4 * i..79 + 4 * i]))
+                .chain((0..2).map(|i| be(&header[91 + 8 * i..99 + 8 * i])))
+                .collect();
+            ShareHeader {
+                format: MutableFormat::Sdmf,
+                seqnum: be(&header[1..9]),
+                root_hash: header[9..41].try_into().expect("invariant: 32 bytes"),
+                sdmf_salt: header[41..57].try_into().expect("invariant: 16 bytes"),
+                needed: header[57],
+                total: header[58],
+                segment_size: be(&header[59..67]),
+                data_length: be(&header[67..75]),
+                signed_prefix: header[..75].to_vec(),
+                offsets: ShareOffsets {
+                    verification_key: 107,
+                    verification_key_end: o[0],
+                    signature: o[0],
+                    signature_end: o[1],
+                    share_hash_chain: o[1],
+                    share_hash_chain_end: o[2],
+                    block_hash_tree: o[2],
+                    share_data: o[3],
+                    enc_privkey: o[4],
+                    enc_privkey_end: o[5],
+                    eof: o[5],
+                },
+            }
+        } else {
+            let o: Vec<u64> = (0..8).map(|i| be(&header[59 + 8 * i..67 + 8 * i])).collect();
+            ShareHeader {
+                format: MutableFormat::Mdmf,
+                seqnum: be(&header[1..9]),
+                root_hash: header[9..41].try_into().expect("invariant: 32 bytes"),
+                sdmf_salt: [0; 16],
+                needed: header[41],
+                total: header[42],
+                segment_size: be(&header[43..51]),
+                data_length: be(&header[51..59]),
+                signed_prefix: header[..59].to_vec(),
+                offsets: ShareOffsets {
+                    enc_privkey: o[0],
+                    enc_privkey_end: o[1],
+                    share_hash_chain: o[1],
+                    share_hash_chain_end: o[2],
+                    signature: o[2],
+                    signature_end: o[3],
+                    verification_key: o[3],
+                    verification_key_end: o[4],
+                    share_data: o[5],
+                    block_hash_tree: o[6],
+                    eof: o[7],
+                },
+            }
+        };
+        let o = &parsed.offsets;
+        let ordered = [
+            (o.verification_key, o.verification_key_end),
+            (o.signature, o.signature_end),
+            (o.share_hash_chain, o.share_hash_chain_end),
+            (o.enc_privkey, o.enc_privkey_end),
+            (o.share_data, o.eof),
+            (o.block_hash_tree, o.eof),
+        ];
+        let k = u64::from(parsed.needed);
+        if parsed.needed == 0
+            || parsed.needed > parsed.total
+            || ordered.iter().any(|(a, b)| a > b || *b > o.eof)
+            || o.eof > (1 << 46)
+            || (parsed.format == MutableFormat::Mdmf
+                && (parsed.segment_size == 0 || !parsed.segment_size.is_multiple_of(k)))
+        {
+            return Err(MutableShareError::BadOffsets);
+        }
+        parsed.offsets.eof = o.eof;
+        Ok(parsed)
+    }
+
+    /// The version this share claims: (seqnum, root hash).
+    pub fn version(&self) -> (u64, Hash) {
+        (self.seqnum, self.root_hash)
+    }
+
+    /// Checks the verification key (found at `self.offsets` in `bytes`, the share's first bytes)
+    /// against the cap's fingerprint and the signature over the header.
+    pub fn verify_signature(&self, bytes: &[u8], fingerprint: &Hash) -> Result<(), MutableShareError> {
+        let o = &self.offsets;
+        let key = take(bytes, o.verification_key, o.verification_key_end)?;
+        let signature = take(bytes, o.signature, o.signature_end)?;
+        if &ssk_pubkey_fingerprint_hash(key) != fingerprint {
+            return Err(MutableShareError::FingerprintMismatch);
+        }
+        let key = rsa::RsaPublicKey::from_public_key_der(key).map_err(|_| MutableShareError::BadSignature)?;
+        let signature =
+            rsa::pss::Signature::try_from(signature).map_err(|_| MutableShareError::BadSignature)?;
+        rsa::pss::VerifyingKey::<sha2::Sha256>::new(key)
+            .verify(&self.signed_prefix, &signature)
+            .map_err(|_| MutableShareError::BadSignature)
+    }
+
+    /// How many leading bytes hold everything but the blocks and block tree (MDMF) or the whole
+    /// share (SDMF): what a servermap query wants to have read.
+    pub fn fixed_region_end(&self) -> u64 {
+        match self.format {
+            MutableFormat::Sdmf => self.offsets.eof,
+            MutableFormat::Mdmf => self.offsets.share_data,
+        }
+    }
+}
+
+/// Parses a share hash chain (u16 index, 32-byte hash pairs).
+pub fn parse_chain(bytes: &[u8]) -> BTreeMap<usize, Hash> {
+    chain(bytes)
+}
+
+/// Parses a serialized hash tree.
+pub fn parse_hashes(bytes: &[u8]) -> Vec<Hash> {
+    hashes(bytes)
+}

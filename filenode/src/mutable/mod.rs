@@ -1,6 +1,6 @@
-//! Mutable files (SDMF and MDMF). For now: the RSA key to cap derivations, and parsing, verifying
-//! and decoding fetched shares; publishing and the servermap protocol arrive with the mutable-files
-//! issue.
+//! Mutable files (SDMF and MDMF): keys and caps, share layouts, encoding, and the grid protocols
+//! (servermap update, retrieve, publish with test-and-set writes).
 
+pub mod encode;
 pub mod keys;
 pub mod layout;

@@ -1,0 +1,1454 @@
+//! Mutable files on the grid: the servermap (which servers hold which shares of which versions),
+//! retrieve (read a version with full verification, fetching only the segments a range needs) and
+//! publish (write a new version with test-and-set writes, so that a concurrent writer is detected
+//! instead of silently overwritten).
+//!
+//! Publishing writes the *primary* share (the first one in ring order) before any other: its
+//! test-and-set write is the point where two writers that started from the same version are
+//! ordered, so the loser fails there, having written nothing. Large MDMF writes go in batches; the
+//! first batch replaces the share's checkstring with an in-progress marker (the new seqnum and an
+//! all-zero root, which no signature covers), later batches test for that marker, and the last
+//! writes the signed header.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use storage::api::{ReadVector, ShareKind, TestVector, TestWriteVectors, WriteEnabler, WriteVector};
+use storage::{ShareNum, StorageError, StorageIndex};
+use tracing::{debug, warn};
+
+use super::{ClientSecrets, ServerEntry, permuted_servers, with_timeout};
+use crate::cap::{MutableCap, MutableFormat};
+use crate::codec::Codec;
+use crate::crypto::aes_ctr_at;
+use crate::hashes::{Hash, block_hash, ssk_readkey_data_hash, ssk_write_enabler_hash};
+use crate::hashtree;
+use crate::mutable::encode::{self, MutableGeometry, checkstring_len};
+use crate::mutable::keys::MutableKey;
+use crate::mutable::layout::{MutableShareError, ShareHeader, parse_chain, parse_hashes};
+
+/// How much of each share a servermap query reads: the whole fixed region of MDMF and of most
+/// SDMF shares (directories).
+const PREFIX_READ: u64 = 4096;
+
+/// The most a servermap query reads to find a share's key and signature.
+const PREFIX_LIMIT: u64 = 64 * 1024;
+
+/// Segments per write batch of a large MDMF publish (1 MiB of plaintext at k = 3).
+const SEGMENTS_PER_BATCH: u64 = 8;
+
+/// Why a mutable operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MutableError {
+    /// Fewer than k good shares of any version.
+    #[error("the file cannot be read: no version has enough good shares ({0})")]
+    Unrecoverable(String),
+    /// No shares at all on any server that answered.
+    #[error("no shares of this mutable file were found ({0} servers answered)")]
+    NotFound(usize),
+    /// Another writer changed the file while we were writing.
+    #[error(
+        "uncoordinated write: another client changed this mutable file at the same time; the other \
+         write won (re-read the file and try again)"
+    )]
+    UncoordinatedWrite,
+    /// Too few servers accepted the new version.
+    #[error("only {written} shares of the new version could be written (at least {needed} needed): {detail}")]
+    NotEnoughServers {
+        /// Distinct shares written.
+        written: usize,
+        /// k.
+        needed: usize,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The cap cannot do this (read-only or verify cap).
+    #[error("this cap is read-only")]
+    ReadOnly,
+    /// The share's encrypted private key does not belong to the write cap.
+    #[error("the file's signing key does not match the write cap")]
+    BadPrivateKey,
+    /// SDMF files cannot be partially updated.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// A share failed verification in a way that leaves no alternative.
+    #[error("share verification failed: {0}")]
+    Share(#[from] MutableShareError),
+}
+
+/// One share found by a servermap query.
+#[derive(Debug, Clone)]
+pub struct LocatedShare {
+    /// The server that holds it.
+    pub server: ServerEntry,
+    /// Share number.
+    pub shnum: ShareNum,
+    /// The first bytes of the share (at least its checkstring, usually its whole fixed region).
+    pub prefix: Arc<Vec<u8>>,
+    /// The header, if it parsed and its signature verified against the cap.
+    pub header: Option<ShareHeader>,
+}
+
+impl LocatedShare {
+    /// The bytes a test-and-set write must find to replace this share: its checkstring as seen.
+    pub fn checkstring(&self) -> Vec<u8> {
+        let len = match self.prefix.first() {
+            Some(0) => checkstring_len(MutableFormat::Sdmf),
+            _ => checkstring_len(MutableFormat::Mdmf),
+        };
+        self.prefix[..len.min(self.prefix.len())].to_vec()
+    }
+}
+
+/// A version: (seqnum, root hash).
+pub type VersionId = (u64, Hash);
+
+/// What a servermap query found.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMap {
+    /// Every share found, in ring order of its server.
+    pub shares: Vec<LocatedShare>,
+    /// The servers that answered, in ring order.
+    pub responders: Vec<ServerEntry>,
+    /// Servers that failed, with the error.
+    pub failures: Vec<(String, String)>,
+}
+
+impl ServerMap {
+    /// The highest seqnum any verified share carries (0 when there are none).
+    pub fn highest_seqnum(&self) -> u64 {
+        self.shares
+            .iter()
+            .filter_map(|s| s.header.as_ref().map(|h| h.seqnum))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The seqnum of a new version: one more than any share claims (verified or not, so that a
+    /// half-written version is superseded too).
+    pub fn next_seqnum(&self) -> u64 {
+        self.shares
+            .iter()
+            .filter_map(|s| {
+                let seen = s
+                    .prefix
+                    .get(1..9)
+                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+                s.header.as_ref().map(|h| h.seqnum).max(seen)
+            })
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Verified versions with their shares, highest first.
+    pub fn versions(&self) -> Vec<(VersionId, Vec<&LocatedShare>)> {
+        let mut versions: BTreeMap<VersionId, Vec<&LocatedShare>> = BTreeMap::new();
+        for share in &self.shares {
+            if let Some(header) = &share.header {
+                versions.entry(header.version()).or_default().push(share);
+            }
+        }
+        versions.into_iter().rev().collect()
+    }
+
+    /// The highest version with at least k distinct shares.
+    pub fn best_recoverable(&self) -> Option<(VersionId, Vec<&LocatedShare>)> {
+        self.versions().into_iter().find(|(_, shares)| {
+            let needed = shares[0]
+                .header
+                .as_ref()
+                .map_or(usize::MAX, |h| usize::from(h.needed));
+            shares.iter().map(|s| s.shnum).collect::<BTreeSet<_>>().len() >= needed
+        })
+    }
+}
+
+async fn read_mutable(
+    server: &ServerEntry,
+    storage_index: StorageIndex,
+    shnum: ShareNum,
+    offset: u64,
+    len: u64,
+) -> Result<bytes::Bytes, StorageError> {
+    with_timeout(
+        server.request_timeout,
+        server
+            .client
+            .read_share(ShareKind::Mutable, storage_index, shnum, offset, len),
+    )
+    .await
+}
+
+/// Asks every server which shares of `cap`'s slot it holds and reads each share's fixed region;
+/// headers are checked against the cap's fingerprint and signature.
+pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> ServerMap {
+    let storage_index = cap.storage_index();
+    let ordered = permuted_servers(&storage_index.0, servers);
+    let answers = join_all(ordered.iter().map(|server| async move {
+        let shnums = with_timeout(
+            server.request_timeout,
+            server.client.list_shares(ShareKind::Mutable, storage_index),
+        )
+        .await?;
+        let reads = join_all(shnums.iter().map(|&shnum| async move {
+            let mut prefix = read_mutable(server, storage_index, shnum, 0, PREFIX_READ)
+                .await?
+                .to_vec();
+            let header = ShareHeader::parse(&prefix).ok();
+            if let Some(header) = &header {
+                let want = header
+                    .offsets
+                    .signature_end
+                    .max(header.offsets.verification_key_end);
+                if want > prefix.len() as u64 && want <= PREFIX_LIMIT {
+                    let more = read_mutable(
+                        server,
+                        storage_index,
+                        shnum,
+                        prefix.len() as u64,
+                        want - prefix.len() as u64,
+                    )
+                    .await?;
+                    prefix.extend_from_slice(&more);
+                }
+            }
+            let header = header.filter(|h| h.verify_signature(&prefix, &cap.fingerprint).is_ok());
+            Ok::<_, StorageError>(LocatedShare {
+                server: (*server).clone(),
+                shnum,
+                prefix: Arc::new(prefix),
+                header,
+            })
+        }))
+        .await;
+        reads.into_iter().collect::<Result<Vec<_>, _>>()
+    }))
+    .await;
+    let mut map = ServerMap::default();
+    for (server, answer) in ordered.into_iter().zip(answers) {
+        match answer {
+            Ok(shares) => {
+                map.responders.push(server.clone());
+                map.shares.extend(shares);
+            }
+            Err(e) => {
+                debug!(server = %server.name(), error = %e, "servermap query failed");
+                map.failures.push((server.name(), e.to_string()));
+            }
+        }
+    }
+    map
+}
+
+/// One share of the version being read, with its verified block hash tree.
+#[derive(Debug)]
+struct ReadShare {
+    server: ServerEntry,
+    shnum: ShareNum,
+    tree: Vec<Hash>,
+    /// SDMF: the block, when the whole share was already read.
+    block: Option<Vec<u8>>,
+}
+
+/// Reads one version of a mutable file: every block is verified against its share's block tree,
+/// every tree against the signed root through the share hash chain.
+#[derive(Debug)]
+pub struct MutableReader {
+    cap: MutableCap,
+    header: ShareHeader,
+    geometry: MutableGeometry,
+    readkey: [u8; 16],
+    chosen: futures::lock::Mutex<Vec<ReadShare>>,
+    spare: futures::lock::Mutex<Vec<LocatedShare>>,
+}
+
+impl MutableReader {
+    /// Opens the highest recoverable version in `map`.
+    pub async fn open(map: &ServerMap, cap: &MutableCap) -> Result<MutableReader, MutableError> {
+        let readkey = cap.readkey().ok_or(MutableError::ReadOnly)?;
+        let Some((_, shares)) = map.best_recoverable() else {
+            if map.shares.is_empty() {
+                return Err(MutableError::NotFound(map.responders.len()));
+            }
+            return Err(MutableError::Unrecoverable(format!(
+                "{} shares found, {} with a valid signature, {} servers did not answer",
+                map.shares.len(),
+                map.shares.iter().filter(|s| s.header.is_some()).count(),
+                map.failures.len()
+            )));
+        };
+        let header = shares[0]
+            .header
+            .clone()
+            .expect("invariant: versions hold verified shares");
+        let geometry = MutableGeometry {
+            format: header.format,
+            needed: header.needed,
+            total: header.total,
+            segment_size: header.segment_size,
+            data_length: header.data_length,
+        };
+        if header.format != cap.format {
+            return Err(MutableError::Unrecoverable(
+                "the shares are of another format than the cap".into(),
+            ));
+        }
+        // One share per share number, preferring servers that hold fewer shares (spread reads).
+        let mut seen = BTreeSet::new();
+        let mut candidates: Vec<LocatedShare> = Vec::new();
+        for share in &shares {
+            if seen.insert(share.shnum) {
+                candidates.push((*share).clone());
+            }
+        }
+        let reader = MutableReader {
+            cap: *cap,
+            header,
+            geometry,
+            readkey,
+            chosen: futures::lock::Mutex::new(Vec::new()),
+            spare: futures::lock::Mutex::new(candidates),
+        };
+        reader.fill().await?;
+        Ok(reader)
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.header.data_length
+    }
+
+    /// The version being read.
+    pub fn version(&self) -> VersionId {
+        self.header.version()
+    }
+
+    /// The version's header.
+    pub fn header(&self) -> &ShareHeader {
+        &self.header
+    }
+
+    /// Validates spare shares until k are chosen.
+    async fn fill(&self) -> Result<(), MutableError> {
+        let k = usize::from(self.header.needed);
+        let mut chosen = self.chosen.lock().await;
+        let mut spare = self.spare.lock().await;
+        while chosen.len() < k {
+            let want = k - chosen.len();
+            if spare.is_empty() {
+                return Err(MutableError::Unrecoverable(format!(
+                    "only {} of the {k} shares needed verified",
+                    chosen.len()
+                )));
+            }
+            let take = want.min(spare.len());
+            let batch: Vec<LocatedShare> = spare.drain(..take).collect();
+            let results = join_all(batch.into_iter().map(|share| self.validate(share))).await;
+            for result in results {
+                match result {
+                    Ok(share) => chosen.push(share),
+                    Err((share, reason)) => {
+                        warn!(server = %share.server.name(), shnum = share.shnum, %reason, "bad mutable share");
+                        advise(&share.server, self.cap.storage_index(), share.shnum, &reason).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn validate(&self, share: LocatedShare) -> Result<ReadShare, (LocatedShare, String)> {
+        let o = self.header.offsets;
+        let si = self.cap.storage_index();
+        let fetch = |start: u64, end: u64| {
+            let share = &share;
+            async move {
+                if end <= share.prefix.len() as u64 {
+                    return Ok(share.prefix[start as usize..end as usize].to_vec());
+                }
+                let bytes = read_mutable(&share.server, si, share.shnum, start, end - start)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if (bytes.len() as u64) < end - start {
+                    return Err("share is truncated".to_string());
+                }
+                Ok(bytes.to_vec())
+            }
+        };
+        let result: Result<ReadShare, String> = async {
+            let header = share.header.as_ref().ok_or("no verified header")?;
+            if header.offsets != o || header.signed_prefix != self.header.signed_prefix {
+                return Err("share header differs from its version's".to_string());
+            }
+            let chain = parse_chain(&fetch(o.share_hash_chain, o.share_hash_chain_end).await?);
+            let (tree_start, tree_end) = match self.header.format {
+                MutableFormat::Sdmf => (o.block_hash_tree, o.share_data),
+                MutableFormat::Mdmf => (o.block_hash_tree, o.eof),
+            };
+            let tree = parse_hashes(&fetch(tree_start, tree_end).await?);
+            let nseg = self.geometry.num_segments() as usize;
+            if tree.len() != hashtree::node_count(nseg) {
+                return Err("block hash tree has the wrong size".into());
+            }
+            if nseg > 0 {
+                hashtree::verify_full_tree(nseg, &tree, &tree[0])
+                    .map_err(|e| format!("block hash tree: {e}"))?;
+            }
+            hashtree::verify_leaf(
+                usize::from(self.header.total),
+                usize::from(share.shnum),
+                &tree[0],
+                &chain,
+                &self.header.root_hash,
+            )
+            .map_err(|e| format!("share hash chain: {e}"))?;
+            let block = match self.header.format {
+                MutableFormat::Sdmf if o.enc_privkey <= share.prefix.len() as u64 => {
+                    Some(share.prefix[o.share_data as usize..o.enc_privkey as usize].to_vec())
+                }
+                _ => None,
+            };
+            Ok(ReadShare {
+                server: share.server.clone(),
+                shnum: share.shnum,
+                tree,
+                block,
+            })
+        }
+        .await;
+        result.map_err(|reason| (share, reason))
+    }
+
+    /// Reads and verifies one share's salt and block of segment `segnum`.
+    async fn read_block(&self, share: &ReadShare, segnum: u64) -> Result<([u8; 16], Vec<u8>), String> {
+        let o = self.header.offsets;
+        let g = &self.geometry;
+        let si = self.cap.storage_index();
+        let (salt, block) = match self.header.format {
+            MutableFormat::Sdmf => {
+                let block = match &share.block {
+                    Some(block) => block.clone(),
+                    None => read_mutable(
+                        &share.server,
+                        si,
+                        share.shnum,
+                        o.share_data,
+                        o.enc_privkey - o.share_data,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_vec(),
+                };
+                (self.header.sdmf_salt, block)
+            }
+            MutableFormat::Mdmf => {
+                let len = 16 + g.block_len(segnum);
+                let start = o.share_data + (g.mdmf_block_offset(segnum) - encode::MDMF_SHARE_DATA_OFFSET);
+                let entry = read_mutable(&share.server, si, share.shnum, start, len)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let salt: [u8; 16] = entry
+                    .get(..16)
+                    .ok_or("share is truncated")?
+                    .try_into()
+                    .expect("invariant: 16 bytes");
+                (salt, entry[16..].to_vec())
+            }
+        };
+        if block.len() as u64 != g.block_len(segnum) {
+            return Err(format!("block {segnum} has the wrong length"));
+        }
+        let leaf = match self.header.format {
+            MutableFormat::Sdmf => block_hash(&block),
+            MutableFormat::Mdmf => block_hash(&encode::mdmf_block_entry(&salt, &block)),
+        };
+        let index = hashtree::leaf_node_index(g.num_segments() as usize, segnum as usize);
+        if share.tree[index] != leaf {
+            return Err(format!("block {segnum} does not match its hash"));
+        }
+        Ok((salt, block))
+    }
+
+    /// Reads, verifies, decodes and decrypts segment `segnum`, replacing shares that fail.
+    pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, MutableError> {
+        loop {
+            let chosen: Vec<ReadShare> = self
+                .chosen
+                .lock()
+                .await
+                .iter()
+                .map(|s| ReadShare {
+                    server: s.server.clone(),
+                    shnum: s.shnum,
+                    tree: s.tree.clone(),
+                    block: s.block.clone(),
+                })
+                .collect();
+            let reads = join_all(chosen.iter().map(|share| self.read_block(share, segnum))).await;
+            let mut blocks = Vec::new();
+            let mut bad = Vec::new();
+            let mut salt = [0u8; 16];
+            for (share, result) in chosen.iter().zip(reads) {
+                match result {
+                    Ok((block_salt, block)) => {
+                        salt = block_salt;
+                        blocks.push((usize::from(share.shnum), block));
+                    }
+                    Err(reason) => bad.push((share, reason)),
+                }
+            }
+            if bad.is_empty() {
+                let (g, readkey) = (self.geometry, self.readkey);
+                return super::run_on_rayon(move || decode_segment(&g, &readkey, segnum, salt, &blocks))
+                    .await;
+            }
+            let mut chosen_now = self.chosen.lock().await;
+            for (share, reason) in bad {
+                warn!(server = %share.server.name(), shnum = share.shnum, %reason, "mutable block failed");
+                advise(&share.server, self.cap.storage_index(), share.shnum, &reason).await;
+                chosen_now
+                    .retain(|s| !(s.shnum == share.shnum && s.server.server_id == share.server.server_id));
+            }
+            drop(chosen_now);
+            self.fill().await?;
+        }
+    }
+
+    /// Reads plaintext bytes `offset..offset+len` (clipped to the file), segment by segment.
+    pub async fn read_range(&self, offset: u64, len: u64) -> Result<Vec<u8>, MutableError> {
+        let g = self.geometry;
+        let end = offset.saturating_add(len).min(g.data_length);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for segnum in g.segments_for(offset, len) {
+            let segment = self.read_segment(segnum).await?;
+            let seg_start = segnum * g.segment_size;
+            let from = offset.max(seg_start) - seg_start;
+            let to = end.min(seg_start + segment.len() as u64) - seg_start;
+            out.extend_from_slice(&segment[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Streams plaintext bytes `offset..offset+len`, a segment at a time, reading ahead by a few
+    /// segments.
+    pub fn stream_range(
+        self: Arc<Self>,
+        offset: u64,
+        len: u64,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, MutableError>> + Send + 'static {
+        use futures::StreamExt;
+        let g = self.geometry;
+        let end = offset.saturating_add(len).min(g.data_length);
+        futures::stream::iter(g.segments_for(offset, len))
+            .map(move |segnum| {
+                let reader = Arc::clone(&self);
+                async move {
+                    let segment = reader.read_segment(segnum).await?;
+                    let seg_start = segnum * g.segment_size;
+                    let from = offset.max(seg_start) - seg_start;
+                    let to = end.min(seg_start + segment.len() as u64) - seg_start;
+                    Ok(segment[from as usize..to as usize].to_vec())
+                }
+            })
+            .buffered(4)
+    }
+
+    /// Validates every share of this version in `map` and returns its block tree (for partial
+    /// updates, which must rewrite every share's tree).
+    async fn all_trees(&self, map: &ServerMap) -> Vec<(LocatedShare, Vec<Hash>)> {
+        let mine: Vec<LocatedShare> = map
+            .shares
+            .iter()
+            .filter(|s| s.header.as_ref().is_some_and(|h| h.version() == self.version()))
+            .cloned()
+            .collect();
+        join_all(mine.into_iter().map(|share| async move {
+            let validated = self.validate(share.clone()).await.ok()?;
+            Some((share, validated.tree))
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Erasure-decodes and decrypts one segment from k verified blocks.
+fn decode_segment(
+    g: &MutableGeometry,
+    readkey: &[u8; 16],
+    segnum: u64,
+    salt: [u8; 16],
+    blocks: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>, MutableError> {
+    let codec = Codec::new(usize::from(g.needed), usize::from(g.total))
+        .map_err(|_| MutableError::Unrecoverable("bad encoding parameters".into()))?;
+    let refs: Vec<(usize, &[u8])> = blocks.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+    let mut segment = codec
+        .decode(&refs)
+        .map_err(|e| MutableError::Unrecoverable(e.to_string()))?
+        .concat();
+    segment.truncate(g.segment_len(segnum) as usize);
+    aes_ctr_at(&ssk_readkey_data_hash(&salt, readkey), 0, &mut segment);
+    Ok(segment)
+}
+
+async fn advise(server: &ServerEntry, storage_index: StorageIndex, shnum: ShareNum, reason: &str) {
+    let _ = with_timeout(
+        server.request_timeout,
+        server
+            .client
+            .advise_corrupt_share(ShareKind::Mutable, storage_index, shnum, reason),
+    )
+    .await;
+}
+
+/// Where the bytes of a new version come from: each call yields the next `min(n, remaining)`
+/// plaintext bytes.
+pub type ChunkSource =
+    Box<dyn FnMut(u64) -> futures::future::BoxFuture<'static, std::io::Result<Vec<u8>>> + Send>;
+
+/// A [`ChunkSource`] over bytes in memory.
+pub fn chunks_from_bytes(data: Vec<u8>) -> ChunkSource {
+    let data = Arc::new(data);
+    let mut at = 0usize;
+    Box::new(move |n| {
+        let end = (at + n as usize).min(data.len());
+        let chunk = data[at..end].to_vec();
+        at = end;
+        Box::pin(async move { Ok(chunk) })
+    })
+}
+
+/// A [`ChunkSource`] over a blocking reader (a spooled upload, a local file); reads run on a
+/// thread of their own.
+pub fn chunks_from_read<R: std::io::Read + Send + 'static>(reader: R) -> ChunkSource {
+    let reader = Arc::new(std::sync::Mutex::new(reader));
+    Box::new(move |n| {
+        let reader = Arc::clone(&reader);
+        Box::pin(super::run_blocking(move || {
+            let mut reader = reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut chunk = Vec::with_capacity(n as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut *reader, n), &mut chunk)?;
+            Ok(chunk)
+        }))
+    })
+}
+
+/// Where one share of a new version goes, and what its test-and-set write must find there.
+#[derive(Debug, Clone)]
+struct Target {
+    server: ServerEntry,
+    shnum: ShareNum,
+    /// The checkstring expected now (empty: the share must not exist).
+    expected: Vec<u8>,
+    state: TargetState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    Alive,
+    Failed,
+    LostRace,
+}
+
+/// One round of writes: per share number, the write vectors.
+#[derive(Debug, Default)]
+struct Batch {
+    writes: BTreeMap<ShareNum, Vec<WriteVector>>,
+}
+
+/// The writes of one publish, batch by batch, to every target.
+struct WriteSession<'a> {
+    secrets: &'a ClientSecrets,
+    storage_index: StorageIndex,
+    writekey: [u8; 16],
+    targets: Vec<Target>,
+    /// Written at offset 0 by the first of several batches; tested by the later ones.
+    marker: Vec<u8>,
+    batches_sent: usize,
+    failures: Vec<String>,
+}
+
+impl WriteSession<'_> {
+    fn write_enabler(&self, server: &ServerEntry) -> WriteEnabler {
+        WriteEnabler(ssk_write_enabler_hash(&self.writekey, &server.lease_seed))
+    }
+
+    async fn write_one(
+        &self,
+        target: &Target,
+        mut writes: Vec<WriteVector>,
+        first: bool,
+        last: bool,
+        new_length: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        if first && !last {
+            writes.insert(
+                0,
+                WriteVector {
+                    offset: 0,
+                    data: self.marker.clone(),
+                },
+            );
+        }
+        let test = if target.expected.is_empty() {
+            TestVector {
+                offset: 0,
+                size: 1,
+                specimen: Vec::new(),
+            }
+        } else {
+            TestVector {
+                offset: 0,
+                size: target.expected.len() as u64,
+                specimen: target.expected.clone(),
+            }
+        };
+        let vectors = BTreeMap::from([(
+            target.shnum,
+            TestWriteVectors {
+                test: vec![test],
+                write: writes,
+                new_length: if last { new_length } else { None },
+            },
+        )]);
+        let lease = self
+            .secrets
+            .lease_secrets(&self.storage_index.0, &target.server.lease_seed);
+        let answer = with_timeout(
+            target.server.request_timeout,
+            target.server.client.read_test_write(
+                self.storage_index,
+                &self.write_enabler(&target.server),
+                &lease,
+                &vectors,
+                &[] as &[ReadVector],
+            ),
+        )
+        .await?;
+        Ok(answer.success)
+    }
+
+    /// Sends one batch to every live target: the primary (first live target) alone first when
+    /// this is the first batch, then all others concurrently.
+    async fn send(
+        &mut self,
+        batch: &Batch,
+        last: bool,
+        new_length: &BTreeMap<ShareNum, u64>,
+        final_checkstring: &[u8],
+    ) -> Result<(), MutableError> {
+        let first = self.batches_sent == 0;
+        self.batches_sent += 1;
+        let after = if last {
+            final_checkstring.to_vec()
+        } else {
+            self.marker.clone()
+        };
+        let live: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| self.targets[i].state == TargetState::Alive)
+            .collect();
+        let mut rest = live.as_slice();
+        if first {
+            // Find a primary that answers: its test decides whether this publish goes ahead.
+            while let Some((&i, tail)) = rest.split_first() {
+                rest = tail;
+                let target = self.targets[i].clone();
+                let writes = batch.writes.get(&target.shnum).cloned().unwrap_or_default();
+                match self
+                    .write_one(
+                        &target,
+                        writes,
+                        true,
+                        last,
+                        new_length.get(&target.shnum).copied(),
+                    )
+                    .await
+                {
+                    Ok(true) => {
+                        self.targets[i].expected = after.clone();
+                        break;
+                    }
+                    Ok(false) => return Err(MutableError::UncoordinatedWrite),
+                    Err(e) => {
+                        self.failures.push(format!("{}: {e}", target.server.name()));
+                        self.targets[i].state = TargetState::Failed;
+                    }
+                }
+            }
+        }
+        let answers = join_all(rest.iter().map(|&i| {
+            let target = &self.targets[i];
+            let writes = batch.writes.get(&target.shnum).cloned().unwrap_or_default();
+            self.write_one(
+                target,
+                writes,
+                first,
+                last,
+                new_length.get(&target.shnum).copied(),
+            )
+        }))
+        .await;
+        for (&i, answer) in rest.iter().zip(answers) {
+            match answer {
+                Ok(true) => self.targets[i].expected = after.clone(),
+                Ok(false) => self.targets[i].state = TargetState::LostRace,
+                Err(e) => {
+                    self.failures.push(format!(
+                        "{} (share {}): {e}",
+                        self.targets[i].server.name(),
+                        self.targets[i].shnum
+                    ));
+                    self.targets[i].state = TargetState::Failed;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a single-batch publish: shares whose server failed are written to servers that
+    /// answered (create-only), so the version keeps N shares when servers are down.
+    async fn replace_failed(
+        &mut self,
+        batch: &Batch,
+        new_length: &BTreeMap<ShareNum, u64>,
+        checkstring: &[u8],
+    ) {
+        let written: BTreeSet<ShareNum> = self.alive_shnums();
+        let lost: BTreeSet<ShareNum> = self
+            .targets
+            .iter()
+            .filter(|t| t.state == TargetState::Failed && !written.contains(&t.shnum))
+            .map(|t| t.shnum)
+            .collect();
+        let mut hosts: Vec<ServerEntry> = Vec::new();
+        for target in self.targets.iter().filter(|t| t.state == TargetState::Alive) {
+            if !hosts.iter().any(|h| h.server_id == target.server.server_id) {
+                hosts.push(target.server.clone());
+            }
+        }
+        if hosts.is_empty() {
+            return;
+        }
+        for (i, shnum) in lost.into_iter().enumerate() {
+            let host = hosts[i % hosts.len()].clone();
+            let target = Target {
+                server: host,
+                shnum,
+                expected: Vec::new(),
+                state: TargetState::Alive,
+            };
+            let writes = batch.writes.get(&shnum).cloned().unwrap_or_default();
+            if let Ok(true) = self
+                .write_one(&target, writes, true, true, new_length.get(&shnum).copied())
+                .await
+            {
+                self.targets.push(Target {
+                    expected: checkstring.to_vec(),
+                    ..target
+                });
+            }
+        }
+    }
+
+    fn alive_shnums(&self) -> BTreeSet<ShareNum> {
+        self.targets
+            .iter()
+            .filter(|t| t.state == TargetState::Alive)
+            .map(|t| t.shnum)
+            .collect()
+    }
+
+    fn finish(self, needed: usize) -> Result<Vec<(ServerEntry, ShareNum)>, MutableError> {
+        if self.targets.iter().any(|t| t.state == TargetState::LostRace) {
+            return Err(MutableError::UncoordinatedWrite);
+        }
+        let written = self.alive_shnums().len();
+        if written < needed {
+            return Err(MutableError::NotEnoughServers {
+                written,
+                needed,
+                detail: if self.failures.is_empty() {
+                    "no storage servers answered".into()
+                } else {
+                    self.failures.join("; ")
+                },
+            });
+        }
+        Ok(self
+            .targets
+            .into_iter()
+            .filter(|t| t.state == TargetState::Alive)
+            .map(|t| (t.server, t.shnum))
+            .collect())
+    }
+}
+
+/// Plans where the N shares of a new version go: every share the servermap found keeps its place
+/// (its current checkstring is what the write tests for); share numbers found nowhere go to
+/// servers that answered, those without shares first, in ring order.
+fn plan_targets(map: &ServerMap, total: u8) -> Vec<Target> {
+    let mut targets: Vec<Target> = map
+        .shares
+        .iter()
+        .filter(|s| s.shnum < u16::from(total))
+        .map(|s| Target {
+            server: s.server.clone(),
+            shnum: s.shnum,
+            expected: s.checkstring(),
+            state: TargetState::Alive,
+        })
+        .collect();
+    let present: BTreeSet<ShareNum> = targets.iter().map(|t| t.shnum).collect();
+    let mut hosts: Vec<&ServerEntry> = map
+        .responders
+        .iter()
+        .filter(|r| !map.shares.iter().any(|s| s.server.server_id == r.server_id))
+        .collect();
+    hosts.extend(
+        map.responders
+            .iter()
+            .filter(|r| map.shares.iter().any(|s| s.server.server_id == r.server_id)),
+    );
+    if hosts.is_empty() {
+        return targets;
+    }
+    let missing = (0..u16::from(total)).filter(|n| !present.contains(n));
+    for (i, shnum) in missing.enumerate() {
+        targets.push(Target {
+            server: hosts[i % hosts.len()].clone(),
+            shnum,
+            expected: Vec::new(),
+            state: TargetState::Alive,
+        });
+    }
+    // The primary is the first target in ring order.
+    let order: Vec<&str> = map.responders.iter().map(|r| r.server_id.as_str()).collect();
+    targets.sort_by_key(|t| {
+        (
+            order
+                .iter()
+                .position(|id| *id == t.server.server_id)
+                .unwrap_or(usize::MAX),
+            t.shnum,
+        )
+    });
+    targets
+}
+
+/// What a publish wrote.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The new version.
+    pub version: VersionId,
+    /// The new checkstring, now on every written share.
+    pub checkstring: Vec<u8>,
+    /// Where the shares went.
+    pub placed: Vec<(ServerEntry, ShareNum)>,
+    /// The new size.
+    pub size: u64,
+}
+
+impl Published {
+    /// A servermap describing exactly what this publish left on the grid, for the next write from
+    /// this client (its test-and-set still detects anyone else's write in between).
+    pub fn as_servermap(&self, header: ShareHeader) -> ServerMap {
+        let mut responders: Vec<ServerEntry> = Vec::new();
+        for (server, _) in &self.placed {
+            if !responders.iter().any(|r| r.server_id == server.server_id) {
+                responders.push(server.clone());
+            }
+        }
+        ServerMap {
+            shares: self
+                .placed
+                .iter()
+                .map(|(server, shnum)| LocatedShare {
+                    server: server.clone(),
+                    shnum: *shnum,
+                    prefix: Arc::new(self.checkstring.clone()),
+                    header: Some(header.clone()),
+                })
+                .collect(),
+            responders,
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// The context of a write: who we are and what we write.
+#[derive(Debug)]
+pub struct WriteContext<'a> {
+    /// Lease secrets.
+    pub secrets: &'a ClientSecrets,
+    /// The write cap.
+    pub cap: &'a MutableCap,
+    /// Its signing key.
+    pub key: &'a MutableKey,
+}
+
+impl WriteContext<'_> {
+    fn session(&self, targets: Vec<Target>, marker: Vec<u8>) -> WriteSession<'_> {
+        WriteSession {
+            secrets: self.secrets,
+            storage_index: self.cap.storage_index(),
+            writekey: self
+                .cap
+                .writekey()
+                .expect("invariant: write contexts hold write caps"),
+            targets,
+            marker,
+            batches_sent: 0,
+            failures: Vec::new(),
+        }
+    }
+}
+
+fn marker(format: MutableFormat, seqnum: u64) -> Vec<u8> {
+    let mut marker = vec![if format == MutableFormat::Sdmf { 0 } else { 1 }];
+    marker.extend_from_slice(&seqnum.to_be_bytes());
+    marker.extend_from_slice(&[0; 32]);
+    marker
+}
+
+/// Writes a whole new version of `len` bytes from `source` in `format` with k-of-N encoding,
+/// replacing whatever `map` found.
+pub async fn publish(
+    ctx: &WriteContext<'_>,
+    map: &ServerMap,
+    format: MutableFormat,
+    needed: u8,
+    total: u8,
+    len: u64,
+    mut source: ChunkSource,
+) -> Result<(Published, ShareHeader), MutableError> {
+    let seqnum = map.next_seqnum();
+    let geometry = MutableGeometry::new(format, needed, total, len);
+    let targets = plan_targets(map, total);
+    let mut session = ctx.session(targets, marker(format, seqnum));
+    let nseg = geometry.num_segments();
+    let readkey = ctx.cap.readkey().expect("invariant: write caps read");
+    if format == MutableFormat::Sdmf || nseg <= SEGMENTS_PER_BATCH {
+        let plaintext = source(len)
+            .await
+            .map_err(|e| MutableError::Unrecoverable(e.to_string()))?;
+        let key_der = ctx.key.privkey_der().to_vec();
+        let (finished, shares) = super::run_on_rayon(move || {
+            let key = MutableKey::from_pkcs8_der(&key_der).expect("invariant: our own key re-parses");
+            encode::encode_version(&key, format, needed, total, seqnum, &plaintext)
+        })
+        .await;
+        let mut batch = Batch::default();
+        let mut lengths = BTreeMap::new();
+        for (shnum, share) in shares.into_iter().enumerate() {
+            lengths.insert(shnum as ShareNum, share.len() as u64);
+            batch.writes.insert(
+                shnum as ShareNum,
+                vec![WriteVector {
+                    offset: 0,
+                    data: share,
+                }],
+            );
+        }
+        session
+            .send(&batch, true, &lengths, &finished.checkstring)
+            .await?;
+        session
+            .replace_failed(&batch, &lengths, &finished.checkstring)
+            .await;
+        let header = header_of(&batch, &finished)?;
+        let placed = session.finish(usize::from(needed))?;
+        return Ok((
+            Published {
+                version: (seqnum, finished.root_hash),
+                checkstring: finished.checkstring,
+                placed,
+                size: len,
+            },
+            header,
+        ));
+    }
+    // Large MDMF: batches of segments, then the signed header and the block trees.
+    let codec =
+        Arc::new(Codec::new(usize::from(needed), usize::from(total)).expect("invariant: valid k-of-N"));
+    let mut leaves: Vec<Vec<Hash>> = vec![Vec::with_capacity(nseg as usize); usize::from(total)];
+    let mut segnum = 0;
+    while segnum < nseg {
+        let count = SEGMENTS_PER_BATCH.min(nseg - segnum);
+        let bytes: u64 = (segnum..segnum + count).map(|s| geometry.segment_len(s)).sum();
+        let plaintext = source(bytes)
+            .await
+            .map_err(|e| MutableError::Unrecoverable(e.to_string()))?;
+        if plaintext.len() as u64 != bytes {
+            return Err(MutableError::Unrecoverable("the input ended early".into()));
+        }
+        let first = segnum;
+        let codec = Arc::clone(&codec);
+        let encoded =
+            super::run_on_rayon(move || encode_segments(&geometry, &codec, &readkey, first, &plaintext))
+                .await;
+        let batch = batch_of_segments(&geometry, first, &encoded);
+        for segment in &encoded {
+            for (shnum, leaf) in segment.leaves.iter().enumerate() {
+                leaves[shnum].push(*leaf);
+            }
+        }
+        session.send(&batch, false, &BTreeMap::new(), &[]).await?;
+        segnum += count;
+    }
+    let trees: Vec<Vec<Hash>> = leaves.iter().map(|l| encode::block_tree(l)).collect();
+    let finished = encode::VersionBuilder {
+        key: ctx.key,
+        geometry,
+        seqnum,
+        sdmf_salt: [0; 16],
+    }
+    .finish(&trees, None);
+    let (batch, lengths) = final_batch(&geometry, &finished, &trees, None);
+    session
+        .send(&batch, true, &lengths, &finished.checkstring)
+        .await?;
+    let header = header_of(&batch, &finished)?;
+    let placed = session.finish(usize::from(needed))?;
+    Ok((
+        Published {
+            version: (seqnum, finished.root_hash),
+            checkstring: finished.checkstring,
+            placed,
+            size: len,
+        },
+        header,
+    ))
+}
+
+fn header_of(batch: &Batch, finished: &encode::FinishedVersion) -> Result<ShareHeader, MutableError> {
+    let first = batch
+        .writes
+        .values()
+        .flatten()
+        .find(|w| w.offset == 0)
+        .map(|w| w.data.as_slice())
+        .unwrap_or(&finished.headers[0]);
+    Ok(ShareHeader::parse(first)?)
+}
+
+/// Encodes `plaintext`, the consecutive segments starting at `first`, in parallel.
+fn encode_segments(
+    g: &MutableGeometry,
+    codec: &Codec,
+    readkey: &[u8; 16],
+    first: u64,
+    plaintext: &[u8],
+) -> Vec<encode::EncodedSegment> {
+    use rayon::prelude::*;
+    let count = g
+        .segments_for(first * g.segment_size, plaintext.len() as u64)
+        .count() as u64;
+    (first..first + count)
+        .into_par_iter()
+        .map(|segnum| {
+            let start = ((segnum - first) * g.segment_size) as usize;
+            let end = start + g.segment_len(segnum) as usize;
+            encode::encode_segment(g, codec, readkey, rand::random(), &plaintext[start..end])
+        })
+        .collect()
+}
+
+/// The writes of consecutive encoded segments: one contiguous write per share.
+fn batch_of_segments(g: &MutableGeometry, first: u64, encoded: &[encode::EncodedSegment]) -> Batch {
+    let mut batch = Batch::default();
+    for shnum in 0..usize::from(g.total) {
+        let mut data = Vec::new();
+        for segment in encoded {
+            data.extend_from_slice(&segment.salt);
+            data.extend_from_slice(&segment.blocks[shnum]);
+        }
+        batch.writes.insert(
+            shnum as ShareNum,
+            vec![WriteVector {
+                offset: g.mdmf_block_offset(first),
+                data,
+            }],
+        );
+    }
+    batch
+}
+
+/// The last batch of an MDMF write: each share's header region and block tree. With
+/// `changed_nodes`, only those tree nodes are written (the tree's shape is unchanged).
+fn final_batch(
+    g: &MutableGeometry,
+    finished: &encode::FinishedVersion,
+    trees: &[Vec<Hash>],
+    changed_nodes: Option<&BTreeSet<usize>>,
+) -> (Batch, BTreeMap<ShareNum, u64>) {
+    let mut batch = Batch::default();
+    let mut lengths = BTreeMap::new();
+    let tree_offset = g.mdmf_tree_offset();
+    for (shnum, (header, tree)) in finished.headers.iter().zip(trees).enumerate() {
+        let mut writes = vec![WriteVector {
+            offset: 0,
+            data: header.clone(),
+        }];
+        match changed_nodes {
+            None => writes.push(WriteVector {
+                offset: tree_offset,
+                data: encode::tree_bytes(tree),
+            }),
+            Some(nodes) => writes.extend(nodes.iter().map(|&i| WriteVector {
+                offset: tree_offset + 32 * i as u64,
+                data: tree[i].to_vec(),
+            })),
+        }
+        batch.writes.insert(shnum as ShareNum, writes);
+        lengths.insert(shnum as ShareNum, tree_offset + g.tree_len());
+    }
+    (batch, lengths)
+}
+
+/// Decrypts the signing key from a share's fixed region and checks it belongs to the write cap.
+pub fn private_key_from(share: &LocatedShare, cap: &MutableCap) -> Result<Option<MutableKey>, MutableError> {
+    let writekey = cap.writekey().ok_or(MutableError::ReadOnly)?;
+    let Some(header) = &share.header else {
+        return Ok(None);
+    };
+    let o = header.offsets;
+    let Some(encrypted) = share
+        .prefix
+        .get(o.enc_privkey as usize..o.enc_privkey_end as usize)
+    else {
+        return Ok(None);
+    };
+    let mut der = encrypted.to_vec();
+    aes_ctr_at(&writekey, 0, &mut der);
+    if crate::hashes::ssk_writekey_hash(&der) != writekey {
+        return Err(MutableError::BadPrivateKey);
+    }
+    MutableKey::from_pkcs8_der(&der)
+        .map(Some)
+        .map_err(|_| MutableError::BadPrivateKey)
+}
+
+/// Reads the signing key of an existing file: from a share's fixed region when the servermap
+/// already read it, else from the end of an SDMF share.
+pub async fn fetch_private_key(map: &ServerMap, cap: &MutableCap) -> Result<MutableKey, MutableError> {
+    for share in &map.shares {
+        if let Some(key) = private_key_from(share, cap)? {
+            return Ok(key);
+        }
+    }
+    for share in &map.shares {
+        let Some(header) = &share.header else { continue };
+        let o = header.offsets;
+        let Ok(bytes) = read_mutable(
+            &share.server,
+            cap.storage_index(),
+            share.shnum,
+            o.enc_privkey,
+            o.enc_privkey_end - o.enc_privkey,
+        )
+        .await
+        else {
+            continue;
+        };
+        let mut prefix = vec![0u8; o.enc_privkey as usize];
+        prefix.extend_from_slice(&bytes);
+        let padded = LocatedShare {
+            prefix: Arc::new(prefix),
+            ..share.clone()
+        };
+        if let Some(key) = private_key_from(&padded, cap)? {
+            return Ok(key);
+        }
+    }
+    Err(MutableError::Unrecoverable(
+        "no share holds a readable signing key".into(),
+    ))
+}
+
+/// Writes `data` at `offset` of an MDMF file (growing it, zero-filled, when `offset` is past the
+/// end), re-encoding only the segments the write touches and rewriting each share's header and
+/// block tree. When some share of the current version cannot be read, the whole file is
+/// republished instead (streamed), so the new version still has all N shares.
+pub async fn update_mdmf(
+    ctx: &WriteContext<'_>,
+    map: &ServerMap,
+    offset: u64,
+    data: Arc<Vec<u8>>,
+) -> Result<(Published, ShareHeader), MutableError> {
+    let reader = Arc::new(MutableReader::open(map, ctx.cap).await?);
+    let h = reader.header().clone();
+    if h.format != MutableFormat::Mdmf {
+        return Err(MutableError::Unsupported(
+            "only MDMF files can be written at an offset",
+        ));
+    }
+    let g0 = reader.geometry;
+    let write_end = offset + data.len() as u64;
+    let new_len = g0.data_length.max(write_end);
+    let g1 = MutableGeometry {
+        data_length: new_len,
+        ..g0
+    };
+    let shares = reader.all_trees(map).await;
+    let covered: BTreeSet<ShareNum> = shares.iter().map(|(s, _)| s.shnum).collect();
+    if covered.len() < usize::from(h.total) {
+        debug!(
+            have = covered.len(),
+            total = h.total,
+            "partial update falls back to a full publish"
+        );
+        let source = merged_source(Arc::clone(&reader), g0.data_length, offset, data);
+        return publish(ctx, map, MutableFormat::Mdmf, h.needed, h.total, new_len, source).await;
+    }
+    let start = offset.min(g0.data_length);
+    let affected = g1.segments_for(start, write_end - start);
+    let n0 = g0.num_segments() as usize;
+    let n1 = g1.num_segments() as usize;
+    // Every share's leaves: the old ones, then the affected segments' new ones.
+    let mut trees_by_shnum: BTreeMap<ShareNum, Vec<Hash>> = BTreeMap::new();
+    for (share, tree) in &shares {
+        trees_by_shnum.entry(share.shnum).or_insert_with(|| {
+            let first_leaf = hashtree::leaf_node_index(n0, 0);
+            let mut leaves: Vec<Hash> = (0..n0).map(|i| tree[first_leaf + i]).collect();
+            leaves.resize(n1, [0; 32]);
+            leaves
+        });
+    }
+    let seqnum = map.next_seqnum();
+    let targets: Vec<Target> = shares
+        .iter()
+        .map(|(share, _)| Target {
+            server: share.server.clone(),
+            shnum: share.shnum,
+            expected: share.checkstring(),
+            state: TargetState::Alive,
+        })
+        .collect();
+    let mut session = ctx.session(targets, marker(MutableFormat::Mdmf, seqnum));
+    let readkey = ctx.cap.readkey().expect("invariant: write caps read");
+    let codec =
+        Arc::new(Codec::new(usize::from(h.needed), usize::from(h.total)).expect("invariant: valid k-of-N"));
+    let single = affected.end - affected.start <= SEGMENTS_PER_BATCH;
+    let mut pending = Batch::default();
+    let mut segnum = affected.start;
+    while segnum < affected.end {
+        let count = SEGMENTS_PER_BATCH.min(affected.end - segnum);
+        let seg_start = segnum * g1.segment_size;
+        let seg_end = ((segnum + count) * g1.segment_size).min(new_len);
+        // The new plaintext of these segments: old bytes, zeros past the old end, the write.
+        let mut plaintext = vec![0u8; (seg_end - seg_start) as usize];
+        let old_end = g0.data_length.min(seg_end);
+        let keep_before = if old_end > seg_start {
+            offset.clamp(seg_start, old_end)
+        } else {
+            seg_start
+        };
+        if keep_before > seg_start {
+            let old = reader.read_range(seg_start, keep_before - seg_start).await?;
+            plaintext[..old.len()].copy_from_slice(&old);
+        }
+        if old_end > write_end.max(seg_start) {
+            let from = write_end.max(seg_start);
+            let old = reader.read_range(from, old_end - from).await?;
+            let at = (from - seg_start) as usize;
+            plaintext[at..at + old.len()].copy_from_slice(&old);
+        }
+        let (a, b) = (offset.max(seg_start), write_end.min(seg_end));
+        if a < b {
+            plaintext[(a - seg_start) as usize..(b - seg_start) as usize]
+                .copy_from_slice(&data[(a - offset) as usize..(b - offset) as usize]);
+        }
+        let (first, c) = (segnum, Arc::clone(&codec));
+        let encoded =
+            super::run_on_rayon(move || encode_segments(&g1, &c, &readkey, first, &plaintext)).await;
+        for (i, segment) in encoded.iter().enumerate() {
+            for (shnum, leaves) in trees_by_shnum.iter_mut() {
+                leaves[(first as usize) + i] = segment.leaves[usize::from(*shnum)];
+            }
+        }
+        let batch = batch_of_segments(&g1, first, &encoded);
+        if single {
+            pending = batch;
+        } else {
+            session.send(&batch, false, &BTreeMap::new(), &[]).await?;
+        }
+        segnum += count;
+    }
+    let trees: Vec<Vec<Hash>> = (0..h.total)
+        .map(|shnum| encode::block_tree(&trees_by_shnum[&u16::from(shnum)]))
+        .collect();
+    let same_shape = hashtree::node_count(n0) == hashtree::node_count(n1)
+        && g0.mdmf_tree_offset() == g1.mdmf_tree_offset();
+    let changed: Option<BTreeSet<usize>> = same_shape.then(|| {
+        let mut nodes = BTreeSet::new();
+        for leaf in affected.clone() {
+            let mut here = hashtree::leaf_node_index(n1, leaf as usize);
+            loop {
+                nodes.insert(here);
+                if here == 0 {
+                    break;
+                }
+                here = (here - 1) / 2;
+            }
+        }
+        nodes
+    });
+    let finished = encode::VersionBuilder {
+        key: ctx.key,
+        geometry: g1,
+        seqnum,
+        sdmf_salt: [0; 16],
+    }
+    .finish(&trees, None);
+    let (mut batch, lengths) = final_batch(&g1, &finished, &trees, changed.as_ref());
+    for (shnum, writes) in pending.writes {
+        batch.writes.entry(shnum).or_default().extend(writes);
+    }
+    session
+        .send(&batch, true, &lengths, &finished.checkstring)
+        .await?;
+    let header = header_of(&batch, &finished)?;
+    let placed = session.finish(usize::from(h.needed))?;
+    Ok((
+        Published {
+            version: (seqnum, finished.root_hash),
+            checkstring: finished.checkstring,
+            placed,
+            size: new_len,
+        },
+        header,
+    ))
+}
+
+/// The bytes of the file after writing `data` at `offset`, read from the old version as needed.
+fn merged_source(reader: Arc<MutableReader>, old_len: u64, offset: u64, data: Arc<Vec<u8>>) -> ChunkSource {
+    let mut at = 0u64;
+    let end = old_len.max(offset + data.len() as u64);
+    Box::new(move |n| {
+        let (from, to) = (at, (at + n).min(end));
+        at = to;
+        let reader = Arc::clone(&reader);
+        let data = Arc::clone(&data);
+        Box::pin(async move {
+            let mut out = vec![0u8; (to - from) as usize];
+            let old_to = to.min(old_len);
+            if old_to > from {
+                let old = reader
+                    .read_range(from, old_to - from)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                out[..old.len()].copy_from_slice(&old);
+            }
+            let (a, b) = (offset.max(from), (offset + data.len() as u64).min(to));
+            if a < b {
+                out[(a - from) as usize..(b - from) as usize]
+                    .copy_from_slice(&data[(a - offset) as usize..(b - offset) as usize]);
+            }
+            Ok(out)
+        })
+    })
+}

@@ -1,0 +1,529 @@
+//! The filesystem interface every frontend uses (web, SFTP, FTP): a [`Node`] is a file (immutable
+//! or mutable) or a directory, reached from a cap through a [`Grid`].
+//!
+//! - [`FileNode`]: size, ranged reads as a stream ([`FileReader`]); for mutable files also
+//!   overwrite, write at an offset (MDMF) and modify-with-retry.
+//! - [`DirNode`]: list, get, set/replace a child (`replace` semantics as Tahoe's), create a
+//!   subdirectory, unlink, rename within, move across directories, walk a path.
+//!
+//! Read-only caps give read-only nodes: every write fails with [`NodeError::NotWritable`]. Writes
+//! from this client to one mutable file or directory are serialised (one lock per file in the
+//! grid); writes from other clients are detected by test-and-set and surface as
+//! [`NodeError::UncoordinatedWrite`] (modify operations retry a few times first).
+
+mod dir;
+pub mod metadata;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+pub use dir::{Child, DirNode, Replace, normalize_name};
+pub use metadata::{Metadata, python_json};
+
+use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};
+use crate::grid::mutable::{
+    self as gm, ChunkSource, MutableError, MutableReader, WriteContext, chunks_from_bytes, update_servermap,
+};
+use crate::grid::upload::UploadError;
+use crate::grid::{Grid, MUTABLE_CONTENTS_KEPT, MutableState};
+use crate::immutable::{ChkReader, DownloadError};
+
+/// Why a filesystem operation failed. Frontends map these to their status codes in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The directory has no child of that name.
+    #[error("No such child: {0}")]
+    NoSuchChild(String),
+    /// `replace=false` (or only-files over a directory) and the name exists.
+    #[error("There was already a child named {0:?}, and you asked not to replace it.")]
+    ExistingChild(String),
+    /// A write through a read-only cap.
+    #[error("this is read-only: {0}")]
+    NotWritable(&'static str),
+    /// A path walked through something that is not a directory.
+    #[error("{0:?} is not a directory")]
+    NotADirectory(String),
+    /// A file operation on a directory or the reverse.
+    #[error("{0}")]
+    WrongType(String),
+    /// A child name that cannot be used.
+    #[error("bad child name {name:?}: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A child that an immutable directory cannot hold, or an unusable cap.
+    #[error("{0}")]
+    BadChild(String),
+    /// Another client changed the file at the same time.
+    #[error(
+        "uncoordinated write: another client changed this file or directory at the same time; \
+         the other write won (re-read and try again)"
+    )]
+    UncoordinatedWrite,
+    /// Not enough shares to read.
+    #[error("{0}")]
+    Unrecoverable(String),
+    /// Not enough servers to write.
+    #[error("{0}")]
+    NotEnoughServers(String),
+    /// Not possible for this kind of object.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The directory's contents do not parse.
+    #[error("the directory is damaged: {0}")]
+    CorruptDirectory(String),
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Input(String),
+}
+
+impl From<MutableError> for NodeError {
+    fn from(e: MutableError) -> Self {
+        match e {
+            MutableError::UncoordinatedWrite => NodeError::UncoordinatedWrite,
+            MutableError::ReadOnly => NodeError::NotWritable("the cap is read-only"),
+            MutableError::NotEnoughServers { .. } => NodeError::NotEnoughServers(e.to_string()),
+            MutableError::Unsupported(what) => NodeError::Unsupported(what),
+            other => NodeError::Unrecoverable(other.to_string()),
+        }
+    }
+}
+
+impl From<DownloadError> for NodeError {
+    fn from(e: DownloadError) -> Self {
+        NodeError::Unrecoverable(e.to_string())
+    }
+}
+
+impl From<UploadError> for NodeError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Read(e) => NodeError::Input(e.to_string()),
+            other => NodeError::NotEnoughServers(other.to_string()),
+        }
+    }
+}
+
+/// Any object in the grid.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// A file.
+    File(FileNode),
+    /// A directory.
+    Dir(DirNode),
+    /// A cap this version cannot interpret (kept and shown, never opened).
+    Unknown(Cap),
+}
+
+impl Node {
+    /// The node a cap names.
+    pub fn from_cap(grid: &Arc<Grid>, cap: Cap) -> Node {
+        match cap {
+            Cap::File(file) => Node::File(FileNode::new(grid, file)),
+            Cap::Dir(dir) => Node::Dir(DirNode::new(grid, dir)),
+            unknown @ Cap::Unknown(_) => Node::Unknown(unknown),
+        }
+    }
+
+    /// The cap (write cap when held).
+    pub fn cap(&self) -> Cap {
+        match self {
+            Node::File(file) => Cap::File(file.cap.clone()),
+            Node::Dir(dir) => Cap::Dir(dir.cap().clone()),
+            Node::Unknown(cap) => cap.clone(),
+        }
+    }
+}
+
+/// A file: immutable (LIT, CHK) or mutable (SDMF, MDMF).
+#[derive(Debug, Clone)]
+pub struct FileNode {
+    grid: Arc<Grid>,
+    cap: FileCap,
+}
+
+/// An open file: one version, ready for ranged reads.
+#[derive(Debug, Clone)]
+pub enum FileReader {
+    /// A literal file.
+    Lit(Bytes),
+    /// An immutable file.
+    Chk(Arc<ChkReader>),
+    /// One version of a mutable file.
+    Mutable(Arc<MutableReader>),
+}
+
+impl FileReader {
+    /// The size of the file (of this version).
+    pub fn size(&self) -> u64 {
+        match self {
+            FileReader::Lit(bytes) => bytes.len() as u64,
+            FileReader::Chk(reader) => reader.size(),
+            FileReader::Mutable(reader) => reader.size(),
+        }
+    }
+
+    /// Bytes `offset..offset+len` (clipped to the file) as a stream of chunks; only the segments
+    /// that hold them are fetched.
+    pub fn stream(&self, offset: u64, len: u64) -> BoxStream<'static, Result<Bytes, NodeError>> {
+        let end = offset.saturating_add(len).min(self.size());
+        let offset = offset.min(end);
+        match self {
+            FileReader::Lit(bytes) => {
+                let chunk = bytes.slice(offset as usize..end as usize);
+                futures::stream::iter((!chunk.is_empty()).then_some(Ok(chunk))).boxed()
+            }
+            FileReader::Chk(reader) => match Arc::clone(reader).stream_range(offset, end - offset) {
+                Ok(stream) => stream
+                    .map(|r| r.map(Bytes::from).map_err(NodeError::from))
+                    .boxed(),
+                Err(e) => futures::stream::iter([Err(NodeError::from(e))]).boxed(),
+            },
+            FileReader::Mutable(reader) => Arc::clone(reader)
+                .stream_range(offset, end - offset)
+                .map(|r| r.map(Bytes::from).map_err(NodeError::from))
+                .boxed(),
+        }
+    }
+
+    /// Bytes `offset..offset+len` (clipped to the file) in memory.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, NodeError> {
+        let mut out = Vec::new();
+        let mut stream = self.stream(offset, len);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+}
+
+impl FileNode {
+    /// The file a cap names.
+    pub fn new(grid: &Arc<Grid>, cap: FileCap) -> Self {
+        FileNode {
+            grid: Arc::clone(grid),
+            cap,
+        }
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> &FileCap {
+        &self.cap
+    }
+
+    /// Whether the file can change.
+    pub fn is_mutable(&self) -> bool {
+        self.cap.is_mutable()
+    }
+
+    /// Whether writes are refused (immutable files, read-only and verify caps).
+    pub fn is_readonly(&self) -> bool {
+        self.cap.is_readonly()
+    }
+
+    /// `CHK`, `SDMF`, `MDMF` (Tahoe's names; LIT files report `CHK`).
+    pub fn format(&self) -> &'static str {
+        match &self.cap {
+            FileCap::Mutable(m) if m.format == MutableFormat::Mdmf => "MDMF",
+            FileCap::Mutable(_) => "SDMF",
+            _ => "CHK",
+        }
+    }
+
+    /// The size: from the cap for immutable files, from the current version for mutable ones.
+    pub async fn size(&self) -> Result<u64, NodeError> {
+        match &self.cap {
+            FileCap::Lit(lit) => Ok(lit.data.len() as u64),
+            FileCap::Chk(chk) => Ok(chk.size),
+            _ => Ok(self.open().await?.size()),
+        }
+    }
+
+    /// Opens the file (for a mutable file: its current version).
+    pub async fn open(&self) -> Result<FileReader, NodeError> {
+        match &self.cap {
+            FileCap::Lit(lit) => Ok(FileReader::Lit(Bytes::copy_from_slice(&lit.data))),
+            FileCap::Chk(chk) => Ok(FileReader::Chk(Arc::new(self.grid.open_chk(*chk).await?))),
+            FileCap::Mutable(cap) => {
+                if cap.readkey().is_none() {
+                    return Err(NodeError::Unsupported("a verify cap cannot read the file"));
+                }
+                let map = update_servermap(&self.grid.usable_servers(), cap).await;
+                Ok(FileReader::Mutable(Arc::new(
+                    MutableReader::open(&map, cap).await?,
+                )))
+            }
+            FileCap::ChkVerifier(_) => Err(NodeError::Unsupported("a verify cap cannot read the file")),
+        }
+    }
+
+    /// The whole file in memory.
+    pub async fn read_all(&self) -> Result<Vec<u8>, NodeError> {
+        self.open().await?.read(0, u64::MAX).await
+    }
+
+    fn mutable_write_cap(&self) -> Result<&MutableCap, NodeError> {
+        match &self.cap {
+            FileCap::Mutable(cap) if matches!(cap.access, MutableAccess::Write { .. }) => Ok(cap),
+            FileCap::Mutable(_) => Err(NodeError::NotWritable("the file's cap is read-only")),
+            _ => Err(NodeError::NotWritable("immutable files cannot be changed")),
+        }
+    }
+
+    /// Replaces the contents of a mutable file with `len` bytes from `source`.
+    pub async fn overwrite(&self, len: u64, source: ChunkSource) -> Result<(), NodeError> {
+        let cap = *self.mutable_write_cap()?;
+        let state = self.grid.mutable_state(cap.storage_index());
+        let mut state = state.lock().await;
+        let result = write_version(&self.grid, &cap, &mut state, |ctx, map, needed, total| {
+            Box::pin(gm::publish(ctx, map, cap.format, needed, total, len, source))
+        })
+        .await;
+        if result.is_err() {
+            *state = MutableState::default();
+        }
+        result.map(|_| ())
+    }
+
+    /// Replaces the contents of a mutable file with `data`.
+    pub async fn overwrite_bytes(&self, data: Vec<u8>) -> Result<(), NodeError> {
+        let len = data.len() as u64;
+        let keep = (data.len() <= MUTABLE_CONTENTS_KEPT).then(|| Arc::new(data.clone()));
+        self.overwrite(len, chunks_from_bytes(data)).await?;
+        if let Some(contents) = keep {
+            self.grid
+                .mutable_state(self.cap.storage_index().expect("mutable caps have one"))
+                .lock()
+                .await
+                .contents = Some(contents);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of an MDMF file (extending it, zero-filled, if needed); only the
+    /// touched segments are re-encoded. SDMF files are rewritten whole.
+    pub async fn write_at(&self, offset: u64, data: Vec<u8>) -> Result<(), NodeError> {
+        let cap = *self.mutable_write_cap()?;
+        if cap.format == MutableFormat::Sdmf {
+            return self
+                .modify(move |old| {
+                    let mut new = old.to_vec();
+                    let end = offset as usize + data.len();
+                    if new.len() < end {
+                        new.resize(end, 0);
+                    }
+                    new[offset as usize..end].copy_from_slice(&data);
+                    Ok(Some(new))
+                })
+                .await;
+        }
+        let state = self.grid.mutable_state(cap.storage_index());
+        let mut state = state.lock().await;
+        state.contents = None;
+        let data = Arc::new(data);
+        let result = write_version(&self.grid, &cap, &mut state, |ctx, map, _, _| {
+            Box::pin(gm::update_mdmf(ctx, map, offset, Arc::clone(&data)))
+        })
+        .await;
+        if result.is_err() {
+            *state = MutableState::default();
+        }
+        result.map(|_| ())
+    }
+
+    /// Reads the current contents, applies `modify` and publishes the result; if another client
+    /// wrote in between, re-reads and tries again (a few times). `modify` returning `None` means
+    /// "no change".
+    pub async fn modify<F>(&self, mut modify: F) -> Result<(), NodeError>
+    where
+        F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, NodeError> + Send,
+    {
+        let cap = *self.mutable_write_cap()?;
+        let state = self.grid.mutable_state(cap.storage_index());
+        let mut state = state.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            let result = modify_once(&self.grid, &cap, &mut state, &mut modify).await;
+            match result {
+                Err(NodeError::UncoordinatedWrite) if attempt < 4 => {
+                    *state = MutableState::default();
+                    attempt += 1;
+                    let jitter = u64::from(rand::random::<u8>()) % 50;
+                    futures_timer::Delay::new(std::time::Duration::from_millis(
+                        50 * u64::from(attempt) + jitter,
+                    ))
+                    .await;
+                }
+                Err(e) => {
+                    *state = MutableState::default();
+                    return Err(e);
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn modify_once<F>(
+    grid: &Arc<Grid>,
+    cap: &MutableCap,
+    state: &mut MutableState,
+    modify: &mut F,
+) -> Result<(), NodeError>
+where
+    F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, NodeError> + Send,
+{
+    let old = match (&state.map, &state.contents) {
+        (Some(_), Some(contents)) => Arc::clone(contents),
+        _ => {
+            let map = update_servermap(&grid.usable_servers(), cap).await;
+            let contents = match MutableReader::open(&map, cap).await {
+                Ok(reader) => Arc::new(reader.read_range(0, u64::MAX).await?),
+                Err(MutableError::NotFound(_)) if !map.responders.is_empty() => Arc::new(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            state.map = Some(map);
+            Arc::new(contents.to_vec())
+        }
+    };
+    let Some(new) = modify(&old)? else {
+        state.contents = Some(old);
+        return Ok(());
+    };
+    let len = new.len() as u64;
+    let keep = (new.len() <= MUTABLE_CONTENTS_KEPT).then(|| Arc::new(new.clone()));
+    let format = cap.format;
+    write_version(grid, cap, state, |ctx, map, needed, total| {
+        Box::pin(gm::publish(
+            ctx,
+            map,
+            format,
+            needed,
+            total,
+            len,
+            chunks_from_bytes(new),
+        ))
+    })
+    .await?;
+    state.contents = keep;
+    Ok(())
+}
+
+type WriteFuture<'a> = futures::future::BoxFuture<
+    'a,
+    Result<(gm::Published, crate::mutable::layout::ShareHeader), MutableError>,
+>;
+
+/// Runs one write of a mutable file with the servermap (cached from our last write, or fresh) and
+/// the signing key, and remembers what it left on the grid.
+async fn write_version<'s, W>(
+    grid: &Arc<Grid>,
+    cap: &MutableCap,
+    state: &'s mut MutableState,
+    write: W,
+) -> Result<(), NodeError>
+where
+    W: for<'a> FnOnce(&'a WriteContext<'a>, &'a gm::ServerMap, u8, u8) -> WriteFuture<'a>,
+{
+    let map = match state.map.take() {
+        Some(map) => map,
+        None => update_servermap(&grid.usable_servers(), cap).await,
+    };
+    let key = match &state.key {
+        Some(key) => Arc::clone(key),
+        None => {
+            let key = Arc::new(gm::fetch_private_key(&map, cap).await?);
+            state.key = Some(Arc::clone(&key));
+            key
+        }
+    };
+    let (needed, total) = existing_encoding(&map).unwrap_or_else(|| mutable_encoding(grid));
+    let ctx = WriteContext {
+        secrets: grid.secrets(),
+        cap,
+        key: &key,
+    };
+    let (published, header) = write(&ctx, &map, needed, total).await?;
+    state.map = Some(published.as_servermap(header));
+    Ok(())
+}
+
+/// k and N of the file's current version, kept across writes.
+fn existing_encoding(map: &gm::ServerMap) -> Option<(u8, u8)> {
+    map.best_recoverable()
+        .and_then(|(_, shares)| shares[0].header.as_ref().map(|h| (h.needed, h.total)))
+}
+
+/// k and N for new mutable files: the client's, with N at most 255 (a byte in the share header).
+fn mutable_encoding(grid: &Grid) -> (u8, u8) {
+    let params = grid.params();
+    let total = params.total.min(255) as u8;
+    (params.needed.min(u16::from(total)) as u8, total)
+}
+
+impl Grid {
+    /// Creates a mutable file holding `data`, with a key from the pool.
+    pub async fn create_mutable_file(
+        self: &Arc<Self>,
+        format: MutableFormat,
+        data: Vec<u8>,
+    ) -> Result<MutableCap, NodeError> {
+        let key = self
+            .key_pool()
+            .take()
+            .await
+            .map_err(|e| NodeError::NotEnoughServers(format!("cannot make a signing key: {e}")))?;
+        self.create_mutable_with_key(format, key, data.len() as u64, chunks_from_bytes(data))
+            .await
+    }
+
+    /// Creates a mutable file from `len` bytes of `source` with a given signing key (Tahoe's
+    /// `private-key=`).
+    pub async fn create_mutable_with_key(
+        self: &Arc<Self>,
+        format: MutableFormat,
+        key: crate::mutable::keys::MutableKey,
+        len: u64,
+        source: ChunkSource,
+    ) -> Result<MutableCap, NodeError> {
+        let cap = key.write_cap(format);
+        let state = self.mutable_state(cap.storage_index());
+        let mut state = state.lock().await;
+        state.key = Some(Arc::new(key));
+        let result = write_version(self, &cap, &mut state, |ctx, map, needed, total| {
+            Box::pin(gm::publish(ctx, map, format, needed, total, len, source))
+        })
+        .await;
+        if let Err(e) = result {
+            *state = MutableState::default();
+            return Err(e);
+        }
+        state.contents = (len == 0).then(|| Arc::new(Vec::new()));
+        Ok(cap)
+    }
+
+    /// Creates an empty mutable directory (always SDMF unless `format` is MDMF).
+    pub async fn create_directory(self: &Arc<Self>, format: MutableFormat) -> Result<DirNode, NodeError> {
+        let cap = self.create_mutable_file(format, Vec::new()).await?;
+        Ok(DirNode::new(self, DirCap::new(FileCap::Mutable(cap))))
+    }
+
+    /// Opens any cap.
+    pub fn node(self: &Arc<Self>, cap: Cap) -> Node {
+        Node::from_cap(self, cap)
+    }
+
+    /// Uploads bytes as an immutable file (LIT when ≤ 55 bytes).
+    pub async fn upload_bytes(self: &Arc<Self>, data: Vec<u8>) -> Result<FileCap, NodeError> {
+        if data.len() as u64 <= crate::cap::LIT_THRESHOLD {
+            return Ok(FileCap::Lit(LitCap { data }));
+        }
+        Ok(self.upload(std::io::Cursor::new(data), None).await?.cap)
+    }
+}
