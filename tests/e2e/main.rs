@@ -15,3 +15,4 @@ mod mutable;
 mod tidy;
 mod vectors;
 mod web;
+mod web_fs;

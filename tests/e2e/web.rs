@@ -13,13 +13,13 @@ use http_body_util::BodyExt;
 use tests::grid::TestGrid;
 use tower::ServiceExt;
 
-struct Gateway {
-    grid: TestGrid,
+pub(crate) struct Gateway {
+    pub(crate) grid: TestGrid,
     app: axum::Router,
 }
 
 impl Gateway {
-    fn new() -> Gateway {
+    pub(crate) fn new() -> Gateway {
         let grid = TestGrid::new(10);
         // Small segments, so that modest files span several of them.
         let params = UploadParams {
@@ -32,7 +32,7 @@ impl Gateway {
         Gateway { grid, app }
     }
 
-    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -40,7 +40,11 @@ impl Gateway {
         (status, headers, body)
     }
 
-    async fn get(&self, uri: &str, extra: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    pub(crate) async fn get(
+        &self,
+        uri: &str,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
         let mut request = Request::get(uri);
         for (name, value) in extra {
             request = request.header(*name, *value);
@@ -48,7 +52,7 @@ impl Gateway {
         self.send(request.body(Body::empty()).unwrap()).await
     }
 
-    async fn put(&self, data: &[u8]) -> String {
+    pub(crate) async fn put(&self, data: &[u8]) -> String {
         let (status, _, body) = self
             .send(Request::put("/uri").body(Body::from(data.to_vec())).unwrap())
             .await;
@@ -267,14 +271,16 @@ async fn views_redirects_and_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8(body).unwrap().contains("URI:CHK"));
 
-    // Tahoe's format= parameter: CHK works, mutable formats are 501 for now, nonsense is 400.
+    // Tahoe's format= parameter: CHK and the mutable formats work, nonsense is 400.
     let put = |query: &str| {
         Request::put(format!("/uri?{query}"))
             .body(Body::from(vec![1u8; 100]))
             .unwrap()
     };
     assert_eq!(gw.send(put("format=CHK")).await.0, StatusCode::OK);
-    assert_eq!(gw.send(put("format=MDMF")).await.0, StatusCode::NOT_IMPLEMENTED);
+    let (status, _, body) = gw.send(put("format=MDMF")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(body).unwrap().starts_with("URI:MDMF:"));
     assert_eq!(gw.send(put("format=ZIP")).await.0, StatusCode::BAD_REQUEST);
 
     // A browser gets the same error as a readable page.
@@ -367,9 +373,9 @@ async fn form_uploads_and_pages() {
     );
     assert!(page.contains("save=true"));
     // Bad forms are 400s that say why.
-    let (status, _, body) = gw.send(form("t=mkdir", "x")).await;
+    let (status, _, body) = gw.send(form("t=bogus", "x")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8(body).unwrap().contains("t=mkdir"));
+    assert!(String::from_utf8(body).unwrap().contains("t=bogus"));
 
     // The welcome page lists the servers and offers the forms, with no external resources.
     let (status, _, page) = gw.get("/", &[]).await;

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use filenode::cap::FileCap;
 use filenode::grid::Grid;
+use filenode::node::{FileNode, FileReader};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::WebError;
@@ -127,38 +128,49 @@ fn requested_ranges(headers: &HeaderMap, size: u64, tag: Option<&str>) -> RangeA
 
 type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, WebError>>;
 
-/// Where a file's bytes come from: the cap itself (LIT) or one verified reader over the grid,
-/// opened once per request however many ranges it asks for.
-enum Source {
-    Lit(Bytes),
-    Chk(Arc<filenode::immutable::ChkReader>),
+/// Where a file's bytes come from: one reader (one version, for a mutable file), opened once per
+/// request however many ranges it asks for.
+struct Source {
+    node: FileNode,
+    opened: Option<FileReader>,
 }
 
 impl Source {
-    async fn open(grid: &Grid, file: &FileCap) -> Result<Source, WebError> {
-        match file {
-            FileCap::Lit(lit) => Ok(Source::Lit(Bytes::copy_from_slice(&lit.data))),
-            FileCap::Chk(chk) => Ok(Source::Chk(Arc::new(grid.open_chk(*chk).await?))),
-            other => Err(WebError::Unsupported(format!(
-                "{} caps are not served yet",
-                other.kind()
-            ))),
+    /// The file and its size: from the cap for immutable files (nothing is fetched yet, so a HEAD
+    /// costs nothing), from the current version for mutable ones.
+    async fn new(grid: &Arc<Grid>, file: &FileCap) -> Result<(Source, u64), WebError> {
+        let node = FileNode::new(grid, file.clone());
+        match file.size() {
+            Some(size) => Ok((Source { node, opened: None }, size)),
+            None => {
+                let reader = node.open().await?;
+                let size = reader.size();
+                Ok((
+                    Source {
+                        node,
+                        opened: Some(reader),
+                    },
+                    size,
+                ))
+            }
         }
     }
 
-    /// A stream of the plaintext bytes `start .. start + len`.
-    fn stream(&self, start: u64, len: u64) -> Result<ByteStream, WebError> {
-        match self {
-            Source::Lit(bytes) => {
-                let part = bytes.slice(start as usize..(start + len) as usize);
-                Ok(stream::once(async move { Ok(part) }).boxed())
-            }
-            Source::Chk(reader) => Ok(Arc::clone(reader)
-                .stream_range(start, len)?
-                .map_ok(Bytes::from)
-                .map_err(WebError::from)
-                .boxed()),
+    async fn reader(&mut self) -> Result<FileReader, WebError> {
+        if self.opened.is_none() {
+            self.opened = Some(self.node.open().await?);
         }
+        Ok(self.opened.clone().expect("invariant: just opened"))
+    }
+
+    /// A stream of the plaintext bytes `start .. start + len`.
+    async fn stream(&mut self, start: u64, len: u64) -> Result<ByteStream, WebError> {
+        Ok(self
+            .reader()
+            .await?
+            .stream(start, len)
+            .map_err(WebError::from)
+            .boxed())
     }
 }
 
@@ -168,22 +180,17 @@ const MAX_RANGES: usize = 16;
 
 /// Serves a file.
 pub(crate) async fn serve_file(
-    grid: &Grid,
+    grid: &Arc<Grid>,
     file: &FileCap,
     method: &Method,
     headers: &HeaderMap,
     options: &DownloadOptions,
 ) -> Result<Response, WebError> {
-    let size = match file {
-        FileCap::Lit(lit) => lit.data.len() as u64,
-        FileCap::Chk(chk) => chk.size,
-        other => {
-            return Err(WebError::Unsupported(format!(
-                "{} caps are not served yet",
-                other.kind()
-            )));
-        }
-    };
+    if matches!(file, FileCap::ChkVerifier(_)) || matches!(file, FileCap::Mutable(m) if m.readkey().is_none())
+    {
+        return Err(WebError::BadRequest("a verify cap cannot read the file".into()));
+    }
+    let (mut source, size) = Source::new(grid, file).await?;
     let tag = etag(file, "");
     if let Some(tag) = &tag
         && none_match(headers, tag)
@@ -216,7 +223,7 @@ pub(crate) async fn serve_file(
             let body = if head || size == 0 {
                 Body::empty()
             } else {
-                Body::from_stream(Source::open(grid, file).await?.stream(0, size)?)
+                Body::from_stream(source.stream(0, size).await?)
             };
             builder
                 .status(StatusCode::OK)
@@ -230,7 +237,7 @@ pub(crate) async fn serve_file(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(Source::open(grid, file).await?.stream(start, len)?)
+                Body::from_stream(source.stream(start, len).await?)
             };
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
@@ -260,7 +267,6 @@ pub(crate) async fn serve_file(
             let body = if head {
                 Body::empty()
             } else {
-                let source = Source::open(grid, file).await?;
                 let mut parts: Vec<ByteStream> = Vec::new();
                 for (i, (range, part_head)) in ranges.iter().zip(heads).enumerate() {
                     let prefix = if i == 0 {
@@ -269,7 +275,11 @@ pub(crate) async fn serve_file(
                         format!("\r\n{part_head}")
                     };
                     parts.push(stream::once(async move { Ok(Bytes::from(prefix)) }).boxed());
-                    parts.push(source.stream(*range.start(), range.end() - range.start() + 1)?);
+                    parts.push(
+                        source
+                            .stream(*range.start(), range.end() - range.start() + 1)
+                            .await?,
+                    );
                 }
                 parts.push(stream::once(async move { Ok(Bytes::from(tail)) }).boxed());
                 Body::from_stream(stream::iter(parts).flatten())

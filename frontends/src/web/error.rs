@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use filenode::cap::CapError;
 use filenode::grid::upload::UploadError;
 use filenode::immutable::DownloadError;
+use filenode::node::NodeError;
 
 /// A failed web API request.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,12 @@ pub enum WebError {
     /// Reading the request body failed.
     #[error("reading the request body failed: {0}")]
     Body(String),
+    /// A filesystem operation failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The request is not allowed (a write through a read-only cap).
+    #[error("{0}")]
+    Forbidden(String),
     /// Local IO (spool files) failed.
     #[error("internal error")]
     Internal(String),
@@ -48,6 +55,21 @@ impl WebError {
             WebError::Upload(UploadError::NotHappy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Upload(UploadError::Encode(_)) => StatusCode::BAD_REQUEST,
             WebError::Upload(UploadError::Read(_)) => StatusCode::BAD_REQUEST,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Node(e) => match e {
+                NodeError::NoSuchChild(_) => StatusCode::NOT_FOUND,
+                NodeError::ExistingChild(_) | NodeError::WrongType(_) | NodeError::UncoordinatedWrite => {
+                    StatusCode::CONFLICT
+                }
+                NodeError::NotWritable(_) => StatusCode::FORBIDDEN,
+                NodeError::NotADirectory(_)
+                | NodeError::BadName { .. }
+                | NodeError::BadChild(_)
+                | NodeError::Unsupported(_)
+                | NodeError::Input(_) => StatusCode::BAD_REQUEST,
+                NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => StatusCode::GONE,
+                NodeError::NotEnoughServers(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,6 +82,9 @@ impl IntoResponse for WebError {
             WebError::Internal(detail) => {
                 tracing::error!(%detail, "web request failed");
                 "internal error; see the node's log".to_owned()
+            }
+            WebError::Node(NodeError::NotADirectory(name)) => {
+                format!("Files have no children named {name:?}")
             }
             other => other.to_string(),
         };

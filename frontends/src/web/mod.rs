@@ -1,10 +1,11 @@
-//! The web gateway: Tahoe's web API over the grid (tahoe-interfaces.md §3). For now the file
-//! operations the CLI needs: `PUT /uri` (upload, returns the cap), `GET`/`HEAD /uri/$CAP` with Range
-//! requests, and `GET /?t=json` (grid status). The full API and the browser UI come with the
-//! web-gateway issue.
+//! The web gateway: Tahoe's web API over the grid (tahoe-interfaces.md §3) and the browser UI.
+//! Unlinked objects under `/uri` are handled here; everything under `/uri/$CAP/...` (files,
+//! directories, mutable files) is in [`fs`]; byte serving with Range requests in `download`.
 
+mod browse;
 mod download;
 mod error;
+mod fs;
 mod metrics;
 mod pages;
 
@@ -60,7 +61,9 @@ pub fn router(state: WebState) -> Router {
             "/uri",
             axum::routing::put(put_uri).get(get_uri_redirect).post(post_uri),
         )
-        .route("/uri/{cap}", get(get_uri))
+        .route("/uri/{cap}", axum::routing::any(fs::uri_root))
+        .route("/uri/{cap}/", axum::routing::any(fs::uri_slash))
+        .route("/uri/{cap}/{*path}", axum::routing::any(fs::uri_path))
         .route("/named/{cap}/{*name}", get(get_named))
         .route("/statistics", get(statistics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
@@ -120,36 +123,25 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
     }
 }
 
-/// `PUT /uri`: the body becomes an immutable file; the response is its cap. The body is spooled to
-/// an unlinked temporary file (convergent encryption reads the input twice), never held in memory.
-#[derive(Debug, Deserialize)]
-struct PutQuery {
-    /// `false` uploads with a random key (Tessera's extension of Tahoe's API).
-    convergence: Option<String>,
-    /// Tahoe's `format=`: CHK (the default) is what this gateway stores today.
-    format: Option<String>,
-}
-
-/// Checks Tahoe's `format=` parameter: immutable CHK is served; mutable formats are not yet.
-fn check_format(format: Option<&str>) -> Result<(), WebError> {
-    match format.map(str::to_ascii_uppercase).as_deref() {
-        None | Some("CHK") => Ok(()),
-        Some("SDMF" | "MDMF") => Err(WebError::Unsupported(
-            "mutable files (format=SDMF/MDMF) are not supported by this gateway yet".into(),
-        )),
-        Some(other) => Err(WebError::BadRequest(format!(
-            "unknown format={other}: expected CHK, SDMF or MDMF"
-        ))),
-    }
-}
-
+/// `PUT /uri`: the body becomes an immutable file (or, with `format=SDMF|MDMF` or
+/// `mutable=true`, a mutable one); the response is its cap. `t=mkdir` makes a directory. The body
+/// is spooled to an unlinked temporary file (convergent encryption reads the input twice), never
+/// held in memory.
 async fn put_uri(
     State(state): State<WebState>,
-    Query(query): Query<PutQuery>,
-    body: Body,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
 ) -> Result<Response, WebError> {
-    check_format(query.format.as_deref())?;
-    let convergent = match query.convergence.as_deref() {
+    match query.get("t").map(String::as_str) {
+        None | Some("") => {}
+        Some("mkdir") => return fs::make_unlinked_directory(&state, query, request).await,
+        Some(other) => return Err(WebError::BadRequest(format!("PUT /uri: bad t={other}"))),
+    }
+    let body = request.into_body();
+    if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query)? {
+        return fs::put_unlinked_mutable(&state, format, body).await;
+    }
+    let convergent = match query.get("convergence").map(String::as_str) {
         None | Some("true") => true,
         Some("false") => false,
         Some(other) => {
@@ -169,7 +161,6 @@ async fn put_uri(
 
 #[derive(Debug, Deserialize)]
 struct FileQuery {
-    t: Option<String>,
     filename: Option<String>,
     save: Option<String>,
 }
@@ -181,41 +172,6 @@ fn parse_file_cap(text: &str) -> Result<FileCap, WebError> {
             "{} caps are not served yet",
             other.kind()
         ))),
-    }
-}
-
-/// `GET`/`HEAD /uri/$CAP[?t=json|info|uri|readonly-uri][&filename=NAME][&save=true]`.
-async fn get_uri(
-    State(state): State<WebState>,
-    Path(cap_text): Path<String>,
-    Query(query): Query<FileQuery>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let file = parse_file_cap(&cap_text)?;
-    let options = download::DownloadOptions {
-        filename: query.filename.clone(),
-        save: query
-            .save
-            .as_deref()
-            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-    };
-    match query.t.as_deref().unwrap_or("") {
-        "" => download::serve_file(&state.grid, &file, &method, &headers, &options).await,
-        "json" => with_etag(
-            &file,
-            "json",
-            &headers,
-            "application/json",
-            file_json(&file).to_string(),
-        ),
-        "uri" => with_etag(&file, "uri", &headers, "text/plain", file.to_string()),
-        "readonly-uri" => {
-            let readonly = file.readonly().map(|c| c.to_string()).unwrap_or_default();
-            with_etag(&file, "readonly-uri", &headers, "text/plain", readonly)
-        }
-        "info" => file_page(&state, &file, query.filename.as_deref()),
-        other => Err(WebError::BadRequest(format!("unknown t={other} for a file"))),
     }
 }
 
@@ -439,16 +395,19 @@ fn welcome_page(state: &WebState) -> Result<Response, WebError> {
     Ok(html(page))
 }
 
-/// `t=info`: the file's page.
-fn file_page(state: &WebState, file: &FileCap, name: Option<&str>) -> Result<Response, WebError> {
-    let cap_text = file.to_string();
+/// `t=info`: the page of a file or directory (size, caps, links).
+fn cap_page(state: &WebState, cap: &Cap, name: Option<&str>) -> Result<Response, WebError> {
+    let cap_text = cap.to_string();
     let encoded =
         percent_encoding::utf8_percent_encode(&cap_text, percent_encoding::NON_ALPHANUMERIC).to_string();
     let mut caps = Vec::new();
-    if let Some(ro) = file.readonly() {
+    if !cap.is_readonly() {
+        caps.push(minijinja::context! { label => "Write cap", value => cap_text.clone() });
+    }
+    if let Some(ro) = cap.readonly() {
         caps.push(minijinja::context! { label => "Read cap", value => ro.to_string() });
     }
-    if let Some(verifier) = file.verifier() {
+    if let Some(verifier) = cap.verifier() {
         caps.push(minijinja::context! { label => "Verify cap", value => verifier.to_string() });
     }
     let name_query = name
@@ -459,22 +418,30 @@ fn file_page(state: &WebState, file: &FileCap, name: Option<&str>) -> Result<Res
             )
         })
         .unwrap_or_default();
-    let download_url = match name {
-        Some(n) => format!(
+    let is_dir = matches!(cap, Cap::Dir(_));
+    let download_url = match (name, is_dir) {
+        (_, true) => format!("/uri/{encoded}/"),
+        (Some(n), false) => format!(
             "/named/{encoded}/{}",
             percent_encoding::utf8_percent_encode(n, percent_encoding::NON_ALPHANUMERIC)
         ),
-        None => format!("/uri/{encoded}"),
+        (None, false) => format!("/uri/{encoded}"),
     };
     let save_url = format!("/uri/{encoded}?save=true&{name_query}");
+    let size = match cap {
+        Cap::File(file) => file.size(),
+        _ => None,
+    };
     let page = state.pages.render(
         "file.html",
         minijinja::context! {
             nickname => state.nickname.clone(),
             name => name,
-            kind => file.kind(),
-            size_text => file.size().map(|s| format!("{} ({s} bytes)", human_size(s))).unwrap_or_else(|| "unknown".into()),
-            storage_index => file.storage_index().map(|si| si.to_string()),
+            kind => cap.kind(),
+            mutable => cap.is_mutable(),
+            is_dir => is_dir,
+            size_text => size.map(|s| format!("{} ({s} bytes)", human_size(s))).unwrap_or_else(|| "unknown".into()),
+            storage_index => cap.storage_index().map(|si| si.to_string()),
             caps => caps,
             download_url => download_url,
             save_url => save_url,
@@ -519,54 +486,22 @@ async fn spool_and_upload<E: std::fmt::Display>(
     Ok(result)
 }
 
-#[derive(Debug, Deserialize)]
-struct PostQuery {
-    t: Option<String>,
-    redirect_to_result: Option<String>,
-    convergence: Option<String>,
-    format: Option<String>,
-}
-
-/// `POST /uri?t=upload`: a multipart form's `file` field becomes an immutable file; the answer is
-/// its cap, or with `redirect_to_result=true` a redirect to the file's page. The field is spooled
-/// to an unlinked temporary file as it arrives.
+/// `POST /uri?t=upload`: a multipart form's `file` field becomes a file (immutable, or mutable with
+/// `format=`); the answer is its cap, or with `redirect_to_result=true` a redirect to the file's
+/// page. `t=mkdir`, `t=mkdir-with-children`, `t=mkdir-immutable` make unlinked directories.
 async fn post_uri(
     State(state): State<WebState>,
-    Query(query): Query<PostQuery>,
-    mut multipart: axum::extract::Multipart,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
 ) -> Result<Response, WebError> {
-    match query.t.as_deref() {
-        Some("upload") => {}
-        Some(other) => return Err(WebError::BadRequest(format!("unknown t={other} for POST /uri"))),
-        None => return Err(WebError::BadRequest("POST /uri needs t=upload".into())),
-    }
-    check_format(query.format.as_deref())?;
-    let convergent = query.convergence.as_deref() != Some("false");
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| WebError::Body(e.to_string()))?
-    {
-        if field.name() != Some("file") {
-            continue;
+    match query.get("t").map(String::as_str) {
+        Some("upload") => fs::post_unlinked_upload(&state, query, request).await,
+        Some("mkdir" | "mkdir-with-children" | "mkdir-immutable") => {
+            fs::make_unlinked_directory(&state, query, request).await
         }
-        let filename = field.file_name().map(str::to_owned);
-        let result = spool_and_upload(&state, field, convergent).await?;
-        let cap = result.cap.to_string();
-        if query.redirect_to_result.as_deref() == Some("true") {
-            let mut target = format!(
-                "/uri/{}?t=info",
-                percent_encoding::utf8_percent_encode(&cap, percent_encoding::NON_ALPHANUMERIC)
-            );
-            if let Some(name) = filename {
-                target.push_str(&format!(
-                    "&filename={}",
-                    percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
-                ));
-            }
-            return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response());
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/plain")], cap).into_response());
+        Some(other) => Err(WebError::BadRequest(format!("unknown t={other} for POST /uri"))),
+        None => Err(WebError::BadRequest(
+            "POST /uri needs t=upload, t=mkdir, t=mkdir-with-children or t=mkdir-immutable".into(),
+        )),
     }
-    Err(WebError::BadRequest("the form has no `file` field".into()))
 }

@@ -1,0 +1,424 @@
+//! The web API's filesystem operations (tahoe-interfaces.md §3.3) over a real grid: directory
+//! trees created, filled, moved and deleted; mutable files replaced and partially updated; the
+//! documented statuses for bad input, with the directory left unchanged.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::Value;
+
+use crate::web::Gateway;
+
+fn enc(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn call(gw: &Gateway, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap();
+    let (status, _, body) = gw.send(request).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn ok(gw: &Gateway, method: &str, uri: &str, body: impl Into<Body>) -> String {
+    let (status, text) = call(gw, method, uri, body).await;
+    assert!(status.is_success(), "{method} {uri}: {status} {text}");
+    text
+}
+
+async fn listing(gw: &Gateway, dir: &str) -> serde_json::Map<String, Value> {
+    let text = ok(gw, "GET", &format!("{dir}?t=json"), Body::empty()).await;
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value[0], "dirnode", "{text}");
+    value[1]["children"].as_object().unwrap().clone()
+}
+
+fn names(children: &serde_json::Map<String, Value>) -> Vec<String> {
+    children.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_trees_through_the_web_api() {
+    let gw = Gateway::new();
+    let root_cap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    assert!(root_cap.starts_with("URI:DIR2:"), "{root_cap}");
+    let root = format!("/uri/{}", enc(&root_cap));
+
+    // PUT into a path creates the intermediate directories; 201 when new, 200 when replacing.
+    let content = vec![7u8; 5000];
+    let (status, cap) = call(
+        &gw,
+        "PUT",
+        &format!("{root}/docs/2024/report.bin"),
+        content.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{cap}");
+    assert!(cap.starts_with("URI:CHK:"));
+    let (status, _) = call(
+        &gw,
+        "PUT",
+        &format!("{root}/docs/2024/report.bin"),
+        vec![8u8; 100],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, text) = call(
+        &gw,
+        "PUT",
+        &format!("{root}/docs/2024/report.bin?replace=false"),
+        vec![9u8; 100],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    let (_, _, body) = gw.get(&format!("{root}/docs/2024/report.bin"), &[]).await;
+    assert_eq!(body, vec![8u8; 100], "replace=false left the file alone");
+    // Served with the child's name deciding the type, and ranges work through paths.
+    let (status, headers, body) = gw
+        .get(
+            &format!("{root}/docs/2024/report.bin"),
+            &[("range", "bytes=10-19")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, vec![8u8; 10]);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
+
+    // t=json of a directory: Tahoe's shape, write caps only with write access, link metadata.
+    let docs = listing(&gw, &format!("{root}/docs")).await;
+    assert_eq!(names(&docs), ["2024"]);
+    let sub = &docs["2024"];
+    assert_eq!(sub[0], "dirnode");
+    assert!(sub[1]["rw_uri"].as_str().unwrap().starts_with("URI:DIR2:"));
+    assert!(sub[1]["ro_uri"].as_str().unwrap().starts_with("URI:DIR2-RO:"));
+    assert!(sub[1]["metadata"]["tahoe"]["linkcrtime"].is_f64());
+    let files = listing(&gw, &format!("{root}/docs/2024")).await;
+    assert_eq!(files["report.bin"][1]["size"], 100);
+    assert_eq!(files["report.bin"][1]["format"], "CHK");
+    let file_json: Value = serde_json::from_str(
+        &ok(
+            &gw,
+            "GET",
+            &format!("{root}/docs/2024/report.bin?t=json"),
+            Body::empty(),
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(file_json[0], "filenode");
+    assert!(file_json[1]["metadata"]["tahoe"]["linkmotime"].is_f64());
+
+    // mkdir by PUT (idempotent for a directory, 409 with a file in the way), by POST with name=.
+    let made = ok(&gw, "PUT", &format!("{root}/docs/new?t=mkdir"), Body::empty()).await;
+    assert_eq!(
+        ok(&gw, "PUT", &format!("{root}/docs/new?t=mkdir"), Body::empty()).await,
+        made
+    );
+    let (status, text) = call(
+        &gw,
+        "PUT",
+        &format!("{root}/docs/2024/report.bin?t=mkdir"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    let mdmf = ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=mkdir&name=fast&format=MDMF"),
+        Body::empty(),
+    )
+    .await;
+    assert!(mdmf.starts_with("URI:DIR2-MDMF:"), "{mdmf}");
+
+    // Link, rename, relink across directories, unlink, DELETE.
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=uri&name=link.bin&uri={}", enc(&cap)),
+        Body::empty(),
+    )
+    .await;
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=rename&from_name=link.bin&to_name=renamed.bin"),
+        Body::empty(),
+    )
+    .await;
+    let top = listing(&gw, &root).await;
+    assert_eq!(names(&top), ["docs", "fast", "renamed.bin"]);
+    let to_dir = enc(&format!("{root_cap}/docs/new"));
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=relink&from_name=renamed.bin&to_dir={to_dir}&to_name=moved.bin"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(names(&listing(&gw, &root).await), ["docs", "fast"]);
+    assert_eq!(
+        names(&listing(&gw, &format!("{root}/docs/new")).await),
+        ["moved.bin"]
+    );
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("{root}/docs/new?t=unlink&name=moved.bin"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(listing(&gw, &format!("{root}/docs/new")).await.is_empty());
+    let unlinked = ok(&gw, "DELETE", &format!("{root}/fast"), Body::empty()).await;
+    assert_eq!(unlinked, mdmf);
+    let (status, text) = call(&gw, "DELETE", &format!("{root}/fast"), Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(text.contains("No such child"), "{text}");
+
+    // Uploads into a directory from a form (fields in any order), with when_done.
+    let boundary = "XyZ";
+    let mut form = Vec::new();
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hello.txt\"\r\nContent-Type: text/plain\r\n\r\n").as_bytes());
+    form.extend_from_slice(b"hello from a form");
+    form.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nupload\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"when_done\"\r\n\r\n/done\r\n--{boundary}--\r\n").as_bytes());
+    let request = Request::post(format!("{root}/docs"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(form))
+        .unwrap();
+    let (status, headers, _) = gw.send(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/done");
+    let (_, _, body) = gw.get(&format!("{root}/docs/hello.txt"), &[]).await;
+    assert_eq!(body, b"hello from a form");
+    // An urlencoded form works like query arguments.
+    let request = Request::post(root.clone())
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("t=mkdir&name=from+form"))
+        .unwrap();
+    assert_eq!(gw.send(request).await.0, StatusCode::OK);
+    assert!(listing(&gw, &root).await.contains_key("from form"));
+    // when_done may not leave the gateway.
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("{root}?t=mkdir&name=x&when_done=https://evil.example/"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // set_children and mkdir-with-children / mkdir-immutable with Tahoe's JSON.
+    let children = serde_json::json!({
+        "a.bin": ["filenode", {"ro_uri": cap, "metadata": {"mtime": 5.0}}],
+        "dir": ["dirnode", {"rw_uri": made}],
+    });
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}/docs?t=set_children"),
+        children.to_string(),
+    )
+    .await;
+    let docs = listing(&gw, &format!("{root}/docs")).await;
+    assert_eq!(docs["a.bin"][1]["metadata"]["mtime"], 5.0);
+    assert_eq!(docs["dir"][1]["rw_uri"], made.as_str());
+    let with_children = ok(&gw, "POST", "/uri?t=mkdir-with-children", children.to_string()).await;
+    assert_eq!(
+        names(&listing(&gw, &format!("/uri/{}", enc(&with_children))).await),
+        ["a.bin", "dir"]
+    );
+    let frozen_children = serde_json::json!({"a.bin": ["filenode", {"ro_uri": cap}]});
+    let frozen = ok(&gw, "POST", "/uri?t=mkdir-immutable", frozen_children.to_string()).await;
+    assert!(
+        frozen.starts_with("URI:DIR2-CHK:") || frozen.starts_with("URI:DIR2-LIT:"),
+        "{frozen}"
+    );
+    let (status, text) = call(&gw, "POST", "/uri?t=mkdir-immutable", children.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+
+    // The whole tree goes away with one unlink at the top.
+    ok(&gw, "DELETE", &format!("{root}/docs"), Body::empty()).await;
+    let (status, _) = call(&gw, "GET", &format!("{root}/docs/2024/report.bin"), Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_documented_status_and_changes_nothing() {
+    let gw = Gateway::new();
+    let root_cap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    let root = format!("/uri/{}", enc(&root_cap));
+    ok(&gw, "PUT", &format!("{root}/a.txt"), "aaaa").await;
+    ok(&gw, "PUT", &format!("{root}/sub?t=mkdir"), Body::empty()).await;
+    let before = listing(&gw, &root).await;
+
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        (
+            "POST",
+            format!("{root}?t=rename&from_name=a.txt&to_name=b/c"),
+            StatusCode::BAD_REQUEST,
+            "slash",
+        ),
+        (
+            "POST",
+            format!("{root}?t=rename&from_name=a.txt&to_name=sub&replace=false"),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            "POST",
+            format!("{root}?t=rename&from_name=a.txt&to_name=sub&replace=only-files"),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            "POST",
+            format!("{root}?t=rename&from_name=nothing&to_name=x"),
+            StatusCode::NOT_FOUND,
+            "No such child",
+        ),
+        (
+            "POST",
+            format!("{root}?t=uri&name=x&uri=URI:CHK:broken"),
+            StatusCode::BAD_REQUEST,
+            "URI:CHK",
+        ),
+        (
+            "POST",
+            format!("{root}?t=mkdir&name="),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            "POST",
+            format!("{root}?t=bogus"),
+            StatusCode::BAD_REQUEST,
+            "t=bogus",
+        ),
+        (
+            "POST",
+            format!("{root}?t=mkdir&name=a.txt&replace=false"),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            "GET",
+            format!("{root}//a.txt"),
+            StatusCode::BAD_REQUEST,
+            "empty pathname",
+        ),
+        (
+            "GET",
+            format!("{root}/a.txt/child"),
+            StatusCode::BAD_REQUEST,
+            "no children",
+        ),
+        (
+            "GET",
+            format!("{root}/missing"),
+            StatusCode::NOT_FOUND,
+            "No such child",
+        ),
+        (
+            "PUT",
+            format!("{root}/a.txt/x?t=mkdir"),
+            StatusCode::CONFLICT,
+            "in the way",
+        ),
+        (
+            "POST",
+            format!("{root}?t=mkdir&name=x&replace=maybe"),
+            StatusCode::BAD_REQUEST,
+            "boolean",
+        ),
+    ];
+    for (method, uri, want, words) in cases {
+        let (status, text) = call(&gw, method, &uri, Body::empty()).await;
+        assert_eq!(status, want, "{method} {uri}: {text}");
+        assert!(
+            text.contains(words),
+            "{method} {uri}: {text:?} should mention {words:?}"
+        );
+    }
+    // Non-UTF-8 names in the path are refused.
+    let (status, _) = call(&gw, "PUT", &format!("{root}/%FF%FE"), "x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Writes through a read-only cap: 403 with a message.
+    let ro = ok(&gw, "GET", &format!("{root}?t=readonly-uri"), Body::empty()).await;
+    let ro_root = format!("/uri/{}", enc(&ro));
+    for (method, uri) in [
+        ("PUT", format!("{ro_root}/new.txt")),
+        ("POST", format!("{ro_root}?t=mkdir&name=d")),
+        ("DELETE", format!("{ro_root}/a.txt")),
+    ] {
+        let (status, text) = call(&gw, method, &uri, "x").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}: {text}");
+        assert!(text.contains("read-only"), "{text}");
+    }
+    // A read-only listing shows no write caps.
+    let ro_listing = listing(&gw, &ro_root).await;
+    assert!(ro_listing["sub"][1].get("rw_uri").is_none());
+    assert_eq!(listing(&gw, &root).await, before, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutable_files_through_the_web_api() {
+    let gw = Gateway::new();
+    for format in ["SDMF", "MDMF"] {
+        let original: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let cap = ok(&gw, "PUT", &format!("/uri?format={format}"), original.clone()).await;
+        let url = format!("/uri/{}", enc(&cap));
+        let (_, _, body) = gw.get(&url, &[]).await;
+        assert_eq!(body, original);
+        let json: Value =
+            serde_json::from_str(&ok(&gw, "GET", &format!("{url}?t=json"), Body::empty()).await).unwrap();
+        assert_eq!(json[1]["format"], format);
+        assert_eq!(json[1]["mutable"], true);
+        assert_eq!(json[1]["size"], 300_000);
+        // Replace, then update in place at an offset, then a range read.
+        let replaced: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        assert_eq!(ok(&gw, "PUT", &url, replaced.clone()).await, cap);
+        ok(&gw, "PUT", &format!("{url}?offset=150000"), vec![0xAAu8; 100_000]).await;
+        let mut expected = replaced.clone();
+        expected.resize(250_000, 0);
+        expected[150_000..].fill(0xAA);
+        let (status, _, body) = gw.get(&url, &[("range", "bytes=149990-150009")]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, expected[149_990..150_010]);
+        let (_, _, body) = gw.get(&url, &[]).await;
+        assert_eq!(body.len(), expected.len());
+        assert!(body == expected, "{format} contents after the partial update");
+        // The read cap reads and refuses writes.
+        let ro = ok(&gw, "GET", &format!("{url}?t=readonly-uri"), Body::empty()).await;
+        let (status, text) = call(&gw, "PUT", &format!("/uri/{}", enc(&ro)), "x").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    }
+    // In a directory: PUT to an existing mutable child updates it in place (the link stays).
+    let root_cap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    let root = format!("/uri/{}", enc(&root_cap));
+    let cap = ok(&gw, "PUT", &format!("{root}/notes.txt?format=MDMF"), "first").await;
+    assert_eq!(
+        ok(&gw, "PUT", &format!("{root}/notes.txt"), "second version").await,
+        cap
+    );
+    ok(&gw, "PUT", &format!("{root}/notes.txt?offset=7"), "VERSION").await;
+    let (_, _, body) = gw.get(&format!("{root}/notes.txt"), &[]).await;
+    assert_eq!(body, b"second VERSION");
+    // offset= on an immutable file is a 400.
+    let chk = ok(&gw, "PUT", &format!("{root}/frozen.bin"), vec![1u8; 100]).await;
+    let (status, _) = call(&gw, "PUT", &format!("/uri/{}?offset=3", enc(&chk)), "x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&gw, "PUT", &format!("{root}/frozen.bin?offset=3"), "x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Content-Range on a PUT to a new name is not supported.
+    let request = Request::put(format!("{root}/new.bin"))
+        .header(header::CONTENT_RANGE, "bytes 0-0/1")
+        .body(Body::from("x"))
+        .unwrap();
+    assert_eq!(gw.send(request).await.0, StatusCode::NOT_IMPLEMENTED);
+}
