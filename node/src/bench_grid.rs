@@ -31,12 +31,12 @@ pub(crate) struct BenchGridArgs {
     sizes_mib: Vec<u64>,
 }
 
-fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / seconds / 1e6
 }
 
 /// The process's peak resident memory (VmHWM), in MB.
-fn peak_memory_mb() -> Option<f64> {
+pub(crate) fn peak_memory_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -73,26 +73,68 @@ fn server_entry(dir: &Path) -> anyhow::Result<ServerEntry> {
     crate::client::server_entry(&format!("v0-{key}"), &ann)
 }
 
+/// Storage nodes started as `tessera run` processes in a scratch directory, stopped on drop.
+pub(crate) struct LocalGrid {
+    /// The scratch directory (removed on drop).
+    pub(crate) root: tempfile::TempDir,
+    children: Children,
+    /// The storage nodes' directories.
+    pub(crate) dirs: Vec<std::path::PathBuf>,
+}
+
+impl LocalGrid {
+    /// Starts `servers` storage nodes and waits until each serves.
+    pub(crate) fn start(servers: usize, prefix: &str) -> anyhow::Result<LocalGrid> {
+        let root = tempfile::Builder::new().prefix(prefix).tempdir_in(".")?;
+        let mut grid = LocalGrid {
+            root,
+            children: Children(Vec::new()),
+            dirs: Vec::new(),
+        };
+        for i in 1..=servers {
+            let dir = grid.root.path().join(format!("storage{i:02}"));
+            create_node(&CreateNodeArgs::storage_only(
+                dir.clone(),
+                format!("storage{i:02}"),
+                None,
+            ))?;
+            let child = spawn_node(&dir, "storage")?;
+            grid.children.0.push((format!("storage{i:02}"), child));
+            grid.dirs.push(dir);
+        }
+        for (dir, (name, child)) in grid.dirs.iter().zip(grid.children.0.iter_mut()) {
+            wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
+        }
+        Ok(grid)
+    }
+
+    /// A client of these servers (call from inside a runtime).
+    pub(crate) async fn client(&self, params: UploadParams) -> anyhow::Result<Arc<Grid>> {
+        let entries = self
+            .dirs
+            .iter()
+            .map(|d| server_entry(d))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let secrets = ClientSecrets {
+            lease_secret: vec![1; 32],
+            convergence: Some(rand::random::<[u8; 32]>().to_vec()),
+        };
+        let grid = Arc::new(Grid::new(secrets, params));
+        grid.set_servers(entries);
+        grid.probe().await;
+        Ok(grid)
+    }
+}
+
+impl Drop for LocalGrid {
+    fn drop(&mut self) {
+        self.children.stop_all();
+    }
+}
+
 pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
-    let root = tempfile::Builder::new()
-        .prefix("tessera-bench-grid")
-        .tempdir_in(".")?;
-    let mut children = Children(Vec::new());
-    let mut dirs = Vec::new();
-    for i in 1..=args.servers {
-        let dir = root.path().join(format!("storage{i:02}"));
-        create_node(&CreateNodeArgs::storage_only(
-            dir.clone(),
-            format!("storage{i:02}"),
-            None,
-        ))?;
-        let child = spawn_node(&dir, "storage")?;
-        children.0.push((format!("storage{i:02}"), child));
-        dirs.push(dir);
-    }
-    for (dir, (name, child)) in dirs.iter().zip(children.0.iter_mut()) {
-        wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
-    }
+    let local = LocalGrid::start(args.servers, "tessera-bench-grid")?;
+    let root = &local.root;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let params = UploadParams::default();
     let largest = args.sizes_mib.iter().copied().max().unwrap_or(1) << 20;
@@ -107,11 +149,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
         params.total as f64 / params.needed as f64
     ))?;
     let result = runtime.block_on(async {
-        let entries = dirs.iter().map(|d| server_entry(d)).collect::<anyhow::Result<Vec<_>>>()?;
-        let secrets = ClientSecrets { lease_secret: vec![1; 32], convergence: Some(rand::random::<[u8; 32]>().to_vec()) };
-        let grid = Arc::new(Grid::new(secrets, params));
-        grid.set_servers(entries);
-        grid.probe().await;
+        let grid = local.client(params).await?;
         // Warm up: a gateway in steady state has its TLS connections to every server open already.
         let warm = grid.upload(std::io::Cursor::new(vec![7u8; 1 << 20]), None).await?;
         if let FileCap::Chk(cap) = warm.cap {
@@ -164,7 +202,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     });
-    children.stop_all();
+    drop(local);
     result?;
     if let Some(peak) = peak_memory_mb() {
         crate::output::line(&format!(

@@ -40,6 +40,9 @@ pub(crate) enum DebugCommand {
     Bench(crate::bench::BenchArgs),
     /// Measure upload/download throughput, time to first byte and client memory on a local grid.
     BenchGrid(crate::bench_grid::BenchGridArgs),
+    /// Measure directory and mutable-file operations on a local grid (10,000-child directories,
+    /// MDMF partial writes).
+    BenchDir(crate::bench_dir::BenchDirArgs),
 }
 
 pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
         DebugCommand::DumpCap { cap } => dump_cap(&cap),
         DebugCommand::Bench(args) => crate::bench::run(&args),
         DebugCommand::BenchGrid(args) => crate::bench_grid::run(&args),
+        DebugCommand::BenchDir(args) => crate::bench_dir::run(&args),
     }
 }
 

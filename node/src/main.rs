@@ -4,6 +4,7 @@
 
 mod announcement;
 mod bench;
+mod bench_dir;
 mod bench_grid;
 mod cli_client;
 mod client;

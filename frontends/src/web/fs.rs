@@ -715,10 +715,16 @@ async fn put(
                     "offset= needs an existing mutable file".into(),
                 ));
             }
-            if let Some(child) = &existing
-                && (replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()))
-            {
-                return Err(NodeError::ExistingChild(name).into());
+            if let Some(child) = &existing {
+                if replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()) {
+                    return Err(NodeError::ExistingChild(name).into());
+                }
+                if child.is_dir() {
+                    // Tahoe: a file never replaces a directory by PUT.
+                    return Err(WebError::BadRequest(format!(
+                        "PUT to a directory: {name:?} is a directory; unlink it first or use another name"
+                    )));
+                }
             }
             let spooled = spool(body.into_data_stream()).await?;
             let cap =
@@ -850,8 +856,25 @@ async fn post(
             match args.get("name") {
                 Some(name) => make(post_dir(state, target).await?, name.to_owned()).await,
                 None if !target.path.is_empty() => {
+                    // The path names the new directory: an existing one is simply returned.
                     let (parent, name) = target.parent(state, true, args.dir_format()?).await?;
-                    make(parent, name).await
+                    match parent.get(&name).await {
+                        Ok(existing) => match existing.node(&state.grid) {
+                            Node::Dir(dir) if args.t() == "mkdir" => {
+                                Ok(text(StatusCode::OK, dir.cap().to_string()))
+                            }
+                            Node::Dir(_) if replace != Replace::Always => {
+                                Err(NodeError::ExistingChild(name).into())
+                            }
+                            Node::Dir(_) => make(parent, name).await,
+                            _ => Err(NodeError::WrongType(format!(
+                                "Unable to create directory {name:?}: a file was in the way"
+                            ))
+                            .into()),
+                        },
+                        Err(NodeError::NoSuchChild(_)) => make(parent, name).await,
+                        Err(e) => Err(e.into()),
+                    }
                 }
                 None => Err(WebError::BadRequest("t=mkdir on a directory needs name=".into())),
             }

@@ -63,6 +63,17 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The journal of an in-place write to a mutable share (`shares/<prefix>/<SI>/.journal-<shnum>`);
+    /// replayed at startup if a crash interrupted the write.
+    pub(super) fn mutable_journal_path(&self, si: StorageIndex, shnum: ShareNum) -> PathBuf {
+        self.share_dir(si).join(format!("{JOURNAL_PREFIX}{shnum}"))
+    }
+}
+
+/// Prefix of in-place write journals inside share directories.
+pub(super) const JOURNAL_PREFIX: &str = ".journal-";
+
 /// Prefix of scratch files inside share directories; removed at startup.
 pub(super) const TEMP_PREFIX: &str = ".tmp-";
 

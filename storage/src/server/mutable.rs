@@ -291,6 +291,73 @@ pub(super) struct NewVersion<'a> {
     pub(super) slots: &'a [Option<LeaseRecord>],
 }
 
+/// One step of turning a container into its next version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Truncate or extend (with zeros) the file to this length.
+    SetLen(u64),
+    /// Write bytes at an absolute file offset.
+    Write(u64, Vec<u8>),
+}
+
+/// The steps that turn a container whose data is `old_len` bytes into `next`. Replaying them is
+/// idempotent: they depend only on `old_len` and `next`, never on what the file holds.
+fn plan_ops(old_len: u64, next: &NewVersion<'_>) -> io::Result<Vec<Op>> {
+    // Drop the old extra leases (and anything after the data): growth must read as zeros.
+    let mut ops = vec![Op::SetLen(DATA_OFFSET + old_len)];
+    let mut len = old_len;
+    for write in next.writes {
+        let end = write.offset + write.data.len() as u64;
+        if end > len {
+            ops.push(Op::SetLen(DATA_OFFSET + end));
+            len = end;
+        }
+        ops.push(Op::Write(DATA_OFFSET + write.offset, write.data.clone()));
+    }
+    if let Some(new_length) = next.new_length {
+        ops.push(Op::SetLen(DATA_OFFSET + new_length));
+        len = new_length;
+    }
+    let extras: Vec<&LeaseRecord> = next.slots.iter().skip(4).flatten().collect();
+    let extra_count = u32::try_from(extras.len()).map_err(|_| invalid("too many leases"))?;
+    let mut trailer = Vec::with_capacity(4 + extras.len() * MUTABLE_LEASE_LEN);
+    trailer.extend_from_slice(&extra_count.to_be_bytes());
+    for lease in extras {
+        trailer.extend_from_slice(&lease.to_mutable());
+    }
+    let end = DATA_OFFSET + len + trailer.len() as u64;
+    ops.push(Op::Write(DATA_OFFSET + len, trailer));
+    ops.push(Op::SetLen(end));
+    let mut header = [0u8; DATA_OFFSET as usize];
+    header[..32].copy_from_slice(if next.version == 1 { &MAGIC_V1 } else { &MAGIC_V2 });
+    header[32..52].copy_from_slice(&next.nodeid);
+    header[52..84].copy_from_slice(&next.write_enabler);
+    header[84..92].copy_from_slice(&len.to_be_bytes());
+    header[92..100].copy_from_slice(&(DATA_OFFSET + len).to_be_bytes());
+    for (slot, lease) in next.slots.iter().take(4).enumerate() {
+        if let Some(lease) = lease {
+            let at = LEASE_SLOTS_OFFSET as usize + slot * MUTABLE_LEASE_LEN;
+            header[at..at + MUTABLE_LEASE_LEN].copy_from_slice(&lease.to_mutable());
+        }
+    }
+    ops.push(Op::Write(0, header.to_vec()));
+    Ok(ops)
+}
+
+fn apply_ops(file: &File, ops: &[Op]) -> io::Result<u64> {
+    let mut len = 0;
+    for op in ops {
+        match op {
+            Op::SetLen(new_len) => {
+                file.set_len(*new_len)?;
+                len = *new_len;
+            }
+            Op::Write(offset, data) => write_all_at(file, data, *offset)?,
+        }
+    }
+    Ok(len)
+}
+
 /// Writes the next version of a share to `scratch` and fsyncs it; the caller renames it into place.
 /// `base` is the current container and its data length, if the share exists. Returns the new
 /// container's size.
@@ -317,42 +384,123 @@ pub(super) fn write_version(
         .create(true)
         .truncate(false)
         .open(scratch)?;
-    // Drop the old extra leases (and anything after the data): growth must read as zeros.
-    file.set_len(DATA_OFFSET + old_len)?;
-    let mut len = old_len;
-    for write in next.writes {
-        let end = write.offset + write.data.len() as u64;
-        if end > len {
-            file.set_len(DATA_OFFSET + end)?;
-            len = end;
-        }
-        write_all_at(&file, &write.data, DATA_OFFSET + write.offset)?;
-    }
-    if let Some(new_length) = next.new_length {
-        file.set_len(DATA_OFFSET + new_length)?;
-        len = new_length;
-    }
-    let extras: Vec<&LeaseRecord> = next.slots.iter().skip(4).flatten().collect();
-    let extra_count = u32::try_from(extras.len()).map_err(|_| invalid("too many leases"))?;
-    let mut trailer = Vec::with_capacity(4 + extras.len() * MUTABLE_LEASE_LEN);
-    trailer.extend_from_slice(&extra_count.to_be_bytes());
-    for lease in extras {
-        trailer.extend_from_slice(&lease.to_mutable());
-    }
-    write_all_at(&file, &trailer, DATA_OFFSET + len)?;
-    let mut header = [0u8; DATA_OFFSET as usize];
-    header[..32].copy_from_slice(if next.version == 1 { &MAGIC_V1 } else { &MAGIC_V2 });
-    header[32..52].copy_from_slice(&next.nodeid);
-    header[52..84].copy_from_slice(&next.write_enabler);
-    header[84..92].copy_from_slice(&len.to_be_bytes());
-    header[92..100].copy_from_slice(&(DATA_OFFSET + len).to_be_bytes());
-    for (slot, lease) in next.slots.iter().take(4).enumerate() {
-        if let Some(lease) = lease {
-            let at = LEASE_SLOTS_OFFSET as usize + slot * MUTABLE_LEASE_LEN;
-            header[at..at + MUTABLE_LEASE_LEN].copy_from_slice(&lease.to_mutable());
-        }
-    }
-    write_all_at(&file, &header, 0)?;
+    let len = apply_ops(&file, &plan_ops(old_len, next)?)?;
     file.sync_all()?;
-    Ok(DATA_OFFSET + len + trailer.len() as u64)
+    Ok(len)
+}
+
+/// Whether a write to an existing share should be made in place (behind a journal) rather than to a
+/// copy: when the share is large and the write small next to it (MDMF partial updates of big
+/// files), copying the whole share per write would cost far more than the write.
+pub(super) fn write_in_place_pays(container_len: u64, next: &NewVersion<'_>) -> bool {
+    let written: u64 = next.writes.iter().map(|w| w.data.len() as u64).sum();
+    container_len >= IN_PLACE_MIN && written.saturating_mul(2) < container_len
+}
+
+/// Shares at least this large are written in place when the write is small next to them.
+const IN_PLACE_MIN: u64 = 1 << 20;
+
+const JOURNAL_MAGIC: &[u8; 16] = b"TESSERA-JOURNAL1";
+
+fn encode_journal(ops: &[Op]) -> Vec<u8> {
+    use blake2::Digest;
+    let mut out = JOURNAL_MAGIC.to_vec();
+    out.extend_from_slice(&(ops.len() as u64).to_be_bytes());
+    for op in ops {
+        match op {
+            Op::SetLen(len) => {
+                out.push(0);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+            Op::Write(offset, data) => {
+                out.push(1);
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&(data.len() as u64).to_be_bytes());
+                out.extend_from_slice(data);
+            }
+        }
+    }
+    let digest = blake2::Blake2b::<blake2::digest::consts::U32>::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// Parses a journal; `None` if it is incomplete or damaged (a crash while writing it, before the
+/// share was touched).
+fn decode_journal(bytes: &[u8]) -> Option<Vec<Op>> {
+    use blake2::Digest;
+    let (body, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if blake2::Blake2b::<blake2::digest::consts::U32>::digest(body).as_slice() != digest {
+        return None;
+    }
+    let mut rest = body.strip_prefix(JOURNAL_MAGIC)?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        rest = tail;
+        Some(head)
+    };
+    let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let count = u64_of(take(8)?);
+    let mut ops = Vec::new();
+    for _ in 0..count {
+        match take(1)?[0] {
+            0 => ops.push(Op::SetLen(u64_of(take(8)?))),
+            1 => {
+                let offset = u64_of(take(8)?);
+                let len = usize::try_from(u64_of(take(8)?)).ok()?;
+                ops.push(Op::Write(offset, take(len)?.to_vec()));
+            }
+            _ => return None,
+        }
+    }
+    Some(ops)
+}
+
+/// Writes the next version of a share in place: the steps go to `journal` first (fsynced, with its
+/// directory), then to the share (fsynced), then the journal is removed. After a crash,
+/// [`recover_journal`] replays a complete journal, so the share is the old version or the new one.
+pub(super) fn write_version_in_place(
+    path: &Path,
+    journal: &Path,
+    old_len: u64,
+    next: &NewVersion<'_>,
+) -> io::Result<u64> {
+    let ops = plan_ops(old_len, next)?;
+    {
+        let mut file = File::create(journal)?;
+        io::Write::write_all(&mut file, &encode_journal(&ops))?;
+        file.sync_all()?;
+    }
+    if let Some(dir) = journal.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = apply_ops(&file, &ops)?;
+    file.sync_all()?;
+    std::fs::remove_file(journal)?;
+    Ok(len)
+}
+
+/// The journal an in-place write of `next` over a share of `old_len` data bytes would write (tests
+/// use it to simulate a crash).
+#[cfg(test)]
+pub(super) fn journal_bytes(old_len: u64, next: &NewVersion<'_>) -> io::Result<Vec<u8>> {
+    Ok(encode_journal(&plan_ops(old_len, next)?))
+}
+
+/// Replays the journal of an interrupted in-place write onto `share` (when the journal is complete)
+/// and removes it. Returns whether it was replayed.
+pub(super) fn recover_journal(journal: &Path, share: &Path) -> io::Result<bool> {
+    let bytes = std::fs::read(journal)?;
+    let replayed = match decode_journal(&bytes) {
+        Some(ops) => {
+            let file = OpenOptions::new().read(true).write(true).open(share)?;
+            apply_ops(&file, &ops)?;
+            file.sync_all()?;
+            true
+        }
+        None => false,
+    };
+    std::fs::remove_file(journal)?;
+    Ok(replayed)
 }

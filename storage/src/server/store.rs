@@ -11,8 +11,8 @@ use super::advisory::{self, CorruptionAdvisory};
 use super::config::{ExpirationMode, StorageConfig};
 use super::container::{LeaseContainer, OpenShare, sniff_file};
 use super::fsutil::{
-    Layout, TEMP_PREFIX, create_dir_durable, parse_shnum, read_vec_at, remove_dir_if_empty, sync_dir,
-    write_all_at,
+    JOURNAL_PREFIX, Layout, TEMP_PREFIX, create_dir_durable, parse_shnum, read_vec_at, remove_dir_if_empty,
+    sync_dir, write_all_at,
 };
 use super::immutable::{self, ImmutableShare};
 use super::index::{IndexState, LeaseIndex, LeaseKey};
@@ -1035,11 +1035,19 @@ impl StorageServer {
             slots: &next.slots,
         };
         let base = existing.map(|share| (path.as_path(), share.data_len()));
-        let written = mutable::write_version(base, &scratch, &version).and_then(|new_len| {
-            fs::rename(&scratch, &path)?;
-            sync_dir(&share_dir)?;
-            Ok(new_len)
-        });
+        let in_place =
+            existing.is_some_and(|share| mutable::write_in_place_pays(share.container_len(), &version));
+        let written = if in_place {
+            let journal = self.layout.mutable_journal_path(si, shnum);
+            let old_len = existing.map_or(0, MutableShare::data_len);
+            mutable::write_version_in_place(&path, &journal, old_len, &version)
+        } else {
+            mutable::write_version(base, &scratch, &version).and_then(|new_len| {
+                fs::rename(&scratch, &path)?;
+                sync_dir(&share_dir)?;
+                Ok(new_len)
+            })
+        };
         let new_len = match written {
             Ok(new_len) => new_len,
             Err(e) => {
@@ -1470,11 +1478,26 @@ fn census(layout: &Layout, rebuild: Option<&LeaseIndex>) -> io::Result<Census> {
             if !bucket.file_type()?.is_dir() {
                 continue;
             }
-            for file in fs::read_dir(bucket.path())? {
-                let file = file?;
+            // Journals first: an interrupted in-place write is finished before its share is read.
+            let mut files = fs::read_dir(bucket.path())?.collect::<io::Result<Vec<_>>>()?;
+            files.sort_by_key(|f| !f.file_name().to_string_lossy().starts_with(JOURNAL_PREFIX));
+            for file in files {
                 let name = file.file_name();
                 let Some(name) = name.to_str() else { continue };
                 let path = file.path();
+                if let Some(shnum) = name.strip_prefix(JOURNAL_PREFIX) {
+                    // An in-place write was interrupted: finish it (or drop a torn journal).
+                    let share = bucket.path().join(shnum);
+                    match mutable::recover_journal(&path, &share) {
+                        Ok(replayed) => {
+                            tracing::warn!(%si, shnum, replayed, "storage: recovered an interrupted mutable write")
+                        }
+                        Err(e) => {
+                            tracing::error!(%si, shnum, error = %e, "storage: cannot recover an interrupted mutable write")
+                        }
+                    }
+                    continue;
+                }
                 if name.starts_with(TEMP_PREFIX) {
                     fs::remove_file(&path)?;
                     continue;

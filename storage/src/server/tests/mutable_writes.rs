@@ -378,3 +378,97 @@ fn oversized_writes_are_refused() {
     ));
     assert!(server.list_shares(ShareKind::Mutable, s).unwrap().is_empty());
 }
+
+/// A large share with small writes is edited in place behind a journal; the result is exactly what
+/// a copy would give (same bytes, same leases, zero-filled growth, truncation), and no journal or
+/// scratch file is left.
+#[test]
+fn large_shares_are_written_in_place_with_the_same_result() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(40);
+    let mut model = content(s, 0, 3 << 20);
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(0, &model), &[])
+            .unwrap()
+            .success
+    );
+    let inode =
+        |h: &Harness| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.share_path(s, 0)).unwrap());
+    let before = inode(&h);
+    let edits: [(u64, usize, Option<u64>); 4] = [
+        (10, 100, None),              // inside
+        ((3 << 20) - 5, 50, None),    // across the end: growth
+        ((3 << 20) + 1000, 10, None), // past the end: a zero-filled gap
+        (0, 4, Some((2 << 20) + 7)),  // and a truncation
+    ];
+    for (i, (offset, len, new_length)) in edits.into_iter().enumerate() {
+        let data = vec![0xA0 + i as u8; len];
+        let end = offset as usize + len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[offset as usize..end].copy_from_slice(&data);
+        if let Some(n) = new_length {
+            model.truncate(n as usize);
+        }
+        let vectors = TestWriteVectors {
+            new_length,
+            ..write_vectors(offset, &data)
+        };
+        // A second lease on the way, so the extra-lease trailer moves too.
+        assert!(rtw(server, s, 1, 2 + i as u8, 0, vectors, &[]).unwrap().success);
+        assert_eq!(read_all(server, s, 0), model, "after edit {i}");
+    }
+    assert_eq!(inode(&h), before, "edited in place, not replaced by a copy");
+    assert_eq!(h.leases(ShareKind::Mutable, s, 0).len(), 5);
+    let dir = h.share_path(s, 0).parent().unwrap().to_path_buf();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["0"], "no journal or scratch file is left");
+}
+
+/// A crash after the journal is written but before (or while) the share is edited: the restart
+/// replays the journal. A torn journal (a crash while writing it) is dropped and the share keeps
+/// its old version.
+#[test]
+fn interrupted_in_place_writes_are_finished_or_dropped_at_restart() {
+    let mut h = Harness::new();
+    let s = si(41);
+    let old = content(s, 0, 2 << 20);
+    assert!(
+        rtw(h.server(), s, 1, 1, 0, write_vectors(0, &old), &[])
+            .unwrap()
+            .success
+    );
+    // Make a journal as an in-place write would, then "crash" before applying it.
+    let share = h.share_path(s, 0);
+    let journal = share.with_file_name(".journal-0");
+    let container = std::fs::read(&share).unwrap();
+    let opened = super::super::mutable::MutableShare::open(&share, false).unwrap();
+    let next = super::super::mutable::NewVersion {
+        version: 2,
+        nodeid: container[32..52].try_into().unwrap(),
+        write_enabler: container[52..84].try_into().unwrap(),
+        writes: &[crate::api::WriteVector {
+            offset: 1000,
+            data: b"journaled".to_vec(),
+        }],
+        new_length: None,
+        slots: opened.slots(),
+    };
+    let bytes = super::super::mutable::journal_bytes(old.len() as u64, &next).unwrap();
+    std::fs::write(&journal, &bytes).unwrap();
+    h.crash_and_restart();
+    let mut expected = old.clone();
+    expected[1000..1009].copy_from_slice(b"journaled");
+    assert_eq!(read_all(h.server(), s, 0), expected);
+    assert!(!journal.exists());
+    // A torn journal is dropped.
+    std::fs::write(&journal, &bytes[..bytes.len() / 2]).unwrap();
+    h.crash_and_restart();
+    assert_eq!(read_all(h.server(), s, 0), expected);
+    assert!(!journal.exists());
+}
