@@ -708,9 +708,13 @@ pub(crate) fn get(ctx: &FileStore, args: &GetArgs) -> anyhow::Result<()> {
                 other => other.map(|_| ()),
             }
         }
-        Some(to) => write_local(Path::new(to), |sink| {
-            gateway.finish_download(download, sink, label).map(|_| ())
-        }),
+        Some(to) => {
+            write_local(Path::new(to), |sink| {
+                gateway.finish_download(download, sink, label).map(|_| ())
+            })?;
+            note(&format!("{} retrieved and written to {to}", args.from));
+            Ok(())
+        }
     }
 }
 

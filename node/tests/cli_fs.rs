@@ -3,7 +3,8 @@
 //!
 //! The gateway comes from [`start_gateway`], the one place that chooses it: `TESSERA_CLI_GATEWAY`
 //! = `tahoe` (the default: a one-node Tahoe-LAFS 1.20 grid, `$TAHOE` or
-//! `/opt/tahoe-venv/bin/tahoe`) or `tessera` (`tessera devgrid`). Each test gets its own gateway on
+//! `/opt/tahoe-venv/bin/tahoe`, or the virtualenv `tests/interop/tahoe.sh` installs) or `tessera`
+//! (`tessera devgrid`). Each test gets its own gateway on
 //! 127.0.0.1; the tests skip with a printed reason when the chosen gateway cannot be had (Tahoe
 //! not installed).
 
@@ -122,14 +123,21 @@ fn tessera_gateway() -> TestGateway {
 /// One Tahoe-LAFS node that is its own storage server (`servers.yaml` names itself; 1-of-1
 /// encoding), with its web gateway on 127.0.0.1.
 fn tahoe_gateway() -> Option<TestGateway> {
-    let tahoe = PathBuf::from(std::env::var("TAHOE").unwrap_or_else(|_| "/opt/tahoe-venv/bin/tahoe".into()));
-    if !tahoe.exists() {
-        println!(
-            "skipped: no Tahoe-LAFS at {} (set TAHOE, or TESSERA_CLI_GATEWAY=tessera once the gateway serves directories)",
-            tahoe.display()
+    // $TAHOE, else a usual install, else the virtualenv tests/interop/tahoe.sh makes.
+    let tmp = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let candidates = match std::env::var_os("TAHOE") {
+        Some(tahoe) => vec![PathBuf::from(tahoe)],
+        None => vec![
+            PathBuf::from("/opt/tahoe-venv/bin/tahoe"),
+            tmp.join("tessera-tahoe-venv/bin/tahoe"),
+        ],
+    };
+    let Some(tahoe) = candidates.iter().find(|c| c.exists()).cloned() else {
+        eprintln!(
+            "skipped: no Tahoe-LAFS at {candidates:?} (set TAHOE, or TESSERA_CLI_GATEWAY=tessera once the gateway serves directories)"
         );
         return None;
-    }
+    };
     let scratch = tempfile::tempdir().unwrap();
     let node = scratch.path().join("node");
     let (tub_port, web_port) = (free_port(), free_port());
@@ -456,6 +464,9 @@ fn put_and_get_round_trip_byte_for_byte() {
     assert_eq!(out.stderr, "201 Created\n");
     let out = run(&["put", "big.bin", "a/b/big.bin"], None).ok();
     assert_eq!(out.stderr, "200 OK\n", "replacing");
+    let out = run(&["get", "a/b/big.bin", "named.bin"], None).ok();
+    assert_eq!(out.stderr, "a/b/big.bin retrieved and written to named.bin\n");
+    assert_eq!(std::fs::read(work.path().join("named.bin")).unwrap(), big);
     assert_eq!(run(&["get", "tahoe:a/b/big.bin"], None).ok().stdout, big);
     let root = run(&["list-aliases"], None)
         .ok()
