@@ -153,13 +153,13 @@ const KNOWN_EXCEPTIONS: [(&str, &str); 5] = [
 pub(crate) fn gateway_message(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
     let text = text.trim();
-    if status >= 500 || text.starts_with("Traceback") || text.contains("\nTraceback") {
+    // Tahoe answers exceptions it has no status for with a traceback (which may hold caps): only
+    // the exception's meaning is shown.
+    if text.contains("Traceback") {
         if let Some((_, meaning)) = KNOWN_EXCEPTIONS.iter().find(|(name, _)| text.contains(name)) {
             return (*meaning).to_owned();
         }
-        if status >= 500 {
-            return "the gateway failed with an internal error; its log has the details".to_owned();
-        }
+        return "the gateway failed with an internal error; its log has the details".to_owned();
     }
     let message = if text.contains("<html") || text.starts_with('<') {
         let paragraph = between(text, "<p>", "</p>").filter(|p| !p.is_empty() && *p != "no details");
@@ -559,6 +559,12 @@ mod tests {
         let secret = b"Traceback: something about URI:DIR2:aaaa:bbbb failed";
         let message = gateway_message(500, secret);
         assert!(!message.contains("URI:"), "{message}");
+        assert!(message.contains("internal error"), "{message}");
+        let unavailable = b"upload failed: only 2 servers, shares.happy is 5\nmore detail\n";
+        assert_eq!(
+            gateway_message(503, unavailable),
+            "upload failed: only 2 servers, shares.happy is 5"
+        );
     }
 
     #[test]

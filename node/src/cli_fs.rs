@@ -247,7 +247,7 @@ fn split_last(path: &str) -> (&str, &str) {
 /// Adds what the command was doing to a gateway's answer: `ARG: No such child: x`.
 fn about(argument: &str, error: anyhow::Error) -> anyhow::Error {
     if gateway_status(&error).is_some() {
-        anyhow::anyhow!("{argument}: {error}")
+        error.context(argument.to_owned())
     } else {
         error
     }
@@ -834,9 +834,10 @@ pub(crate) fn mv(ctx: &FileStore, args: &MoveArgs) -> anyhow::Result<()> {
         return output::line("OK");
     }
     let url = format!("{}?t=uri&replace=only-files", gateway.object(&to_root, &to_path));
-    gateway
-        .call(Method::PUT, &url, Bytes::from(cap))
-        .map_err(|e| overwrite_error(&args.to, e).context("NOT removing the original"))?;
+    gateway.call(Method::PUT, &url, Bytes::from(cap)).map_err(|e| {
+        let e = overwrite_error(&args.to, e);
+        anyhow::anyhow!("{e:#}; {} was not removed", args.from)
+    })?;
     if let Err(e) = gateway.call(
         Method::DELETE,
         &gateway.object(&from_root, &from_path),
