@@ -685,6 +685,26 @@ fn cp_copies_trees_both_ways_and_links_grid_files_by_cap() {
     );
     run(&["cp", "tree/top.txt", "big-copy", "tahoe:files"]).ok();
     assert_eq!(gw.ls(&["tahoe:files"]), ["big-copy", "top.txt"]);
+    // A mutable file already in the target directory is overwritten in place (its cap stays).
+    let mutable = gw
+        .run_in(
+            work.path(),
+            &["put", "-m", "-", "tahoe:mutables/top.txt"],
+            Some(b"old"),
+        )
+        .ok()
+        .text();
+    run(&["cp", "tree/top.txt", "tahoe:mutables"]).ok();
+    let listing = run(&["ls", "--uri", "tahoe:mutables"]).ok().text();
+    assert!(listing.contains(mutable.trim()), "{listing} vs {mutable}");
+    assert_eq!(run(&["get", "tahoe:mutables/top.txt"]).ok().stdout, b"top\n");
+    // --caps-only writes the cap instead of the contents.
+    run(&["cp", "--caps-only", "tahoe:one.txt", "one.cap"]).ok();
+    let one = run(&["ls", "--uri", "tahoe:one.txt"]).ok().text();
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("one.cap")).unwrap(),
+        one.split_whitespace().nth(1).unwrap()
+    );
 
     // Errors.
     run(&["cp", "tree/missing", "tahoe:"]).fails(1, &["No such file or directory: tree/missing"]);
