@@ -143,9 +143,9 @@ pub(crate) struct CpArgs {
     /// When copying grid files to local files, write their caps instead of their contents.
     #[arg(long)]
     caps_only: bool,
-    /// Sources then the destination. Arguments with an alias (`ALIAS:path`) or a cap are in the
+    /// FROM... TO: sources, then the destination. Arguments with an alias (`ALIAS:path`) or a cap are in the
     /// grid; others are local paths.
-    #[arg(required = true, num_args = 2.., value_name = "FROM.. TO")]
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<String>,
 }
 
