@@ -1,16 +1,23 @@
-//! The everyday commands that talk to a running node through its web API, found via
-//! `NODEDIR/node.url`: `put`, `get`, `status`. Progress bars appear only on a terminal.
+//! The CLI's client of a gateway's web API (Tahoe's WAPI), found through `NODEDIR/node.url`: a small
+//! blocking façade over hyper that the file-store commands (`cli_fs`) use, the one place that turns
+//! a gateway's error answer into one line for a person, and `tessera status`.
+//!
+//! Error answers: Tahoe sends HTML error pages for 4xx and tracebacks for 500, and the CLI must not
+//! print caps the user did not type, so [`GatewayError`] keeps only the human sentence (the page's
+//! message, or a known exception named in a traceback) with anything cap-like redacted.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::Method;
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -34,12 +41,14 @@ fn node_url(node_dir: &Path) -> anyhow::Result<String> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn progress_bar(total: Option<u64>, verb: &str) -> ProgressBar {
+/// A progress bar on standard error, or a hidden one when standard error is not a terminal.
+pub(crate) fn progress_bar(total: Option<u64>, verb: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -58,152 +67,409 @@ fn progress_bar(total: Option<u64>, verb: &str) -> ProgressBar {
     bar
 }
 
-async fn fail_with_body(action: &str, response: hyper::Response<hyper::body::Incoming>) -> anyhow::Error {
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(2000)])
-        .trim()
-        .to_owned();
-    anyhow::anyhow!("{action} failed: HTTP {}: {text}", status.as_u16())
+/// A gateway's non-success answer: its status and one human sentence, with caps redacted.
+#[derive(Debug)]
+pub(crate) struct GatewayError {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// What the gateway said, reduced to one line.
+    pub(crate) message: String,
 }
 
-fn unreachable(url: &str, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("cannot reach the node at {url} ({e}); is `tessera run` running for this node directory?")
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (HTTP {})", self.message, self.status)
+    }
 }
 
-/// `tessera put [FILE|-]`: uploads and prints the cap.
-pub(crate) fn put(node_dir: &Path, file: Option<&str>, convergent: bool) -> anyhow::Result<()> {
-    let url = node_url(node_dir)?;
-    let (mut input, size): (Box<dyn Read + Send>, Option<u64>) = match file {
-        None | Some("-") => (Box::new(std::io::stdin()), None),
-        Some(path) => {
-            let handle = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-            let meta = handle.metadata()?;
-            if meta.is_dir() {
-                bail!("{path} is a directory; put uploads one file");
+impl std::error::Error for GatewayError {}
+
+/// The status of a gateway error inside an `anyhow::Error`, if it is one.
+pub(crate) fn gateway_status(error: &anyhow::Error) -> Option<u16> {
+    error.downcast_ref::<GatewayError>().map(|e| e.status)
+}
+
+/// Replaces every cap-looking word (`URI:…`, `ro.URI:…`, `imm.URI:…`) with `<cap>`.
+pub(crate) fn redact_caps(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("URI:") {
+        let mut cut = start;
+        for prefix in ["ro.", "imm."] {
+            if rest[..start].ends_with(prefix) {
+                cut = start - prefix.len();
             }
-            (Box::new(handle), Some(meta.len()))
         }
+        out.push_str(&rest[..cut]);
+        out.push_str("<cap>");
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "'\"<>,;()[]{}".contains(c))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn html_unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].trim())
+}
+
+/// Exceptions Tahoe reports only as a 500 traceback, and what they mean to a person.
+const KNOWN_EXCEPTIONS: [(&str, &str); 5] = [
+    (
+        "NotWriteableError",
+        "that directory or file is read-only here (it was reached through a read-only cap)",
+    ),
+    (
+        "NotMutableError",
+        "that object is immutable and cannot be changed in place",
+    ),
+    (
+        "ChildOfWrongTypeError",
+        "a file is where a directory is needed (or the other way round)",
+    ),
+    (
+        "UncoordinatedWriteError",
+        "someone else changed the same mutable object at the same time; try again",
+    ),
+    ("NoSuchChildError", "No such child"),
+];
+
+/// Reduces a gateway's error body to one line: the message of an HTML error page, a known
+/// exception from a traceback, or the first line of plain text.
+pub(crate) fn gateway_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
+    let text = text.trim();
+    // Tahoe answers exceptions it has no status for with a traceback (which may hold caps): only
+    // the exception's meaning is shown.
+    if text.contains("Traceback") {
+        if let Some((_, meaning)) = KNOWN_EXCEPTIONS.iter().find(|(name, _)| text.contains(name)) {
+            return (*meaning).to_owned();
+        }
+        return "the gateway failed with an internal error; its log has the details".to_owned();
+    }
+    let message = if text.contains("<html") || text.starts_with('<') {
+        let paragraph = between(text, "<p>", "</p>").filter(|p| !p.is_empty() && *p != "no details");
+        let heading = between(text, "<h1>", "</h1>");
+        paragraph
+            .or(heading)
+            .or_else(|| between(text, "<title>", "</title>"))
+            .map(html_unescape)
+            .unwrap_or_default()
+    } else {
+        text.lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned()
     };
-    let bar = progress_bar(size, "uploading");
-    let reader_bar = bar.clone();
-    runtime()?.block_on(async move {
-        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let message = e.to_string();
-                        let _ = futures::executor::block_on(tx.send(Err(e)));
-                        return Err(anyhow::anyhow!("reading the input failed: {message}"));
-                    }
-                };
-                reader_bar.inc(n as u64);
-                if futures::executor::block_on(tx.send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n])))))
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        });
-        let body: Body = BodyExt::boxed(StreamBody::new(rx));
-        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-        let query = if convergent { "" } else { "?convergence=false" };
-        let request = hyper::Request::put(format!("{url}/uri{query}")).body(body)?;
-        let response = client.request(request).await.map_err(|e| unreachable(&url, e))?;
-        reader.await??;
-        if !response.status().is_success() {
-            bar.abandon();
-            return Err(fail_with_body("upload", response).await);
+    let message = redact_caps(message.trim());
+    let message: String = message.chars().take(300).collect();
+    if message.is_empty() {
+        match status {
+            404 => "not found".to_owned(),
+            409 => "conflict".to_owned(),
+            _ => "the gateway refused the request".to_owned(),
         }
-        bar.set_message("encoded and stored");
-        let cap = response.into_body().collect().await?.to_bytes();
-        bar.finish_and_clear();
-        crate::output::line(String::from_utf8_lossy(&cap).trim())
-    })
+    } else {
+        message
+    }
 }
 
-/// `tessera get CAP [OUTFILE|-]`: downloads to a file or standard output.
-pub(crate) fn get(node_dir: &Path, cap: &str, out: Option<&str>) -> anyhow::Result<()> {
-    let url = node_url(node_dir)?;
-    let cap = cap.trim();
-    filenode::cap::Cap::parse(cap).context("that is not a valid cap")?;
-    runtime()?.block_on(async move {
-        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-        let request = hyper::Request::get(format!("{url}/uri/{cap}")).body(BodyExt::boxed(
-            http_body_util::Empty::new().map_err(|never| match never {}),
-        ))?;
-        let response = client.request(request).await.map_err(|e| unreachable(&url, e))?;
-        if !response.status().is_success() {
-            return Err(fail_with_body("download", response).await);
+/// Characters kept as they are in a URL path segment (Python's `urllib.parse.quote` minus `/`).
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte)
+}
+
+/// Percent-encodes one path segment or query value, as `urllib.parse.quote(s, safe="")` does.
+pub(crate) fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if is_unreserved(byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
         }
-        let size = response
+    }
+    out
+}
+
+/// Percent-encodes a `/`-separated path segment by segment (Tahoe's `escape_path`).
+pub(crate) fn escape_path(path: &str) -> String {
+    path.split('/').map(quote).collect::<Vec<_>>().join("/")
+}
+
+/// A response whose body has not been read yet.
+#[derive(Debug)]
+pub(crate) struct Download {
+    response: hyper::Response<hyper::body::Incoming>,
+}
+
+impl Download {
+    /// The Content-Type the gateway sent, if any.
+    pub(crate) fn content_type(&self) -> &str {
+        self.response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.response
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let (mut sink, target): (Box<dyn Write + Send>, Option<PathBuf>) = match out {
-            None | Some("-") => (Box::new(std::io::stdout()), None),
-            Some(path) => {
-                let part = PathBuf::from(format!("{path}.part"));
-                let file = std::fs::File::create(&part)
-                    .with_context(|| format!("cannot create {}", part.display()))?;
-                (
-                    Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
-                    Some(part),
-                )
-            }
-        };
-        let bar = progress_bar(size, "downloading");
-        let mut body = response.into_body().into_data_stream();
-        let mut received = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.context("the download was cut off (the node may have lost too many shares)")?;
-            sink.write_all(&chunk).context("writing the output failed")?;
-            received += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
-        }
-        sink.flush()?;
-        drop(sink);
-        bar.finish_and_clear();
-        if size.is_some_and(|expected| expected != received) {
-            bail!("the download was cut off after {received} bytes");
-        }
-        if let (Some(part), Some(path)) = (target, out) {
-            std::fs::rename(&part, path).with_context(|| format!("cannot move the download to {path}"))?;
-        }
-        Ok(())
-    })
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    }
 }
 
-async fn fetch_status(url: &str) -> anyhow::Result<serde_json::Value> {
-    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let request = hyper::Request::get(format!("{url}/?t=json")).body(BodyExt::boxed(
-        http_body_util::Empty::new().map_err(|never| match never {}),
-    ))?;
-    let response = client.request(request).await.map_err(|e| unreachable(url, e))?;
-    if !response.status().is_success() {
-        return Err(fail_with_body("status", response).await);
+/// A gateway, reached over HTTP from a blocking caller.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    url: String,
+    runtime: tokio::runtime::Runtime,
+    client: Client<HttpConnector, Body>,
+}
+
+fn empty() -> Body {
+    BodyExt::boxed(http_body_util::Empty::new().map_err(|never| match never {}))
+}
+
+fn full(bytes: Bytes) -> Body {
+    BodyExt::boxed(Full::new(bytes).map_err(|never| match never {}))
+}
+
+impl Gateway {
+    /// The gateway of the node in `node_dir` (or at `node_url`, which wins when given).
+    pub(crate) fn open(node_dir: &Path, node_url_override: Option<&str>) -> anyhow::Result<Gateway> {
+        let url = match node_url_override {
+            Some(url) => {
+                if !url.starts_with("http://") {
+                    bail!("--node-url must look like http://127.0.0.1:3456, not '{url}'");
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+            None => node_url(node_dir)?,
+        };
+        let runtime = runtime()?;
+        let client = {
+            let _guard = runtime.enter();
+            Client::builder(TokioExecutor::new()).build_http()
+        };
+        Ok(Gateway { url, runtime, client })
     }
-    let body = response.into_body().collect().await?.to_bytes();
-    serde_json::from_slice(&body).context("the node's status is not JSON")
+
+    /// `NODEURL/uri`, where unlinked objects are created.
+    pub(crate) fn unlinked(&self) -> String {
+        format!("{}/uri", self.url)
+    }
+
+    /// `NODEURL/uri/ROOT[/path]` with the root cap and each path segment percent-encoded.
+    pub(crate) fn object(&self, root: &str, path: &str) -> String {
+        let mut url = format!("{}/uri/{}", self.url, quote(root));
+        if !path.is_empty() {
+            url.push('/');
+            url.push_str(&escape_path(path));
+        }
+        url
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!(
+            "cannot reach the gateway at {} ({e}); is its node running (`tessera run NODEDIR`)?",
+            self.url
+        )
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Body,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(hyper::header::ACCEPT, "text/plain, application/octet-stream")
+            .body(body)
+            .context("cannot build the request")?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    async fn read_reply(response: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<(u16, Bytes)> {
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("the gateway's answer was cut off")?
+            .to_bytes();
+        if !(200..300).contains(&status) {
+            return Err(GatewayError {
+                status,
+                message: gateway_message(status, &body),
+            }
+            .into());
+        }
+        Ok((status, body))
+    }
+
+    /// Sends a request with a small body and returns the status and body of a 2xx answer; any other
+    /// answer is a [`GatewayError`].
+    pub(crate) fn call(&self, method: Method, url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        self.runtime.block_on(async {
+            let body = if body.is_empty() { empty() } else { full(body) };
+            let response = self.send(method, url, body).await?;
+            Self::read_reply(response).await
+        })
+    }
+
+    /// `GET url?t=json`, parsed.
+    pub(crate) fn json(&self, url: &str) -> anyhow::Result<serde_json::Value> {
+        let (_, body) = self.call(Method::GET, &format!("{url}?t=json"), Bytes::new())?;
+        serde_json::from_slice(&body).context("the gateway's t=json answer is not JSON")
+    }
+
+    /// Streams `input` as the body of a request (PUT or POST) with a progress bar, and returns the
+    /// status and body of a 2xx answer.
+    pub(crate) fn upload(
+        &self,
+        method: Method,
+        url: &str,
+        mut input: Box<dyn Read + Send>,
+        size: Option<u64>,
+        label: &str,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let bar = progress_bar(size, label);
+        let reader_bar = bar.clone();
+        let result = self.runtime.block_on(async {
+            let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            let message = e.to_string();
+                            let _ = futures::executor::block_on(tx.send(Err(e)));
+                            return Err(anyhow::anyhow!("reading the input failed: {message}"));
+                        }
+                    };
+                    reader_bar.inc(n as u64);
+                    if futures::executor::block_on(
+                        tx.send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n])))),
+                    )
+                    .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            });
+            let mut request = hyper::Request::builder()
+                .method(method)
+                .uri(url)
+                .header(hyper::header::ACCEPT, "text/plain, application/octet-stream");
+            if let Some(size) = size {
+                request = request.header(hyper::header::CONTENT_LENGTH, size);
+            }
+            let request = request
+                .body(BodyExt::boxed(StreamBody::new(rx)))
+                .context("cannot build the request")?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| self.unreachable(e));
+            let read = reader.await.context("the input reader failed")?;
+            let response = response?;
+            read?;
+            bar.set_message("encoded and stored");
+            Self::read_reply(response).await
+        });
+        match &result {
+            Ok(_) => bar.finish_and_clear(),
+            Err(_) => bar.abandon(),
+        }
+        result
+    }
+
+    /// Starts a GET; a non-2xx answer is a [`GatewayError`].
+    pub(crate) fn start_download(&self, url: &str) -> anyhow::Result<Download> {
+        self.runtime.block_on(async {
+            let response = self.send(Method::GET, url, empty()).await?;
+            if !response.status().is_success() {
+                Self::read_reply(response).await?;
+                bail!("the gateway answered with no success and no error");
+            }
+            Ok(Download { response })
+        })
+    }
+
+    /// Copies a download into `sink` with a progress bar; returns the number of bytes, and fails
+    /// if the body is shorter than the gateway announced.
+    pub(crate) fn finish_download(
+        &self,
+        download: Download,
+        sink: &mut dyn Write,
+        label: &str,
+    ) -> anyhow::Result<u64> {
+        let size = download.content_length();
+        let bar = progress_bar(size, label);
+        let result = self.runtime.block_on(async {
+            let mut body = download.response.into_body().into_data_stream();
+            let mut received = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk =
+                    chunk.context("the download was cut off (the gateway may have lost too many shares)")?;
+                sink.write_all(&chunk).context("writing the output failed")?;
+                received += chunk.len() as u64;
+                bar.inc(chunk.len() as u64);
+            }
+            sink.flush().context("writing the output failed")?;
+            if size.is_some_and(|expected| expected != received) {
+                bail!("the download was cut off after {received} bytes");
+            }
+            Ok(received)
+        });
+        match &result {
+            Ok(_) => bar.finish_and_clear(),
+            Err(_) => bar.abandon(),
+        }
+        result
+    }
+
+    /// Downloads `url` completely into memory (for small objects such as caps).
+    pub(crate) fn get_bytes(&self, url: &str) -> anyhow::Result<Bytes> {
+        Ok(self.call(Method::GET, url, Bytes::new())?.1)
+    }
+
+    fn status_json(&self) -> anyhow::Result<serde_json::Value> {
+        let body = self.get_bytes(&format!("{}/?t=json", self.url))?;
+        serde_json::from_slice(&body).context("the node's status is not JSON")
+    }
 }
 
 /// How many storage servers the node at `node_dir` sees connected.
 pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
-    let url = node_url(node_dir)?;
-    let status = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(fetch_status(&url))?;
+    let status = Gateway::open(node_dir, None)?.status_json()?;
     Ok(status["servers"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["connected"] == true).count()))
@@ -211,45 +477,44 @@ pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
 
 /// `tessera status`: the node's view of the storage servers.
 pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
-    let url = node_url(node_dir)?;
-    runtime()?.block_on(async move {
-        let status = fetch_status(&url).await?;
-        let servers = status["servers"].as_array().cloned().unwrap_or_default();
-        let connected = servers.iter().filter(|s| s["connected"] == true).count();
+    let gateway = Gateway::open(node_dir, None)?;
+    let status = gateway.status_json()?;
+    let servers = status["servers"].as_array().cloned().unwrap_or_default();
+    let connected = servers.iter().filter(|s| s["connected"] == true).count();
+    crate::output::line(&format!(
+        "node {} at {}: {connected} of {} storage servers connected (encoding {}-of-{}, happy {})",
+        status["nickname"].as_str().unwrap_or(""),
+        gateway.url,
+        servers.len(),
+        status["encoding"]["needed"],
+        status["encoding"]["total"],
+        status["encoding"]["happy"],
+    ))?;
+    for server in servers {
+        let state = if server["connected"] == true {
+            "connected"
+        } else {
+            "not connected"
+        };
+        let space = server["available_space"]
+            .as_u64()
+            .map(frontends::web::human_size)
+            .unwrap_or_else(|| "?".into());
+        let since = server["connected_since"]
+            .as_u64()
+            .map(|t| format!(" for {}", ago(t)))
+            .unwrap_or_default();
+        let error = server["last_error"]
+            .as_str()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
         crate::output::line(&format!(
-            "node {} at {url}: {connected} of {} storage servers connected (encoding {}-of-{}, happy {})",
-            status["nickname"].as_str().unwrap_or(""),
-            servers.len(),
-            status["encoding"]["needed"],
-            status["encoding"]["total"],
-            status["encoding"]["happy"],
+            "  {:<14} {}  {state}{since}, {space} free{error}",
+            server["nickname"].as_str().unwrap_or(""),
+            server["server_id"].as_str().unwrap_or(""),
         ))?;
-        for server in servers {
-            let state = if server["connected"] == true {
-                "connected"
-            } else {
-                "not connected"
-            };
-            let space = server["available_space"]
-                .as_u64()
-                .map(frontends::web::human_size)
-                .unwrap_or_else(|| "?".into());
-            let since = server["connected_since"]
-                .as_u64()
-                .map(|t| format!(" for {}", ago(t)))
-                .unwrap_or_default();
-            let error = server["last_error"]
-                .as_str()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default();
-            crate::output::line(&format!(
-                "  {:<14} {}  {state}{since}, {space} free{error}",
-                server["nickname"].as_str().unwrap_or(""),
-                server["server_id"].as_str().unwrap_or(""),
-            ))?;
-        }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// How long ago a Unix time was, roughly: `42s`, `5m`, `3h`, `2d`.
@@ -264,5 +529,50 @@ fn ago(unix_seconds: u64) -> String {
         60..3600 => format!("{}m", seconds / 60),
         3600..86_400 => format!("{}h", seconds / 3600),
         _ => format!("{}d", seconds / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_like_python() {
+        assert_eq!(quote("URI:DIR2:ab:cd"), "URI%3ADIR2%3Aab%3Acd");
+        assert_eq!(escape_path("a b/ü/x~y_z.-"), "a%20b/%C3%BC/x~y_z.-");
+        assert_eq!(quote("a/b?c#d%"), "a%2Fb%3Fc%23d%25");
+    }
+
+    #[test]
+    fn tahoe_error_pages_become_one_line() {
+        let page = b"\n<html>\n  <head><title>404 - Error</title></head>\n  <body>\n    <h1>Error</h1>\n    <p>No such child: nope</p>\n  </body>\n</html>\n";
+        assert_eq!(gateway_message(404, page), "No such child: nope");
+        let page = b"<html><head><title>409 - Unable to create directory &#x27;h.txt&#x27;: a file was in the way</title></head><body><h1>Unable to create directory &#x27;h.txt&#x27;: a file was in the way</h1><p>no details</p></body></html>";
+        assert_eq!(
+            gateway_message(409, page),
+            "Unable to create directory 'h.txt': a file was in the way"
+        );
+        assert_eq!(gateway_message(400, b"PUT to a directory"), "PUT to a directory");
+        let traceback =
+            b"Traceback (most recent call last):\nFailure: allmydata.mutable.common.NotWriteableError: \n";
+        assert!(gateway_message(500, traceback).contains("read-only"));
+        let secret = b"Traceback: something about URI:DIR2:aaaa:bbbb failed";
+        let message = gateway_message(500, secret);
+        assert!(!message.contains("URI:"), "{message}");
+        assert!(message.contains("internal error"), "{message}");
+        let unavailable = b"upload failed: only 2 servers, shares.happy is 5\nmore detail\n";
+        assert_eq!(
+            gateway_message(503, unavailable),
+            "upload failed: only 2 servers, shares.happy is 5"
+        );
+    }
+
+    #[test]
+    fn caps_are_redacted() {
+        assert_eq!(
+            redact_caps("bad URI:CHK:a:b:3:10:99, and ro.URI:DIR2-RO:x:y."),
+            "bad <cap>, and <cap>"
+        );
+        assert_eq!(redact_caps("nothing here"), "nothing here");
     }
 }

@@ -1,12 +1,15 @@
 //! The `tessera` command: the only composition root of the workspace.
 //!
-//! Subcommands: `create-node` and `run` for storage nodes, and the `debug` tools.
+//! Subcommands: `create-node` and `run` for storage nodes, the file-store commands (`put`, `get`,
+//! `ls`, `cp`, ... over a gateway, as Tahoe's CLI), and the `debug` tools.
 
+mod aliases;
 mod announcement;
 mod bench;
 mod bench_dir;
 mod bench_grid;
 mod cli_client;
+mod cli_fs;
 mod client;
 mod config;
 mod daemon;
@@ -22,9 +25,19 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about, propagate_version = true)]
 struct Cli {
-    /// The node directory of the gateway that put/get/status talk to.
-    #[arg(long, global = true, env = "TESSERA_NODE_DIRECTORY", value_name = "DIR")]
+    /// The node directory of the gateway that the file-store commands talk to (its `node.url`
+    /// and `private/aliases`).
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        env = "TESSERA_NODE_DIRECTORY",
+        value_name = "DIR"
+    )]
     node_directory: Option<std::path::PathBuf>,
+    /// The gateway's URL (such as http://127.0.0.1:3456), instead of the node directory's node.url.
+    #[arg(short = 'u', long, global = true, value_name = "URL")]
+    node_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,21 +68,28 @@ enum Command {
         /// The node directory.
         dir: std::path::PathBuf,
     },
-    /// Upload a file (or standard input) and print its cap.
-    Put {
-        /// Use a random key instead of the convergence secret (no deduplication; one pass).
-        #[arg(long)]
-        no_convergence: bool,
-        /// The file; `-` or nothing reads standard input.
-        file: Option<String>,
-    },
-    /// Download a file by its cap to OUTFILE (or standard output).
-    Get {
-        /// The file's cap.
-        cap: String,
-        /// Where to write it; `-` or nothing writes to standard output.
-        outfile: Option<String>,
-    },
+    /// Upload a file (or standard input), optionally linking it at ALIAS:path, and print its cap.
+    Put(cli_fs::PutArgs),
+    /// Download a file (by ALIAS:path or cap) to a local file or standard output.
+    Get(cli_fs::GetArgs),
+    /// List a directory (default `tahoe:`).
+    Ls(cli_fs::LsArgs),
+    /// Make a directory (linked at ALIAS:path, or unlinked) and print its cap.
+    Mkdir(cli_fs::MkdirArgs),
+    /// Copy files and directories between the local filesystem and the grid, or within the grid.
+    Cp(cli_fs::CpArgs),
+    /// Move a link within the grid.
+    Mv(cli_fs::MoveArgs),
+    /// Link an object that is in the grid at a second name.
+    Ln(cli_fs::MoveArgs),
+    /// Remove a link from its directory (the object itself stays in the grid).
+    Unlink(cli_fs::UnlinkArgs),
+    /// Make a new directory and name it with a new alias.
+    CreateAlias(cli_fs::CreateAliasArgs),
+    /// Name an existing directory (by its cap) with a new alias.
+    AddAlias(cli_fs::AddAliasArgs),
+    /// Show the aliases and their directory caps.
+    ListAliases(cli_fs::ListAliasesArgs),
     /// Show the storage servers the node knows and whether they are connected.
     Status,
     /// Low-level tools for inspecting caps and encodings.
@@ -80,9 +100,22 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let node_dir = cli.node_directory();
-    let result = match cli.command {
-        Command::Put { file, no_convergence } => cli_client::put(&node_dir, file.as_deref(), !no_convergence),
-        Command::Get { cap, outfile } => cli_client::get(&node_dir, &cap, outfile.as_deref()),
+    let Cli {
+        command, node_url, ..
+    } = cli;
+    let fs = |node_dir: &std::path::Path| cli_fs::FileStore::new(node_dir, node_url.as_deref());
+    let result = match command {
+        Command::Put(args) => fs(&node_dir).and_then(|ctx| cli_fs::put(&ctx, &args)),
+        Command::Get(args) => fs(&node_dir).and_then(|ctx| cli_fs::get(&ctx, &args)),
+        Command::Ls(args) => fs(&node_dir).and_then(|ctx| cli_fs::ls(&ctx, &args)),
+        Command::Mkdir(args) => fs(&node_dir).and_then(|ctx| cli_fs::mkdir(&ctx, &args)),
+        Command::Cp(args) => fs(&node_dir).and_then(|ctx| cli_fs::cp(&ctx, &args)),
+        Command::Mv(args) => fs(&node_dir).and_then(|ctx| cli_fs::mv(&ctx, &args)),
+        Command::Ln(args) => fs(&node_dir).and_then(|ctx| cli_fs::ln(&ctx, &args)),
+        Command::Unlink(args) => fs(&node_dir).and_then(|ctx| cli_fs::unlink(&ctx, &args)),
+        Command::CreateAlias(args) => fs(&node_dir).and_then(|mut ctx| cli_fs::create_alias(&mut ctx, &args)),
+        Command::AddAlias(args) => fs(&node_dir).and_then(|mut ctx| cli_fs::add_alias(&mut ctx, &args)),
+        Command::ListAliases(args) => fs(&node_dir).and_then(|ctx| cli_fs::list_aliases(&ctx, &args)),
         Command::Status => cli_client::status(&node_dir),
         Command::CreateNode(args) => nodedir::create_node(&args),
         Command::CreateIntroducer(args) => nodedir::create_introducer(&args),
@@ -95,7 +128,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tessera: {error:#}");
-            std::process::ExitCode::FAILURE
+            match error.downcast_ref::<cli_fs::Exit>() {
+                Some(exit) => std::process::ExitCode::from(exit.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
