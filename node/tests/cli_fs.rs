@@ -80,8 +80,8 @@ fn http_get(node_url: &str, path: &str) -> Option<String> {
 /// The gateway the tests run against; `None` (after saying why) when it cannot be had here.
 fn start_gateway() -> Option<TestGateway> {
     match std::env::var("TESSERA_CLI_GATEWAY").as_deref() {
-        Ok("tessera") => Some(tessera_gateway()),
-        Ok("tahoe") | Err(_) => tahoe_gateway(),
+        Ok("tessera") | Err(_) => Some(tessera_gateway()),
+        Ok("tahoe") => tahoe_gateway(),
         Ok(other) => panic!("TESSERA_CLI_GATEWAY={other}: use tahoe or tessera"),
     }
 }

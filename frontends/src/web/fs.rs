@@ -867,10 +867,11 @@ async fn post(
                                 Err(NodeError::ExistingChild(name).into())
                             }
                             Node::Dir(_) => make(parent, name).await,
-                            _ => Err(NodeError::WrongType(format!(
-                                "Unable to create directory {name:?}: a file was in the way"
-                            ))
-                            .into()),
+                            // Tahoe's words: the path names a file, which takes no t=mkdir.
+                            _ => Err(WebError::BadRequest(format!(
+                                "POST to file: bad t={}: {name:?} is a file",
+                                args.t()
+                            ))),
                         },
                         Err(NodeError::NoSuchChild(_)) => make(parent, name).await,
                         Err(e) => Err(e.into()),
