@@ -35,6 +35,7 @@ wait_tahoe_connected() {
   echo "tahoe client did not connect; its log:" >&2; tail -20 "$WORK/tc.log" >&2; exit 1
 }
 check_same() { cmp "$1" "$2" && echo "ok: $3"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- A: Tahoe client, Tessera storage
 for i in 1 2 3; do
@@ -78,6 +79,59 @@ head -c 2000000 /dev/urandom > b.bin
 CAP_B=$("$TESSERA" --node-directory gw put b.bin)
 "$TAHOE" -d tc get "$CAP_B" b.tahoe > /dev/null 2>&1
 check_same b.bin b.tahoe "Tahoe reads a file Tessera uploaded"
+
+# Mutable files, both formats: each side creates, reads and replaces what the other wrote.
+GW_URL=$(sed "s:/*$::" gw/node.url)
+for fmt in SDMF MDMF; do
+  head -c 300000 /dev/urandom > "m1-$fmt"
+  CAP_M=$("$TAHOE" -d tc put --format="$fmt" "m1-$fmt" 2>/dev/null | tail -1)
+  case "$CAP_M" in URI:SSK:*|URI:MDMF:*) ;; *) echo "tahoe put --format=$fmt failed: $CAP_M" >&2; exit 1;; esac
+  "$TESSERA" --node-directory gw get "$CAP_M" "m1-$fmt.tessera"
+  check_same "m1-$fmt" "m1-$fmt.tessera" "Tessera reads a $fmt file Tahoe made"
+  head -c 200000 /dev/urandom > "m2-$fmt"
+  "$TESSERA" --node-directory gw put "m2-$fmt" "$CAP_M" > /dev/null
+  "$TAHOE" -d tc get "$CAP_M" "m2-$fmt.tahoe" > /dev/null 2>&1
+  check_same "m2-$fmt" "m2-$fmt.tahoe" "Tahoe reads the $fmt file after Tessera replaced it"
+  head -c 150000 /dev/urandom > "m3-$fmt"
+  "$TAHOE" -d tc put "m3-$fmt" "$CAP_M" > /dev/null 2>&1
+  "$TESSERA" --node-directory gw get "$CAP_M" "m3-$fmt.tessera"
+  check_same "m3-$fmt" "m3-$fmt.tessera" "Tessera reads the $fmt file after Tahoe replaced it"
+  CAP_N=$("$TESSERA" --node-directory gw put --format="$fmt" "m1-$fmt")
+  "$TAHOE" -d tc get "$CAP_N" "n-$fmt.tahoe" > /dev/null 2>&1
+  check_same "m1-$fmt" "n-$fmt.tahoe" "Tahoe reads a $fmt file Tessera made"
+done
+# An MDMF partial update by Tessera (only the touched segments re-encoded), read by Tahoe.
+head -c 5000 /dev/urandom > patch.bin
+curl -sf -X PUT --data-binary @patch.bin "$GW_URL/uri/$CAP_N?offset=131000" > /dev/null
+python3 - "m1-MDMF" patch.bin 131000 > m1-patched <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read()); patch = open(sys.argv[2], "rb").read(); at = int(sys.argv[3])
+data[at:at + len(patch)] = patch
+sys.stdout.buffer.write(data)
+PY
+"$TAHOE" -d tc get "$CAP_N" m1-patched.tahoe > /dev/null 2>&1
+check_same m1-patched m1-patched.tahoe "Tahoe reads an MDMF file after a Tessera partial update"
+
+# Directories: each side lists and adds to what the other made.
+for fmt in SDMF MDMF; do
+  DIR_T=$("$TAHOE" -d tc mkdir --format="$fmt" 2>/dev/null | tail -1)
+  "$TAHOE" -d tc put a.bin "$DIR_T/from-tahoe.bin" > /dev/null 2>&1
+  "$TESSERA" --node-directory gw put b.bin "$DIR_T/from-tessera.bin" > /dev/null
+  [ "$("$TAHOE" -d tc ls "$DIR_T" 2>/dev/null | tr '\n' ' ')" = "from-tahoe.bin from-tessera.bin " ] \
+    || fail "tahoe ls of a $fmt directory both wrote"
+  "$TAHOE" -d tc get "$DIR_T/from-tessera.bin" d1.tahoe > /dev/null 2>&1
+  check_same b.bin d1.tahoe "Tahoe reads a child Tessera linked into a $fmt directory Tahoe made"
+  "$TESSERA" --node-directory gw get "$DIR_T/from-tahoe.bin" d2.tessera
+  check_same a.bin d2.tessera "Tessera reads a child Tahoe linked into a $fmt directory"
+  DIR_S=$("$TESSERA" --node-directory gw mkdir --format="$fmt")
+  "$TESSERA" --node-directory gw mkdir "$DIR_S/sub" > /dev/null
+  "$TAHOE" -d tc put a.bin "$DIR_S/sub/t.bin" > /dev/null 2>&1
+  "$TAHOE" -d tc mv "$DIR_S/sub/t.bin" "$DIR_S/moved.bin" > /dev/null 2>&1
+  [ "$("$TESSERA" --node-directory gw ls "$DIR_S" | tr '\n' ' ')" = "moved.bin sub " ] \
+    || fail "tessera ls of a $fmt directory Tahoe changed"
+  "$TESSERA" --node-directory gw get "$DIR_S/moved.bin" d3.tessera
+  check_same a.bin d3.tessera "Tessera reads what Tahoe moved in a $fmt directory Tessera made"
+done
 
 # ---------------------------------------------------------------- B: Tessera gateway, Tahoe storage
 for i in 1 2 3; do
