@@ -1059,17 +1059,7 @@ pub async fn publish(
         session
             .replace_failed(&batch, &lengths, &finished.checkstring)
             .await;
-        let header = header_of(&batch, &finished)?;
-        let placed = session.finish(usize::from(needed))?;
-        return Ok((
-            Published {
-                version: (seqnum, finished.root_hash),
-                checkstring: finished.checkstring,
-                placed,
-                size: len,
-            },
-            header,
-        ));
+        return finish_publish(session, &batch, finished, usize::from(needed), len);
     }
     // Large MDMF: batches of segments, then the signed header and the block trees.
     let codec =
@@ -1111,14 +1101,25 @@ pub async fn publish(
     session
         .send(&batch, true, &lengths, &finished.checkstring)
         .await?;
-    let header = header_of(&batch, &finished)?;
-    let placed = session.finish(usize::from(needed))?;
+    finish_publish(session, &batch, finished, usize::from(needed), len)
+}
+
+/// The outcome of a publish whose last batch was `batch`.
+fn finish_publish(
+    session: WriteSession<'_>,
+    batch: &Batch,
+    finished: encode::FinishedVersion,
+    needed: usize,
+    size: u64,
+) -> Result<(Published, ShareHeader), MutableError> {
+    let header = header_of(batch, &finished)?;
+    let placed = session.finish(needed)?;
     Ok((
         Published {
-            version: (seqnum, finished.root_hash),
+            version: (finished.seqnum, finished.root_hash),
             checkstring: finished.checkstring,
             placed,
-            size: len,
+            size,
         },
         header,
     ))
@@ -1411,17 +1412,7 @@ pub async fn update_mdmf(
     session
         .send(&batch, true, &lengths, &finished.checkstring)
         .await?;
-    let header = header_of(&batch, &finished)?;
-    let placed = session.finish(usize::from(h.needed))?;
-    Ok((
-        Published {
-            version: (seqnum, finished.root_hash),
-            checkstring: finished.checkstring,
-            placed,
-            size: new_len,
-        },
-        header,
-    ))
+    finish_publish(session, &batch, finished, usize::from(h.needed), new_len)
 }
 
 /// The bytes of the file after writing `data` at `offset`, read from the old version as needed.

@@ -453,11 +453,7 @@ impl Grid {
         format: MutableFormat,
         children: Vec<(String, Cap, Option<Metadata>)>,
     ) -> Result<DirNode, NodeError> {
-        let key = self
-            .key_pool()
-            .take()
-            .await
-            .map_err(|e| NodeError::NotEnoughServers(format!("cannot make a signing key: {e}")))?;
+        let key = self.fresh_key().await?;
         let writekey = key.writekey();
         let packed = pack_children(children, Some(&writekey), false)?;
         let cap = self

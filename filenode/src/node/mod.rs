@@ -474,13 +474,17 @@ impl Grid {
         format: MutableFormat,
         data: Vec<u8>,
     ) -> Result<MutableCap, NodeError> {
-        let key = self
-            .key_pool()
-            .take()
-            .await
-            .map_err(|e| NodeError::NotEnoughServers(format!("cannot make a signing key: {e}")))?;
+        let key = self.fresh_key().await?;
         self.create_mutable_with_key(format, key, data.len() as u64, chunks_from_bytes(data))
             .await
+    }
+
+    /// A new signing key (from the pool when one is ready).
+    pub async fn fresh_key(&self) -> Result<crate::mutable::keys::MutableKey, NodeError> {
+        self.key_pool()
+            .take()
+            .await
+            .map_err(|e| NodeError::NotEnoughServers(format!("cannot make a signing key: {e}")))
     }
 
     /// Creates a mutable file from `len` bytes of `source` with a given signing key (Tahoe's

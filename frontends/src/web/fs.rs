@@ -554,7 +554,7 @@ async fn dir_json(dir: &DirNode, link: Option<&Child>) -> Result<serde_json::Val
 }
 
 /// Stores a spooled upload as a new file of `format`.
-async fn store_new_file(
+pub(crate) async fn store_new_file(
     state: &WebState,
     spooled: std::fs::File,
     format: Format,

@@ -9,7 +9,6 @@ mod fs;
 mod metrics;
 mod pages;
 
-use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
 use axum::Router;
@@ -20,9 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use filenode::cap::{Cap, FileCap};
 use filenode::grid::Grid;
-use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 pub use error::WebError;
 pub use metrics::{Metrics, redact_path};
@@ -150,11 +147,14 @@ async fn put_uri(
             )));
         }
     };
-    let result = spool_and_upload(&state, body.into_data_stream(), convergent).await?;
+    // Spooled to an unlinked temporary file as it arrives (convergent encryption reads the input
+    // twice; nothing is held in memory), then uploaded.
+    let spooled = fs::spool(body.into_data_stream()).await?;
+    let cap = fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
-        result.cap.to_string(),
+        cap.to_string(),
     )
         .into_response())
 }
@@ -448,42 +448,6 @@ fn cap_page(state: &WebState, cap: &Cap, name: Option<&str>) -> Result<Response,
         },
     )?;
     Ok(html(page))
-}
-
-/// Spools an upload's bytes to an unlinked temporary file as they arrive (convergent encryption
-/// reads the input twice; nothing is held in memory), then uploads the file.
-async fn spool_and_upload<E: std::fmt::Display>(
-    state: &WebState,
-    chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
-    convergent: bool,
-) -> Result<filenode::grid::upload::UploadResult, WebError> {
-    let spool = tokio::task::spawn_blocking(tempfile::tempfile)
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
-    let mut spool = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
-    let mut chunks = std::pin::pin!(chunks);
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
-        spool
-            .write_all(&chunk)
-            .await
-            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    }
-    spool
-        .flush()
-        .await
-        .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    let mut file = spool.into_inner().into_std().await;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    let result = if convergent {
-        state.grid.upload(file, None).await?
-    } else {
-        state.grid.upload_without_convergence(file, None).await?
-    };
-    state.metrics.record_upload(result.size);
-    Ok(result)
 }
 
 /// `POST /uri?t=upload`: a multipart form's `file` field becomes a file (immutable, or mutable with
