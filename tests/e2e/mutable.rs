@@ -91,20 +91,21 @@ async fn mutable_files_round_trip_and_overwrite_over_https() {
 async fn mdmf_partial_writes_match_a_model() {
     let grid = TestGrid::build(10, Transport::InProcess).await;
     let alice = client(&grid, "alice");
-    let mut model = data(300_000, 3);
+    // Large enough (> 32 segments) that publishing streams in several batches.
+    let mut model = data(4_300_000, 3);
     let cap = alice
         .create_mutable_file(MutableFormat::Mdmf, model.clone())
         .await
         .unwrap();
     let node = file(&alice, &cap);
     let writes: [(usize, usize); 7] = [
-        (0, 10),            // start of the first segment
-        (131_070, 10),      // across a segment boundary
-        (200_000, 150_000), // across the end: the file grows
-        (350_000, 1),       // at the very end
-        (400_000, 5),       // past the end: zero-filled gap
-        (10, 1_300_000),    // more than one write batch
-        (5, 0),             // empty
+        (0, 10),              // start of the first segment
+        (131_070, 10),        // across a segment boundary
+        (4_250_000, 150_000), // across the end: the file grows
+        (4_400_000, 1),       // at the very end
+        (4_500_000, 5),       // past the end: zero-filled gap
+        (10, 1_300_000),      // more than one write batch
+        (5, 0),               // empty
     ];
     for (i, (offset, len)) in writes.into_iter().enumerate() {
         let patch = data(len, 10 + i as u8);

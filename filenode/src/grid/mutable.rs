@@ -35,8 +35,8 @@ const PREFIX_READ: u64 = 4096;
 /// The most a servermap query reads to find a share's key and signature.
 const PREFIX_LIMIT: u64 = 64 * 1024;
 
-/// Segments per write batch of a large MDMF publish (1 MiB of plaintext at k = 3).
-const SEGMENTS_PER_BATCH: u64 = 8;
+/// Segments per write batch of a large MDMF publish (4 MiB of plaintext at k = 3).
+const SEGMENTS_PER_BATCH: u64 = 32;
 
 /// Why a mutable operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -1061,33 +1061,54 @@ pub async fn publish(
             .await;
         return finish_publish(session, &batch, finished, usize::from(needed), len);
     }
-    // Large MDMF: batches of segments, then the signed header and the block trees.
+    // Large MDMF: batches of segments (the next one read and encoded while this one is written),
+    // then the signed header and the block trees.
     let codec =
         Arc::new(Codec::new(usize::from(needed), usize::from(total)).expect("invariant: valid k-of-N"));
     let mut leaves: Vec<Vec<Hash>> = vec![Vec::with_capacity(nseg as usize); usize::from(total)];
-    let mut segnum = 0;
-    while segnum < nseg {
-        let count = SEGMENTS_PER_BATCH.min(nseg - segnum);
-        let bytes: u64 = (segnum..segnum + count).map(|s| geometry.segment_len(s)).sum();
-        let plaintext = source(bytes)
-            .await
-            .map_err(|e| MutableError::Unrecoverable(e.to_string()))?;
-        if plaintext.len() as u64 != bytes {
-            return Err(MutableError::Unrecoverable("the input ended early".into()));
-        }
-        let first = segnum;
+    let mut prepare = |first: u64| -> futures::future::BoxFuture<
+        'static,
+        Result<Vec<encode::EncodedSegment>, MutableError>,
+    > {
+        let count = SEGMENTS_PER_BATCH.min(nseg - first);
+        let bytes: u64 = (first..first + count).map(|s| geometry.segment_len(s)).sum();
+        let read = source(bytes);
         let codec = Arc::clone(&codec);
-        let encoded =
-            super::run_on_rayon(move || encode_segments(&geometry, &codec, &readkey, first, &plaintext))
-                .await;
-        let batch = batch_of_segments(&geometry, first, &encoded);
+        Box::pin(async move {
+            let plaintext = read
+                .await
+                .map_err(|e| MutableError::Unrecoverable(e.to_string()))?;
+            if plaintext.len() as u64 != bytes {
+                return Err(MutableError::Unrecoverable("the input ended early".into()));
+            }
+            Ok(
+                super::run_on_rayon(move || encode_segments(&geometry, &codec, &readkey, first, &plaintext))
+                    .await,
+            )
+        })
+    };
+    let mut segnum = 0;
+    let mut ready = Some(prepare(0).await);
+    while let Some(encoded) = ready.take() {
+        let encoded = encoded?;
+        let batch = batch_of_segments(&geometry, segnum, &encoded);
         for segment in &encoded {
             for (shnum, leaf) in segment.leaves.iter().enumerate() {
                 leaves[shnum].push(*leaf);
             }
         }
-        session.send(&batch, false, &BTreeMap::new(), &[]).await?;
-        segnum += count;
+        segnum += encoded.len() as u64;
+        let next = (segnum < nseg).then(|| prepare(segnum));
+        let (sent, prepared) =
+            futures::future::join(session.send(&batch, false, &BTreeMap::new(), &[]), async {
+                match next {
+                    Some(job) => Some(job.await),
+                    None => None,
+                }
+            })
+            .await;
+        sent?;
+        ready = prepared;
     }
     let trees: Vec<Vec<Hash>> = leaves.iter().map(|l| encode::block_tree(l)).collect();
     let finished = encode::VersionBuilder {
