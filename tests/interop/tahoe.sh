@@ -99,6 +99,13 @@ for fmt in SDMF MDMF; do
   CAP_N=$("$TESSERA" --node-directory gw put --format="$fmt" "m1-$fmt")
   "$TAHOE" -d tc get "$CAP_N" "n-$fmt.tahoe" > /dev/null 2>&1
   check_same "m1-$fmt" "n-$fmt.tahoe" "Tahoe reads a $fmt file Tessera made"
+  : > empty
+  CAP_E=$("$TAHOE" -d tc put --format="$fmt" empty 2>/dev/null | tail -1)
+  "$TESSERA" --node-directory gw get "$CAP_E" "e-$fmt.tessera"
+  check_same empty "e-$fmt.tessera" "Tessera reads an empty $fmt file Tahoe made"
+  CAP_E=$("$TESSERA" --node-directory gw put --format="$fmt" empty)
+  "$TAHOE" -d tc get "$CAP_E" "e-$fmt.tahoe" > /dev/null 2>&1
+  check_same empty "e-$fmt.tahoe" "Tahoe reads an empty $fmt file Tessera made"
 done
 # An MDMF partial update by Tessera (only the touched segments re-encoded), read by Tahoe.
 head -c 5000 /dev/urandom > patch.bin
