@@ -1,6 +1,7 @@
 // Drives Tessera's web UI in headless Chromium, as a person would: the welcome page, an upload
-// through the form, the file's page, a download compared byte for byte, and a screenshot that must
-// not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR
+// through the form, the file's page, a download compared byte for byte, a video that plays and
+// seeks, the directory browser (create, make a folder, upload, download, rename, link, unlink, a
+// read-only view), and screenshots that must not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR
 import { chromium } from "playwright-core";
 import { randomBytes, createHash } from "node:crypto";
 import { writeFileSync, statSync, readFileSync } from "node:fs";
@@ -33,7 +34,7 @@ try {
   const file = join(outDir, "photo of a cat.bin");
   writeFileSync(file, content);
   await page.setInputFiles("#file", file);
-  await Promise.all([page.waitForURL(/t=info/, { timeout: 60_000 }), page.click("button[type=submit]")]);
+  await Promise.all([page.waitForURL(/t=info/, { timeout: 60_000 }), page.click("#upload button[type=submit]")]);
   const info = await page.textContent("main");
   if (!info.includes("photo of a cat.bin")) fail("the file page does not name the file");
   const readCap = (await page.textContent("#cap1")).trim();
@@ -51,7 +52,7 @@ try {
   // "Open a cap" goes to the file.
   await page.goto(url);
   await page.fill("input[name=uri]", readCap);
-  await Promise.all([page.waitForURL(/t=info/), page.click("form.row button")]);
+  await Promise.all([page.waitForURL(/t=info/), page.click("#open button")]);
   if (!(await page.textContent("main")).includes(readCap)) fail("open a cap did not reach the file's page");
 
   // A video stored in the grid plays and seeks: the browser fetches it with Range requests.
@@ -86,6 +87,8 @@ try {
   if (partial.length === 0) fail("the video was not fetched with Range requests (no 206 answers)");
   console.log(`ok: a WebM video stored in the grid plays and seeks in Chromium (${partial.length} range responses)`);
 
+  await directoryBrowser(page, readCap);
+
   if (blocked.length) fail(`the UI fetched outside the gateway: ${blocked.join(", ")}`);
   // A blank page compresses to a few kB; the rendered welcome page must be richer than that.
   const size = statSync(shot).size;
@@ -93,4 +96,136 @@ try {
   console.log(`ok: web UI upload, file page, download and open-a-cap in Chromium (screenshot ${size} bytes)`);
 } finally {
   await browser.close();
+}
+
+/** The names in the directory listing, in page order. */
+async function listing(page) {
+  return page.$$eval("#listing tbody tr:not(.empty) td.n > :first-child", (cells) => cells.map((c) => c.textContent));
+}
+
+/** Runs `action`, which should make the page reload; fails with the page's notice if it shows one. */
+async function reloadsAfter(page, what, action) {
+  const loaded = page.waitForEvent("load", { timeout: 120_000 }).then(() => null);
+  const notice = page.waitForSelector("#notice:not(.hidden)", { timeout: 120_000 }).then(() => page.textContent("#notice"));
+  loaded.catch(() => {});
+  notice.catch(() => {});
+  await action();
+  const message = await Promise.race([loaded, notice]);
+  if (message) fail(`${what}: the page says ${JSON.stringify(message)}`);
+  await page.waitForLoadState("load");
+}
+
+/** Fetches `link` (relative to the page) from inside the page: the bytes and some headers. */
+async function fetchBytes(page, link) {
+  return page.evaluate(async (href) => {
+    const r = await fetch(href);
+    return { status: r.status, disposition: r.headers.get("content-disposition"), bytes: Array.from(new Uint8Array(await r.arrayBuffer())) };
+  }, link);
+}
+
+async function directoryBrowser(page, existingCap) {
+  // Create a directory from the welcome page: the gateway redirects to its (empty) listing.
+  await page.goto(url);
+  await Promise.all([page.waitForURL(/\/uri\/URI(%3A|:)DIR2/, { timeout: 60_000 }), page.click("#mkdir button[type=submit]")]);
+  await page.waitForLoadState("load");
+  const dirUrl = page.url();
+  if (!dirUrl.endsWith("/")) fail(`a directory's page should end with a slash: ${dirUrl}`);
+  if (!(await page.textContent("#listing")).includes("This directory is empty.")) fail("a new directory is not shown as empty");
+  if (!(await page.textContent(".meta")).includes("Writable")) fail("a new directory is not shown as writable");
+  if ((await listing(page)).length !== 0) fail("a new directory lists children");
+
+  // A folder inside it.
+  await page.fill("#mkdir input[name=name]", "photos 2024");
+  await reloadsAfter(page, "new folder", () => page.click("#mkdir button[type=submit]"));
+  let names = await listing(page);
+  if (JSON.stringify(names) !== JSON.stringify(["photos 2024"])) fail(`after mkdir the listing is ${JSON.stringify(names)}`);
+  if (!(await page.getAttribute("#listing td.t .ic", "class")).includes("dir")) fail("the folder has no directory icon");
+
+  // Into the folder: the breadcrumb names it and links back up.
+  await Promise.all([page.waitForURL(/photos%202024\/$/), page.click("#listing td.n a")]);
+  const folderUrl = page.url();
+  const crumbs = await page.textContent("nav.crumbs");
+  if (!crumbs.includes("photos 2024") || !/URI:DIR2:\w{6}/.test(crumbs)) fail(`breadcrumb: ${crumbs}`);
+  if ((await page.getAttribute("#root-crumb", "href")) !== "../") fail("the root crumb does not link up");
+
+  // Upload a file into it through the form (XHR with a progress bar).
+  const content = randomBytes(300_000);
+  const file = join(outDir, "holiday & friends #1.bin");
+  writeFileSync(file, content);
+  await page.setInputFiles("#file", file);
+  await reloadsAfter(page, "upload", () => page.click("#upload button[type=submit]"));
+  names = await listing(page);
+  if (!names.includes("holiday & friends #1.bin")) fail(`after the upload the listing is ${JSON.stringify(names)}`);
+  const row = page.locator("#listing tbody tr", { hasText: "holiday & friends #1.bin" });
+  if (!(await row.locator("td.s").textContent()).includes("300.0 kB")) fail("the uploaded file's size is not shown");
+  if (!/\d/.test(await row.locator("td.m").textContent())) fail("the uploaded file has no modification time");
+
+  // Byte-exact download through the listing's link, and the "save" link.
+  const href = await row.locator("td.n a").getAttribute("href");
+  const got = await fetchBytes(page, href);
+  if (got.status !== 200 || sha(Buffer.from(got.bytes)) !== sha(content)) fail(`download through the listing differs (HTTP ${got.status}, ${got.bytes.length} bytes)`);
+  const saved = await fetchBytes(page, await row.locator("a", { hasText: "Save" }).getAttribute("href"));
+  if (sha(Buffer.from(saved.bytes)) !== sha(content) || !/attachment/.test(saved.disposition || "")) fail(`the save link: ${saved.disposition}`);
+
+  // Two files at once.
+  const more = [join(outDir, "a.txt"), join(outDir, "b.txt")];
+  writeFileSync(more[0], "first file, long enough not to be a literal cap in the grid");
+  writeFileSync(more[1], "second");
+  await page.setInputFiles("#file", more);
+  await reloadsAfter(page, "two uploads", () => page.click("#upload button[type=submit]"));
+  names = await listing(page);
+  if (!names.includes("a.txt") || !names.includes("b.txt")) fail(`after two uploads the listing is ${JSON.stringify(names)}`);
+
+  // An upload the gateway refuses shows its message in the page.
+  await page.setInputFiles("#file", more[1]);
+  await page.fill("#upload-name", "no/slashes");
+  await page.click("#upload button[type=submit]");
+  await page.waitForSelector("#notice:not(.hidden)", { timeout: 60_000 });
+  const refused = await page.textContent("#notice");
+  if (!/failed \(HTTP 4\d\d\)/.test(refused)) fail(`a refused upload shows ${JSON.stringify(refused)}`);
+  await page.fill("#upload-name", "");
+
+  // Sorting by size puts the smallest first.
+  await page.click("#listing th.s button");
+  names = await listing(page);
+  if (names[0] !== "b.txt") fail(`sorted by size: ${JSON.stringify(names)}`);
+
+  // Rename (inline edit).
+  await page.locator("#listing tbody tr", { hasText: "holiday & friends #1.bin" }).locator("button.rename").click();
+  await page.fill("#listing form.inline-rename input", "renamed.bin");
+  await reloadsAfter(page, "rename", () => page.press("#listing form.inline-rename input", "Enter"));
+  names = await listing(page);
+  if (!names.includes("renamed.bin") || names.includes("holiday & friends #1.bin")) fail(`after rename: ${JSON.stringify(names)}`);
+  const renamed = await fetchBytes(page, await page.locator("#listing td.n a", { hasText: "renamed.bin" }).getAttribute("href"));
+  if (sha(Buffer.from(renamed.bytes)) !== sha(content)) fail("the renamed file's bytes differ");
+
+  // Link an existing cap (the file uploaded from the welcome page).
+  await page.fill("#link input[name=name]", "linked.bin");
+  await page.fill("#link input[name=uri]", existingCap);
+  await reloadsAfter(page, "link", () => page.click("#link button[type=submit]"));
+  names = await listing(page);
+  if (!names.includes("linked.bin")) fail(`after linking: ${JSON.stringify(names)}`);
+
+  // Unlink (with a confirmation).
+  page.once("dialog", (dialog) => dialog.accept());
+  await reloadsAfter(page, "unlink", () => page.locator("#listing tbody tr", { hasText: "a.txt" }).locator("form.unlink button").click());
+  names = await listing(page);
+  if (names.includes("a.txt") || names.length !== 3) fail(`after unlink: ${JSON.stringify(names)}`);
+  await page.screenshot({ path: join(outDir, "directory.png"), fullPage: true });
+
+  // The read-only view lists the same children and offers no way to change them.
+  const readonlyHref = await page.getAttribute("#readonly-link", "href");
+  await page.goto(new URL(readonlyHref, folderUrl).href);
+  if (!(await page.textContent(".meta")).includes("Read-only")) fail("the read-only view is not marked read-only");
+  const roNames = await listing(page);
+  if (JSON.stringify([...roNames].sort()) !== JSON.stringify([...names].sort())) fail(`read-only listing ${JSON.stringify(roNames)} vs ${JSON.stringify(names)}`);
+  const controls = await page.$$eval("form, button.rename, input[type=file], input[type=text]", (els) => els.length);
+  if (controls !== 0) fail(`the read-only view has ${controls} modification controls`);
+  const viaRo = await fetchBytes(page, await page.locator("#listing td.n a", { hasText: "renamed.bin" }).getAttribute("href"));
+  if (sha(Buffer.from(viaRo.bytes)) !== sha(content)) fail("download through the read-only view differs");
+
+  // Back at the top: the folder is still listed.
+  await page.goto(dirUrl);
+  if (JSON.stringify(await listing(page)) !== JSON.stringify(["photos 2024"])) fail("the top directory changed");
+  console.log("ok: directory browser: create, new folder, upload (one and two files), download, save, error message, sort, rename, link, unlink, read-only view");
 }

@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 4] = [
+const BUILT_IN: [(&str, &str); 5] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -15,6 +15,10 @@ const BUILT_IN: [(&str, &str); 4] = [
         include_str!("../../../web-templates/welcome.html"),
     ),
     ("file.html", include_str!("../../../web-templates/file.html")),
+    (
+        "directory.html",
+        include_str!("../../../web-templates/directory.html"),
+    ),
 ];
 
 /// The page renderer.
@@ -51,5 +55,49 @@ impl Pages {
             .get_template(name)
             .and_then(|template| template.render(context))
             .map_err(|e| WebError::Internal(format!("template {name}: {e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_page(kind: &str) -> String {
+        Pages::new()
+            .render(
+                "file.html",
+                minijinja::context! {
+                    nickname => "n", name => "x.txt", kind => kind, size_text => "1 B", caps => Vec::<String>::new(),
+                    download_url => "/d", save_url => "/s",
+                },
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn file_page_says_whether_a_file_is_mutable() {
+        assert!(file_page("URI:MDMF").contains("Mutable file (MDMF), writable"));
+        assert!(file_page("URI:SSK-RO").contains("Mutable file (SDMF), read-only cap"));
+        assert!(file_page("URI:CHK").contains("Immutable file (CHK)"));
+        assert!(file_page("URI:LIT").contains("Immutable file (LIT)"));
+        assert!(file_page("URI:DIR2").contains("Mutable directory (SDMF), writable"));
+        assert!(file_page("URI:DIR2-MDMF-RO").contains("Mutable directory (MDMF), read-only cap"));
+        assert!(file_page("URI:DIR2-CHK").contains("Immutable directory (CHK)"));
+        assert!(!file_page("URI:DIR2").contains("Save as"));
+        assert!(file_page("URI:CHK").contains("Save as"));
+    }
+
+    #[test]
+    fn welcome_page_offers_formats_and_directories() {
+        let page = Pages::new()
+            .render(
+                "welcome.html",
+                minijinja::context! { nickname => "n", servers => Vec::<String>::new() },
+            )
+            .unwrap();
+        assert!(page.contains(r#"action="/uri?t=mkdir&amp;redirect_to_result=true""#));
+        for format in ["CHK", "SDMF", "MDMF"] {
+            assert!(page.contains(&format!(r#"<option value="{format}""#)), "{format}");
+        }
     }
 }
