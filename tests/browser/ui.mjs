@@ -184,6 +184,7 @@ async function directoryBrowser(page, existingCap) {
   const refused = await page.textContent("#notice");
   if (!/failed \(HTTP 4\d\d\)/.test(refused)) fail(`a refused upload shows ${JSON.stringify(refused)}`);
   await page.fill("#upload-name", "");
+  await page.click("#dismiss");
 
   // Sorting by size puts the smallest first.
   await page.click("#listing th.s button");
@@ -198,6 +199,16 @@ async function directoryBrowser(page, existingCap) {
   if (!names.includes("renamed.bin") || names.includes("holiday & friends #1.bin")) fail(`after rename: ${JSON.stringify(names)}`);
   const renamed = await fetchBytes(page, await page.locator("#listing td.n a", { hasText: "renamed.bin" }).getAttribute("href"));
   if (sha(Buffer.from(renamed.bytes)) !== sha(content)) fail("the renamed file's bytes differ");
+
+  // Renaming onto an existing name is refused, with the gateway's message in the page.
+  await page.locator("#listing tbody tr", { hasText: "b.txt" }).locator("button.rename").click();
+  await page.fill("#listing form.inline-rename input", "renamed.bin");
+  await page.press("#listing form.inline-rename input", "Enter");
+  await page.waitForSelector("#notice:not(.hidden)", { timeout: 60_000 });
+  const clash = await page.textContent("#notice");
+  if (!clash.includes("already a child")) fail(`renaming onto an existing name shows ${JSON.stringify(clash)}`);
+  await page.click("#dismiss");
+  await page.click("#listing form.inline-rename button.secondary");
 
   // Link an existing cap (the file uploaded from the welcome page).
   await page.fill("#link input[name=name]", "linked.bin");

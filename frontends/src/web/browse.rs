@@ -224,9 +224,7 @@ fn render_directory(
     if let Some(verifier) = cap.verifier() {
         caps.push(minijinja::context! { label => "Verify cap", value => verifier.to_string() });
     }
-    let readonly_href = cap
-        .readonly()
-        .map(|readonly| format!("/uri/{}/", encode(&readonly.to_string())));
+    let readonly_href = cap.readonly().map(|readonly| super::fs::dir_url(&readonly, &[]));
     let rows: Vec<Row<'_>> = children.iter().map(row).collect();
     let count = rows.len();
     let title = path.last().cloned().unwrap_or_else(|| abbreviate(cap));
@@ -374,8 +372,11 @@ mod tests {
         }
         assert_eq!(html.matches(r#"action="?t=unlink&amp;when_done=.""#).count(), 6);
         assert!(html.contains(r#"name="when_done" value=".""#));
+        // New links never replace an existing child; uploads replace files but not directories.
+        assert_eq!(html.matches(r#"name="replace" value="false""#).count(), 3);
+        assert!(html.contains(r#"name="replace" value="only-files""#));
         let readonly = root.cap().readonly().unwrap();
-        let readonly_href = format!("/uri/{}/", encode(&readonly.to_string()));
+        let readonly_href = crate::web::fs::dir_url(&readonly, &[]);
         assert!(html.contains(&readonly_href.replace('/', "&#x2f;")) || html.contains(&readonly_href));
 
         // The read-only view of the same directory has no controls at all.
