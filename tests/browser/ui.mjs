@@ -235,8 +235,37 @@ async function directoryBrowser(page, existingCap) {
   const viaRo = await fetchBytes(page, await page.locator("#listing td.n a", { hasText: "renamed.bin" }).getAttribute("href"));
   if (sha(Buffer.from(viaRo.bytes)) !== sha(content)) fail("download through the read-only view differs");
 
+  // Without JavaScript every form still works: the gateway redirects back to the page.
+  const plain = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
+  try {
+    const p = await plain.newPage();
+    await p.goto(folderUrl.replace(/\/$/, ""));
+    if (p.url() !== folderUrl) fail(`a slash-less directory URL should redirect to ${folderUrl}, got ${p.url()}`);
+    const submit = async (what, form) => {
+      await Promise.all([p.waitForEvent("load", { timeout: 120_000 }), p.click(`${form} button[type=submit]`)]);
+      if (p.url() !== folderUrl) fail(`${what} without JavaScript ended at ${p.url()}: ${await p.textContent("main")}`);
+    };
+    await p.fill("#mkdir input[name=name]", "made without js");
+    await submit("mkdir", "#mkdir");
+    await p.setInputFiles("#file", more[0]);
+    await p.fill("#upload-name", "plain upload.txt");
+    await submit("upload", "#upload");
+    await p.fill("#rename input[name=from_name]", "plain upload.txt");
+    await p.fill("#rename input[name=to_name]", "plain renamed.txt");
+    await submit("rename", "#rename");
+    let plainNames = await listing(p);
+    for (const name of ["made without js", "plain renamed.txt"]) {
+      if (!plainNames.includes(name)) fail(`without JavaScript the listing lacks ${name}: ${JSON.stringify(plainNames)}`);
+    }
+    await Promise.all([p.waitForEvent("load"), p.locator("#listing tbody tr", { hasText: "made without js" }).locator("form.unlink button").click()]);
+    plainNames = await listing(p);
+    if (plainNames.includes("made without js")) fail("unlink without JavaScript did not remove the folder");
+  } finally {
+    await plain.close();
+  }
+
   // Back at the top: the folder is still listed.
   await page.goto(dirUrl);
   if (JSON.stringify(await listing(page)) !== JSON.stringify(["photos 2024"])) fail("the top directory changed");
-  console.log("ok: directory browser: create, new folder, upload (one and two files), download, save, error message, sort, rename, link, unlink, read-only view");
+  console.log("ok: directory browser: create, new folder, upload (one and two files), download, save, error message, sort, rename, link, unlink, read-only view, and every form without JavaScript");
 }

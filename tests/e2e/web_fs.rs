@@ -422,3 +422,66 @@ async fn mutable_files_through_the_web_api() {
         .unwrap();
     assert_eq!(gw.send(request).await.0, StatusCode::NOT_IMPLEMENTED);
 }
+
+/// What the browser UI relies on: the directory page's URL ends with a slash (a slash-less one
+/// redirects), and its forms' `when_done=.` brings the browser back to the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_page_urls_and_relative_when_done() {
+    let gw = Gateway::new();
+    let root = enc(ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await.trim());
+    ok(
+        &gw,
+        "POST",
+        &format!("/uri/{root}/?t=mkdir&name=sub%20dir"),
+        Body::empty(),
+    )
+    .await;
+    for (url, expected) in [
+        (format!("/uri/{root}"), format!("/uri/{root}/")),
+        (
+            format!("/uri/{root}/sub%20dir"),
+            format!("/uri/{root}/sub%20dir/"),
+        ),
+    ] {
+        let (status, headers, _) = gw.get(&url, &[("accept", "text/html")]).await;
+        assert_eq!(status, StatusCode::FOUND, "{url}");
+        assert_eq!(headers[header::LOCATION], expected.as_str());
+        let (status, headers, page) = gw.get(&expected, &[("accept", "text/html")]).await;
+        assert_eq!(status, StatusCode::OK, "{expected}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(String::from_utf8(page).unwrap().contains(r#"id="listing""#));
+    }
+    // A form posted to the page comes back to it.
+    let (status, headers, _) = gw
+        .send(
+            Request::post(format!("/uri/{root}/sub%20dir/?t=mkdir"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("name=inner&when_done=."))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], ".");
+    assert!(names(&listing(&gw, &format!("/uri/{root}/sub%20dir")).await).contains(&"inner".to_owned()));
+    // Never elsewhere.
+    for bad in [
+        "https://example.com/",
+        "//example.com/x",
+        "javascript:alert(1)",
+        "\\\\host",
+    ] {
+        let (status, _) = call(
+            &gw,
+            "POST",
+            &format!("/uri/{root}/?t=mkdir&name=x&when_done={}", enc(bad)),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}

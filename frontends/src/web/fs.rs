@@ -364,13 +364,19 @@ async fn dispatch(
     }
 }
 
-/// `when_done=URL`: a redirect after a successful POST (only to a path on this gateway).
+/// `when_done=URL`: a redirect after a successful POST, only within this gateway: a path (`/...`)
+/// or a reference relative to the request's URL, such as the `when_done=.` of Tahoe's directory
+/// page and ours (`.` is the directory the form was posted to).
 fn when_done(args: &Args, response: Response) -> Result<Response, WebError> {
     match args.get("when_done") {
         Some(url) if !url.is_empty() && response.status().is_success() => {
-            if !url.starts_with('/') || url.starts_with("//") || url.contains('\\') {
+            let path = url.starts_with('/') && !url.starts_with("//");
+            // A relative reference has no scheme: no ':' before its first '/', '?' or '#'.
+            let first_part = url.split(['/', '?', '#']).next().unwrap_or("");
+            let relative = !url.starts_with('/') && !first_part.contains(':');
+            if !(path || relative) || url.contains('\\') {
                 return Err(WebError::BadRequest(
-                    "when_done must be a path on this gateway (starting with /)".into(),
+                    "when_done must be a path on this gateway (/...) or relative to this URL".into(),
                 ));
             }
             Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url.to_owned())]).into_response())
@@ -394,6 +400,14 @@ async fn get(
         Node::File(file) => get_file(state, target, args, method, headers, &file, link.as_ref()).await,
         Node::Dir(dir) => match args.t() {
             "" => {
+                // The page's links and forms are relative to its URL, which ends with a slash.
+                if !target.trailing_slash
+                    && let Cap::Dir(root) = &target.root
+                {
+                    let location = dir_url(root, &target.path);
+                    // Not permanent: the name may later be linked to a file.
+                    return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
+                }
                 if method == Method::HEAD {
                     return Ok(super::html(String::new()));
                 }
