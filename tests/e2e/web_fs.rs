@@ -456,6 +456,10 @@ async fn directory_page_urls_and_relative_when_done() {
         );
         assert!(String::from_utf8(page).unwrap().contains(r#"id="listing""#));
     }
+    // "Open a cap" with a directory cap goes to its listing.
+    let (status, headers, _) = gw.get(&format!("/uri?uri={root}&t=info"), &[]).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(headers[header::LOCATION], format!("/uri/{root}/").as_str());
     // A form posted to the page comes back to it.
     let (status, headers, _) = gw
         .send(

@@ -401,7 +401,13 @@ async fn get(
         Node::Dir(dir) => match args.t() {
             "" => {
                 // The page's links and forms are relative to its URL, which ends with a slash.
+                // (Only browsers are redirected: tools that GET a directory keep Tahoe's answer.)
+                let browser = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|accept| accept.contains("text/html"));
                 if !target.trailing_slash
+                    && browser
                     && let Cap::Dir(root) = &target.root
                 {
                     let location = dir_url(root, &target.path);

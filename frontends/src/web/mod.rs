@@ -215,9 +215,12 @@ async fn get_uri_redirect(Query(query): Query<UriQuery>) -> Result<Response, Web
         "/uri/{}",
         percent_encoding::utf8_percent_encode(&cap.to_string(), percent_encoding::NON_ALPHANUMERIC)
     );
-    // The "open a cap" form asks for the file's page rather than its bytes.
-    if let Some(t) = query.t.filter(|t| t == "info" || t == "json") {
-        target.push_str(&format!("?t={t}"));
+    // The "open a cap" form asks for the file's page rather than its bytes; a directory opens as
+    // its listing.
+    match query.t.filter(|t| t == "info" || t == "json") {
+        Some(t) if t == "info" && matches!(cap, Cap::Dir(_)) => target.push('/'),
+        Some(t) => target.push_str(&format!("?t={t}")),
+        None => {}
     }
     Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response())
 }
