@@ -91,7 +91,9 @@ async fn mutable_files_round_trip_and_overwrite_over_https() {
 async fn mdmf_partial_writes_match_a_model() {
     let grid = TestGrid::build(10, Transport::InProcess).await;
     let alice = client(&grid, "alice");
-    // Large enough (> 32 segments) that publishing streams in several batches.
+    // Writes above 1 MiB go in several batches here (32 MiB by default), and the file is large
+    // enough (> 32 segments) that publishing it streams in several batches too.
+    filenode::grid::mutable::set_atomic_write_limit(1 << 20);
     let mut model = data(4_300_000, 3);
     let cap = alice
         .create_mutable_file(MutableFormat::Mdmf, model.clone())
@@ -396,10 +398,21 @@ async fn directory_operations() {
             Err(NodeError::BadName { .. })
         ));
     }
-    // Unknown caps are kept as read-only children.
+    // Unknown caps: only marked read-only ones are linked (an unknown cap may be a write cap,
+    // which must never sit in the plaintext slot); they survive a move with their slots intact.
+    assert!(matches!(
+        root.set_child(
+            "future",
+            &Cap::parse_lenient("URI:NEW-THING:abc"),
+            None,
+            Replace::Always
+        )
+        .await,
+        Err(NodeError::BadChild(_))
+    ));
     root.set_child(
         "future",
-        &Cap::parse_lenient("URI:NEW-THING:abc"),
+        &Cap::parse_lenient("ro.URI:NEW-THING:abc"),
         None,
         Replace::Always,
     )
@@ -407,6 +420,11 @@ async fn directory_operations() {
     .unwrap();
     let future = root.get("future").await.unwrap();
     assert!(matches!(future.cap, Cap::Unknown(_)));
+    root.move_child_to("future", &sub, "future", Replace::Never)
+        .await
+        .unwrap();
+    assert_eq!(sub.get("future").await.unwrap().cap, future.cap);
+
     // create_path makes intermediate directories and refuses to go through a file.
     let deep = root
         .create_path(&["a", "b", "c"], MutableFormat::Sdmf)
@@ -462,4 +480,77 @@ async fn a_directory_modified_by_two_clients_keeps_both_changes() {
     );
     let ((), ()) = (a, b);
     assert_eq!(root.list().await.unwrap().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_contents_never_outlive_their_version() {
+    let grid = TestGrid::build(10, Transport::InProcess).await;
+    let alice = client(&grid, "alice");
+    let cap = alice
+        .create_mutable_file(MutableFormat::Sdmf, b"aaaa".to_vec())
+        .await
+        .unwrap();
+    let node = file(&alice, &cap);
+    node.write_at(0, b"b".to_vec()).await.unwrap(); // remembers "baaa"
+    node.overwrite(3, filenode::grid::mutable::chunks_from_bytes(b"xyz".to_vec()))
+        .await
+        .unwrap();
+    node.write_at(0, b"Q".to_vec()).await.unwrap();
+    assert_eq!(
+        file(&client(&grid, "bob"), &cap).read_all().await.unwrap(),
+        b"Qyz"
+    );
+    // Far past the end, or overflowing: refused, nothing written.
+    for offset in [1u64 << 40, u64::MAX - 1] {
+        assert!(matches!(
+            node.write_at(offset, b"zz".to_vec()).await,
+            Err(NodeError::BadOffset(_))
+        ));
+    }
+    let mdmf = alice
+        .create_mutable_file(MutableFormat::Mdmf, b"m".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        file(&alice, &mdmf).write_at(1 << 40, b"z".to_vec()).await,
+        Err(NodeError::BadOffset(_))
+    ));
+    assert_eq!(file(&alice, &mdmf).read_all().await.unwrap(), b"m");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_whose_servers_are_down_is_not_taken_for_empty() {
+    // Eleven servers, ten shares: one server answers but holds nothing.
+    let grid = TestGrid::build(11, Transport::InProcess).await;
+    let alice = client(&grid, "alice");
+    let small = Cap::File(alice.upload_bytes(b"x".to_vec()).await.unwrap());
+    let root = alice
+        .create_directory_with_children(MutableFormat::Sdmf, vec![("keep".into(), small.clone(), None)])
+        .await
+        .unwrap();
+    let si = root.cap().file().storage_index().unwrap();
+    let holders: Vec<usize> = (0..11)
+        .filter(|&i| {
+            !grid.servers[i]
+                .server
+                .list_shares(storage::api::ShareKind::Mutable, si)
+                .unwrap()
+                .is_empty()
+        })
+        .collect();
+    assert_eq!(holders.len(), 10);
+    for &i in &holders {
+        grid.break_server(i);
+    }
+    let bob = DirNode::new(&client(&grid, "bob"), root.cap().clone());
+    let err = bob
+        .set_child("new", &small, None, Replace::Always)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::Unrecoverable(_)), "{err}");
+    for &i in &holders {
+        grid.restore_server(i);
+    }
+    let names: Vec<String> = root.list().await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["keep"]);
 }

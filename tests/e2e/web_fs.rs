@@ -336,6 +336,18 @@ async fn bad_input_gets_the_documented_status_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
             "boolean",
         ),
+        (
+            "POST",
+            format!("{root}?t=mkdir&name=y&when_done=/%09/evil.example/"),
+            StatusCode::BAD_REQUEST,
+            "when_done",
+        ),
+        (
+            "POST",
+            format!("{root}?t=mkdir&name=y&when_done=%20//evil.example/"),
+            StatusCode::BAD_REQUEST,
+            "when_done",
+        ),
     ];
     for (method, uri, want, words) in cases {
         let (status, text) = call(&gw, method, &uri, Body::empty()).await;

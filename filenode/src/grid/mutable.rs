@@ -38,6 +38,24 @@ const PREFIX_LIMIT: u64 = 64 * 1024;
 /// Segments per write batch of a large MDMF publish (4 MiB of plaintext at k = 3).
 const SEGMENTS_PER_BATCH: u64 = 32;
 
+/// Writes of up to this many bytes go to each share in one test-and-set request, so every share
+/// holds the old version or the new one whatever fails. Larger MDMF writes are batched behind the
+/// in-progress marker: a failure in the middle leaves the touched shares unreadable until the next
+/// successful write (reported as an error, never as success). 32 MiB keeps a write's encoded
+/// shares (N/k times its size) comfortably in memory.
+static ATOMIC_WRITE_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(32 << 20);
+
+fn atomic_write_limit() -> u64 {
+    ATOMIC_WRITE_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Lowers the size up to which writes are sent in one request (tests use it to exercise the
+/// batched path with small files).
+#[doc(hidden)]
+pub fn set_atomic_write_limit(bytes: u64) {
+    ATOMIC_WRITE_LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Why a mutable operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MutableError {
@@ -72,6 +90,9 @@ pub enum MutableError {
     /// SDMF files cannot be partially updated.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A write at an offset too far past the end, or past what a file can hold.
+    #[error("{0}")]
+    BadOffset(String),
     /// A share failed verification in a way that leaves no alternative.
     #[error("share verification failed: {0}")]
     Share(#[from] MutableShareError),
@@ -128,18 +149,27 @@ impl ServerMap {
     /// The seqnum of a new version: one more than any share claims (verified or not, so that a
     /// half-written version is superseded too).
     pub fn next_seqnum(&self) -> u64 {
-        self.shares
+        let verified = self.highest_seqnum();
+        // An interrupted batched write leaves our in-progress marker (its new seqnum and a zero
+        // root, unsigned): supersede it too, but trust no other unsigned number.
+        let marker = self
+            .shares
             .iter()
-            .filter_map(|s| {
-                let seen = s
-                    .prefix
-                    .get(1..9)
-                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-                s.header.as_ref().map(|h| h.seqnum).max(seen)
+            .filter(|s| {
+                s.header.is_none()
+                    && s.prefix
+                        .get(9..41)
+                        .is_some_and(|root| root.iter().all(|b| *b == 0))
             })
+            .filter_map(|s| {
+                s.prefix
+                    .get(1..9)
+                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            })
+            .filter(|seqnum| *seqnum <= verified.saturating_add(1))
             .max()
-            .unwrap_or(0)
-            + 1
+            .unwrap_or(0);
+        verified.max(marker).saturating_add(1)
     }
 
     /// Verified versions with their shares, highest first.
@@ -243,13 +273,43 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
 }
 
 /// One share of the version being read, with its verified block hash tree.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReadShare {
     server: ServerEntry,
     shnum: ShareNum,
-    tree: Vec<Hash>,
+    /// This share's own layout (offsets are not signed, so each share is read by its own).
+    offsets: crate::mutable::layout::ShareOffsets,
+    tree: Arc<Vec<Hash>>,
     /// SDMF: the block, when the whole share was already read.
-    block: Option<Vec<u8>>,
+    block: Option<Arc<Vec<u8>>>,
+}
+
+/// Why a share could not be used: the network (try another share, no advisory) or its bytes
+/// (a corruption advisory too).
+#[derive(Debug)]
+enum Problem {
+    Network(String),
+    Corrupt(String),
+}
+
+impl Problem {
+    fn reason(&self) -> &str {
+        match self {
+            Problem::Network(reason) | Problem::Corrupt(reason) => reason,
+        }
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(reason: &str) -> Self {
+        Problem::Corrupt(reason.to_owned())
+    }
+}
+
+impl From<String> for Problem {
+    fn from(reason: String) -> Self {
+        Problem::Corrupt(reason)
+    }
 }
 
 /// Reads one version of a mutable file: every block is verified against its share's block tree,
@@ -349,9 +409,11 @@ impl MutableReader {
             for result in results {
                 match result {
                     Ok(share) => chosen.push(share),
-                    Err((share, reason)) => {
-                        warn!(server = %share.server.name(), shnum = share.shnum, %reason, "bad mutable share");
-                        advise(&share.server, self.cap.storage_index(), share.shnum, &reason).await;
+                    Err((share, problem)) => {
+                        warn!(server = %share.server.name(), shnum = share.shnum, reason = problem.reason(), "bad mutable share");
+                        if let Problem::Corrupt(reason) = &problem {
+                            advise(&share.server, self.cap.storage_index(), share.shnum, reason).await;
+                        }
                     }
                 }
             }
@@ -359,39 +421,48 @@ impl MutableReader {
         Ok(())
     }
 
-    async fn validate(&self, share: LocatedShare) -> Result<ReadShare, (LocatedShare, String)> {
-        let o = self.header.offsets;
+    async fn validate(&self, share: LocatedShare) -> Result<ReadShare, (LocatedShare, Problem)> {
         let si = self.cap.storage_index();
         let fetch = |start: u64, end: u64| {
             let share = &share;
             async move {
-                if end <= share.prefix.len() as u64 {
-                    return Ok(share.prefix[start as usize..end as usize].to_vec());
+                if let Some(bytes) = share.prefix.get(start as usize..end as usize) {
+                    return Ok(bytes.to_vec());
                 }
                 let bytes = read_mutable(&share.server, si, share.shnum, start, end - start)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Problem::Network(e.to_string()))?;
                 if (bytes.len() as u64) < end - start {
-                    return Err("share is truncated".to_string());
+                    return Err(Problem::Corrupt("share is truncated".into()));
                 }
                 Ok(bytes.to_vec())
             }
         };
-        let result: Result<ReadShare, String> = async {
+        let g = self.geometry;
+        let result: Result<ReadShare, Problem> = async {
             let header = share.header.as_ref().ok_or("no verified header")?;
-            if header.offsets != o || header.signed_prefix != self.header.signed_prefix {
-                return Err("share header differs from its version's".to_string());
+            if header.signed_prefix != self.header.signed_prefix {
+                return Err("share header differs from its version's".into());
+            }
+            let o = header.offsets;
+            // Sizes follow from the signed geometry: check them before fetching anything.
+            let nseg = g.num_segments() as usize;
+            let (tree_start, tree_end, data_len) = match g.format {
+                MutableFormat::Sdmf => (o.block_hash_tree, o.share_data, o.enc_privkey - o.share_data),
+                MutableFormat::Mdmf => (o.block_hash_tree, o.eof, o.block_hash_tree - o.share_data),
+            };
+            let expected_data = match g.format {
+                MutableFormat::Sdmf => g.block_len(0),
+                MutableFormat::Mdmf => g.mdmf_tree_offset() - encode::MDMF_SHARE_DATA_OFFSET,
+            };
+            if tree_end - tree_start != 32 * hashtree::node_count(nseg) as u64
+                || data_len != expected_data
+                || o.share_hash_chain_end - o.share_hash_chain > 34 * 16
+            {
+                return Err("share layout does not match its signed geometry".into());
             }
             let chain = parse_chain(&fetch(o.share_hash_chain, o.share_hash_chain_end).await?);
-            let (tree_start, tree_end) = match self.header.format {
-                MutableFormat::Sdmf => (o.block_hash_tree, o.share_data),
-                MutableFormat::Mdmf => (o.block_hash_tree, o.eof),
-            };
             let tree = parse_hashes(&fetch(tree_start, tree_end).await?);
-            let nseg = self.geometry.num_segments() as usize;
-            if tree.len() != hashtree::node_count(nseg) {
-                return Err("block hash tree has the wrong size".into());
-            }
             if nseg > 0 {
                 hashtree::verify_full_tree(nseg, &tree, &tree[0])
                     .map_err(|e| format!("block hash tree: {e}"))?;
@@ -404,42 +475,39 @@ impl MutableReader {
                 &self.header.root_hash,
             )
             .map_err(|e| format!("share hash chain: {e}"))?;
-            let block = match self.header.format {
-                MutableFormat::Sdmf if o.enc_privkey <= share.prefix.len() as u64 => {
-                    Some(share.prefix[o.share_data as usize..o.enc_privkey as usize].to_vec())
-                }
-                _ => None,
+            let block = match g.format {
+                MutableFormat::Sdmf => share
+                    .prefix
+                    .get(o.share_data as usize..o.enc_privkey as usize)
+                    .map(|block| Arc::new(block.to_vec())),
+                MutableFormat::Mdmf => None,
             };
             Ok(ReadShare {
                 server: share.server.clone(),
                 shnum: share.shnum,
-                tree,
+                offsets: o,
+                tree: Arc::new(tree),
                 block,
             })
         }
         .await;
-        result.map_err(|reason| (share, reason))
+        result.map_err(|problem| (share, problem))
     }
 
     /// Reads and verifies one share's salt and block of segment `segnum`.
-    async fn read_block(&self, share: &ReadShare, segnum: u64) -> Result<([u8; 16], Vec<u8>), String> {
-        let o = self.header.offsets;
+    async fn read_block(&self, share: &ReadShare, segnum: u64) -> Result<([u8; 16], Vec<u8>), Problem> {
+        let o = share.offsets;
         let g = &self.geometry;
         let si = self.cap.storage_index();
+        let network = |e: StorageError| Problem::Network(e.to_string());
         let (salt, block) = match self.header.format {
             MutableFormat::Sdmf => {
                 let block = match &share.block {
-                    Some(block) => block.clone(),
-                    None => read_mutable(
-                        &share.server,
-                        si,
-                        share.shnum,
-                        o.share_data,
-                        o.enc_privkey - o.share_data,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_vec(),
+                    Some(block) => block.to_vec(),
+                    None => read_mutable(&share.server, si, share.shnum, o.share_data, g.block_len(0))
+                        .await
+                        .map_err(network)?
+                        .to_vec(),
                 };
                 (self.header.sdmf_salt, block)
             }
@@ -448,7 +516,7 @@ impl MutableReader {
                 let start = o.share_data + (g.mdmf_block_offset(segnum) - encode::MDMF_SHARE_DATA_OFFSET);
                 let entry = read_mutable(&share.server, si, share.shnum, start, len)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(network)?;
                 let salt: [u8; 16] = entry
                     .get(..16)
                     .ok_or("share is truncated")?
@@ -458,7 +526,7 @@ impl MutableReader {
             }
         };
         if block.len() as u64 != g.block_len(segnum) {
-            return Err(format!("block {segnum} has the wrong length"));
+            return Err(format!("block {segnum} has the wrong length").into());
         }
         let leaf = match self.header.format {
             MutableFormat::Sdmf => block_hash(&block),
@@ -466,7 +534,7 @@ impl MutableReader {
         };
         let index = hashtree::leaf_node_index(g.num_segments() as usize, segnum as usize);
         if share.tree[index] != leaf {
-            return Err(format!("block {segnum} does not match its hash"));
+            return Err(format!("block {segnum} does not match its hash").into());
         }
         Ok((salt, block))
     }
@@ -474,18 +542,7 @@ impl MutableReader {
     /// Reads, verifies, decodes and decrypts segment `segnum`, replacing shares that fail.
     pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, MutableError> {
         loop {
-            let chosen: Vec<ReadShare> = self
-                .chosen
-                .lock()
-                .await
-                .iter()
-                .map(|s| ReadShare {
-                    server: s.server.clone(),
-                    shnum: s.shnum,
-                    tree: s.tree.clone(),
-                    block: s.block.clone(),
-                })
-                .collect();
+            let chosen: Vec<ReadShare> = self.chosen.lock().await.clone();
             let reads = join_all(chosen.iter().map(|share| self.read_block(share, segnum))).await;
             let mut blocks = Vec::new();
             let mut bad = Vec::new();
@@ -496,7 +553,7 @@ impl MutableReader {
                         salt = block_salt;
                         blocks.push((usize::from(share.shnum), block));
                     }
-                    Err(reason) => bad.push((share, reason)),
+                    Err(problem) => bad.push((share, problem)),
                 }
             }
             if bad.is_empty() {
@@ -505,9 +562,11 @@ impl MutableReader {
                     .await;
             }
             let mut chosen_now = self.chosen.lock().await;
-            for (share, reason) in bad {
-                warn!(server = %share.server.name(), shnum = share.shnum, %reason, "mutable block failed");
-                advise(&share.server, self.cap.storage_index(), share.shnum, &reason).await;
+            for (share, problem) in bad {
+                warn!(server = %share.server.name(), shnum = share.shnum, reason = problem.reason(), "mutable block failed");
+                if let Problem::Corrupt(reason) = &problem {
+                    advise(&share.server, self.cap.storage_index(), share.shnum, reason).await;
+                }
                 chosen_now
                     .retain(|s| !(s.shnum == share.shnum && s.server.server_id == share.server.server_id));
             }
@@ -557,7 +616,7 @@ impl MutableReader {
 
     /// Validates every share of this version in `map` and returns its block tree (for partial
     /// updates, which must rewrite every share's tree).
-    async fn all_trees(&self, map: &ServerMap) -> Vec<(LocatedShare, Vec<Hash>)> {
+    async fn all_trees(&self, map: &ServerMap) -> Vec<(LocatedShare, Arc<Vec<Hash>>)> {
         let mine: Vec<LocatedShare> = map
             .shares
             .iter()
@@ -603,6 +662,25 @@ async fn advise(server: &ServerEntry, storage_index: StorageIndex, shnum: ShareN
             .advise_corrupt_share(ShareKind::Mutable, storage_index, shnum, reason),
     )
     .await;
+}
+
+/// The most a write at an offset may leave as a zero-filled gap past the end of a file.
+pub const MAX_WRITE_GAP: u64 = 64 << 20;
+
+/// Checks a write of `len` bytes at `offset` into a file of `size` bytes: the write may start at
+/// most [`MAX_WRITE_GAP`] past the end, and must not overflow. Returns its (start, end).
+pub fn checked_write_range(size: u64, offset: u64, len: u64) -> Result<(u64, u64), MutableError> {
+    if offset > size.saturating_add(MAX_WRITE_GAP) {
+        return Err(MutableError::BadOffset(format!(
+            "offset {offset} is more than {} MiB past the end of the file ({size} bytes)",
+            MAX_WRITE_GAP >> 20
+        )));
+    }
+    let end = offset
+        .checked_add(len)
+        .filter(|end| *end <= 1 << 50)
+        .ok_or_else(|| MutableError::BadOffset(format!("a write of {len} bytes at {offset} is too large")))?;
+    Ok((offset, end))
 }
 
 /// Where the bytes of a new version come from: each call yields the next `min(n, remaining)`
@@ -1031,7 +1109,7 @@ pub async fn publish(
     let mut session = ctx.session(targets, marker(format, seqnum));
     let nseg = geometry.num_segments();
     let readkey = ctx.cap.readkey().expect("invariant: write caps read");
-    if format == MutableFormat::Sdmf || nseg <= SEGMENTS_PER_BATCH {
+    if format == MutableFormat::Sdmf || len <= atomic_write_limit() {
         let plaintext = source(len)
             .await
             .map_err(|e| MutableError::Unrecoverable(e.to_string()))?;
@@ -1233,7 +1311,7 @@ fn final_batch(
 
 /// Decrypts the signing key from a share's fixed region and checks it belongs to the write cap.
 pub fn private_key_from(share: &LocatedShare, cap: &MutableCap) -> Result<Option<MutableKey>, MutableError> {
-    let writekey = cap.writekey().ok_or(MutableError::ReadOnly)?;
+    cap.writekey().ok_or(MutableError::ReadOnly)?;
     let Some(header) = &share.header else {
         return Ok(None);
     };
@@ -1244,14 +1322,19 @@ pub fn private_key_from(share: &LocatedShare, cap: &MutableCap) -> Result<Option
     else {
         return Ok(None);
     };
+    // A damaged key in one share must not stop us: the caller tries the next share.
+    Ok(decrypt_private_key(encrypted, cap).ok())
+}
+
+/// Decrypts an encrypted private key and checks that it hashes to the cap's write key.
+fn decrypt_private_key(encrypted: &[u8], cap: &MutableCap) -> Result<MutableKey, MutableError> {
+    let writekey = cap.writekey().ok_or(MutableError::ReadOnly)?;
     let mut der = encrypted.to_vec();
     aes_ctr_at(&writekey, 0, &mut der);
     if crate::hashes::ssk_writekey_hash(&der) != writekey {
         return Err(MutableError::BadPrivateKey);
     }
-    MutableKey::from_pkcs8_der(&der)
-        .map(Some)
-        .map_err(|_| MutableError::BadPrivateKey)
+    MutableKey::from_pkcs8_der(&der).map_err(|_| MutableError::BadPrivateKey)
 }
 
 /// Reads the signing key of an existing file: from a share's fixed region when the servermap
@@ -1265,6 +1348,9 @@ pub async fn fetch_private_key(map: &ServerMap, cap: &MutableCap) -> Result<Muta
     for share in &map.shares {
         let Some(header) = &share.header else { continue };
         let o = header.offsets;
+        if o.enc_privkey_end - o.enc_privkey > 4096 {
+            continue;
+        }
         let Ok(bytes) = read_mutable(
             &share.server,
             cap.storage_index(),
@@ -1276,13 +1362,7 @@ pub async fn fetch_private_key(map: &ServerMap, cap: &MutableCap) -> Result<Muta
         else {
             continue;
         };
-        let mut prefix = vec![0u8; o.enc_privkey as usize];
-        prefix.extend_from_slice(&bytes);
-        let padded = LocatedShare {
-            prefix: Arc::new(prefix),
-            ..share.clone()
-        };
-        if let Some(key) = private_key_from(&padded, cap)? {
+        if let Ok(key) = decrypt_private_key(&bytes, cap) {
             return Ok(key);
         }
     }
@@ -1309,7 +1389,7 @@ pub async fn update_mdmf(
         ));
     }
     let g0 = reader.geometry;
-    let write_end = offset + data.len() as u64;
+    let (offset, write_end) = checked_write_range(g0.data_length, offset, data.len() as u64)?;
     let new_len = g0.data_length.max(write_end);
     let g1 = MutableGeometry {
         data_length: new_len,
@@ -1354,11 +1434,16 @@ pub async fn update_mdmf(
     let readkey = ctx.cap.readkey().expect("invariant: write caps read");
     let codec =
         Arc::new(Codec::new(usize::from(h.needed), usize::from(h.total)).expect("invariant: valid k-of-N"));
-    let single = affected.end - affected.start <= SEGMENTS_PER_BATCH;
+    let span = (affected.end.min(g1.num_segments()) - affected.start) * g1.segment_size;
+    let single = span <= atomic_write_limit();
     let mut pending = Batch::default();
     let mut segnum = affected.start;
     while segnum < affected.end {
-        let count = SEGMENTS_PER_BATCH.min(affected.end - segnum);
+        let count = if single {
+            affected.end - segnum
+        } else {
+            SEGMENTS_PER_BATCH.min(affected.end - segnum)
+        };
         let seg_start = segnum * g1.segment_size;
         let seg_end = ((segnum + count) * g1.segment_size).min(new_len);
         // The new plaintext of these segments: old bytes, zeros past the old end, the write.
@@ -1394,7 +1479,9 @@ pub async fn update_mdmf(
         }
         let batch = batch_of_segments(&g1, first, &encoded);
         if single {
-            pending = batch;
+            for (shnum, writes) in batch.writes {
+                pending.writes.entry(shnum).or_default().extend(writes);
+            }
         } else {
             session.send(&batch, false, &BTreeMap::new(), &[]).await?;
         }

@@ -316,6 +316,9 @@ pub fn decode_mutable(cap: &MutableCap, shares: &[(usize, Vec<u8>)]) -> Result<V
     Ok(plaintext)
 }
 
+const SDMF_HEADER_LEN: u64 = 107;
+const MDMF_HEADER_LEN: u64 = 123;
+
 /// Where the parts of a mutable share lie, from its header alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShareOffsets {
@@ -439,18 +442,37 @@ impl ShareHeader {
             }
         };
         let o = &parsed.offsets;
-        let ordered = [
-            (o.verification_key, o.verification_key_end),
-            (o.signature, o.signature_end),
-            (o.share_hash_chain, o.share_hash_chain_end),
-            (o.enc_privkey, o.enc_privkey_end),
-            (o.share_data, o.eof),
-            (o.block_hash_tree, o.eof),
-        ];
+        // The offsets are not signed: every part must follow the one before, in the format's order.
+        let order: Vec<u64> = match parsed.format {
+            MutableFormat::Sdmf => vec![
+                SDMF_HEADER_LEN,
+                o.verification_key_end,
+                o.signature_end,
+                o.share_hash_chain_end,
+                o.share_data,
+                o.enc_privkey,
+                o.eof,
+            ],
+            MutableFormat::Mdmf => vec![
+                MDMF_HEADER_LEN,
+                o.enc_privkey_end,
+                o.share_hash_chain_end,
+                o.signature_end,
+                o.verification_key_end,
+                o.share_data,
+                o.block_hash_tree,
+                o.eof,
+            ],
+        };
+        let start_ok = match parsed.format {
+            MutableFormat::Sdmf => true,
+            MutableFormat::Mdmf => o.enc_privkey == MDMF_HEADER_LEN,
+        };
         let k = u64::from(parsed.needed);
         if parsed.needed == 0
             || parsed.needed > parsed.total
-            || ordered.iter().any(|(a, b)| a > b || *b > o.eof)
+            || !start_ok
+            || order.windows(2).any(|w| w[0] > w[1])
             || o.eof > (1 << 46)
             || (parsed.format == MutableFormat::Mdmf
                 && (parsed.segment_size == 0 || !parsed.segment_size.is_multiple_of(k)))

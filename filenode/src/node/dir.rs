@@ -110,8 +110,12 @@ fn entry_to_child(entry: DirEntry) -> Child {
     }
 }
 
+/// A directory entry's caps as stored: the read-only slot (plaintext) and the write slot
+/// (encrypted in the directory).
+type Slots = (String, Option<String>);
+
 /// The (ro, rw) slots a cap takes in a directory entry.
-fn slots_for(cap: &Cap, deep_immutable: bool) -> Result<(String, Option<String>), NodeError> {
+fn slots_for(cap: &Cap, deep_immutable: bool) -> Result<Slots, NodeError> {
     match cap {
         Cap::Unknown(text) => {
             if text.is_empty() {
@@ -124,12 +128,15 @@ fn slots_for(cap: &Cap, deep_immutable: bool) -> Result<(String, Option<String>)
                     "an immutable directory can only hold unknown caps marked immutable (imm.)".into(),
                 ));
             }
-            let ro = if prefixed {
-                text.clone()
-            } else {
-                format!("{ALLEGED_READONLY_PREFIX}{text}")
-            };
-            Ok((ro, None))
+            // As Tahoe (MustNotBeUnknownRWError): a cap of an unknown kind may be a write cap,
+            // which must never sit in the plaintext read-only slot; only marked read-only caps go.
+            if !prefixed {
+                return Err(NodeError::BadChild(
+                    "a cap of a kind this version does not know can only be linked read-only (prefix it with ro.)"
+                        .into(),
+                ));
+            }
+            Ok((text.clone(), None))
         }
         known => {
             if matches!(known, Cap::File(FileCap::ChkVerifier(_)))
@@ -277,9 +284,20 @@ impl DirNode {
     ) -> Result<Vec<bool>, NodeError> {
         let mut prepared = Vec::with_capacity(children.len());
         for (name, cap, metadata) in children {
-            let name = normalize_name(&name)?;
-            let slots = slots_for(&cap, false)?;
-            prepared.push((name, slots, metadata));
+            prepared.push((name, slots_for(&cap, false)?, metadata));
+        }
+        self.link_slots(prepared, replace).await
+    }
+
+    /// Links children given by their (read-only, write) slots, as stored in a directory entry.
+    async fn link_slots(
+        &self,
+        children: Vec<(String, Slots, Option<Metadata>)>,
+        replace: Replace,
+    ) -> Result<Vec<bool>, NodeError> {
+        let mut prepared = Vec::with_capacity(children.len());
+        for (name, slots, metadata) in children {
+            prepared.push((normalize_name(&name)?, slots, metadata));
         }
         self.modify(move |entries| {
             let now = metadata::now();
@@ -432,8 +450,19 @@ impl DirNode {
             return Err(NodeError::NotWritable("the directory's cap is read-only"));
         }
         let child = self.get(from).await?;
+        // The link moves as stored: an unknown child's write cap stays in the encrypted slot.
+        let slots = match &child.cap {
+            Cap::Unknown(text) => (
+                child.ro_cap.as_ref().map(Cap::to_string).unwrap_or_default(),
+                (child.ro_cap.as_ref() != Some(&child.cap)).then(|| text.clone()),
+            ),
+            known => slots_for(known, false)?,
+        };
         target
-            .set_child(to, &child.cap, Some(user_metadata(&child.metadata)), replace)
+            .link_slots(
+                vec![(to.to_owned(), slots, Some(user_metadata(&child.metadata)))],
+                replace,
+            )
             .await?;
         self.unlink(from).await.map(|_| ())
     }

@@ -81,6 +81,9 @@ pub enum NodeError {
     /// Reading the input failed.
     #[error("reading the input failed: {0}")]
     Input(String),
+    /// A write at an offset that cannot be honoured.
+    #[error("{0}")]
+    BadOffset(String),
 }
 
 impl From<MutableError> for NodeError {
@@ -90,6 +93,7 @@ impl From<MutableError> for NodeError {
             MutableError::ReadOnly => NodeError::NotWritable("the cap is read-only"),
             MutableError::NotEnoughServers { .. } => NodeError::NotEnoughServers(e.to_string()),
             MutableError::Unsupported(what) => NodeError::Unsupported(what),
+            MutableError::BadOffset(what) => NodeError::BadOffset(what),
             other => NodeError::Unrecoverable(other.to_string()),
         }
     }
@@ -278,6 +282,23 @@ impl FileNode {
 
     /// Replaces the contents of a mutable file with `len` bytes from `source`.
     pub async fn overwrite(&self, len: u64, source: ChunkSource) -> Result<(), NodeError> {
+        self.overwrite_keeping(len, source, None).await
+    }
+
+    /// Replaces the contents of a mutable file with `data`.
+    pub async fn overwrite_bytes(&self, data: Vec<u8>) -> Result<(), NodeError> {
+        let len = data.len() as u64;
+        let keep = (data.len() <= MUTABLE_CONTENTS_KEPT).then(|| Arc::new(data.clone()));
+        self.overwrite_keeping(len, chunks_from_bytes(data), keep).await
+    }
+
+    /// Overwrites, and remembers `keep` (the new contents) under the same lock as the new version.
+    async fn overwrite_keeping(
+        &self,
+        len: u64,
+        source: ChunkSource,
+        keep: Option<Arc<Vec<u8>>>,
+    ) -> Result<(), NodeError> {
         let cap = *self.mutable_write_cap()?;
         let state = self.grid.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
@@ -285,25 +306,11 @@ impl FileNode {
             Box::pin(gm::publish(ctx, map, cap.format, needed, total, len, source))
         })
         .await;
-        if result.is_err() {
-            *state = MutableState::default();
+        match result {
+            Ok(()) => state.contents = keep,
+            Err(_) => *state = MutableState::default(),
         }
-        result.map(|_| ())
-    }
-
-    /// Replaces the contents of a mutable file with `data`.
-    pub async fn overwrite_bytes(&self, data: Vec<u8>) -> Result<(), NodeError> {
-        let len = data.len() as u64;
-        let keep = (data.len() <= MUTABLE_CONTENTS_KEPT).then(|| Arc::new(data.clone()));
-        self.overwrite(len, chunks_from_bytes(data)).await?;
-        if let Some(contents) = keep {
-            self.grid
-                .mutable_state(self.cap.storage_index().expect("mutable caps have one"))
-                .lock()
-                .await
-                .contents = Some(contents);
-        }
-        Ok(())
+        result
     }
 
     /// Writes `data` at `offset` of an MDMF file (extending it, zero-filled, if needed); only the
@@ -313,19 +320,21 @@ impl FileNode {
         if cap.format == MutableFormat::Sdmf {
             return self
                 .modify(move |old| {
+                    let (start, end) = gm::checked_write_range(old.len() as u64, offset, data.len() as u64)?;
                     let mut new = old.to_vec();
-                    let end = offset as usize + data.len();
-                    if new.len() < end {
-                        new.resize(end, 0);
+                    if new.len() < end as usize {
+                        new.resize(end as usize, 0);
                     }
-                    new[offset as usize..end].copy_from_slice(&data);
+                    new[start as usize..end as usize].copy_from_slice(&data);
                     Ok(Some(new))
                 })
                 .await;
         }
         let state = self.grid.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
-        state.contents = None;
+        // A partial update reads the current shares' trees, so it needs a fresh servermap (the
+        // remembered one holds checkstrings only).
+        state.map = None;
         let data = Arc::new(data);
         let result = write_version(&self.grid, &cap, &mut state, |ctx, map, _, _| {
             Box::pin(gm::update_mdmf(ctx, map, offset, Arc::clone(&data)))
@@ -383,13 +392,14 @@ where
         (Some(_), Some(contents)) => Arc::clone(contents),
         _ => {
             let map = update_servermap(&grid.usable_servers(), cap).await;
-            let contents = match MutableReader::open(&map, cap).await {
-                Ok(reader) => Arc::new(reader.read_range(0, u64::MAX).await?),
-                Err(MutableError::NotFound(_)) if !map.responders.is_empty() => Arc::new(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
+            // No special case for "no shares found": that is as likely servers that did not
+            // answer as a new file, and treating it as empty would publish over the real contents.
+            let contents = MutableReader::open(&map, cap)
+                .await?
+                .read_range(0, u64::MAX)
+                .await?;
             state.map = Some(map);
-            Arc::new(contents.to_vec())
+            Arc::new(contents)
         }
     };
     let Some(new) = modify(&old)? else {
@@ -431,6 +441,9 @@ async fn write_version<'s, W>(
 where
     W: for<'a> FnOnce(&'a WriteContext<'a>, &'a gm::ServerMap, u8, u8) -> WriteFuture<'a>,
 {
+    // The remembered contents belong to the version being replaced; callers that know the new
+    // contents set them again after this returns.
+    state.contents = None;
     let map = match state.map.take() {
         Some(map) => map,
         None => update_servermap(&grid.usable_servers(), cap).await,

@@ -66,7 +66,8 @@ impl WebError {
                 | NodeError::BadName { .. }
                 | NodeError::BadChild(_)
                 | NodeError::Unsupported(_)
-                | NodeError::Input(_) => StatusCode::BAD_REQUEST,
+                | NodeError::Input(_)
+                | NodeError::BadOffset(_) => StatusCode::BAD_REQUEST,
                 NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => StatusCode::GONE,
                 NodeError::NotEnoughServers(_) => StatusCode::SERVICE_UNAVAILABLE,
             },

@@ -105,6 +105,15 @@ pub(crate) enum Payload {
     None,
 }
 
+/// The longest form field other than `file` (a children JSON body may be given as a field too).
+const FORM_FIELD_LIMIT: usize = 16 << 20;
+
+/// The largest JSON body (children of mkdir-with-children, set_children).
+const JSON_BODY_LIMIT: u64 = 64 << 20;
+
+/// The largest body of a `PUT ?offset=` (a partial write is held in memory while it is encoded).
+const OFFSET_WRITE_LIMIT: u64 = 64 << 20;
+
 /// Reads a POST's form (urlencoded or multipart) into `args`; a multipart `file` field is spooled
 /// to an unlinked temporary file so that fields may come in any order.
 async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebError> {
@@ -151,8 +160,18 @@ async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebErro
             let filename = field.file_name().map(str::to_owned);
             file = Some((spool(field).await?, filename));
         } else {
-            let value = field.text().await.map_err(|e| WebError::Body(e.to_string()))?;
-            merge(name, value);
+            // Form arguments are short; a field that is not is refused rather than buffered.
+            let mut field = field;
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| WebError::Body(e.to_string()))? {
+                value.extend_from_slice(&chunk);
+                if value.len() > FORM_FIELD_LIMIT {
+                    return Err(WebError::BadRequest(format!(
+                        "form field {name:?} is longer than {FORM_FIELD_LIMIT} bytes"
+                    )));
+                }
+            }
+            merge(name, String::from_utf8_lossy(&value).into_owned());
         }
     }
     Ok(match file {
@@ -347,6 +366,7 @@ async fn dispatch(
         Method::PUT => put(&state, &target, &args, &headers, request.into_body()).await,
         Method::POST => {
             let payload = read_form(request, &mut args).await?;
+            check_when_done(&args)?;
             let response = post(&state, &target, &args, payload).await?;
             when_done(&args, response)
         }
@@ -368,21 +388,35 @@ async fn dispatch(
 /// or a reference relative to the request's URL, such as the `when_done=.` of Tahoe's directory
 /// page and ours (`.` is the directory the form was posted to).
 fn when_done(args: &Args, response: Response) -> Result<Response, WebError> {
-    match args.get("when_done") {
-        Some(url) if !url.is_empty() && response.status().is_success() => {
-            let path = url.starts_with('/') && !url.starts_with("//");
-            // A relative reference has no scheme: no ':' before its first '/', '?' or '#'.
-            let first_part = url.split(['/', '?', '#']).next().unwrap_or("");
-            let relative = !url.starts_with('/') && !first_part.contains(':');
-            if !(path || relative) || url.contains('\\') {
-                return Err(WebError::BadRequest(
-                    "when_done must be a path on this gateway (/...) or relative to this URL".into(),
-                ));
-            }
+    match check_when_done(args)? {
+        Some(url) if response.status().is_success() => {
             Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url.to_owned())]).into_response())
         }
         _ => Ok(response),
     }
+}
+
+/// Checks `when_done` before anything is done (a refused redirect must not follow a performed
+/// operation): only paths on this gateway or references relative to the request's URL.
+fn check_when_done(args: &Args) -> Result<Option<&str>, WebError> {
+    let Some(url) = args.get("when_done").filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let path = url.starts_with('/') && !url.starts_with("//");
+    // A relative reference has no scheme: no ':' before its first '/', '?' or '#'.
+    let first_part = url.split(['/', '?', '#']).next().unwrap_or("");
+    let relative = !url.starts_with('/') && !first_part.contains(':');
+    // Browsers drop tabs and newlines and trim spaces, which would turn "/\t/host" into
+    // "//host": no whitespace or control characters at all.
+    let clean = !url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\');
+    if !(path || relative) || !clean {
+        return Err(WebError::BadRequest(
+            "when_done must be a path on this gateway (/...) or relative to this URL".into(),
+        ));
+    }
+    Ok(Some(url))
 }
 
 async fn get(
@@ -520,7 +554,11 @@ fn child_json(child: &Child) -> serde_json::Value {
     if let Some(ro) = &child.ro_cap {
         props["ro_uri"] = ro.to_string().into();
     }
-    if !child.cap.is_readonly() && !matches!(child.cap, Cap::Unknown(_)) {
+    let has_rw = match &child.cap {
+        Cap::Unknown(_) => child.ro_cap.as_ref() != Some(&child.cap),
+        known => !known.is_readonly(),
+    };
+    if has_rw {
         props["rw_uri"] = child.cap.to_string().into();
     }
     props["metadata"] = serde_json::Value::Object(child.metadata.clone());
@@ -528,9 +566,18 @@ fn child_json(child: &Child) -> serde_json::Value {
 }
 
 fn unknown_props(cap: &Cap, link: Option<&Child>) -> serde_json::Value {
-    let mut props = serde_json::json!({ "ro_uri": cap.to_string() });
-    if let Some(link) = link {
-        props["metadata"] = serde_json::Value::Object(link.metadata.clone());
+    let mut props = serde_json::json!({});
+    match link {
+        Some(link) => {
+            if let Some(ro) = &link.ro_cap {
+                props["ro_uri"] = ro.to_string().into();
+            }
+            if link.ro_cap.as_ref() != Some(&link.cap) {
+                props["rw_uri"] = link.cap.to_string().into();
+            }
+            props["metadata"] = serde_json::Value::Object(link.metadata.clone());
+        }
+        None => props["ro_uri"] = cap.to_string().into(),
     }
     props
 }
@@ -623,6 +670,9 @@ async fn update_mutable(
         .len();
     match offset {
         None => Ok(file.overwrite(len, chunks_from_read(spooled)).await?),
+        Some(_) if len > OFFSET_WRITE_LIMIT => Err(WebError::BadRequest(format!(
+            "a write at an offset may carry at most {OFFSET_WRITE_LIMIT} bytes (replace the whole file instead)"
+        ))),
         Some(offset) => {
             let data = tokio::task::spawn_blocking(move || {
                 let mut data = Vec::with_capacity(len as usize);
@@ -798,10 +848,14 @@ fn parse_children(bytes: &[u8]) -> Result<Vec<(String, Cap, Option<filenode::nod
                         "child {name:?} has a write cap of an unknown kind and no read cap"
                     )));
                 }
-                Cap::Unknown(_) => Cap::parse_lenient(ro.expect("checked")),
+                // A write cap of an unknown kind is kept as its read-only form only.
+                Cap::Unknown(_) => read_only_unknown(ro.expect("checked")),
                 known => known,
             },
-            (None, Some(ro)) => Cap::parse_lenient(ro),
+            (None, Some(ro)) => match Cap::parse_lenient(ro) {
+                Cap::Unknown(_) => read_only_unknown(ro),
+                known => known,
+            },
             (None, None) => return Err(WebError::BadRequest(format!("child {name:?} has no cap"))),
         };
         let metadata = props
@@ -813,12 +867,24 @@ fn parse_children(bytes: &[u8]) -> Result<Vec<(String, Cap, Option<filenode::nod
     Ok(children)
 }
 
+/// An unknown cap given as read-only, marked so (`ro.`) unless it already is.
+fn read_only_unknown(text: &str) -> Cap {
+    if text.starts_with("ro.") || text.starts_with("imm.") {
+        Cap::Unknown(text.to_owned())
+    } else {
+        Cap::Unknown(format!("ro.{text}"))
+    }
+}
+
 async fn body_bytes(payload: Payload) -> Result<Vec<u8>, WebError> {
     match payload {
-        Payload::Body(body) => Ok(axum::body::to_bytes(body, 64 << 20)
+        Payload::Body(body) => Ok(axum::body::to_bytes(body, JSON_BODY_LIMIT as usize)
             .await
             .map_err(|e| WebError::Body(e.to_string()))?
             .to_vec()),
+        Payload::Spooled(file, _) if file.metadata().map(|m| m.len()).unwrap_or(0) > JSON_BODY_LIMIT => Err(
+            WebError::BadRequest(format!("the JSON body is larger than {JSON_BODY_LIMIT} bytes")),
+        ),
         Payload::Spooled(file, _) => tokio::task::spawn_blocking(move || {
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut { file }, &mut data).map(|_| data)
@@ -1029,6 +1095,7 @@ pub(crate) async fn make_unlinked_directory(
 ) -> Result<Response, WebError> {
     let mut args = Args(query);
     let payload = read_form(request, &mut args).await?;
+    check_when_done(&args)?;
     let children = if args.t() == "mkdir" {
         Vec::new()
     } else {
@@ -1100,6 +1167,7 @@ pub(crate) async fn post_unlinked_upload(
     let Payload::Spooled(spooled, filename) = read_form(request, &mut args).await? else {
         return Err(WebError::BadRequest("the form has no `file` field".into()));
     };
+    check_when_done(&args)?;
     let format = args.format()?.unwrap_or(Format::Chk);
     let cap = store_new_file(state, spooled, format, convergence(&args)?)
         .await?

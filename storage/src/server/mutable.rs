@@ -477,8 +477,18 @@ pub(super) fn write_version_in_place(
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = apply_ops(&file, &ops)?;
     file.sync_all()?;
-    std::fs::remove_file(journal)?;
+    remove_journal(journal)?;
     Ok(len)
+}
+
+/// Removes a replayed journal durably, so that a crash cannot bring it back to undo later lease
+/// changes made in place.
+fn remove_journal(journal: &Path) -> io::Result<()> {
+    std::fs::remove_file(journal)?;
+    if let Some(dir) = journal.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The journal an in-place write of `next` over a share of `old_len` data bytes would write (tests
@@ -501,6 +511,6 @@ pub(super) fn recover_journal(journal: &Path, share: &Path) -> io::Result<bool> 
         }
         None => false,
     };
-    std::fs::remove_file(journal)?;
+    remove_journal(journal)?;
     Ok(replayed)
 }

@@ -810,6 +810,13 @@ impl StorageServer {
         let mut shares: BTreeMap<ShareNum, MutableShare> = BTreeMap::new();
         for (&shnum, &kind) in &kinds {
             if kind == ShareKind::Mutable {
+                // An in-place write that failed half-way (an IO error, not a crash) left its
+                // journal: finish it before the share is tested, read or written.
+                let journal = self.layout.mutable_journal_path(si, shnum);
+                if journal.exists() {
+                    mutable::recover_journal(&journal, &self.layout.share_path(si, shnum))
+                        .map_err(|e| io_error(format!("cannot recover share {si}/{shnum}"), e))?;
+                }
                 let share = MutableShare::open(&self.layout.share_path(si, shnum), true)
                     .map_err(|e| io_error(format!("cannot open share {si}/{shnum}"), e))?;
                 shares.insert(shnum, share);
@@ -1034,11 +1041,11 @@ impl StorageServer {
             new_length: next.new_length,
             slots: &next.slots,
         };
+        let journal = self.layout.mutable_journal_path(si, shnum);
         let base = existing.map(|share| (path.as_path(), share.data_len()));
         let in_place =
             existing.is_some_and(|share| mutable::write_in_place_pays(share.container_len(), &version));
         let written = if in_place {
-            let journal = self.layout.mutable_journal_path(si, shnum);
             let old_len = existing.map_or(0, MutableShare::data_len);
             mutable::write_version_in_place(&path, &journal, old_len, &version)
         } else {
