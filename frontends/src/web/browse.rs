@@ -333,7 +333,7 @@ mod tests {
                 ("a:b?c#d%e.txt".into(), Cap::File(small.clone()), None),
                 ("notes".into(), Cap::File(FileCap::Mutable(mutable)), None),
                 ("..".into(), Cap::File(small), None),
-                ("future".into(), Cap::Unknown("URI:NEW:xyz".into()), None),
+                ("future".into(), Cap::Unknown("ro.URI:NEW:xyz".into()), None),
             ],
             Replace::Never,
         )
