@@ -225,6 +225,42 @@ fn openssh_sftp_against_the_devgrid() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(local.join("big.back")).unwrap(), medium);
 
+    // RSA and ECDSA user keys (ssh-keygen's), added to the demo account with `admin add-user`.
+    for kind in ["rsa", "ecdsa"] {
+        let key = local.join(format!("id_{kind}"));
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let added = tessera()
+            .arg("--node-directory")
+            .arg(grid.gateway())
+            .args(["admin", "add-user", "demo", "--key"])
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{}", text(&added));
+        let mut words: Vec<String> = grid.sftp_line.split_whitespace().map(str::to_owned).collect();
+        let at = words.iter().position(|w| w == "-i").unwrap();
+        words[at + 1] = key.display().to_string();
+        let destination = words.pop().unwrap();
+        let mut command = Command::new("sftp");
+        command
+            .arg("-F")
+            .arg(empty_config(local))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-b", "-"])
+            .args(&words[1..])
+            .arg(destination);
+        let out = run_with_input(command, "ls docs\n");
+        assert!(
+            out.status.success() && text(&out).contains("medium"),
+            "{kind}: {}",
+            text(&out)
+        );
+    }
+
     // What is refused: symlinks, removing a non-empty directory, escaping the root.
     for (commands, expected) in [
         ("ln -s docs/medium link\n", "Operation unsupported"),

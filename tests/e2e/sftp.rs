@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 struct Server {
     address: SocketAddr,
     grid: Arc<Grid>,
-    _test_grid: TestGrid,
+    test_grid: TestGrid,
     _dir: tempfile::TempDir,
     accounts: std::path::PathBuf,
     root: DirCap,
@@ -72,7 +72,7 @@ async fn start() -> Server {
         address,
         root: root.cap().clone(),
         grid,
-        _test_grid: test_grid,
+        test_grid,
         _dir: dir,
         accounts,
         alice,
@@ -290,6 +290,20 @@ async fn sftp_operations_over_a_real_grid() {
     let other = sftp(&handle).await;
     put(&other, "/from-other", b"hi there").await;
     assert_eq!(get(&session, "/from-other").await, b"hi there");
+
+    // An upload that cannot be placed fails at close, with the reason; nothing is linked.
+    for i in 0..4 {
+        server.test_grid.break_server(i);
+    }
+    let mut file = session.create("/doomed").await.unwrap();
+    file.write_all(&data(100_000, 3)).await.unwrap();
+    let error = file.shutdown().await.unwrap_err().to_string();
+    assert!(error.contains("shares.happy"), "{error}");
+    drop(file);
+    for i in 0..4 {
+        server.test_grid.restore_server(i);
+    }
+    assert_eq!(status(session.metadata("/doomed").await), StatusCode::NoSuchFile);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,4 +376,18 @@ async fn logins_and_bad_input() {
         assert_eq!(reply[4], 2, "only the version reply came back");
     }
     assert_eq!(get(&good, "/kept").await, b"still here");
+
+    // Ten failed logins from one address within a minute: it is refused, even with the right key.
+    for _ in 0..10 {
+        assert!(
+            connect(&server, "alice", Login::Password("guess"))
+                .await
+                .is_none()
+        );
+    }
+    assert!(
+        connect(&server, "alice", Login::Key(&server.alice))
+            .await
+            .is_none()
+    );
 }

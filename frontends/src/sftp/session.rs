@@ -54,44 +54,61 @@ pub(crate) struct SessionContext {
 
 type Reply = Result<Packet, SftpError>;
 
+/// Requests read ahead of the one being answered. A client that sends more without reading the
+/// replies only stalls its own channel.
+const QUEUED_REQUESTS: usize = 1024;
+
 /// Serves SFTP on `stream` until the client closes it or breaks the protocol.
-pub(crate) async fn run<S>(mut stream: S, context: SessionContext)
+///
+/// A reader task takes requests off the channel as they come while this loop answers them in
+/// order: russh stops reading the connection while a channel's incoming buffer is full, so a loop
+/// that only read between replies would deadlock against a client that pipelines many requests
+/// while the reply in flight waits for window space.
+pub(crate) async fn run<S>(stream: S, context: SessionContext)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (queue, mut requests) = tokio::sync::mpsc::channel(QUEUED_REQUESTS);
+    let user = context.user.clone();
+    let reading = tokio::spawn(async move {
+        while let Ok(len) = reader.read_u32().await {
+            if len == 0 || len > MAX_PACKET {
+                tracing::warn!(user = ?user, len, "SFTP packet too large; closing the channel");
+                return;
+            }
+            let mut buffer = vec![0; len as usize];
+            if reader.read_exact(&mut buffer).await.is_err() {
+                return;
+            }
+            let mut bytes = Bytes::from(buffer);
+            let Ok(packet) = Packet::try_from(&mut bytes) else {
+                tracing::warn!(user = ?user, "malformed SFTP packet; closing the channel");
+                return;
+            };
+            if queue.send(packet).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut session = Session {
         context,
         handles: HashMap::new(),
         next_handle: 0,
         initialised: false,
     };
-    while let Ok(len) = stream.read_u32().await {
-        if len == 0 || len > MAX_PACKET {
-            tracing::warn!(user = ?session.context.user, len, "SFTP packet too large; closing the channel");
-            break;
-        }
-        let mut buffer = vec![0; len as usize];
-        if stream.read_exact(&mut buffer).await.is_err() {
-            break;
-        }
-        let mut bytes = Bytes::from(buffer);
-        let packet = match Packet::try_from(&mut bytes) {
-            Ok(packet) => packet,
-            Err(_) => {
-                tracing::warn!(user = ?session.context.user, "malformed SFTP packet; closing the channel");
-                break;
-            }
-        };
+    while let Some(packet) = requests.recv().await {
         let Some(reply) = session.handle(packet).await else {
             tracing::warn!(user = ?session.context.user, "unexpected SFTP packet; closing the channel");
             break;
         };
         let Ok(bytes) = Bytes::try_from(reply) else { break };
-        if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             break;
         }
     }
-    let _ = stream.shutdown().await;
+    reading.abort();
+    let _ = writer.shutdown().await;
     // Handles still open are dropped: their spools are discarded, nothing is uploaded.
 }
 
