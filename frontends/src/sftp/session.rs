@@ -624,7 +624,10 @@ impl Session {
     async fn close(&mut self, id: u32, handle: &str) -> Reply {
         match self.handles.remove(handle) {
             Some(OpenHandle::Write(write)) => {
-                self.commit(*write).await?;
+                if let Err(e) = self.commit(*write).await {
+                    tracing::warn!(user = ?self.context.user, error = %e.message, "SFTP upload failed at close");
+                    return Err(e);
+                }
                 Ok(ok(id))
             }
             Some(_) => Ok(ok(id)),
