@@ -84,8 +84,8 @@ impl ReadAhead {
         self.incoming = Some(receiver);
     }
 
-    /// Up to `len` bytes at `offset`; `Eof` at or past the end.
-    pub(crate) async fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, SftpError> {
+    /// Up to `len` bytes at `offset` (as slices of the window); `Eof` at or past the end.
+    pub(crate) async fn read(&mut self, offset: u64, len: u32) -> Result<Vec<Bytes>, SftpError> {
         if offset >= self.size {
             return Err(SftpError::eof());
         }
@@ -128,14 +128,15 @@ impl ReadAhead {
                 self.chunks.pop_front();
             }
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        // Slices of the received chunks: the reply is written from them without a copy.
+        let mut out = Vec::with_capacity(2);
         let mut at = self.start;
         for chunk in &self.chunks {
             let chunk_end = at + chunk.len() as u64;
             if chunk_end > offset && at < end {
                 let from = offset.saturating_sub(at) as usize;
                 let to = (end.min(chunk_end) - at) as usize;
-                out.extend_from_slice(&chunk[from..to]);
+                out.push(chunk.slice(from..to));
             }
             if chunk_end >= end {
                 break;
@@ -159,7 +160,7 @@ mod tests {
         let mut reader = ReadAhead::new(FileReader::Lit(Bytes::from(data.clone())));
         let mut offset = 0u64;
         while offset < data.len() as u64 {
-            let got = reader.read(offset, 32768).await.unwrap();
+            let got = reader.read(offset, 32768).await.unwrap().concat();
             assert_eq!(got, data[offset as usize..offset as usize + got.len()]);
             offset += got.len() as u64;
         }
@@ -167,7 +168,7 @@ mod tests {
             reader.read(offset, 10).await.unwrap_err().code,
             russh_sftp::protocol::StatusCode::Eof
         );
-        assert_eq!(reader.read(10, 5).await.unwrap(), data[10..15]);
-        assert_eq!(reader.read(999_990, 100).await.unwrap(), data[999_990..]);
+        assert_eq!(reader.read(10, 5).await.unwrap().concat(), data[10..15]);
+        assert_eq!(reader.read(999_990, 100).await.unwrap().concat(), data[999_990..]);
     }
 }

@@ -22,8 +22,7 @@ use filenode::grid::mutable::chunks_from_read;
 use filenode::node::{DirNode, FileNode, Metadata, Node, NodeError, Replace};
 use futures::StreamExt;
 use russh_sftp::protocol::{
-    Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode,
-    Version,
+    Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
 };
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -102,14 +101,42 @@ where
             tracing::warn!(user = ?session.context.user, "unexpected SFTP packet; closing the channel");
             break;
         };
-        let Ok(bytes) = Bytes::try_from(reply) else { break };
-        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+        if send(&mut writer, reply).await.is_err() {
             break;
         }
     }
     reading.abort();
     let _ = writer.shutdown().await;
     // Handles still open are dropped: their spools are discarded, nothing is uploaded.
+}
+
+/// A reply: a packet, or read data sent from the read-ahead window's buffers without a copy.
+enum Outgoing {
+    Packet(Packet),
+    Data { id: u32, data: Vec<Bytes> },
+}
+
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, reply: Outgoing) -> std::io::Result<()> {
+    match reply {
+        Outgoing::Packet(packet) => {
+            let bytes = Bytes::try_from(packet).map_err(std::io::Error::other)?;
+            writer.write_all(&bytes).await?;
+        }
+        Outgoing::Data { id, data } => {
+            // SSH_FXP_DATA: length, type 103, request id, then the data as an SSH string.
+            let len: usize = data.iter().map(Bytes::len).sum();
+            let mut header = Vec::with_capacity(13);
+            header.extend_from_slice(&(9 + len as u32).to_be_bytes());
+            header.push(103);
+            header.extend_from_slice(&id.to_be_bytes());
+            header.extend_from_slice(&(len as u32).to_be_bytes());
+            writer.write_all(&header).await?;
+            for chunk in data {
+                writer.write_all(&chunk).await?;
+            }
+        }
+    }
+    writer.flush().await
 }
 
 enum OpenHandle {
@@ -199,7 +226,7 @@ fn float(value: f64) -> Value {
 
 impl Session {
     /// Answers one request; `None` means the packet has no place here (close the channel).
-    async fn handle(&mut self, packet: Packet) -> Option<Packet> {
+    async fn handle(&mut self, packet: Packet) -> Option<Outgoing> {
         if let Packet::Init(init) = packet {
             if self.initialised {
                 return None;
@@ -214,7 +241,7 @@ impl Session {
             ] {
                 version.extensions.insert(name.into(), data.into());
             }
-            return Some(Packet::Version(version));
+            return Some(Outgoing::Packet(Packet::Version(version)));
         }
         if !self.initialised {
             return None;
@@ -223,7 +250,10 @@ impl Session {
         let reply: Reply = match packet {
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,
-            Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
+            Packet::Read(p) => match self.read(&p.handle, p.offset, p.len).await {
+                Ok(data) => return Some(Outgoing::Data { id: p.id, data }),
+                Err(e) => Err(e),
+            },
             Packet::Write(p) => self.write(p.id, &p.handle, p.offset, &p.data).await,
             Packet::Lstat(p) => self.stat(p.id, &p.path).await,
             Packet::Stat(p) => self.stat(p.id, &p.path).await,
@@ -250,7 +280,7 @@ impl Session {
             | Packet::Attrs(_)
             | Packet::ExtendedReply(_) => return None,
         };
-        Some(reply.unwrap_or_else(|e| e.into_packet(id)))
+        Some(Outgoing::Packet(reply.unwrap_or_else(|e| e.into_packet(id))))
     }
 
     fn new_handle(&mut self, handle: OpenHandle) -> Result<String, SftpError> {
@@ -591,21 +621,20 @@ impl Session {
         })
     }
 
-    async fn read(&mut self, id: u32, handle: &str, offset: u64, len: u32) -> Reply {
+    async fn read(&mut self, handle: &str, offset: u64, len: u32) -> Result<Vec<Bytes>, SftpError> {
         let len = len.min(MAX_IO as u32);
-        let data = match self.handles.get_mut(handle) {
-            Some(OpenHandle::Read { file, .. }) => file.read(offset, len).await?,
+        match self.handles.get_mut(handle) {
+            Some(OpenHandle::Read { file, .. }) => file.read(offset, len).await,
             Some(OpenHandle::Write(write)) if write.readable => {
                 let data = write.spool.read_at(offset, len).await?;
                 if data.is_empty() {
                     return Err(SftpError::eof());
                 }
-                data
+                Ok(vec![Bytes::from(data)])
             }
-            Some(OpenHandle::Write(_)) => return Err(SftpError::denied("the file is open for writing only")),
-            Some(OpenHandle::Dir { .. }) | None => return Err(SftpError::bad_handle()),
-        };
-        Ok(Packet::Data(Data { id, data }))
+            Some(OpenHandle::Write(_)) => Err(SftpError::denied("the file is open for writing only")),
+            Some(OpenHandle::Dir { .. }) | None => Err(SftpError::bad_handle()),
+        }
     }
 
     async fn write(&mut self, id: u32, handle: &str, offset: u64, data: &[u8]) -> Reply {
