@@ -69,7 +69,8 @@ impl From<NodeError> for SftpError {
             | NodeError::Unrecoverable(_)
             | NodeError::NotEnoughServers(_)
             | NodeError::CorruptDirectory(_)
-            | NodeError::Input(_) => StatusCode::Failure,
+            | NodeError::Input(_)
+            | NodeError::BadOffset(_) => StatusCode::Failure,
         };
         SftpError { code, message }
     }
