@@ -205,6 +205,34 @@ pub(crate) struct NodeConfig {
     pub(crate) max_space: Option<u64>,
     pub(crate) readonly: bool,
     pub(crate) expire: ExpireConfig,
+    pub(crate) sftp: SftpdConfig,
+}
+
+/// `[sftpd]`: the SFTP frontend of a client node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SftpdConfig {
+    pub(crate) enabled: bool,
+    /// `port`: Tahoe's `tcp:8022:interface=127.0.0.1`, or `HOST:PORT`.
+    pub(crate) port: Endpoint,
+    pub(crate) host_privkey_file: PathBuf,
+    pub(crate) host_pubkey_file: PathBuf,
+    pub(crate) accounts_file: PathBuf,
+}
+
+impl SftpdConfig {
+    /// The defaults, relative to the node directory.
+    pub(crate) fn defaults(node_dir: &Path) -> Self {
+        SftpdConfig {
+            enabled: false,
+            port: Endpoint {
+                port: 8022,
+                interface: "127.0.0.1".into(),
+            },
+            host_privkey_file: node_dir.join("private").join("ssh_host_ed25519_key"),
+            host_pubkey_file: node_dir.join("private").join("ssh_host_ed25519_key.pub"),
+            accounts_file: node_dir.join("private").join("accounts"),
+        }
+    }
 }
 
 /// Every key each section may hold. Tahoe keys that Tessera does not act on yet are accepted so
@@ -411,7 +439,37 @@ impl NodeConfig {
             Some((dir, _)) => node_dir.join(dir),
             None => node_dir.join("storage"),
         };
+        let mut sftp = SftpdConfig::defaults(node_dir);
+        sftp.enabled = boolean("sftpd", "enabled", false)?;
+        if let Some((v, line)) = get("sftpd", "port") {
+            sftp.port = Endpoint::parse(v)
+                .or_else(|| {
+                    let (host, port) = v.rsplit_once(':')?;
+                    Some(Endpoint {
+                        port: port.parse().ok()?,
+                        interface: host.trim_matches(['[', ']']).to_owned(),
+                    })
+                })
+                .ok_or_else(|| {
+                    invalid(
+                        "sftpd",
+                        "port",
+                        line,
+                        "an endpoint such as tcp:8022:interface=127.0.0.1 or 127.0.0.1:8022",
+                    )
+                })?;
+        }
+        for (key, slot) in [
+            ("host_privkey_file", &mut sftp.host_privkey_file),
+            ("host_pubkey_file", &mut sftp.host_pubkey_file),
+            ("accounts.file", &mut sftp.accounts_file),
+        ] {
+            if let Some((v, _)) = get("sftpd", key) {
+                *slot = node_dir.join(v);
+            }
+        }
         Ok(NodeConfig {
+            sftp,
             nickname: get("node", "nickname")
                 .map(|(v, _)| v.to_owned())
                 .unwrap_or_default(),
@@ -525,6 +583,31 @@ mod tests {
         assert!(err.contains("shares.happy <= shares.total"), "{err}");
         let err = load("nickname = x\n").unwrap_err().to_string();
         assert!(err.contains("before any [section]"), "{err}");
+    }
+
+    #[test]
+    fn sftpd_defaults_and_keys() {
+        let config = load("[node]\nnickname = x\n").unwrap();
+        assert!(!config.sftp.enabled);
+        assert_eq!(config.sftp.port.socket_address(), "127.0.0.1:8022");
+        assert_eq!(config.sftp.accounts_file, Path::new("/n/private/accounts"));
+        let config = load(
+            "[sftpd]\nenabled = true\nport = tcp:0:interface=127.0.0.1\naccounts.file = private/users\n\
+             host_privkey_file = private/key\nhost_pubkey_file = private/key.pub\n",
+        )
+        .unwrap();
+        assert!(config.sftp.enabled);
+        assert_eq!(config.sftp.port.port, 0);
+        assert_eq!(config.sftp.accounts_file, Path::new("/n/private/users"));
+        assert_eq!(config.sftp.host_privkey_file, Path::new("/n/private/key"));
+        assert_eq!(
+            load("[sftpd]\nport = 127.0.0.1:2222\n").unwrap().sftp.port.port,
+            2222
+        );
+        let err = load("[sftpd]\nport = nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("[sftpd] port must be"), "{err}");
+        let err = load("[sftpd]\npassword = x\n").unwrap_err().to_string();
+        assert!(err.contains("unknown key `password`"), "{err}");
     }
 
     #[test]

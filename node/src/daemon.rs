@@ -73,8 +73,8 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     if config.storage_enabled {
         tasks.push(start_storage(&dir, &config, shutdown_rx.clone()).await?);
     }
-    if let Some(web) = &config.web_port {
-        tasks.push(start_gateway(&dir, &config, web, shutdown_rx.clone()).await?);
+    if config.web_port.is_some() || config.sftp.enabled {
+        tasks.extend(start_gateway(&dir, &config, shutdown_rx.clone()).await?);
     }
     info!(nickname = %config.nickname, "node running; stop it with Ctrl-C or SIGTERM");
     // Run until a signal, or until a server task ends on its own (which is a failure to report).
@@ -129,7 +129,7 @@ async fn start_introducer(
         std::fs::read_to_string(&pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?;
     let identity = storage::tls::TlsIdentity::from_pem(&pem)
         .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
-    let listener = bind(&endpoint, dir, "tub.port").await?;
+    let listener = bind(&endpoint, dir, "[node] tub.port").await?;
     crate::introducer::serve(dir, listener, identity, &config.tub_location, shutdown).await
 }
 
@@ -178,7 +178,7 @@ async fn bind(
         .map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => anyhow::anyhow!(
                 "port {} is already in use (is this node already running?); stop the other process or change \
-             [node] {key} in {}",
+             {key} in {}",
                 endpoint.port,
                 dir.join("tahoe.cfg").display()
             ),
@@ -186,19 +186,31 @@ async fn bind(
         })
 }
 
-/// The client gateway: the grid from the configured servers and the web API on `web.port`.
+/// The client gateway: the grid from the configured servers, the web API on `web.port` and, when
+/// `[sftpd] enabled`, the SFTP server.
 async fn start_gateway(
     dir: &Path,
     config: &NodeConfig,
-    web: &crate::config::Endpoint,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ServerTask> {
+) -> anyhow::Result<Vec<ServerTask>> {
     let grid = crate::client::build_grid(dir, config)?;
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
         crate::client::follow_introducer(dir, address, Arc::clone(&grid), shutdown.clone())?;
     }
-    let listener = bind(web, dir, "web.port").await?;
+    let mut tasks = Vec::new();
+    let web_listener = match &config.web_port {
+        Some(web) => Some((bind(web, dir, "[node] web.port").await?, web)),
+        None => None,
+    };
+    if config.sftp.enabled {
+        tasks.push(start_sftp(dir, config, Arc::clone(&grid), shutdown.clone()).await?);
+    }
+    grid.probe().await;
+    crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
+    let Some((listener, web)) = web_listener else {
+        return Ok(tasks);
+    };
     let port = listener.local_addr()?.port();
     let host = if web.interface == "0.0.0.0" {
         "127.0.0.1"
@@ -210,17 +222,61 @@ async fn start_gateway(
         format!("http://{host}:{port}/\n").as_bytes(),
     )?;
     info!(port, "web gateway listening");
-    grid.probe().await;
-    crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
     let router = frontends::web::router(frontends::web::WebState::new(grid, config.nickname.clone()));
     let mut stop = shutdown;
-    Ok(tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             })
             .await
             .context("the web gateway failed")
+    }));
+    Ok(tasks)
+}
+
+/// The SFTP server (`[sftpd]`): its host key (made now if the default one is missing), the
+/// accounts file (re-read when it changes) and the listener; `sftp.url` tells where it listens.
+async fn start_sftp(
+    dir: &Path,
+    config: &NodeConfig,
+    grid: Arc<filenode::grid::Grid>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let sftp = &config.sftp;
+    if !sftp.host_privkey_file.exists() {
+        frontends::sftp::keys::generate_ed25519(
+            &sftp.host_privkey_file,
+            &sftp.host_pubkey_file,
+            "tessera host key",
+        )?;
+        info!(file = %sftp.host_privkey_file.display(), "generated an SSH host key");
+    }
+    let host_key = frontends::sftp::keys::load_private_key(&sftp.host_privkey_file)?;
+    let accounts = Arc::new(frontends::accounts::AccountsFile::new(&sftp.accounts_file));
+    if accounts.current().is_empty() {
+        warn!(
+            file = %sftp.accounts_file.display(),
+            "the SFTP accounts file has no usable account yet; add one with `tessera admin add-user`"
+        );
+    }
+    let listener = bind(&sftp.port, dir, "[sftpd] port").await?;
+    let address = listener.local_addr()?;
+    nodedir::write_private(&dir.join("sftp.url"), format!("sftp://{address}/\n").as_bytes())?;
+    info!(%address, "SFTP server listening");
+    let config = frontends::sftp::SftpConfig {
+        grid,
+        accounts,
+        host_keys: vec![host_key],
+        spool_dir: None,
+    };
+    let mut stop = shutdown;
+    Ok(tokio::spawn(async move {
+        frontends::sftp::serve(listener, config, async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+        .await
+        .context("the SFTP server failed")
     }))
 }
 
@@ -241,7 +297,7 @@ async fn start_storage(
     let identity = storage::tls::TlsIdentity::from_pem(&pem)
         .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
     let swissnum = nodedir::read_swissnum(dir)?;
-    let listener = bind(&endpoint, dir, "tub.port").await?;
+    let listener = bind(&endpoint, dir, "[node] tub.port").await?;
     let port = listener.local_addr()?.port();
 
     let tubid = nodedir::tubid(&pem)?;

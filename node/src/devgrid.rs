@@ -25,6 +25,9 @@ pub(crate) struct DevgridArgs {
     /// The gateway's web port on 127.0.0.1.
     #[arg(long, default_value_t = 3456)]
     web_port: u16,
+    /// The gateway's SFTP port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8022)]
+    sftp_port: u16,
 }
 
 /// Waits until the gateway reports `count` connected storage servers.
@@ -167,6 +170,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         };
         create_node(&args.into_node_args())?;
     }
+    enable_sftp(&gateway_dir, args.sftp_port)?;
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {
         let cfg = gateway_dir.join("tahoe.cfg");
@@ -192,6 +196,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
     }
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
+    let _ = std::fs::remove_file(gateway_dir.join("sftp.url"));
     children
         .0
         .push(("gateway".into(), spawn_node(&gateway_dir, "gateway")?));
@@ -200,7 +205,9 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let url = std::fs::read_to_string(gateway_dir.join("node.url"))?
         .trim()
         .to_owned();
+    wait_for_file(&gateway_dir.join("sftp.url"), gateway, name, &gateway_dir)?;
     wait_until_connected(&gateway_dir, args.servers)?;
+    let sftp = demo_account(&gateway_dir)?;
 
     let gw = gateway_dir.display();
     for line in [
@@ -213,6 +220,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         format!("  upload:      tessera --node-directory {gw} put FILE"),
         format!("  download:    tessera --node-directory {gw} get CAP OUTFILE"),
         format!("  servers:     tessera --node-directory {gw} status"),
+        format!("  sftp:        {sftp}"),
         "Press Ctrl-C to stop the grid.".to_owned(),
     ] {
         crate::output::line(&line)?;
@@ -255,4 +263,101 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         Some(problem) => bail!("{problem}; see the logs/ folder of that node"),
         None => Ok(()),
     }
+}
+
+/// Turns on `[sftpd]` in the gateway's configuration with the given port.
+fn enable_sftp(gateway_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let cfg = gateway_dir.join("tahoe.cfg");
+    let text = std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
+    let mut out = String::with_capacity(text.len() + 100);
+    let mut section = String::new();
+    let mut seen = false;
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix('[') {
+            section = name.trim_end_matches(']').to_owned();
+        }
+        if section == "sftpd" {
+            seen = true;
+            if line.starts_with("enabled") {
+                out.push_str("enabled = true\n");
+                continue;
+            }
+            if line.starts_with("port") {
+                out.push_str(&format!("port = tcp:{port}:interface=127.0.0.1\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !seen {
+        out.push_str(&format!(
+            "\n[sftpd]\nenabled = true\nport = tcp:{port}:interface=127.0.0.1\naccounts.file = private/accounts\n"
+        ));
+    }
+    std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))
+}
+
+/// The demo SFTP account: a key pair in the gateway's `private/`, and a home directory made on the
+/// first start. Returns the command that connects.
+fn demo_account(gateway_dir: &Path) -> anyhow::Result<String> {
+    let private = gateway_dir.join("private");
+    let key = private.join("demo_ssh_key");
+    let public = private.join("demo_ssh_key.pub");
+    if !key.exists() {
+        frontends::sftp::keys::generate_ed25519(&key, &public, "tessera devgrid demo")?;
+    }
+    let config = crate::config::NodeConfig::load(gateway_dir)?;
+    let accounts_file = config.sftp.accounts_file;
+    let known = std::fs::read_to_string(&accounts_file).unwrap_or_default();
+    if frontends::accounts::Accounts::parse(&known, "")
+        .get("demo")
+        .is_none()
+    {
+        let gateway = crate::cli_client::Gateway::open(gateway_dir, None)?;
+        let (_, body) = gateway.call(
+            hyper::Method::POST,
+            &format!("{}?t=mkdir", gateway.unlinked()),
+            bytes::Bytes::new(),
+        )?;
+        let Ok(filenode::cap::Cap::Dir(home)) =
+            filenode::cap::Cap::parse(String::from_utf8_lossy(&body).trim())
+        else {
+            bail!("the gateway did not make the demo user's home directory");
+        };
+        let line = std::fs::read_to_string(&public)?;
+        frontends::accounts::add_user(
+            &accounts_file,
+            "demo",
+            &frontends::accounts::Credential::Key(line.trim().to_owned()),
+            &home,
+        )?;
+    }
+    let url = std::fs::read_to_string(gateway_dir.join("sftp.url"))?;
+    let address = url
+        .trim()
+        .trim_start_matches("sftp://")
+        .trim_end_matches('/')
+        .to_owned();
+    let port = address
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    // A known_hosts file for this grid, so the first connection needs no confirmation.
+    let host_key = std::fs::read_to_string(&config.sftp.host_pubkey_file)?;
+    let mut fields = host_key.split_whitespace();
+    let known_hosts = private.join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            fields.next().unwrap_or_default(),
+            fields.next().unwrap_or_default()
+        ),
+    )?;
+    Ok(format!(
+        "sftp -P {port} -i {} -o UserKnownHostsFile={} demo@127.0.0.1",
+        key.display(),
+        known_hosts.display()
+    ))
 }

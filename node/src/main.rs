@@ -1,8 +1,9 @@
 //! The `tessera` command: the only composition root of the workspace.
 //!
 //! Subcommands: `create-node` and `run` for storage nodes, the file-store commands (`put`, `get`,
-//! `ls`, `cp`, ... over a gateway, as Tahoe's CLI), and the `debug` tools.
+//! `ls`, `cp`, ... over a gateway, as Tahoe's CLI), `admin` (SFTP accounts), and the `debug` tools.
 
+mod admin;
 mod aliases;
 mod announcement;
 mod bench;
@@ -92,6 +93,9 @@ enum Command {
     ListAliases(cli_fs::ListAliasesArgs),
     /// Show the storage servers the node knows and whether they are connected.
     Status,
+    /// Manage the SFTP accounts of a client node (`add-user`, `passwd`).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Low-level tools for inspecting caps and encodings.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -122,6 +126,7 @@ fn main() -> std::process::ExitCode {
         Command::CreateClient(args) => nodedir::create_node(&args.into_node_args()),
         Command::Devgrid(args) => devgrid::run(&args),
         Command::Run { dir } => daemon::run(&dir),
+        Command::Admin(command) => admin::run(&node_dir, node_url.as_deref(), command),
         Command::Debug(command) => debug::run(command),
     };
     match result {

@@ -14,6 +14,8 @@
 //!     storage.nurl            written by a running node: its storage NURL(s)
 //!     secret                  lease secret (base32)
 //!     convergence             convergence secret (base32)
+//!     ssh_host_ed25519_key    the SFTP server's host key (OpenSSH format; `.pub` beside it)
+//!     accounts                SFTP accounts (`tessera admin add-user`; see frontends::accounts)
 //! ```
 
 use std::fs;
@@ -185,7 +187,14 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
          storage_dir = {storage_dir}\n\
          # Lease expiry and garbage collection (off by default, as in Tahoe).\n\
          expire.enabled = false\n\
-         expire.mode = age\n",
+         expire.mode = age\n\n\
+         [sftpd]\n\
+         # The SFTP frontend; accounts are added with `tessera admin add-user`.\n\
+         enabled = false\n\
+         port = tcp:8022:interface=127.0.0.1\n\
+         host_privkey_file = private/ssh_host_ed25519_key\n\
+         host_pubkey_file = private/ssh_host_ed25519_key.pub\n\
+         accounts.file = private/accounts\n",
         reserved = args.reserved_space,
     );
     write_new(&dir.join("tahoe.cfg"), config.as_bytes(), 0o644)?;
@@ -224,6 +233,13 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         format!("{}\n", b32(&rand::random::<[u8; 32]>())).as_bytes(),
         0o600,
     )?;
+
+    frontends::sftp::keys::generate_ed25519(
+        &private.join("ssh_host_ed25519_key"),
+        &private.join("ssh_host_ed25519_key.pub"),
+        "tessera host key",
+    )
+    .context("cannot write the SSH host key")?;
 
     crate::output::line(&format!("Node created in {}", dir.display()))?;
     if storage_enabled {

@@ -98,6 +98,8 @@ fn tessera_gateway() -> TestGateway {
             "3",
             "--web-port",
             &free_port().to_string(),
+            "--sftp-port",
+            "0",
             "--dir",
         ])
         .arg(&grid)

@@ -121,6 +121,9 @@ fn create_node_makes_a_tahoe_shaped_directory() {
     assert!(config.contains("[node]\nnickname = alpha\n"), "{config}");
     assert!(config.contains("[storage]\nenabled = true\n"), "{config}");
     assert!(config.contains("reserved_space = 1G"), "{config}");
+    assert!(config.contains("[sftpd]\n"), "{config}");
+    let host_key = std::fs::read_to_string(dir.join("private/ssh_host_ed25519_key.pub")).unwrap();
+    assert!(host_key.starts_with("ssh-ed25519 "), "{host_key}");
     for file in [
         "node.pem",
         "node.privkey",
@@ -128,6 +131,7 @@ fn create_node_makes_a_tahoe_shaped_directory() {
         "storage.furl",
         "secret",
         "convergence",
+        "ssh_host_ed25519_key",
     ] {
         let meta = std::fs::metadata(dir.join("private").join(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");

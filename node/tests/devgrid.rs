@@ -29,6 +29,8 @@ impl Devgrid {
                 &servers.to_string(),
                 "--web-port",
                 &web_port.to_string(),
+                "--sftp-port",
+                "0",
                 "--dir",
             ])
             .arg(dir)

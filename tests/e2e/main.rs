@@ -5,13 +5,15 @@
 //!   (always run);
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
 //! - `grid`: upload/download over a grid of real storage servers, with faults;
-//! - `web`: the web gateway's router over a real grid.
+//! - `web`: the web gateway's router over a real grid;
+//! - `sftp`: the SFTP server over a real grid with a pure-Rust client (russh, russh-sftp).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod chk;
 mod grid;
 mod mutable;
+mod sftp;
 mod tidy;
 mod vectors;
 mod web;

@@ -1,0 +1,84 @@
+//! The one mapping from filesystem errors to SFTP status codes (SFTP v3 has only a few: a failure
+//! carries its reason in the status message).
+
+use filenode::node::NodeError;
+use russh_sftp::protocol::{Packet, Status, StatusCode};
+
+/// An SFTP request's failure: the status code and the message the client shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SftpError {
+    pub(crate) code: StatusCode,
+    pub(crate) message: String,
+}
+
+impl SftpError {
+    pub(crate) fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        SftpError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn eof() -> Self {
+        SftpError::new(StatusCode::Eof, "end of file")
+    }
+
+    pub(crate) fn no_such_file() -> Self {
+        SftpError::new(StatusCode::NoSuchFile, "No such file or directory")
+    }
+
+    pub(crate) fn failure(message: impl Into<String>) -> Self {
+        SftpError::new(StatusCode::Failure, message)
+    }
+
+    pub(crate) fn denied(message: impl Into<String>) -> Self {
+        SftpError::new(StatusCode::PermissionDenied, message)
+    }
+
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        SftpError::new(StatusCode::OpUnsupported, message)
+    }
+
+    pub(crate) fn bad_handle() -> Self {
+        SftpError::failure("invalid handle")
+    }
+
+    /// The status packet answering request `id`.
+    pub(crate) fn into_packet(self, id: u32) -> Packet {
+        Packet::Status(Status {
+            id,
+            status_code: self.code,
+            error_message: self.message,
+            language_tag: "en-US".into(),
+        })
+    }
+}
+
+impl From<NodeError> for SftpError {
+    fn from(error: NodeError) -> Self {
+        let message = error.to_string();
+        let code = match error {
+            NodeError::NoSuchChild(_) | NodeError::NotADirectory(_) => StatusCode::NoSuchFile,
+            NodeError::NotWritable(_) => StatusCode::PermissionDenied,
+            NodeError::Unsupported(_) => StatusCode::OpUnsupported,
+            NodeError::ExistingChild(_)
+            | NodeError::WrongType(_)
+            | NodeError::BadName { .. }
+            | NodeError::BadChild(_)
+            | NodeError::UncoordinatedWrite
+            | NodeError::Unrecoverable(_)
+            | NodeError::NotEnoughServers(_)
+            | NodeError::CorruptDirectory(_)
+            | NodeError::Input(_)
+            | NodeError::BadOffset(_) => StatusCode::Failure,
+        };
+        SftpError { code, message }
+    }
+}
+
+impl From<std::io::Error> for SftpError {
+    fn from(error: std::io::Error) -> Self {
+        // The spool is the only local file: its errors (disk full) are worth telling.
+        SftpError::failure(format!("the gateway's temporary spool failed: {error}"))
+    }
+}

@@ -1,0 +1,288 @@
+//! The SFTP frontend: an SSH server (russh) whose only service is the `sftp` subsystem
+//! (russh-sftp's protocol types, our own packet loop in `session.rs`), mapping each account of the
+//! accounts file to its root directory cap.
+//!
+//! - `mod.rs`: the listener, logins (public key or argon2id password, per-source rate limit on
+//!   failures, one answer for unknown users and wrong credentials), channels.
+//! - `session.rs`: the SFTP operations over `filenode::node`.
+//! - `paths.rs`: path resolution (`.`/`..`, `/uri/CAP`). `reader.rs`: read-ahead.
+//!   `spool.rs`: the encrypted write spool. `error.rs`: `NodeError` → SFTP status.
+//! - `keys.rs`: host and user key files.
+//!
+//! **Boundary:** a session reaches only its user's root and caps the user names in a path.
+//! Passwords and caps never reach a log; paths are not logged (they may hold caps).
+
+mod error;
+pub mod keys;
+mod paths;
+mod reader;
+mod session;
+mod spool;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use filenode::grid::Grid;
+use filenode::node::DirNode;
+use russh::keys::PrivateKey;
+use russh::server::{Auth, Msg, PublicKeyOffer, Server as _, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+use crate::accounts::{Account, AccountsFile};
+
+/// Failed logins from one address within [`FAILURE_WINDOW`] before it is refused outright.
+const MAX_FAILURES: u32 = 10;
+/// How long failures are remembered (and an address stays refused).
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Everything the SFTP server needs.
+#[derive(Debug, Clone)]
+pub struct SftpConfig {
+    /// The grid the files live in.
+    pub grid: Arc<Grid>,
+    /// Who may log in.
+    pub accounts: Arc<AccountsFile>,
+    /// The server's host keys.
+    pub host_keys: Vec<PrivateKey>,
+    /// Where write spools go (the system's temporary directory when `None`).
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// Runs the SFTP server on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: SftpConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let methods = login_methods();
+    let ssh_config = Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard(format!("SSH-2.0-Tessera_{}", env!("CARGO_PKG_VERSION")).into()),
+        methods,
+        // Every rejection takes this long, whatever was wrong.
+        auth_rejection_time: Duration::from_millis(500),
+        // OpenSSH probes with "none" first; answering that at once is no information.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: config.host_keys.clone(),
+        max_auth_attempts: 6,
+        window_size: 8 << 20,
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(60)),
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut server = SshServer {
+        shared: Arc::new(Shared {
+            config,
+            failures: Mutex::new(HashMap::new()),
+        }),
+    };
+    let running = server.run_on_socket(ssh_config, &listener);
+    let handle = running.handle();
+    tokio::select! {
+        result = running => result,
+        () = shutdown => {
+            handle.shutdown("the server is shutting down".into());
+            Ok(())
+        }
+    }
+}
+
+fn login_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: SftpConfig,
+    /// Recent failed logins per source address: (count, window start).
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Shared {
+    /// Whether this source has failed too often recently.
+    fn refused(&self, peer: Option<SocketAddr>) -> bool {
+        let Some(peer) = peer else { return false };
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures
+            .get(&peer.ip())
+            .is_some_and(|(count, since)| *count >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn record_failure(&self, peer: Option<SocketAddr>, user: &str, method: &'static str) {
+        let source = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        tracing::warn!(user = ?user, %source, method, "SFTP login failed");
+        let Some(peer) = peer else { return };
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() > 10_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(peer.ip()).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+        if entry.0 == MAX_FAILURES {
+            tracing::warn!(%source, "too many failed SFTP logins; refusing this source for a minute");
+        }
+    }
+}
+
+struct SshServer {
+    shared: Arc<Shared>,
+}
+
+impl russh::server::Server for SshServer {
+    type Handler = Connection;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            shared: Arc::clone(&self.shared),
+            peer,
+            account: None,
+            channels: HashMap::new(),
+        }
+    }
+}
+
+/// One SSH connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    account: Option<Account>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+/// The one answer to every failed login: no hint of what was wrong; both methods stay open.
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(login_methods()),
+        partial_success: false,
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.refused(self.peer) {
+            return Ok(reject());
+        }
+        let accounts = &self.shared.config.accounts;
+        Ok(match accounts.check_key(user, offer.public_key) {
+            Some(_) => Auth::Accept,
+            None => reject(),
+        })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.shared.refused(self.peer) {
+            return Ok(reject());
+        }
+        match self.shared.config.accounts.check_key(user, key.public_key) {
+            Some(account) => {
+                tracing::info!(user = ?user, method = "publickey", "SFTP login");
+                self.account = Some(account);
+                Ok(Auth::Accept)
+            }
+            None => {
+                self.shared.record_failure(self.peer, user, "publickey");
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.shared.refused(self.peer) {
+            self.shared.record_failure(self.peer, user, "password");
+            return Ok(reject());
+        }
+        let accounts = Arc::clone(&self.shared.config.accounts);
+        let (name, secret) = (user.to_owned(), password.to_owned());
+        let account = tokio::task::spawn_blocking(move || accounts.check_password(&name, &secret))
+            .await
+            .ok()
+            .flatten();
+        match account {
+            Some(account) => {
+                tracing::info!(user = ?user, method = "password", "SFTP login");
+                self.account = Some(account);
+                Ok(Auth::Accept)
+            }
+            None => {
+                self.shared.record_failure(self.peer, user, "password");
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.account.is_some() && self.channels.len() < 16 {
+            self.channels.insert(channel.id(), channel);
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(account), true) = (&self.account, name == "sftp") else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let grid = Arc::clone(&self.shared.config.grid);
+        let context = session::SessionContext {
+            root: DirNode::new(&grid, account.root.clone()),
+            grid,
+            user: account.name.clone(),
+            spool_dir: self.shared.config.spool_dir.clone(),
+        };
+        let handle = session.handle();
+        tokio::spawn(async move {
+            session::run(channel.into_stream(), context).await;
+            let _ = handle.close(channel_id).await;
+        });
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! Reading an open file with read-ahead: a task streams whole segments from the current position
+//! into a bounded queue while the session serves the client's (pipelined, usually 32 KiB or
+//! 255 KiB) requests from the segments received. A read far from the window restarts the stream at
+//! its offset, so random access and resumed downloads fetch only what they need.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use filenode::node::{FileReader, NodeError};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::error::SftpError;
+
+/// Chunks (about one segment each) fetched ahead of the client.
+const AHEAD: usize = 8;
+/// A read this far past the window restarts the stream instead of reading up to it.
+const JUMP: u64 = 16 << 20;
+
+pub(crate) struct ReadAhead {
+    reader: FileReader,
+    size: u64,
+    /// Offset of the first byte of `chunks`.
+    start: u64,
+    /// Offset after the last byte of `chunks`.
+    end: u64,
+    chunks: VecDeque<Bytes>,
+    incoming: Option<mpsc::Receiver<Result<Bytes, NodeError>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead")
+            .field("size", &self.size)
+            .field("window", &(self.start..self.end))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl ReadAhead {
+    pub(crate) fn new(reader: FileReader) -> Self {
+        let size = reader.size();
+        ReadAhead {
+            reader,
+            size,
+            start: 0,
+            end: 0,
+            chunks: VecDeque::new(),
+            incoming: None,
+            task: None,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn restart(&mut self, offset: u64) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.chunks.clear();
+        self.start = offset;
+        self.end = offset;
+        let (sender, receiver) = mpsc::channel(AHEAD);
+        let mut stream = self.reader.stream(offset, self.size - offset);
+        self.task = Some(tokio::spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let failed = chunk.is_err();
+                if sender.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        }));
+        self.incoming = Some(receiver);
+    }
+
+    /// Up to `len` bytes at `offset` (as slices of the window); `Eof` at or past the end.
+    pub(crate) async fn read(&mut self, offset: u64, len: u32) -> Result<Vec<Bytes>, SftpError> {
+        if offset >= self.size {
+            return Err(SftpError::eof());
+        }
+        let end = offset.saturating_add(u64::from(len)).min(self.size);
+        if self.incoming.is_none() || offset < self.start || offset > self.end + JUMP {
+            self.restart(offset);
+        }
+        // Forget what the client has read.
+        while let Some(front) = self.chunks.front() {
+            if self.start + front.len() as u64 > offset {
+                break;
+            }
+            self.start += front.len() as u64;
+            self.chunks.pop_front();
+        }
+        while self.end < end {
+            let Some(incoming) = self.incoming.as_mut() else {
+                break;
+            };
+            match incoming.recv().await {
+                Some(Ok(chunk)) => {
+                    self.end += chunk.len() as u64;
+                    self.chunks.push_back(chunk);
+                }
+                Some(Err(e)) => {
+                    self.incoming = None;
+                    return Err(e.into());
+                }
+                None => {
+                    self.incoming = None;
+                    break;
+                }
+            }
+            // A jump forward within reach: drop what lies before it as it arrives.
+            while let Some(front) = self.chunks.front() {
+                if self.start + front.len() as u64 > offset {
+                    break;
+                }
+                self.start += front.len() as u64;
+                self.chunks.pop_front();
+            }
+        }
+        // Slices of the received chunks: the reply is written from them without a copy.
+        let mut out = Vec::with_capacity(2);
+        let mut at = self.start;
+        for chunk in &self.chunks {
+            let chunk_end = at + chunk.len() as u64;
+            if chunk_end > offset && at < end {
+                let from = offset.saturating_sub(at) as usize;
+                let to = (end.min(chunk_end) - at) as usize;
+                out.push(chunk.slice(from..to));
+            }
+            if chunk_end >= end {
+                break;
+            }
+            at = chunk_end;
+        }
+        if out.is_empty() {
+            return Err(SftpError::failure("the file ended early"));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sequential_random_and_backward_reads() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut reader = ReadAhead::new(FileReader::Lit(Bytes::from(data.clone())));
+        let mut offset = 0u64;
+        while offset < data.len() as u64 {
+            let got = reader.read(offset, 32768).await.unwrap().concat();
+            assert_eq!(got, data[offset as usize..offset as usize + got.len()]);
+            offset += got.len() as u64;
+        }
+        assert_eq!(
+            reader.read(offset, 10).await.unwrap_err().code,
+            russh_sftp::protocol::StatusCode::Eof
+        );
+        assert_eq!(reader.read(10, 5).await.unwrap().concat(), data[10..15]);
+        assert_eq!(reader.read(999_990, 100).await.unwrap().concat(), data[999_990..]);
+    }
+}

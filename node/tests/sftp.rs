@@ -1,0 +1,366 @@
+//! The SFTP frontend with the real OpenSSH `sftp` client against a real `tessera devgrid`: the demo
+//! account's key in batch mode (every operation, a resumed download, an upload that fails when too
+//! few servers are up), and password logins through SSH_ASKPASS for an account added with
+//! `tessera admin add-user`. The 256 MiB put and get are in the slow tier (TESSERA_SLOW_TESTS=1).
+//! Skipped, with a note, when `sftp` is not installed.
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+fn have_sftp() -> bool {
+    let found = Command::new("sftp").arg("-V").output().is_ok();
+    if !found {
+        eprintln!("skipping: the OpenSSH sftp client is not installed (apt-get install openssh-client)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Devgrid {
+    child: Child,
+    dir: PathBuf,
+    sftp_line: String,
+}
+
+impl Devgrid {
+    fn start(dir: &Path, servers: usize) -> Devgrid {
+        let mut child = tessera()
+            .args(["devgrid", "--servers", &servers.to_string()])
+            .args(["--web-port", &free_port().to_string()])
+            .args(["--sftp-port", "0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut sftp_line = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(command) = line.trim().strip_prefix("sftp:") {
+                sftp_line = command.trim().to_owned();
+            }
+            if line.contains("Press Ctrl-C to stop the grid") {
+                assert!(sftp_line.starts_with("sftp -P "), "devgrid prints how to connect");
+                return Devgrid {
+                    child,
+                    dir: dir.to_owned(),
+                    sftp_line,
+                };
+            }
+            assert!(Instant::now() < deadline, "devgrid did not become ready");
+        }
+        panic!("devgrid exited before it was ready: {:?}", child.wait());
+    }
+
+    fn gateway(&self) -> PathBuf {
+        self.dir.join("gateway")
+    }
+
+    fn port(&self) -> String {
+        let url = std::fs::read_to_string(self.gateway().join("sftp.url")).unwrap();
+        url.trim()
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `sftp` with the demo account's key, as devgrid printed it, plus options that keep the
+    /// user's own configuration and agent out of the test, then `extra` options.
+    fn sftp_with_key(&self, extra: &[&str]) -> Command {
+        let mut words: Vec<&str> = self.sftp_line.split_whitespace().collect();
+        assert_eq!(words.remove(0), "sftp");
+        let destination = words.pop().unwrap();
+        let mut command = Command::new("sftp");
+        command.arg("-F").arg(empty_config(&self.dir));
+        command.args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]);
+        command.args(["-o", "StrictHostKeyChecking=yes"]);
+        command.args(words).args(extra).arg(destination);
+        command
+    }
+
+    /// Runs a batch of sftp commands with the demo key (`-b -`: any failing command fails the run).
+    fn batch(&self, commands: &str) -> Output {
+        run_with_input(self.sftp_with_key(&["-b", "-"]), commands)
+    }
+
+    /// Stops a storage node of the grid by its process id.
+    fn stop_storage(&self, name: &str) {
+        let wanted = self.dir.join(name);
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.len() >= 3
+                && args[1] == b"run"
+                && Path::new(std::str::from_utf8(args[2]).unwrap_or("")) == wanted
+            {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while entry.path().exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// An empty ssh_config, so that the user's own settings stay out of the test.
+fn empty_config(dir: &Path) -> PathBuf {
+    let path = dir.join("ssh_config");
+    if !path.exists() {
+        std::fs::write(&path, "").unwrap();
+    }
+    path
+}
+
+impl Drop for Devgrid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_with_input(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+#[test]
+fn openssh_sftp_against_the_devgrid() {
+    if !have_sftp() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&tmp.path().join("grid"), 5);
+    let local = tmp.path();
+    let medium = random_file(&local.join("medium"), 3 << 20, 1);
+    std::fs::write(local.join("small.txt"), b"small file\n").unwrap();
+
+    // Every operation, with the demo key in batch mode (OpenSSH's default 32 KiB requests, -B).
+    let l = local.display();
+    let out = grid.batch(&format!(
+        "pwd\nmkdir docs\ncd docs\nput {l}/small.txt\nput {l}/medium\nls -l\nget medium {l}/medium.back\n\
+         rename small.txt renamed.txt\nchmod 644 renamed.txt\nls\ncd ..\nmkdir empty\nrmdir empty\n\
+         get docs/renamed.txt {l}/renamed.back\nrm docs/renamed.txt\nls -l docs\n"
+    ));
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Remote working directory: /"), "{report}");
+    assert!(
+        stdout.contains("renamed.txt") && stdout.contains("3145728"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read(local.join("medium.back")).unwrap(), medium);
+    assert_eq!(
+        std::fs::read(local.join("renamed.back")).unwrap(),
+        b"small file\n"
+    );
+
+    // A resumed download: the local copy has the first 1 MiB; reget fetches the rest.
+    std::fs::write(local.join("partial"), &medium[..1 << 20]).unwrap();
+    let out = grid.batch(&format!("reget docs/medium {l}/partial\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(local.join("partial")).unwrap(), medium);
+
+    // Larger requests (255 KiB, offered by limits@openssh.com) work too.
+    let command = grid.sftp_with_key(&["-B", "261120", "-b", "-"]);
+    let out = run_with_input(command, &format!("put {l}/medium big\nget big {l}/big.back\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(local.join("big.back")).unwrap(), medium);
+
+    // RSA and ECDSA user keys (ssh-keygen's), added to the demo account with `admin add-user`.
+    for kind in ["rsa", "ecdsa"] {
+        let key = local.join(format!("id_{kind}"));
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let added = tessera()
+            .arg("--node-directory")
+            .arg(grid.gateway())
+            .args(["admin", "add-user", "demo", "--key"])
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{}", text(&added));
+        let mut words: Vec<String> = grid.sftp_line.split_whitespace().map(str::to_owned).collect();
+        let at = words.iter().position(|w| w == "-i").unwrap();
+        words[at + 1] = key.display().to_string();
+        let destination = words.pop().unwrap();
+        let mut command = Command::new("sftp");
+        command
+            .arg("-F")
+            .arg(empty_config(local))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-b", "-"])
+            .args(&words[1..])
+            .arg(destination);
+        let out = run_with_input(command, "ls docs\n");
+        assert!(
+            out.status.success() && text(&out).contains("medium"),
+            "{kind}: {}",
+            text(&out)
+        );
+    }
+
+    // What is refused: symlinks, removing a non-empty directory, escaping the root.
+    for (commands, expected) in [
+        ("ln -s docs/medium link\n", "Operation unsupported"),
+        ("rmdir docs\n", "Failure"),
+        ("get ../../etc/passwd escaped\n", "not found"),
+    ] {
+        let out = grid.batch(commands);
+        assert!(!out.status.success(), "{commands}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{commands}: {}", text(&out));
+    }
+
+    // Password logins through SSH_ASKPASS, for a user added with `tessera admin add-user`.
+    let mut add = tessera();
+    add.arg("--node-directory")
+        .arg(grid.gateway())
+        .args(["admin", "add-user", "carol", "--password-stdin"]);
+    let out = run_with_input(add, "correct horse\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let accounts = std::fs::read_to_string(grid.gateway().join("private/accounts")).unwrap();
+    assert!(accounts.contains("carol $argon2id$") && !accounts.contains("correct horse"));
+    let password_sftp = |password: &str, commands: &str| {
+        let askpass = local.join(format!("askpass-{}", password.len()));
+        std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut command = Command::new("sftp");
+        command
+            .arg("-F")
+            .arg(empty_config(local))
+            .args(["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "StrictHostKeyChecking=no",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                local.join("known_hosts").display()
+            ))
+            .args(["-P", &grid.port(), "carol@127.0.0.1"])
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env_remove("DISPLAY");
+        run_with_input(command, commands)
+    };
+    let out = password_sftp("correct horse", &format!("put {l}/small.txt hello.txt\nls -l\n"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello.txt"),
+        "{}",
+        text(&out)
+    );
+    let out = password_sftp("wrong horse", "ls\n");
+    assert!(
+        !out.status.success() && text(&out).contains("Permission denied"),
+        "{}",
+        text(&out)
+    );
+    let log = std::fs::read_to_string(grid.gateway().join("logs/tessera.log")).unwrap();
+    assert!(log.contains("SFTP login failed"), "failed logins are logged");
+    assert!(
+        !log.contains("wrong horse") && !log.contains("correct horse"),
+        "never with the password"
+    );
+
+    // An upload fails, and the client says so, when too few servers are up (happiness 5 of 5).
+    grid.stop_storage("storage01");
+    grid.stop_storage("storage02");
+    let out = grid.batch(&format!("put {l}/medium doomed\n"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Failure"), "{}", text(&out));
+    let out = grid.batch("ls\n");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("doomed"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// 256 MiB through OpenSSH `sftp` both ways, compared byte for byte.
+#[test]
+fn openssh_sftp_256_mib_put_and_get() {
+    if std::env::var_os("TESSERA_SLOW_TESTS").is_none() {
+        eprintln!("skipping the 256 MiB SFTP transfer: set TESSERA_SLOW_TESTS=1 to run it");
+        return;
+    }
+    if !have_sftp() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&tmp.path().join("grid"), 5);
+    let local = tmp.path();
+    random_file(&local.join("input"), 256 << 20, 7);
+    let l = local.display();
+    let out = grid.batch(&format!("put {l}/input big\nget big {l}/output\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    let same = Command::new("cmp")
+        .arg(local.join("input"))
+        .arg(local.join("output"))
+        .status()
+        .unwrap();
+    assert!(same.success(), "the 256 MiB file came back different");
+}

@@ -1,0 +1,393 @@
+//! The SFTP frontend over a real in-process grid, driven by a pure-Rust client (russh +
+//! russh-sftp): logins (keys, passwords, unknown users, a changed accounts file), every operation,
+//! read-only caps, `/uri/CAP` paths, concurrent sessions, and malformed input that closes one
+//! channel without disturbing another session. The same paths with the real OpenSSH client are in
+//! `node/tests/sftp.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use filenode::cap::{Cap, DirCap, MutableFormat};
+use filenode::grid::Grid;
+use filenode::grid::upload::UploadParams;
+use frontends::accounts::{AccountsFile, Credential, add_user};
+use frontends::sftp::{SftpConfig, serve};
+use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpClientError;
+use russh_sftp::protocol::{OpenFlags, StatusCode};
+use tests::grid::TestGrid;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+struct Server {
+    address: SocketAddr,
+    grid: Arc<Grid>,
+    test_grid: TestGrid,
+    _dir: tempfile::TempDir,
+    accounts: std::path::PathBuf,
+    root: DirCap,
+    alice: Arc<PrivateKey>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Server {
+    let test_grid = TestGrid::new(10);
+    let params = UploadParams {
+        max_segment_size: 64 * 1024,
+        ..UploadParams::default()
+    };
+    let grid = Arc::new(Grid::with_key_pool(
+        test_grid.secrets.clone(),
+        params,
+        filenode::mutable::keys::KeyPool::new(1),
+    ));
+    grid.set_servers(test_grid.entries());
+    let root = grid.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    let alice = Arc::new(PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap());
+    let line = alice.public_key().to_openssh().unwrap();
+    add_user(&accounts, "alice", &Credential::Key(line), root.cap()).unwrap();
+    add_user(
+        &accounts,
+        "alice",
+        &Credential::Password("unused".into()),
+        root.cap(),
+    )
+    .unwrap_err();
+    frontends::accounts::set_password(&accounts, "alice", "open sesame").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = SftpConfig {
+        grid: Arc::clone(&grid),
+        accounts: Arc::new(AccountsFile::new(&accounts)),
+        host_keys: vec![PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()],
+        spool_dir: Some(dir.path().to_owned()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        address,
+        root: root.cap().clone(),
+        grid,
+        test_grid,
+        _dir: dir,
+        accounts,
+        alice,
+        _stop: stop,
+    }
+}
+
+struct Client;
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+enum Login<'a> {
+    Key(&'a Arc<PrivateKey>),
+    Password(&'a str),
+}
+
+async fn connect(server: &Server, user: &str, login: Login<'_>) -> Option<russh::client::Handle<Client>> {
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect(config, server.address, Client)
+        .await
+        .unwrap();
+    let result = match login {
+        Login::Key(key) => handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), None))
+            .await
+            .unwrap(),
+        Login::Password(password) => handle.authenticate_password(user, password).await.unwrap(),
+    };
+    result.success().then_some(handle)
+}
+
+async fn sftp(handle: &russh::client::Handle<Client>) -> SftpSession {
+    let channel = handle.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    SftpSession::new(channel.into_stream()).await.unwrap()
+}
+
+fn status<T>(result: Result<T, SftpClientError>) -> StatusCode {
+    match result {
+        Err(SftpClientError::Status(status)) => status.status_code,
+        Err(other) => panic!("expected an SFTP status, got {other:?}"),
+        Ok(_) => panic!("expected an SFTP status, got success"),
+    }
+}
+
+async fn put(session: &SftpSession, path: &str, data: &[u8]) {
+    let mut file = session.create(path).await.unwrap();
+    file.write_all(data).await.unwrap();
+    file.shutdown().await.unwrap();
+}
+
+async fn get(session: &SftpSession, path: &str) -> Vec<u8> {
+    let mut file = session.open(path).await.unwrap();
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+fn data(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_operations_over_a_real_grid() {
+    let server = start().await;
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .expect("key login");
+    let session = sftp(&handle).await;
+
+    assert_eq!(session.canonicalize(".").await.unwrap(), "/");
+    assert_eq!(session.canonicalize("/../../a/./b/..").await.unwrap(), "/a");
+
+    // Files across several segments, read back whole and at random offsets.
+    let big = data(300_000, 1);
+    put(&session, "/big.bin", &big).await;
+    assert_eq!(get(&session, "big.bin").await, big);
+    let mut file = session.open("/big.bin").await.unwrap();
+    for offset in [250_000u64, 10, 131_072, 299_990] {
+        file.seek(std::io::SeekFrom::Start(offset)).await.unwrap();
+        let mut buf = vec![0; 100];
+        let n = file.read(&mut buf).await.unwrap();
+        assert_eq!(buf[..n], big[offset as usize..offset as usize + n]);
+    }
+    drop(file);
+    assert_eq!(session.metadata("/big.bin").await.unwrap().size, Some(300_000));
+
+    // Small (LIT) and empty files; overwrite; append keeps the old contents (Tahoe's rule).
+    put(&session, "/small.txt", b"hello").await;
+    put(&session, "/empty", b"").await;
+    assert_eq!(get(&session, "/small.txt").await, b"hello");
+    assert_eq!(get(&session, "/empty").await, b"");
+    let mut file = session
+        .open_with_flags("/small.txt", OpenFlags::WRITE | OpenFlags::APPEND)
+        .await
+        .unwrap();
+    file.write_all(b", world").await.unwrap();
+    file.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/small.txt").await, b"hello, world");
+
+    // Directories: mkdir (with missing parents, as Tahoe), readdir, rmdir refuses non-empty ones.
+    session.create_dir("/docs").await.unwrap();
+    session.create_dir("/deep/er/still").await.unwrap();
+    assert_eq!(status(session.create_dir("/docs").await), StatusCode::Failure);
+    put(&session, "/docs/ünïcode name.txt", b"utf-8 names").await;
+    let names: Vec<String> = session
+        .read_dir("/docs")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec!["ünïcode name.txt".to_owned()]);
+    let root_names: Vec<String> = session
+        .read_dir("/")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(root_names, ["big.bin", "deep", "docs", "empty", "small.txt"]);
+    assert!(session.metadata("/docs").await.unwrap().is_dir());
+    assert_eq!(status(session.remove_dir("/docs").await), StatusCode::Failure);
+    assert_eq!(status(session.remove_file("/docs").await), StatusCode::Failure);
+    assert_eq!(
+        status(session.remove_dir("/small.txt").await),
+        StatusCode::Failure
+    );
+
+    // setstat keeps mtime in the link metadata.
+    let mut attrs = russh_sftp::protocol::FileAttributes::empty();
+    attrs.mtime = Some(1_000_000_000);
+    attrs.atime = Some(1_000_000_000);
+    session.set_metadata("/small.txt", attrs).await.unwrap();
+    assert_eq!(
+        session.metadata("/small.txt").await.unwrap().mtime,
+        Some(1_000_000_000)
+    );
+    let root = filenode::node::DirNode::new(&server.grid, server.root.clone());
+    let child = root.get("small.txt").await.unwrap();
+    assert_eq!(child.metadata["mtime"], serde_json::json!(1_000_000_000.0));
+
+    // rename refuses to overwrite; posix-rename overwrites files.
+    assert_eq!(
+        status(session.rename("/empty", "/small.txt").await),
+        StatusCode::Failure
+    );
+    session
+        .rename("/docs/ünïcode name.txt", "/moved.txt")
+        .await
+        .unwrap();
+    assert_eq!(get(&session, "/moved.txt").await, b"utf-8 names");
+    session.remove_dir("/docs").await.unwrap();
+    assert_eq!(status(session.metadata("/docs").await), StatusCode::NoSuchFile);
+    session.remove_file("/moved.txt").await.unwrap();
+    assert_eq!(status(session.open("/moved.txt").await), StatusCode::NoSuchFile);
+
+    // No symlinks; `..` never leaves the root.
+    assert_eq!(
+        status(session.symlink("/a", "/b").await),
+        StatusCode::OpUnsupported
+    );
+    assert_eq!(
+        status(session.read_link("/small.txt").await),
+        StatusCode::OpUnsupported
+    );
+    assert_eq!(get(&session, "/../../../small.txt").await, b"hello, world");
+
+    // /uri/CAP reaches any cap; a read-only cap refuses writes.
+    let readonly = Cap::Dir(server.root.readonly().unwrap()).to_string();
+    assert_eq!(
+        get(&session, &format!("/uri/{readonly}/small.txt")).await,
+        b"hello, world"
+    );
+    let denied = session.create(format!("/uri/{readonly}/new.txt")).await;
+    assert_eq!(status(denied), StatusCode::PermissionDenied);
+    assert_eq!(
+        status(session.remove_file(format!("/uri/{readonly}/small.txt")).await),
+        StatusCode::PermissionDenied
+    );
+    let file_cap = root.get("big.bin").await.unwrap().cap.to_string();
+    assert_eq!(get(&session, &format!("/uri/{file_cap}")).await, big);
+
+    // A mutable file linked in the tree is overwritten in place (same cap, new contents).
+    let mutable = server
+        .grid
+        .create_mutable_file(MutableFormat::Mdmf, b"v1".to_vec())
+        .await
+        .unwrap();
+    root.set_child(
+        "mutable",
+        &Cap::File(filenode::cap::FileCap::Mutable(mutable)),
+        None,
+        filenode::node::Replace::Never,
+    )
+    .await
+    .unwrap();
+    put(&session, "/mutable", b"version two").await;
+    assert_eq!(get(&session, "/mutable").await, b"version two");
+    assert_eq!(
+        root.get("mutable").await.unwrap().cap.to_string(),
+        Cap::File(filenode::cap::FileCap::Mutable(mutable)).to_string()
+    );
+
+    // A second session of the same user sees committed changes at once.
+    let other = sftp(&handle).await;
+    put(&other, "/from-other", b"hi there").await;
+    assert_eq!(get(&session, "/from-other").await, b"hi there");
+
+    // An upload that cannot be placed fails at close, with the reason; nothing is linked.
+    for i in 0..4 {
+        server.test_grid.break_server(i);
+    }
+    let mut file = session.create("/doomed").await.unwrap();
+    file.write_all(&data(100_000, 3)).await.unwrap();
+    let error = file.shutdown().await.unwrap_err().to_string();
+    assert!(error.contains("shares.happy"), "{error}");
+    drop(file);
+    for i in 0..4 {
+        server.test_grid.restore_server(i);
+    }
+    assert_eq!(status(session.metadata("/doomed").await), StatusCode::NoSuchFile);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_bad_input() {
+    let server = start().await;
+    // Password logins, and a retry on the same connection after a wrong password.
+    assert!(
+        connect(&server, "alice", Login::Password("open sesame"))
+            .await
+            .is_some()
+    );
+    assert!(
+        connect(&server, "alice", Login::Password("wrong"))
+            .await
+            .is_none()
+    );
+    assert!(
+        connect(&server, "nobody", Login::Password("open sesame"))
+            .await
+            .is_none()
+    );
+    let stranger = Arc::new(PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap());
+    assert!(connect(&server, "alice", Login::Key(&stranger)).await.is_none());
+    assert!(
+        connect(&server, "nobody", Login::Key(&server.alice))
+            .await
+            .is_none()
+    );
+
+    // The accounts file is re-read when it changes: a new user logs in without a restart, and a
+    // broken line does not lock the others out.
+    let mut text = std::fs::read_to_string(&server.accounts).unwrap();
+    text.push_str("broken line\n");
+    std::fs::write(&server.accounts, &text).unwrap();
+    add_user(
+        &server.accounts,
+        "bob",
+        &Credential::Key(stranger.public_key().to_openssh().unwrap()),
+        &server.root,
+    )
+    .unwrap();
+    assert!(connect(&server, "bob", Login::Key(&stranger)).await.is_some());
+    assert!(
+        connect(&server, "alice", Login::Key(&server.alice))
+            .await
+            .is_some()
+    );
+
+    // A malformed packet and an oversized one each close their own channel; another session of
+    // the same connection goes on.
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .unwrap();
+    let good = sftp(&handle).await;
+    put(&good, "/kept", b"still here").await;
+    for packet in [
+        // init, then a packet of unknown type 250
+        [&[0, 0, 0, 5, 1, 0, 0, 0, 3][..], &[0, 0, 0, 1, 250][..]].concat(),
+        // init, then a length far past the limit
+        [&[0, 0, 0, 5, 1, 0, 0, 0, 3][..], &[0x10, 0, 0, 0, 3, 0, 0, 0][..]].concat(),
+    ] {
+        let channel = handle.channel_open_session().await.unwrap();
+        channel.request_subsystem(true, "sftp").await.unwrap();
+        let mut stream = channel.into_stream();
+        stream.write_all(&packet).await.unwrap();
+        let mut reply = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+        assert!(read.is_ok(), "the server closes the channel");
+        assert_eq!(reply[4], 2, "only the version reply came back");
+    }
+    assert_eq!(get(&good, "/kept").await, b"still here");
+
+    // Ten failed logins from one address within a minute: it is refused, even with the right key.
+    for _ in 0..10 {
+        assert!(
+            connect(&server, "alice", Login::Password("guess"))
+                .await
+                .is_none()
+        );
+    }
+    assert!(
+        connect(&server, "alice", Login::Key(&server.alice))
+            .await
+            .is_none()
+    );
+}
