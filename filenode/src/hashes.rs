@@ -141,6 +141,14 @@ pub fn block_hash(block: &[u8]) -> Hash {
     tagged_hash(tags::BLOCK, block)
 }
 
+/// An MDMF block-tree leaf, `H(block-tag, salt || block)`, without concatenating them.
+pub fn salted_block_hash(salt: &[u8; 16], block: &[u8]) -> Hash {
+    let mut hasher = TaggedHasher::new(tags::BLOCK);
+    hasher.update(salt);
+    hasher.update(block);
+    hasher.finalize()
+}
+
 /// Hash of the URI extension block (it goes into the CHK cap).
 pub fn uri_extension_hash(ueb: &[u8]) -> Hash {
     tagged_hash(tags::URI_EXTENSION, ueb)

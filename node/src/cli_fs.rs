@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
+use storage::civil::civil_from_days;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -352,20 +353,6 @@ pub(crate) fn list_aliases(ctx: &FileStore, args: &ListAliasesArgs) -> anyhow::R
 }
 
 // ------------------------------------------------------------------------------------------------ ls
-
-/// A day count since 1970-01-01 as (year, month, day) (Howard Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
 
 /// GNU `ls` style as Tahoe's `ls -l` prints it: `Nov 24 21:27`, or `Nov 24  2025` for times more
 /// than six months ago. (Tahoe uses local time; this is UTC.)

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod base32;
+pub mod civil;
 pub mod http;
 pub mod nurl;
 #[cfg(feature = "server")]

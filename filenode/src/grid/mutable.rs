@@ -500,7 +500,7 @@ impl MutableReader {
         let g = &self.geometry;
         let si = self.cap.storage_index();
         let network = |e: StorageError| Problem::Network(e.to_string());
-        let (salt, block) = match self.header.format {
+        let (salt, block, leaf) = match self.header.format {
             MutableFormat::Sdmf => {
                 let block = match &share.block {
                     Some(block) => block.to_vec(),
@@ -509,7 +509,8 @@ impl MutableReader {
                         .map_err(network)?
                         .to_vec(),
                 };
-                (self.header.sdmf_salt, block)
+                let leaf = block_hash(&block);
+                (self.header.sdmf_salt, block, leaf)
             }
             MutableFormat::Mdmf => {
                 let len = 16 + g.block_len(segnum);
@@ -522,16 +523,13 @@ impl MutableReader {
                     .ok_or("share is truncated")?
                     .try_into()
                     .expect("invariant: 16 bytes");
-                (salt, entry[16..].to_vec())
+                // The leaf covers salt || block, which is how the entry lies in the share.
+                (salt, entry[16..].to_vec(), block_hash(&entry))
             }
         };
         if block.len() as u64 != g.block_len(segnum) {
             return Err(format!("block {segnum} has the wrong length").into());
         }
-        let leaf = match self.header.format {
-            MutableFormat::Sdmf => block_hash(&block),
-            MutableFormat::Mdmf => block_hash(&encode::mdmf_block_entry(&salt, &block)),
-        };
         let index = hashtree::leaf_node_index(g.num_segments() as usize, segnum as usize);
         if share.tree[index] != leaf {
             return Err(format!("block {segnum} does not match its hash").into());
@@ -689,12 +687,17 @@ pub type ChunkSource =
     Box<dyn FnMut(u64) -> futures::future::BoxFuture<'static, std::io::Result<Vec<u8>>> + Send>;
 
 /// A [`ChunkSource`] over bytes in memory.
-pub fn chunks_from_bytes(data: Vec<u8>) -> ChunkSource {
-    let data = Arc::new(data);
+pub fn chunks_from_bytes(mut data: Vec<u8>) -> ChunkSource {
     let mut at = 0usize;
     Box::new(move |n| {
         let end = (at + n as usize).min(data.len());
-        let chunk = data[at..end].to_vec();
+        // Small files are asked for whole: hand the buffer over instead of copying it (what is
+        // left afterwards is empty, so later calls yield nothing, as at the end).
+        let chunk = if at == 0 && end == data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data[at.min(end)..end].to_vec()
+        };
         at = end;
         Box::pin(async move { Ok(chunk) })
     })

@@ -13,7 +13,7 @@ use rsa::signature::RandomizedSigner;
 use crate::cap::MutableFormat;
 use crate::codec::Codec;
 use crate::crypto::aes_ctr_at;
-use crate::hashes::{Hash, block_hash, ssk_readkey_data_hash};
+use crate::hashes::{Hash, block_hash, salted_block_hash, ssk_readkey_data_hash};
 use crate::hashtree::{self, HashTree};
 use crate::mutable::keys::MutableKey;
 
@@ -158,12 +158,7 @@ pub fn encode_segment(
         .iter()
         .map(|block| match geometry.format {
             MutableFormat::Sdmf => block_hash(block),
-            MutableFormat::Mdmf => {
-                let mut salted = Vec::with_capacity(16 + block.len());
-                salted.extend_from_slice(&salt);
-                salted.extend_from_slice(block);
-                block_hash(&salted)
-            }
+            MutableFormat::Mdmf => salted_block_hash(&salt, block),
         })
         .collect();
     EncodedSegment { salt, blocks, leaves }
@@ -360,14 +355,6 @@ fn mdmf_header(
     out.extend_from_slice(signature);
     out.extend_from_slice(verification_key);
     out.resize(MDMF_SHARE_DATA_OFFSET as usize, 0);
-    out
-}
-
-/// The bytes of MDMF segment `segnum` in one share: salt, then block.
-pub fn mdmf_block_entry(salt: &[u8; 16], block: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + block.len());
-    out.extend_from_slice(salt);
-    out.extend_from_slice(block);
     out
 }
 

@@ -10,7 +10,9 @@ use rsa::signature::Verifier;
 use crate::cap::{MutableCap, MutableFormat};
 use crate::codec::Codec;
 use crate::crypto::aes_ctr_at;
-use crate::hashes::{Hash, block_hash, ssk_pubkey_fingerprint_hash, ssk_readkey_data_hash};
+use crate::hashes::{
+    Hash, block_hash, salted_block_hash, ssk_pubkey_fingerprint_hash, ssk_readkey_data_hash,
+};
 use crate::hashtree;
 
 /// Why a mutable share cannot be used.
@@ -242,7 +244,7 @@ impl MutableShare {
             .iter()
             .map(|(salt, block)| match self.format {
                 MutableFormat::Sdmf => block_hash(block),
-                MutableFormat::Mdmf => block_hash(&[&salt[..], block].concat()),
+                MutableFormat::Mdmf => salted_block_hash(salt, block),
             })
             .collect();
         let tree_leaves = hashtree::verify_full_tree(

@@ -227,6 +227,15 @@ impl DirNode {
             .ok_or(NodeError::NoSuchChild(name))
     }
 
+    /// One child, or `None` when the name is free.
+    pub async fn lookup(&self, name: &str) -> Result<Option<Child>, NodeError> {
+        match self.get(name).await {
+            Ok(child) => Ok(Some(child)),
+            Err(NodeError::NoSuchChild(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Follows `path` (child names) from this directory.
     pub async fn walk<S: AsRef<str>>(&self, path: &[S]) -> Result<Node, NodeError> {
         let mut here = Node::Dir(self.clone());
@@ -368,8 +377,8 @@ impl DirNode {
         let mut here = self.clone();
         for name in path {
             let name = name.as_ref();
-            here = match here.get(name).await {
-                Ok(child) => match child.node(&self.grid) {
+            here = match here.lookup(name).await? {
+                Some(child) => match child.node(&self.grid) {
                     Node::Dir(dir) => dir,
                     _ => {
                         return Err(NodeError::WrongType(format!(
@@ -377,10 +386,7 @@ impl DirNode {
                         )));
                     }
                 },
-                Err(NodeError::NoSuchChild(_)) => {
-                    here.create_subdirectory(name, format, Replace::Never).await?
-                }
-                Err(e) => return Err(e),
+                None => here.create_subdirectory(name, format, Replace::Never).await?,
             };
         }
         Ok(here)

@@ -17,6 +17,7 @@ use filenode::cap::{Cap, DirCap, FileCap, MutableFormat};
 use filenode::node::{Child, DirNode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
+use storage::civil::civil_from_days;
 
 use super::{WebError, WebState, html, human_size};
 
@@ -110,20 +111,6 @@ fn modified(child: &Child) -> Option<i64> {
         .and_then(serde_json::Value::as_f64)
         .filter(|t| t.is_finite() && *t >= 0.0 && *t < 253_402_300_800.0)
         .map(|t| t as i64)
-}
-
-/// `(year, month, day)` of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `(ISO 8601, "2024-11-24 20:26 UTC")` for Unix seconds.

@@ -757,11 +757,7 @@ async fn put(
         "" => {
             let format = args.format()?;
             let (parent, name) = target.parent(state, true, MutableFormat::Sdmf).await?;
-            let existing = match parent.get(&name).await {
-                Ok(child) => Some(child),
-                Err(NodeError::NoSuchChild(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
+            let existing = parent.lookup(&name).await?;
             if existing.is_none() && headers.contains_key(header::CONTENT_RANGE) {
                 return Err(WebError::Unsupported(
                     "Content-Range in PUT not yet supported".into(),
@@ -988,11 +984,7 @@ async fn post(
                         .map(str::to_owned)
                         .or(filename)
                         .ok_or_else(|| WebError::BadRequest("t=upload needs name= or a file name".into()))?;
-                    let existing = match dir.get(&name).await {
-                        Ok(child) => Some(child),
-                        Err(NodeError::NoSuchChild(_)) => None,
-                        Err(e) => return Err(e.into()),
-                    };
+                    let existing = dir.lookup(&name).await?;
                     let format = args.format()?;
                     if let Some(child) = &existing {
                         if replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()) {
