@@ -1,4 +1,7 @@
-//! User-facing frontends: the web gateway (today: the file subset of Tahoe's web API), with SFTP and
-//! FTP to come. Frontends reach the grid only through `filenode`.
+//! User-facing frontends: the web gateway (Tahoe's web API and the browser UI) and the FTP server
+//! (with SFTP to come); `accounts` is the accounts file they share. Frontends reach the grid only
+//! through `filenode`.
 
+pub mod accounts;
+pub mod ftp;
 pub mod web;

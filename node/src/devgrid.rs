@@ -25,6 +25,9 @@ pub(crate) struct DevgridArgs {
     /// The gateway's web port on 127.0.0.1.
     #[arg(long, default_value_t = 3456)]
     web_port: u16,
+    /// The gateway's FTP port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8021)]
+    ftp_port: u16,
 }
 
 /// Waits until the gateway reports `count` connected storage servers.
@@ -167,6 +170,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         };
         create_node(&args.into_node_args())?;
     }
+    enable_ftp(&gateway_dir, args.ftp_port)?;
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {
         let cfg = gateway_dir.join("tahoe.cfg");
@@ -192,6 +196,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
     }
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
+    let _ = std::fs::remove_file(gateway_dir.join("ftp.url"));
     children
         .0
         .push(("gateway".into(), spawn_node(&gateway_dir, "gateway")?));
@@ -201,6 +206,8 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     wait_until_connected(&gateway_dir, args.servers)?;
+    let ftp_config = crate::config::NodeConfig::load(&gateway_dir)?.ftp;
+    let ftp = crate::ftpd::demo_account(&gateway_dir, &ftp_config)?;
 
     let gw = gateway_dir.display();
     for line in [
@@ -213,6 +220,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         format!("  upload:      tessera --node-directory {gw} put FILE"),
         format!("  download:    tessera --node-directory {gw} get CAP OUTFILE"),
         format!("  servers:     tessera --node-directory {gw} status"),
+        format!("  ftp:         {ftp}"),
         "Press Ctrl-C to stop the grid.".to_owned(),
     ] {
         crate::output::line(&line)?;
@@ -255,4 +263,36 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         Some(problem) => bail!("{problem}; see the logs/ folder of that node"),
         None => Ok(()),
     }
+}
+
+/// Turns on `[ftpd]` in the gateway's configuration with the given port on 127.0.0.1.
+fn enable_ftp(gateway_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let cfg = gateway_dir.join("tahoe.cfg");
+    let text = std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
+    let mut out = String::with_capacity(text.len() + 100);
+    let mut section = String::new();
+    let mut seen = false;
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix('[') {
+            section = name.trim_end_matches(']').to_owned();
+        }
+        if section == "ftpd" {
+            seen = true;
+            let key = line.split('=').next().unwrap_or_default().trim();
+            if key == "enabled" {
+                out.push_str("enabled = true\n");
+                continue;
+            }
+            if key == "port" {
+                out.push_str(&format!("port = 127.0.0.1:{port}\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !seen {
+        out.push_str(&format!("\n[ftpd]\nenabled = true\nport = 127.0.0.1:{port}\n"));
+    }
+    std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))
 }

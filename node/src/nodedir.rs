@@ -14,6 +14,7 @@
 //!     storage.nurl            written by a running node: its storage NURL(s)
 //!     secret                  lease secret (base32)
 //!     convergence             convergence secret (base32)
+//!     ftpd.pem                the FTP server's TLS certificate and key (self-signed)
 //! ```
 
 use std::fs;
@@ -185,7 +186,14 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
          storage_dir = {storage_dir}\n\
          # Lease expiry and garbage collection (off by default, as in Tahoe).\n\
          expire.enabled = false\n\
-         expire.mode = age\n",
+         expire.mode = age\n\n\
+         [ftpd]\n\
+         # The FTP frontend (explicit FTPS); password accounts from accounts.file (`tessera admin\n\
+         # add-user`). tls = required|optional|off: required unless the port is on loopback.\n\
+         enabled = false\n\
+         port = 127.0.0.1:8021\n\
+         tls.certificate_file = private/ftpd.pem\n\
+         accounts.file = private/accounts\n",
         reserved = args.reserved_space,
     );
     write_new(&dir.join("tahoe.cfg"), config.as_bytes(), 0o644)?;
@@ -224,6 +232,8 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         format!("{}\n", b32(&rand::random::<[u8; 32]>())).as_bytes(),
         0o600,
     )?;
+
+    crate::ftpd::write_certificate(&private.join("ftpd.pem"))?;
 
     crate::output::line(&format!("Node created in {}", dir.display()))?;
     if storage_enabled {
