@@ -227,16 +227,25 @@ impl GridBackend {
             .collect())
     }
 
-    async fn get_reader(&self, user: &GridUser, path: &Path, start: u64) -> FtpResult<GridReader> {
+    /// The bytes of the file at `path` from `start` on.
+    async fn open_stream(
+        &self,
+        user: &GridUser,
+        path: &Path,
+        start: u64,
+    ) -> FtpResult<BoxStream<'static, std::result::Result<Bytes, NodeError>>> {
         let path = Self::parse(path)?;
         let file = match self.resolve(user, &path).await? {
             Node::File(file) => file,
             Node::Dir(_) => return Err(FtpError::IsADirectory),
             Node::Unknown(_) => return Err(FtpError::BadPath),
         };
-        let reader = file.open().await?;
+        Ok(file.open().await?.stream(start, u64::MAX))
+    }
+
+    async fn get_reader(&self, user: &GridUser, path: &Path, start: u64) -> FtpResult<GridReader> {
         Ok(GridReader {
-            stream: Mutex::new(reader.stream(start, u64::MAX)),
+            stream: Mutex::new(self.open_stream(user, path, start).await?),
             chunk: Bytes::new(),
         })
     }
@@ -458,6 +467,30 @@ impl StorageBackend<GridUser> for GridBackend {
         start_pos: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         Ok(Box::new(self.get_reader(user, path.as_ref(), start_pos).await?))
+    }
+
+    /// RETR: each decoded chunk (a segment or so) is written whole, rather than through
+    /// `tokio::io::copy`'s 8 KiB buffer (which makes 8 KiB TLS records and many small writes).
+    async fn get_into<'a, P, W>(
+        &self,
+        user: &GridUser,
+        path: P,
+        start_pos: u64,
+        output: &'a mut W,
+    ) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Sync + Send + ?Sized,
+        P: AsRef<Path> + Send + std::fmt::Debug,
+    {
+        let mut stream = self.open_stream(user, path.as_ref(), start_pos).await?;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(FtpError::Node)?;
+            output.write_all(&chunk).await?;
+            total += chunk.len() as u64;
+        }
+        output.flush().await?;
+        Ok(total)
     }
 
     async fn put<P: AsRef<Path> + Send + std::fmt::Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(

@@ -46,9 +46,12 @@ impl FtpError {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             FtpError::Node(e) => match e {
-                NodeError::NoSuchChild(_) | NodeError::WrongType(_) | NodeError::ExistingChild(_) => {
-                    ErrorKind::PermanentFileNotAvailable
-                }
+                // BadOffset: a write or read beyond what the file allows (FTP's REST is checked
+                // before it reaches the grid, so this is unexpected; 550 rather than a syntax code).
+                NodeError::NoSuchChild(_)
+                | NodeError::WrongType(_)
+                | NodeError::ExistingChild(_)
+                | NodeError::BadOffset(_) => ErrorKind::PermanentFileNotAvailable,
                 NodeError::NotADirectory(_) => ErrorKind::PermanentDirectoryNotAvailable,
                 NodeError::NotWritable(_) => ErrorKind::PermissionDenied,
                 NodeError::BadName { .. } | NodeError::BadChild(_) => ErrorKind::FileNameNotAllowedError,
