@@ -158,6 +158,17 @@ impl Endpoint {
         Some(Endpoint { port, interface })
     }
 
+    /// A frontend's listening address: Tahoe's `tcp:PORT:interface=HOST` or plain `HOST:PORT`.
+    pub(crate) fn parse_listen(text: &str) -> Option<Self> {
+        Endpoint::parse(text).or_else(|| {
+            let (host, port) = text.rsplit_once(':')?;
+            Some(Endpoint {
+                port: port.parse().ok()?,
+                interface: host.trim_matches(['[', ']']).to_owned(),
+            })
+        })
+    }
+
     pub(crate) fn socket_address(&self) -> String {
         if self.interface.contains(':') {
             format!("[{}]:{}", self.interface, self.port)
@@ -206,6 +217,7 @@ pub(crate) struct NodeConfig {
     pub(crate) readonly: bool,
     pub(crate) expire: ExpireConfig,
     pub(crate) sftp: SftpdConfig,
+    pub(crate) ftp: FtpdConfig,
 }
 
 /// `[sftpd]`: the SFTP frontend of a client node.
@@ -307,7 +319,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "passive_ports",
             "passive_host",
             "tls",
+            "tls.certificate_file",
             "accounts.file",
+            "idle_timeout",
         ],
     ),
     ("helper", &["enabled"]),
@@ -442,22 +456,14 @@ impl NodeConfig {
         let mut sftp = SftpdConfig::defaults(node_dir);
         sftp.enabled = boolean("sftpd", "enabled", false)?;
         if let Some((v, line)) = get("sftpd", "port") {
-            sftp.port = Endpoint::parse(v)
-                .or_else(|| {
-                    let (host, port) = v.rsplit_once(':')?;
-                    Some(Endpoint {
-                        port: port.parse().ok()?,
-                        interface: host.trim_matches(['[', ']']).to_owned(),
-                    })
-                })
-                .ok_or_else(|| {
-                    invalid(
-                        "sftpd",
-                        "port",
-                        line,
-                        "an endpoint such as tcp:8022:interface=127.0.0.1 or 127.0.0.1:8022",
-                    )
-                })?;
+            sftp.port = Endpoint::parse_listen(v).ok_or_else(|| {
+                invalid(
+                    "sftpd",
+                    "port",
+                    line,
+                    "an endpoint such as tcp:8022:interface=127.0.0.1 or 127.0.0.1:8022",
+                )
+            })?;
         }
         for (key, slot) in [
             ("host_privkey_file", &mut sftp.host_privkey_file),
@@ -499,6 +505,119 @@ impl NodeConfig {
                 immutable: boolean("storage", "expire.immutable", true)?,
                 mutable: boolean("storage", "expire.mutable", true)?,
             },
+            ftp: FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?,
+        })
+    }
+}
+
+/// `[ftpd]`: the FTP frontend of a client node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FtpdConfig {
+    pub(crate) enabled: bool,
+    /// `port`: `HOST:PORT` or Tahoe's `tcp:8021:interface=127.0.0.1` (default 127.0.0.1:8021).
+    pub(crate) port: Endpoint,
+    /// `passive_ports = LOW-HIGH` (default 49152-65535).
+    pub(crate) passive_ports: std::ops::RangeInclusive<u16>,
+    /// `passive_host`: the IPv4 address PASV announces (default: the control connection's).
+    pub(crate) passive_host: Option<std::net::Ipv4Addr>,
+    /// `tls = required|optional|off` (default: required unless `port` is on loopback).
+    pub(crate) tls: FtpTls,
+    /// `tls.certificate_file`: PEM with the certificate and its private key (default
+    /// `private/ftpd.pem`, made by create-node, or at the first start if missing).
+    pub(crate) certificate_file: PathBuf,
+    /// `accounts.file` (default `private/accounts`, shared with `[sftpd]`).
+    pub(crate) accounts_file: PathBuf,
+    /// `idle_timeout`: sessions idle this long are closed (default 10 minutes).
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
+/// `[ftpd] tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FtpTls {
+    Required,
+    Optional,
+    Off,
+}
+
+/// Whether an interface name is a loopback address.
+fn is_loopback(interface: &str) -> bool {
+    interface == "localhost"
+        || interface
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A key's value and line (`get` of [`NodeConfig::from_ini`]).
+type Lookup<'a> = dyn Fn(&str, &str) -> Option<(&'a str, usize)> + 'a;
+
+impl FtpdConfig {
+    fn resolve<'a>(
+        node_dir: &Path,
+        get: &Lookup<'a>,
+        invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
+        enabled: bool,
+    ) -> anyhow::Result<Self> {
+        let port = match get("ftpd", "port") {
+            None => Endpoint {
+                port: 8021,
+                interface: "127.0.0.1".into(),
+            },
+            Some((v, line)) => Endpoint::parse_listen(v)
+                .ok_or_else(|| invalid("ftpd", "port", line, "HOST:PORT or tcp:PORT:interface=HOST"))?,
+        };
+        let passive_ports = match get("ftpd", "passive_ports") {
+            None => 49152..=65535,
+            Some((v, line)) => v
+                .split_once('-')
+                .and_then(|(low, high)| {
+                    Some((low.trim().parse::<u16>().ok()?, high.trim().parse::<u16>().ok()?))
+                })
+                .filter(|(low, high)| *low > 0 && low <= high)
+                .map(|(low, high)| low..=high)
+                .ok_or_else(|| invalid("ftpd", "passive_ports", line, "a port range such as 50000-50100"))?,
+        };
+        let passive_host = match get("ftpd", "passive_host") {
+            None => None,
+            Some((v, line)) => Some(
+                v.parse()
+                    .map_err(|_| invalid("ftpd", "passive_host", line, "an IPv4 address"))?,
+            ),
+        };
+        let tls = match get("ftpd", "tls") {
+            None if is_loopback(&port.interface) => FtpTls::Optional,
+            None | Some(("required", _)) => FtpTls::Required,
+            Some(("optional", _)) => FtpTls::Optional,
+            Some(("off", _)) => FtpTls::Off,
+            Some((_, line)) => return Err(invalid("ftpd", "tls", line, "required, optional or off")),
+        };
+        let idle_timeout = match get("ftpd", "idle_timeout") {
+            None => std::time::Duration::from_secs(600),
+            Some((v, line)) => humantime::parse_duration(v)
+                .or_else(|_| v.parse::<u64>().map(std::time::Duration::from_secs))
+                .ok()
+                .filter(|d| d.as_secs() > 0)
+                .ok_or_else(|| {
+                    invalid(
+                        "ftpd",
+                        "idle_timeout",
+                        line,
+                        "a duration such as 10min or 600 (seconds)",
+                    )
+                })?,
+        };
+        let path = |key: &str, default: &str| match get("ftpd", key) {
+            Some((v, _)) => node_dir.join(v),
+            None => node_dir.join("private").join(default),
+        };
+        Ok(FtpdConfig {
+            enabled,
+            port,
+            passive_ports,
+            passive_host,
+            tls,
+            certificate_file: path("tls.certificate_file", "ftpd.pem"),
+            accounts_file: path("accounts.file", "accounts"),
+            idle_timeout,
         })
     }
 }
@@ -510,6 +629,40 @@ mod tests {
     fn load(text: &str) -> anyhow::Result<NodeConfig> {
         let file = Path::new("/n/tahoe.cfg");
         NodeConfig::from_ini(&parse_ini(text, file)?, Path::new("/n"), file)
+    }
+
+    #[test]
+    fn ftpd_defaults_and_keys() {
+        let config = load("[node]\nnickname = x\n").unwrap();
+        assert!(!config.ftp.enabled);
+        assert_eq!(config.ftp.port.socket_address(), "127.0.0.1:8021");
+        assert_eq!(config.ftp.tls, FtpTls::Optional, "loopback: TLS offered");
+        assert_eq!(config.ftp.accounts_file, Path::new("/n/private/accounts"));
+        assert_eq!(config.ftp.certificate_file, Path::new("/n/private/ftpd.pem"));
+        assert_eq!(config.ftp.passive_ports, 49152..=65535);
+        let config = load(
+            "[ftpd]\nenabled = true\nport = 0.0.0.0:2121\npassive_ports = 50000-50010\n\
+             passive_host = 192.0.2.7\nidle_timeout = 30s\ntls.certificate_file = ftp.pem\n",
+        )
+        .unwrap();
+        assert!(config.ftp.enabled);
+        assert_eq!(config.ftp.port.port, 2121);
+        assert_eq!(config.ftp.tls, FtpTls::Required, "beyond loopback: TLS required");
+        assert_eq!(config.ftp.passive_ports, 50000..=50010);
+        assert_eq!(config.ftp.passive_host, Some([192, 0, 2, 7].into()));
+        assert_eq!(config.ftp.idle_timeout.as_secs(), 30);
+        assert_eq!(config.ftp.certificate_file, Path::new("/n/ftp.pem"));
+        let config = load("[ftpd]\nport = tcp:0:interface=0.0.0.0\ntls = off\n").unwrap();
+        assert_eq!((config.ftp.port.port, config.ftp.tls), (0, FtpTls::Off));
+        for (text, key) in [
+            ("[ftpd]\ntls = maybe\n", "[ftpd] tls must be"),
+            ("[ftpd]\npassive_ports = 9-1\n", "[ftpd] passive_ports must be"),
+            ("[ftpd]\nport = nowhere\n", "[ftpd] port must be"),
+            ("[ftpd]\nanonymous = true\n", "unknown key `anonymous`"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

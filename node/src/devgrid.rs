@@ -28,6 +28,9 @@ pub(crate) struct DevgridArgs {
     /// The gateway's SFTP port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 8022)]
     sftp_port: u16,
+    /// The gateway's FTP port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8021)]
+    ftp_port: u16,
 }
 
 /// Waits until the gateway reports `count` connected storage servers.
@@ -170,7 +173,8 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         };
         create_node(&args.into_node_args())?;
     }
-    enable_sftp(&gateway_dir, args.sftp_port)?;
+    enable_frontend(&gateway_dir, "sftpd", args.sftp_port)?;
+    enable_frontend(&gateway_dir, "ftpd", args.ftp_port)?;
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {
         let cfg = gateway_dir.join("tahoe.cfg");
@@ -197,6 +201,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
     let _ = std::fs::remove_file(gateway_dir.join("sftp.url"));
+    let _ = std::fs::remove_file(gateway_dir.join("ftp.url"));
     children
         .0
         .push(("gateway".into(), spawn_node(&gateway_dir, "gateway")?));
@@ -206,8 +211,11 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     wait_for_file(&gateway_dir.join("sftp.url"), gateway, name, &gateway_dir)?;
+    wait_for_file(&gateway_dir.join("ftp.url"), gateway, name, &gateway_dir)?;
     wait_until_connected(&gateway_dir, args.servers)?;
     let sftp = demo_account(&gateway_dir)?;
+    let ftp_config = crate::config::NodeConfig::load(&gateway_dir)?.ftp;
+    let ftp = crate::ftpd::demo_account(&gateway_dir, &ftp_config)?;
 
     let gw = gateway_dir.display();
     for line in [
@@ -221,6 +229,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         format!("  download:    tessera --node-directory {gw} get CAP OUTFILE"),
         format!("  servers:     tessera --node-directory {gw} status"),
         format!("  sftp:        {sftp}"),
+        format!("  ftp:         {ftp}"),
         "Press Ctrl-C to stop the grid.".to_owned(),
     ] {
         crate::output::line(&line)?;
@@ -265,8 +274,9 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Turns on `[sftpd]` in the gateway's configuration with the given port.
-fn enable_sftp(gateway_dir: &Path, port: u16) -> anyhow::Result<()> {
+/// Turns on a frontend's section (`[sftpd]`, `[ftpd]`) in the gateway's configuration with the
+/// given port on 127.0.0.1.
+fn enable_frontend(gateway_dir: &Path, section_name: &str, port: u16) -> anyhow::Result<()> {
     let cfg = gateway_dir.join("tahoe.cfg");
     let text = std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
     let mut out = String::with_capacity(text.len() + 100);
@@ -276,13 +286,14 @@ fn enable_sftp(gateway_dir: &Path, port: u16) -> anyhow::Result<()> {
         if let Some(name) = line.trim().strip_prefix('[') {
             section = name.trim_end_matches(']').to_owned();
         }
-        if section == "sftpd" {
+        if section == section_name {
             seen = true;
-            if line.starts_with("enabled") {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            if key == "enabled" {
                 out.push_str("enabled = true\n");
                 continue;
             }
-            if line.starts_with("port") {
+            if key == "port" {
                 out.push_str(&format!("port = tcp:{port}:interface=127.0.0.1\n"));
                 continue;
             }
@@ -292,7 +303,7 @@ fn enable_sftp(gateway_dir: &Path, port: u16) -> anyhow::Result<()> {
     }
     if !seen {
         out.push_str(&format!(
-            "\n[sftpd]\nenabled = true\nport = tcp:{port}:interface=127.0.0.1\naccounts.file = private/accounts\n"
+            "\n[{section_name}]\nenabled = true\nport = tcp:{port}:interface=127.0.0.1\n"
         ));
     }
     std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))

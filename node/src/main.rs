@@ -16,6 +16,7 @@ mod config;
 mod daemon;
 mod debug;
 mod devgrid;
+mod ftpd;
 mod introducer;
 mod nodedir;
 mod output;

@@ -15,7 +15,8 @@
 //!     secret                  lease secret (base32)
 //!     convergence             convergence secret (base32)
 //!     ssh_host_ed25519_key    the SFTP server's host key (OpenSSH format; `.pub` beside it)
-//!     accounts                SFTP accounts (`tessera admin add-user`; see frontends::accounts)
+//!     ftpd.pem                the FTP server's TLS certificate and key (self-signed)
+//!     accounts                SFTP and FTP accounts (`tessera admin add-user`; frontends::accounts)
 //! ```
 
 use std::fs;
@@ -194,6 +195,13 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
          port = tcp:8022:interface=127.0.0.1\n\
          host_privkey_file = private/ssh_host_ed25519_key\n\
          host_pubkey_file = private/ssh_host_ed25519_key.pub\n\
+         accounts.file = private/accounts\n\n\
+         [ftpd]\n\
+         # The FTP frontend (explicit FTPS); password accounts from accounts.file (`tessera admin\n\
+         # add-user`). tls = required|optional|off: required unless the port is on loopback.\n\
+         enabled = false\n\
+         port = 127.0.0.1:8021\n\
+         tls.certificate_file = private/ftpd.pem\n\
          accounts.file = private/accounts\n",
         reserved = args.reserved_space,
     );
@@ -240,6 +248,7 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         "tessera host key",
     )
     .context("cannot write the SSH host key")?;
+    crate::ftpd::write_certificate(&private.join("ftpd.pem"))?;
 
     crate::output::line(&format!("Node created in {}", dir.display()))?;
     if storage_enabled {

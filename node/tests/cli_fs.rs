@@ -100,6 +100,8 @@ fn tessera_gateway() -> TestGateway {
             &free_port().to_string(),
             "--sftp-port",
             "0",
+            "--ftp-port",
+            "0",
             "--dir",
         ])
         .arg(&grid)

@@ -31,6 +31,8 @@ impl Devgrid {
                 &web_port.to_string(),
                 "--sftp-port",
                 "0",
+                "--ftp-port",
+                "0",
                 "--dir",
             ])
             .arg(dir)

@@ -43,7 +43,7 @@ impl Devgrid {
         let mut child = tessera()
             .args(["devgrid", "--servers", &servers.to_string()])
             .args(["--web-port", &free_port().to_string()])
-            .args(["--sftp-port", "0", "--dir"])
+            .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -13,7 +13,7 @@ ROUNDS=${3:-3}
 WORK=$(mktemp -d -p "${BENCH_DIR:-.}")
 WORK=$(realpath "$WORK")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-"$TESSERA" devgrid --servers 10 --web-port "$(free_port)" --sftp-port "$(free_port)" --dir "$WORK/grid" \
+"$TESSERA" devgrid --servers 10 --web-port "$(free_port)" --sftp-port "$(free_port)" --ftp-port 0 --dir "$WORK/grid" \
   > "$WORK/devgrid.log" 2>&1 &
 GRID=$!
 trap 'kill -INT $GRID 2>/dev/null; wait $GRID 2>/dev/null; cp "$WORK/grid/gateway/logs/tessera.log" "$WORK.gateway.log" 2>/dev/null; rm -rf "$WORK"' EXIT

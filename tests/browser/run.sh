@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund --silent
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$TESSERA" devgrid --servers 5 --web-port "$PORT" --sftp-port 0 --dir "$WORK/grid" > "$WORK/devgrid.log" 2>&1 &
+"$TESSERA" devgrid --servers 5 --web-port "$PORT" --sftp-port 0 --ftp-port 0 --dir "$WORK/grid" > "$WORK/devgrid.log" 2>&1 &
 GRID=$!
 trap 'kill -INT $GRID 2>/dev/null; wait $GRID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 600); do grep -q "Press Ctrl-C" "$WORK/devgrid.log" && break; sleep 0.1; done

@@ -71,7 +71,7 @@ EOF
   NODE=$WORK/gw
 else
   PORT=$(free_port)
-  "$TESSERA" devgrid --servers 3 --web-port "$PORT" --sftp-port 0 --dir grid > devgrid.log 2>&1 &
+  "$TESSERA" devgrid --servers 3 --web-port "$PORT" --sftp-port 0 --ftp-port 0 --dir grid > devgrid.log 2>&1 &
   pids+=($!)
   for _ in $(seq 600); do grep -q "Press Ctrl-C" devgrid.log && break; sleep 0.1; done
   grep -q "Press Ctrl-C" devgrid.log || { cat devgrid.log; fail "tessera devgrid did not start"; }

@@ -1,0 +1,163 @@
+//! The FTP server (explicit FTPS): libunftp with our own storage backend ([`backend`]) over
+//! `filenode::node` and our own authenticator ([`auth`]) over the shared accounts file.
+//!
+//! - [`serve`] takes an already-bound listener and a shutdown future (house style); each control
+//!   connection gets its own libunftp `Server` (cheap: the TLS configuration and the
+//!   authenticator are shared), served with `Server::service`.
+//! - Logins: passwords only (argon2id hashes in the accounts file); no anonymous login, ever —
+//!   libunftp's default authenticator, which accepts anyone, is always replaced. Failed logins
+//!   are rate-limited per client address and logged without the password.
+//! - TLS: `AUTH TLS` with the node's FTP certificate; [`TlsPolicy`] says whether it is required
+//!   (control and data channels) or offered.
+//! - Errors map to reply codes in one place: [`error`].
+//! - libunftp logs paths (which may hold caps) and Debug-formats the backend and the user on every
+//!   command: it gets a discarding logger, and the backend and user print a word.
+
+pub(crate) mod auth;
+pub(crate) mod backend;
+pub(crate) mod error;
+pub(crate) mod paths;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use filenode::grid::Grid;
+use libunftp::options::{FtpsRequired, PassiveHost};
+use tokio::net::TcpListener;
+
+use crate::accounts::AccountsFile;
+pub use auth::GridUser;
+use auth::{GridAuth, LoginLimiter};
+use backend::GridBackend;
+
+/// Whether clients must use TLS.
+#[derive(Clone)]
+pub enum TlsPolicy {
+    /// No TLS: `AUTH TLS` is refused (loopback only, by choice).
+    Off,
+    /// TLS offered (`AUTH TLS`), plaintext allowed.
+    Optional(Arc<rustls::ServerConfig>),
+    /// TLS required on the control and data channels before login.
+    Required(Arc<rustls::ServerConfig>),
+}
+
+impl std::fmt::Debug for TlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsPolicy::Off => "Off",
+            TlsPolicy::Optional(_) => "Optional",
+            TlsPolicy::Required(_) => "Required",
+        })
+    }
+}
+
+/// What the FTP server needs.
+#[derive(Debug)]
+pub struct FtpConfig {
+    /// The grid.
+    pub grid: Arc<Grid>,
+    /// Who may log in (password users of the shared accounts file).
+    pub accounts: Arc<AccountsFile>,
+    /// TLS.
+    pub tls: TlsPolicy,
+    /// Ports for passive data connections.
+    pub passive_ports: RangeInclusive<u16>,
+    /// The address PASV announces (`None`: the control connection's local address).
+    pub passive_host: Option<Ipv4Addr>,
+    /// Sessions idle this long are closed.
+    pub idle_timeout: Duration,
+    /// How long a failed login waits before its reply.
+    pub failed_login_delay: Duration,
+    /// Where uploads are spooled (`None`: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// The greeting.
+const GREETING: &str = "Tessera FTP server (Tahoe-LAFS grid)";
+
+/// Serves FTP on `listener` until `shutdown` completes; open sessions are then closed.
+pub async fn serve(
+    listener: TcpListener,
+    config: FtpConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let auth = Arc::new(GridAuth {
+        accounts: Arc::clone(&config.accounts),
+        limiter: LoginLimiter::default(),
+        failure_delay: config.failed_login_delay,
+    });
+    let backend = GridBackend {
+        grid: Arc::clone(&config.grid),
+        spool_dir: config.spool_dir.clone(),
+    };
+    let mut sessions = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "FTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        let server = match build_server(&config, &auth, &backend) {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start an FTP session");
+                continue;
+            }
+        };
+        tracing::debug!(%peer, "FTP connection");
+        sessions.spawn(async move {
+            if let Err(e) = server.service(stream).await {
+                tracing::debug!(%peer, error = %e, "FTP session ended with an error");
+            }
+        });
+    }
+    sessions.shutdown().await;
+    Ok(())
+}
+
+/// One session's libunftp server.
+fn build_server(
+    config: &FtpConfig,
+    auth: &Arc<GridAuth>,
+    backend: &GridBackend,
+) -> Result<libunftp::Server<GridBackend, GridUser>, libunftp::ServerError> {
+    let backend = backend.clone();
+    let provider: Arc<GridAuth> = Arc::clone(auth);
+    let mut builder =
+        libunftp::ServerBuilder::with_user_detail_provider(Box::new(move || backend.clone()), provider)
+            // Never libunftp's default (anonymous) authenticator.
+            .authenticator(Arc::clone(auth) as Arc<dyn unftp_core::auth::Authenticator + Send + Sync>)
+            .greeting(GREETING)
+            .logger(Some(slog::Logger::root(slog::Discard, slog::o!())))
+            .passive_ports(config.passive_ports.clone())
+            .idle_session_timeout(config.idle_timeout.as_secs().max(1));
+    if let Some(host) = config.passive_host {
+        builder = builder.passive_host(PassiveHost::Ip(host));
+    }
+    builder = match &config.tls {
+        TlsPolicy::Off => builder,
+        TlsPolicy::Optional(tls) => builder
+            .ftps_manual::<PathBuf>(Arc::clone(tls))
+            .ftps_required(FtpsRequired::None, FtpsRequired::None),
+        TlsPolicy::Required(tls) => builder
+            .ftps_manual::<PathBuf>(Arc::clone(tls))
+            .ftps_required(FtpsRequired::All, FtpsRequired::All),
+    };
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests;
