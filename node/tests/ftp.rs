@@ -1,5 +1,6 @@
 //! The FTP frontend with real clients against a real `tessera devgrid`: curl (upload, download,
-//! listing, resume with `-C -`, FTPS with `--ssl-reqd`, APPE refused), Python's ftplib (every
+//! listing, resume with `-C -`, FTPS with `--ssl-reqd`, APPE refused), lftp (a tree mirrored both
+//! ways with UTF-8 names, plain and TLS, resume, rename, `rm -r`), Python's ftplib (every
 //! command, plain and TLS, PASV and EPSV: `ftp/ftplib_check.py`), an upload that fails because too
 //! few servers are up, idle sessions, rate-limited failed logins, and (slow tier,
 //! `TESSERA_SLOW_TESTS=1`) 256 MiB each way compared byte for byte.
@@ -419,4 +420,120 @@ fn ftp_256_mib_each_way_byte_for_byte() {
         );
         std::fs::remove_file(&output).unwrap();
     }
+}
+
+/// Every file under `root` (relative path -> contents).
+fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    files
+}
+
+/// Runs an lftp script against the grid's FTP server; returns its output.
+fn lftp(grid: &Devgrid, settings: &str, script: &str) -> Output {
+    Command::new("lftp")
+        .arg("-u")
+        .arg(format!("demo,{}", grid.password()))
+        .arg("-e")
+        .arg(format!(
+            "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 30; \
+             set ssl:verify-certificate no; {settings}; {script}; bye"
+        ))
+        .arg(grid.url())
+        .output()
+        .expect("lftp must be installed (.ci/run installs it)")
+}
+
+#[test]
+fn lftp_mirrors_a_tree_both_ways_over_tls_and_plain() {
+    if Command::new("lftp").arg("--version").output().is_err() {
+        eprintln!("skipped: lftp is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let local = scratch.path().join("local");
+    for (path, len) in [
+        ("top.bin", 2_500_000),
+        ("empty.txt", 0),
+        ("a/b/deep.txt", 1_000),
+        ("a/Grüße ñ.txt", 77),
+        ("日本語/ファイル.dat", 4_096),
+    ] {
+        let path = local.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, random_bytes(len)).unwrap();
+    }
+    let expected = tree(&local);
+    let local_str = local.to_str().unwrap();
+
+    for (name, settings) in [
+        (
+            "tls-epsv",
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:prefer-epsv true",
+        ),
+        ("plain-pasv", "set ftp:ssl-allow false; set ftp:prefer-epsv false"),
+    ] {
+        // Upload the tree (MKD, STOR, MLSD to compare), then download it into a fresh directory.
+        let back = scratch.path().join(format!("back-{name}"));
+        let out = lftp(
+            &grid,
+            settings,
+            &format!(
+                "mirror -R {local_str} {name}; cls -l {name}; mirror {name} {}",
+                back.to_str().unwrap()
+            ),
+        );
+        assert!(
+            out.status.success(),
+            "lftp {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(tree(&back), expected, "{name}: the tree came back different");
+
+        // A resumed download (get -c: REST + RETR), a rename, and removal of the whole tree.
+        let partial = scratch.path().join(format!("partial-{name}.bin"));
+        std::fs::write(&partial, &expected[Path::new("top.bin")][..1_000_001]).unwrap();
+        let out = lftp(
+            &grid,
+            settings,
+            &format!(
+                "get -c {name}/top.bin -o {}; mv {name}/top.bin {name}/renamed.bin; \
+                 cls {name}/renamed.bin; rm -r {name}",
+                partial.to_str().unwrap()
+            ),
+        );
+        assert!(
+            out.status.success(),
+            "lftp {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&partial).unwrap(), expected[Path::new("top.bin")]);
+        let listing = curl_ok(&[
+            "-u",
+            &format!("demo:{}", grid.password()),
+            "-l",
+            &format!("{}/", grid.url()),
+        ]);
+        assert!(
+            !String::from_utf8_lossy(&listing).contains(name),
+            "rm -r left {name} behind"
+        );
+    }
+    assert_log_clean(&grid);
 }

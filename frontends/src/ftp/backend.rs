@@ -4,11 +4,10 @@
 //! - Paths are resolved from the user's root (or a `/uri/CAP` prefix) by [`super::paths`].
 //! - `get` opens the file once and streams `offset..` of it ([`FileReader::stream`], so REST is a
 //!   ranged read that fetches only the segments it needs).
-//! - `put` streams the data connection into an unlinked spool file, then uploads it (CHK), or
+//! - `put` streams the data connection into an encrypted spool file, then uploads it (CHK), or
 //!   replaces the contents of a writable mutable file in place, and links it: the reply to STOR
 //!   comes only after the file is on the grid and linked, and a failure is a failure reply.
 
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -23,12 +22,13 @@ use filenode::grid::mutable::chunks_from_read;
 use filenode::node::{Child, DirNode, FileNode, Node, NodeError, Replace, normalize_name};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use unftp_core::storage::{FEATURE_RESTART, Fileinfo, Metadata, Permissions, Result, StorageBackend};
 
 use super::auth::GridUser;
 use super::error::FtpError;
 use super::paths::{self, Base, GridPath};
+use crate::spool::Spool;
 
 /// One FTP session's view of the grid (libunftp makes one per session; they share the grid).
 #[derive(Clone)]
@@ -267,13 +267,18 @@ impl GridBackend {
                 return Err(e);
             }
         };
-        let (spool, len) = self.spool(input).await?;
+        let spool = self.spool(input).await?;
+        let len = spool.size();
         match existing {
             Some(file) => {
-                file.overwrite(len, chunks_from_read(spool)).await?;
+                file.overwrite(len, chunks_from_read(spool.reader())).await?;
             }
             None => {
-                let result = self.grid.upload(spool, None).await.map_err(NodeError::from)?;
+                let result = self
+                    .grid
+                    .upload(spool.reader(), None)
+                    .await
+                    .map_err(NodeError::from)?;
                 parent
                     .set_child(&name, &Cap::File(result.cap), None, Replace::OnlyFiles)
                     .await?;
@@ -309,41 +314,24 @@ impl GridBackend {
         Ok((parent, name, existing))
     }
 
-    /// Streams the upload into an unlinked temporary file; returns it (rewound) and its length.
-    async fn spool<R: AsyncRead + Unpin>(&self, mut input: R) -> FtpResult<(std::fs::File, u64)> {
-        let dir = self.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+    /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).
+    async fn spool<R: AsyncRead + Unpin>(&self, mut input: R) -> FtpResult<Spool> {
+        let dir = self.spool_dir.clone();
+        let mut spool = tokio::task::spawn_blocking(move || Spool::new(dir.as_deref()))
             .await
             .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
             .map_err(FtpError::Spool)?;
-        let mut file = tokio::fs::File::from_std(file);
         let mut buffer = vec![0u8; SPOOL_CHUNK];
-        let mut total = 0u64;
         loop {
-            // Fill the buffer before writing, so that each write to disk is large.
-            let mut filled = 0;
-            while filled < buffer.len() {
-                let n = input
-                    .read(&mut buffer[filled..])
-                    .await
-                    .map_err(FtpError::Transfer)?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
+            let n = input.read(&mut buffer).await.map_err(FtpError::Transfer)?;
+            if n == 0 {
                 break;
             }
-            file.write_all(&buffer[..filled]).await.map_err(FtpError::Spool)?;
-            total += filled as u64;
-            if filled < buffer.len() {
-                break;
-            }
+            let at = spool.size();
+            spool.write_at(at, &buffer[..n]).await.map_err(FtpError::Spool)?;
         }
-        file.flush().await.map_err(FtpError::Spool)?;
-        file.seek(SeekFrom::Start(0)).await.map_err(FtpError::Spool)?;
-        Ok((file.into_std().await, total))
+        spool.flush().await.map_err(FtpError::Spool)?;
+        Ok(spool)
     }
 
     async fn mkd_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
@@ -397,8 +385,8 @@ impl GridBackend {
     }
 }
 
-/// How much of an upload is written to the spool file at once.
-const SPOOL_CHUNK: usize = 1 << 20;
+/// How much of the data connection is read at once (the spool gathers reads into larger writes).
+const SPOOL_CHUNK: usize = 256 << 10;
 
 /// A file's bytes as an `AsyncRead` (what libunftp sends on the data connection).
 pub(crate) struct GridReader {

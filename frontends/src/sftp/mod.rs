@@ -17,7 +17,6 @@ pub mod keys;
 mod paths;
 mod reader;
 mod session;
-mod spool;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::SftpError;
 use super::paths::{self, Start};
 use super::reader::ReadAhead;
-use super::spool::Spool;
+use crate::spool::Spool;
 
 /// The largest packet a client may send: a 255 KiB write (what `limits@openssh.com` offers) plus
 /// its header. Anything larger closes the channel.

@@ -1,4 +1,5 @@
-//! The write spool of an open file: an anonymous temporary file holding the bytes written so far,
+//! The write spool of an upload (an SFTP handle open for writing, an FTP STOR): an anonymous
+//! temporary file holding the bytes written so far,
 //! encrypted with AES-128-CTR under a random key of its own, so plaintext never reaches the disk.
 //! Contiguous writes are gathered in memory and written in large blocks off the async runtime.
 
