@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod ftp;
+mod prefetch;
 pub mod sftp;
 mod spool;
 pub mod web;

@@ -28,6 +28,7 @@ use unftp_core::storage::{FEATURE_RESTART, Fileinfo, Metadata, Permissions, Resu
 use super::auth::GridUser;
 use super::error::FtpError;
 use super::paths::{self, Base, GridPath};
+use crate::prefetch::prefetch;
 use crate::spool::Spool;
 
 /// One FTP session's view of the grid (libunftp makes one per session; they share the grid).
@@ -240,7 +241,8 @@ impl GridBackend {
             Node::Dir(_) => return Err(FtpError::IsADirectory),
             Node::Unknown(_) => return Err(FtpError::BadPath),
         };
-        Ok(file.open().await?.stream(start, u64::MAX))
+        // Fetching runs ahead of the data connection (which may be slower, e.g. over TLS).
+        Ok(prefetch(file.open().await?.stream(start, u64::MAX), READ_AHEAD))
     }
 
     async fn get_reader(&self, user: &GridUser, path: &Path, start: u64) -> FtpResult<GridReader> {
@@ -384,6 +386,9 @@ impl GridBackend {
         self.resolve_dir(user, &path).await.map(|_| ())
     }
 }
+
+/// Chunks (about a segment each) fetched ahead of the data connection.
+const READ_AHEAD: usize = 4;
 
 /// How much of the data connection is read at once (the spool gathers reads into larger writes).
 const SPOOL_CHUNK: usize = 256 << 10;

@@ -117,6 +117,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // Replies are small writes, and over TLS one reply can be several records: without
+        // TCP_NODELAY, Nagle's algorithm holds the later ones until the client's delayed ACK
+        // (40 ms a command, 200 ms before a TLS transfer starts).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         tracing::debug!(%peer, "FTP connection");
         sessions.spawn(async move {
             if let Err(e) = server.service(stream).await {
