@@ -46,7 +46,7 @@ for _ in 1 2 3; do
   get_cli=$(best "$get_cli" "$(elapsed "$s" "$e")")
   t=$(curl -sS -u "$USER" -o /dev/null -w '%{time_total}' "$URL/plain.bin")
   get_ftp=$(best "$get_ftp" "$t")
-  read -r t pre < <(curl -sS --ssl-reqd -k -u "$USER" -o /dev/null -w '%{time_total} %{time_pretransfer}' "$URL/tls.bin")
+  read -r t pre < <(curl -sS --ssl-reqd -k -u "$USER" -o /dev/null -w '%{time_total} %{time_pretransfer}\n' "$URL/tls.bin")
   get_ftps=$(best "$get_ftps" "$t")
   get_ftps_setup=$(best "$get_ftps_setup" "$pre")
   get_ftps_data=$(best "$get_ftps_data" "$(elapsed "$pre" "$t")")
