@@ -263,6 +263,35 @@ def malformed():
 check("malformed commands get 500/501 and the session goes on", malformed)
 
 
+def data_connection_without_tls():
+    # A protected data connection that speaks no TLS: that transfer gets nothing (libunftp's data
+    # task gives up), and every other session, this one's included, goes on.
+    other = connect()
+    other.sock.settimeout(3)
+    data_host, data_port = ftplib.parse227(other.sendcmd("PASV"))
+    raw = socket.create_connection((data_host, data_port), timeout=3)
+    raw.sendall(b"not a TLS ClientHello\r\n" * 8)
+    other.putcmd(f"RETR /{top}/small.bin")
+    try:
+        reply = other.getmultiline()
+        if reply.startswith("150"):
+            reply = other.getmultiline()
+        assert not reply.startswith("226"), reply
+    except (socket.timeout, TimeoutError, ssl.SSLError, EOFError, ConnectionError):
+        pass
+    raw.close()
+    other.sock.close()
+    assert ftp.sendcmd("NOOP").startswith("200")
+    assert retr(ftp, "small.bin") == small
+    third = connect()
+    assert retr(third, f"/{top}/small.bin") == small
+    third.quit()
+
+
+if security == "tls":
+    check("a data connection without TLS ends that transfer only", data_connection_without_tls)
+
+
 def cleanup():
     for name in ftp.nlst():
         ftp.delete(name)
