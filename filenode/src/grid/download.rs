@@ -20,6 +20,17 @@ pub struct RemoteShare {
     shnum: ShareNum,
 }
 
+impl RemoteShare {
+    /// Share `shnum` of `storage_index` on `server`.
+    pub fn new(server: ServerEntry, storage_index: StorageIndex, shnum: ShareNum) -> Self {
+        RemoteShare {
+            server,
+            storage_index,
+            shnum,
+        }
+    }
+}
+
 impl ShareSource for RemoteShare {
     fn shnum(&self) -> u16 {
         self.shnum

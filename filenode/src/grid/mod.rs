@@ -4,6 +4,7 @@
 //! Runtime-agnostic: futures are driven by whoever awaits them (the node uses tokio), and CPU-bound
 //! work runs on its own threads or the rayon pool.
 
+pub mod check;
 pub mod download;
 pub mod mutable;
 pub mod placement;
@@ -340,6 +341,18 @@ impl Grid {
             ..self.secrets.clone()
         };
         upload::upload(&self.usable_servers(), &secrets, &self.params, input, progress).await
+    }
+
+    /// Checks an object's shares (a directory through its file cap); `None` for a cap this
+    /// version does not know.
+    pub async fn check(&self, cap: &crate::cap::Cap, options: check::CheckOptions) -> Option<check::CheckReport> {
+        let file = match cap {
+            crate::cap::Cap::File(file) => file,
+            crate::cap::Cap::Dir(dir) => dir.file(),
+            crate::cap::Cap::Unknown(_) => return None,
+        };
+        let servers = self.usable_servers();
+        Some(check::check_file(&servers, &self.secrets, self.params.happy, file, options).await)
     }
 
     /// Opens an immutable file for reading.

@@ -712,6 +712,39 @@ async fn validate_share(
     Ok((valid, file_info))
 }
 
+/// Verifies a whole share, as a checker's `verify=true` does: its header, UEB, hash trees and
+/// share hash chain (as a download does) and then every block against the block hash tree. Reads
+/// the share a segment's block at a time. A share that proves corrupt gets an advisory.
+pub async fn verify_share(cap: &ChkCap, source: Arc<dyn ShareSource>) -> Result<(), BadShare> {
+    let outcome = async {
+        let (valid, info) = validate_share(cap, Arc::clone(&source), None).await?;
+        let geometry = info.map(|info| info.geometry).ok_or(ShareProblem::UebMismatch)?;
+        for segnum in 0..geometry.num_segments {
+            let offset = valid.offsets.data + segnum * geometry.block_size();
+            let block_len = geometry.block_len(segnum);
+            let block = source
+                .read(offset, block_len)
+                .await
+                .map_err(ShareProblem::Unreadable)?;
+            if block.len() as u64 != block_len {
+                return Err(ShareProblem::Truncated);
+            }
+            if block_hash(&block) != valid.block_hashes[segnum as usize] {
+                return Err(ShareProblem::CorruptBlock { segment: segnum });
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(problem) => {
+            advise_if_corrupt(source.as_ref(), &problem).await;
+            Err(bad_share(source.as_ref(), problem))
+        }
+    }
+}
+
 type DecodeOutcome = (Option<Result<Vec<u8>, DownloadError>>, Vec<Arc<ValidShare>>);
 
 /// Verifies k fetched blocks, erasure-decodes, checks the segment hash and decrypts. Returns the

@@ -6,7 +6,7 @@ pub mod layout;
 mod params;
 
 pub use decode::{
-    BadShare, ChkReader, DownloadError, MemoryShare, ShareProblem, ShareReadError, ShareSource,
+    BadShare, ChkReader, DownloadError, MemoryShare, ShareProblem, ShareReadError, ShareSource, verify_share,
 };
 pub use encode::{
     ChkEncoded, ChkEncoder, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress, SegmentBuffers,

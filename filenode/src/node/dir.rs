@@ -46,6 +46,17 @@ impl std::fmt::Debug for Child {
     }
 }
 
+/// One object found by [`DirNode::manifest`].
+#[derive(Debug, Clone)]
+pub struct ManifestEntry {
+    /// The names leading to it from the starting directory.
+    pub path: Vec<String>,
+    /// Its cap (the strongest the walk could see).
+    pub cap: Cap,
+    /// Why a directory could not be listed (its children are then missing).
+    pub error: Option<String>,
+}
+
 impl Child {
     /// Whether the child is a directory.
     pub fn is_dir(&self) -> bool {
@@ -209,6 +220,47 @@ impl DirNode {
     }
 
     /// Every child, sorted by name.
+    /// Every object reachable from this directory, itself first (path `[]`), each directory listed
+    /// once however many links lead to it (so cycles end), in breadth-first order. A directory that
+    /// cannot be read is reported with its error and not descended into.
+    pub async fn manifest(&self) -> Vec<ManifestEntry> {
+        let mut out = vec![ManifestEntry {
+            path: Vec::new(),
+            cap: Cap::Dir(self.cap.clone()),
+            error: None,
+        }];
+        let mut seen: std::collections::HashSet<Option<storage::StorageIndex>> = std::collections::HashSet::new();
+        seen.insert(self.cap.file().storage_index());
+        let mut queue = std::collections::VecDeque::from([(Vec::<String>::new(), self.clone(), 0usize)]);
+        while let Some((path, dir, index)) = queue.pop_front() {
+            match dir.list().await {
+                Ok(children) => {
+                    for child in children {
+                        let mut child_path = path.clone();
+                        child_path.push(child.name.clone());
+                        if let Cap::Dir(cap) = &child.cap {
+                            // LIT directories have no storage index: each is its own contents.
+                            let si = cap.file().storage_index();
+                            if si.is_none() || seen.insert(si) {
+                                let node = DirNode::new(&self.grid, cap.clone());
+                                queue.push_back((child_path.clone(), node, out.len()));
+                            } else {
+                                continue;
+                            }
+                        }
+                        out.push(ManifestEntry {
+                            path: child_path,
+                            cap: child.cap,
+                            error: None,
+                        });
+                    }
+                }
+                Err(e) => out[index].error = Some(e.to_string()),
+            }
+        }
+        out
+    }
+
     pub async fn list(&self) -> Result<Vec<Child>, NodeError> {
         let plaintext = self.file().read_all().await?;
         let writekey = self.writekey();

@@ -914,6 +914,31 @@ async fn post(
 ) -> Result<Response, WebError> {
     let replace = args.replace()?;
     match args.t() {
+        "check" => {
+            if args.boolean("repair", false)? {
+                return Err(WebError::Unsupported(
+                    "repair=true: repair is not implemented yet (check and add-lease are)".into(),
+                ));
+            }
+            let options = super::check::options(args.boolean("verify", false)?, args.boolean("add-lease", false)?);
+            let json_output = args.get("output").is_some_and(|o| o.eq_ignore_ascii_case("json"));
+            let (node, _) = target.resolve(state).await?;
+            let response = super::check::check(state, &node.cap(), options, json_output).await?;
+            when_done(args, response)
+        }
+        "stream-deep-check" | "stream-manifest" => {
+            if args.boolean("repair", false)? {
+                return Err(WebError::Unsupported(
+                    "repair=true: repair is not implemented yet (check and add-lease are)".into(),
+                ));
+            }
+            let dir = post_dir(state, target).await?;
+            let options = (args.t() == "stream-deep-check").then_some(super::check::options(
+                args.boolean("verify", false)?,
+                args.boolean("add-lease", false)?,
+            ));
+            Ok(super::check::stream_deep(state, dir, options))
+        }
         "mkdir" | "mkdir-with-children" | "mkdir-immutable" => {
             let children = if args.t() == "mkdir" {
                 Vec::new()

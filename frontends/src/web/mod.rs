@@ -3,6 +3,7 @@
 //! directories, mutable files) is in [`fs`]; byte serving with Range requests in `download`.
 
 mod browse;
+mod check;
 mod download;
 mod error;
 mod fs;

@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 5] = [
+const BUILT_IN: [(&str, &str); 6] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -15,6 +15,7 @@ const BUILT_IN: [(&str, &str); 5] = [
         include_str!("../../../web-templates/welcome.html"),
     ),
     ("file.html", include_str!("../../../web-templates/file.html")),
+    ("check.html", include_str!("../../../web-templates/check.html")),
     (
         "directory.html",
         include_str!("../../../web-templates/directory.html"),

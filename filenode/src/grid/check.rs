@@ -1,0 +1,401 @@
+//! Checking a file's health on the grid (Tahoe's `t=check`): which servers hold which shares,
+//! whether the file is recoverable and healthy, optionally every share verified byte for byte, and
+//! optionally the client's lease added or renewed on every share found (what keeps files alive on
+//! grids whose servers expire leases).
+//!
+//! - CHK: every server is asked which shares it holds; `verify` reads each share whole and checks
+//!   its header, UEB, hash trees, share hash chain and every block ([`verify_share`]).
+//! - Mutable (SDMF/MDMF): the servermap query (signatures checked) gives the versions; the file is
+//!   healthy when its newest version is recoverable, no other version is around and all N shares
+//!   of it are there; `verify` also reads the newest version through a fully verifying reader.
+//! - LIT: nothing is stored on servers; always healthy.
+//!
+//! Healthy means: recoverable, all N shares found (for the newest version of a mutable file) and
+//! the shares spread over at least `shares.happy` servers (CHK), as Tahoe's checker says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use storage::StorageIndex;
+use storage::api::ShareKind;
+
+use super::{ServerEntry, mutable, with_timeout};
+use crate::cap::{ChkCap, FileCap, MutableCap};
+use crate::immutable::{ShareSource, verify_share};
+
+/// What to do beyond locating shares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Read every share whole and verify it (`verify=true`).
+    pub verify: bool,
+    /// Add or renew this client's lease on every share found (`add-lease=true`).
+    pub add_lease: bool,
+}
+
+/// One share that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptShare {
+    /// The server's id.
+    pub server_id: String,
+    /// The share number.
+    pub shnum: u16,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The outcome of a check (the fields of Tahoe's check results).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The storage index (`None` for LIT files, which have none).
+    pub storage_index: Option<StorageIndex>,
+    /// k.
+    pub needed: u16,
+    /// N.
+    pub expected: u16,
+    /// Servers of happiness the found shares achieve.
+    pub happiness: usize,
+    /// Distinct good shares (of the newest version, for a mutable file).
+    pub good_shares: usize,
+    /// Servers holding at least one good share.
+    pub good_share_hosts: usize,
+    /// Shares that failed verification.
+    pub corrupt: Vec<CorruptShare>,
+    /// Shares of other versions (mutable files) or of no known version.
+    pub wrong_shares: usize,
+    /// Good shares by share number: the ids of the servers holding each.
+    pub sharemap: BTreeMap<u16, Vec<String>>,
+    /// The ids of the servers that answered.
+    pub servers_responding: Vec<String>,
+    /// Recoverable versions found (1 for a recoverable immutable file).
+    pub recoverable_versions: usize,
+    /// Unrecoverable versions found.
+    pub unrecoverable_versions: usize,
+    /// Whether the file can be read.
+    pub recoverable: bool,
+    /// Whether nothing needs repair.
+    pub healthy: bool,
+    /// Leases added or renewed (with `add_lease`).
+    pub leases_renewed: usize,
+    /// Servers on which adding a lease failed, with the error.
+    pub lease_failures: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    /// Tahoe's one-line summary.
+    pub fn summary(&self) -> String {
+        if self.storage_index.is_none() {
+            return "Healthy (LIT)".to_owned();
+        }
+        let corrupt = if self.corrupt.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} corrupt)", self.corrupt.len())
+        };
+        let state = if self.healthy {
+            "Healthy"
+        } else if self.recoverable {
+            "Not Healthy"
+        } else {
+            "Not Recoverable"
+        };
+        format!(
+            "{state}: {} shares (enc {}-of-{}){corrupt}",
+            self.good_shares, self.needed, self.expected
+        )
+    }
+
+    fn literal() -> Self {
+        CheckReport {
+            storage_index: None,
+            needed: 0,
+            expected: 0,
+            happiness: 0,
+            good_shares: 0,
+            good_share_hosts: 0,
+            corrupt: Vec::new(),
+            wrong_shares: 0,
+            sharemap: BTreeMap::new(),
+            servers_responding: Vec::new(),
+            recoverable_versions: 0,
+            unrecoverable_versions: 0,
+            recoverable: true,
+            healthy: true,
+            leases_renewed: 0,
+            lease_failures: Vec::new(),
+        }
+    }
+}
+
+/// Checks a file cap (of any kind; a directory is checked through its file cap).
+pub async fn check_file(
+    servers: &[ServerEntry],
+    secrets: &super::ClientSecrets,
+    happy: u16,
+    cap: &FileCap,
+    options: CheckOptions,
+) -> CheckReport {
+    let mut report = match cap {
+        FileCap::Lit(_) => return CheckReport::literal(),
+        FileCap::Chk(chk) => check_chk(servers, *chk, happy, options).await,
+        FileCap::ChkVerifier(verifier) => {
+            // Verification needs no key: the verify cap carries all the rest of what it checks.
+            let chk = ChkCap {
+                key: [0; 16],
+                ueb_hash: verifier.ueb_hash,
+                needed: verifier.needed,
+                total: verifier.total,
+                size: verifier.size,
+            };
+            let mut report = check_chk(servers, chk, happy, options).await;
+            report.storage_index = Some(verifier.storage_index);
+            report
+        }
+        FileCap::Mutable(mutable) => check_mutable(servers, mutable, options).await,
+    };
+    if options.add_lease
+        && let Some(storage_index) = report.storage_index
+    {
+        let holders: BTreeSet<&String> = report.sharemap.values().flatten().collect();
+        let targets: Vec<&ServerEntry> = servers
+            .iter()
+            .filter(|s| holders.contains(&s.server_id))
+            .collect();
+        let results = join_all(targets.iter().map(|server| async move {
+            let lease = secrets.lease_secrets(storage_index.as_bytes(), &server.lease_seed);
+            let renewed = with_timeout(
+                server.request_timeout,
+                server.client.add_or_renew_lease(storage_index, &lease),
+            )
+            .await;
+            (server.server_id.clone(), renewed)
+        }))
+        .await;
+        for (server_id, result) in results {
+            match result {
+                Ok(()) => report.leases_renewed += 1,
+                Err(e) => report.lease_failures.push((server_id, e.to_string())),
+            }
+        }
+    }
+    report
+}
+
+/// One share location of an immutable file.
+struct Found {
+    server: ServerEntry,
+    source: Arc<dyn ShareSource>,
+}
+
+async fn check_chk(servers: &[ServerEntry], cap: ChkCap, happy: u16, options: CheckOptions) -> CheckReport {
+    let storage_index = cap.storage_index();
+    let answers = join_all(servers.iter().map(|server| async move {
+        let listed = with_timeout(
+            server.request_timeout,
+            server.client.list_shares(ShareKind::Immutable, storage_index),
+        )
+        .await;
+        (server, listed)
+    }))
+    .await;
+    let mut responding = Vec::new();
+    let mut found = Vec::new();
+    for (server, answer) in answers {
+        let Ok(shares) = answer else { continue };
+        responding.push(server.server_id.clone());
+        for shnum in shares {
+            let source = super::download::RemoteShare::new(server.clone(), storage_index, shnum);
+            found.push(Found {
+                server: server.clone(),
+                source: Arc::new(source),
+            });
+        }
+    }
+    let mut corrupt = Vec::new();
+    let mut wrong = 0;
+    if options.verify {
+        let verdicts = join_all(
+            found
+                .iter()
+                .map(|share| verify_share(&cap, Arc::clone(&share.source))),
+        )
+        .await;
+        let mut kept = Vec::new();
+        for (share, verdict) in found.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => kept.push(share),
+                Err(bad) => {
+                    if bad.shnum >= cap.total {
+                        wrong += 1;
+                    }
+                    corrupt.push(CorruptShare {
+                        server_id: share.server.server_id.clone(),
+                        shnum: bad.shnum,
+                        reason: bad.problem.to_string(),
+                    });
+                }
+            }
+        }
+        found = kept;
+    } else {
+        // Share numbers outside 0..N cannot be this file's.
+        let before = found.len();
+        found.retain(|share| share.source.shnum() < cap.total);
+        wrong = before - found.len();
+    }
+    let mut sharemap: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for share in &found {
+        sharemap
+            .entry(share.source.shnum())
+            .or_default()
+            .push(share.server.server_id.clone());
+    }
+    for holders in sharemap.values_mut() {
+        holders.sort();
+    }
+    finish(
+        storage_index,
+        cap.needed,
+        cap.total,
+        sharemap,
+        responding,
+        corrupt,
+        wrong,
+        Some(happy),
+    )
+}
+
+async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: CheckOptions) -> CheckReport {
+    let storage_index = cap.storage_index();
+    let map = mutable::update_servermap(servers, cap).await;
+    let responding: Vec<String> = map.responders.iter().map(|s| s.server_id.clone()).collect();
+    let versions = map.versions();
+    let recoverable_of = |shares: &[&mutable::LocatedShare]| {
+        let needed = shares
+            .first()
+            .and_then(|s| s.header.as_ref())
+            .map_or(usize::MAX, |h| usize::from(h.needed));
+        shares.iter().map(|s| s.shnum).collect::<BTreeSet<_>>().len() >= needed
+    };
+    let recoverable_versions = versions.iter().filter(|(_, s)| recoverable_of(s)).count();
+    let unrecoverable_versions = versions.len() - recoverable_versions;
+    // The newest version is the one that counts; shares of any other (or unverifiable) are wrong.
+    let Some((newest, newest_shares)) = versions.first() else {
+        let wrong = map.shares.len();
+        let mut report = finish(
+            storage_index,
+            0,
+            0,
+            BTreeMap::new(),
+            responding,
+            Vec::new(),
+            wrong,
+            None,
+        );
+        report.unrecoverable_versions = usize::from(wrong > 0);
+        return report;
+    };
+    let header = newest_shares[0]
+        .header
+        .as_ref()
+        .expect("invariant: versions() holds only verified shares");
+    let (needed, total) = (u16::from(header.needed), u16::from(header.total));
+    let mut sharemap: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for share in newest_shares {
+        sharemap
+            .entry(share.shnum)
+            .or_default()
+            .push(share.server.server_id.clone());
+    }
+    for holders in sharemap.values_mut() {
+        holders.sort();
+    }
+    let wrong = map.shares.len() - newest_shares.len();
+    let mut corrupt = Vec::new();
+    let can_read = !matches!(cap.access, crate::cap::MutableAccess::Verify { .. });
+    if options.verify && can_read && recoverable_of(newest_shares) {
+        // Read the newest version whole through the verifying reader; a share it rejects is named.
+        let version = *newest;
+        let outcome = async {
+            let reader = mutable::MutableReader::open(&map, cap).await?;
+            if reader.version() != version {
+                return Ok(());
+            }
+            reader.read_range(0, reader.size()).await.map(|_| ())
+        }
+        .await;
+        if let Err(e) = outcome {
+            // The reader routes around bad shares (and reports them to their servers); this is a
+            // version it could not read whole even so.
+            corrupt.push(CorruptShare {
+                server_id: "(version)".to_owned(),
+                shnum: u16::MAX,
+                reason: e.to_string(),
+            });
+        }
+    }
+    let mut report = finish(
+        storage_index,
+        needed,
+        total,
+        sharemap,
+        responding,
+        corrupt,
+        wrong,
+        None,
+    );
+    report.recoverable_versions = recoverable_versions;
+    report.unrecoverable_versions = unrecoverable_versions;
+    report.recoverable = recoverable_versions > 0 && recoverable_of(newest_shares);
+    report.healthy = report.healthy && recoverable_versions == 1 && unrecoverable_versions == 0;
+    report
+}
+
+/// Fills in the counts and verdicts from where the good shares are.
+#[allow(clippy::too_many_arguments, reason = "one call per file kind, all fields named there")]
+fn finish(
+    storage_index: StorageIndex,
+    needed: u16,
+    expected: u16,
+    sharemap: BTreeMap<u16, Vec<String>>,
+    servers_responding: Vec<String>,
+    corrupt: Vec<CorruptShare>,
+    wrong_shares: usize,
+    happy: Option<u16>,
+) -> CheckReport {
+    let mut holdings: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
+    let mut hosts: Vec<&String> = sharemap.values().flatten().collect();
+    hosts.sort();
+    hosts.dedup();
+    for (shnum, holders) in &sharemap {
+        for holder in holders {
+            let index = hosts.binary_search(&holder).expect("invariant: every holder is a host");
+            holdings.entry(index).or_default().insert(*shnum);
+        }
+    }
+    let happiness = super::placement::happiness(&holdings);
+    let good_shares = sharemap.len();
+    let recoverable = needed > 0 && good_shares >= usize::from(needed);
+    let healthy = recoverable
+        && good_shares >= usize::from(expected)
+        && corrupt.is_empty()
+        && happy.is_none_or(|happy| happiness >= usize::from(happy));
+    CheckReport {
+        storage_index: Some(storage_index),
+        needed,
+        expected,
+        happiness,
+        good_shares,
+        good_share_hosts: hosts.len(),
+        corrupt,
+        wrong_shares,
+        sharemap,
+        servers_responding,
+        recoverable_versions: usize::from(recoverable),
+        unrecoverable_versions: usize::from(!recoverable && good_shares > 0),
+        recoverable,
+        healthy,
+        leases_renewed: 0,
+        lease_failures: Vec::new(),
+    }
+}
