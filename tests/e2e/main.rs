@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
+mod check;
 mod chk;
 mod grid;
 mod mutable;
