@@ -47,7 +47,10 @@ const VERIFY: CheckOptions = CheckOptions {
 async fn immutable_health_follows_the_shares(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     let alice = client(&grid);
-    let result = alice.upload(std::io::Cursor::new(data(50_000, 1)), None).await.unwrap();
+    let result = alice
+        .upload(std::io::Cursor::new(data(50_000, 1)), None)
+        .await
+        .unwrap();
     let cap = Cap::File(result.cap.clone());
     let si = cap.storage_index().unwrap();
 
@@ -102,7 +105,10 @@ async fn immutable_health_follows_the_shares(transport: Transport) {
     assert!(!report.recoverable);
 
     // A LIT file has nothing on the servers and is always healthy.
-    let lit = alice.upload(std::io::Cursor::new(b"tiny".to_vec()), None).await.unwrap();
+    let lit = alice
+        .upload(std::io::Cursor::new(b"tiny".to_vec()), None)
+        .await
+        .unwrap();
     let report = alice.check(&Cap::File(lit.cap), VERIFY).await.unwrap();
     assert!(report.healthy && report.storage_index.is_none());
 }
@@ -127,7 +133,10 @@ async fn mutable_health_counts_versions_and_shares() {
         let report = alice.check(&cap, VERIFY).await.unwrap();
         assert!(report.healthy, "{format:?}: {report:?}");
         assert_eq!((report.good_shares, report.needed, report.expected), (10, 3, 10));
-        assert_eq!((report.recoverable_versions, report.unrecoverable_versions), (1, 0));
+        assert_eq!(
+            (report.recoverable_versions, report.unrecoverable_versions),
+            (1, 0)
+        );
 
         // A read-only cap and a verify cap see the same shares.
         for other in [cap.readonly().unwrap(), cap.verifier().unwrap()] {
@@ -150,7 +159,9 @@ async fn mutable_health_counts_versions_and_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_lease_keeps_files_through_expiry() {
-    let clock = Arc::new(FakeClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
+    let clock = Arc::new(FakeClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
     let server_clock = Arc::clone(&clock);
     let grid = TestGrid::with_config(5, move |_, config| {
         config.clock = server_clock.clone();
@@ -176,10 +187,25 @@ async fn add_lease_keeps_files_through_expiry() {
     );
     alice.set_servers(grid.entries());
     let alice = Arc::new(alice);
-    let kept = Cap::File(alice.upload(std::io::Cursor::new(data(9_000, 5)), None).await.unwrap().cap);
-    let dropped = Cap::File(alice.upload(std::io::Cursor::new(data(9_000, 6)), None).await.unwrap().cap);
+    let kept = Cap::File(
+        alice
+            .upload(std::io::Cursor::new(data(9_000, 5)), None)
+            .await
+            .unwrap()
+            .cap,
+    );
+    let dropped = Cap::File(
+        alice
+            .upload(std::io::Cursor::new(data(9_000, 6)), None)
+            .await
+            .unwrap()
+            .cap,
+    );
     let mutable = Cap::File(FileCap::Mutable(
-        alice.create_mutable_file(MutableFormat::Mdmf, data(9_000, 7)).await.unwrap(),
+        alice
+            .create_mutable_file(MutableFormat::Mdmf, data(9_000, 7))
+            .await
+            .unwrap(),
     ));
 
     // 20 days on, renew two of the three; 20 more days and the unrenewed lease (31 days) expires.
@@ -217,7 +243,10 @@ async fn manifest_lists_a_tree_once_even_with_cycles() {
         .create_subdirectory("sub", MutableFormat::Mdmf, Replace::Never)
         .await
         .unwrap();
-    let file = alice.upload(std::io::Cursor::new(data(1_000, 9)), None).await.unwrap();
+    let file = alice
+        .upload(std::io::Cursor::new(data(1_000, 9)), None)
+        .await
+        .unwrap();
     sub.set_child("file.bin", &Cap::File(file.cap.clone()), None, Replace::Never)
         .await
         .unwrap();
@@ -232,4 +261,86 @@ async fn manifest_lists_a_tree_once_even_with_cycles() {
     let paths: Vec<String> = entries.iter().map(|e| e.path.join("/")).collect();
     assert_eq!(paths, ["", "again.bin", "sub", "sub/file.bin"], "{paths:?}");
     assert!(entries.iter().all(|e| e.error.is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_restores_missing_shares() {
+    let grid = TestGrid::build(10, Transport::Https).await;
+    let alice = client(&grid);
+    let original = data(70_000, 11);
+    let result = alice
+        .upload(std::io::Cursor::new(original.clone()), None)
+        .await
+        .unwrap();
+    let cap = Cap::File(result.cap.clone());
+    let si = cap.storage_index().unwrap();
+
+    // A healthy file is left alone.
+    let report = alice.check_and_repair(&cap, PLAIN).await.unwrap();
+    assert!(!report.attempted && report.post.healthy);
+
+    // Four shares lost: repair writes them back, and the file is healthy again (verified block by
+    // block); the surviving share files are not rewritten.
+    let located = grid.find_shares(si);
+    let lost: Vec<_> = located.iter().take(4).copied().collect();
+    for (server, shnum) in &lost {
+        grid.delete_share(*server, si, *shnum);
+    }
+    let kept_path = grid.share_path(located[9].0, si, located[9].1);
+    let kept_modified = std::fs::metadata(&kept_path).unwrap().modified().unwrap();
+    let report = alice.check_and_repair(&cap, VERIFY).await.unwrap();
+    assert!(report.attempted && report.successful, "{report:?}");
+    assert_eq!(report.pre.good_shares, 6);
+    assert!(
+        report.post.healthy && report.post.good_shares == 10,
+        "{:?}",
+        report.post
+    );
+    assert!(report.post.corrupt.is_empty(), "the rewritten shares verify");
+    assert_eq!(
+        std::fs::metadata(&kept_path).unwrap().modified().unwrap(),
+        kept_modified
+    );
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("not CHK")
+    };
+    let reader = alice.open_chk(chk).await.unwrap();
+    assert_eq!(reader.read_to_vec(0, chk.size).await.unwrap(), original);
+
+    // Too few shares left: the repair is attempted, fails, and says why.
+    for (server, shnum) in grid.find_shares(si).into_iter().take(8) {
+        grid.delete_share(server, si, shnum);
+    }
+    let report = alice.check_and_repair(&cap, PLAIN).await.unwrap();
+    assert!(report.attempted && !report.successful);
+    assert!(report.problem.unwrap().contains("not recoverable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_republishes_a_mutable_file_with_its_write_cap() {
+    let grid = TestGrid::build(10, Transport::InProcess).await;
+    let alice = client(&grid);
+    let contents = data(30_000, 12);
+    let mutable = alice
+        .create_mutable_file(MutableFormat::Mdmf, contents.clone())
+        .await
+        .unwrap();
+    let cap = Cap::File(FileCap::Mutable(mutable));
+    let si = cap.storage_index().unwrap();
+    let ids: Vec<String> = grid.entries().into_iter().map(|e| e.server_id).collect();
+    let pre = alice.check(&cap, PLAIN).await.unwrap();
+    for (shnum, holders) in pre.sharemap.iter().take(4) {
+        let server = ids.iter().position(|id| *id == holders[0]).unwrap();
+        grid.delete_share(server, si, *shnum);
+    }
+    // A read-only cap cannot repair; the write cap can.
+    let readonly = cap.readonly().unwrap();
+    let report = alice.check_and_repair(&readonly, PLAIN).await.unwrap();
+    assert!(report.attempted && !report.successful);
+    assert!(report.problem.unwrap().contains("write cap"));
+    let report = alice.check_and_repair(&cap, PLAIN).await.unwrap();
+    assert!(report.successful, "{report:?}");
+    assert_eq!(report.post.good_shares, 10);
+    let node = filenode::node::FileNode::new(&alice, FileCap::Mutable(mutable));
+    assert_eq!(node.read_all().await.unwrap(), contents);
 }

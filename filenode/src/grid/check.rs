@@ -352,7 +352,10 @@ async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: Check
 }
 
 /// Fills in the counts and verdicts from where the good shares are.
-#[allow(clippy::too_many_arguments, reason = "one call per file kind, all fields named there")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per file kind, all fields named there"
+)]
 fn finish(
     storage_index: StorageIndex,
     needed: u16,
@@ -369,7 +372,9 @@ fn finish(
     hosts.dedup();
     for (shnum, holders) in &sharemap {
         for holder in holders {
-            let index = hosts.binary_search(&holder).expect("invariant: every holder is a host");
+            let index = hosts
+                .binary_search(&holder)
+                .expect("invariant: every holder is a host");
             holdings.entry(index).or_default().insert(*shnum);
         }
     }
@@ -398,4 +403,115 @@ fn finish(
         leases_renewed: 0,
         lease_failures: Vec::new(),
     }
+}
+
+/// Repairs an immutable file: reads it (verified, from any k good shares) and uploads it again
+/// with its own key and encoding parameters, which makes the very same shares: those still on the
+/// servers are kept and the missing ones are written where the placement puts them.
+pub async fn repair_chk(
+    servers: &[ServerEntry],
+    secrets: &super::ClientSecrets,
+    happy: u16,
+    cap: ChkCap,
+) -> Result<super::upload::UploadResult, String> {
+    use futures::{SinkExt, StreamExt};
+
+    let reader = super::download::open_chk(servers, cap)
+        .await
+        .map_err(|e| format!("the file cannot be read: {e}"))?;
+    let params = super::upload::UploadParams {
+        needed: cap.needed,
+        total: cap.total,
+        happy,
+        max_segment_size: reader.geometry().segment_size,
+    };
+    let (mut sender, receiver) = futures::channel::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let feed = async move {
+        let stream = match Arc::new(reader).stream_range(0, cap.size) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
+                return;
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = chunk.is_err();
+            if sender.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let input = ChannelReader {
+        receiver,
+        chunk: Vec::new(),
+        at: 0,
+        position: 0,
+    };
+    let upload = super::upload::upload_with_key(servers, secrets, &params, input, cap.key, cap.size, None);
+    let (result, ()) = futures::join!(upload, feed);
+    let result = result.map_err(|e| e.to_string())?;
+    if result.cap != FileCap::Chk(cap) {
+        return Err("re-encoding gave different shares (the file's parameters were not reproduced)".into());
+    }
+    Ok(result)
+}
+
+/// The plaintext of a file being repaired, as the encoder's `Read` (it runs on a thread of its
+/// own, so waiting for the next chunk there blocks nothing else). It can only be rewound before
+/// the first read, so a repair whose servers fail mid-way fails (the next repair goes on).
+struct ChannelReader {
+    receiver: futures::channel::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    position: u64,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use futures::StreamExt;
+        while self.at == self.chunk.len() {
+            match futures::executor::block_on(self.receiver.next()) {
+                Some(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ChannelReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match to {
+            std::io::SeekFrom::Start(p) if p == self.position => Ok(p),
+            std::io::SeekFrom::Current(0) => Ok(self.position),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the repair stream cannot be rewound",
+            )),
+        }
+    }
+}
+
+/// A check with repair (Tahoe's check-and-repair results).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The check before repair.
+    pub pre: CheckReport,
+    /// Whether a repair was tried (not for healthy files).
+    pub attempted: bool,
+    /// Whether the file is healthy after the repair.
+    pub successful: bool,
+    /// Why a repair failed or could not be tried.
+    pub problem: Option<String>,
+    /// The check after repair (the pre-repair check when none was tried).
+    pub post: CheckReport,
 }

@@ -345,7 +345,11 @@ impl Grid {
 
     /// Checks an object's shares (a directory through its file cap); `None` for a cap this
     /// version does not know.
-    pub async fn check(&self, cap: &crate::cap::Cap, options: check::CheckOptions) -> Option<check::CheckReport> {
+    pub async fn check(
+        &self,
+        cap: &crate::cap::Cap,
+        options: check::CheckOptions,
+    ) -> Option<check::CheckReport> {
         let file = match cap {
             crate::cap::Cap::File(file) => file,
             crate::cap::Cap::Dir(dir) => dir.file(),

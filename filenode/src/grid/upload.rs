@@ -162,6 +162,29 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
         Ok((input, key, size))
     })
     .await?;
+    upload_with_key(servers, secrets, params, input, key, size, progress).await
+}
+
+/// Uploads `input` (`size` bytes, read from its current position) encrypted with `key`: what
+/// [`upload`] does once it has the key, and what a repairer does with the key of the file it
+/// repairs (the same key and parameters make the same shares, so shares already on the servers
+/// are kept and only the missing ones are written). `input` is rewound only if servers fail
+/// mid-upload and their shares are placed again.
+pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
+    servers: &[ServerEntry],
+    secrets: &ClientSecrets,
+    params: &UploadParams,
+    input: R,
+    key: [u8; 16],
+    size: u64,
+    progress: Option<UploadProgress>,
+) -> Result<UploadResult, UploadError> {
+    let chk_params = ChkParams {
+        needed: params.needed,
+        total: params.total,
+        max_segment_size: params.max_segment_size,
+    };
+    chk_params.validate().map_err(EncodeError::from)?;
     if size <= LIT_THRESHOLD {
         let mut data = Vec::with_capacity(size as usize);
         let mut input = input;

@@ -229,7 +229,8 @@ impl DirNode {
             cap: Cap::Dir(self.cap.clone()),
             error: None,
         }];
-        let mut seen: std::collections::HashSet<Option<storage::StorageIndex>> = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<Option<storage::StorageIndex>> =
+            std::collections::HashSet::new();
         seen.insert(self.cap.file().storage_index());
         let mut queue = std::collections::VecDeque::from([(Vec::<String>::new(), self.clone(), 0usize)]);
         while let Some((path, dir, index)) = queue.pop_front() {

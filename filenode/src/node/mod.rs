@@ -24,6 +24,7 @@ pub use dir::{Child, DirNode, ManifestEntry, Replace, normalize_name};
 pub use metadata::{Metadata, python_json};
 
 use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};
+use crate::grid::check::{CheckOptions, RepairReport};
 use crate::grid::mutable::{
     self as gm, ChunkSource, MutableError, MutableReader, WriteContext, chunks_from_bytes, update_servermap,
 };
@@ -480,7 +481,85 @@ fn mutable_encoding(grid: &Grid) -> (u8, u8) {
     (params.needed.min(u16::from(total)) as u8, total)
 }
 
+/// The largest mutable file `check_and_repair` republishes (it is read into memory).
+const REPAIR_IN_MEMORY_LIMIT: u64 = 64 << 20;
+
 impl Grid {
+    /// Checks an object and, when it is not healthy, repairs it (Tahoe's `t=check&repair=true`):
+    /// an immutable file is uploaded again with its own key, which writes just the missing shares;
+    /// a mutable file is published again with its contents (a new version on all N shares; this
+    /// needs its write cap). A directory is repaired through its file.
+    pub async fn check_and_repair(
+        self: &Arc<Self>,
+        cap: &Cap,
+        options: CheckOptions,
+    ) -> Option<RepairReport> {
+        let pre = self.check(cap, options).await?;
+        let file = match cap {
+            Cap::File(file) => file.clone(),
+            Cap::Dir(dir) => dir.file().clone(),
+            Cap::Unknown(_) => return None,
+        };
+        if pre.healthy {
+            return Some(RepairReport {
+                post: pre.clone(),
+                pre,
+                attempted: false,
+                successful: false,
+                problem: None,
+            });
+        }
+        let repaired: Result<(), String> = match (&file, pre.recoverable) {
+            (_, false) => Err("the file is not recoverable: too few good shares are left".into()),
+            (FileCap::Chk(chk), true) => crate::grid::check::repair_chk(
+                &self.usable_servers(),
+                self.secrets(),
+                self.params().happy,
+                *chk,
+            )
+            .await
+            .map(|_| ()),
+            (FileCap::Mutable(mutable), true) if !file.is_readonly() => {
+                {
+                    // What this client remembers is where its last write left the shares, which
+                    // is what the repair is about to correct: start from the grid as it is.
+                    let state = self.mutable_state(mutable.storage_index());
+                    let mut state = state.lock().await;
+                    state.map = None;
+                    state.contents = None;
+                }
+                let node = FileNode::new(self, FileCap::Mutable(*mutable));
+                match node.size().await {
+                    Ok(size) if size <= REPAIR_IN_MEMORY_LIMIT => match node.read_all().await {
+                        Ok(data) => node.overwrite_bytes(data).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Ok(size) => Err(format!(
+                        "mutable files over {} MiB are not repaired yet ({size} bytes)",
+                        REPAIR_IN_MEMORY_LIMIT >> 20
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (FileCap::Mutable(_), true) => Err("repairing a mutable file needs its write cap".into()),
+            (FileCap::ChkVerifier(_), true) => {
+                Err("repairing an immutable file needs its read cap (this is a verify cap)".into())
+            }
+            (FileCap::Lit(_), true) => Ok(()),
+        };
+        let post = self.check(cap, options).await?;
+        Some(RepairReport {
+            attempted: true,
+            successful: repaired.is_ok() && post.healthy,
+            problem: repaired.err().or_else(|| {
+                (!post.healthy)
+                    .then(|| "the file is still not healthy after the repair (too few servers?)".to_owned())
+            }),
+            pre,
+            post,
+        })
+    }
+
     /// Creates a mutable file holding `data`, with a key from the pool.
     pub async fn create_mutable_file(
         self: &Arc<Self>,

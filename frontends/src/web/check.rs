@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use filenode::cap::Cap;
-use filenode::grid::check::{CheckOptions, CheckReport};
+use filenode::grid::check::{CheckOptions, CheckReport, RepairReport};
 use filenode::node::DirNode;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -19,6 +19,24 @@ use super::error::WebError;
 /// The options of a check request.
 pub(crate) fn options(verify: bool, add_lease: bool) -> CheckOptions {
     CheckOptions { verify, add_lease }
+}
+
+/// Tahoe's `json_check_and_repair_results`.
+pub(crate) fn repair_json(report: &RepairReport) -> Value {
+    if report.pre.storage_index.is_none() {
+        return json!({"storage-index": "", "repair-attempted": false});
+    }
+    let mut value = json!({
+        "storage-index": report.pre.storage_index.map(|si| si.to_string()).unwrap_or_default(),
+        "repair-attempted": report.attempted,
+        "repair-successful": report.successful,
+        "pre-repair-results": report_json(&report.pre),
+        "post-repair-results": report_json(&report.post),
+    });
+    if let Some(problem) = &report.problem {
+        value["repair-problem"] = json!(problem);
+    }
+    value
 }
 
 /// Tahoe's `json_check_results`.
@@ -70,25 +88,41 @@ pub(crate) async fn check(
     state: &WebState,
     cap: &Cap,
     options: CheckOptions,
+    repair: bool,
     json_output: bool,
 ) -> Result<Response, WebError> {
-    let report = state
-        .grid
-        .check(cap, options)
-        .await
-        .ok_or_else(|| WebError::BadRequest("this cap is of a kind this gateway cannot check".into()))?;
+    let unknown = || WebError::BadRequest("this cap is of a kind this gateway cannot check".into());
+    let (report, repaired) = if repair {
+        let repaired = state
+            .grid
+            .check_and_repair(cap, options)
+            .await
+            .ok_or_else(unknown)?;
+        (repaired.post.clone(), Some(repaired))
+    } else {
+        (state.grid.check(cap, options).await.ok_or_else(unknown)?, None)
+    };
     if json_output {
-        return Ok((
-            [(header::CONTENT_TYPE, "application/json")],
-            report_json(&report).to_string(),
-        )
-            .into_response());
+        let body = match &repaired {
+            Some(repaired) => repair_json(repaired),
+            None => report_json(&report),
+        };
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response());
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
-    let mut rows = vec![
-        ("Healthy", yes_no(report.healthy)),
-        ("Recoverable", yes_no(report.recoverable)),
-    ];
+    let mut rows = Vec::new();
+    if let Some(repaired) = &repaired {
+        rows.push(("Before repair", repaired.pre.summary()));
+        rows.push(("Repair attempted", yes_no(repaired.attempted)));
+        if repaired.attempted {
+            rows.push(("Repair successful", yes_no(repaired.successful)));
+        }
+        if let Some(problem) = &repaired.problem {
+            rows.push(("Repair problem", problem.clone()));
+        }
+    }
+    rows.push(("Healthy", yes_no(report.healthy)));
+    rows.push(("Recoverable", yes_no(report.recoverable)));
     if report.storage_index.is_some() {
         rows.extend([
             (
@@ -105,7 +139,10 @@ pub(crate) async fn check(
             ("Wrong shares", report.wrong_shares.to_string()),
             ("Corrupt shares", report.corrupt.len().to_string()),
             ("Recoverable versions", report.recoverable_versions.to_string()),
-            ("Unrecoverable versions", report.unrecoverable_versions.to_string()),
+            (
+                "Unrecoverable versions",
+                report.unrecoverable_versions.to_string(),
+            ),
         ]);
     }
     if options.add_lease {
@@ -146,9 +183,14 @@ fn kind(cap: &Cap) -> &'static str {
 
 /// `t=stream-manifest` (`check: None`) and `t=stream-deep-check`: one JSON line per object found
 /// from `dir`, then a `stats` line; an unreadable directory is an `ERROR:` line (Tahoe's form).
-pub(crate) fn stream_deep(state: &WebState, dir: DirNode, check: Option<CheckOptions>) -> Response {
+pub(crate) fn stream_deep(
+    state: &WebState,
+    dir: DirNode,
+    check: Option<CheckOptions>,
+    repair: bool,
+) -> Response {
     let grid = std::sync::Arc::clone(&state.grid);
-    let lines = async_stream_lines(grid, dir, check);
+    let lines = async_stream_lines(grid, dir, check, repair);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -161,6 +203,7 @@ fn async_stream_lines(
     grid: std::sync::Arc<filenode::grid::Grid>,
     dir: DirNode,
     check: Option<CheckOptions>,
+    repair: bool,
 ) -> futures::stream::BoxStream<'static, String> {
     let stats = std::sync::Arc::new(std::sync::Mutex::new(Stats::default()));
     let totals = std::sync::Arc::clone(&stats);
@@ -181,9 +224,13 @@ fn async_stream_lines(
                     "repaircap": entry.cap.to_string(),
                     "storage-index": storage_index,
                 });
-                let report = match check {
-                    Some(options) => grid.check(&entry.cap, options).await,
-                    None => None,
+                let (report, repaired) = match check {
+                    Some(options) if repair => match grid.check_and_repair(&entry.cap, options).await {
+                        Some(repaired) => (Some(repaired.post.clone()), Some(repaired)),
+                        None => (None, None),
+                    },
+                    Some(options) => (grid.check(&entry.cap, options).await, None),
+                    None => (None, None),
                 };
                 {
                     let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -192,8 +239,16 @@ fn async_stream_lines(
                         stats.checked(report);
                     }
                 }
-                if let Some(report) = &report {
-                    line["check-results"] = report_json(report);
+                match (&repaired, &report) {
+                    (Some(repaired), _) => {
+                        stats
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .repaired(repaired);
+                        line["check-and-repair-results"] = repair_json(repaired);
+                    }
+                    (None, Some(report)) => line["check-results"] = report_json(report),
+                    (None, None) => {}
                 }
                 let mut text = format!("{line}\n");
                 if let Some(error) = entry.error {
@@ -204,7 +259,10 @@ fn async_stream_lines(
         })
         .chain(futures::stream::once(async move {
             let stats = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            format!("{}\n", json!({"type": "stats", "stats": stats.json(check.is_some())}))
+            format!(
+                "{}\n",
+                json!({"type": "stats", "stats": stats.json(check.is_some(), repair)})
+            )
         }))
         .boxed()
 }
@@ -221,6 +279,9 @@ struct Stats {
     unrecoverable: u64,
     corrupt_shares: u64,
     leases_renewed: u64,
+    repairs_attempted: u64,
+    repairs_successful: u64,
+    repairs_unsuccessful: u64,
 }
 
 impl Stats {
@@ -246,7 +307,18 @@ impl Stats {
         self.leases_renewed += report.leases_renewed as u64;
     }
 
-    fn json(&self, checked: bool) -> Value {
+    fn repaired(&mut self, report: &RepairReport) {
+        if report.attempted {
+            self.repairs_attempted += 1;
+            if report.successful {
+                self.repairs_successful += 1;
+            } else {
+                self.repairs_unsuccessful += 1;
+            }
+        }
+    }
+
+    fn json(&self, checked: bool, repaired: bool) -> Value {
         let mut stats = json!({
             "count-directories": self.directories,
             "count-files": self.files,
@@ -259,6 +331,11 @@ impl Stats {
             stats["count-objects-unrecoverable"] = json!(self.unrecoverable);
             stats["count-corrupt-shares"] = json!(self.corrupt_shares);
             stats["count-leases-renewed"] = json!(self.leases_renewed);
+        }
+        if repaired {
+            stats["count-repairs-attempted"] = json!(self.repairs_attempted);
+            stats["count-repairs-successful"] = json!(self.repairs_successful);
+            stats["count-repairs-unsuccessful"] = json!(self.repairs_unsuccessful);
         }
         stats
     }

@@ -915,29 +915,22 @@ async fn post(
     let replace = args.replace()?;
     match args.t() {
         "check" => {
-            if args.boolean("repair", false)? {
-                return Err(WebError::Unsupported(
-                    "repair=true: repair is not implemented yet (check and add-lease are)".into(),
-                ));
-            }
-            let options = super::check::options(args.boolean("verify", false)?, args.boolean("add-lease", false)?);
+            let options =
+                super::check::options(args.boolean("verify", false)?, args.boolean("add-lease", false)?);
+            let repair = args.boolean("repair", false)?;
             let json_output = args.get("output").is_some_and(|o| o.eq_ignore_ascii_case("json"));
             let (node, _) = target.resolve(state).await?;
-            let response = super::check::check(state, &node.cap(), options, json_output).await?;
+            let response = super::check::check(state, &node.cap(), options, repair, json_output).await?;
             when_done(args, response)
         }
         "stream-deep-check" | "stream-manifest" => {
-            if args.boolean("repair", false)? {
-                return Err(WebError::Unsupported(
-                    "repair=true: repair is not implemented yet (check and add-lease are)".into(),
-                ));
-            }
             let dir = post_dir(state, target).await?;
             let options = (args.t() == "stream-deep-check").then_some(super::check::options(
                 args.boolean("verify", false)?,
                 args.boolean("add-lease", false)?,
             ));
-            Ok(super::check::stream_deep(state, dir, options))
+            let repair = options.is_some() && args.boolean("repair", false)?;
+            Ok(super::check::stream_deep(state, dir, options, repair))
         }
         "mkdir" | "mkdir-with-children" | "mkdir-immutable" => {
             let children = if args.t() == "mkdir" {
