@@ -501,3 +501,122 @@ async fn directory_page_urls_and_relative_when_done() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_deep_check_manifest_and_repair_through_the_web_api() {
+    let gw = Gateway::new();
+    let root_cap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    let root = format!("/uri/{}", enc(&root_cap));
+    let file_cap = ok(&gw, "PUT", &format!("{root}/sub/data.bin"), vec![5u8; 20_000]).await;
+    ok(&gw, "PUT", &format!("{root}/tiny.txt"), b"small".to_vec()).await;
+
+    // t=check&output=JSON in Tahoe's shape, through a path.
+    let text = ok(
+        &gw,
+        "POST",
+        &format!("{root}/sub/data.bin?t=check&output=JSON"),
+        Body::empty(),
+    )
+    .await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["results"]["healthy"], true, "{text}");
+    assert_eq!(report["results"]["count-shares-good"], 10);
+    assert_eq!(report["results"]["count-shares-needed"], 3);
+    assert_eq!(report["results"]["sharemap"].as_object().unwrap().len(), 10);
+    assert_eq!(report["summary"], "Healthy: 10 shares (enc 3-of-10)");
+    assert_eq!(report["storage-index"].as_str().unwrap().len(), 26);
+    // Without output=JSON: a page.
+    let (status, page) = call(
+        &gw,
+        "POST",
+        &format!("{root}/sub/data.bin?t=check&verify=true"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Healthy: 10 shares"), "{page}");
+
+    // Lose four shares: check says so; repair puts them back.
+    let cap = filenode::cap::Cap::parse(&file_cap).unwrap();
+    let si = cap.storage_index().unwrap();
+    for (server, shnum) in gw.grid.find_shares(si).into_iter().take(4) {
+        gw.grid.delete_share(server, si, shnum);
+    }
+    let text = ok(
+        &gw,
+        "POST",
+        &format!("/uri/{}?t=check&output=JSON", enc(&file_cap)),
+        Body::empty(),
+    )
+    .await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["results"]["healthy"], false);
+    assert_eq!(report["results"]["count-shares-good"], 6);
+    let text = ok(
+        &gw,
+        "POST",
+        &format!("/uri/{}?t=check&repair=true&output=JSON", enc(&file_cap)),
+        Body::empty(),
+    )
+    .await;
+    let repaired: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(repaired["repair-attempted"], true, "{text}");
+    assert_eq!(repaired["repair-successful"], true, "{text}");
+    assert_eq!(repaired["pre-repair-results"]["results"]["count-shares-good"], 6);
+    assert_eq!(
+        repaired["post-repair-results"]["results"]["count-shares-good"],
+        10
+    );
+
+    // stream-manifest and stream-deep-check: a line per object, then the stats.
+    let text = ok(&gw, "POST", &format!("{root}?t=stream-manifest"), Body::empty()).await;
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let paths: Vec<String> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            l["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert_eq!(paths, ["", "sub", "tiny.txt", "sub/data.bin"], "{text}");
+    let stats = &lines.last().unwrap()["stats"];
+    assert_eq!(
+        (stats["count-directories"].as_u64(), stats["count-files"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let text = ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=stream-deep-check&add-lease=true"),
+        Body::empty(),
+    )
+    .await;
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[..4]
+            .iter()
+            .all(|l| l["check-results"]["results"]["healthy"] == true),
+        "{text}"
+    );
+    let stats = &lines[4]["stats"];
+    assert_eq!(stats["count-objects-checked"], 4);
+    assert_eq!(stats["count-objects-healthy"], 4);
+    // Three objects live on the servers (the LIT file does not): ten leases each.
+    assert_eq!(stats["count-leases-renewed"], 30, "{text}");
+
+    // Bad input: deep-check of a file, an unknown t.
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("{root}/tiny.txt?t=stream-deep-check"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
