@@ -568,6 +568,27 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
         10
     );
 
+    // The info page offers the check form; posting it (as a browser does) shows the outcome.
+    let (_, _, info) = gw.get(&format!("/uri/{}?t=info", enc(&file_cap)), &[]).await;
+    let info = String::from_utf8(info).unwrap();
+    assert!(
+        info.contains(r#"id="check""#) && info.contains("?t=check"),
+        "{info}"
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/uri/{}?t=check", enc(&file_cap)))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("verify=true&repair=true"))
+        .unwrap();
+    let (status, _, page) = gw.send(request).await;
+    let page = String::from_utf8(page).unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("Repair attempted") && page.contains("Healthy: 10 shares"),
+        "{page}"
+    );
+
     // stream-manifest and stream-deep-check: a line per object, then the stats.
     let text = ok(&gw, "POST", &format!("{root}?t=stream-manifest"), Body::empty()).await;
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

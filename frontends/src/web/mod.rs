@@ -449,6 +449,7 @@ fn cap_page(state: &WebState, cap: &Cap, name: Option<&str>) -> Result<Response,
             caps => caps,
             download_url => download_url,
             save_url => save_url,
+            check_url => format!("/uri/{encoded}?t=check"),
         },
     )?;
     Ok(html(page))
