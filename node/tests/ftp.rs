@@ -31,6 +31,15 @@ struct Devgrid {
 
 impl Devgrid {
     fn start(dir: &Path, servers: usize) -> Devgrid {
+        // A port picked free may be taken by a parallel test before devgrid binds it: try again
+        // with fresh ports (in a fresh directory, as the failed attempt may have made some nodes).
+        for attempt in 1..3 {
+            let (web_port, ftp_port) = (free_port(), free_port());
+            if let Ok(grid) = std::panic::catch_unwind(|| Self::start_on(dir, servers, web_port, ftp_port)) {
+                return grid;
+            }
+            let _ = std::fs::rename(dir, dir.with_extension(format!("failed{attempt}")));
+        }
         let (web_port, ftp_port) = (free_port(), free_port());
         Self::start_on(dir, servers, web_port, ftp_port)
     }

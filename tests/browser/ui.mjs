@@ -55,6 +55,13 @@ try {
   await Promise.all([page.waitForURL(/t=info/), page.click("#open button")]);
   if (!(await page.textContent("main")).includes(readCap)) fail("open a cap did not reach the file's page");
 
+  // The file page's Check form (verify every share) reports the file healthy.
+  await page.check("#check input[name=verify]");
+  await Promise.all([page.waitForURL(/t=check/, { timeout: 60_000 }), page.click("#check button")]);
+  const verdict = await page.textContent("h1");
+  if (!verdict.startsWith("Healthy:")) fail(`the check page says: ${verdict}`);
+  await page.screenshot({ path: join(outDir, "check.png"), fullPage: true });
+
   // A video stored in the grid plays and seeks: the browser fetches it with Range requests.
   const clip = readFileSync(new URL("fixtures/clip.webm", import.meta.url));
   const clipCap = await page.evaluate(async (bytes) => {
@@ -93,7 +100,7 @@ try {
   // A blank page compresses to a few kB; the rendered welcome page must be richer than that.
   const size = statSync(shot).size;
   if (size < 15_000) fail(`the screenshot looks blank (${size} bytes)`);
-  console.log(`ok: web UI upload, file page, download and open-a-cap in Chromium (screenshot ${size} bytes)`);
+  console.log(`ok: web UI upload, file page, download, open-a-cap and the Check form in Chromium (screenshot ${size} bytes)`);
 } finally {
   await browser.close();
 }
