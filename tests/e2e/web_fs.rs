@@ -523,7 +523,9 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
     assert_eq!(report["results"]["count-shares-good"], 10);
     assert_eq!(report["results"]["count-shares-needed"], 3);
     assert_eq!(report["results"]["sharemap"].as_object().unwrap().len(), 10);
-    assert_eq!(report["summary"], "Healthy: 10 shares (enc 3-of-10)");
+    assert_eq!(report["summary"], "Healthy");
+    // Tahoe's share ids: share numbers for an immutable file.
+    assert!(report["results"]["sharemap"]["0"].is_array(), "{text}");
     assert_eq!(report["storage-index"].as_str().unwrap().len(), 26);
     // Without output=JSON: a page.
     let (status, page) = call(
@@ -534,7 +536,10 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("Healthy: 10 shares"), "{page}");
+    assert!(
+        page.contains("<h1>Healthy</h1>") && page.contains("10 (encoding 3-of-10)"),
+        "{page}"
+    );
 
     // Lose four shares: check says so; repair puts them back.
     let cap = filenode::cap::Cap::parse(&file_cap).unwrap();
@@ -585,7 +590,7 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
     let page = String::from_utf8(page).unwrap();
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(
-        page.contains("Repair attempted") && page.contains("Healthy: 10 shares"),
+        page.contains("Repair attempted") && page.contains("<h1>Healthy</h1>"),
         "{page}"
     );
 
@@ -610,6 +615,20 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
         (stats["count-directories"].as_u64(), stats["count-files"].as_u64()),
         (Some(2), Some(2))
     );
+    // Repair caps as Tahoe gives them: a verify cap for an immutable file (never its read cap),
+    // nothing for a LIT file, the write cap for a writable directory.
+    assert_eq!(lines[3]["repaircap"], lines[3]["verifycap"], "{text}");
+    assert!(
+        lines[3]["repaircap"]
+            .as_str()
+            .unwrap()
+            .starts_with("URI:CHK-Verifier:")
+    );
+    assert_eq!(lines[2]["repaircap"], "", "{text}");
+    assert_eq!(lines[0]["repaircap"], lines[0]["cap"]);
+    assert_eq!(stats["count-immutable-files"], 1);
+    assert_eq!(stats["count-literal-files"], 1);
+    assert_eq!(stats["size-immutable-files"], 20_000);
     let text = ok(
         &gw,
         "POST",

@@ -10,8 +10,8 @@
 //!   of it are there; `verify` also reads the newest version through a fully verifying reader.
 //! - LIT: nothing is stored on servers; always healthy.
 //!
-//! Healthy means: recoverable, all N shares found (for the newest version of a mutable file) and
-//! the shares spread over at least `shares.happy` servers (CHK), as Tahoe's checker says.
+//! Healthy means what Tahoe's checker means: all N shares found and good (for a mutable file: of
+//! its only version, with no other version around). Happiness is reported beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -79,30 +79,48 @@ pub struct CheckReport {
     pub leases_renewed: usize,
     /// Servers on which adding a lease failed, with the error.
     pub lease_failures: Vec<(String, String)>,
+    /// For a mutable file, the version the counts are about: (seqnum, root hash).
+    pub version: Option<(u64, [u8; 32])>,
+    /// Whether the object is a mutable file (its summary speaks of versions).
+    pub is_mutable: bool,
 }
 
 impl CheckReport {
-    /// Tahoe's one-line summary.
+    /// Tahoe's one-line summary: `Healthy`, or for an immutable file `Not Healthy: 6 shares (enc
+    /// 3-of-10)`, for a mutable one `Unhealthy: ` and what is wrong.
     pub fn summary(&self) -> String {
-        if self.storage_index.is_none() {
-            return "Healthy (LIT)".to_owned();
+        if self.healthy {
+            return "Healthy".to_owned();
         }
-        let corrupt = if self.corrupt.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} corrupt)", self.corrupt.len())
-        };
-        let state = if self.healthy {
-            "Healthy"
-        } else if self.recoverable {
-            "Not Healthy"
-        } else {
-            "Not Recoverable"
-        };
-        format!(
-            "{state}: {} shares (enc {}-of-{}){corrupt}",
+        let counts = format!(
+            "{} shares (enc {}-of-{})",
             self.good_shares, self.needed, self.expected
-        )
+        );
+        if !self.is_mutable {
+            return format!("Not Healthy: {counts}");
+        }
+        let mut parts = Vec::new();
+        if self.unrecoverable_versions > 0 {
+            parts.push("some versions are unrecoverable".to_owned());
+        }
+        if self.recoverable_versions == 0 {
+            parts.push("no versions are recoverable".to_owned());
+        }
+        if self.recoverable_versions > 1 {
+            parts.push("multiple versions are recoverable".to_owned());
+        }
+        if self.recoverable_versions > 0 && self.good_shares < usize::from(self.expected) {
+            parts.push(counts);
+        }
+        if !self.corrupt.is_empty() {
+            parts.push("Corrupt Shares:".to_owned());
+            parts.extend(
+                self.corrupt
+                    .iter()
+                    .map(|c| format!("{}-sh{}", c.server_id, c.shnum)),
+            );
+        }
+        format!("Unhealthy: {}", parts.join(" "))
     }
 
     fn literal() -> Self {
@@ -123,6 +141,8 @@ impl CheckReport {
             healthy: true,
             leases_renewed: 0,
             lease_failures: Vec::new(),
+            version: None,
+            is_mutable: false,
         }
     }
 }
@@ -131,13 +151,12 @@ impl CheckReport {
 pub async fn check_file(
     servers: &[ServerEntry],
     secrets: &super::ClientSecrets,
-    happy: u16,
     cap: &FileCap,
     options: CheckOptions,
 ) -> CheckReport {
     let mut report = match cap {
         FileCap::Lit(_) => return CheckReport::literal(),
-        FileCap::Chk(chk) => check_chk(servers, *chk, happy, options).await,
+        FileCap::Chk(chk) => check_chk(servers, *chk, options).await,
         FileCap::ChkVerifier(verifier) => {
             // Verification needs no key: the verify cap carries all the rest of what it checks.
             let chk = ChkCap {
@@ -147,7 +166,7 @@ pub async fn check_file(
                 total: verifier.total,
                 size: verifier.size,
             };
-            let mut report = check_chk(servers, chk, happy, options).await;
+            let mut report = check_chk(servers, chk, options).await;
             report.storage_index = Some(verifier.storage_index);
             report
         }
@@ -187,7 +206,7 @@ struct Found {
     source: Arc<dyn ShareSource>,
 }
 
-async fn check_chk(servers: &[ServerEntry], cap: ChkCap, happy: u16, options: CheckOptions) -> CheckReport {
+async fn check_chk(servers: &[ServerEntry], cap: ChkCap, options: CheckOptions) -> CheckReport {
     let storage_index = cap.storage_index();
     let answers = join_all(servers.iter().map(|server| async move {
         let listed = with_timeout(
@@ -261,7 +280,6 @@ async fn check_chk(servers: &[ServerEntry], cap: ChkCap, happy: u16, options: Ch
         responding,
         corrupt,
         wrong,
-        Some(happy),
     )
 }
 
@@ -279,20 +297,29 @@ async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: Check
     };
     let recoverable_versions = versions.iter().filter(|(_, s)| recoverable_of(s)).count();
     let unrecoverable_versions = versions.len() - recoverable_versions;
-    // The newest version is the one that counts; shares of any other (or unverifiable) are wrong.
-    let Some((newest, newest_shares)) = versions.first() else {
+    // The counts are about the best recoverable version (the newest when none is recoverable), as
+    // in Tahoe; shares of any other version (or unverifiable ones) are wrong.
+    let best = versions
+        .iter()
+        .find(|(_, shares)| recoverable_of(shares))
+        .or(versions.first());
+    let Some((newest, newest_shares)) = best else {
         let wrong = map.shares.len();
+        // Tahoe's defaults when nothing at all is found.
         let mut report = finish(
             storage_index,
-            0,
-            0,
+            3,
+            10,
             BTreeMap::new(),
             responding,
             Vec::new(),
             wrong,
-            None,
         );
-        report.unrecoverable_versions = usize::from(wrong > 0);
+        report.is_mutable = true;
+        report.recoverable_versions = 0;
+        report.unrecoverable_versions = 0;
+        report.recoverable = false;
+        report.healthy = false;
         return report;
     };
     let header = newest_shares[0]
@@ -334,20 +361,16 @@ async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: Check
             });
         }
     }
-    let mut report = finish(
-        storage_index,
-        needed,
-        total,
-        sharemap,
-        responding,
-        corrupt,
-        wrong,
-        None,
-    );
+    let mut report = finish(storage_index, needed, total, sharemap, responding, corrupt, wrong);
     report.recoverable_versions = recoverable_versions;
     report.unrecoverable_versions = unrecoverable_versions;
+    report.is_mutable = true;
+    report.version = Some(*newest);
     report.recoverable = recoverable_versions > 0 && recoverable_of(newest_shares);
-    report.healthy = report.healthy && recoverable_versions == 1 && unrecoverable_versions == 0;
+    report.healthy = report.healthy
+        && report.corrupt.is_empty()
+        && recoverable_versions == 1
+        && unrecoverable_versions == 0;
     report
 }
 
@@ -364,7 +387,6 @@ fn finish(
     servers_responding: Vec<String>,
     corrupt: Vec<CorruptShare>,
     wrong_shares: usize,
-    happy: Option<u16>,
 ) -> CheckReport {
     let mut holdings: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
     let mut hosts: Vec<&String> = sharemap.values().flatten().collect();
@@ -381,10 +403,9 @@ fn finish(
     let happiness = super::placement::happiness(&holdings);
     let good_shares = sharemap.len();
     let recoverable = needed > 0 && good_shares >= usize::from(needed);
-    let healthy = recoverable
-        && good_shares >= usize::from(expected)
-        && corrupt.is_empty()
-        && happy.is_none_or(|happy| happiness >= usize::from(happy));
+    // Tahoe's rule: healthy when every one of the N shares is there (and good). Happiness is
+    // reported beside it.
+    let healthy = recoverable && good_shares >= usize::from(expected);
     CheckReport {
         storage_index: Some(storage_index),
         needed,
@@ -402,6 +423,8 @@ fn finish(
         healthy,
         leases_renewed: 0,
         lease_failures: Vec::new(),
+        version: None,
+        is_mutable: false,
     }
 }
 

@@ -356,7 +356,7 @@ impl Grid {
             crate::cap::Cap::Unknown(_) => return None,
         };
         let servers = self.usable_servers();
-        Some(check::check_file(&servers, &self.secrets, self.params.happy, file, options).await)
+        Some(check::check_file(&servers, &self.secrets, file, options).await)
     }
 
     /// Opens an immutable file for reading.

@@ -24,7 +24,8 @@ pub(crate) fn options(verify: bool, add_lease: bool) -> CheckOptions {
 /// Tahoe's `json_check_and_repair_results`.
 pub(crate) fn repair_json(report: &RepairReport) -> Value {
     if report.pre.storage_index.is_none() {
-        return json!({"storage-index": "", "repair-attempted": false});
+        // A LIT file has nothing to repair: Tahoe's gateway answers with its check results.
+        return report_json(&report.pre);
     }
     let mut value = json!({
         "storage-index": report.pre.storage_index.map(|si| si.to_string()).unwrap_or_default(),
@@ -45,10 +46,22 @@ pub(crate) fn report_json(report: &CheckReport) -> Value {
         return json!({"storage-index": "", "results": {"healthy": true}});
     };
     let si = storage_index.to_string();
+    // Tahoe's share ids: the share number for an immutable file, `seq<N>-<root>-sh<shnum>` (the
+    // version, then the share) for a mutable one.
+    let version = report.version.map(|(seqnum, root)| {
+        let root = storage::base32::encode(&root);
+        format!("seq{seqnum}-{}", &root[..4])
+    });
     let sharemap: BTreeMap<String, &Vec<String>> = report
         .sharemap
         .iter()
-        .map(|(shnum, servers)| (format!("sh{shnum}"), servers))
+        .map(|(shnum, servers)| {
+            let id = match &version {
+                Some(version) => format!("{version}-sh{shnum}"),
+                None => shnum.to_string(),
+            };
+            (id, servers)
+        })
         .collect();
     json!({
         "storage-index": si,
@@ -148,14 +161,26 @@ pub(crate) async fn check(
     if options.add_lease {
         rows.push(("Leases added or renewed", report.leases_renewed.to_string()));
     }
+    // Servers by nickname, as the welcome page shows them.
+    let nicknames: BTreeMap<String, String> = state
+        .grid
+        .servers_with_status()
+        .into_iter()
+        .map(|(entry, _)| (entry.server_id.clone(), entry.name()))
+        .collect();
+    let named = |id: &String| match nicknames.get(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.clone(),
+    };
     let page = state.pages.render(
         "check.html",
         minijinja::context! {
+            nickname => state.nickname.clone(),
             summary => report.summary(),
             storage_index => report.storage_index.map(|si| si.to_string()).unwrap_or_default(),
             rows => rows,
-            corrupt => report.corrupt.iter().map(|c| format!("share {} on {}: {}", c.shnum, c.server_id, c.reason)).collect::<Vec<_>>(),
-            sharemap => report.sharemap.iter().map(|(shnum, servers)| (format!("sh{shnum}"), servers.join(", "))).collect::<Vec<_>>(),
+            corrupt => report.corrupt.iter().map(|c| format!("share {} on {}: {}", c.shnum, named(&c.server_id), c.reason)).collect::<Vec<_>>(),
+            sharemap => report.sharemap.iter().map(|(shnum, servers)| (format!("sh{shnum}"), servers.iter().map(named).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>(),
         },
     )?;
     Ok((
@@ -166,11 +191,23 @@ pub(crate) async fn check(
         .into_response())
 }
 
-/// The verify cap and storage index of a cap (`""` where there is none).
-fn identity(cap: &Cap) -> (String, String) {
+/// The verify cap, repair cap and storage index of a cap (`""` where there is none). The repair cap
+/// is the weakest cap that can repair the object, as in Tahoe: an immutable file's verify cap, a
+/// mutable file's write cap (and nothing for a read-only one or a LIT file).
+fn identity(cap: &Cap) -> (String, String, String) {
     let verifier = cap.verifier().map(|v| v.to_string()).unwrap_or_default();
     let storage_index = cap.storage_index().map(|si| si.to_string()).unwrap_or_default();
-    (verifier, storage_index)
+    let file = match cap {
+        Cap::File(file) => Some(file),
+        Cap::Dir(dir) => Some(dir.file()),
+        Cap::Unknown(_) => None,
+    };
+    let repaircap = match file {
+        Some(filenode::cap::FileCap::Chk(_) | filenode::cap::FileCap::ChkVerifier(_)) => verifier.clone(),
+        Some(filenode::cap::FileCap::Mutable(_)) if !cap.is_readonly() => cap.to_string(),
+        _ => String::new(),
+    };
+    (verifier, repaircap, storage_index)
 }
 
 fn kind(cap: &Cap) -> &'static str {
@@ -215,13 +252,13 @@ fn async_stream_lines(
             let grid = std::sync::Arc::clone(&grid);
             let stats = std::sync::Arc::clone(&stats);
             async move {
-                let (verifycap, storage_index) = identity(&entry.cap);
+                let (verifycap, repaircap, storage_index) = identity(&entry.cap);
                 let mut line = json!({
                     "type": kind(&entry.cap),
                     "path": entry.path,
                     "cap": entry.cap.to_string(),
                     "verifycap": verifycap,
-                    "repaircap": entry.cap.to_string(),
+                    "repaircap": repaircap,
                     "storage-index": storage_index,
                 });
                 let (report, repaired) = match check {
@@ -251,14 +288,28 @@ fn async_stream_lines(
                     (None, None) => {}
                 }
                 let mut text = format!("{line}\n");
+                let failed = entry.error.is_some();
                 if let Some(error) = entry.error {
-                    text.push_str(&format!("ERROR: a directory could not be read: {error}\n"));
+                    // As Tahoe: the stream ends at an error, whose lines the client reports.
+                    text.push_str(&format!("ERROR: a directory could not be read\n{error}\n"));
+                    stats
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .ended = true;
                 }
-                text
+                (text, failed)
             }
+        })
+        .scan(false, |ended, (text, failed)| {
+            let item = (!*ended).then_some(text);
+            *ended |= failed;
+            futures::future::ready(item)
         })
         .chain(futures::stream::once(async move {
             let stats = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if stats.ended {
+                return String::new();
+            }
             format!(
                 "{}\n",
                 json!({"type": "stats", "stats": stats.json(check.is_some(), repair)})
@@ -267,12 +318,22 @@ fn async_stream_lines(
         .boxed()
 }
 
-/// Counts for the final `stats` line.
+/// Counts for the final `stats` line: Tahoe's deep-stats (`api-version` 1: object counts, sizes
+/// of immutable and literal files, a histogram of file sizes) and, after a deep-check, the check
+/// and repair counts.
 #[derive(Default)]
 struct Stats {
     directories: u64,
     files: u64,
+    immutable_files: u64,
+    mutable_files: u64,
+    literal_files: u64,
     unknown: u64,
+    size_immutable: u64,
+    size_literal: u64,
+    largest_immutable: u64,
+    /// Files per size bucket, keyed by the bucket's lower bound.
+    histogram: BTreeMap<u64, (u64, u64)>,
     checked: u64,
     healthy: u64,
     unhealthy: u64,
@@ -282,15 +343,58 @@ struct Stats {
     repairs_attempted: u64,
     repairs_successful: u64,
     repairs_unsuccessful: u64,
+    /// The walk met an error and the stream ended there.
+    ended: bool,
+}
+
+/// Tahoe's file-size buckets: (0,0), (1,3), (4,10), (11,31), (32,100), (101,316), ... two per
+/// decade, each upper bound the next power of sqrt(10) (as a float, truncated).
+fn size_bucket(size: u64) -> (u64, u64) {
+    if size == 0 {
+        return (0, 0);
+    }
+    let (mut low, mut high) = (1u64, 3u64);
+    while size > high {
+        low = high + 1;
+        let mut power = 1.0f64;
+        while power < low as f64 {
+            power *= 10f64.sqrt();
+        }
+        high = power as u64;
+    }
+    (low, high)
 }
 
 impl Stats {
     fn count(&mut self, cap: &Cap) {
         match cap {
             Cap::Dir(_) => self.directories += 1,
-            Cap::File(_) => self.files += 1,
             Cap::Unknown(_) => self.unknown += 1,
+            Cap::File(file) => {
+                self.files += 1;
+                match file {
+                    filenode::cap::FileCap::Mutable(_) => self.mutable_files += 1,
+                    filenode::cap::FileCap::Lit(lit) => {
+                        let size = lit.data.len() as u64;
+                        self.literal_files += 1;
+                        self.size_literal += size;
+                        self.histogram_add(size);
+                    }
+                    other => {
+                        let size = other.size().unwrap_or(0);
+                        self.immutable_files += 1;
+                        self.size_immutable += size;
+                        self.largest_immutable = self.largest_immutable.max(size);
+                        self.histogram_add(size);
+                    }
+                }
+            }
         }
+    }
+
+    fn histogram_add(&mut self, size: u64) {
+        let (low, high) = size_bucket(size);
+        self.histogram.entry(low).or_insert((high, 0)).1 += 1;
     }
 
     fn checked(&mut self, report: &CheckReport) {
@@ -320,9 +424,21 @@ impl Stats {
 
     fn json(&self, checked: bool, repaired: bool) -> Value {
         let mut stats = json!({
-            "count-directories": self.directories,
+            "api-version": 1,
+            "count-immutable-files": self.immutable_files,
+            "count-mutable-files": self.mutable_files,
+            "count-literal-files": self.literal_files,
             "count-files": self.files,
+            "count-directories": self.directories,
             "count-unknown": self.unknown,
+            "size-immutable-files": self.size_immutable,
+            "size-literal-files": self.size_literal,
+            "largest-immutable-file": self.largest_immutable,
+            "size-files-histogram": self
+                .histogram
+                .iter()
+                .map(|(low, (high, count))| json!([low, high, count]))
+                .collect::<Vec<_>>(),
         });
         if checked {
             stats["count-objects-checked"] = json!(self.checked);
@@ -338,5 +454,37 @@ impl Stats {
             stats["count-repairs-unsuccessful"] = json!(self.repairs_unsuccessful);
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_bucket;
+
+    #[test]
+    fn size_buckets_are_tahoes() {
+        let buckets: Vec<(u64, u64)> = [0, 1, 3, 4, 10, 11, 31, 32, 100, 101, 316, 317, 1000, 1001]
+            .iter()
+            .map(|s| size_bucket(*s))
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                (0, 0),
+                (1, 3),
+                (1, 3),
+                (4, 10),
+                (4, 10),
+                (11, 31),
+                (11, 31),
+                (32, 100),
+                (32, 100),
+                (101, 316),
+                (101, 316),
+                (317, 1000),
+                (317, 1000),
+                (1001, 3162)
+            ]
+        );
     }
 }
