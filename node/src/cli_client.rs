@@ -413,13 +413,35 @@ impl Gateway {
 
     /// Starts a GET; a non-2xx answer is a [`GatewayError`].
     pub(crate) fn start_download(&self, url: &str) -> anyhow::Result<Download> {
+        self.start(Method::GET, url)
+    }
+
+    /// Sends a request without a body and returns the answer before its body is read; a non-2xx
+    /// answer is a [`GatewayError`].
+    pub(crate) fn start(&self, method: Method, url: &str) -> anyhow::Result<Download> {
         self.runtime.block_on(async {
-            let response = self.send(Method::GET, url, empty()).await?;
+            let response = self.send(method, url, empty()).await?;
             if !response.status().is_success() {
                 Self::read_reply(response).await?;
                 bail!("the gateway answered with no success and no error");
             }
             Ok(Download { response })
+        })
+    }
+
+    /// Hands each chunk of an answer's body to `each` as it arrives (streamed answers such as
+    /// `t=stream-deep-check`), without a progress bar.
+    pub(crate) fn for_each_chunk(
+        &self,
+        download: Download,
+        mut each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.runtime.block_on(async {
+            let mut body = download.response.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                each(&chunk.context("the gateway's answer was cut off")?)?;
+            }
+            Ok(())
         })
     }
 

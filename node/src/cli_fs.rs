@@ -212,12 +212,12 @@ impl FileStore {
         })
     }
 
-    fn gateway(&self) -> anyhow::Result<Gateway> {
+    pub(crate) fn gateway(&self) -> anyhow::Result<Gateway> {
         Gateway::open(&self.node_dir, self.node_url.as_deref())
     }
 
     /// Resolves an argument that must be in the grid (a bare path is under the default alias).
-    fn grid(&self, argument: &str) -> anyhow::Result<(String, String)> {
+    pub(crate) fn grid(&self, argument: &str) -> anyhow::Result<(String, String)> {
         match self.aliases.resolve(argument, Some(DEFAULT_ALIAS))? {
             Location::Grid { root, path } => {
                 check_typed_cap(&root)?;
@@ -246,7 +246,7 @@ fn split_last(path: &str) -> (&str, &str) {
 }
 
 /// Adds what the command was doing to a gateway's answer: `ARG: No such child: x`.
-fn about(argument: &str, error: anyhow::Error) -> anyhow::Error {
+pub(crate) fn about(argument: &str, error: anyhow::Error) -> anyhow::Error {
     if gateway_status(&error).is_some() {
         error.context(argument.to_owned())
     } else {

@@ -1,7 +1,8 @@
 //! The `tessera` command: the only composition root of the workspace.
 //!
 //! Subcommands: `create-node` and `run` for storage nodes, the file-store commands (`put`, `get`,
-//! `ls`, `cp`, ... over a gateway, as Tahoe's CLI), `admin` (SFTP accounts), and the `debug` tools.
+//! `ls`, `cp`, ... over a gateway, as Tahoe's CLI), the checking commands (`check`, `deep-check`,
+//! `manifest`), `admin` (SFTP accounts), and the `debug` tools.
 
 mod admin;
 mod aliases;
@@ -9,6 +10,7 @@ mod announcement;
 mod bench;
 mod bench_dir;
 mod bench_grid;
+mod cli_check;
 mod cli_client;
 mod cli_fs;
 mod client;
@@ -92,6 +94,13 @@ enum Command {
     AddAlias(cli_fs::AddAliasArgs),
     /// Show the aliases and their directory caps.
     ListAliases(cli_fs::ListAliasesArgs),
+    /// Check a file or directory: how many of its shares the servers hold (and, with --verify,
+    /// whether they are intact); optionally renew leases.
+    Check(cli_check::CheckArgs),
+    /// Check every file and directory reachable from a directory, like `check` for each.
+    DeepCheck(cli_check::DeepCheckArgs),
+    /// List every file and directory reachable from a directory, with its cap and path.
+    Manifest(cli_check::ManifestArgs),
     /// Show the storage servers the node knows and whether they are connected.
     Status,
     /// Manage the SFTP accounts of a client node (`add-user`, `passwd`).
@@ -121,6 +130,9 @@ fn main() -> std::process::ExitCode {
         Command::CreateAlias(args) => fs(&node_dir).and_then(|mut ctx| cli_fs::create_alias(&mut ctx, &args)),
         Command::AddAlias(args) => fs(&node_dir).and_then(|mut ctx| cli_fs::add_alias(&mut ctx, &args)),
         Command::ListAliases(args) => fs(&node_dir).and_then(|ctx| cli_fs::list_aliases(&ctx, &args)),
+        Command::Check(args) => fs(&node_dir).and_then(|ctx| cli_check::check(&ctx, &args)),
+        Command::DeepCheck(args) => fs(&node_dir).and_then(|ctx| cli_check::deep_check(&ctx, &args)),
+        Command::Manifest(args) => fs(&node_dir).and_then(|ctx| cli_check::manifest(&ctx, &args)),
         Command::Status => cli_client::status(&node_dir),
         Command::CreateNode(args) => nodedir::create_node(&args),
         Command::CreateIntroducer(args) => nodedir::create_introducer(&args),

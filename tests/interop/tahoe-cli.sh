@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The real Tahoe-LAFS 1.20 CLI (`tahoe create-alias`, `put`, `get`, `ls`, `mkdir`, `mv`, `ln`,
-# `cp -r`, `unlink`) against a node directory (node.url + private/aliases), checking every result
-# byte for byte; then `tessera`'s CLI and `tahoe`'s share that node directory's aliases both ways.
+# `cp -r`, `unlink`, `check`, `deep-check`, `manifest`) against a node directory (node.url +
+# private/aliases), checking every result byte for byte; then `tessera`'s CLI and `tahoe`'s share
+# that node directory's aliases both ways, and `tessera check`/`deep-check`/`manifest` print what
+# `tahoe`'s do.
 #
 # Usage: tests/interop/tahoe-cli.sh tahoe [path/to/tessera]   a one-node Tahoe grid as the gateway
 #        tests/interop/tahoe-cli.sh path/to/tessera           a `tessera devgrid` gateway
@@ -104,7 +106,9 @@ DIRCAP=$(T mkdir tahoe:dir/sub)
 case "$DIRCAP" in URI:DIR2:*) ;; *) fail "tahoe mkdir printed [$DIRCAP]";; esac
 same_text "$(T ls)" $'a.bin\ndir\nsmall.txt' "tahoe ls"
 same_text "$(T ls tahoe:dir)" "sub" "tahoe ls of a subdirectory"
-T ls -l tahoe: | grep -Eq '^-r-- 1500000 .* a\.bin$' || fail "tahoe ls -l: $(T ls -l tahoe:)"
+# (Output captured first: `grep -q` leaving early would break tahoe's pipe, and pipefail with it.)
+LISTING=$(T ls -l tahoe:)
+grep -Eq '^-r-- 1500000 .* a\.bin$' <<< "$LISTING" || fail "tahoe ls -l: $LISTING"
 ok "tahoe ls -l"
 same_text "$(T ls --uri tahoe:dir | awk '{print $2}')" "$DIRCAP" "tahoe ls --uri"
 
@@ -134,6 +138,86 @@ same_text "$(T ls)" $'dir\nsmall.txt\ntree' "the unlinked name is gone"
 T get tahoe:dir/sub/renamed.bin a.still
 same_file a.bin a.still "the other link still reads"
 
+# ------------------------------------------------------------- tahoe check, deep-check, manifest
+# The tree now: 7 directories (tahoe:, dir, dir/sub, tree, tree/empty, tree/sübdir,
+# tree/sübdir/déeper) and 6 files, 4 of them LIT (small.txt, top.txt, naïve file ☃.txt, empty-file).
+json_get() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1:]: v=v[k]
+print(json.dumps(v) if not isinstance(v,str) else v)' "$@"; }
+RAW=$(T check --raw tahoe:dir/sub/renamed.bin)
+SI=$(json_get storage-index <<< "$RAW")
+[ ${#SI} = 26 ] || fail "tahoe check --raw: storage index [$SI] in $RAW"
+[ "$(json_get results healthy <<< "$RAW")" = true ] || fail "tahoe check --raw: not healthy: $RAW"
+GOOD=$(json_get results count-shares-good <<< "$RAW")
+K=$(json_get results count-shares-needed <<< "$RAW")
+N=$(json_get results count-shares-expected <<< "$RAW")
+[ "$GOOD" = "$N" ] || fail "tahoe check --raw: $GOOD of $N shares: $RAW"
+for key in count-happiness count-good-share-hosts count-corrupt-shares list-corrupt-shares \
+           servers-responding sharemap count-wrong-shares count-recoverable-versions \
+           count-unrecoverable-versions recoverable; do
+  json_get results "$key" <<< "$RAW" > /dev/null 2>&1 || fail "tahoe check --raw: no results.$key in $RAW"
+done
+ok "tahoe check --raw (storage index $SI, $GOOD shares, $K-of-$N)"
+SUMMARY=$(json_get summary <<< "$RAW")
+case "$SUMMARY" in Healthy*) ;; *) fail "summary [$SUMMARY]";; esac
+same_text "$(T check tahoe:dir/sub/renamed.bin)" "Summary: $SUMMARY
+ storage index: $SI
+ good-shares: $N (encoding is $K-of-$N)
+ wrong-shares: 0" "tahoe check"
+same_text "$(T check --verify tahoe:dir/sub/renamed.bin)" "$(T check tahoe:dir/sub/renamed.bin)" "tahoe check --verify"
+same_text "$(T check --add-lease tahoe:dir/sub/renamed.bin)" "$(T check tahoe:dir/sub/renamed.bin)" "tahoe check --add-lease"
+same_text "$(T check tahoe:small.txt)" "Summary: Healthy (LIT)
+ storage index: " "tahoe check of a LIT file"
+same_text "$(T check --raw tahoe:small.txt | json_get results healthy)" "true" "tahoe check --raw of a LIT file"
+ROOTCHECK=$(T check)
+grep -q '^Summary: Healthy' <<< "$ROOTCHECK" || fail "tahoe check (tahoe:): $ROOTCHECK"
+ok "tahoe check of a directory"
+T check tahoe:missing > /dev/null 2>&1 && fail "tahoe check of a missing name succeeded"
+ok "tahoe check of a missing name fails"
+
+same_text "$(T deep-check tahoe:)" "done: 13 objects checked, 13 healthy, 0 unhealthy" "tahoe deep-check"
+same_text "$(T deep-check --verify tahoe:tree)" "done: 8 objects checked, 8 healthy, 0 unhealthy" "tahoe deep-check --verify of a subtree"
+same_text "$(T deep-check --add-lease tahoe:)" "done: 13 objects checked, 13 healthy, 0 unhealthy" "tahoe deep-check --add-lease"
+DEEP=$(T deep-check -v tahoe:)
+[ "$(wc -l <<< "$DEEP")" = 14 ] || fail "tahoe deep-check -v: $DEEP"
+for line in "'<root>': Healthy" "'dir/sub/renamed.bin': Healthy" "'tree/sübdir/déeper': Healthy" \
+            "'tree/sübdir/déeper/naïve file ☃.txt': Healthy (LIT)" "'small.txt': Healthy (LIT)"; do
+  grep -qF "$line" <<< "$DEEP" || fail "tahoe deep-check -v: no [$line] in $DEEP"
+done
+ok "tahoe deep-check -v (one line per object, Tahoe's quoting)"
+T deep-check --raw tahoe: | python3 -c '
+import json, sys
+lines = [json.loads(l) for l in sys.stdin]
+objects = [l for l in lines if l["type"] in ("file", "directory")]
+assert len(objects) == 13, objects
+assert all(o["check-results"]["results"]["healthy"] for o in objects), objects
+assert lines[-1]["type"] == "stats", lines[-1]
+assert lines[-1]["stats"]["count-directories"] == 7 and lines[-1]["stats"]["count-files"] == 6, lines[-1]
+' || fail "tahoe deep-check --raw"
+ok "tahoe deep-check --raw (13 objects and a stats line)"
+
+ROOTCAP=$(sed -n 's/^tahoe: //p' "$NODE/private/aliases")
+MANIFEST=$(T manifest tahoe:)
+[ "$(wc -l <<< "$MANIFEST")" = 13 ] || fail "tahoe manifest: $MANIFEST"
+grep -qxF "$ROOTCAP " <<< "$MANIFEST" || fail "tahoe manifest: no root line in $MANIFEST"
+same_text "$(cut -d' ' -f2- <<< "$MANIFEST" | sort)" "$(printf '%s\n' '' dir dir/sub dir/sub/renamed.bin small.txt tree \
+  tree/empty tree/sübdir tree/sübdir/big.bin tree/sübdir/déeper 'tree/sübdir/déeper/empty-file' \
+  'tree/sübdir/déeper/naïve file ☃.txt' tree/top.txt | sort)" "tahoe manifest (cap and path of every object)"
+grep -qxF "$(T ls --uri tahoe:tree/sübdir | awk '$1 == "big.bin" {print $2}') tree/sübdir/big.bin" <<< "$MANIFEST" \
+  || fail "tahoe manifest: big.bin's cap"
+ok "tahoe manifest names big.bin by the cap ls shows"
+same_text "$(T manifest --storage-index tahoe: | grep -cE '^[a-z2-7]{26}$')" 9 "tahoe manifest --storage-index (9 objects are not LIT)"
+same_text "$(T manifest --verify-cap tahoe: | grep -c Verifier)" 9 "tahoe manifest --verify-cap"
+REPAIRCAPS=$(T manifest --repair-cap tahoe:)
+[ -n "$REPAIRCAPS" ] && ! grep -qv '^URI:' <<< "$REPAIRCAPS" || fail "tahoe manifest --repair-cap: $REPAIRCAPS"
+ok "tahoe manifest --repair-cap prints caps"
+T manifest --raw tahoe: | python3 -c '
+import json, sys
+lines = [json.loads(l) for l in sys.stdin]
+assert len(lines) == 14 and lines[-1]["type"] == "stats", lines
+' || fail "tahoe manifest --raw"
+ok "tahoe manifest --raw"
+
 # ------------------------------------------------------------------------- tessera's CLI, same aliases
 if [ -n "$TESSERA" ]; then
   X() { "$TESSERA" --node-directory "$NODE" "$@"; }
@@ -148,6 +232,28 @@ if [ -n "$TESSERA" ]; then
   T cp -r made-by-tessera:tree back2 > /dev/null
   diff -r tree back2/tree > /dev/null || fail "tessera cp -r, then tahoe cp -r back: $(diff -r tree back2/tree)"
   ok "tessera cp -r, tahoe cp -r back"
+  same_text "$(X check tahoe:dir/sub/renamed.bin)" "$(T check tahoe:dir/sub/renamed.bin)" "tessera check prints what tahoe check prints"
+  same_text "$(X check tahoe:small.txt tahoe:)" "$(T check tahoe:small.txt tahoe:)" "tessera check of a LIT file and a directory"
+  same_text "$(X check --raw tahoe:dir/sub/renamed.bin)" "$(T check --raw tahoe:dir/sub/renamed.bin)" "tessera check --raw"
+  same_text "$(X deep-check tahoe:)" "$(T deep-check tahoe:)" "tessera deep-check prints what tahoe deep-check prints"
+  same_text "$(X deep-check -v tahoe: | sort)" "$(T deep-check -v tahoe: | sort)" "tessera deep-check -v"
+  same_text "$(X manifest tahoe: | sort)" "$(T manifest tahoe: | sort)" "tessera manifest prints what tahoe manifest prints"
+  for flag in --storage-index --verify-cap --repair-cap; do
+    same_text "$(X manifest $flag tahoe: | sort)" "$(T manifest $flag tahoe: | sort)" "tessera manifest $flag"
+  done
+  # check-and-repair: compared with tahoe's output while the gateway answers repair=true;
+  # otherwise its refusal is one line.
+  if T check --repair tahoe:dir/sub/renamed.bin > repair.txt 2> /dev/null; then
+    same_text "$(X check --repair tahoe:dir/sub/renamed.bin)" "$(cat repair.txt)" "tessera check --repair"
+    same_text "$(X deep-check --repair -v tahoe: | sort)" "$(T deep-check --repair -v tahoe: | sort)" "tessera deep-check --repair -v"
+  else
+    X check --repair tahoe:dir/sub/renamed.bin > /dev/null 2> err.txt && fail "tessera check --repair succeeded where tahoe's failed"
+    [ "$(wc -l < err.txt)" = 1 ] || fail "tessera check --repair error: $(cat err.txt)"
+    ok "tessera check --repair: the gateway's refusal in one line ($(cat err.txt))"
+  fi
+  X check tahoe:missing > /dev/null 2> err.txt && fail "tessera check of a missing name succeeded"
+  [ "$(wc -l < err.txt)" = 1 ] && grep -q "No such child" err.txt || fail "tessera check error: $(cat err.txt)"
+  ok "tessera check of a missing name: one line"
   [ "$(stat -c %a "$NODE/private/aliases")" = 600 ] || fail "private/aliases mode $(stat -c %a "$NODE/private/aliases")"
   ok "private/aliases is 0600 after tessera wrote it"
 fi
