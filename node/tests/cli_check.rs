@@ -591,7 +591,9 @@ fn deep_check_and_manifest_walk_a_tree() {
     assert!(!out.stderr.contains("URI:"), "{}", out.stderr);
     let lines = out.lines();
     assert!(
-        lines.iter().any(|l| l.starts_with("'docs/deeper': Not")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("'docs/deeper': Unhealthy: no versions are recoverable")),
         "{}",
         out.stdout
     );
@@ -735,7 +737,7 @@ fn corrupt_shares_and_a_stopped_server_make_files_unhealthy() {
     assert_eq!(lines.len(), 4, "{}", deep.stdout);
     assert!(lines.contains(&"'tiny.txt': Healthy (LIT)"), "{}", deep.stdout);
     assert!(
-        lines.iter().any(|l| l.starts_with("'<root>': Not Healthy")),
+        lines.iter().any(|l| l.starts_with("'<root>': Unhealthy: ")),
         "{}",
         deep.stdout
     );

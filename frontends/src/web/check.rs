@@ -24,8 +24,8 @@ pub(crate) fn options(verify: bool, add_lease: bool) -> CheckOptions {
 /// Tahoe's `json_check_and_repair_results`.
 pub(crate) fn repair_json(report: &RepairReport) -> Value {
     if report.pre.storage_index.is_none() {
-        // A LIT file has nothing to repair: Tahoe's gateway answers with its check results.
-        return report_json(&report.pre);
+        // A LIT file has nothing to repair (a single check answers with plain check results).
+        return json!({"storage-index": "", "repair-attempted": false});
     }
     let mut value = json!({
         "storage-index": report.pre.storage_index.map(|si| si.to_string()).unwrap_or_default(),
@@ -117,8 +117,9 @@ pub(crate) async fn check(
     };
     if json_output {
         let body = match &repaired {
-            Some(repaired) => repair_json(repaired),
-            None => report_json(&report),
+            // As Tahoe's gateway: a LIT file's check with repair=true answers as a plain check.
+            Some(repaired) if repaired.pre.storage_index.is_some() => repair_json(repaired),
+            _ => report_json(&report),
         };
         return Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response());
     }
