@@ -26,21 +26,28 @@ use crate::cli_client::{Gateway, redact_caps};
 use crate::cli_fs::{Exit, FileStore, about};
 use crate::output;
 
-/// `tessera check`.
+/// What `check` and `deep-check` share: Tahoe's flags.
 #[derive(Debug, clap::Args)]
-pub(crate) struct CheckArgs {
-    /// Print the gateway's JSON as it is.
+pub(crate) struct CheckFlags {
+    /// Print the gateway's JSON (for deep-check: its stream of JSON lines) as it is.
     #[arg(long)]
     raw: bool,
     /// Verify every share's hashes (read every block), instead of only asking where shares are.
     #[arg(long)]
     verify: bool,
-    /// Repair the file or directory if the check finds a problem.
+    /// Repair whatever the check finds a problem with.
     #[arg(long)]
     repair: bool,
     /// Add or renew this client's lease on every share found.
     #[arg(long)]
     add_lease: bool,
+}
+
+/// `tessera check`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    flags: CheckFlags,
     /// What to check: ALIAS:path, a cap, CAP/path, or a path under `tahoe:` (default `tahoe:`);
     /// several are checked in turn.
     #[arg(value_name = "TARGET")]
@@ -50,18 +57,8 @@ pub(crate) struct CheckArgs {
 /// `tessera deep-check`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeepCheckArgs {
-    /// Print the gateway's stream of JSON lines as it is.
-    #[arg(long)]
-    raw: bool,
-    /// Verify every share's hashes (read every block), instead of only asking where shares are.
-    #[arg(long)]
-    verify: bool,
-    /// Repair every file and directory the check finds a problem with.
-    #[arg(long)]
-    repair: bool,
-    /// Add or renew this client's lease on every share found.
-    #[arg(long)]
-    add_lease: bool,
+    #[command(flatten)]
+    flags: CheckFlags,
     /// Print one line per object checked, with its health.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -295,7 +292,7 @@ pub(crate) fn check(ctx: &FileStore, args: &CheckArgs) -> anyhow::Result<()> {
     };
     let query = format!(
         "t=check&output=JSON{}",
-        flags(args.verify, args.repair, args.add_lease)
+        flags(args.flags.verify, args.flags.repair, args.flags.add_lease)
     );
     for target in &targets {
         let url = target_url(ctx, &gateway, target, &query)?;
@@ -303,7 +300,7 @@ pub(crate) fn check(ctx: &FileStore, args: &CheckArgs) -> anyhow::Result<()> {
             .call(Method::POST, &url, Bytes::new())
             .map_err(|e| about(&shown(target), e))?;
         let text = String::from_utf8_lossy(&body);
-        if args.raw {
+        if args.flags.raw {
             output::line(&text)?;
             continue;
         }
@@ -559,16 +556,16 @@ pub(crate) fn deep_check(ctx: &FileStore, args: &DeepCheckArgs) -> anyhow::Resul
     };
     let query = format!(
         "t=stream-deep-check{}",
-        flags(args.verify, args.repair, args.add_lease)
+        flags(args.flags.verify, args.flags.repair, args.flags.add_lease)
     );
     let mut failure = Ok(());
     for target in &targets {
         let url = target_url(ctx, &gateway, target, &query)?;
-        let mut tally = DeepCheckTally::new(args.verbose, args.repair);
-        stream_lines(&gateway, &url, target, args.raw, |line| {
+        let mut tally = DeepCheckTally::new(args.verbose, args.flags.repair);
+        stream_lines(&gateway, &url, target, args.flags.raw, |line| {
             tally.line(line).iter().try_for_each(|l| output::line(l))
         })?;
-        if !args.raw {
+        if !args.flags.raw {
             for line in tally.done() {
                 output::line(&line)?;
             }

@@ -325,17 +325,7 @@ fn demo_account(gateway_dir: &Path) -> anyhow::Result<String> {
         .get("demo")
         .is_none()
     {
-        let gateway = crate::cli_client::Gateway::open(gateway_dir, None)?;
-        let (_, body) = gateway.call(
-            hyper::Method::POST,
-            &format!("{}?t=mkdir", gateway.unlinked()),
-            bytes::Bytes::new(),
-        )?;
-        let Ok(filenode::cap::Cap::Dir(home)) =
-            filenode::cap::Cap::parse(String::from_utf8_lossy(&body).trim())
-        else {
-            bail!("the gateway did not make the demo user's home directory");
-        };
+        let home = crate::ftpd::make_directory(gateway_dir)?;
         let line = std::fs::read_to_string(&public)?;
         frontends::accounts::add_user(
             &accounts_file,

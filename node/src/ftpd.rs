@@ -128,8 +128,8 @@ pub(crate) fn demo_account(gateway_dir: &Path, ftp: &FtpdConfig) -> anyhow::Resu
     Ok(format!("curl{tls} -u demo:{password} {url}/"))
 }
 
-/// A new directory through the gateway's web API.
-fn make_directory(gateway_dir: &Path) -> anyhow::Result<filenode::cap::DirCap> {
+/// A new directory through the gateway's web API (a demo user's home).
+pub(crate) fn make_directory(gateway_dir: &Path) -> anyhow::Result<filenode::cap::DirCap> {
     let gateway = crate::cli_client::Gateway::open(gateway_dir, None)?;
     let (_, body) = gateway.call(
         hyper::Method::POST,

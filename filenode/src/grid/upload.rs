@@ -134,6 +134,17 @@ struct Bucket {
     shares: BTreeSet<ShareNum>,
 }
 
+/// The encoding parameters of `params`, checked.
+fn chk_params(params: &UploadParams) -> Result<ChkParams, UploadError> {
+    let chk_params = ChkParams {
+        needed: params.needed,
+        total: params.total,
+        max_segment_size: params.max_segment_size,
+    };
+    chk_params.validate().map_err(EncodeError::from)?;
+    Ok(chk_params)
+}
+
 /// Uploads `input` (read from the start; it is read twice when convergence is on).
 pub async fn upload<R: Read + Seek + Send + 'static>(
     servers: &[ServerEntry],
@@ -142,12 +153,7 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
     input: R,
     progress: Option<UploadProgress>,
 ) -> Result<UploadResult, UploadError> {
-    let chk_params = ChkParams {
-        needed: params.needed,
-        total: params.total,
-        max_segment_size: params.max_segment_size,
-    };
-    chk_params.validate().map_err(EncodeError::from)?;
+    let chk_params = chk_params(params)?;
     let convergence = secrets.convergence.clone();
     let (input, key, size) = run_blocking(move || -> Result<_, UploadError> {
         let mut input = input;
@@ -179,12 +185,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     size: u64,
     progress: Option<UploadProgress>,
 ) -> Result<UploadResult, UploadError> {
-    let chk_params = ChkParams {
-        needed: params.needed,
-        total: params.total,
-        max_segment_size: params.max_segment_size,
-    };
-    chk_params.validate().map_err(EncodeError::from)?;
+    let chk_params = chk_params(params)?;
     if size <= LIT_THRESHOLD {
         let mut data = Vec::with_capacity(size as usize);
         let mut input = input;
