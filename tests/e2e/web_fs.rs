@@ -650,6 +650,31 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
     // Three objects live on the servers (the LIT file does not): ten leases each.
     assert_eq!(stats["count-leases-renewed"], 30, "{text}");
 
+    // The info page's Check form with "everything in it": a page with a row per object.
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("{root}?t=check"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("deep=true&verify=true"))
+        .unwrap();
+    let (status, _, page) = gw.send(request).await;
+    let page = String::from_utf8(page).unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("All 4 objects are healthy"), "{page}");
+    // (minijinja escapes "/" in text as &#x2f;.)
+    assert!(
+        page.contains("sub&#x2f;data.bin") && page.contains("10&#x2f;10"),
+        "{page}"
+    );
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("{root}/tiny.txt?t=check&deep=true"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // Bad input: deep-check of a file, an unknown t.
     let (status, _) = call(
         &gw,

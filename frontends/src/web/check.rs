@@ -192,6 +192,85 @@ pub(crate) async fn check(
         .into_response())
 }
 
+/// The Check form's "everything in it" (`t=check&deep=true` on a directory): every object reachable
+/// from `dir` checked (and repaired, with `repair`), on one page with a row per object.
+pub(crate) async fn deep_check_page(
+    state: &WebState,
+    dir: DirNode,
+    options: CheckOptions,
+    repair: bool,
+) -> Result<Response, WebError> {
+    let entries = dir.manifest().await;
+    let mut rows = Vec::with_capacity(entries.len());
+    let (mut healthy, mut unhealthy, mut unrecoverable, mut repaired_count) = (0u64, 0u64, 0u64, 0u64);
+    let mut errors = Vec::new();
+    for entry in entries {
+        let path = if entry.path.is_empty() {
+            "<root>".to_owned()
+        } else {
+            entry.path.join("/")
+        };
+        if let Some(error) = &entry.error {
+            errors.push(format!("{path}: {error}"));
+        }
+        let (report, repaired) = if repair {
+            match state.grid.check_and_repair(&entry.cap, options).await {
+                Some(r) => (Some(r.post.clone()), Some(r)),
+                None => (None, None),
+            }
+        } else {
+            (state.grid.check(&entry.cap, options).await, None)
+        };
+        let Some(report) = report else { continue };
+        if report.healthy {
+            healthy += 1;
+        } else {
+            unhealthy += 1;
+        }
+        if !report.recoverable {
+            unrecoverable += 1;
+        }
+        let repair_note = match &repaired {
+            Some(r) if r.attempted && r.successful => {
+                repaired_count += 1;
+                "repaired".to_owned()
+            }
+            Some(r) if r.attempted => format!("repair failed: {}", r.problem.clone().unwrap_or_default()),
+            _ => String::new(),
+        };
+        let href = format!(
+            "/uri/{}?t=info",
+            percent_encoding::utf8_percent_encode(&entry.cap.to_string(), percent_encoding::NON_ALPHANUMERIC)
+        );
+        rows.push(minijinja::context! {
+            path => path,
+            summary => report.summary(),
+            healthy => report.healthy,
+            shares => report.storage_index.map(|_| format!("{}/{}", report.good_shares, report.expected)).unwrap_or_default(),
+            repair => repair_note,
+            href => href,
+        });
+    }
+    let page = state.pages.render(
+        "deep-check.html",
+        minijinja::context! {
+            nickname => state.nickname.clone(),
+            rows => rows,
+            healthy => healthy,
+            unhealthy => unhealthy,
+            unrecoverable => unrecoverable,
+            repaired => repair.then_some(repaired_count),
+            errors => errors,
+        },
+    )?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response())
+}
+
 /// The verify cap, repair cap and storage index of a cap (`""` where there is none). The repair cap
 /// is the weakest cap that can repair the object, as in Tahoe: an immutable file's verify cap, a
 /// mutable file's write cap (and nothing for a read-only one or a LIT file).

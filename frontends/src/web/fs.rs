@@ -920,6 +920,14 @@ async fn post(
             let repair = args.boolean("repair", false)?;
             let json_output = args.get("output").is_some_and(|o| o.eq_ignore_ascii_case("json"));
             let (node, _) = target.resolve(state).await?;
+            if args.boolean("deep", false)? {
+                let Node::Dir(dir) = node else {
+                    return Err(WebError::BadRequest(
+                        "deep=true checks a directory; this is a file".into(),
+                    ));
+                };
+                return super::check::deep_check_page(state, dir, options, repair).await;
+            }
             let response = super::check::check(state, &node.cap(), options, repair, json_output).await?;
             when_done(args, response)
         }

@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 7] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -16,6 +16,10 @@ const BUILT_IN: [(&str, &str); 6] = [
     ),
     ("file.html", include_str!("../../../web-templates/file.html")),
     ("check.html", include_str!("../../../web-templates/check.html")),
+    (
+        "deep-check.html",
+        include_str!("../../../web-templates/deep-check.html"),
+    ),
     (
         "directory.html",
         include_str!("../../../web-templates/directory.html"),
