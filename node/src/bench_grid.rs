@@ -1,7 +1,8 @@
 //! `tessera debug bench-grid`: upload and download throughput on a real local grid — N storage nodes,
 //! each its own `tessera run` process, all on this machine's disk — with this process as the client,
 //! so its peak memory is the client's. Also the time to the first byte of a 1 MiB range in the middle
-//! of the largest file, and the disk's own fsync'd write rate: with every share on one disk, uploads
+//! of the largest file, how long checking it takes (with add-lease, and verifying every share), and
+//! the disk's own fsync'd write rate: with every share on one disk, uploads
 //! cannot beat disk rate / (N/k).
 
 use std::io::{Seek, SeekFrom, Write};
@@ -197,6 +198,33 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                     "        first byte of a 1 MiB range at the middle: {:.1} ms (a fresh reader: share lookup, validation, one segment; {} bytes)",
                     ttfb.as_secs_f64() * 1e3,
                     first.len()
+                ))?;
+                // Checking the file: locating its shares, renewing leases, verifying every share.
+                let file = filenode::cap::Cap::File(FileCap::Chk(cap));
+                let mut timed = Vec::new();
+                for options in [
+                    filenode::grid::check::CheckOptions::default(),
+                    filenode::grid::check::CheckOptions {
+                        add_lease: true,
+                        ..Default::default()
+                    },
+                    filenode::grid::check::CheckOptions {
+                        verify: true,
+                        ..Default::default()
+                    },
+                ] {
+                    let start = Instant::now();
+                    let report = grid.check(&file, options).await.context("no report")?;
+                    anyhow::ensure!(report.healthy, "the file is not healthy: {}", report.summary());
+                    timed.push(start.elapsed().as_secs_f64());
+                }
+                let shares = size as f64 * f64::from(cap.total) / f64::from(cap.needed);
+                crate::output::line(&format!(
+                    "        check {:.1} ms, check with add-lease {:.1} ms, verify every share {:.1} s ({:.0} MB/s of share data)",
+                    timed[0] * 1e3,
+                    timed[1] * 1e3,
+                    timed[2],
+                    shares / timed[2] / 1e6
                 ))?;
             }
         }
