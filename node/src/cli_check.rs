@@ -282,18 +282,27 @@ fn flags(verify: bool, repair: bool, add_lease: bool) -> String {
     query
 }
 
+impl CheckFlags {
+    /// The query for `t=T` with these flags.
+    fn query(&self, t: &str) -> String {
+        format!("t={t}{}", flags(self.verify, self.repair, self.add_lease))
+    }
+}
+
+/// The targets given, or the default alias (an empty target) when there are none.
+fn targets_or_default(targets: &[String]) -> Vec<String> {
+    if targets.is_empty() {
+        vec![String::new()]
+    } else {
+        targets.to_vec()
+    }
+}
+
 /// `tessera check`: each target in turn, stopping at the first that fails.
 pub(crate) fn check(ctx: &FileStore, args: &CheckArgs) -> anyhow::Result<()> {
     let gateway = ctx.gateway()?;
-    let targets = if args.targets.is_empty() {
-        vec![String::new()]
-    } else {
-        args.targets.clone()
-    };
-    let query = format!(
-        "t=check&output=JSON{}",
-        flags(args.flags.verify, args.flags.repair, args.flags.add_lease)
-    );
+    let targets = targets_or_default(&args.targets);
+    let query = args.flags.query("check&output=JSON");
     for target in &targets {
         let url = target_url(ctx, &gateway, target, &query)?;
         let (_, body) = gateway
@@ -549,15 +558,8 @@ impl DeepCheckTally {
 /// `tessera deep-check`: each target in turn; an `ERROR:` line makes the exit status 1.
 pub(crate) fn deep_check(ctx: &FileStore, args: &DeepCheckArgs) -> anyhow::Result<()> {
     let gateway = ctx.gateway()?;
-    let targets = if args.targets.is_empty() {
-        vec![String::new()]
-    } else {
-        args.targets.clone()
-    };
-    let query = format!(
-        "t=stream-deep-check{}",
-        flags(args.flags.verify, args.flags.repair, args.flags.add_lease)
-    );
+    let targets = targets_or_default(&args.targets);
+    let query = args.flags.query("stream-deep-check");
     let mut failure = Ok(());
     for target in &targets {
         let url = target_url(ctx, &gateway, target, &query)?;
