@@ -1,8 +1,9 @@
 //! The SFTP frontend with the real OpenSSH `sftp` client against a real `tessera devgrid`: the demo
 //! account's key in batch mode (every operation, a resumed download, an upload that fails when too
 //! few servers are up), and password logins through SSH_ASKPASS for an account added with
-//! `tessera admin add-user`. The 256 MiB put and get are in the slow tier (TESSERA_SLOW_TESTS=1).
-//! Skipped, with a note, when `sftp` is not installed.
+//! `tessera admin add-user`; rclone copying, syncing, moving and purging a tree. The 256 MiB put and
+//! get are in the slow tier (TESSERA_SLOW_TESTS=1). Skipped, with a note, when `sftp` (or rclone)
+//! is not installed.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -363,4 +364,89 @@ fn openssh_sftp_256_mib_put_and_get() {
         .status()
         .unwrap();
     assert!(same.success(), "the 256 MiB file came back different");
+}
+
+/// rclone (a real SFTP client of another family: Go's x/crypto/ssh and pkg/sftp) against the
+/// devgrid: a tree with UTF-8 names copied up and back byte for byte, `sync` deleting what the
+/// source lost and keeping modification times (SETSTAT), `moveto`, and `purge` of the whole tree.
+#[test]
+fn rclone_copies_syncs_moves_and_purges_a_tree() {
+    if Command::new("rclone").arg("version").output().is_err() {
+        eprintln!("skipping: rclone is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let private = grid.gateway().join("private");
+    let remote = format!(
+        ":sftp,host=127.0.0.1,port={},user=demo,key_file={},known_hosts_file={},disable_hashcheck=true:",
+        grid.port(),
+        private.join("demo_ssh_key").display(),
+        private.join("known_hosts").display()
+    );
+    let rclone = |args: &[&str]| {
+        let out = Command::new("rclone")
+            .args(["--config", "/nonexistent/rclone.conf", "-q", "--retries", "1"])
+            .args(args)
+            .env("HOME", scratch.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rclone {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let source = scratch.path().join("source");
+    std::fs::create_dir_all(source.join("a/b")).unwrap();
+    let big = random_file(&source.join("big.bin"), 3_000_000, 1);
+    random_file(&source.join("a/x.txt"), 100, 2);
+    random_file(&source.join("a/b/naïve ☃.txt"), 10, 3);
+    let tree = format!("{remote}tree");
+
+    rclone(&["copy", source.to_str().unwrap(), &tree]);
+    let back = scratch.path().join("back");
+    rclone(&["copy", &tree, back.to_str().unwrap()]);
+    for name in ["big.bin", "a/x.txt", "a/b/naïve ☃.txt"] {
+        assert_eq!(
+            std::fs::read(back.join(name)).unwrap(),
+            std::fs::read(source.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
+
+    // sync: a file the source lost goes, a new one comes, an old modification time is kept.
+    std::fs::remove_file(source.join("a/b/naïve ☃.txt")).unwrap();
+    random_file(&source.join("new.txt"), 50, 4);
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_934_245); // 2020-01-02
+    std::fs::File::options()
+        .write(true)
+        .open(source.join("a/x.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    rclone(&["sync", source.to_str().unwrap(), &tree]);
+    let listing = rclone(&["lsl", &tree]);
+    assert!(!listing.contains("naïve"), "{listing}");
+    assert!(listing.contains("new.txt"), "{listing}");
+    let x_line = listing.lines().find(|l| l.ends_with("a/x.txt")).unwrap();
+    assert!(x_line.contains("2020-01-02"), "{listing}");
+
+    rclone(&[
+        "moveto",
+        &format!("{tree}/new.txt"),
+        &format!("{tree}/a/moved.txt"),
+    ]);
+    let names = rclone(&["lsf", "-R", &tree]);
+    assert!(
+        names.lines().any(|l| l == "a/moved.txt") && !names.lines().any(|l| l == "new.txt"),
+        "{names}"
+    );
+
+    rclone(&["purge", &tree]);
+    let top = rclone(&["lsf", &remote]);
+    assert!(!top.lines().any(|l| l == "tree/"), "{top}");
 }
