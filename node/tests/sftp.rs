@@ -1,7 +1,8 @@
 //! The SFTP frontend with the real OpenSSH `sftp` client against a real `tessera devgrid`: the demo
 //! account's key in batch mode (every operation, a resumed download, an upload that fails when too
 //! few servers are up), and password logins through SSH_ASKPASS for an account added with
-//! `tessera admin add-user`; rclone copying, syncing, moving and purging a tree. The 256 MiB put and
+//! `tessera admin add-user`; rclone copying, syncing, moving and purging a tree; an sshfs mount used
+//! with ordinary file operations. The 256 MiB put and
 //! get are in the slow tier (TESSERA_SLOW_TESTS=1). Skipped, with a note, when `sftp` (or rclone)
 //! is not installed.
 
@@ -449,4 +450,104 @@ fn rclone_copies_syncs_moves_and_purges_a_tree() {
     rclone(&["purge", &tree]);
     let top = rclone(&["lsf", &remote]);
     assert!(!top.lines().any(|l| l == "tree/"), "{top}");
+}
+
+/// Unmounts an sshfs mount when the test ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount").arg("-u").arg(&self.0).status();
+    }
+}
+
+/// sshfs (FUSE over SFTP): files created, written, read back, appended to, renamed and deleted
+/// through ordinary file operations. sshfs stats a file right after creating it, before anything
+/// is uploaded, so the server must show a file being written at its path. Skipped, with a note,
+/// when sshfs is not installed or FUSE mounts are not allowed here.
+#[test]
+fn sshfs_mount_reads_writes_appends_renames_and_deletes() {
+    if Command::new("sshfs").arg("--version").output().is_err() {
+        eprintln!("skipping: sshfs is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let private = grid.gateway().join("private");
+    let mount = scratch.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    let status = Command::new("sshfs")
+        .args(["-p", &grid.port()])
+        .arg("-F")
+        .arg(empty_config(scratch.path()))
+        .arg("-o")
+        .arg(format!("IdentityFile={}", private.join("demo_ssh_key").display()))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            private.join("known_hosts").display()
+        ))
+        .args(["-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("demo@127.0.0.1:/")
+        .arg(&mount)
+        .output()
+        .unwrap();
+    if !status.status.success() {
+        eprintln!(
+            "skipping: sshfs could not mount here (no FUSE?): {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        return;
+    }
+    let _mounted = Mounted(mount.clone());
+
+    // cp: create, stat, write, close (the upload), then read back.
+    let local = scratch.path().join("local.bin");
+    let data = random_file(&local, 2_000_000, 7);
+    let copied = Command::new("cp")
+        .arg(&local)
+        .arg(mount.join("copied.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(std::fs::read(mount.join("copied.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::metadata(mount.join("copied.bin")).unwrap().len(),
+        2_000_000
+    );
+
+    // A shell's `>` and `>>`: create, then append to an immutable file (a new file replaces it).
+    std::fs::write(mount.join("notes.txt"), b"hello\n").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(mount.join("notes.txt"))
+        .unwrap();
+    file.write_all(b"more\n").unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(mount.join("notes.txt")).unwrap(), b"hello\nmore\n");
+
+    // Directories, rename, delete.
+    std::fs::create_dir(mount.join("dir")).unwrap();
+    std::fs::rename(mount.join("copied.bin"), mount.join("dir/moved.bin")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(mount.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["moved.bin"]);
+    assert_eq!(std::fs::read(mount.join("dir/moved.bin")).unwrap(), data);
+    std::fs::remove_dir_all(mount.join("dir")).unwrap();
+    let mut top: Vec<String> = std::fs::read_dir(&mount)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["notes.txt"]);
+
+    // The same tree through the ordinary sftp client: the gateway holds what sshfs wrote.
+    let listing = grid.batch("ls -l\n");
+    assert!(text(&listing).contains("notes.txt"), "{}", text(&listing));
 }

@@ -167,6 +167,8 @@ enum Destination {
 }
 
 struct WriteHandle {
+    /// The path it was opened by (canonical), so that a `stat` of it sees the file being written.
+    path: Vec<String>,
     spool: Spool,
     destination: Destination,
     /// Whether there is anything to commit on close.
@@ -175,6 +177,15 @@ struct WriteHandle {
     readable: bool,
     /// An mtime set through fsetstat, stored in the link at close.
     mtime: Option<f64>,
+}
+
+/// The attributes of a file being written: its size so far.
+fn write_attributes(write: &WriteHandle) -> FileAttributes {
+    let mut attrs = FileAttributes::empty();
+    attrs.permissions = Some(0o100666);
+    attrs.size = Some(write.spool.size());
+    attrs.mtime = write.mtime.map(|m| m as u32);
+    attrs
 }
 
 /// What a path leads to.
@@ -389,6 +400,18 @@ impl Session {
     }
 
     async fn stat(&mut self, id: u32, path: &str) -> Reply {
+        // A file open for writing is what its path names until it is closed (and uploaded), as
+        // clients that stat a file right after creating it expect (sshfs does; Tahoe's
+        // "heisenfiles").
+        if let Ok(parts) = paths::canonical(path)
+            && let Some(write) = self.handles.values().find_map(|handle| match handle {
+                OpenHandle::Write(write) if write.path == parts => Some(write),
+                _ => None,
+            })
+        {
+            let attrs = write_attributes(write);
+            return Ok(Packet::Attrs(Attrs { id, attrs }));
+        }
         let found = self.lookup(path).await?;
         let attrs = self.attributes(&found, true).await?;
         Ok(Packet::Attrs(Attrs { id, attrs }))
@@ -402,13 +425,7 @@ impl Session {
                 attrs.size = Some(file.size());
                 attrs
             }
-            Some(OpenHandle::Write(write)) => {
-                let mut attrs = FileAttributes::empty();
-                attrs.permissions = Some(0o100666);
-                attrs.size = Some(write.spool.size());
-                attrs.mtime = write.mtime.map(|m| m as u32);
-                attrs
-            }
+            Some(OpenHandle::Write(write)) => write_attributes(write),
             Some(OpenHandle::Dir { .. }) => {
                 let mut attrs = FileAttributes::empty();
                 attrs.set_dir(true);
@@ -605,6 +622,7 @@ impl Session {
             }
         }
         Ok(WriteHandle {
+            path: parts.clone(),
             spool,
             changed: truncate
                 || matches!(
