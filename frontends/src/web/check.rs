@@ -96,6 +96,22 @@ pub(crate) fn report_json(report: &CheckReport) -> Value {
     })
 }
 
+/// Checks an object, or checks and repairs it: the (post-repair) check and the repair report.
+/// `None` for a cap of a kind this version cannot check.
+async fn check_or_repair(
+    grid: &std::sync::Arc<filenode::grid::Grid>,
+    cap: &Cap,
+    options: CheckOptions,
+    repair: bool,
+) -> Option<(CheckReport, Option<RepairReport>)> {
+    if repair {
+        let repaired = grid.check_and_repair(cap, options).await?;
+        Some((repaired.post.clone(), Some(repaired)))
+    } else {
+        Some((grid.check(cap, options).await?, None))
+    }
+}
+
 /// `t=check` on one object.
 pub(crate) async fn check(
     state: &WebState,
@@ -105,16 +121,9 @@ pub(crate) async fn check(
     json_output: bool,
 ) -> Result<Response, WebError> {
     let unknown = || WebError::BadRequest("this cap is of a kind this gateway cannot check".into());
-    let (report, repaired) = if repair {
-        let repaired = state
-            .grid
-            .check_and_repair(cap, options)
-            .await
-            .ok_or_else(unknown)?;
-        (repaired.post.clone(), Some(repaired))
-    } else {
-        (state.grid.check(cap, options).await.ok_or_else(unknown)?, None)
-    };
+    let (report, repaired) = check_or_repair(&state.grid, cap, options, repair)
+        .await
+        .ok_or_else(unknown)?;
     if json_output {
         let body = match &repaired {
             // As Tahoe's gateway: a LIT file's check with repair=true answers as a plain check.
@@ -184,12 +193,7 @@ pub(crate) async fn check(
             sharemap => report.sharemap.iter().map(|(shnum, servers)| (format!("sh{shnum}"), servers.iter().map(named).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>(),
         },
     )?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response())
+    Ok(super::html(page))
 }
 
 /// The Check form's "everything in it" (`t=check&deep=true` on a directory): every object reachable
@@ -213,15 +217,9 @@ pub(crate) async fn deep_check_page(
         if let Some(error) = &entry.error {
             errors.push(format!("{path}: {error}"));
         }
-        let (report, repaired) = if repair {
-            match state.grid.check_and_repair(&entry.cap, options).await {
-                Some(r) => (Some(r.post.clone()), Some(r)),
-                None => (None, None),
-            }
-        } else {
-            (state.grid.check(&entry.cap, options).await, None)
+        let Some((report, repaired)) = check_or_repair(&state.grid, &entry.cap, options, repair).await else {
+            continue;
         };
-        let Some(report) = report else { continue };
         if report.healthy {
             healthy += 1;
         } else {
@@ -263,12 +261,7 @@ pub(crate) async fn deep_check_page(
             errors => errors,
         },
     )?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response())
+    Ok(super::html(page))
 }
 
 /// The verify cap, repair cap and storage index of a cap (`""` where there is none). The repair cap
@@ -342,11 +335,10 @@ fn async_stream_lines(
                     "storage-index": storage_index,
                 });
                 let (report, repaired) = match check {
-                    Some(options) if repair => match grid.check_and_repair(&entry.cap, options).await {
-                        Some(repaired) => (Some(repaired.post.clone()), Some(repaired)),
+                    Some(options) => match check_or_repair(&grid, &entry.cap, options, repair).await {
+                        Some((report, repaired)) => (Some(report), repaired),
                         None => (None, None),
                     },
-                    Some(options) => (grid.check(&entry.cap, options).await, None),
                     None => (None, None),
                 };
                 {

@@ -341,7 +341,7 @@ async fn statistics(
     }
 }
 
-fn html(body: String) -> Response {
+pub(crate) fn html(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
