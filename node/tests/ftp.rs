@@ -453,7 +453,7 @@ fn lftp(grid: &Devgrid, settings: &str, script: &str) -> Output {
         .arg(format!("demo,{}", grid.password()))
         .arg("-e")
         .arg(format!(
-            "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 30; \
+            "set cmd:fail-exit yes; set net:max-retries 3; set net:timeout 60; set net:reconnect-interval-base 1; \
              set ssl:verify-certificate no; {settings}; {script}; bye"
         ))
         .arg(grid.url())
