@@ -280,7 +280,7 @@ impl AccountsFile {
             return std::sync::Arc::clone(accounts);
         }
         let shown = self.path.display().to_string();
-        let accounts = match std::fs::read_to_string(&self.path) {
+        let accounts = match crate::textfile::read_bounded(&self.path, crate::textfile::LIST_LIMIT) {
             Ok(text) => Accounts::parse(&text, &shown),
             Err(e) => {
                 tracing::warn!(file = %shown, error = %e, "cannot read the accounts file; nobody can log in");
@@ -426,7 +426,7 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), EditE
 }
 
 fn read_or_empty(path: &Path) -> Result<String, EditError> {
-    match std::fs::read_to_string(path) {
+    match crate::textfile::read_bounded(path, crate::textfile::LIST_LIMIT) {
         Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(source) => Err(EditError::Io {

@@ -7,4 +7,5 @@ pub mod ftp;
 mod prefetch;
 pub mod sftp;
 mod spool;
+pub mod textfile;
 pub mod web;

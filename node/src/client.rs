@@ -50,7 +50,8 @@ pub(crate) fn read_servers_yaml(dir: &Path) -> anyhow::Result<BTreeMap<String, A
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = frontends::textfile::read_bounded(&path, frontends::textfile::LIST_LIMIT)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let file: ServersFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not a valid servers.yaml", path.display()))?;
     Ok(file

@@ -215,6 +215,9 @@ pub(crate) struct NodeConfig {
     pub(crate) reserved_space: u64,
     pub(crate) max_space: Option<u64>,
     pub(crate) readonly: bool,
+    /// `[storage] max_mutable_request` (Tessera's): the largest read-test-write body.
+    /// `[storage] request_memory` (Tessera's): request bodies held in memory at once.
+    pub(crate) storage_limits: storage::http::HttpLimits,
     pub(crate) expire: ExpireConfig,
     pub(crate) sftp: SftpdConfig,
     pub(crate) ftp: FtpdConfig,
@@ -288,6 +291,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "readonly",
             "reserved_space",
             "max_space",
+            "max_mutable_request",
+            "request_memory",
             "storage_dir",
             "expire.enabled",
             "expire.mode",
@@ -332,8 +337,8 @@ impl NodeConfig {
     /// Reads and resolves `DIR/tahoe.cfg`.
     pub(crate) fn load(node_dir: &Path) -> anyhow::Result<Self> {
         let file = node_dir.join("tahoe.cfg");
-        let text =
-            std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text = frontends::textfile::read_bounded(&file, frontends::textfile::CONFIG_LIMIT)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         Self::from_ini(&parse_ini(&text, &file)?, node_dir, &file)
     }
 
@@ -499,6 +504,14 @@ impl NodeConfig {
             reserved_space: size("storage", "reserved_space")?.unwrap_or(0),
             max_space: size("storage", "max_space")?,
             readonly: boolean("storage", "readonly", false)?,
+            storage_limits: {
+                let defaults = storage::http::HttpLimits::default();
+                storage::http::HttpLimits {
+                    read_test_write_body: size("storage", "max_mutable_request")?
+                        .unwrap_or(defaults.read_test_write_body),
+                    request_memory: size("storage", "request_memory")?.unwrap_or(defaults.request_memory),
+                }
+            },
             expire: ExpireConfig {
                 enabled: boolean("storage", "expire.enabled", false)?,
                 mode: expire_mode,
@@ -715,6 +728,35 @@ mod tests {
         assert_eq!(config.storage_dir, Path::new("/n/storage"));
         assert!(config.expire.enabled);
         assert!(matches!(config.expire.mode, ExpireMode::CutoffDate(_)));
+    }
+
+    #[test]
+    fn storage_request_limits_default_and_resolve() {
+        let config = load("[storage]\nenabled = true\n").unwrap();
+        assert_eq!(config.storage_limits, storage::http::HttpLimits::default());
+        let config = load("[storage]\nmax_mutable_request = 64MiB\nrequest_memory = 512MiB\n").unwrap();
+        assert_eq!(config.storage_limits.read_test_write_body, 64 << 20);
+        assert_eq!(config.storage_limits.request_memory, 512 << 20);
+        let err = load("[storage]\nrequest_memory = plenty\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("request_memory must be a size"), "{err}");
+    }
+
+    /// Issue 13: `tahoe.cfg` is read only up to `CONFIG_LIMIT`; a larger file is refused by name.
+    #[test]
+    fn an_oversized_tahoe_cfg_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = "[node]\nnickname = x\n".to_owned();
+        while (text.len() as u64) <= frontends::textfile::CONFIG_LIMIT {
+            text.push_str("# padding padding padding padding padding padding padding padding\n");
+        }
+        std::fs::write(dir.path().join("tahoe.cfg"), &text).unwrap();
+        let err = format!("{:#}", NodeConfig::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("tahoe.cfg") && err.contains("larger than 1048576 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

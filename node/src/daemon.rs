@@ -367,7 +367,7 @@ async fn start_storage(
         let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone())?;
         crate::introducer::spawn_publisher(address, signer, shutdown.clone());
     }
-    let router = storage::http::router(Arc::clone(&server), swissnum);
+    let router = storage::http::router_with_limits(Arc::clone(&server), swissnum, config.storage_limits);
     let mut stop = shutdown;
     let shutdown_future = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;

@@ -213,6 +213,8 @@ enum Misbehaviour {
     StallsInBody,
     /// Answers with this status and a text body.
     Status(u16),
+    /// Answers 206 with an empty body and `Content-Range: bytes 0-18446744073709551615/*`.
+    OverflowingRange,
 }
 
 struct Fake {
@@ -266,6 +268,11 @@ async fn fake_server(behaviour: Misbehaviour) -> Fake {
                             Misbehaviour::Status(code) => Response::builder()
                                 .status(code)
                                 .body(Full::new(Bytes::from_static(b"fake failure")).boxed())
+                                .unwrap(),
+                            Misbehaviour::OverflowingRange => Response::builder()
+                                .status(206)
+                                .header("content-range", "bytes 0-18446744073709551615/*")
+                                .body(Full::new(Bytes::new()).boxed())
                                 .unwrap(),
                             Misbehaviour::SilentAfterHandshake => unreachable!(),
                         };
@@ -328,6 +335,23 @@ async fn a_stalled_body_times_out() {
         .unwrap_err();
     assert!(matches!(error, StorageError::Timeout), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Issue 13: a hostile server's `Content-Range: bytes 0-18446744073709551615/*` overflowed the
+/// client's length check (a panic in debug builds; in release an empty body was taken for the data
+/// asked for). It is a protocol error now.
+#[tokio::test]
+async fn an_overflowing_content_range_is_a_protocol_error() {
+    let fake = fake_server(Misbehaviour::OverflowingRange).await;
+    let client = HttpStorageClient::with_options(&fake.nurl, quick(0)).unwrap();
+    let error = client
+        .read_share(ShareKind::Immutable, storage_index(1), 0, 0, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Protocol { message, .. } if message.contains("Content-Range")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -714,8 +714,10 @@ impl StorageClient for HttpStorageClient {
                     .get(CONTENT_RANGE)
                     .and_then(|v| wire::parse_response_content_range(v.as_bytes()));
                 match range {
+                    // `end - start + 1` overflows for a hostile `bytes 0-18446744073709551615/*`.
                     Some((start, end, _))
-                        if start == offset && end - start + 1 == answer.body.len() as u64 =>
+                        if start == offset
+                            && (end - start).checked_add(1) == Some(answer.body.len() as u64) =>
                     {
                         answer.body
                     }

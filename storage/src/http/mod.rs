@@ -54,5 +54,5 @@ pub use client::{HttpClientOptions, HttpStorageClient};
 #[cfg(feature = "server")]
 pub use serve::serve;
 #[cfg(feature = "server")]
-pub use server::router;
+pub use server::{HttpLimits, router, router_with_limits};
 pub use wire::{AdvisoryReport, ExpirationSummary, StatusReport};

@@ -3,7 +3,7 @@
 //! One task accepts connections; each connection gets its own task that does the TLS handshake
 //! (bounded by [`HANDSHAKE_TIMEOUT`]) and then serves HTTP/1.1 with keep-alive through hyper. A
 //! connection that sends no complete request head for [`HEADER_READ_TIMEOUT`] (an idle keep-alive
-//! connection included) is closed.
+//! connection included) is closed, and at most [`MAX_CONNECTIONS`] are served at once.
 //!
 //! **Shutdown.** When the shutdown future completes: the listener is dropped (no new connections),
 //! every connection is told to shut down gracefully — hyper finishes the request in flight, including
@@ -31,6 +31,13 @@ use crate::tls::TlsIdentity;
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on receiving a request head, and on an idle keep-alive connection.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; a connection past this is closed as soon as it is accepted (the
+/// client sees a reset or EOF and may retry). Clients keep one or a few pooled connections per
+/// server, so this is room for hundreds of clients.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
+/// hyper's read buffer per connection: a request head must fit (Tahoe's heads are under 1 KiB), and
+/// body data arrives in frames of at most this size.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Serves `router` over HTTPS with `identity` on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish (see the module docs). Fails only if `identity` cannot be used.
@@ -50,6 +57,11 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::debug!(%peer, limit = MAX_CONNECTIONS, "storage: too many connections; closing a new one");
+                        drop(tcp);
+                        continue;
+                    }
                     if let Err(error) = tcp.set_nodelay(true) {
                         tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
                     }
@@ -97,6 +109,7 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(READ_BUFFER)
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);

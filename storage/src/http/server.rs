@@ -39,11 +39,34 @@ use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
 pub use super::serve::serve;
 
-/// Body caps (tahoe-interfaces.md §1.3).
+/// Body caps (tahoe-interfaces.md §1.3). Tahoe allows read-test-write bodies of 2^48 bytes; ours
+/// is [`HttpLimits::read_test_write_body`].
 const ALLOCATE_BODY_LIMIT: u64 = 8 * 1024;
 const CORRUPT_BODY_LIMIT: u64 = 32 * 1024;
-const READ_TEST_WRITE_BODY_LIMIT: u64 = 1 << 48;
 const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// What the HTTP layer holds in memory for its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The largest read-test-write body (`[storage] max_mutable_request`). The body is held whole
+    /// while the request is served. Tahoe's clients write a mutable share in one request (its whole
+    /// contents for SDMF), so this bounds the mutable shares this server accepts from them; our
+    /// client writes at most 32 MiB of a file per share and request.
+    pub read_test_write_body: u64,
+    /// Request bodies held in memory at once, all connections together (`[storage]
+    /// request_memory`): read-test-write bodies and the pieces PATCH writes in. A request whose
+    /// body does not fit waits for room, so memory stays bounded however many peers send.
+    pub request_memory: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            read_test_write_body: 256 << 20,
+            request_memory: 1 << 30,
+        }
+    }
+}
 /// PATCH bodies up to this size are written in one store call; longer ones in pieces of this size.
 const WRITE_PIECE: usize = 4 * 1024 * 1024;
 /// Share reads are streamed in chunks of this size.
@@ -53,15 +76,35 @@ struct AppState {
     store: Arc<StorageServer>,
     /// The exact expected `Authorization` value.
     authorization: Vec<u8>,
+    limits: HttpLimits,
+    /// Permits of [`BUDGET_UNIT`] bytes: request bodies held in memory.
+    body_budget: tokio::sync::Semaphore,
 }
+
+/// The unit of the body budget (permits are `u32`).
+const BUDGET_UNIT: u64 = 1024;
 
 type Shared = State<Arc<AppState>>;
 
-/// The storage protocol's routes over `server`, authorized by `swissnum`.
+/// The storage protocol's routes over `server`, authorized by `swissnum`, with the default
+/// [`HttpLimits`].
 pub fn router(server: Arc<StorageServer>, swissnum: String) -> Router {
+    router_with_limits(server, swissnum, HttpLimits::default())
+}
+
+/// [`router`] with these limits. `request_memory` is raised to at least one largest body.
+pub fn router_with_limits(server: Arc<StorageServer>, swissnum: String, limits: HttpLimits) -> Router {
+    let budget = limits
+        .request_memory
+        .max(limits.read_test_write_body)
+        .max(WRITE_PIECE as u64)
+        .div_ceil(BUDGET_UNIT)
+        .min(u64::from(u32::MAX) >> 3);
     let state = Arc::new(AppState {
         store: server,
         authorization: wire::authorization_value(&swissnum).into_bytes(),
+        limits,
+        body_budget: tokio::sync::Semaphore::new(usize::try_from(budget).unwrap_or(u32::MAX as usize >> 3)),
     });
     Router::new()
         .route("/storage/v1/version", get(version))
@@ -328,6 +371,20 @@ fn check_no_body(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
+/// Waits until `bytes` more of request bodies may be held in memory; the room is given back when
+/// the permit drops.
+async fn reserve_body_memory(
+    state: &AppState,
+    bytes: u64,
+) -> Result<tokio::sync::SemaphorePermit<'_>, HttpError> {
+    let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
+    state
+        .body_budget
+        .acquire_many(units)
+        .await
+        .map_err(|_| HttpError::from(StorageError::Internal("the body budget is closed".to_owned())))
+}
+
 /// Reads a whole body of at most `limit` bytes (413 beyond, checked on Content-Length first).
 async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, HttpError> {
     if declared_length(headers)?.is_some_and(|length| length > limit) {
@@ -433,13 +490,21 @@ async fn write_share(
                 "PATCH needs Content-Range: bytes START-END/*",
             )
         })?;
-    let expected = end - start + 1;
+    // `bytes 0-18446744073709551615/*` names 2^64 bytes: no share is that large.
+    let expected = (end - start).checked_add(1).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("Content-Range bytes {start}-{end} is larger than any share"),
+        )
+    })?;
     match declared_length(&headers)? {
         Some(length) if length > expected => return Err(body_longer_than_range()),
         Some(length) if length < expected => return Err(body_shorter_than_range()),
         _ => {}
     }
 
+    // The buffer holds at most a piece and the frame that completed it.
+    let _room = reserve_body_memory(&state, expected.min(WRITE_PIECE as u64 + (1 << 20))).await?;
     let mut body = body;
     let mut buffer =
         BytesMut::with_capacity(usize::try_from(expected).unwrap_or(WRITE_PIECE).min(WRITE_PIECE));
@@ -719,8 +784,16 @@ async fn read_test_write(
         ],
     )?;
     check_content_type(&headers)?;
-    let body = read_body(&headers, body, READ_TEST_WRITE_BODY_LIMIT).await?;
+    let limit = state.limits.read_test_write_body;
+    // Room in the body budget for what the body may hold (its declared length, or the limit).
+    let declared = declared_length(&headers)?;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let _room = reserve_body_memory(&state, declared.unwrap_or(limit)).await?;
+    let body = read_body(&headers, body, limit).await?;
     let request = wire::decode_rtw_request(&body).map_err(bad_body)?;
+    drop(body);
     let (write_enabler, lease) = (secrets.write_enabler(), secrets.lease());
     let result = blocking(&state.store, move |store| {
         store.read_test_write(

@@ -355,7 +355,24 @@ fn apply_ops(file: &File, ops: &[Op]) -> io::Result<u64> {
             Op::Write(offset, data) => write_all_at(file, data, *offset)?,
         }
     }
+    reserve_holes(file, len)?;
     Ok(len)
+}
+
+/// Gives every byte of a container disk blocks. A write far past the end (or a `new-length` that
+/// extends) leaves a hole that statvfs does not count, so without this the space the server
+/// promised would not show as used, and `reserved_space` and the free-space checks would let peers
+/// promise the same disk away many times. Files without holes are left alone (one `fstat`).
+/// Filesystems that cannot preallocate keep the hole (logged).
+fn reserve_holes(file: &File, len: u64) -> io::Result<()> {
+    match fs4::FileExt::allocate(file, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            tracing::warn!(error = %e, "storage: cannot preallocate a sparse mutable share on this filesystem");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes the next version of a share to `scratch` and fsyncs it; the caller renames it into place.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::advisory::{self, CorruptionAdvisory};
 use super::config::{ExpirationMode, StorageConfig};
-use super::container::{LeaseContainer, OpenShare, sniff_file};
+use super::container::{LeaseContainer, OpenShare, clamp_read, sniff_file};
 use super::fsutil::{
     JOURNAL_PREFIX, Layout, TEMP_PREFIX, create_dir_durable, parse_shnum, read_vec_at, remove_dir_if_empty,
     sync_dir, write_all_at,
@@ -27,6 +27,12 @@ use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
 /// Number of lock stripes; operations on one storage index are serialized by its stripe.
 const STRIPES: usize = 64;
+
+/// The most share data one read-test-write answers through its read vectors (all shares and
+/// vectors together). Tahoe's clients read a checkstring there (41 or 57 bytes per share) and read
+/// whole shares with GET; without a bound, 30 vectors over every share of a large slot would be
+/// held in memory at once.
+pub const MAX_READ_VECTOR_ANSWER: u64 = 1 << 20;
 /// Owner number Tahoe gives leases created by an allocation.
 const OWNER_ALLOCATE: u32 = 0;
 /// Owner number Tahoe gives leases added by `add_lease` and by mutable writes (0 marks an empty
@@ -837,12 +843,15 @@ impl StorageServer {
             }
         }
 
-        // 2. Every test must pass; a missing share reads as empty.
+        // 2. Every test must pass; a missing share reads as empty. A test compares its specimen
+        //    with `size` bytes of the share, so reading one byte more than the specimen decides it
+        //    as reading all of them would: a peer's `size` never sets how much is read.
         let mut passed = true;
         'tests: for (&shnum, vectors) in test_write_vectors {
             for test in &vectors.test {
+                let enough = test.size.min(test.specimen.len() as u64 + 1);
                 let current = match shares.get(&shnum) {
-                    Some(share) => share.read(test.offset, test.size).map_err(read_err(shnum))?,
+                    Some(share) => share.read(test.offset, enough).map_err(read_err(shnum))?,
                     None => Vec::new(),
                 };
                 if current != test.specimen {
@@ -852,7 +861,22 @@ impl StorageServer {
             }
         }
 
-        // 3. Read from every existing share, before any write.
+        // 3. Read from every existing share, before any write, if the answer stays within
+        //    MAX_READ_VECTOR_ANSWER (counted before anything is read or written).
+        let answer: u64 = shares
+            .values()
+            .flat_map(|share| {
+                read_vector
+                    .iter()
+                    .map(|r| clamp_read(share.data_len(), r.offset, r.size).1)
+            })
+            .fold(0, u64::saturating_add);
+        if answer > MAX_READ_VECTOR_ANSWER {
+            return Err(StorageError::BadRequest(format!(
+                "the read vectors ask for {answer} bytes of share data; at most {MAX_READ_VECTOR_ANSWER} \
+                 are answered in one request (read larger parts with GET and a Range)"
+            )));
+        }
         let mut data = BTreeMap::new();
         for (&shnum, share) in &shares {
             let reads = read_vector

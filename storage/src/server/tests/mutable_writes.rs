@@ -472,3 +472,120 @@ fn interrupted_in_place_writes_are_finished_or_dropped_at_restart() {
     assert_eq!(read_all(h.server(), s, 0), expected);
     assert!(!journal.exists());
 }
+
+/// Issue 13: read vectors are answered only up to `MAX_READ_VECTOR_ANSWER` bytes in all (counted
+/// over every share before anything is read or written); past it the request is refused whole:
+/// its writes do not happen either.
+#[test]
+fn read_vectors_past_the_answer_bound_are_refused_before_any_write() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(40);
+    let share = vec![3u8; 600 * 1024];
+    for shnum in 0..2 {
+        assert!(
+            rtw(server, s, 1, 1, shnum, write_vectors(0, &share), &[])
+                .unwrap()
+                .success
+        );
+    }
+    // 2 shares × 600 KiB is past 1 MiB: refused, and the write in the same request not made.
+    let whole = [ReadVector {
+        offset: 0,
+        size: u64::MAX,
+    }];
+    let error = rtw(server, s, 1, 1, 0, write_vectors(0, b"changed"), &whole).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::BadRequest(m) if m.contains("read vectors ask for 1228800 bytes")),
+        "{error:?}"
+    );
+    assert_eq!(read_all(server, s, 0), share);
+    // Within the bound (two vectors of 200 KiB each, over 2 shares: 800 KiB) it is answered.
+    let parts = [
+        ReadVector {
+            offset: 0,
+            size: 200 * 1024,
+        },
+        ReadVector {
+            offset: 400 * 1024,
+            size: 1 << 40,
+        },
+    ];
+    let answer = rtw(server, s, 1, 1, 0, write_vectors(0, b"changed"), &parts).unwrap();
+    assert!(answer.success);
+    assert_eq!(
+        answer.data[&1],
+        vec![vec![3u8; 200 * 1024], vec![3u8; 200 * 1024]]
+    );
+    assert_eq!(&read_all(server, s, 0)[..7], b"changed");
+}
+
+/// Issue 13: a test vector's `size` never sets how much is read: a huge size compares as Tahoe
+/// compares it (the specimen against `size` bytes of the share), without reading the share whole.
+#[test]
+fn test_vectors_with_huge_sizes_compare_as_before() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(41);
+    assert!(
+        rtw(server, s, 1, 1, 0, write_vectors(0, b"abcdef"), &[])
+            .unwrap()
+            .success
+    );
+    let with_test = |size: u64, specimen: &[u8]| TestWriteVectors {
+        test: vec![test_vector(0, size, specimen)],
+        ..write_vectors(6, b"!")
+    };
+    // The whole share equals the specimen: size past the end reads what there is.
+    assert!(
+        !rtw(server, s, 1, 1, 0, with_test(u64::MAX, b"abc"), &[])
+            .unwrap()
+            .success
+    );
+    assert!(
+        rtw(server, s, 1, 1, 0, with_test(u64::MAX, b"abcdef"), &[])
+            .unwrap()
+            .success
+    );
+    assert!(
+        !rtw(server, s, 1, 1, 0, with_test(u64::MAX, b"abcdef"), &[])
+            .unwrap()
+            .success
+    );
+    assert!(
+        rtw(server, s, 1, 1, 0, with_test(3, b"abc"), &[])
+            .unwrap()
+            .success
+    );
+    assert_eq!(read_all(server, s, 0), b"abcdef!");
+}
+
+/// Issue 13: extending a share with `new_length` (or writing far past its end) gives the new
+/// bytes disk blocks, so statvfs counts what was promised.
+#[test]
+fn extended_mutable_shares_are_not_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(42);
+    let vectors = TestWriteVectors {
+        new_length: Some(64 << 20),
+        ..write_vectors(0, b"head")
+    };
+    assert!(rtw(server, s, 1, 1, 0, vectors, &[]).unwrap().success);
+    assert!(
+        rtw(server, s, 1, 1, 1, write_vectors(48 << 20, b"tail"), &[])
+            .unwrap()
+            .success
+    );
+    for shnum in 0..2 {
+        let meta = std::fs::metadata(h.share_path(s, shnum)).unwrap();
+        assert!(meta.len() > 48 << 20);
+        assert!(
+            meta.blocks() * 512 >= meta.len(),
+            "share {shnum}: {} bytes, {} allocated",
+            meta.len(),
+            meta.blocks() * 512
+        );
+    }
+}
