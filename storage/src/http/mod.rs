@@ -22,7 +22,7 @@
 //! | `PUT /storage/v1/immutable/:si/:shnum/abort` | 200 empty | 404 no upload; 401 wrong secret; 405 share complete |
 //! | `POST /storage/v1/{immutable,mutable}/:si/:shnum/corrupt` | 200 empty | 404 no such share |
 //! | `GET /storage/v1/{immutable,mutable}/:si/shares` | 200 set (empty for an unknown index) | |
-//! | `GET /storage/v1/{immutable,mutable}/:si/:shnum` | 200 whole share (no `Range`); 206 + `Content-Range: bytes A-B'/LEN`; 204 when A ≥ LEN | 404 no such share; 416 `Range` not exactly `bytes=A-B` with A ≤ B |
+//! | `GET /storage/v1/{immutable,mutable}/:si/:shnum` | 200 whole share (no `Range`); 206 + `Content-Range: bytes A-B'/LEN`; 204 when A ≥ LEN | 404 no such share; 416 `Range` not exactly `bytes=A-B` with A ≤ B (every answer here, refusals too, is `application/octet-stream`, as Tahoe's client checks the type before the status) |
 //! | `POST /storage/v1/mutable/:si/read-test-write` | 200 `{success, data}` (failed tests are not an error) | 401 write enabler mismatch |
 //! | `PUT /storage/v1/lease/:si` | 204 | 404 no shares for the index |
 //! | `GET /storage/v1/tessera/status` (Tessera) | 200 CBOR [`StatusReport`] | |
@@ -31,7 +31,9 @@
 //! 404, `UploadSecretMismatch` 401, `AlreadyComplete` 405, `Conflict` 409, `BeyondAllocation` 416,
 //! `WriteEnablerMismatch` 401, `ReadOnly` 403, `NoSpace` 507, `BadRequest` 400, `Unauthorized` 401,
 //! `Internal` 500 (body "internal server error": details are logged, never sent). Error bodies are
-//! `text/plain`.
+//! `text/plain` (share reads excepted, above). An error answer to a request with a body carries
+//! `Connection: close`: the refusal may come before the body was read, and a client must not reuse
+//! the connection (Tahoe's client, on Twisted, loses its next POST or PATCH otherwise).
 //!
 //! # The `X-Tessera-Error` header (a Tessera extension)
 //!

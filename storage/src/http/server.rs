@@ -125,7 +125,30 @@ pub fn router_with_limits(server: Arc<StorageServer>, swissnum: String, limits: 
         .route("/storage/v1/mutable/{si}/{shnum}/corrupt", post(corrupt_mutable))
         .route("/storage/v1/lease/{si}", put(add_or_renew_lease))
         .route("/storage/v1/tessera/status", get(tessera_status))
+        .layer(axum::middleware::from_fn(close_after_refusing_a_body))
         .with_state(state)
+}
+
+/// An error answer to a request that carries a body says `Connection: close`. The refusal may come
+/// before the body is read (secrets, media type, range and size are checked first), and then the
+/// connection cannot be reused; without the header a client puts it back in its pool and loses its
+/// next request (Twisted, under Tahoe's client, does not retry a POST or PATCH on a reused connection).
+async fn close_after_refusing_a_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || !matches!(declared_length(headers), Ok(None | Some(0)));
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 // ---- Errors ----
@@ -645,15 +668,36 @@ async fn list_shares(
     Ok(cbor(StatusCode::OK, wire::encode_share_set(&shares)))
 }
 
-async fn read_immutable(state: Shared, path: Path<(String, String)>, headers: HeaderMap) -> Handled {
+async fn read_immutable(state: Shared, path: Path<(String, String)>, headers: HeaderMap) -> Response {
     read_share(ShareKind::Immutable, state, path, headers).await
 }
 
-async fn read_mutable(state: Shared, path: Path<(String, String)>, headers: HeaderMap) -> Handled {
+async fn read_mutable(state: Shared, path: Path<(String, String)>, headers: HeaderMap) -> Response {
     read_share(ShareKind::Mutable, state, path, headers).await
 }
 
+/// Every answer to a share read is `application/octet-stream`, refusals too: Tahoe's server sets that
+/// type first, and Tahoe's client checks the type before the status (a 404 of another type reaches its
+/// caller as a ValueError instead of ClientException(404)).
 async fn read_share(
+    kind: ShareKind,
+    state: Shared,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match read_share_answer(kind, state, path, headers).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = error.into_response();
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, hyper::http::HeaderValue::from_static(OCTET_STREAM));
+            response
+        }
+    }
+}
+
+async fn read_share_answer(
     kind: ShareKind,
     State(state): Shared,
     Path((si, shnum)): Path<(String, String)>,
