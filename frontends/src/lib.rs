@@ -8,4 +8,24 @@ mod prefetch;
 pub mod sftp;
 mod spool;
 pub mod textfile;
+pub use spool::SpoolQuota;
+
+/// The largest SDMF file any frontend writes. An SDMF file is one segment, encoded and published
+/// whole in memory (plaintext, ciphertext and N/k times that in shares: about 5 times its size at
+/// 3-of-10), so the gateway bounds it; larger mutable files are MDMF, which streams. Tahoe's SDMF
+/// files are directories and small files (its publisher once refused SDMF over 3.5 MB); 16 MiB
+/// leaves room for directories of tens of thousands of entries.
+pub const SDMF_MAX_SIZE: u64 = 16 << 20;
+
+/// Refuses to publish `len` bytes as a new version of `file` when it is SDMF and larger than
+/// [`SDMF_MAX_SIZE`]: the message for the client.
+pub(crate) fn sdmf_too_large(file: &filenode::node::FileNode, len: u64) -> Option<String> {
+    let sdmf = matches!(file.cap(), filenode::cap::FileCap::Mutable(m) if m.format == filenode::cap::MutableFormat::Sdmf);
+    (sdmf && len > SDMF_MAX_SIZE).then(|| {
+        format!(
+            "an SDMF mutable file holds at most {SDMF_MAX_SIZE} bytes (it is encoded in memory); \
+             this one would have {len}"
+        )
+    })
+}
 pub mod web;

@@ -2,14 +2,91 @@
 //! temporary file holding the bytes written so far,
 //! encrypted with AES-128-CTR under a random key of its own, so plaintext never reaches the disk.
 //! Contiguous writes are gathered in memory and written in large blocks off the async runtime.
+//!
+//! A spool may be charged to a user's [`SpoolQuota`]: every byte its contents grow by (a gap of
+//! zeros included) is counted against the user's quota across all of their open spools before it is
+//! written, and released when the spool shrinks or is dropped. A write that would pass the quota is
+//! refused with [`io::ErrorKind::QuotaExceeded`] and writes nothing.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use filenode::crypto::aes_ctr_at;
+
+/// Bytes each user's open spools may hold together (SFTP's `[sftpd] spool.quota`, FTP's
+/// `[ftpd] spool.quota`). One quota is shared by all of a frontend's sessions.
+#[derive(Debug)]
+pub struct SpoolQuota {
+    limit: u64,
+    used: Mutex<HashMap<String, u64>>,
+}
+
+impl SpoolQuota {
+    /// A quota of `limit` bytes per user.
+    pub fn new(limit: u64) -> Arc<SpoolQuota> {
+        Arc::new(SpoolQuota {
+            limit,
+            used: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bytes per user.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes `user`'s open spools hold now.
+    pub fn used(&self, user: &str) -> u64 {
+        self.lock().get(user).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn charge(&self, user: &str, bytes: u64) -> io::Result<()> {
+        let mut used = self.lock();
+        let now = used.get(user).copied().unwrap_or(0);
+        match now.checked_add(bytes).filter(|total| *total <= self.limit) {
+            Some(total) => {
+                used.insert(user.to_owned(), total);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::QuotaExceeded,
+                format!(
+                    "the upload would pass this account's spool quota: {} bytes of uploads in progress \
+                     are allowed, {now} are in use and {bytes} more were asked for",
+                    self.limit
+                ),
+            )),
+        }
+    }
+
+    fn release(&self, user: &str, bytes: u64) {
+        let mut used = self.lock();
+        if let Some(now) = used.get_mut(user) {
+            *now = now.saturating_sub(bytes);
+            if *now == 0 {
+                used.remove(user);
+            }
+        }
+    }
+}
+
+/// What a spool has charged to its user's quota.
+#[derive(Debug)]
+struct Charge {
+    quota: Arc<SpoolQuota>,
+    user: String,
+    bytes: u64,
+}
 
 /// Writes gathered before they go to disk.
 const GATHER: usize = 1 << 20;
@@ -22,6 +99,16 @@ pub(crate) struct Spool {
     /// Plaintext not yet written, which belongs at `pending_at`.
     pending: Vec<u8>,
     pending_at: u64,
+    /// The quota the contents are counted against, if any.
+    charge: Option<Charge>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some(charge) = &self.charge {
+            charge.quota.release(&charge.user, charge.bytes);
+        }
+    }
 }
 
 impl std::fmt::Debug for Spool {
@@ -45,15 +132,43 @@ impl Spool {
             size: 0,
             pending: Vec::new(),
             pending_at: 0,
+            charge: None,
         })
+    }
+
+    /// An empty spool in `dir` whose contents count against `user`'s share of `quota`.
+    pub(crate) fn with_quota(dir: Option<&Path>, quota: &Arc<SpoolQuota>, user: &str) -> io::Result<Spool> {
+        let mut spool = Spool::new(dir)?;
+        spool.charge = Some(Charge {
+            quota: Arc::clone(quota),
+            user: user.to_owned(),
+            bytes: 0,
+        });
+        Ok(spool)
     }
 
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    /// Writes `data` at `offset` (a gap after the current end reads as zeros).
+    /// Counts growth to `new_size` against the quota; refuses it (changing nothing) past the quota.
+    fn reserve(&mut self, new_size: u64) -> io::Result<()> {
+        if let Some(charge) = &mut self.charge
+            && new_size > charge.bytes
+        {
+            charge.quota.charge(&charge.user, new_size - charge.bytes)?;
+            charge.bytes = new_size;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` (a gap after the current end reads as zeros). Growth past the
+    /// quota is refused before anything is written.
     pub(crate) async fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a write past 2^64 bytes"))?;
+        self.reserve(end.max(self.size))?;
         while self.size < offset {
             let gap = (offset - self.size).min(GATHER as u64) as usize;
             let at = self.size;
@@ -126,6 +241,12 @@ impl Spool {
             .await
             .map_err(io::Error::other)??;
         self.size = size;
+        if let Some(charge) = &mut self.charge
+            && charge.bytes > size
+        {
+            charge.quota.release(&charge.user, charge.bytes - size);
+            charge.bytes = size;
+        }
         Ok(())
     }
 
@@ -146,6 +267,13 @@ pub(crate) struct SpoolReader {
     key: [u8; 16],
     size: u64,
     position: u64,
+}
+
+impl SpoolReader {
+    /// The plaintext's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.size
+    }
 }
 
 impl Read for SpoolReader {
@@ -212,5 +340,34 @@ mod tests {
         assert_eq!(spool.read_at(0, 100).await.unwrap(), data[..10]);
         spool.set_size(20).await.unwrap();
         assert_eq!(spool.read_at(0, 100).await.unwrap()[10..], [0; 10]);
+    }
+
+    #[tokio::test]
+    async fn a_quota_is_shared_by_a_users_spools_and_refuses_sparse_growth() {
+        let quota = SpoolQuota::new(3 << 20);
+        let mut first = Spool::with_quota(None, &quota, "alice").unwrap();
+        let mut second = Spool::with_quota(None, &quota, "alice").unwrap();
+        let mut other = Spool::with_quota(None, &quota, "bob").unwrap();
+        first.write_at(0, &vec![1; 2 << 20]).await.unwrap();
+        // One byte far past the end would materialise zeros up to it: refused, nothing written.
+        let err = second.write_at(1 << 40, b"x").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded);
+        assert!(err.to_string().contains("quota"), "{err}");
+        assert_eq!(second.size(), 0);
+        let err = second.set_size(1 << 40).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded);
+        // The quota is per user, across that user's spools.
+        let err = second.write_at(0, &vec![2; (1 << 20) + 1]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded);
+        second.write_at(0, &vec![2; 1 << 20]).await.unwrap();
+        other.write_at(0, &vec![3; 3 << 20]).await.unwrap();
+        assert_eq!(quota.used("alice"), 3 << 20);
+        // Shrinking and dropping give the space back.
+        first.set_size(1 << 20).await.unwrap();
+        assert_eq!(quota.used("alice"), 2 << 20);
+        drop(first);
+        drop(second);
+        assert_eq!(quota.used("alice"), 0);
+        assert_eq!(quota.used("bob"), 3 << 20);
     }
 }

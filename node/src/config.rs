@@ -106,6 +106,14 @@ pub(crate) fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(base.checked_pow(power)?)
 }
 
+/// A duration: `30s`, `2min`, `1h` (humantime), or a number of seconds.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .or_else(|| text.parse::<u64>().ok().map(std::time::Duration::from_secs))
+        .filter(|d| !d.is_zero())
+}
+
 fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Some(true),
@@ -200,6 +208,8 @@ pub(crate) enum ExpireMode {
 pub(crate) struct NodeConfig {
     pub(crate) nickname: String,
     pub(crate) web_port: Option<Endpoint>,
+    /// `[node] web.max_connections` and `web.header_read_timeout` (Tessera's).
+    pub(crate) web_limits: frontends::web::ServeLimits,
     pub(crate) tub_port: Option<Endpoint>,
     /// Advertised `host:port` hints for the storage service.
     pub(crate) tub_location: Vec<String>,
@@ -232,6 +242,12 @@ pub(crate) struct SftpdConfig {
     pub(crate) host_privkey_file: PathBuf,
     pub(crate) host_pubkey_file: PathBuf,
     pub(crate) accounts_file: PathBuf,
+    /// `spool.quota` (default 10 GiB per user), `connection.max_sessions` (8),
+    /// `session.max_handles` (256), `session.max_queued_bytes` (32 MiB). Tessera's keys.
+    pub(crate) spool_quota: u64,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_handles: usize,
+    pub(crate) max_queued_bytes: u64,
 }
 
 impl SftpdConfig {
@@ -246,6 +262,10 @@ impl SftpdConfig {
             host_privkey_file: node_dir.join("private").join("ssh_host_ed25519_key"),
             host_pubkey_file: node_dir.join("private").join("ssh_host_ed25519_key.pub"),
             accounts_file: node_dir.join("private").join("accounts"),
+            spool_quota: frontends::sftp::DEFAULT_SPOOL_QUOTA,
+            max_sessions: 8,
+            max_handles: 256,
+            max_queued_bytes: 32 << 20,
         }
     }
 }
@@ -266,6 +286,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "timeout.disconnect",
             "reveal-IP-address",
             "log_gatherer.furl",
+            "web.max_connections",
+            "web.header_read_timeout",
         ],
     ),
     (
@@ -314,6 +336,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "host_pubkey_file",
             "host_privkey_file",
             "accounts.file",
+            "spool.quota",
+            "connection.max_sessions",
+            "session.max_handles",
+            "session.max_queued_bytes",
         ],
     ),
     (
@@ -327,6 +353,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "tls.certificate_file",
             "accounts.file",
             "idle_timeout",
+            "spool.quota",
         ],
     ),
     ("helper", &["enabled"]),
@@ -410,6 +437,46 @@ impl NodeConfig {
             }
         };
 
+        let count = |section: &str, key: &str, default: usize| -> anyhow::Result<usize> {
+            match get(section, key) {
+                None => Ok(default),
+                Some((v, line)) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(section, key, line, "a positive whole number")),
+            }
+        };
+        let duration =
+            |section: &str, key: &str, default: std::time::Duration| -> anyhow::Result<std::time::Duration> {
+                match get(section, key) {
+                    None => Ok(default),
+                    Some((v, line)) => parse_duration(v)
+                        .ok_or_else(|| invalid(section, key, line, "a duration such as 30s or 2min")),
+                }
+            };
+        let positive_size = |section: &str, key: &str, default: u64| -> anyhow::Result<u64> {
+            match size(section, key)? {
+                Some(0) => Err(invalid(
+                    section,
+                    key,
+                    get(section, key).map_or(0, |(_, l)| l),
+                    "a size above zero",
+                )),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        let web_defaults = frontends::web::ServeLimits::default();
+        let web_limits = frontends::web::ServeLimits {
+            max_connections: count("node", "web.max_connections", web_defaults.max_connections)?,
+            header_read_timeout: duration(
+                "node",
+                "web.header_read_timeout",
+                web_defaults.header_read_timeout,
+            )?,
+        };
+
         let shares_needed = number("shares.needed", 3)?;
         let shares_happy = number("shares.happy", 7)?;
         let shares_total = number("shares.total", 10)?;
@@ -479,12 +546,18 @@ impl NodeConfig {
                 *slot = node_dir.join(v);
             }
         }
+        sftp.spool_quota = positive_size("sftpd", "spool.quota", sftp.spool_quota)?;
+        sftp.max_sessions = count("sftpd", "connection.max_sessions", sftp.max_sessions)?;
+        sftp.max_handles = count("sftpd", "session.max_handles", sftp.max_handles)?;
+        sftp.max_queued_bytes = positive_size("sftpd", "session.max_queued_bytes", sftp.max_queued_bytes)?;
+        let ftp_quota = positive_size("ftpd", "spool.quota", frontends::sftp::DEFAULT_SPOOL_QUOTA)?;
         Ok(NodeConfig {
             sftp,
             nickname: get("node", "nickname")
                 .map(|(v, _)| v.to_owned())
                 .unwrap_or_default(),
             web_port: endpoint("web.port")?,
+            web_limits,
             tub_port: endpoint("tub.port")?,
             tub_location: get("node", "tub.location")
                 .map(|(v, _)| {
@@ -518,7 +591,10 @@ impl NodeConfig {
                 immutable: boolean("storage", "expire.immutable", true)?,
                 mutable: boolean("storage", "expire.mutable", true)?,
             },
-            ftp: FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?,
+            ftp: FtpdConfig {
+                spool_quota: ftp_quota,
+                ..FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?
+            },
         })
     }
 }
@@ -542,6 +618,8 @@ pub(crate) struct FtpdConfig {
     pub(crate) accounts_file: PathBuf,
     /// `idle_timeout`: sessions idle this long are closed (default 10 minutes).
     pub(crate) idle_timeout: std::time::Duration,
+    /// `spool.quota` (Tessera's): bytes of uploads in progress per user (default 10 GiB).
+    pub(crate) spool_quota: u64,
 }
 
 /// `[ftpd] tls`.
@@ -631,6 +709,7 @@ impl FtpdConfig {
             certificate_file: path("tls.certificate_file", "ftpd.pem"),
             accounts_file: path("accounts.file", "accounts"),
             idle_timeout,
+            spool_quota: frontends::sftp::DEFAULT_SPOOL_QUOTA,
         })
     }
 }
@@ -803,6 +882,59 @@ mod tests {
         assert!(err.contains("[sftpd] port must be"), "{err}");
         let err = load("[sftpd]\npassword = x\n").unwrap_err().to_string();
         assert!(err.contains("unknown key `password`"), "{err}");
+    }
+
+    #[test]
+    fn gateway_bounds_have_defaults_keys_and_errors() {
+        let config = load("[node]\nnickname = x\n").unwrap();
+        assert_eq!(config.web_limits, frontends::web::ServeLimits::default());
+        assert_eq!(config.sftp.spool_quota, 10 << 30);
+        assert_eq!(config.ftp.spool_quota, 10 << 30);
+        assert_eq!(
+            (
+                config.sftp.max_sessions,
+                config.sftp.max_handles,
+                config.sftp.max_queued_bytes
+            ),
+            (8, 256, 32 << 20)
+        );
+        let config = load(
+            "[node]\nweb.max_connections = 20\nweb.header_read_timeout = 5s\n\
+             [sftpd]\nspool.quota = 1GiB\nconnection.max_sessions = 2\nsession.max_handles = 16\n\
+             session.max_queued_bytes = 4MiB\n[ftpd]\nspool.quota = 500MB\n",
+        )
+        .unwrap();
+        assert_eq!(config.web_limits.max_connections, 20);
+        assert_eq!(config.web_limits.header_read_timeout.as_secs(), 5);
+        assert_eq!(config.sftp.spool_quota, 1 << 30);
+        assert_eq!((config.sftp.max_sessions, config.sftp.max_handles), (2, 16));
+        assert_eq!(config.sftp.max_queued_bytes, 4 << 20);
+        assert_eq!(config.ftp.spool_quota, 500_000_000);
+        for (text, message) in [
+            (
+                "[node]\nweb.max_connections = 0\n",
+                "[node] web.max_connections must be a positive",
+            ),
+            (
+                "[node]\nweb.header_read_timeout = soon\n",
+                "[node] web.header_read_timeout must be a duration",
+            ),
+            (
+                "[sftpd]\nspool.quota = 0\n",
+                "[sftpd] spool.quota must be a size above zero",
+            ),
+            (
+                "[ftpd]\nspool.quota = lots\n",
+                "[ftpd] spool.quota must be a size",
+            ),
+            (
+                "[sftpd]\nconnection.max_sessions = -1\n",
+                "[sftpd] connection.max_sessions must be",
+            ),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(message), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -230,13 +230,13 @@ async fn start_gateway(
     info!(port, "web gateway listening");
     let router = frontends::web::router(frontends::web::WebState::new(grid, config.nickname.clone()));
     let mut stop = shutdown;
+    let limits = config.web_limits;
     tasks.push(tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
-            .await
-            .context("the web gateway failed")
+        frontends::web::serve(listener, router, limits, async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+        .await
+        .context("the web gateway failed")
     }));
     Ok(tasks)
 }
@@ -275,6 +275,12 @@ async fn start_sftp(
         accounts,
         host_keys: vec![host_key],
         spool_dir: None,
+        limits: frontends::sftp::SftpLimits {
+            spool_quota: frontends::SpoolQuota::new(sftp.spool_quota),
+            max_sessions: sftp.max_sessions,
+            max_handles: sftp.max_handles,
+            max_queued_bytes: usize::try_from(sftp.max_queued_bytes).unwrap_or(usize::MAX),
+        },
     };
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {

@@ -75,6 +75,7 @@ pub(crate) async fn start(
         idle_timeout: ftp.idle_timeout,
         failed_login_delay: std::time::Duration::from_secs(1),
         spool_dir: None,
+        spool_quota: frontends::SpoolQuota::new(ftp.spool_quota),
     };
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {

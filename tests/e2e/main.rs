@@ -6,12 +6,16 @@
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
 //! - `grid`: upload/download over a grid of real storage servers, with faults;
 //! - `web`: the web gateway's router over a real grid;
+//! - `web_limits`: the web gateway's bounds (form fields, SDMF bodies, the encrypted spool, the
+//!   served socket's header timeout and connection cap);
+//! - `ftp`: the FTP server's spool quota over a real grid with a minimal FTP client;
 //! - `sftp`: the SFTP server over a real grid with a pure-Rust client (russh, russh-sftp).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod check;
 mod chk;
+mod ftp;
 mod grid;
 mod mutable;
 mod sftp;
@@ -19,3 +23,4 @@ mod tidy;
 mod vectors;
 mod web;
 mod web_fs;
+mod web_limits;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use filenode::cap::{Cap, DirCap, MutableFormat};
 use filenode::grid::Grid;
 use filenode::grid::upload::UploadParams;
+use frontends::SpoolQuota;
 use frontends::accounts::{AccountsFile, Credential, add_user};
-use frontends::sftp::{SftpConfig, serve};
+use frontends::sftp::{SftpConfig, SftpLimits, serve};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpClientError;
@@ -23,6 +24,7 @@ struct Server {
     address: SocketAddr,
     grid: Arc<Grid>,
     test_grid: TestGrid,
+    /// The spool directory.
     _dir: tempfile::TempDir,
     accounts: std::path::PathBuf,
     root: DirCap,
@@ -31,6 +33,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(SftpLimits::default()).await
+}
+
+async fn start_with(limits: SftpLimits) -> Server {
     let test_grid = TestGrid::new(10);
     let params = UploadParams {
         max_segment_size: 64 * 1024,
@@ -63,6 +69,7 @@ async fn start() -> Server {
         accounts: Arc::new(AccountsFile::new(&accounts)),
         host_keys: vec![PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()],
         spool_dir: Some(dir.path().to_owned()),
+        limits,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, config, async move {
@@ -390,4 +397,132 @@ async fn logins_and_bad_input() {
             .await
             .is_none()
     );
+}
+
+/// Bytes on disk in the spool files this process holds open under `dir` (the spool's files are
+/// anonymous, so they are found through /proc/self/fd).
+fn spooled_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.starts_with(dir)
+            && let Ok(meta) = std::fs::metadata(entry.path())
+            && meta.is_file()
+        {
+            total += meta.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// The error of a refused write (writes are pipelined: it may show only at the flush).
+async fn write_refused(file: &mut russh_sftp::client::fs::File, data: &[u8]) -> std::io::Error {
+    match file.write_all(data).await {
+        Err(e) => e,
+        Ok(()) => file.flush().await.expect_err("the write is refused"),
+    }
+}
+
+/// Issue 13, finding 4: a WRITE or FSETSTAT far past the end is refused by the user's spool quota
+/// before anything is written (no encrypted zeros fill the gateway's disk), the quota counts all of
+/// the user's sessions, a refused upload is not linked, the connection's other sessions go on, and
+/// sessions per connection are capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
+    let quota = SpoolQuota::new(4 << 20);
+    let server = start_with(SftpLimits {
+        spool_quota: Arc::clone(&quota),
+        max_sessions: 3,
+        ..SftpLimits::default()
+    })
+    .await;
+    let spool_dir = server._dir.path().to_owned();
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .expect("key login");
+    let session = sftp(&handle).await;
+    let other = sftp(&handle).await;
+    put(&session, "/kept.txt", b"kept").await;
+
+    // One byte 256 MiB past the end: refused with a message, nothing spooled.
+    let mut file = session.create("/sparse.bin").await.unwrap();
+    file.seek(std::io::SeekFrom::Start(256 << 20)).await.unwrap();
+    let err = write_refused(&mut file, b"x").await;
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert!(spooled_bytes(&spool_dir) < 1 << 20, "nothing was spooled");
+    // The same through FSETSTAT (truncate to a huge size).
+    let mut attrs = russh_sftp::protocol::FileAttributes::empty();
+    attrs.size = Some(1 << 40);
+    let refused = file.set_metadata(attrs).await;
+    assert_eq!(status(refused), StatusCode::Failure);
+    assert!(spooled_bytes(&spool_dir) < 1 << 20, "nothing was spooled");
+    assert_eq!(quota.used("alice"), 0);
+    // The refused upload is not stored at close, and says why.
+    let err = file.shutdown().await.unwrap_err();
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert_eq!(
+        status(session.metadata("/sparse.bin").await),
+        StatusCode::NoSuchFile
+    );
+
+    // The quota is the user's, across sessions: 3 MiB held by one session leaves 1 MiB to the other.
+    let mut first = session.create("/first.bin").await.unwrap();
+    first.write_all(&data(3 << 20, 1)).await.unwrap();
+    first.flush().await.unwrap();
+    assert_eq!(quota.used("alice"), 3 << 20);
+    let mut second = other.create("/second.bin").await.unwrap();
+    let err = write_refused(&mut second, &data(2 << 20, 2)).await;
+    assert!(err.to_string().contains("quota"), "{err}");
+    // The client reports the remaining refused writes first; the close after them fails too:
+    // the refused upload is not stored.
+    let mut closed = second.shutdown().await;
+    for _ in 0..16 {
+        match &closed {
+            Err(e) if e.to_string().contains("not stored") => break,
+            _ => closed = second.shutdown().await,
+        }
+    }
+    let err = closed.unwrap_err();
+    assert!(err.to_string().contains("not stored"), "{err}");
+    first.shutdown().await.unwrap();
+    assert_eq!(quota.used("alice"), 0, "a closed upload gives its space back");
+    assert_eq!(get(&other, "/first.bin").await, data(3 << 20, 1));
+    put(&other, "/second.bin", &data(2 << 20, 2)).await;
+    assert_eq!(get(&session, "/second.bin").await, data(2 << 20, 2));
+    let names: Vec<String> = session
+        .read_dir("/")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["first.bin", "kept.txt", "second.bin"],
+        "no file but the accepted ones"
+    );
+
+    // Three sessions per connection: a fourth channel is refused, the others go on.
+    let third = sftp(&handle).await;
+    let channel = handle.channel_open_session().await;
+    assert!(channel.is_err(), "a fourth session on one connection is refused");
+    assert_eq!(get(&third, "/kept.txt").await, b"kept");
+    assert_eq!(get(&session, "/kept.txt").await, b"kept");
+    // A session that ends gives its place back.
+    third.close().await.unwrap();
+    drop(third);
+    let mut reopened = None;
+    for _ in 0..100 {
+        if let Ok(channel) = handle.channel_open_session().await {
+            reopened = Some(channel);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let channel = reopened.expect("a place is free again once a session ends");
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let again = SftpSession::new(channel.into_stream()).await.unwrap();
+    assert_eq!(get(&again, "/kept.txt").await, b"kept");
 }

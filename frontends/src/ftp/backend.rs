@@ -37,6 +37,8 @@ pub(crate) struct GridBackend {
     pub(crate) grid: Arc<Grid>,
     /// Where uploads are spooled (`None`: the system's temporary directory).
     pub(crate) spool_dir: Option<PathBuf>,
+    /// Bytes of uploads in progress per user (`[ftpd] spool.quota`).
+    pub(crate) spool_quota: Arc<crate::SpoolQuota>,
 }
 
 // libunftp formats the backend with every command (docs/crates.md §2b): one word.
@@ -269,10 +271,16 @@ impl GridBackend {
                 return Err(e);
             }
         };
-        let spool = self.spool(input).await?;
+        let spool = self.spool(user, input).await?;
         let len = spool.size();
         match existing {
             Some(file) => {
+                if let Some(message) = crate::sdmf_too_large(&file, len) {
+                    return Err(FtpError::Exceeded(std::io::Error::new(
+                        std::io::ErrorKind::FileTooLarge,
+                        message,
+                    )));
+                }
                 file.overwrite(len, chunks_from_read(spool.reader())).await?;
             }
             None => {
@@ -317,9 +325,13 @@ impl GridBackend {
     }
 
     /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).
-    async fn spool<R: AsyncRead + Unpin>(&self, mut input: R) -> FtpResult<Spool> {
+    /// Past the user's spool quota the rest of the upload is read and dropped (so that the client
+    /// sees the 552 reply rather than a broken data connection) and nothing more is written.
+    async fn spool<R: AsyncRead + Unpin>(&self, user: &GridUser, mut input: R) -> FtpResult<Spool> {
         let dir = self.spool_dir.clone();
-        let mut spool = tokio::task::spawn_blocking(move || Spool::new(dir.as_deref()))
+        let quota = Arc::clone(&self.spool_quota);
+        let name = user.name.clone();
+        let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
             .await
             .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
             .map_err(FtpError::Spool)?;
@@ -330,7 +342,14 @@ impl GridBackend {
                 break;
             }
             let at = spool.size();
-            spool.write_at(at, &buffer[..n]).await.map_err(FtpError::Spool)?;
+            if let Err(e) = spool.write_at(at, &buffer[..n]).await {
+                if e.kind() == std::io::ErrorKind::QuotaExceeded {
+                    drop(spool);
+                    let _ = tokio::io::copy(&mut input, &mut tokio::io::sink()).await;
+                    return Err(FtpError::Exceeded(e));
+                }
+                return Err(FtpError::Spool(e));
+            }
         }
         spool.flush().await.map_err(FtpError::Spool)?;
         Ok(spool)

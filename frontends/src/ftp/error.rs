@@ -39,6 +39,9 @@ pub(crate) enum FtpError {
     /// The spool file failed.
     #[error("local spool file failed: {0}")]
     Spool(std::io::Error),
+    /// The upload would pass the user's spool quota (`[ftpd] spool.quota`) or the SDMF size bound.
+    #[error("{0}")]
+    Exceeded(std::io::Error),
 }
 
 impl FtpError {
@@ -69,6 +72,7 @@ impl FtpError {
             FtpError::BadPath => ErrorKind::FileNameNotAllowedError,
             FtpError::Transfer(_) => ErrorKind::ConnectionClosed,
             FtpError::Spool(_) => ErrorKind::LocalError,
+            FtpError::Exceeded(_) => ErrorKind::ExceededStorageAllocationError,
         }
     }
 }
@@ -81,6 +85,7 @@ impl From<FtpError> for Error {
             ErrorKind::LocalError
             | ErrorKind::InsufficientStorageSpaceError
             | ErrorKind::TransientFileNotAvailable
+            | ErrorKind::ExceededStorageAllocationError
             | ErrorKind::ConnectionClosed => {
                 tracing::warn!(reply = %kind, reason = %e, "FTP operation failed")
             }

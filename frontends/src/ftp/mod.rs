@@ -74,6 +74,9 @@ pub struct FtpConfig {
     pub failed_login_delay: Duration,
     /// Where uploads are spooled (`None`: the system's temporary directory).
     pub spool_dir: Option<PathBuf>,
+    /// Bytes of uploads in progress per user, across their sessions (`[ftpd] spool.quota`); past
+    /// it a STOR gets 552.
+    pub spool_quota: Arc<crate::SpoolQuota>,
 }
 
 /// The greeting.
@@ -93,6 +96,7 @@ pub async fn serve(
     let backend = GridBackend {
         grid: Arc::clone(&config.grid),
         spool_dir: config.spool_dir.clone(),
+        spool_quota: Arc::clone(&config.spool_quota),
     };
     let mut sessions = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);

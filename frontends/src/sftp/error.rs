@@ -78,7 +78,10 @@ impl From<NodeError> for SftpError {
 
 impl From<std::io::Error> for SftpError {
     fn from(error: std::io::Error) -> Self {
-        // The spool is the only local file: its errors (disk full) are worth telling.
+        // The spool is the only local file: its errors (quota or disk full) are worth telling.
+        if error.kind() == std::io::ErrorKind::QuotaExceeded {
+            return SftpError::failure(error.to_string());
+        }
         SftpError::failure(format!("the gateway's temporary spool failed: {error}"))
     }
 }

@@ -48,6 +48,36 @@ pub struct SftpConfig {
     pub host_keys: Vec<PrivateKey>,
     /// Where write spools go (the system's temporary directory when `None`).
     pub spool_dir: Option<PathBuf>,
+    /// What one user, connection and session may hold.
+    pub limits: SftpLimits,
+}
+
+/// The SFTP server's bounds (`[sftpd]` keys): what a peer may make the gateway hold.
+#[derive(Debug, Clone)]
+pub struct SftpLimits {
+    /// `spool.quota`: bytes of uploads in progress per user, across all of that user's sessions
+    /// (a write or size change past it fails with a message; nothing is written).
+    pub spool_quota: Arc<crate::SpoolQuota>,
+    /// `sessions.max_per_connection`: SFTP sessions (SSH channels) one connection may have open.
+    pub max_sessions: usize,
+    /// `session.max_handles`: open files and directories per session.
+    pub max_handles: usize,
+    /// `session.max_queued_bytes`: request bytes read ahead of the one being answered, per session.
+    pub max_queued_bytes: usize,
+}
+
+/// `[sftpd] spool.quota` by default: 10 GiB per user.
+pub const DEFAULT_SPOOL_QUOTA: u64 = 10 << 30;
+
+impl Default for SftpLimits {
+    fn default() -> Self {
+        SftpLimits {
+            spool_quota: crate::SpoolQuota::new(DEFAULT_SPOOL_QUOTA),
+            max_sessions: 8,
+            max_handles: 256,
+            max_queued_bytes: 32 << 20,
+        }
+    }
 }
 
 /// Runs the SFTP server on `listener` until `shutdown` resolves.
@@ -148,6 +178,9 @@ impl russh::server::Server for SshServer {
             peer,
             account: None,
             channels: HashMap::new(),
+            sessions: Arc::new(tokio::sync::Semaphore::new(
+                self.shared.config.limits.max_sessions,
+            )),
         }
     }
 }
@@ -157,7 +190,10 @@ struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     account: Option<Account>,
-    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels opened and not yet started as SFTP sessions, each with its place among `sessions`.
+    channels: HashMap<ChannelId, (Channel<Msg>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Places for this connection's sessions: `[sftpd] sessions.max_per_connection`.
+    sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// The one answer to every failed login: no hint of what was wrong; both methods stay open.
@@ -233,9 +269,24 @@ impl russh::server::Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.account.is_some() && self.channels.len() < 16 {
-            self.channels.insert(channel.id(), channel);
-            reply.accept().await;
+        if self.account.is_none() {
+            return Ok(());
+        }
+        // Each channel holds a place until its session ends: past the cap, new channels are refused
+        // and the connection's other sessions go on.
+        match Arc::clone(&self.sessions).try_acquire_owned() {
+            Ok(place) => {
+                self.channels.insert(channel.id(), (channel, place));
+                reply.accept().await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    user = ?self.account.as_ref().map(|a| a.name.as_str()),
+                    max = self.shared.config.limits.max_sessions,
+                    "too many SFTP sessions on one connection; refusing another"
+                );
+                reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            }
         }
         Ok(())
     }
@@ -250,7 +301,7 @@ impl russh::server::Handler for Connection {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some((channel, place)) = self.channels.remove(&channel_id) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
@@ -261,11 +312,13 @@ impl russh::server::Handler for Connection {
             grid,
             user: account.name.clone(),
             spool_dir: self.shared.config.spool_dir.clone(),
+            limits: self.shared.config.limits.clone(),
         };
         let handle = session.handle();
         tokio::spawn(async move {
             session::run(channel.into_stream(), context).await;
             let _ = handle.close(channel_id).await;
+            drop(place);
         });
         Ok(())
     }

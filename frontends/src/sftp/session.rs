@@ -37,8 +37,6 @@ use crate::spool::Spool;
 pub(crate) const MAX_PACKET: u32 = 256 * 1024 + 1024;
 /// The largest read or write we offer in `limits@openssh.com`.
 const MAX_IO: u64 = 255 * 1024;
-/// Open handles per session.
-const MAX_HANDLES: usize = 256;
 /// Directory entries per `readdir` reply.
 const READDIR_BATCH: usize = 200;
 
@@ -49,12 +47,14 @@ pub(crate) struct SessionContext {
     pub(crate) user: String,
     pub(crate) root: DirNode,
     pub(crate) spool_dir: Option<PathBuf>,
+    pub(crate) limits: super::SftpLimits,
 }
 
 type Reply = Result<Packet, SftpError>;
 
-/// Requests read ahead of the one being answered. A client that sends more without reading the
-/// replies only stalls its own channel.
+/// Requests read ahead of the one being answered (and, in bytes, `[sftpd]
+/// session.max_queued_bytes`). A client that sends more without reading the replies only stalls its
+/// own channel.
 const QUEUED_REQUESTS: usize = 1024;
 
 /// Serves SFTP on `stream` until the client closes it or breaks the protocol.
@@ -70,12 +70,18 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue, mut requests) = tokio::sync::mpsc::channel(QUEUED_REQUESTS);
     let user = context.user.clone();
+    // Each queued packet holds its length in permits until it has been answered.
+    let max_queued = context.limits.max_queued_bytes.max(MAX_PACKET as usize);
+    let queued_bytes = Arc::new(tokio::sync::Semaphore::new(max_queued));
     let reading = tokio::spawn(async move {
         while let Ok(len) = reader.read_u32().await {
             if len == 0 || len > MAX_PACKET {
                 tracing::warn!(user = ?user, len, "SFTP packet too large; closing the channel");
                 return;
             }
+            let Ok(permit) = Arc::clone(&queued_bytes).acquire_many_owned(len).await else {
+                return;
+            };
             let mut buffer = vec![0; len as usize];
             if reader.read_exact(&mut buffer).await.is_err() {
                 return;
@@ -85,7 +91,7 @@ where
                 tracing::warn!(user = ?user, "malformed SFTP packet; closing the channel");
                 return;
             };
-            if queue.send(packet).await.is_err() {
+            if queue.send((packet, permit)).await.is_err() {
                 return;
             }
         }
@@ -96,8 +102,10 @@ where
         next_handle: 0,
         initialised: false,
     };
-    while let Some(packet) = requests.recv().await {
-        let Some(reply) = session.handle(packet).await else {
+    while let Some((packet, permit)) = requests.recv().await {
+        let reply = session.handle(packet).await;
+        drop(permit);
+        let Some(reply) = reply else {
             tracing::warn!(user = ?session.context.user, "unexpected SFTP packet; closing the channel");
             break;
         };
@@ -177,6 +185,18 @@ struct WriteHandle {
     readable: bool,
     /// An mtime set through fsetstat, stored in the link at close.
     mtime: Option<f64>,
+    /// Why a write was refused (the spool quota): the upload is then not stored at close.
+    refused: Option<String>,
+}
+
+/// Remembers a spool refusal (the quota) on the handle, so that its upload is not stored at close.
+fn refusal(write: &mut WriteHandle, result: std::io::Result<()>) -> Result<(), SftpError> {
+    if let Err(e) = &result
+        && e.kind() == std::io::ErrorKind::QuotaExceeded
+    {
+        write.refused = Some(e.to_string());
+    }
+    result.map_err(SftpError::from)
 }
 
 /// The attributes of a file being written: its size so far.
@@ -295,7 +315,7 @@ impl Session {
     }
 
     fn new_handle(&mut self, handle: OpenHandle) -> Result<String, SftpError> {
-        if self.handles.len() >= MAX_HANDLES {
+        if self.handles.len() >= self.context.limits.max_handles {
             return Err(SftpError::failure("too many open files in this session"));
         }
         self.next_handle += 1;
@@ -468,7 +488,8 @@ impl Session {
         match self.handles.get_mut(handle) {
             Some(OpenHandle::Write(write)) => {
                 if let Some(size) = attrs.size {
-                    write.spool.set_size(size).await?;
+                    let result = write.spool.set_size(size).await;
+                    refusal(write, result)?;
                     write.changed = true;
                 }
                 if let Some(mtime) = attrs.mtime {
@@ -608,7 +629,11 @@ impl Session {
                 Err(e) => return Err(e.into()),
             }
         };
-        let mut spool = Spool::new(self.context.spool_dir.as_deref())?;
+        let mut spool = Spool::with_quota(
+            self.context.spool_dir.as_deref(),
+            &self.context.limits.spool_quota,
+            &self.context.user,
+        )?;
         let truncate = flags.contains(OpenFlags::TRUNCATE);
         if let Some(file) = existing.filter(|_| !truncate) {
             // Tahoe's rule: writing into an existing file starts from its contents.
@@ -636,6 +661,7 @@ impl Session {
             append: flags.contains(OpenFlags::APPEND),
             readable: flags.contains(OpenFlags::READ),
             mtime: None,
+            refused: None,
         })
     }
 
@@ -663,7 +689,8 @@ impl Session {
             };
         };
         let offset = if write.append { write.spool.size() } else { offset };
-        write.spool.write_at(offset, data).await?;
+        let result = write.spool.write_at(offset, data).await;
+        refusal(write, result)?;
         write.changed = true;
         Ok(ok(id))
     }
@@ -671,6 +698,10 @@ impl Session {
     async fn close(&mut self, id: u32, handle: &str) -> Reply {
         match self.handles.remove(handle) {
             Some(OpenHandle::Write(write)) => {
+                if let Some(reason) = &write.refused {
+                    // Part of the upload was refused: storing the rest would store a wrong file.
+                    return Err(SftpError::failure(format!("the file was not stored: {reason}")));
+                }
                 if let Err(e) = self.commit(*write).await {
                     tracing::warn!(user = ?self.context.user, error = %e.message, "SFTP upload failed at close");
                     return Err(e);
@@ -727,6 +758,9 @@ impl Session {
                     .await?;
             }
             Destination::Mutable { file, link } => {
+                if let Some(message) = crate::sdmf_too_large(&file, size) {
+                    return Err(SftpError::failure(message));
+                }
                 file.overwrite(size, chunks_from_read(spool.reader())).await?;
                 if let (Some(mtime), Some((parent, name, _))) = (mtime, link) {
                     self.set_link_mtime(&parent, &name, mtime).await?;
@@ -814,7 +848,12 @@ impl Session {
             }
             "limits@openssh.com" => {
                 let mut reply = Vec::with_capacity(32);
-                for value in [u64::from(MAX_PACKET) - 1024, MAX_IO, MAX_IO, MAX_HANDLES as u64] {
+                for value in [
+                    u64::from(MAX_PACKET) - 1024,
+                    MAX_IO,
+                    MAX_IO,
+                    self.context.limits.max_handles as u64,
+                ] {
                     reply.extend_from_slice(&value.to_be_bytes());
                 }
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))

@@ -27,6 +27,10 @@ pub enum WebError {
     /// The upload could not be placed or encoded.
     #[error(transparent)]
     Upload(#[from] UploadError),
+    /// The request (a form field, a body) is larger than the gateway takes; the message says which
+    /// bound it passed.
+    #[error("{0}")]
+    TooLarge(String),
     /// Reading the request body failed.
     #[error("reading the request body failed: {0}")]
     Body(String),
@@ -47,6 +51,7 @@ impl WebError {
         match self {
             WebError::BadCap(_) | WebError::BadRequest(_) | WebError::Body(_) => StatusCode::BAD_REQUEST,
             WebError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Download(DownloadError::NotEnoughShares { .. }) => StatusCode::GONE,
             WebError::Download(DownloadError::CiphertextMismatch { .. }) => StatusCode::GONE,
             WebError::Download(DownloadError::RangeNotSatisfiable { .. }) => {

@@ -9,7 +9,6 @@
 //! redirects within this gateway.
 
 use std::collections::HashMap;
-use std::io::{Seek, SeekFrom};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -19,9 +18,12 @@ use filenode::cap::{Cap, DirCap, FileCap, MutableFormat};
 use filenode::grid::mutable::chunks_from_read;
 use filenode::node::{Child, DirNode, FileNode, Node, NodeError, Replace};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::{WebError, WebState, download};
+use crate::spool::{Spool, SpoolReader};
+
+/// A spooled body: encrypted on disk under a key of its own, read back as plaintext.
+pub(crate) type Spooled = SpoolReader;
 
 /// Every argument of a request, from the query string and (for POST) the form.
 #[derive(Debug, Default)]
@@ -101,12 +103,22 @@ pub(crate) enum Format {
 /// A request's body: nothing yet read, or a form's file field spooled to disk.
 pub(crate) enum Payload {
     Body(Body),
-    Spooled(std::fs::File, Option<String>),
+    Spooled(Spooled, Option<String>),
     None,
 }
 
-/// The longest form field other than `file` (a children JSON body may be given as a field too).
-const FORM_FIELD_LIMIT: usize = 16 << 20;
+/// The longest form field other than `file` (form arguments are names, caps and flags; JSON bodies
+/// come as the request body or the `file` field).
+pub(crate) const FORM_FIELD_LIMIT: usize = 64 << 10;
+
+/// All of a form's fields other than `file` together (names included).
+pub(crate) const FORM_FIELDS_TOTAL_LIMIT: usize = 1 << 20;
+
+/// The largest SDMF file the gateway writes: an SDMF file is one segment, encoded and published
+/// whole in memory (its plaintext, ciphertext and N/k times that in shares), so its size is bounded
+/// here; larger mutable files are MDMF, which streams. Tahoe's own SDMF writers held files of a few
+/// MB (directories, the old 3.5 MB SDMF limit); 16 MiB leaves room for large directories.
+pub(crate) const SDMF_MAX_SIZE: u64 = crate::SDMF_MAX_SIZE;
 
 /// The largest JSON body (children of mkdir-with-children, set_children).
 const JSON_BODY_LIMIT: u64 = 64 << 20;
@@ -150,6 +162,9 @@ async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebErro
         .await
         .map_err(|e| WebError::Body(e.to_string()))?;
     let mut file = None;
+    // Every field but `file` is held in memory: each is bounded, and so are all of them together
+    // (names included), so that no number or size of fields makes the gateway hold more.
+    let mut held = 0usize;
     while let Some(field) = multipart
         .next_field()
         .await
@@ -157,20 +172,34 @@ async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebErro
     {
         let name = field.name().unwrap_or("").to_owned();
         if name == "file" {
+            if file.is_some() {
+                return Err(WebError::BadRequest(
+                    "the form has more than one `file` field".into(),
+                ));
+            }
             let filename = field.file_name().map(str::to_owned);
-            file = Some((spool(field).await?, filename));
+            file = Some((spool(field, None).await?, filename));
         } else {
-            // Form arguments are short; a field that is not is refused rather than buffered.
+            let shown: String = name.chars().take(64).collect();
+            held += name.len();
             let mut field = field;
             let mut value = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(|e| WebError::Body(e.to_string()))? {
                 value.extend_from_slice(&chunk);
                 if value.len() > FORM_FIELD_LIMIT {
-                    return Err(WebError::BadRequest(format!(
-                        "form field {name:?} is longer than {FORM_FIELD_LIMIT} bytes"
+                    return Err(WebError::TooLarge(format!(
+                        "form field {shown:?} is longer than {FORM_FIELD_LIMIT} bytes \
+                         (send large data as the `file` field or the request body)"
+                    )));
+                }
+                if held + value.len() > FORM_FIELDS_TOTAL_LIMIT {
+                    return Err(WebError::TooLarge(format!(
+                        "the form's fields other than `file` are longer than \
+                         {FORM_FIELDS_TOTAL_LIMIT} bytes together"
                     )));
                 }
             }
+            held += value.len();
             merge(name, String::from_utf8_lossy(&value).into_owned());
         }
     }
@@ -196,31 +225,65 @@ fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Spools a stream of bytes to an unlinked temporary file and rewinds it.
+/// Spools a stream of bytes to the encrypted spool ([`Spool`]: an unlinked temporary file under a
+/// random key, so no plaintext of an upload reaches the disk) and returns its reader. With a
+/// `limit`, a body longer than that is refused with 413 as soon as it passes it.
 pub(crate) async fn spool<E: std::fmt::Display>(
     chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
-) -> Result<std::fs::File, WebError> {
-    let file = tokio::task::spawn_blocking(tempfile::tempfile)
+    limit: Option<(u64, &str)>,
+) -> Result<Spooled, WebError> {
+    let mut spool = tokio::task::spawn_blocking(|| Spool::new(None))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
-    let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
-        writer
-            .write_all(&chunk)
+        let at = spool.size();
+        if let Some((limit, what)) = limit
+            && at + chunk.len() as u64 > limit
+        {
+            return Err(WebError::TooLarge(format!(
+                "{what}: this body is longer than {limit} bytes"
+            )));
+        }
+        spool
+            .write_at(at, &chunk)
             .await
             .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
     }
-    writer
+    spool
         .flush()
         .await
         .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    let mut file = writer.into_inner().into_std().await;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(file)
+    Ok(spool.reader())
+}
+
+/// Why an SDMF body is refused.
+const SDMF_TOO_LARGE: &str = "an SDMF file is one segment, encoded in memory, and is bounded \
+     (use format=MDMF for larger mutable files)";
+
+/// Refuses an SDMF body over [`SDMF_MAX_SIZE`].
+fn check_sdmf_size(len: u64) -> Result<(), WebError> {
+    if len > SDMF_MAX_SIZE {
+        return Err(WebError::TooLarge(format!(
+            "{SDMF_TOO_LARGE}: this file would be {len} bytes, more than {SDMF_MAX_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+/// The spool limit of a body that becomes (or replaces) a file of `format`.
+fn body_limit(format: Option<Format>) -> Option<(u64, &'static str)> {
+    (format == Some(Format::Mutable(MutableFormat::Sdmf))).then_some((SDMF_MAX_SIZE, SDMF_TOO_LARGE))
+}
+
+/// The format of an existing mutable file.
+fn mutable_format(file: &FileNode) -> Option<Format> {
+    match file.cap() {
+        FileCap::Mutable(m) => Some(Format::Mutable(m.format)),
+        _ => None,
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -623,7 +686,7 @@ async fn dir_json(dir: &DirNode, link: Option<&Child>) -> Result<serde_json::Val
 /// Stores a spooled upload as a new file of `format`.
 pub(crate) async fn store_new_file(
     state: &WebState,
-    spooled: std::fs::File,
+    spooled: Spooled,
     format: Format,
     convergent: bool,
 ) -> Result<FileCap, WebError> {
@@ -638,10 +701,10 @@ pub(crate) async fn store_new_file(
             Ok(result.cap)
         }
         Format::Mutable(format) => {
-            let len = spooled
-                .metadata()
-                .map_err(|e| WebError::Internal(e.to_string()))?
-                .len();
+            let len = spooled.len();
+            if format == MutableFormat::Sdmf {
+                check_sdmf_size(len)?;
+            }
             let key = state
                 .grid
                 .key_pool()
@@ -659,15 +722,16 @@ pub(crate) async fn store_new_file(
 }
 
 /// Replaces a mutable file's contents with a spooled body, or writes it at `offset`.
-async fn update_mutable(
-    file: &FileNode,
-    spooled: std::fs::File,
-    offset: Option<u64>,
-) -> Result<(), WebError> {
-    let len = spooled
-        .metadata()
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .len();
+async fn update_mutable(file: &FileNode, spooled: Spooled, offset: Option<u64>) -> Result<(), WebError> {
+    let len = spooled.len();
+    if mutable_format(file) == Some(Format::Mutable(MutableFormat::Sdmf)) {
+        // An SDMF write at an offset rewrites the whole file, which then holds up to offset + len.
+        let end = match offset {
+            None => len,
+            Some(offset) => offset.saturating_add(len).max(file.size().await?),
+        };
+        check_sdmf_size(end)?;
+    }
     match offset {
         None => Ok(file.overwrite(len, chunks_from_read(spooled)).await?),
         Some(_) if len > OFFSET_WRITE_LIMIT => Err(WebError::BadRequest(format!(
@@ -714,7 +778,12 @@ async fn put(
                         "this file is immutable; PUT a new file to /uri or to a directory path".into(),
                     ));
                 }
-                let spooled = spool(body.into_data_stream()).await?;
+                let limit = if offset_arg(args)?.is_none() {
+                    body_limit(mutable_format(&node))
+                } else {
+                    None
+                };
+                let spooled = spool(body.into_data_stream(), limit).await?;
                 update_mutable(&node, spooled, offset_arg(args)?).await?;
                 Ok(text(StatusCode::OK, file.to_string()))
             }
@@ -772,7 +841,12 @@ async fn put(
                 if file.is_readonly() {
                     return Err(NodeError::NotWritable("the file's cap is read-only").into());
                 }
-                let spooled = spool(body.into_data_stream()).await?;
+                let limit = if offset_arg(args)?.is_none() {
+                    body_limit(mutable_format(&file))
+                } else {
+                    None
+                };
+                let spooled = spool(body.into_data_stream(), limit).await?;
                 update_mutable(&file, spooled, offset_arg(args)?).await?;
                 return Ok(text(StatusCode::OK, file.cap().to_string()));
             }
@@ -792,7 +866,7 @@ async fn put(
                     )));
                 }
             }
-            let spooled = spool(body.into_data_stream()).await?;
+            let spooled = spool(body.into_data_stream(), body_limit(format)).await?;
             let cap =
                 store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergence(args)?).await?;
             let created = parent
@@ -878,9 +952,9 @@ async fn body_bytes(payload: Payload) -> Result<Vec<u8>, WebError> {
             .await
             .map_err(|e| WebError::Body(e.to_string()))?
             .to_vec()),
-        Payload::Spooled(file, _) if file.metadata().map(|m| m.len()).unwrap_or(0) > JSON_BODY_LIMIT => Err(
-            WebError::BadRequest(format!("the JSON body is larger than {JSON_BODY_LIMIT} bytes")),
-        ),
+        Payload::Spooled(file, _) if file.len() > JSON_BODY_LIMIT => Err(WebError::TooLarge(format!(
+            "the JSON body is larger than {JSON_BODY_LIMIT} bytes"
+        ))),
         Payload::Spooled(file, _) => tokio::task::spawn_blocking(move || {
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut { file }, &mut data).map(|_| data)
@@ -1150,7 +1224,7 @@ pub(crate) async fn put_unlinked_mutable(
     format: MutableFormat,
     body: Body,
 ) -> Result<Response, WebError> {
-    let spooled = spool(body.into_data_stream()).await?;
+    let spooled = spool(body.into_data_stream(), body_limit(Some(Format::Mutable(format)))).await?;
     let cap = store_new_file(state, spooled, Format::Mutable(format), true).await?;
     Ok(text(StatusCode::OK, cap.to_string()))
 }

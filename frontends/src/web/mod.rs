@@ -9,6 +9,7 @@ mod error;
 mod fs;
 mod metrics;
 mod pages;
+mod serve;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use serde::Deserialize;
 pub use error::WebError;
 pub use metrics::{Metrics, redact_path};
 pub use pages::Pages;
+pub use serve::{ServeLimits, serve};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -150,7 +152,7 @@ async fn put_uri(
     };
     // Spooled to an unlinked temporary file as it arrives (convergent encryption reads the input
     // twice; nothing is held in memory), then uploaded.
-    let spooled = fs::spool(body.into_data_stream()).await?;
+    let spooled = fs::spool(body.into_data_stream(), None).await?;
     let cap = fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?;
     Ok((
         StatusCode::OK,

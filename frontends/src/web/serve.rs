@@ -1,0 +1,129 @@
+//! [`serve`]: the gateway's HTTP server on an already-bound listener, with bounds a peer cannot
+//! move: a request head must arrive within [`ServeLimits::header_read_timeout`] (an idle keep-alive
+//! connection included), and at most [`ServeLimits::max_connections`] connections are served at
+//! once; past that a new connection gets a 503 with a message and is closed at once, and the
+//! connections already open go on.
+//!
+//! **Shutdown.** When the shutdown future completes the listener is dropped, every connection is
+//! told to shut down gracefully (the request in flight finishes; idle connections close at once),
+//! and `serve` returns once all of them have ended.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// The web server's bounds (`[node] web.header_read_timeout`, `[node] web.max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// How long a connection may take to send a request head (and stay idle between requests).
+    pub header_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 256,
+        }
+    }
+}
+
+/// The answer to a connection past [`ServeLimits::max_connections`].
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 63\r\n\
+Retry-After: 1\r\n\
+Connection: close\r\n\
+\r\n\
+the gateway is serving too many connections; try again shortly\n";
+
+/// Serves `router` on `listener` until `shutdown` completes (see the module docs).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_sender, stop) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => match Arc::clone(&places).try_acquire_owned() {
+                    Ok(place) => {
+                        let _ = tcp.set_nodelay(true);
+                        let (router, stop) = (router.clone(), stop.clone());
+                        connections.spawn(async move {
+                            serve_connection(tcp, router, limits.header_read_timeout, stop).await;
+                            drop(place);
+                        });
+                    }
+                    Err(_) => refuse(tcp, limits.max_connections),
+                },
+                Err(error) => {
+                    // Usually out of file descriptors: wait a little instead of spinning.
+                    tracing::warn!(%error, "web accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_sender.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Answers a connection past the cap without reading from it or waiting on it: the 503 fits in the
+/// socket's send buffer, and the connection is closed.
+fn refuse(tcp: TcpStream, max: usize) {
+    tracing::warn!(max, "too many web connections; refusing one");
+    let _ = tcp.try_write(TOO_MANY);
+    drop(tcp);
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    router: Router,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service =
+        hyper::service::service_fn(move |request: Request<Incoming>| router.clone().oneshot(request));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "web connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "web connection ended with an error during shutdown");
+    }
+}

@@ -1,0 +1,268 @@
+//! Issue 13, finding 3: the web gateway holds no more than its bounds, whatever a request sends.
+//! Form fields other than `file` are bounded one by one and together (413); SDMF bodies are
+//! bounded (413, the file unchanged); no plaintext of an upload reaches the disk (the spool is
+//! encrypted); and the served socket closes a connection that does not finish its request head in
+//! time and refuses connections past the cap while the others go on.
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use frontends::web::{ServeLimits, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::web::Gateway;
+
+fn form(boundary: &str, fields: &[(&str, Vec<u8>)], file: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.txt\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+async fn post_form(gw: &Gateway, fields: &[(&str, Vec<u8>)]) -> (StatusCode, String) {
+    let request = Request::post("/uri?t=upload")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B0uNd")
+        .body(Body::from(form("B0uNd", fields, b"the file")))
+        .unwrap();
+    let (status, _, body) = gw.send(request).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_fields_other_than_the_file_are_bounded() {
+    let gw = Gateway::new();
+    // One long field: 413 naming it.
+    let (status, body) = post_form(&gw, &[("format", vec![b'a'; 100 << 10])]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body.contains("form field \"format\" is longer than 65536 bytes"),
+        "{body}"
+    );
+    // Many fields each under the bound: 413 for all of them together.
+    let fields: Vec<(&str, Vec<u8>)> = (0..20).map(|_| ("x", vec![b'a'; 60 << 10])).collect();
+    let (status, body) = post_form(&gw, &fields).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body.contains("together"), "{body}");
+    // An ordinary form still works.
+    let (status, body) = post_form(&gw, &[("format", b"CHK".to_vec())]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("URI:"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdmf_bodies_are_bounded() {
+    let gw = Gateway::new();
+    let too_big = vec![7u8; (frontends::SDMF_MAX_SIZE + 1) as usize];
+    for uri in ["/uri?format=SDMF", "/uri?mutable=true"] {
+        let (status, _, body) = gw
+            .send(Request::put(uri).body(Body::from(too_big.clone())).unwrap())
+            .await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {body}");
+        assert!(body.contains("SDMF") && body.contains("MDMF"), "{body}");
+    }
+    // Replacing an existing SDMF file with too much: refused, and the file is unchanged.
+    let (status, _, cap) = gw
+        .send(
+            Request::put("/uri?format=SDMF")
+                .body(Body::from("small"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let cap = String::from_utf8(cap).unwrap();
+    let (status, _, body) = gw
+        .send(
+            Request::put(format!("/uri/{cap}"))
+                .body(Body::from(too_big.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = gw.get(&format!("/uri/{cap}"), &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"small"[..]));
+    // The same size as MDMF is fine.
+    let (status, _, _) = gw
+        .send(
+            Request::put("/uri?format=MDMF")
+                .body(Body::from(too_big))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Every file this process holds open that is unlinked (the spools are anonymous temporary files),
+/// read whole when at most 64 MiB.
+fn unlinked_files() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().ends_with("(deleted)") {
+            continue;
+        }
+        let Ok(mut file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        if file
+            .metadata()
+            .map(|m| !m.is_file() || m.len() > 64 << 20)
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let mut data = Vec::new();
+        if file.read_to_end(&mut data).is_ok() {
+            out.push(data);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_of_a_web_upload_reaches_the_disk() {
+    let gw = Gateway::new();
+    let marker: Vec<u8> = format!("plaintext-marker-{:032x}|", rand::random::<u128>()).into_bytes();
+    let chunk: Vec<u8> = marker.iter().copied().cycle().take(1 << 20).collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let request = Request::put("/uri").body(Body::from_stream(stream)).unwrap();
+    let upload = tokio::spawn(async move {
+        let (status, _, body) = gw.send(request).await;
+        (status, body)
+    });
+    // Eight MiB sent; with a channel of one, all but the last chunk or two have been spooled.
+    for _ in 0..8 {
+        sender.send(Ok(bytes::Bytes::from(chunk.clone()))).await.unwrap();
+    }
+    let files = tokio::task::spawn_blocking(unlinked_files).await.unwrap();
+    let spooled: usize = files.iter().map(Vec::len).sum();
+    assert!(
+        spooled >= 4 << 20,
+        "the upload is being spooled ({spooled} bytes found)"
+    );
+    for data in &files {
+        assert!(
+            !data.windows(marker.len()).any(|w| w == marker.as_slice()),
+            "plaintext of the upload is on disk"
+        );
+    }
+    drop(sender);
+    let (status, body) = upload.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+fn app() -> axum::Router {
+    axum::Router::new().route("/", axum::routing::get(|| async { "hello" }))
+}
+
+async fn start(limits: ServeLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, app(), limits, async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+/// Reads until the server closes the connection (bounded, so a server that never does fails the
+/// test instead of hanging it).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn get_hello(stream: &mut tokio::net::TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_closed(stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_request_head_is_closed_after_the_timeout() {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        max_connections: 16,
+    };
+    let (address, _stop) = start(limits).await;
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+    let answer = read_until_closed(&mut slow).await;
+    assert!(!answer.contains("hello"), "{answer}");
+    read_until_closed(&mut idle).await;
+    // Others are served as before.
+    let mut ok = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert!(get_hello(&mut ok).await.ends_with("hello"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_and_the_others_go_on() {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(300),
+        max_connections: 2,
+    };
+    let (address, _stop) = start(limits).await;
+    let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+    first.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    second.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // Both held: the third gets a 503 with a message and is closed.
+    let mut third = tokio::net::TcpStream::connect(address).await.unwrap();
+    let answer = read_until_closed(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    // The held connections finish their requests.
+    first
+        .write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut first).await.ends_with("hello"));
+    // A place is free again once a connection ends.
+    let mut served = None;
+    for _ in 0..100 {
+        let mut next = tokio::net::TcpStream::connect(address).await.unwrap();
+        let answer = get_hello(&mut next).await;
+        if answer.ends_with("hello") {
+            served = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served.is_some(), "a new connection is served once one has ended");
+    second
+        .write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut second).await.ends_with("hello"));
+}
