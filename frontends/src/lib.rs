@@ -8,6 +8,8 @@ mod prefetch;
 pub mod sftp;
 mod spool;
 pub mod textfile;
+pub mod web;
+
 pub use spool::SpoolQuota;
 
 /// The largest SDMF file any frontend writes. An SDMF file is one segment, encoded and published
@@ -28,4 +30,3 @@ pub(crate) fn sdmf_too_large(file: &filenode::node::FileNode, len: u64) -> Optio
         )
     })
 }
-pub mod web;
