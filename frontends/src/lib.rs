@@ -4,7 +4,10 @@
 
 pub mod accounts;
 pub mod ftp;
+mod login_limit;
 mod prefetch;
 pub mod sftp;
 mod spool;
+#[cfg(test)]
+mod testing;
 pub mod web;
