@@ -232,6 +232,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub struct AccountsFile {
     path: PathBuf,
     cached: Mutex<Option<(Stamp, std::sync::Arc<Accounts>)>>,
+    /// Passwords checked against a hash so far.
+    password_checks: std::sync::atomic::AtomicU64,
 }
 
 /// What tells that the file changed.
@@ -258,6 +260,7 @@ impl AccountsFile {
         AccountsFile {
             path: path.into(),
             cached: Mutex::new(None),
+            password_checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -301,6 +304,8 @@ impl AccountsFile {
     /// Checks a password login. Unknown users, users without a password and wrong passwords all
     /// take the same time and give `None`.
     pub fn check_password(&self, user: &str, password: &str) -> Option<Account> {
+        self.password_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let accounts = self.current();
         let account = accounts.get(user);
         let hash = account
@@ -311,6 +316,12 @@ impl AccountsFile {
             Some(account) if ok && account.password_hash.is_some() => Some(account.clone()),
             _ => None,
         }
+    }
+
+    /// How many passwords [`AccountsFile::check_password`] has checked against a hash (each
+    /// costs an argon2id computation; the login limits bound how many a source can ask for).
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checks a public-key login.

@@ -4,9 +4,12 @@
 
 pub mod accounts;
 pub mod ftp;
+mod login_limit;
 mod prefetch;
 pub mod sftp;
 mod spool;
+#[cfg(test)]
+mod testing;
 pub mod textfile;
 pub mod web;
 

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Announcement;
 
+/// The longest announcement text (`ann`, the JSON of [`AnnouncementBody`]) taken; a real one is
+/// under 1 KiB.
+pub(crate) const MAX_ANNOUNCEMENT_TEXT: usize = 4096;
+/// The longest nickname taken, in bytes (it is logged and shown with every server).
+pub(crate) const MAX_NICKNAME: usize = 256;
+
 /// The announcement dictionary a storage server publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AnnouncementBody {
@@ -49,7 +55,16 @@ pub(crate) fn sign(body: &AnnouncementBody, key: &SigningKey) -> anyhow::Result<
 }
 
 /// Checks the signature and returns the server id (`v0-<key>`) and the announcement.
+/// Announcements over [`MAX_ANNOUNCEMENT_TEXT`] bytes or with a nickname over [`MAX_NICKNAME`]
+/// bytes are refused. The nickname may hold any character: log or show it escaped
+/// ([`shown_nickname`]).
 pub(crate) fn verify(signed: &SignedAnnouncement) -> anyhow::Result<(String, AnnouncementBody)> {
+    if signed.ann.len() > MAX_ANNOUNCEMENT_TEXT {
+        bail!(
+            "announcement is {} bytes; at most {MAX_ANNOUNCEMENT_TEXT} are taken",
+            signed.ann.len()
+        );
+    }
     let key_bytes = signed
         .key
         .strip_prefix("v0-")
@@ -68,7 +83,19 @@ pub(crate) fn verify(signed: &SignedAnnouncement) -> anyhow::Result<(String, Ann
     if body.service_name != "storage" {
         bail!("announcement is for service {:?}, not storage", body.service_name);
     }
+    if body.storage.nickname.len() > MAX_NICKNAME {
+        bail!(
+            "announcement nickname is {} bytes; at most {MAX_NICKNAME} are taken",
+            body.storage.nickname.len()
+        );
+    }
     Ok((signed.key.clone(), body))
+}
+
+/// A nickname from an announcement as logs and terminals may show it: control characters
+/// (a newline would forge a log line) and quotes escaped.
+pub(crate) fn shown_nickname(nickname: &str) -> String {
+    nickname.escape_debug().to_string()
 }
 
 /// Loads `private/node.privkey` (`priv-v0-<base32 seed>`).
@@ -124,5 +151,20 @@ mod tests {
             storage::base32::encode(SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes())
         );
         assert!(verify(&wrong_key).is_err());
+    }
+
+    #[test]
+    fn long_announcements_and_nicknames_are_refused() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut long_name = body();
+        long_name.storage.nickname = "n".repeat(MAX_NICKNAME + 1);
+        let error = verify(&sign(&long_name, &key).unwrap()).unwrap_err().to_string();
+        assert!(error.contains("nickname is 257 bytes; at most 256"), "{error}");
+        long_name.storage.nickname.pop();
+        verify(&sign(&long_name, &key).unwrap()).unwrap();
+        let mut long_text = body();
+        long_text.nonce = "x".repeat(MAX_ANNOUNCEMENT_TEXT);
+        let error = verify(&sign(&long_text, &key).unwrap()).unwrap_err().to_string();
+        assert!(error.contains("at most 4096 are taken"), "{error}");
     }
 }

@@ -106,7 +106,7 @@ fn unescaped_char(c: char) -> bool {
 /// or in single quotes (always with `quotemarks`, and when it starts with `"`), or in double
 /// quotes with Python-style escapes when it holds a control character, `'`, or a character Tahoe
 /// does not print plainly.
-fn quote_output(text: &str, quotemarks: bool, quote_newlines: bool) -> String {
+pub(crate) fn quote_output(text: &str, quotemarks: bool, quote_newlines: bool) -> String {
     if text.chars().all(|c| plain_char(c, !quote_newlines)) {
         return if quotemarks || text.starts_with('"') {
             format!("'{text}'")

@@ -532,8 +532,9 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
             .unwrap_or_default();
         crate::output::line(&format!(
             "  {:<14} {}  {state}{since}, {space} free{error}",
-            server["nickname"].as_str().unwrap_or(""),
-            server["server_id"].as_str().unwrap_or(""),
+            // Nicknames come from the servers' announcements: control characters escaped.
+            crate::announcement::shown_nickname(server["nickname"].as_str().unwrap_or("")),
+            server["server_id"].as_str().unwrap_or("").escape_debug(),
         ))?;
     }
     Ok(())

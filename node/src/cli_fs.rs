@@ -871,6 +871,26 @@ fn local_abspath(path: &str) -> PathBuf {
     normal
 }
 
+/// `dir/name` for a name that came from the grid (or a grid path), refused unless the name is one
+/// plain file name here: a directory's owner can put any bytes in a name (`..`, `/etc/x`, `a/b`),
+/// and such a name must never lead outside `dir`.
+fn local_child(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let reason = filenode::node::unusable_as_path(name).or_else(|| {
+        let mut parts = Path::new(name).components();
+        match (parts.next(), parts.next()) {
+            (Some(Component::Normal(part)), None) if part == std::ffi::OsStr::new(name) => None,
+            _ => Some("the name is not a single file name on this system"),
+        }
+    });
+    match reason {
+        Some(reason) => bail!(
+            "cannot copy the entry named {}: {reason}",
+            crate::cli_check::quote_output(name, true, true)
+        ),
+        None => Ok(dir.join(name)),
+    }
+}
+
 fn utf8_name(path: &Path) -> anyhow::Result<String> {
     let name = path.file_name().unwrap_or_default();
     name.to_str().map(str::to_owned).with_context(|| {
@@ -1178,6 +1198,15 @@ impl Copier<'_> {
             DirSource::Grid { cap, children } => {
                 stack.push(cap.clone());
                 for (name, child) in children {
+                    // Whoever wrote the directory chose its names: one that cannot be a file name
+                    // (`..`, `/abs`, `a/b`, empty, NUL) is skipped, never joined to a path.
+                    if let Some(reason) = filenode::node::unusable_as_path(name) {
+                        note(&format!(
+                            "skipping the entry named {}: {reason}, so it cannot be copied",
+                            crate::cli_check::quote_output(name, true, true)
+                        ));
+                        continue;
+                    }
                     let (kind, fields) = node_kind(child)?;
                     match kind {
                         "filenode" => tree.files.push((name.clone(), grid_file(fields))),
@@ -1320,7 +1349,7 @@ impl Copier<'_> {
         }
         let place = match &self.dirs[index].place {
             DirPlace::Local(path) => {
-                let path = path.join(name);
+                let path = local_child(path, name)?;
                 std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
                 DirPlace::Local(path)
             }
@@ -1538,7 +1567,7 @@ impl Copier<'_> {
         self.progress(&format!("copying {name}"));
         let writecap = match &self.dirs[index].place {
             DirPlace::Local(dir) => {
-                let path = dir.join(name);
+                let path = local_child(dir, name)?;
                 if path.is_dir() {
                     bail!(
                         "cannot copy file {name} to {}: a directory is in the way",

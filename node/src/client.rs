@@ -159,7 +159,7 @@ pub(crate) fn follow_introducer(
             }
             match server_entry(id, &body.storage) {
                 Ok(entry) => {
-                    info!(server = %id, nickname = %body.storage.nickname, "learned a storage server");
+                    info!(server = %id, nickname = %crate::announcement::shown_nickname(&body.storage.nickname), "learned a storage server");
                     known.insert(id.clone(), (body.storage.clone(), entry));
                 }
                 Err(e) => warn!("ignoring an announced server: {e:#}"),

@@ -11,6 +11,12 @@
 //!   `{generation, announcements}`, as soon as the generation exceeds `since` (a long poll of at most
 //!   `S` ≤ 60 seconds).
 //!
+//! Bounds: a publish body is at most [`MAX_PUBLISH_BODY`] bytes (413 past it), an announcement's
+//! text at most 4 KiB and its nickname at most 256 bytes (400), and the introducer keeps at most
+//! [`MAX_SERVERS`] servers (503 for a new one past that). Clients read at most
+//! [`MAX_LIST_BODY`] bytes of an announcement list and [`MAX_PUBLISH_REPLY`] of a publish reply
+//! (an error past them). Nicknames are logged escaped.
+//!
 //! Servers re-publish every few minutes, so a restarted introducer relearns the grid; clients keep
 //! what they learned (and cache it in `private/introducer_default_cache.yaml`), so they go on working
 //! while the introducer is down.
@@ -22,22 +28,33 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::announcement::{AnnouncementBody, SignedAnnouncement, verify};
+use crate::announcement::{AnnouncementBody, SignedAnnouncement, shown_nickname, verify};
 
 /// The longest a subscriber's poll is held open.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a storage server re-publishes.
 const REPUBLISH: Duration = Duration::from_secs(300);
+/// The largest publish request body: one signed announcement (its text at most
+/// [`crate::announcement::MAX_ANNOUNCEMENT_TEXT`] bytes) with room for JSON escapes, the
+/// signature and the key.
+pub(crate) const MAX_PUBLISH_BODY: usize = 16 * 1024;
+/// The most servers an introducer keeps announcements of.
+pub(crate) const MAX_SERVERS: usize = 1000;
+/// The largest announcement list a subscriber reads: every server's announcement at its largest.
+pub(crate) const MAX_LIST_BODY: usize = MAX_SERVERS * (MAX_PUBLISH_BODY + 64) + 1024;
+/// The largest answer to a publish a publisher reads (a reason line).
+pub(crate) const MAX_PUBLISH_REPLY: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AnnouncementList {
@@ -73,10 +90,21 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, body: Body) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
     }
+    let body = match Limited::new(body, MAX_PUBLISH_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("an announcement is at most {MAX_PUBLISH_BODY} bytes\n"),
+            )
+                .into_response();
+        }
+        Err(_) => return (StatusCode::BAD_REQUEST, "the request body was cut off\n").into_response(),
+    };
     let signed: SignedAnnouncement = match serde_json::from_slice(&body) {
         Ok(signed) => signed,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not an announcement: {e}\n")).into_response(),
@@ -85,21 +113,35 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
         Ok(verified) => verified,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e:#}\n")).into_response(),
     };
-    let changed = {
-        let mut announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
-        match announcements.get(&server_id) {
-            Some((seqnum, _)) if *seqnum >= parsed.seqnum => false,
-            _ => {
-                announcements.insert(server_id.clone(), (parsed.seqnum, signed));
-                true
-            }
+    match keep(&state, &server_id, parsed.seqnum, signed) {
+        Some(true) => {
+            info!(server = %server_id, nickname = %shown_nickname(&parsed.storage.nickname), "announcement received");
+            state.generation.send_modify(|g| *g += 1);
         }
-    };
-    if changed {
-        info!(server = %server_id, nickname = %parsed.storage.nickname, "announcement received");
-        state.generation.send_modify(|g| *g += 1);
+        Some(false) => {}
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the introducer already knows {MAX_SERVERS} servers and takes no more\n"),
+            )
+                .into_response();
+        }
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Keeps an announcement if it is newer than the one known from its server; whether it was, or
+/// `None` for a new server past [`MAX_SERVERS`] (refused).
+fn keep(state: &IntroducerState, server_id: &str, seqnum: u64, signed: SignedAnnouncement) -> Option<bool> {
+    let mut announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
+    match announcements.get(server_id) {
+        Some((known, _)) if *known >= seqnum => Some(false),
+        None if announcements.len() >= MAX_SERVERS => None,
+        _ => {
+            announcements.insert(server_id.to_owned(), (seqnum, signed));
+            Some(true)
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,13 +176,17 @@ async fn announcements(
     axum::Json(list).into_response()
 }
 
-fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
-    let state = Arc::new(IntroducerState {
+fn new_state(swissnum: String, stopping: watch::Receiver<bool>) -> Arc<IntroducerState> {
+    Arc::new(IntroducerState {
         swissnum,
         stopping,
         announcements: Mutex::new(BTreeMap::new()),
         generation: watch::Sender::new(0),
-    });
+    })
+}
+
+fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
+    let state = new_state(swissnum, stopping);
     Router::new()
         .route("/introducer/v1/publish", post(publish))
         .route("/introducer/v1/announcements", get(announcements))
@@ -188,13 +234,15 @@ pub(crate) async fn serve(
     }))
 }
 
-/// One HTTPS request to a pinned peer on a fresh connection.
+/// One HTTPS request to a pinned peer on a fresh connection; an answer over `limit` bytes is an
+/// error.
 async fn request(
     address: &storage::nurl::Nurl,
     method: hyper::Method,
     path_and_query: &str,
     body: Bytes,
     timeout: Duration,
+    limit: usize,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
     let work = async {
         let config = storage::tls::pinned_client_config(&address.spki_hash)?;
@@ -221,7 +269,13 @@ async fn request(
             .body(Full::new(body))?;
         let response = sender.send_request(request).await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = match Limited::new(response.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                bail!("the introducer's answer is larger than {limit} bytes; it was not read")
+            }
+            Err(e) => return Err(anyhow::anyhow!(e).context("the introducer's answer was cut off")),
+        };
         Ok::<_, anyhow::Error>((status, bytes))
     };
     tokio::time::timeout(timeout, work)
@@ -258,6 +312,7 @@ pub(crate) fn spawn_publisher(
                         "/introducer/v1/publish",
                         body,
                         Duration::from_secs(30),
+                        MAX_PUBLISH_REPLY,
                     )
                     .await
                     {
@@ -267,7 +322,7 @@ pub(crate) fn spawn_publisher(
                             REPUBLISH
                         }
                         Ok((status, body)) => {
-                            warn!(status = %status, reason = %String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
+                            warn!(status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
                             REPUBLISH
                         }
                         Err(e) => {
@@ -322,6 +377,28 @@ pub(crate) fn verified(list: &[SignedAnnouncement]) -> Learned {
     learned
 }
 
+/// One long poll: the introducer's announcements once its generation passes `generation` (or its
+/// wait ends). The answer is read up to [`MAX_LIST_BODY`] bytes.
+async fn poll(address: &storage::nurl::Nurl, generation: u64) -> anyhow::Result<AnnouncementList> {
+    let path = format!(
+        "/introducer/v1/announcements?since={generation}&wait={}",
+        MAX_WAIT.as_secs() - 5
+    );
+    let (status, body) = request(
+        address,
+        hyper::Method::GET,
+        &path,
+        Bytes::new(),
+        MAX_WAIT + Duration::from_secs(10),
+        MAX_LIST_BODY,
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("HTTP {status}: {:?}", String::from_utf8_lossy(&body).trim());
+    }
+    Ok(serde_json::from_slice::<AnnouncementList>(&body)?)
+}
+
 /// Subscribes to the introducer, calling `update` with every announcement known so far (the cache
 /// first, then each change), and keeps the cache file current.
 pub(crate) fn spawn_subscriber(
@@ -343,27 +420,11 @@ pub(crate) fn spawn_subscriber(
         let mut generation = 0u64;
         let mut delay = Duration::from_millis(200);
         loop {
-            let path = format!(
-                "/introducer/v1/announcements?since={generation}&wait={}",
-                MAX_WAIT.as_secs() - 5
-            );
-            let poll = request(
-                &address,
-                hyper::Method::GET,
-                &path,
-                Bytes::new(),
-                MAX_WAIT + Duration::from_secs(10),
-            );
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return,
-                outcome = poll => outcome,
+                outcome = poll(&address, generation) => outcome,
             };
-            let pause = match outcome.and_then(|(status, body)| {
-                if !status.is_success() {
-                    bail!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
-                }
-                Ok(serde_json::from_slice::<AnnouncementList>(&body)?)
-            }) {
+            let pause = match outcome {
                 Ok(list) => {
                     // A restarted introducer starts again at generation 0.
                     generation = list.generation;
@@ -375,7 +436,10 @@ pub(crate) fn spawn_subscriber(
                                 .get(&id)
                                 .and_then(|old| verify(old).ok())
                                 .is_none_or(|(_, old)| old.seqnum < body.seqnum);
-                            if newer {
+                            // As many servers as an introducer keeps; a hostile one cannot
+                            // grow this by answering with new keys poll after poll.
+                            let room = known.contains_key(&id) || known.len() < MAX_SERVERS;
+                            if newer && room {
                                 known.insert(id, signed);
                                 changed = true;
                             }
@@ -406,4 +470,177 @@ pub(crate) fn spawn_subscriber(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::announcement::sign;
+    use crate::client::Announcement;
+
+    const SWISSNUM: &str = "test-swissnum";
+
+    fn announcement(seed: u8, nickname: &str) -> SignedAnnouncement {
+        let spki = storage::tls::TlsIdentity::generate().unwrap().spki_hash();
+        let body = AnnouncementBody {
+            version: 0,
+            service_name: "storage".into(),
+            seqnum: 1,
+            nonce: "n".into(),
+            my_version: "tessera/0".into(),
+            oldest_supported: "tessera/0".into(),
+            storage: Announcement {
+                nickname: nickname.into(),
+                furl: format!("pb://{}@tcp:127.0.0.1:1/swiss", "a".repeat(32)),
+                nurls: vec![storage::nurl::Nurl::new(spki, "127.0.0.1", 1, "swiss").to_string()],
+                permutation_seed_base32: None,
+            },
+        };
+        sign(&body, &SigningKey::from_bytes(&[seed; 32])).unwrap()
+    }
+
+    /// Serves `router` over TLS on 127.0.0.1:0 until the sender is dropped or set.
+    async fn serve_router(router: Router) -> (storage::nurl::Nurl, watch::Sender<bool>) {
+        let identity = storage::tls::TlsIdentity::generate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let address = storage::nurl::Nurl::new(identity.spki_hash(), "127.0.0.1", port, SWISSNUM);
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            storage::http::serve(listener, &identity, router, stopped).await
+        });
+        (address, stop)
+    }
+
+    async fn publish_raw(address: &storage::nurl::Nurl, body: Vec<u8>) -> (StatusCode, String) {
+        let (status, reply) = request(
+            address,
+            hyper::Method::POST,
+            "/introducer/v1/publish",
+            Bytes::from(body),
+            Duration::from_secs(30),
+            MAX_PUBLISH_REPLY,
+        )
+        .await
+        .unwrap();
+        (status, String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    #[tokio::test]
+    async fn publish_bodies_and_the_server_count_are_bounded() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let (address, _stop) = serve_router(router(SWISSNUM.into(), stopping.clone())).await;
+        let (status, reply) = publish_raw(&address, vec![b' '; MAX_PUBLISH_BODY + 1]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
+        assert_eq!(reply, "an announcement is at most 16384 bytes\n");
+        let signed = serde_json::to_vec(&announcement(1, "fine")).unwrap();
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        let long = serde_json::to_vec(&announcement(2, &"n".repeat(300))).unwrap();
+        let (status, reply) = publish_raw(&address, long).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reply.contains("nickname is 300 bytes; at most 256"), "{reply}");
+
+        // A new server past the limit is refused; known ones still update.
+        let state = new_state(SWISSNUM.into(), stopping);
+        let signed = announcement(3, "one of many");
+        for i in 0..MAX_SERVERS {
+            assert!(keep(&state, &format!("v0-{i}"), 1, signed.clone()).unwrap());
+        }
+        assert_eq!(keep(&state, "v0-new", 1, signed.clone()), None);
+        assert!(keep(&state, "v0-7", 2, signed).unwrap());
+    }
+
+    #[tokio::test]
+    async fn answers_from_a_hostile_introducer_are_read_up_to_a_bound() {
+        // Valid JSON (trailing whitespace is allowed) past the bound, and a long publish reply.
+        let mut list = br#"{"generation": 1, "announcements": []}"#.to_vec();
+        list.resize(MAX_LIST_BODY + 1, b' ');
+        let hostile = Router::new()
+            .route(
+                "/introducer/v1/announcements",
+                get(move || {
+                    let list = list.clone();
+                    async move { list }
+                }),
+            )
+            .route(
+                "/introducer/v1/publish",
+                post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(MAX_PUBLISH_REPLY + 1)) }),
+            );
+        let (address, _stop) = serve_router(hostile).await;
+        let error = poll(&address, 0).await.unwrap_err().to_string();
+        assert!(error.contains("answer is larger than"), "{error}");
+        let error = request(
+            &address,
+            hyper::Method::POST,
+            "/introducer/v1/publish",
+            Bytes::new(),
+            Duration::from_secs(30),
+            MAX_PUBLISH_REPLY,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("larger than 4096 bytes"), "{error}");
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(bytes)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn nicknames_cannot_forge_log_lines() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A current-thread runtime: every task of the test logs through this subscriber.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (stopping_tx, stopping) = watch::channel(false);
+        let (address, _stop) = serve_router(router(SWISSNUM.into(), stopping.clone())).await;
+        let forged = "evil\n2026-01-01T00:00:00.000000Z  INFO tessera: FORGED admin logged in";
+        let signed = serde_json::to_vec(&announcement(4, forged)).unwrap();
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+
+        // A client learns the server from the introducer and logs it too.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("private")).unwrap();
+        let grid = Arc::new(filenode::grid::Grid::new(
+            filenode::grid::ClientSecrets {
+                lease_secret: vec![1; 32],
+                convergence: None,
+            },
+            filenode::grid::upload::UploadParams::default(),
+        ));
+        crate::client::follow_introducer(dir.path(), address, Arc::clone(&grid), stopping).unwrap();
+        while grid.servers_with_status().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stopping_tx.send(true);
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("announcement received"), "{log}");
+        assert!(log.contains("learned a storage server"), "{log}");
+        assert!(log.contains(r"evil\n2026-01-01"), "{log}");
+        assert!(
+            !log.lines()
+                .any(|line| line.contains("FORGED") && !line.contains("evil")),
+            "{log}"
+        );
+    }
 }

@@ -766,3 +766,121 @@ fn mv_and_ln_move_and_copy_links() {
     assert_eq!(gw.ls(&["tahoe:"]), ["b.txt", "dir"]);
     assert_eq!(gw.ls(&["tahoe:dir"]), ["b.txt", "new-link", "new-moved"]);
 }
+
+/// `PUT path` with `body` on the gateway (plain HTTP/1.0); the status and body.
+fn http_put(node_url: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let address = node_url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Replaces the children of the writable directory `dircap` with `children` (name, cap) as packed
+/// bytes written straight into the directory's mutable file, so the names bypass every check a
+/// gateway makes: what a hostile directory owner can write.
+fn write_raw_children(gw: &TestGateway, dircap: &str, children: &[(&str, &str)]) {
+    let entries: Vec<filenode::dirnode::DirEntry> = children
+        .iter()
+        .map(|(name, cap)| filenode::dirnode::DirEntry {
+            name: (*name).to_owned(),
+            ro_uri: (*cap).to_owned(),
+            rw_uri: None,
+            metadata_json: "{}".to_owned(),
+        })
+        .collect();
+    let packed = filenode::dirnode::pack(&entries, None);
+    let ssk = dircap.replacen("URI:DIR2:", "URI:SSK:", 1);
+    let node_url = std::fs::read_to_string(gw.node_dir.join("node.url")).unwrap();
+    let (status, body) = http_put(&node_url, &format!("/uri/{ssk}"), &packed);
+    assert!((200..300).contains(&status), "{status} {body}");
+}
+
+#[test]
+fn cp_r_from_a_hostile_directory_writes_nothing_outside_the_target() {
+    let Some(gw) = start_gateway() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| gw.run_in(work.path(), args, stdin);
+    let file = run(&["put", "-"], Some(b"planted\n"))
+        .ok()
+        .text()
+        .trim()
+        .to_owned();
+    // A directory holding one file, to be linked under the name `..`.
+    let inner = run(&["mkdir"], None).ok().text().trim().to_owned();
+    run(&["put", "-", &format!("{inner}/inner.txt")], Some(b"inner\n")).ok();
+    let node_url = std::fs::read_to_string(gw.node_dir.join("node.url")).unwrap();
+    let json = http_get(&node_url, &format!("/uri/{inner}?t=json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let inner = json[1]["ro_uri"].as_str().unwrap().to_owned();
+    let hostile = run(&["mkdir"], None).ok().text().trim().to_owned();
+    // An absolute name aimed at a directory the test watches.
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let absolute = outside.join("absolute.txt").to_str().unwrap().to_owned();
+    write_raw_children(
+        &gw,
+        &hostile,
+        &[
+            ("../escaped.txt", &file),
+            (&absolute, &file),
+            ("a/b", &file),
+            ("", &file),
+            (".", &file),
+            ("..", &inner),
+            ("nul\0name", &file),
+            ("fine.txt", &file),
+        ],
+    );
+    // The listing itself still works.
+    let listed = run(&["ls", &hostile], None).ok().text();
+    assert!(listed.contains("fine.txt"), "{listed}");
+
+    let out = run(&["cp", "-r", &hostile, "dest"], None).ok();
+    assert_eq!(out.text(), "Success: files copied\n");
+    for (shown, reason) in [
+        ("'../escaped.txt'", "contains '/'"),
+        (&format!("'{absolute}'"), "absolute"),
+        ("'a/b'", "contains '/'"),
+        ("''", "empty"),
+        ("'.'", "dot segment"),
+        ("'..'", "dot segment"),
+        ("\"nul\\x00name\"", "NUL"),
+    ] {
+        let line = format!("skipping the entry named {shown}: ");
+        let said = out.stderr.lines().find(|l| l.starts_with(&line));
+        assert!(
+            said.is_some_and(|l| l.contains(reason)),
+            "{line} ... {reason} not in {}",
+            out.stderr
+        );
+    }
+    // Only the one good name arrived, and nothing appeared anywhere else.
+    assert_eq!(
+        tree(&work.path().join("dest")),
+        [("fine.txt".to_owned(), Some(b"planted\n".to_vec()))]
+    );
+    assert_eq!(tree(&outside), []);
+    let mut beside: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["dest", "outside"]);
+}

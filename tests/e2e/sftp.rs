@@ -27,6 +27,7 @@ struct Server {
     /// The spool directory.
     _dir: tempfile::TempDir,
     accounts: std::path::PathBuf,
+    accounts_file: Arc<AccountsFile>,
     root: DirCap,
     alice: Arc<PrivateKey>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -64,9 +65,10 @@ async fn start_with(limits: SftpLimits) -> Server {
     frontends::accounts::set_password(&accounts, "alice", "open sesame").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let accounts_file = Arc::new(AccountsFile::new(&accounts));
     let config = SftpConfig {
         grid: Arc::clone(&grid),
-        accounts: Arc::new(AccountsFile::new(&accounts)),
+        accounts: Arc::clone(&accounts_file),
         host_keys: vec![PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()],
         spool_dir: Some(dir.path().to_owned()),
         limits,
@@ -82,6 +84,7 @@ async fn start_with(limits: SftpLimits) -> Server {
         test_grid,
         _dir: dir,
         accounts,
+        accounts_file,
         alice,
         _stop: stop,
     }
@@ -525,4 +528,83 @@ async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
     channel.request_subsystem(true, "sftp").await.unwrap();
     let again = SftpSession::new(channel.into_stream()).await.unwrap();
     assert_eq!(get(&again, "/kept.txt").await, b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_leave_out_names_no_path_can_carry() {
+    let server = start().await;
+    let file = Cap::File(server.grid.upload_bytes(b"planted".to_vec()).await.unwrap());
+    let hostile = server.grid.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let mut children: Vec<(&str, &Cap)> = tests::HOSTILE_NAMES.iter().map(|name| (*name, &file)).collect();
+    children.push(("fine.txt", &file));
+    tests::write_raw_children(&server.grid, hostile.cap(), &children).await;
+    filenode::node::DirNode::new(&server.grid, server.root.clone())
+        .set_child(
+            "hostile",
+            &Cap::Dir(hostile.cap().clone()),
+            None,
+            filenode::node::Replace::Never,
+        )
+        .await
+        .unwrap();
+
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .unwrap();
+    let session = sftp(&handle).await;
+    // The names a client could join into a path outside its target are left out; the rest
+    // (a line break is just a character to SFTP) are listed and read.
+    let mut listed: Vec<String> = session
+        .read_dir("/hostile")
+        .await
+        .unwrap()
+        .map(|entry| entry.file_name())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["fine.txt", "line\r\nbreak"]);
+    for name in &listed {
+        assert_eq!(get(&session, &format!("/hostile/{name}")).await, b"planted");
+    }
+    // The listing of the directory holding it is not disturbed either.
+    let root: Vec<String> = session
+        .read_dir("/")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(root, ["hostile"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_password_guesses_are_bounded_by_the_limit() {
+    let server = start().await;
+    // Twenty connections from one address, each past its key exchange, then twenty wrong
+    // passwords at once: only as many as the limit (10) get their password hashed.
+    let config = Arc::new(russh::client::Config::default());
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        handles.push(
+            russh::client::connect(Arc::clone(&config), server.address, Client)
+                .await
+                .unwrap(),
+        );
+    }
+    let before = server.accounts_file.password_checks();
+    let guesses = handles.iter_mut().enumerate().map(|(i, handle)| async move {
+        handle
+            .authenticate_password("alice", format!("guess {i}"))
+            .await
+            .unwrap()
+            .success()
+    });
+    let outcomes = futures::future::join_all(guesses).await;
+    assert!(outcomes.iter().all(|ok| !ok));
+    let checked = server.accounts_file.password_checks() - before;
+    assert!(checked <= 10, "{checked} of 20 parallel guesses were checked");
+    assert!(
+        connect(&server, "alice", Login::Password("open sesame"))
+            .await
+            .is_none(),
+        "the address is locked out"
+    );
 }

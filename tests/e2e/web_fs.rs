@@ -685,3 +685,113 @@ async fn check_deep_check_manifest_and_repair_through_the_web_api() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// The page's child links (`<td class="n"><a href="…">`), unescaped.
+fn child_links(html: &str) -> Vec<String> {
+    html.split(r#"<td class="n"><a href=""#)
+        .skip(1)
+        .map(|rest| {
+            rest[..rest.find('"').unwrap()]
+                .replace("&#x2f;", "/")
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+/// Where a browser takes a link on the page `page` (which ends with `/`): relative links are
+/// joined to it and dot segments removed, percent-encoded ones too (as the URL standard says).
+fn follow(page: &str, href: &str) -> String {
+    let (path, query) = href.split_once('?').unwrap_or((href, ""));
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{page}{path}")
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for segment in joined.split('/') {
+        match segment.to_ascii_lowercase().as_str() {
+            "." | "%2e" => {}
+            ".." | ".%2e" | "%2e." | "%2e%2e" => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+            }
+            _ => out.push(segment),
+        }
+    }
+    let path = out.join("/");
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_no_path_can_carry_are_listed_and_linked_by_cap() {
+    let gw = Gateway::new();
+    let file = ok(&gw, "PUT", "/uri", b"planted".to_vec()).await;
+    let dircap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    let mut planted: Vec<&str> = tests::HOSTILE_NAMES.to_vec();
+    planted.push("fine.txt");
+    // What the directory's owner can write: packed children, straight into its mutable file with
+    // `PUT /uri/SSKWRITECAP`, past every check on names.
+    let entries: Vec<filenode::dirnode::DirEntry> = planted
+        .iter()
+        .map(|name| filenode::dirnode::DirEntry {
+            name: (*name).to_owned(),
+            ro_uri: file.clone(),
+            rw_uri: None,
+            metadata_json: "{}".to_owned(),
+        })
+        .collect();
+    let ssk = dircap.replacen("URI:DIR2:", "URI:SSK:", 1);
+    ok(
+        &gw,
+        "PUT",
+        &format!("/uri/{}", enc(&ssk)),
+        filenode::dirnode::pack(&entries, None),
+    )
+    .await;
+
+    // t=json lists every name as it is.
+    let dir = format!("/uri/{}", enc(&dircap));
+    let mut listed = names(&listing(&gw, &dir).await);
+    listed.sort();
+    let mut expected: Vec<String> = planted.iter().map(|n| (*n).to_owned()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // The page lists every child, escaped, and every link leads to that child's file.
+    let page = format!("{dir}/");
+    let html = ok(&gw, "GET", &page, Body::empty()).await;
+    assert_eq!(
+        html.matches(r#"<tr><td class="t">"#).count(),
+        planted.len(),
+        "{html}"
+    );
+    // Control characters are shown escaped, never raw (a NUL would be dropped by the browser).
+    assert!(!html.contains(['\0', '\r']), "{html}");
+    assert!(
+        html.contains(r"nul\u{0}name") && html.contains(r"line\r\nbreak"),
+        "{html}"
+    );
+    assert!(html.contains("(empty name)"));
+    // Only names the forms can carry get Unlink and Rename: `.`, `..` and `fine.txt`.
+    assert_eq!(
+        html.matches(r#"action="?t=unlink&amp;when_done=.""#).count(),
+        3,
+        "{html}"
+    );
+    let links = child_links(&html);
+    assert_eq!(links.len(), planted.len(), "{html}");
+    for href in &links {
+        let target = follow(&page, href);
+        let (status, body) = call(&gw, "GET", &target, Body::empty()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "planted"),
+            "{href} led to {target}"
+        );
+    }
+}

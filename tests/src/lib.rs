@@ -31,3 +31,40 @@ pub fn shared_dir() -> Option<PathBuf> {
         });
     dir.join("vectors").is_dir().then_some(dir)
 }
+
+/// Names a directory's owner can write (through the directory's own mutable file) that no path can
+/// carry: what [`write_raw_children`] plants to test that listings survive them and that none of
+/// them becomes a path.
+pub const HOSTILE_NAMES: [&str; 8] = [
+    "../escaped.txt",
+    "/tmp/absolute.txt",
+    "a/b",
+    "",
+    ".",
+    "..",
+    "nul\0name",
+    "line\r\nbreak",
+];
+
+/// Replaces the children of the writable directory `dir` with `children` (name, read cap), packed
+/// and written straight into the directory's mutable file: the names bypass every check
+/// `DirNode` makes, as a hostile directory owner's would.
+pub async fn write_raw_children(
+    grid: &std::sync::Arc<filenode::grid::Grid>,
+    dir: &filenode::cap::DirCap,
+    children: &[(&str, &filenode::cap::Cap)],
+) {
+    let entries: Vec<filenode::dirnode::DirEntry> = children
+        .iter()
+        .map(|(name, cap)| filenode::dirnode::DirEntry {
+            name: (*name).to_owned(),
+            ro_uri: cap.to_string(),
+            rw_uri: None,
+            metadata_json: "{}".to_owned(),
+        })
+        .collect();
+    filenode::node::FileNode::new(grid, dir.file().clone())
+        .overwrite_bytes(filenode::dirnode::pack(&entries, None))
+        .await
+        .expect("the directory's mutable file takes the packed children");
+}

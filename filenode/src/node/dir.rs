@@ -95,6 +95,29 @@ pub fn normalize_name(name: &str) -> Result<String, NodeError> {
     Ok(name.nfc().collect())
 }
 
+/// Why a child name read from a directory cannot be used as one segment of a path (a local file
+/// name, an SFTP or FTP path, a relative URL): `None` when it can.
+///
+/// A directory's packed contents can hold any bytes (its owner writes them, through the
+/// directory's own SSK form if need be), so names from the grid are not the names
+/// [`normalize_name`] lets in: every frontend that turns a child name into a path checks it with
+/// this first and skips (or shows by cap) the child when it answers.
+pub fn unusable_as_path(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the name is empty")
+    } else if name == "." || name == ".." {
+        Some("the name is a dot segment ('.' or '..')")
+    } else if name.starts_with('/') {
+        Some("the name is an absolute path (it starts with '/')")
+    } else if name.contains('/') {
+        Some("the name contains '/'")
+    } else if name.contains('\0') {
+        Some("the name contains NUL")
+    } else {
+        None
+    }
+}
+
 /// A directory.
 #[derive(Debug, Clone)]
 pub struct DirNode {
@@ -219,7 +242,6 @@ impl DirNode {
         }
     }
 
-    /// Every child, sorted by name.
     /// Every object reachable from this directory, itself first (path `[]`), each directory listed
     /// once however many links lead to it (so cycles end), in breadth-first order. A directory that
     /// cannot be read is reported with its error and not descended into.
@@ -262,6 +284,9 @@ impl DirNode {
         out
     }
 
+    /// Every child, sorted by name, whatever its name: a directory written by someone else can
+    /// hold names [`normalize_name`] refuses (check them with [`unusable_as_path`] before
+    /// making a path of one).
     pub async fn list(&self) -> Result<Vec<Child>, NodeError> {
         let plaintext = self.file().read_all().await?;
         let writekey = self.writekey();

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-pub use dir::{Child, DirNode, ManifestEntry, Replace, normalize_name};
+pub use dir::{Child, DirNode, ManifestEntry, Replace, normalize_name, unusable_as_path};
 pub use metadata::{Metadata, python_json};
 
 use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};

@@ -1,12 +1,12 @@
-//! Logins: passwords checked against the shared accounts file (argon2id hashes), with failed logins
-//! rate-limited per client address and logged without the password.
+//! Logins: passwords checked against the shared accounts file (argon2id hashes), with logins
+//! rate-limited per client address (`crate::login_limit`: attempts reserved before the hash, a
+//! success forgets only its own user's failures) and failures logged without the password.
 //!
 //! There is no anonymous login: libunftp's default authenticator accepts everyone, so the server
 //! is always built with [`GridAuth`], which knows only the accounts file's password users.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use unftp_core::auth::{
 };
 
 use crate::accounts::AccountsFile;
+use crate::login_limit::{Attempt, LoginLimiter};
 
 /// A logged-in user: the name and the root directory.
 #[derive(Clone)]
@@ -40,57 +41,10 @@ impl std::fmt::Display for GridUser {
 
 impl UserDetail for GridUser {}
 
-/// Failed logins from one address.
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    since: Instant,
-}
-
-/// Counts failed logins per client address: after [`LoginLimiter::MAX_FAILURES`] failures within
-/// [`LoginLimiter::WINDOW`], every login from that address is refused (without checking the
-/// password) until the window has passed.
-#[derive(Debug, Default)]
-pub(crate) struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, Failures>>,
-}
-
-impl LoginLimiter {
-    /// Failures allowed per window.
-    pub(crate) const MAX_FAILURES: u32 = 5;
-    /// How long failures count.
-    pub(crate) const WINDOW: Duration = Duration::from_secs(300);
-
-    /// Whether `ip` is locked out now.
-    pub(crate) fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures
-            .get(&ip)
-            .is_some_and(|f| f.count >= Self::MAX_FAILURES && now.duration_since(f.since) < Self::WINDOW)
-    }
-
-    /// Records a failure; returns the number of failures in the current window.
-    pub(crate) fn failed(&self, ip: IpAddr, now: Instant) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() > 10_000 {
-            failures.retain(|_, f| now.duration_since(f.since) < Self::WINDOW);
-        }
-        let entry = failures.entry(ip).or_insert(Failures { count: 0, since: now });
-        if now.duration_since(entry.since) >= Self::WINDOW {
-            *entry = Failures { count: 0, since: now };
-        }
-        entry.count += 1;
-        entry.count
-    }
-
-    /// Forgets the failures of an address that logged in.
-    pub(crate) fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&ip);
-    }
-}
+/// Failed logins allowed per source address within [`FAILURE_WINDOW`].
+pub(crate) const MAX_FAILURES: u32 = 5;
+/// How long failures count (and an address stays refused).
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// The authenticator and user provider: the accounts file's password users.
 pub(crate) struct GridAuth {
@@ -107,8 +61,14 @@ impl std::fmt::Debug for GridAuth {
 }
 
 impl GridAuth {
-    async fn refuse(&self, username: &str, ip: IpAddr, why: &'static str) -> AuthenticationError {
-        let count = self.limiter.failed(ip, Instant::now());
+    async fn refuse(
+        &self,
+        attempt: Attempt<'_>,
+        username: &str,
+        ip: IpAddr,
+        why: &'static str,
+    ) -> AuthenticationError {
+        let count = attempt.failed();
         tracing::warn!(user = %username.escape_debug(), %ip, failures = count, why, "FTP login failed");
         tokio::time::sleep(self.failure_delay).await;
         AuthenticationError::BadPassword
@@ -123,13 +83,14 @@ impl Authenticator for GridAuth {
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
         let ip = creds.source_ip;
-        if self.limiter.is_blocked(ip, Instant::now()) {
+        // Reserved before the (slow) hash: parallel guesses count while they run.
+        let Some(attempt) = self.limiter.begin(ip, username, Instant::now()) else {
             tracing::warn!(user = %username.escape_debug(), %ip, "FTP login refused: too many failed logins from this address");
             tokio::time::sleep(self.failure_delay).await;
             return Err(AuthenticationError::IpDisallowed);
-        }
+        };
         let Some(password) = creds.password.clone() else {
-            return Err(self.refuse(username, ip, "no password").await);
+            return Err(self.refuse(attempt, username, ip, "no password").await);
         };
         let accounts = Arc::clone(&self.accounts);
         let user = username.to_owned();
@@ -140,13 +101,15 @@ impl Authenticator for GridAuth {
             .flatten();
         match checked {
             Some(account) => {
-                self.limiter.succeeded(ip);
+                attempt.succeeded();
                 tracing::info!(user = %account.name.escape_debug(), %ip, "FTP login");
                 Ok(Principal {
                     username: account.name,
                 })
             }
-            None => Err(self.refuse(username, ip, "unknown user or wrong password").await),
+            None => Err(self
+                .refuse(attempt, username, ip, "unknown user or wrong password")
+                .await),
         }
     }
 }

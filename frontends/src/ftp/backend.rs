@@ -19,7 +19,7 @@ use bytes::Bytes;
 use filenode::cap::{Cap, MutableFormat};
 use filenode::grid::Grid;
 use filenode::grid::mutable::chunks_from_read;
-use filenode::node::{Child, DirNode, FileNode, Node, NodeError, Replace, normalize_name};
+use filenode::node::{Child, DirNode, FileNode, Node, NodeError, Replace, normalize_name, unusable_as_path};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -212,7 +212,20 @@ impl GridBackend {
             }
         };
         let writable = !dir.is_readonly();
-        let children = dir.list().await?;
+        let mut children = dir.list().await?;
+        // A name no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand
+        // holds one) is left out, as is one with a line break, which would end the LIST line (and
+        // start a forged one) and which no FTP command can carry.
+        let before = children.len();
+        children
+            .retain(|child| unusable_as_path(&child.name).is_none() && !child.name.contains(['\r', '\n']));
+        if children.len() < before {
+            let left_out = before - children.len();
+            tracing::info!(
+                left_out,
+                "FTP listing: left out entries whose names cannot be paths"
+            );
+        }
         let metas = futures::stream::iter(children.iter().cloned().map(|child| {
             let grid = Arc::clone(&self.grid);
             async move { Self::child_meta(&child, &grid, writable).await }

@@ -30,8 +30,9 @@ use libunftp::options::{FtpsRequired, PassiveHost};
 use tokio::net::TcpListener;
 
 use crate::accounts::AccountsFile;
+use crate::login_limit::LoginLimiter;
+use auth::GridAuth;
 pub use auth::GridUser;
-use auth::{GridAuth, LoginLimiter};
 use backend::GridBackend;
 
 /// Whether clients must use TLS.
@@ -90,7 +91,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let auth = Arc::new(GridAuth {
         accounts: Arc::clone(&config.accounts),
-        limiter: LoginLimiter::default(),
+        limiter: LoginLimiter::new(auth::MAX_FAILURES, auth::FAILURE_WINDOW),
         failure_delay: config.failed_login_delay,
     });
     let backend = GridBackend {

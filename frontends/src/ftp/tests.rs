@@ -1,15 +1,19 @@
-//! Unit tests of the pure parts: path resolution, the error mapping, the login limiter.
+//! Unit tests: path resolution, the error mapping, the login limits, listings of hostile names.
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use filenode::node::NodeError;
 use unftp_core::storage::ErrorKind;
 
-use super::auth::LoginLimiter;
+use unftp_core::auth::{AuthenticationError, Authenticator, Credentials};
+
+use super::auth::{FAILURE_WINDOW, GridAuth, MAX_FAILURES};
 use super::error::FtpError;
 use super::paths::{Base, parse};
+use crate::login_limit::LoginLimiter;
 
 const DIRCAP: &str =
     "URI:DIR2:ovjy4yhylqlfoqg2vcze36dhde:4d4voqxxbyf7p2gvzyidsbxdqyfavejvtmeoowm2mqbsw3vm7lja";
@@ -70,22 +74,121 @@ fn errors_map_to_reply_codes() {
     assert_eq!(code(FtpError::NoParent), "550");
 }
 
-#[test]
-fn failed_logins_lock_an_address_out_for_a_window() {
-    let limiter = LoginLimiter::default();
-    let ip: IpAddr = [192, 0, 2, 1].into();
-    let other: IpAddr = [192, 0, 2, 2].into();
-    let start = Instant::now();
-    for i in 1..LoginLimiter::MAX_FAILURES {
-        assert_eq!(limiter.failed(ip, start), i);
-        assert!(!limiter.is_blocked(ip, start));
+/// The FTP authenticator over an accounts file with `alice` and `bob` (passwords `alice-pw`,
+/// `bob-pw`), failures answered at once.
+fn auth_with_two_users() -> (tempfile::TempDir, Arc<GridAuth>) {
+    use crate::accounts::{AccountsFile, Credential, add_user};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts");
+    let root: filenode::cap::DirCap = match filenode::cap::Cap::parse(DIRCAP).unwrap() {
+        filenode::cap::Cap::Dir(dir) => dir,
+        _ => unreachable!(),
+    };
+    for user in ["alice", "bob"] {
+        add_user(&path, user, &Credential::Password(format!("{user}-pw")), &root).unwrap();
     }
-    limiter.failed(ip, start);
-    assert!(limiter.is_blocked(ip, start));
-    assert!(!limiter.is_blocked(other, start));
-    let later = start + LoginLimiter::WINDOW + Duration::from_secs(1);
-    assert!(!limiter.is_blocked(ip, later));
-    assert_eq!(limiter.failed(ip, later), 1);
-    limiter.succeeded(ip);
-    assert!(!limiter.is_blocked(ip, later));
+    let auth = GridAuth {
+        accounts: Arc::new(AccountsFile::new(&path)),
+        limiter: LoginLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
+        failure_delay: Duration::ZERO,
+    };
+    (dir, Arc::new(auth))
+}
+
+async fn login(auth: &GridAuth, user: &str, password: &str) -> Result<(), AuthenticationError> {
+    let mut creds = Credentials::from(password);
+    creds.source_ip = IpAddr::from([192, 0, 2, 1]);
+    auth.authenticate(user, &creds).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_get_no_more_password_checks_than_the_limit() {
+    let (_dir, auth) = auth_with_two_users();
+    let guesses = (0..20).map(|i| {
+        let auth = Arc::clone(&auth);
+        tokio::spawn(async move { login(&auth, "bob", &format!("guess {i}")).await })
+    });
+    let outcomes = futures::future::join_all(guesses).await;
+    let checked = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), Err(AuthenticationError::BadPassword)))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), Err(AuthenticationError::IpDisallowed)))
+        .count();
+    assert_eq!(checked + refused, 20);
+    assert!(checked <= MAX_FAILURES as usize, "{checked} guesses were checked");
+    assert_eq!(auth.accounts.password_checks(), checked as u64);
+    // The right password is refused too now: the address is locked out.
+    assert!(matches!(
+        login(&auth, "bob", "bob-pw").await,
+        Err(AuthenticationError::IpDisallowed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_valid_account_does_not_reset_the_count_for_another() {
+    let (_dir, auth) = auth_with_two_users();
+    let mut guesses_checked = 0;
+    for _ in 0..4 {
+        for _ in 0..(MAX_FAILURES - 1) {
+            if matches!(
+                login(&auth, "bob", "wrong").await,
+                Err(AuthenticationError::BadPassword)
+            ) {
+                guesses_checked += 1;
+            }
+        }
+        // The attacker's own account logs in between the rounds of guesses.
+        let _ = login(&auth, "alice", "alice-pw").await;
+    }
+    assert_eq!(guesses_checked, MAX_FAILURES);
+    assert!(matches!(
+        login(&auth, "bob", "bob-pw").await,
+        Err(AuthenticationError::IpDisallowed)
+    ));
+}
+
+#[tokio::test]
+async fn listings_leave_out_names_no_path_or_line_can_carry() {
+    use filenode::cap::{Cap, MutableFormat};
+    use unftp_core::storage::StorageBackend;
+
+    let (_dirs, grid) = crate::testing::grid(4);
+    let root = grid.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let file = Cap::File(grid.upload_bytes(b"planted".to_vec()).await.unwrap());
+    let names = [
+        "../escaped.txt",
+        "/tmp/absolute.txt",
+        "a/b",
+        "",
+        ".",
+        "..",
+        "nul\0name",
+        "forged\r\n-rw-r--r-- 1 0 0 7 Jan 01 00:00 ../../.profile",
+        "fine.txt",
+    ];
+    let children: Vec<(&str, &Cap)> = names.iter().map(|name| (*name, &file)).collect();
+    crate::testing::write_raw_children(&grid, root.cap(), &children).await;
+    let backend = super::backend::GridBackend {
+        grid: Arc::clone(&grid),
+        spool_dir: None,
+    };
+    let user = super::auth::GridUser {
+        name: "alice".into(),
+        root: root.cap().clone(),
+    };
+    let listed = backend.list(&user, "/").await.unwrap();
+    let listed: Vec<String> = listed.iter().map(|f| f.path.display().to_string()).collect();
+    assert_eq!(listed, ["fine.txt"]);
+    // Every LIST line is one line.
+    let lines: Vec<String> = backend
+        .list(&user, "/")
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(lines.iter().all(|l| !l.contains(['\r', '\n'])), "{lines:?}");
 }

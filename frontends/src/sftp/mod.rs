@@ -3,7 +3,8 @@
 //! accounts file to its root directory cap.
 //!
 //! - `mod.rs`: the listener, logins (public key or argon2id password, per-source rate limit on
-//!   failures, one answer for unknown users and wrong credentials), channels.
+//!   failures shared with FTP in `crate::login_limit`, one answer for unknown users and wrong
+//!   credentials), channels.
 //! - `session.rs`: the SFTP operations over `filenode::node`.
 //! - `paths.rs`: path resolution (`.`/`..`, `/uri/CAP`). `reader.rs`: read-ahead.
 //!   `spool.rs`: the encrypted write spool. `error.rs`: `NodeError` → SFTP status.
@@ -19,9 +20,9 @@ mod reader;
 mod session;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use filenode::grid::Grid;
@@ -31,8 +32,10 @@ use russh::server::{Auth, Msg, PublicKeyOffer, Server as _, Session, VerifiedPub
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
 use crate::accounts::{Account, AccountsFile};
+use crate::login_limit::{Attempt, LoginLimiter};
 
-/// Failed logins from one address within [`FAILURE_WINDOW`] before it is refused outright.
+/// Failed (or running) logins from one address within [`FAILURE_WINDOW`] before it is refused
+/// outright.
 const MAX_FAILURES: u32 = 10;
 /// How long failures are remembered (and an address stays refused).
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -105,7 +108,7 @@ pub async fn serve(
     let mut server = SshServer {
         shared: Arc::new(Shared {
             config,
-            failures: Mutex::new(HashMap::new()),
+            limiter: LoginLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
         }),
     };
     let running = server.run_on_socket(ssh_config, &listener);
@@ -126,41 +129,46 @@ fn login_methods() -> MethodSet {
 #[derive(Debug)]
 struct Shared {
     config: SftpConfig,
-    /// Recent failed logins per source address: (count, window start).
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Logins per source address (`crate::login_limit`).
+    limiter: LoginLimiter,
 }
 
 impl Shared {
     /// Whether this source has failed too often recently.
     fn refused(&self, peer: Option<SocketAddr>) -> bool {
-        let Some(peer) = peer else { return false };
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures
-            .get(&peer.ip())
-            .is_some_and(|(count, since)| *count >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+        peer.is_some_and(|peer| self.limiter.is_blocked(peer.ip(), Instant::now()))
     }
 
-    fn record_failure(&self, peer: Option<SocketAddr>, user: &str, method: &'static str) {
+    /// Reserves a login attempt (before any check, so running ones count); `Err` when the
+    /// source is refused (logged). A connection without a peer address is not limited.
+    fn begin(
+        &self,
+        peer: Option<SocketAddr>,
+        user: &str,
+        method: &'static str,
+    ) -> Result<Option<Attempt<'_>>, ()> {
+        let Some(peer) = peer else { return Ok(None) };
+        match self.limiter.begin(peer.ip(), user, Instant::now()) {
+            Some(attempt) => Ok(Some(attempt)),
+            None => {
+                tracing::warn!(user = ?user, source = %peer.ip(), method, "SFTP login refused: too many failed logins from this source");
+                Err(())
+            }
+        }
+    }
+
+    fn record_failure(
+        &self,
+        peer: Option<SocketAddr>,
+        attempt: Option<Attempt<'_>>,
+        user: &str,
+        method: &'static str,
+    ) {
         let source = peer.map(|p| p.ip().to_string()).unwrap_or_default();
-        tracing::warn!(user = ?user, %source, method, "SFTP login failed");
-        let Some(peer) = peer else { return };
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failures.len() > 10_000 {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = failures.entry(peer.ip()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-        if entry.0 == MAX_FAILURES {
-            tracing::warn!(%source, "too many failed SFTP logins; refusing this source for a minute");
+        let failures = attempt.map_or(0, Attempt::failed);
+        tracing::warn!(user = ?user, %source, method, failures, "SFTP login failed");
+        if failures == self.limiter.max_failures() {
+            tracing::warn!(%source, window = ?self.limiter.window(), "too many failed SFTP logins; refusing this source for a while");
         }
     }
 }
@@ -223,27 +231,30 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        if self.shared.refused(self.peer) {
+        let Ok(attempt) = self.shared.begin(self.peer, user, "publickey") else {
             return Ok(reject());
-        }
+        };
         match self.shared.config.accounts.check_key(user, key.public_key) {
             Some(account) => {
+                if let Some(attempt) = attempt {
+                    attempt.succeeded();
+                }
                 tracing::info!(user = ?user, method = "publickey", "SFTP login");
                 self.account = Some(account);
                 Ok(Auth::Accept)
             }
             None => {
-                self.shared.record_failure(self.peer, user, "publickey");
+                self.shared.record_failure(self.peer, attempt, user, "publickey");
                 Ok(reject())
             }
         }
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.shared.refused(self.peer) {
-            self.shared.record_failure(self.peer, user, "password");
+        // Reserved before the (slow) hash: parallel guesses count while they run.
+        let Ok(attempt) = self.shared.begin(self.peer, user, "password") else {
             return Ok(reject());
-        }
+        };
         let accounts = Arc::clone(&self.shared.config.accounts);
         let (name, secret) = (user.to_owned(), password.to_owned());
         let account = tokio::task::spawn_blocking(move || accounts.check_password(&name, &secret))
@@ -252,12 +263,15 @@ impl russh::server::Handler for Connection {
             .flatten();
         match account {
             Some(account) => {
+                if let Some(attempt) = attempt {
+                    attempt.succeeded();
+                }
                 tracing::info!(user = ?user, method = "password", "SFTP login");
                 self.account = Some(account);
                 Ok(Auth::Accept)
             }
             None => {
-                self.shared.record_failure(self.peer, user, "password");
+                self.shared.record_failure(self.peer, attempt, user, "password");
                 Ok(reject())
             }
         }

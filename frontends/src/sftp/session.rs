@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes};
 use filenode::cap::{Cap, FileCap, MutableFormat};
 use filenode::grid::Grid;
 use filenode::grid::mutable::chunks_from_read;
-use filenode::node::{DirNode, FileNode, Metadata, Node, NodeError, Replace};
+use filenode::node::{DirNode, FileNode, Metadata, Node, NodeError, Replace, unusable_as_path};
 use futures::StreamExt;
 use russh_sftp::protocol::{
     Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
@@ -518,7 +518,14 @@ impl Session {
         };
         let children = dir.list().await?;
         let mut entries = Vec::with_capacity(children.len());
+        let mut left_out = 0usize;
         for child in children {
+            // A name no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand
+            // holds one) is left out: a client would join it to a local path.
+            if unusable_as_path(&child.name).is_some() {
+                left_out += 1;
+                continue;
+            }
             let child_found = Found {
                 node: child.node(&self.context.grid),
                 link: Some((dir.clone(), child.name.clone())),
@@ -526,6 +533,12 @@ impl Session {
             };
             let attrs = self.attributes(&child_found, false).await?;
             entries.push(File::new(child.name, attrs));
+        }
+        if left_out > 0 {
+            tracing::info!(
+                left_out,
+                "SFTP listing: left out entries whose names cannot be paths"
+            );
         }
         let handle = self.new_handle(OpenHandle::Dir { entries, next: 0 })?;
         Ok(Packet::Handle(Handle { id, handle }))

@@ -10,11 +10,12 @@
 //! `NAME` (a directory `NAME/`), the page itself `.`, its parent `../`. So the page never needs the
 //! root cap it was reached through, and the router must redirect a slash-less directory URL to the
 //! slashed one before calling [`directory_page`]. Child names are percent-encoded as one path
-//! segment; the names `.` and `..`, which no URL path can carry, are linked by their caps instead.
+//! segment; names no URL path can carry (`.`, `..`, empty, or with `/` or NUL: only a directory
+//! written by hand holds them) are linked by their caps instead.
 
 use axum::response::Response;
 use filenode::cap::{Cap, DirCap, FileCap, MutableFormat};
-use filenode::node::{Child, DirNode};
+use filenode::node::{Child, DirNode, normalize_name, unusable_as_path};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use storage::civil::civil_from_days;
@@ -42,7 +43,13 @@ pub(super) async fn directory_page(
 #[derive(Debug, Serialize)]
 struct Row<'a> {
     name: &'a str,
-    /// The link to the child (relative to the page, or by cap for `.` and `..`).
+    /// The name as shown: control characters (which only a directory written by hand holds)
+    /// escaped, so a NUL or line break is visible rather than dropped or reflowed.
+    shown: String,
+    /// Whether the web API's forms can name the child (unlink, rename): its name is one
+    /// `normalize_name` takes as it is, without line breaks (forms rewrite those).
+    editable: bool,
+    /// The link to the child (relative to the page, or by cap for names no path can carry).
     href: String,
     /// The "save" link for files.
     save_href: Option<String>,
@@ -128,8 +135,10 @@ fn row(child: &Child) -> Row<'_> {
     let (icon, kind) = child_kind(&child.cap);
     let is_dir = icon == "dir";
     let unknown = icon == "unknown";
-    // `.` and `..` are dot-segments to every URL parser, even percent-encoded: link them by cap.
-    let by_cap = child.name == "." || child.name == "..";
+    // `.` and `..` are dot-segments to every URL parser, even percent-encoded; a `/` comes back
+    // as a separator once the router decodes the path, and an empty name links to the page
+    // itself: such names (which only a hand-written directory holds) are linked by cap.
+    let by_cap = unusable_as_path(&child.name).is_some();
     let (href, save_href, info_href) = if by_cap {
         let cap = encode(&child.cap.to_string());
         let name = encode(&child.name);
@@ -162,8 +171,20 @@ fn row(child: &Child) -> Row<'_> {
     };
     let mtime = modified(child);
     let (mtime_iso, mtime_text) = mtime.map(utc_times).unwrap_or_default();
+    let mut shown = String::with_capacity(child.name.len());
+    for c in child.name.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    let editable =
+        normalize_name(&child.name).is_ok_and(|n| n == child.name) && !child.name.contains(['\r', '\n']);
     Row {
         name: &child.name,
+        shown,
+        editable,
         href,
         save_href,
         info_href,
@@ -242,50 +263,14 @@ mod tests {
 
     use filenode::cap::{ChkCap, LitCap, MutableAccess, MutableCap};
     use filenode::grid::upload::UploadParams;
-    use filenode::grid::{ClientSecrets, Grid, ServerEntry};
+    use filenode::grid::{ClientSecrets, Grid};
     use filenode::mutable::keys::KeyPool;
     use filenode::node::{Metadata, Replace};
     use http_body_util::BodyExt;
-    use storage::StorageClient;
-    use storage::server::{LocalStorageClient, StorageConfig, StorageServer};
 
     use super::*;
 
-    /// A client over `count` real storage servers in temporary directories.
-    fn grid(count: usize) -> (tempfile::TempDir, Arc<Grid>) {
-        let root = tempfile::tempdir().unwrap();
-        let entries = (0..count)
-            .map(|i| {
-                let mut config = StorageConfig::new(root.path().join(format!("server{i}")));
-                config.node_id = [i as u8; 20];
-                let server = Arc::new(StorageServer::open(config).unwrap());
-                ServerEntry {
-                    server_id: format!("v0-test{i}"),
-                    nickname: format!("server{i}"),
-                    permutation_seed: vec![i as u8; 32],
-                    lease_seed: [i as u8; 20],
-                    client: Arc::new(LocalStorageClient::new(server)) as Arc<dyn StorageClient>,
-                    request_timeout: std::time::Duration::from_secs(5),
-                }
-            })
-            .collect();
-        let params = UploadParams {
-            needed: 2,
-            happy: 3,
-            total: 4,
-            ..UploadParams::default()
-        };
-        let client = Grid::with_key_pool(
-            ClientSecrets {
-                lease_secret: b"browse tests".to_vec(),
-                convergence: Some(vec![3; 32]),
-            },
-            params,
-            KeyPool::new(0),
-        );
-        client.set_servers(entries);
-        (root, Arc::new(client))
-    }
+    use crate::testing::grid;
 
     async fn page(state: &WebState, dir: &DirNode, path: &[&str]) -> String {
         let path: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
