@@ -174,6 +174,7 @@ async fn listings_leave_out_names_no_path_or_line_can_carry() {
     let backend = super::backend::GridBackend {
         grid: Arc::clone(&grid),
         spool_dir: None,
+        spool_quota: crate::SpoolQuota::new(1 << 30),
     };
     let user = super::auth::GridUser {
         name: "alice".into(),
