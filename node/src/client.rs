@@ -52,8 +52,12 @@ pub(crate) fn read_servers_yaml(dir: &Path) -> anyhow::Result<BTreeMap<String, A
     }
     let text = frontends::textfile::read_bounded(&path, frontends::textfile::LIST_LIMIT)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let file: ServersFile = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{} is not a valid servers.yaml", path.display()))?;
+    parse_servers_yaml(&text).with_context(|| format!("{} is not a valid servers.yaml", path.display()))
+}
+
+/// Parses the text of a `servers.yaml`.
+pub(crate) fn parse_servers_yaml(text: &str) -> Result<BTreeMap<String, Announcement>, serde_yaml_ng::Error> {
+    let file: ServersFile = serde_yaml_ng::from_str(text)?;
     Ok(file
         .storage
         .into_iter()

@@ -130,7 +130,12 @@ fn parse_date(text: &str) -> Option<SystemTime> {
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
     );
-    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    // Years are bounded, so that the arithmetic below cannot overflow (a fuzzed year of 2^63 did).
+    if parts.next().is_some()
+        || !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+    {
         return None;
     }
     // Days from 1970-01-01 (Howard Hinnant's civil-from-days inverse).
@@ -721,6 +726,18 @@ mod tests {
     fn load(text: &str) -> anyhow::Result<NodeConfig> {
         let file = Path::new("/n/tahoe.cfg");
         NodeConfig::from_ini(&parse_ini(text, file)?, Path::new("/n"), file)
+    }
+
+    #[test]
+    fn a_cutoff_date_with_a_huge_year_is_an_error_not_an_overflow() {
+        for year in ["9223372036854775807", "10000", "1969", "-5"] {
+            let text = format!(
+                "[storage]\nexpire.enabled = true\nexpire.mode = cutoff-date\nexpire.cutoff_date = {year}-01-31\n"
+            );
+            let error = load(&text).expect_err("a year out of range is refused");
+            assert!(format!("{error:#}").contains("cutoff_date"), "{error:#}");
+        }
+        assert!(load("[storage]\nexpire.mode = cutoff-date\nexpire.cutoff_date = 2024-01-31\n").is_ok());
     }
 
     #[test]

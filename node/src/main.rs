@@ -19,6 +19,8 @@ mod daemon;
 mod debug;
 mod devgrid;
 mod ftpd;
+#[cfg(test)]
+mod fuzz;
 mod introducer;
 mod nodedir;
 mod output;

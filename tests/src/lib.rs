@@ -1,6 +1,7 @@
 //! Shared helpers for Tessera's end-to-end tests: the in-process [`grid::TestGrid`], and locating
 //! vector files and the reference material.
 
+pub mod fuzz;
 pub mod grid;
 
 use std::path::PathBuf;

@@ -16,6 +16,8 @@
 pub(crate) mod auth;
 pub(crate) mod backend;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod paths;
 
 use std::future::Future;

@@ -14,6 +14,8 @@
 //! Passwords and caps never reach a log; paths are not logged (they may hold caps).
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod paths;
 mod reader;

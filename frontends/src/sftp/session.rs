@@ -899,7 +899,7 @@ impl Session {
 }
 
 /// Reads an SSH string (u32 length, UTF-8 bytes).
-fn ssh_string(data: &mut Bytes) -> Option<String> {
+pub(super) fn ssh_string(data: &mut Bytes) -> Option<String> {
     let len = data.try_get_u32().ok()? as usize;
     if data.remaining() < len {
         return None;

@@ -93,13 +93,13 @@ fn disposition(filename: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-enum RangeAnswer {
+pub(super) enum RangeAnswer {
     Whole,
     Parts(Vec<RangeInclusive<u64>>),
     Unsatisfiable,
 }
 
-fn requested_ranges(headers: &HeaderMap, size: u64, tag: Option<&str>) -> RangeAnswer {
+pub(super) fn requested_ranges(headers: &HeaderMap, size: u64, tag: Option<&str>) -> RangeAnswer {
     let Some(text) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeAnswer::Whole;
     };
@@ -176,7 +176,7 @@ impl Source {
 
 /// More ranges than this in one request are answered with the whole file (RFC 9110 lets a server
 /// ignore Range), so a request cannot multiply the work.
-const MAX_RANGES: usize = 16;
+pub(super) const MAX_RANGES: usize = 16;
 
 /// Serves a file.
 pub(crate) async fn serve_file(

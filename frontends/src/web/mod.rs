@@ -7,6 +7,8 @@ mod check;
 mod download;
 mod error;
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod pages;
 mod serve;

@@ -47,6 +47,9 @@
 pub(crate) mod cbor;
 pub mod client;
 #[cfg(feature = "server")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "server")]
 mod serve;
 #[cfg(feature = "server")]
 pub mod server;

@@ -1,0 +1,29 @@
+//! Entry points for the fuzz targets (`tests/src/fuzz.rs`, run by the stable runner and by
+//! cargo-fuzz under `fuzz/`): the FTP backend's path parsing (`paths.rs`), which is crate-private.
+//! Not an API: hidden from the docs, and nothing but the fuzz targets calls it.
+
+use std::path::Path;
+
+use super::paths::{self, Base};
+
+/// Parses a path as the backend does (libunftp hands it the cwd-joined path). The names never
+/// hold `/`, `.` or `..` (nothing climbs above the root), and a `/uri/CAP` base is a known cap.
+#[doc(hidden)]
+pub fn path(text: &str) {
+    let Some(parsed) = paths::parse(Path::new(text)) else {
+        return;
+    };
+    assert!(
+        parsed
+            .names
+            .iter()
+            .all(|n| !n.is_empty() && n != "." && n != ".." && !n.contains('/'))
+    );
+    if let Base::Cap(cap) = &parsed.base {
+        assert!(!matches!(cap, filenode::cap::Cap::Unknown(_)));
+    }
+    if let Some((parent, last)) = parsed.split_last() {
+        assert_eq!(parent.names.len() + 1, parsed.names.len());
+        assert!(!last.is_empty());
+    }
+}

@@ -1,0 +1,5 @@
+//! cargo-fuzz target `storage_wire`: the body is `tests::fuzz::storage_wire` (tests/src/fuzz), shared with the
+//! stable runner.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tests::fuzz::storage_wire(data));
