@@ -872,6 +872,7 @@ fn ftp_fixture() -> &'static FtpFixture {
                 idle_timeout: Duration::from_secs(2),
                 failed_login_delay: Duration::ZERO,
                 spool_dir: Some(dir.path().to_owned()),
+                spool_quota: frontends::SpoolQuota::new(1 << 30),
             };
             tokio::spawn(frontends::ftp::serve(listener, config, std::future::pending()));
             FtpFixture {
