@@ -3,7 +3,9 @@
 //!
 //! - [`serve`] takes an already-bound listener and a shutdown future (house style); each control
 //!   connection gets its own libunftp `Server` (cheap: the TLS configuration and the
-//!   authenticator are shared), served with `Server::service`.
+//!   authenticator are shared), served with `Server::service` over a loopback pair behind the
+//!   relay (`relay.rs`), which bounds what a client may send without a reply (libunftp's command-line
+//!   buffer has no limit of its own).
 //! - Logins: passwords only (argon2id hashes in the accounts file); no anonymous login, ever —
 //!   libunftp's default authenticator, which accepts anyone, is always replaced. Failed logins
 //!   are rate-limited per client address and logged without the password.
@@ -19,6 +21,7 @@ pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod paths;
+mod relay;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -101,6 +104,7 @@ pub async fn serve(
         spool_dir: config.spool_dir.clone(),
         spool_quota: Arc::clone(&config.spool_quota),
     };
+    let loopback = relay::Loopback::new().await?;
     let mut sessions = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -117,8 +121,23 @@ pub async fn serve(
             () = &mut shutdown => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
-        let server = match build_server(&config, &auth, &backend) {
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "FTP connection lost before it was served");
+                continue;
+            }
+        };
+        let server = match build_server(&config, &auth, &backend, peer, local) {
             Ok(server) => server,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start an FTP session");
+                continue;
+            }
+        };
+        // libunftp gets the loopback end; the relay bounds what the client sends unanswered.
+        let (relay_end, session_end) = match loopback.pair().await {
+            Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start an FTP session");
                 continue;
@@ -127,13 +146,37 @@ pub async fn serve(
         // Replies are small writes, and over TLS one reply can be several records: without
         // TCP_NODELAY, Nagle's algorithm holds the later ones until the client's delayed ACK
         // (40 ms a command, 200 ms before a TLS transfer starts).
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        for socket in [&stream, &relay_end, &session_end] {
+            if let Err(e) = socket.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
         }
         tracing::debug!(%peer, "FTP connection");
         sessions.spawn(async move {
-            if let Err(e) = server.service(stream).await {
-                tracing::debug!(%peer, error = %e, "FTP session ended with an error");
+            let session = server.service(session_end);
+            let relayed = relay::relay(stream, relay_end, relay::MAX_UNANSWERED);
+            tokio::pin!(session, relayed);
+            tokio::select! {
+                result = &mut session => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "FTP session ended with an error");
+                    }
+                    // Relay what libunftp said last (221 to QUIT) before the client's socket closes.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), relayed).await;
+                }
+                end = &mut relayed => {
+                    if let relay::RelayEnd::TooFarAhead = end {
+                        tracing::warn!(
+                            %peer,
+                            limit = relay::MAX_UNANSWERED,
+                            "FTP connection closed: the client sent more than the limit without a reply (a command line without its end?)"
+                        );
+                    } else {
+                        // The client left: libunftp sees its end of the relay close and ends the
+                        // session (a transfer in flight finishes first).
+                        let _ = tokio::time::timeout(SESSION_LINGER, session).await;
+                    }
+                }
             }
         });
     }
@@ -141,24 +184,38 @@ pub async fn serve(
     Ok(())
 }
 
-/// One session's libunftp server.
+/// How long a session whose client has gone may take to finish (a transfer in flight).
+const SESSION_LINGER: Duration = Duration::from_secs(60);
+
+/// One session's libunftp server, for a client at `peer` that reached us at `local` (libunftp's
+/// own connection is the relay's loopback one, so both addresses come from here).
 fn build_server(
     config: &FtpConfig,
     auth: &Arc<GridAuth>,
     backend: &GridBackend,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
 ) -> Result<libunftp::Server<GridBackend, GridUser>, libunftp::ServerError> {
     let backend = backend.clone();
     let provider: Arc<GridAuth> = Arc::clone(auth);
+    let authenticator = relay::PeerAuth {
+        inner: Arc::clone(auth) as Arc<dyn unftp_core::auth::Authenticator + Send + Sync>,
+        peer: peer.ip(),
+    };
     let mut builder =
         libunftp::ServerBuilder::with_user_detail_provider(Box::new(move || backend.clone()), provider)
             // Never libunftp's default (anonymous) authenticator.
-            .authenticator(Arc::clone(auth) as Arc<dyn unftp_core::auth::Authenticator + Send + Sync>)
+            .authenticator(Arc::new(authenticator) as Arc<dyn unftp_core::auth::Authenticator + Send + Sync>)
             .greeting(GREETING)
             .logger(Some(slog::Logger::root(slog::Discard, slog::o!())))
             .passive_ports(config.passive_ports.clone())
+            .binder(relay::OriginalAddress(local.ip()))
             .idle_session_timeout(config.idle_timeout.as_secs().max(1));
-    if let Some(host) = config.passive_host {
-        builder = builder.passive_host(PassiveHost::Ip(host));
+    match (config.passive_host, local.ip().to_canonical()) {
+        (Some(host), _) => builder = builder.passive_host(PassiveHost::Ip(host)),
+        (None, std::net::IpAddr::V4(ip)) => builder = builder.passive_host(PassiveHost::Ip(ip)),
+        // PASV cannot name an IPv6 address (EPSV, which names only the port, works).
+        (None, std::net::IpAddr::V6(_)) => {}
     }
     builder = match &config.tls {
         TlsPolicy::Off => builder,
