@@ -174,38 +174,8 @@ async fn a_command_line_without_its_end_is_cut_off_and_other_sessions_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stor_past_the_spool_quota_gets_552_and_stores_nothing() {
-    let test_grid = TestGrid::new(10);
-    let grid = Arc::new(Grid::new(test_grid.secrets.clone(), UploadParams::default()));
-    grid.set_servers(test_grid.entries());
-    let root = grid.create_directory(MutableFormat::Sdmf).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let accounts = dir.path().join("accounts");
-    add_user(
-        &accounts,
-        "alice",
-        &Credential::Password("open sesame".into()),
-        root.cap(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let quota = SpoolQuota::new(2 << 20);
-    let config = FtpConfig {
-        grid: Arc::clone(&grid),
-        accounts: Arc::new(AccountsFile::new(&accounts)),
-        tls: TlsPolicy::Off,
-        passive_ports: 49152..=65535,
-        passive_host: None,
-        idle_timeout: Duration::from_secs(600),
-        failed_login_delay: Duration::from_millis(10),
-        spool_dir: Some(dir.path().to_owned()),
-        spool_quota: Arc::clone(&quota),
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, config, async move {
-        let _ = stopped.await;
-    }));
-
+    let (_test_grid, _grid, root, _dir, address) = start(Arc::clone(&quota)).await;
     let mut ftp = Ftp::login(address, "alice", "open sesame").await;
     let big = vec![5u8; 3 << 20];
     let reply = ftp.stor("big.bin", &big).await;
@@ -217,7 +187,7 @@ async fn a_stor_past_the_spool_quota_gets_552_and_stores_nothing() {
     let mut other = Ftp::login(address, "alice", "open sesame").await;
     let reply = other.stor("other.bin", &vec![6u8; 1 << 20]).await;
     assert!(reply.starts_with("226"), "{reply}");
-    let names: Vec<String> = DirNode::new(&grid, root.cap().clone())
+    let names: Vec<String> = root
         .list()
         .await
         .unwrap()
