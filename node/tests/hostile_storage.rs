@@ -276,8 +276,9 @@ fn share_path(node_dir: &Path, si: StorageIndex) -> PathBuf {
 /// Issue 13, finding 2: a read-test-write body was buffered up to 2^48 bytes. It is now bounded by
 /// `[storage] max_mutable_request` (413 past it, on the declared length before any byte is read,
 /// and on the bytes received when no length is declared), and all bodies held at once by
-/// `[storage] request_memory`: 16 clients sending 8 MiB bodies at once cost the server about one
-/// body's room, not sixteen.
+/// `[storage] request_memory`: 16 clients sending 8 MiB bodies at once raise the server's peak by
+/// about 51 MiB with a 9 MiB budget (one body at a time, its decoded copy, buffers of 16
+/// connections), against 145 MiB without one; the bound asserted sits between the two.
 #[tokio::test(flavor = "multi_thread")]
 async fn read_test_write_bodies_are_bounded_one_by_one_and_together() {
     let temp = tempfile::tempdir().unwrap();
@@ -360,7 +361,7 @@ async fn read_test_write_bodies_are_bounded_one_by_one_and_together() {
         growth >> 20
     );
     assert!(
-        growth < 64 << 20,
+        growth < 96 << 20,
         "16 concurrent 8 MiB bodies raised the peak RSS by {} MiB (request_memory = 9 MiB)",
         growth >> 20
     );
