@@ -370,4 +370,39 @@ mod tests {
         assert_eq!(quota.used("alice"), 0);
         assert_eq!(quota.used("bob"), 3 << 20);
     }
+
+    /// Many sessions of one user writing at once: what the quota lets through never passes it, and
+    /// every byte comes back when the spools go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_spools_of_one_user_never_pass_the_quota() {
+        let quota = SpoolQuota::new(10 << 20);
+        let writers = (0..16).map(|n| {
+            let quota = Arc::clone(&quota);
+            tokio::spawn(async move {
+                let mut spool = Spool::with_quota(None, &quota, "alice").unwrap();
+                let mut accepted = 0u64;
+                for step in 0..8u64 {
+                    let chunk = vec![n as u8; 128 << 10];
+                    if spool.write_at(step * (128 << 10), &chunk).await.is_err() {
+                        break;
+                    }
+                    accepted += chunk.len() as u64;
+                    assert!(quota.used("alice") <= 10 << 20);
+                }
+                (spool, accepted)
+            })
+        });
+        let mut spools = Vec::new();
+        let mut accepted = 0;
+        for writer in writers.collect::<Vec<_>>() {
+            let (spool, bytes) = writer.await.unwrap();
+            accepted += bytes;
+            spools.push(spool);
+        }
+        // 16 × 1 MiB were asked for; exactly the quota's 10 MiB fit, and that is what is charged.
+        assert_eq!(accepted, 10 << 20);
+        assert_eq!(quota.used("alice"), accepted);
+        drop(spools);
+        assert_eq!(quota.used("alice"), 0);
+    }
 }

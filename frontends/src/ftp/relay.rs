@@ -179,3 +179,29 @@ impl Authenticator for PeerAuth {
         self.inner.name()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Sessions starting at once each get their own pair: what one end writes arrives at the end
+    /// handed out with it, never at another session's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pairs_made_at_once_are_each_connected_to_each_other() {
+        let loopback = Arc::new(Loopback::new().await.unwrap());
+        let sessions = (0..32u8).map(|n| {
+            let loopback = Arc::clone(&loopback);
+            tokio::spawn(async move {
+                let (mut ours, mut theirs) = loopback.pair().await.unwrap();
+                ours.write_all(&[n; 4]).await.unwrap();
+                let mut got = [0u8; 4];
+                theirs.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, [n; 4]);
+            })
+        });
+        for session in sessions.collect::<Vec<_>>() {
+            session.await.unwrap();
+        }
+    }
+}

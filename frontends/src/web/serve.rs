@@ -57,6 +57,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let places = Arc::new(Semaphore::new(limits.max_connections));
+    let mut last_warning: Option<std::time::Instant> = None;
     let (stop_sender, stop) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -73,7 +74,7 @@ pub async fn serve(
                             drop(place);
                         });
                     }
-                    Err(_) => refuse(tcp, limits.max_connections),
+                    Err(_) => refuse(tcp, limits.max_connections, &mut last_warning),
                 },
                 Err(error) => {
                     // Usually out of file descriptors: wait a little instead of spinning.
@@ -91,9 +92,19 @@ pub async fn serve(
 }
 
 /// Answers a connection past the cap without reading from it or waiting on it: the 503 fits in the
-/// socket's send buffer, and the connection is closed.
-fn refuse(tcp: TcpStream, max: usize) {
-    tracing::warn!(max, "too many web connections; refusing one");
+/// socket's send buffer, and the connection is closed. Warns at most once a minute (a peer that
+/// opens connections in a loop must not flood the log).
+fn refuse(tcp: TcpStream, max: usize, last_warning: &mut Option<std::time::Instant>) {
+    let now = std::time::Instant::now();
+    if last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+        *last_warning = Some(now);
+        tracing::warn!(
+            max,
+            "too many web connections; refusing new ones (logged once a minute)"
+        );
+    } else {
+        tracing::debug!(max, "too many web connections; refusing one");
+    }
     let _ = tcp.try_write(TOO_MANY);
     drop(tcp);
 }
