@@ -22,14 +22,19 @@ pub use spool::SpoolQuota;
 /// leaves room for directories of tens of thousands of entries.
 pub const SDMF_MAX_SIZE: u64 = 16 << 20;
 
+/// Why an SDMF file larger than [`SDMF_MAX_SIZE`] is refused (the start of every such message).
+pub(crate) const SDMF_TOO_LARGE: &str = "an SDMF file is one segment, encoded in memory, and is bounded \
+     (use format=MDMF for larger mutable files)";
+
+/// The message for the client when an SDMF file would hold `len` bytes, past [`SDMF_MAX_SIZE`].
+pub(crate) fn sdmf_size_error(len: u64) -> Option<String> {
+    (len > SDMF_MAX_SIZE)
+        .then(|| format!("{SDMF_TOO_LARGE}: this file would be {len} bytes, more than {SDMF_MAX_SIZE}"))
+}
+
 /// Refuses to publish `len` bytes as a new version of `file` when it is SDMF and larger than
 /// [`SDMF_MAX_SIZE`]: the message for the client.
 pub(crate) fn sdmf_too_large(file: &filenode::node::FileNode, len: u64) -> Option<String> {
     let sdmf = matches!(file.cap(), filenode::cap::FileCap::Mutable(m) if m.format == filenode::cap::MutableFormat::Sdmf);
-    (sdmf && len > SDMF_MAX_SIZE).then(|| {
-        format!(
-            "an SDMF mutable file holds at most {SDMF_MAX_SIZE} bytes (it is encoded in memory); \
-             this one would have {len}"
-        )
-    })
+    if sdmf { sdmf_size_error(len) } else { None }
 }

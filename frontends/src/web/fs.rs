@@ -114,12 +114,6 @@ pub(crate) const FORM_FIELD_LIMIT: usize = 64 << 10;
 /// All of a form's fields other than `file` together (names included).
 pub(crate) const FORM_FIELDS_TOTAL_LIMIT: usize = 1 << 20;
 
-/// The largest SDMF file the gateway writes: an SDMF file is one segment, encoded and published
-/// whole in memory (its plaintext, ciphertext and N/k times that in shares), so its size is bounded
-/// here; larger mutable files are MDMF, which streams. Tahoe's own SDMF writers held files of a few
-/// MB (directories, the old 3.5 MB SDMF limit); 16 MiB leaves room for large directories.
-pub(crate) const SDMF_MAX_SIZE: u64 = crate::SDMF_MAX_SIZE;
-
 /// The largest JSON body (children of mkdir-with-children, set_children).
 const JSON_BODY_LIMIT: u64 = 64 << 20;
 
@@ -259,23 +253,10 @@ pub(crate) async fn spool<E: std::fmt::Display>(
     Ok(spool.reader())
 }
 
-/// Why an SDMF body is refused.
-const SDMF_TOO_LARGE: &str = "an SDMF file is one segment, encoded in memory, and is bounded \
-     (use format=MDMF for larger mutable files)";
-
-/// Refuses an SDMF body over [`SDMF_MAX_SIZE`].
-fn check_sdmf_size(len: u64) -> Result<(), WebError> {
-    if len > SDMF_MAX_SIZE {
-        return Err(WebError::TooLarge(format!(
-            "{SDMF_TOO_LARGE}: this file would be {len} bytes, more than {SDMF_MAX_SIZE}"
-        )));
-    }
-    Ok(())
-}
-
 /// The spool limit of a body that becomes (or replaces) a file of `format`.
 fn body_limit(format: Option<Format>) -> Option<(u64, &'static str)> {
-    (format == Some(Format::Mutable(MutableFormat::Sdmf))).then_some((SDMF_MAX_SIZE, SDMF_TOO_LARGE))
+    (format == Some(Format::Mutable(MutableFormat::Sdmf)))
+        .then_some((crate::SDMF_MAX_SIZE, crate::SDMF_TOO_LARGE))
 }
 
 /// The format of an existing mutable file.
@@ -702,8 +683,10 @@ pub(crate) async fn store_new_file(
         }
         Format::Mutable(format) => {
             let len = spooled.len();
-            if format == MutableFormat::Sdmf {
-                check_sdmf_size(len)?;
+            if format == MutableFormat::Sdmf
+                && let Some(message) = crate::sdmf_size_error(len)
+            {
+                return Err(WebError::TooLarge(message));
             }
             let key = state
                 .grid
@@ -730,7 +713,9 @@ async fn update_mutable(file: &FileNode, spooled: Spooled, offset: Option<u64>) 
             None => len,
             Some(offset) => offset.saturating_add(len).max(file.size().await?),
         };
-        check_sdmf_size(end)?;
+        if let Some(message) = crate::sdmf_size_error(end) {
+            return Err(WebError::TooLarge(message));
+        }
     }
     match offset {
         None => Ok(file.overwrite(len, chunks_from_read(spooled)).await?),
