@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,10 +34,44 @@ pub(crate) struct DevgridArgs {
     ftp_port: u16,
 }
 
+/// Set once Ctrl-C or SIGTERM arrives (see [`watch_stop_signals`]); the startup's waits end on it.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+fn stop_requested() -> anyhow::Result<()> {
+    if STOP_REQUESTED.load(Ordering::Relaxed) {
+        bail!("interrupted during startup; the nodes started so far are stopped");
+    }
+    Ok(())
+}
+
+/// Takes over SIGINT and SIGTERM before the first node starts: a signal arriving during startup,
+/// or just after the ready lines (a script that stops the grid at once), stops the nodes instead
+/// of killing devgrid by the default action and leaving them running without a parent. The
+/// returned receiver turns true on the first signal.
+fn watch_stop_signals(
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _context = runtime.enter();
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        STOP_REQUESTED.store(true, Ordering::Relaxed);
+        let _ = sender.send(true);
+    });
+    Ok(receiver)
+}
+
 /// Waits until the gateway reports `count` connected storage servers.
 fn wait_until_connected(gateway_dir: &Path, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        stop_requested()?;
         let connected = crate::cli_client::connected_servers(gateway_dir).unwrap_or(0);
         if connected >= count {
             return Ok(());
@@ -101,6 +136,7 @@ pub(crate) fn spawn_node(dir: &Path, name: &str) -> anyhow::Result<Child> {
 pub(crate) fn wait_for_file(path: &Path, child: &mut Child, name: &str, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
+        stop_requested()?;
         if let Some(status) = child.try_wait()? {
             let log =
                 std::fs::read_to_string(dir.join("logs").join("devgrid-stderr.log")).unwrap_or_default();
@@ -138,6 +174,12 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
             dir: introducer_dir.clone(),
         })?;
     }
+    // One worker thread watches the signals while this thread starts the nodes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut stop = watch_stop_signals(&runtime)?;
     let mut children = Children(Vec::new());
     let _ = std::fs::remove_file(introducer_dir.join("private").join("introducer.furl"));
     // Each child joins `children` before it is waited on, so a failed start still stops it.
@@ -235,19 +277,12 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         crate::output::line(&line)?;
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let exited = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let mut poll = tokio::time::interval(Duration::from_millis(500));
         let mut reported = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
-                _ = term.recv() => return Ok::<Option<String>, anyhow::Error>(None),
-                _ = int.recv() => return Ok(None),
+                _ = stop.wait_for(|stop| *stop) => return None,
                 _ = poll.tick() => {
                     for (name, child) in children.0.iter_mut() {
                         if let Ok(Some(status)) = child.try_wait() {
@@ -255,7 +290,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
                             // node or introducer is a failure the grid should survive (and one
                             // people stop on purpose to see that).
                             if name == "gateway" {
-                                return Ok(Some(format!("the gateway exited unexpectedly ({status})")));
+                                return Some(format!("the gateway exited unexpectedly ({status})"));
                             }
                             if reported.insert(name.clone()) {
                                 eprintln!("devgrid: {name} exited ({status}); the grid goes on without it");
@@ -265,9 +300,10 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
                 }
             }
         }
-    })?;
-    crate::output::line("Stopping the grid...")?;
+    });
+    // Stopping comes first: the terminal or pipe that reads the line below may be gone already.
     children.stop_all();
+    let _ = crate::output::line("Grid stopped.");
     match exited {
         Some(problem) => bail!("{problem}; see the logs/ folder of that node"),
         None => Ok(()),

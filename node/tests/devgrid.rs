@@ -168,3 +168,95 @@ fn devgrid_put_get_status_and_restart() {
     );
     drop(grid);
 }
+
+/// Processes whose command line is `tessera run DIR/...` for a node of the grid in `dir`.
+fn nodes_running(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_str().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap() {
+        let Ok(cmdline) = std::fs::read(entry.unwrap().path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.len() >= 3 && args[1] == "run" && args[2].starts_with(prefix) {
+            found.push(args[2].clone());
+        }
+    }
+    found
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "devgrid did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ctrl-C the moment devgrid says it is ready, and Ctrl-C in the middle of its startup, both stop
+/// every node it started (a signal that arrived before devgrid watched for it used to kill devgrid
+/// alone and leave its nodes running, holding their ports).
+#[test]
+fn interrupted_devgrid_leaves_no_node_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("grid");
+    let mut grid = Devgrid::start(&dir, 2);
+    let pid = grid.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut grid.0);
+    assert!(status.success(), "devgrid exited with {status}");
+    assert_eq!(nodes_running(&dir), Vec::<String>::new());
+
+    // Again, interrupted once its storage nodes exist but before the gateway is ready.
+    let mut child = tessera()
+        .args([
+            "devgrid",
+            "--servers",
+            "2",
+            "--web-port",
+            "0",
+            "--sftp-port",
+            "0",
+            "--ftp-port",
+            "0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes_running(&dir).is_empty() {
+        assert!(Instant::now() < deadline, "devgrid started no node");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success() && stderr.contains("interrupted during startup"),
+        "{status} {stderr}"
+    );
+    assert_eq!(nodes_running(&dir), Vec::<String>::new());
+}

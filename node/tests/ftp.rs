@@ -24,8 +24,18 @@ struct Devgrid {
     ftp_port: u16,
 }
 
+/// Held while a devgrid picks and binds its ports, and by a test across a stop and restart of its
+/// grid: devgrid keeps each node's port in the node's tahoe.cfg, so a sibling test's grid created
+/// while this one is stopped could otherwise be given one of its ports.
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ports_lock() -> std::sync::MutexGuard<'static, ()> {
+    PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Devgrid {
     fn start(dir: &Path, servers: usize) -> Devgrid {
+        let _ports = ports_lock();
         // A port picked free may be taken by a parallel test before devgrid binds it: try again
         // with fresh ports (in a fresh directory, as the failed attempt may have made some nodes).
         for attempt in 1..3 {
@@ -338,12 +348,15 @@ fn failed_upload_is_a_failure_reply_idle_sessions_end_and_failed_logins_are_limi
     let dir = scratch.path().join("grid");
     let mut grid = Devgrid::start(&dir, 3);
     let (web_port, ftp_port, password) = (grid.web_port, grid.ftp_port, grid.password());
+    // No other test's grid may pick this grid's ports while it is stopped.
+    let ports = ports_lock();
     grid.stop();
     // A short idle timeout, then the same grid again (the demo login is kept).
     let cfg = dir.join("gateway").join("tahoe.cfg");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("[ftpd]\n", "[ftpd]\nidle_timeout = 2s\n")).unwrap();
     let grid = Devgrid::restart_on(&dir, 3, web_port, ftp_port);
+    drop(ports);
     assert_eq!(grid.password(), password);
     let user = format!("demo:{password}");
     let address = format!("127.0.0.1:{ftp_port}");
