@@ -4,6 +4,7 @@
 //!   share files (from `../shared`, skipped with a message when absent) and our own committed vectors
 //!   (always run);
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
+//! - `concurrency`: writers racing readers on one mutable file and one directory, with a checker;
 //! - `grid`: upload/download over a grid of real storage servers, with faults;
 //! - `web`: the web gateway's router over a real grid;
 //! - `web_limits`: the web gateway's bounds (form fields, SDMF bodies, the encrypted spool, the
@@ -15,6 +16,7 @@
 
 mod check;
 mod chk;
+mod concurrency;
 mod ftp;
 mod grid;
 mod mutable;

@@ -412,3 +412,54 @@ async fn openmetrics_statistics() {
     let (status, _, _) = gw.get("/statistics", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// A file whose first segment cannot be read fails with 410 and its reason before any header is
+/// sent (it used to answer 200 and a Content-Length, then close with nothing); one whose later
+/// segment cannot be read starts as 200 and ends short, which a client sees as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_files_fail_before_headers_when_nothing_can_be_sent() {
+    let gateway = Gateway::new();
+    let contents = data(40_000);
+    let cap = gateway.put(&contents).await;
+    let si = cap
+        .parse::<filenode::cap::Cap>()
+        .unwrap()
+        .storage_index()
+        .unwrap();
+    let holders = gateway.grid.find_shares(si);
+    assert_eq!(holders.len(), 10);
+    // Every share's first block (segment 0: 4096 bytes, blocks of 1366) damaged.
+    for &(server, shnum) in &holders {
+        gateway.grid.corrupt_share(server, si, shnum, 0x24 + 10);
+    }
+    let (status, headers, body) = gateway.get(&format!("/uri/{cap}"), &[]).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::GONE, "{text}");
+    assert!(headers.get(header::CONTENT_LENGTH).is_none_or(|l| l != "40000"));
+    assert!(text.contains("segment") || text.contains("share"), "{text}");
+    assert!(!text.contains(&cap), "the cap is in the error body");
+
+    // A range that starts in a readable segment: 206, then the body stops short.
+    let contents = data(40_001);
+    let cap = gateway.put(&contents).await;
+    let si = cap
+        .parse::<filenode::cap::Cap>()
+        .unwrap()
+        .storage_index()
+        .unwrap();
+    for (server, shnum) in gateway.grid.find_shares(si) {
+        // Segment 5's block of each share (after the 0x24-byte header, blocks of 1366 bytes).
+        gateway.grid.corrupt_share(server, si, shnum, 0x24 + 5 * 1366 + 3);
+    }
+    let response = gateway
+        .app
+        .clone()
+        .oneshot(Request::get(format!("/uri/{cap}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.into_body().collect().await.is_err(),
+        "a cut-off body must end in an error"
+    );
+}

@@ -65,6 +65,10 @@ pub enum MutableError {
     /// No shares at all on any server that answered.
     #[error("no shares of this mutable file were found ({0} servers answered)")]
     NotFound(usize),
+    /// Another writer replaced the version being read before it could be read whole. Nothing of
+    /// it was wrong; reading again from a fresh servermap finds the new version.
+    #[error("the file changed while it was being read (another client wrote a new version); read it again")]
+    VersionChanged,
     /// Another writer changed the file while we were writing.
     #[error(
         "uncoordinated write: another client changed this mutable file at the same time; the other \
@@ -272,6 +276,76 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
     map
 }
 
+/// How many times a read starts over from a fresh servermap when a concurrent write got in its way.
+const READ_ATTEMPTS: u32 = 8;
+
+/// The pause before read attempt `attempt` (1-based): exponential from 20 ms, at most 500 ms, with
+/// up to half again of random jitter so that readers racing one writer spread out.
+fn read_backoff(attempt: u32) -> std::time::Duration {
+    let base = (20u64 << attempt.min(5)).min(500);
+    std::time::Duration::from_millis(base + rand::random::<u64>() % (base / 2 + 1))
+}
+
+impl ServerMap {
+    /// Whether the shares found disagree (more than one checkstring: versions, or a writer's
+    /// in-progress marker), which is what a write in progress looks like from outside.
+    pub fn write_in_progress(&self) -> bool {
+        let checkstrings: BTreeSet<Vec<u8>> = self.shares.iter().map(LocatedShare::checkstring).collect();
+        checkstrings.len() > 1
+    }
+}
+
+/// Opens the newest recoverable version of `cap`. When a concurrent write gets in the way (the
+/// version chosen is replaced while it is validated, or the shares are caught half-way between
+/// two versions so none is recoverable yet), starts over from a fresh servermap after a short
+/// jittered pause, [`READ_ATTEMPTS`] times at most: a reader racing a writer sees the old
+/// version or the new one, never an error that only means "a write was happening".
+pub async fn open_latest(
+    servers: &[ServerEntry],
+    cap: &MutableCap,
+) -> Result<(ServerMap, MutableReader), MutableError> {
+    let mut attempt = 0;
+    loop {
+        let map = update_servermap(servers, cap).await;
+        let error = match MutableReader::open(&map, cap).await {
+            Ok(reader) => return Ok((map, reader)),
+            Err(e @ MutableError::VersionChanged) => e,
+            Err(e @ MutableError::Unrecoverable(_)) if map.write_in_progress() => e,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        if attempt >= READ_ATTEMPTS {
+            return Err(error);
+        }
+        debug!(attempt, error = %error, "mutable read starts over: a write was in progress");
+        futures_timer::Delay::new(read_backoff(attempt)).await;
+    }
+}
+
+/// Reads the whole newest version of `cap` (see [`open_latest`]), starting over when a writer
+/// replaces it before every segment is read.
+pub async fn read_latest(
+    servers: &[ServerEntry],
+    cap: &MutableCap,
+) -> Result<(ServerMap, Vec<u8>), MutableError> {
+    let mut attempt = 0;
+    loop {
+        let (map, reader) = open_latest(servers, cap).await?;
+        match reader.read_range(0, u64::MAX).await {
+            Ok(contents) => return Ok((map, contents)),
+            Err(MutableError::VersionChanged) if attempt + 1 < READ_ATTEMPTS => {
+                attempt += 1;
+                debug!(
+                    attempt,
+                    "mutable read starts over: the version changed while it was read"
+                );
+                futures_timer::Delay::new(read_backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One share of the version being read, with its verified block hash tree.
 #[derive(Debug, Clone)]
 struct ReadShare {
@@ -284,20 +358,14 @@ struct ReadShare {
     block: Option<Arc<Vec<u8>>>,
 }
 
-/// Why a share could not be used: the network (try another share, no advisory) or its bytes
-/// (a corruption advisory too).
+/// Why a share could not be used: the network (try another share, no advisory), a new version
+/// written over it since the servermap saw it (no advisory: nothing is wrong with it), or its
+/// bytes (a corruption advisory too).
 #[derive(Debug)]
 enum Problem {
     Network(String),
+    Changed(String),
     Corrupt(String),
-}
-
-impl Problem {
-    fn reason(&self) -> &str {
-        match self {
-            Problem::Network(reason) | Problem::Corrupt(reason) => reason,
-        }
-    }
 }
 
 impl From<&str> for Problem {
@@ -322,6 +390,8 @@ pub struct MutableReader {
     readkey: [u8; 16],
     chosen: futures::lock::Mutex<Vec<ReadShare>>,
     spare: futures::lock::Mutex<Vec<LocatedShare>>,
+    /// Shares dropped because a newer version replaced them.
+    changed: std::sync::atomic::AtomicUsize,
 }
 
 impl MutableReader {
@@ -370,6 +440,7 @@ impl MutableReader {
             readkey,
             chosen: futures::lock::Mutex::new(Vec::new()),
             spare: futures::lock::Mutex::new(candidates),
+            changed: std::sync::atomic::AtomicUsize::new(0),
         };
         reader.fill().await?;
         Ok(reader)
@@ -390,7 +461,8 @@ impl MutableReader {
         &self.header
     }
 
-    /// Validates spare shares until k are chosen.
+    /// Validates spare shares until k are chosen. Fails with [`MutableError::VersionChanged`]
+    /// when too few are left because shares moved on to a newer version.
     async fn fill(&self) -> Result<(), MutableError> {
         let k = usize::from(self.header.needed);
         let mut chosen = self.chosen.lock().await;
@@ -398,6 +470,9 @@ impl MutableReader {
         while chosen.len() < k {
             let want = k - chosen.len();
             if spare.is_empty() {
+                if self.changed.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    return Err(MutableError::VersionChanged);
+                }
                 return Err(MutableError::Unrecoverable(format!(
                     "only {} of the {k} shares needed verified",
                     chosen.len()
@@ -410,15 +485,47 @@ impl MutableReader {
                 match result {
                     Ok(share) => chosen.push(share),
                     Err((share, problem)) => {
-                        warn!(server = %share.server.name(), shnum = share.shnum, reason = problem.reason(), "bad mutable share");
-                        if let Problem::Corrupt(reason) = &problem {
-                            advise(&share.server, self.cap.storage_index(), share.shnum, reason).await;
-                        }
+                        self.dropped(&share.server, share.shnum, &problem, "bad mutable share")
+                            .await;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Logs why a share was dropped, counts a change of version, and reports corruption.
+    async fn dropped(&self, server: &ServerEntry, shnum: ShareNum, problem: &Problem, what: &str) {
+        match problem {
+            Problem::Changed(reason) => {
+                debug!(server = %server.name(), shnum, reason, "{what}: a newer version replaced it");
+                self.changed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Problem::Network(reason) => warn!(server = %server.name(), shnum, reason, "{what}"),
+            Problem::Corrupt(reason) => {
+                warn!(server = %server.name(), shnum, reason, "{what}");
+                advise(server, self.cap.storage_index(), shnum, reason).await;
+            }
+        }
+    }
+
+    /// A share failed verification: was it corrupt, or rewritten with a newer version since the
+    /// servermap read it? Its checkstring, read again now (one request, so one version), tells:
+    /// the version being read only ever gives way to newer ones, so a checkstring other than this
+    /// version's means the bytes that failed belonged to another version.
+    async fn classify(&self, server: &ServerEntry, shnum: ShareNum, problem: Problem) -> Problem {
+        let Problem::Corrupt(reason) = problem else {
+            return problem;
+        };
+        let len = checkstring_len(self.header.format);
+        let expected = &self.header.signed_prefix[..len.min(self.header.signed_prefix.len())];
+        match read_mutable(server, self.cap.storage_index(), shnum, 0, len as u64).await {
+            Ok(now) if now.as_ref() != expected => {
+                Problem::Changed(format!("{reason} (the share holds a newer version now)"))
+            }
+            Ok(_) => Problem::Corrupt(reason),
+            Err(e) => Problem::Network(format!("{reason}; then: {e}")),
+        }
     }
 
     async fn validate(&self, share: LocatedShare) -> Result<ReadShare, (LocatedShare, Problem)> {
@@ -491,7 +598,13 @@ impl MutableReader {
             })
         }
         .await;
-        result.map_err(|problem| (share, problem))
+        match result {
+            Ok(read) => Ok(read),
+            Err(problem) => {
+                let problem = self.classify(&share.server, share.shnum, problem).await;
+                Err((share, problem))
+            }
+        }
     }
 
     /// Reads and verifies one share's salt and block of segment `segnum`.
@@ -559,16 +672,15 @@ impl MutableReader {
                 return super::run_on_rayon(move || decode_segment(&g, &readkey, segnum, salt, &blocks))
                     .await;
             }
-            let mut chosen_now = self.chosen.lock().await;
             for (share, problem) in bad {
-                warn!(server = %share.server.name(), shnum = share.shnum, reason = problem.reason(), "mutable block failed");
-                if let Problem::Corrupt(reason) = &problem {
-                    advise(&share.server, self.cap.storage_index(), share.shnum, reason).await;
-                }
-                chosen_now
+                let problem = self.classify(&share.server, share.shnum, problem).await;
+                self.dropped(&share.server, share.shnum, &problem, "mutable block failed")
+                    .await;
+                self.chosen
+                    .lock()
+                    .await
                     .retain(|s| !(s.shnum == share.shnum && s.server.server_id == share.server.server_id));
             }
-            drop(chosen_now);
             self.fill().await?;
         }
     }

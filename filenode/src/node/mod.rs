@@ -61,6 +61,12 @@ pub enum NodeError {
     /// A child that an immutable directory cannot hold, or an unusable cap.
     #[error("{0}")]
     BadChild(String),
+    /// Other clients kept writing: the change could not be applied within the retry budget.
+    #[error("{0}")]
+    Conflict(String),
+    /// Another client kept replacing the file while it was being read.
+    #[error("{0}")]
+    VersionChanged(String),
     /// Another client changed the file at the same time.
     #[error(
         "uncoordinated write: another client changed this file or directory at the same time; \
@@ -91,6 +97,7 @@ impl From<MutableError> for NodeError {
     fn from(e: MutableError) -> Self {
         match e {
             MutableError::UncoordinatedWrite => NodeError::UncoordinatedWrite,
+            MutableError::VersionChanged => NodeError::VersionChanged(e.to_string()),
             MutableError::ReadOnly => NodeError::NotWritable("the cap is read-only"),
             MutableError::NotEnoughServers { .. } => NodeError::NotEnoughServers(e.to_string()),
             MutableError::Unsupported(what) => NodeError::Unsupported(what),
@@ -259,17 +266,21 @@ impl FileNode {
                 if cap.readkey().is_none() {
                     return Err(NodeError::Unsupported("a verify cap cannot read the file"));
                 }
-                let map = update_servermap(&self.grid.usable_servers(), cap).await;
-                Ok(FileReader::Mutable(Arc::new(
-                    MutableReader::open(&map, cap).await?,
-                )))
+                let (_, reader) = gm::open_latest(&self.grid.usable_servers(), cap).await?;
+                Ok(FileReader::Mutable(Arc::new(reader)))
             }
             FileCap::ChkVerifier(_) => Err(NodeError::Unsupported("a verify cap cannot read the file")),
         }
     }
 
-    /// The whole file in memory.
+    /// The whole file in memory (for a mutable file: one version whole, read again from the
+    /// start if a writer replaces it meanwhile).
     pub async fn read_all(&self) -> Result<Vec<u8>, NodeError> {
+        if let FileCap::Mutable(cap) = &self.cap
+            && cap.readkey().is_some()
+        {
+            return Ok(gm::read_latest(&self.grid.usable_servers(), cap).await?.1);
+        }
         self.open().await?.read(0, u64::MAX).await
     }
 
@@ -348,8 +359,10 @@ impl FileNode {
     }
 
     /// Reads the current contents, applies `modify` and publishes the result; if another client
-    /// wrote in between, re-reads and tries again (a few times). `modify` returning `None` means
-    /// "no change".
+    /// wrote in between, re-reads and applies the change again, as Tahoe's directory modifier
+    /// does, with jittered exponential backoff for up to [`MODIFY_ATTEMPTS`] attempts (a shared
+    /// directory with twenty writers adding at once still takes every add). Only when that
+    /// budget is spent is the conflict reported. `modify` returning `None` means "no change".
     pub async fn modify<F>(&self, mut modify: F) -> Result<(), NodeError>
     where
         F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, NodeError> + Send,
@@ -361,14 +374,21 @@ impl FileNode {
         loop {
             let result = modify_once(&self.grid, &cap, &mut state, &mut modify).await;
             match result {
-                Err(NodeError::UncoordinatedWrite) if attempt < 4 => {
+                Err(NodeError::UncoordinatedWrite) if attempt + 1 < MODIFY_ATTEMPTS => {
                     *state = MutableState::default();
                     attempt += 1;
-                    let jitter = u64::from(rand::random::<u8>()) % 50;
-                    futures_timer::Delay::new(std::time::Duration::from_millis(
-                        50 * u64::from(attempt) + jitter,
-                    ))
-                    .await;
+                    tracing::debug!(
+                        attempt,
+                        "uncoordinated write: re-reading and applying the change again"
+                    );
+                    futures_timer::Delay::new(modify_backoff(attempt)).await;
+                }
+                Err(NodeError::UncoordinatedWrite) => {
+                    *state = MutableState::default();
+                    return Err(NodeError::Conflict(format!(
+                        "other clients kept changing this file or directory: {MODIFY_ATTEMPTS} attempts \
+                         to apply the change each found a newer version; try again later"
+                    )));
                 }
                 Err(e) => {
                     *state = MutableState::default();
@@ -378,6 +398,17 @@ impl FileNode {
             }
         }
     }
+}
+
+/// How many times [`FileNode::modify`] applies a change before it reports the conflict.
+pub const MODIFY_ATTEMPTS: u32 = 40;
+
+/// The pause before modify attempt `attempt` (1-based): 25 ms growing by half each time up to
+/// 1 s, times a random factor in 0.5..1.5 so that writers that collided do not collide again.
+fn modify_backoff(attempt: u32) -> std::time::Duration {
+    let base = (25.0 * 1.5f64.powi(attempt.min(20) as i32)).min(1000.0);
+    let factor = 0.5 + rand::random::<f64>();
+    std::time::Duration::from_millis((base * factor) as u64)
 }
 
 async fn modify_once<F>(
@@ -392,13 +423,9 @@ where
     let old = match (&state.map, &state.contents) {
         (Some(_), Some(contents)) => Arc::clone(contents),
         _ => {
-            let map = update_servermap(&grid.usable_servers(), cap).await;
             // No special case for "no shares found": that is as likely servers that did not
             // answer as a new file, and treating it as empty would publish over the real contents.
-            let contents = MutableReader::open(&map, cap)
-                .await?
-                .read_range(0, u64::MAX)
-                .await?;
+            let (map, contents) = gm::read_latest(&grid.usable_servers(), cap).await?;
             state.map = Some(map);
             Arc::new(contents)
         }

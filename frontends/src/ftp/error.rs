@@ -58,7 +58,9 @@ impl FtpError {
                 NodeError::NotADirectory(_) => ErrorKind::PermanentDirectoryNotAvailable,
                 NodeError::NotWritable(_) => ErrorKind::PermissionDenied,
                 NodeError::BadName { .. } | NodeError::BadChild(_) => ErrorKind::FileNameNotAllowedError,
-                NodeError::UncoordinatedWrite => ErrorKind::TransientFileNotAvailable,
+                NodeError::UncoordinatedWrite | NodeError::Conflict(_) | NodeError::VersionChanged(_) => {
+                    ErrorKind::TransientFileNotAvailable
+                }
                 NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => ErrorKind::LocalError,
                 NodeError::NotEnoughServers(_) => ErrorKind::InsufficientStorageSpaceError,
                 NodeError::Unsupported(_) => ErrorKind::CommandNotImplemented,

@@ -66,6 +66,8 @@ impl From<NodeError> for SftpError {
             | NodeError::BadName { .. }
             | NodeError::BadChild(_)
             | NodeError::UncoordinatedWrite
+            | NodeError::VersionChanged(_)
+            | NodeError::Conflict(_)
             | NodeError::Unrecoverable(_)
             | NodeError::NotEnoughServers(_)
             | NodeError::CorruptDirectory(_)

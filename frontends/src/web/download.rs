@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use filenode::cap::FileCap;
 use filenode::grid::Grid;
-use filenode::node::{FileNode, FileReader};
+use filenode::node::{FileNode, FileReader, NodeError};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::WebError;
@@ -163,14 +163,26 @@ impl Source {
         Ok(self.opened.clone().expect("invariant: just opened"))
     }
 
-    /// A stream of the plaintext bytes `start .. start + len`.
+    /// A stream of the plaintext bytes `start .. start + len`, its first chunk already read: a
+    /// file that cannot produce its first segment fails here, before any header is sent, with
+    /// the status that says why. A later segment that fails ends the stream (the client sees the
+    /// connection close short of Content-Length) and is logged with the reason.
     async fn stream(&mut self, start: u64, len: u64) -> Result<ByteStream, WebError> {
-        Ok(self
-            .reader()
-            .await?
-            .stream(start, len)
-            .map_err(WebError::from)
-            .boxed())
+        let mut stream = self.reader().await?.stream(start, len).map_err(WebError::from);
+        let Some(first) = stream.next().await else {
+            return Ok(stream::empty().boxed());
+        };
+        let first = first?;
+        let mut sent = first.len() as u64;
+        let rest = stream.inspect(move |item| match item {
+            Ok(chunk) => sent += chunk.len() as u64,
+            Err(e) => tracing::warn!(
+                error = %e,
+                sent = start + sent,
+                "download aborted part-way: a later segment could not be read"
+            ),
+        });
+        Ok(stream::once(async move { Ok(first) }).chain(rest).boxed())
     }
 }
 
@@ -178,8 +190,34 @@ impl Source {
 /// ignore Range), so a request cannot multiply the work.
 pub(super) const MAX_RANGES: usize = 16;
 
+/// How many times a download of a mutable file starts over when a writer replaces the version
+/// between opening it and reading its first segment (nothing has been sent yet).
+const FIRST_SEGMENT_ATTEMPTS: u32 = 4;
+
 /// Serves a file.
 pub(crate) async fn serve_file(
+    grid: &Arc<Grid>,
+    file: &FileCap,
+    method: &Method,
+    headers: &HeaderMap,
+    options: &DownloadOptions,
+) -> Result<Response, WebError> {
+    let mut attempt = 1;
+    loop {
+        match serve_file_once(grid, file, method, headers, options).await {
+            Err(WebError::Node(NodeError::VersionChanged(_))) if attempt < FIRST_SEGMENT_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(
+                    attempt,
+                    "download starts over: the file changed before its first segment was read"
+                );
+            }
+            answer => return answer,
+        }
+    }
+}
+
+async fn serve_file_once(
     grid: &Arc<Grid>,
     file: &FileCap,
     method: &Method,

@@ -63,9 +63,10 @@ impl WebError {
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Node(e) => match e {
                 NodeError::NoSuchChild(_) => StatusCode::NOT_FOUND,
-                NodeError::ExistingChild(_) | NodeError::WrongType(_) | NodeError::UncoordinatedWrite => {
-                    StatusCode::CONFLICT
-                }
+                NodeError::ExistingChild(_)
+                | NodeError::WrongType(_)
+                | NodeError::UncoordinatedWrite
+                | NodeError::Conflict(_) => StatusCode::CONFLICT,
                 NodeError::NotWritable(_) => StatusCode::FORBIDDEN,
                 NodeError::NotADirectory(_)
                 | NodeError::BadName { .. }
@@ -74,7 +75,9 @@ impl WebError {
                 | NodeError::Input(_)
                 | NodeError::BadOffset(_) => StatusCode::BAD_REQUEST,
                 NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => StatusCode::GONE,
-                NodeError::NotEnoughServers(_) => StatusCode::SERVICE_UNAVAILABLE,
+                NodeError::NotEnoughServers(_) | NodeError::VersionChanged(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             },
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

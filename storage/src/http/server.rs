@@ -33,7 +33,7 @@ use super::wire::{
     StatusReport,
 };
 use crate::api::UploadProgress;
-use crate::server::StorageServer;
+use crate::server::{ShareReader, StorageServer};
 use crate::tls::constant_time_eq;
 use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
@@ -708,9 +708,11 @@ async fn read_share_answer(
     let shnum = parse_share_number(&shnum)?;
     secrets(&headers, &[])?;
     check_no_body(&headers)?;
-    let length = blocking(&state.store, move |store| store.share_length(kind, si, shnum)).await?;
+    // One open file for the whole answer: its chunks are all of one version of the share.
+    let reader = Arc::new(blocking(&state.store, move |store| store.open_share(kind, si, shnum)).await?);
+    let length = reader.data_len();
     let Some(range) = headers.get(RANGE) else {
-        let body = share_body(&state.store, kind, si, shnum, 0, length).await?;
+        let body = share_body(&state.store, &reader, 0, length).await?;
         return Ok(octets(StatusCode::OK, length, body, None));
     };
     let (start, end) = wire::parse_range(range.as_bytes()).ok_or_else(|| {
@@ -724,7 +726,7 @@ async fn read_share_answer(
     }
     let end = end.min(length - 1);
     let count = end - start + 1;
-    let body = share_body(&state.store, kind, si, shnum, start, count).await?;
+    let body = share_body(&state.store, &reader, start, count).await?;
     let content_range = format!("bytes {start}-{end}/{length}");
     Ok(octets(
         StatusCode::PARTIAL_CONTENT,
@@ -750,21 +752,19 @@ fn octets(status: StatusCode, length: u64, body: Body, content_range: Option<Str
 /// proper status); longer ranges are streamed by a task that reads one chunk ahead.
 async fn share_body(
     store: &Arc<StorageServer>,
-    kind: ShareKind,
-    si: StorageIndex,
-    shnum: ShareNum,
+    reader: &Arc<ShareReader>,
     start: u64,
     count: u64,
 ) -> Result<Body, HttpError> {
     if count == 0 {
         return Ok(Body::empty());
     }
-    let first = read_chunk(store, kind, si, shnum, start, count.min(READ_CHUNK)).await?;
+    let first = read_chunk(store, reader, start, count.min(READ_CHUNK)).await?;
     if count <= READ_CHUNK {
         return Ok(Body::from(first));
     }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(2);
-    let store = store.clone();
+    let (store, reader) = (store.clone(), reader.clone());
     tokio::spawn(async move {
         let end = start + count;
         let mut offset = start + first.len() as u64;
@@ -772,9 +772,12 @@ async fn share_body(
             return;
         }
         while offset < end {
-            let item = read_chunk(&store, kind, si, shnum, offset, (end - offset).min(READ_CHUNK))
+            let item = read_chunk(&store, &reader, offset, (end - offset).min(READ_CHUNK))
                 .await
-                .map_err(|_| io::Error::other("share read failed"));
+                .map_err(|e| {
+                    tracing::debug!(error = ?e, "share read ended early");
+                    io::Error::other("share read failed")
+                });
             if let Ok(chunk) = &item {
                 offset += chunk.len() as u64;
             }
@@ -795,15 +798,14 @@ async fn share_body(
 /// promised a Content-Length).
 async fn read_chunk(
     store: &Arc<StorageServer>,
-    kind: ShareKind,
-    si: StorageIndex,
-    shnum: ShareNum,
+    reader: &Arc<ShareReader>,
     offset: u64,
     len: u64,
 ) -> Result<Bytes, HttpError> {
-    let mut data = blocking(store, move |store| store.read_share(kind, si, shnum, offset, len)).await?;
+    let open = reader.clone();
+    let mut data = blocking(store, move |store| store.read_open_share(&open, offset, len)).await?;
     if (data.len() as u64) < len {
-        tracing::warn!(storage_index = %si, shnum, "share shrank while being read");
+        tracing::warn!("share shrank while being read");
         return Err(StorageError::Internal("share shrank while being read".to_owned()).into());
     }
     data.truncate(len as usize);

@@ -87,4 +87,4 @@ mod tests;
 pub use advisory::CorruptionAdvisory;
 pub use config::{Clock, ExpirationMode, ExpirationPolicy, FakeClock, StorageConfig, SystemClock};
 pub use local::LocalStorageClient;
-pub use store::{ExpirationReport, MAX_READ_VECTOR_ANSWER, StorageServer, StorageStatus};
+pub use store::{ExpirationReport, MAX_READ_VECTOR_ANSWER, ShareReader, StorageServer, StorageStatus};

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -98,6 +99,28 @@ pub struct StorageStatus {
     pub last_expiration: Option<ExpirationReport>,
 }
 
+/// The lock stripe of a storage index.
+fn stripe_of(si: StorageIndex) -> usize {
+    usize::from(si.0[0]) % STRIPES
+}
+
+/// A share held open for reading (see [`StorageServer::open_share`]).
+#[derive(Debug)]
+pub struct ShareReader {
+    kind: ShareKind,
+    si: StorageIndex,
+    shnum: ShareNum,
+    share: OpenShare,
+    edits_seen: u64,
+}
+
+impl ShareReader {
+    /// The length of the share's data as opened.
+    pub fn data_len(&self) -> u64 {
+        self.share.data_len()
+    }
+}
+
 /// The share store. All methods take `&self`, may block on disk IO, and are safe to call from many
 /// threads at once (async callers use `spawn_blocking`, as [`LocalStorageClient`](super::LocalStorageClient)
 /// does).
@@ -107,6 +130,9 @@ pub struct StorageServer {
     index: LeaseIndex,
     state: Mutex<State>,
     stripes: Vec<Mutex<()>>,
+    /// Per stripe, how many mutable shares have been edited in place (behind their journal): a
+    /// reader that opened a share before such an edit must not read on from the same file.
+    edits_in_place: Vec<AtomicU64>,
     /// Serializes creating and removing directories under `incoming/` (prefix directories are shared
     /// between storage indexes).
     incoming_dirs: Mutex<()>,
@@ -278,6 +304,7 @@ impl StorageServer {
             index,
             state: Mutex::new(state),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            edits_in_place: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             incoming_dirs: Mutex::new(()),
             disk_free_override: Mutex::new(None),
             _dir_lock: dir_lock,
@@ -636,6 +663,7 @@ impl StorageServer {
     }
 
     /// Reads up to `len` bytes of share data at `offset`: fewer at the end, none at or past it.
+    /// A mutable share is read under its stripe lock, so the bytes are all of one version.
     pub fn read_share(
         &self,
         kind: ShareKind,
@@ -644,15 +672,87 @@ impl StorageServer {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
-        let share = self.open_for_read(kind, si, shnum)?;
+        let _si_guard = self.lock_si(si);
+        let share = self.open_locked(kind, si, shnum)?;
         share
             .read(offset, len)
             .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))
     }
 
-    /// Opens a share for reading. The stripe is held only while the container's layout is parsed
-    /// (lease changes move the end of an immutable share's data area); the data itself never changes
-    /// under an open handle (immutable data is final, mutable writes replace the file).
+    /// Opens a share for several reads that must all see one version of it (a long range read in
+    /// chunks): see [`ShareReader`].
+    pub fn open_share(
+        &self,
+        kind: ShareKind,
+        si: StorageIndex,
+        shnum: ShareNum,
+    ) -> Result<ShareReader, StorageError> {
+        let _si_guard = self.lock_si(si);
+        let share = self.open_locked(kind, si, shnum)?;
+        Ok(ShareReader {
+            kind,
+            si,
+            shnum,
+            share,
+            edits_seen: self.edits_in_place[stripe_of(si)].load(Ordering::SeqCst),
+        })
+    }
+
+    /// Reads from a share opened by [`open_share`](Self::open_share): up to `len` bytes at
+    /// `offset`, clamped to the share's end. A mutable share edited in place since it was opened
+    /// is refused (the bytes would mix two versions); one replaced by a new file is not (the open
+    /// file still holds the old version whole).
+    pub fn read_open_share(
+        &self,
+        reader: &ShareReader,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        let (si, shnum) = (reader.si, reader.shnum);
+        let read = || {
+            reader
+                .share
+                .read(offset, len)
+                .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))
+        };
+        if reader.kind == ShareKind::Immutable {
+            return read();
+        }
+        let _si_guard = self.lock_si(si);
+        if self.edits_in_place[stripe_of(si)].load(Ordering::SeqCst) != reader.edits_seen {
+            return Err(StorageError::Internal(format!(
+                "mutable share {si}/{shnum} was rewritten while being read"
+            )));
+        }
+        read()
+    }
+
+    /// Opens a share for reading, with its stripe held by the caller. A mutable share whose
+    /// in-place write failed half-way (an IO error, not a crash: startup replays those) is
+    /// finished from its journal first, so no reader sees it half-edited.
+    fn open_locked(
+        &self,
+        kind: ShareKind,
+        si: StorageIndex,
+        shnum: ShareNum,
+    ) -> Result<OpenShare, StorageError> {
+        if kind == ShareKind::Mutable {
+            let journal = self.layout.mutable_journal_path(si, shnum);
+            if journal.exists() {
+                mutable::recover_journal(&journal, &self.layout.share_path(si, shnum))
+                    .map_err(|e| io_error(format!("cannot recover share {si}/{shnum}"), e))?;
+            }
+        }
+        match OpenShare::open(&self.layout.share_path(si, shnum), kind, false) {
+            Ok(Some(share)) => Ok(share),
+            Ok(None) => Err(not_found(kind, si, shnum)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(kind, si, shnum)),
+            Err(e) => Err(io_error(format!("cannot open share {si}/{shnum}"), e)),
+        }
+    }
+
+    /// Opens a share to learn its length or that it exists; the stripe is held only while the
+    /// container's layout is parsed (lease changes move the end of an immutable share's data area).
     fn open_for_read(
         &self,
         kind: ShareKind,
@@ -660,12 +760,7 @@ impl StorageServer {
         shnum: ShareNum,
     ) -> Result<OpenShare, StorageError> {
         let _si_guard = self.lock_si(si);
-        match OpenShare::open(&self.layout.share_path(si, shnum), kind, false) {
-            Ok(Some(share)) => Ok(share),
-            Ok(None) => Err(not_found(kind, si, shnum)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(kind, si, shnum)),
-            Err(e) => Err(io_error(format!("cannot open share {si}/{shnum}"), e)),
-        }
+        self.open_locked(kind, si, shnum)
     }
 
     /// Records a client's report that a share is corrupt: a report file and an error log line.
@@ -1070,6 +1165,9 @@ impl StorageServer {
         let in_place =
             existing.is_some_and(|share| mutable::write_in_place_pays(share.container_len(), &version));
         let written = if in_place {
+            // Readers holding this share open see the edit as a conflict from now on (the stripe
+            // is held, so none reads half of it).
+            self.edits_in_place[stripe_of(si)].fetch_add(1, Ordering::SeqCst);
             let old_len = existing.map_or(0, MutableShare::data_len);
             mutable::write_version_in_place(&path, &journal, old_len, &version)
         } else {
@@ -1350,8 +1448,7 @@ impl StorageServer {
     // ----- helpers -----
 
     fn lock_si(&self, si: StorageIndex) -> MutexGuard<'_, ()> {
-        let stripe = usize::from(si.0[0]) % STRIPES;
-        lock(&self.stripes[stripe])
+        lock(&self.stripes[stripe_of(si)])
     }
 
     /// The share files of `si` and their kinds.
