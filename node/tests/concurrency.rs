@@ -99,7 +99,12 @@ fn curl(args: &[&str]) -> Output {
 /// A successful curl's body; anything else panics with what curl said.
 fn curl_ok(args: &[&str]) -> Vec<u8> {
     let out = curl(&["-f"].iter().chain(args).copied().collect::<Vec<_>>());
-    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -138,13 +143,9 @@ fn devgrid_readers_racing_writers_see_whole_versions_and_every_add_lands() {
         &format!("{base}/uri?format=MDMF"),
     ]))
     .unwrap();
-    let readcap = String::from_utf8(curl_ok(&[&format!("{base}/uri/{cap}?t=json")])).unwrap();
-    let readcap = readcap
-        .split("\"ro_uri\": \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let info: serde_json::Value =
+        serde_json::from_slice(&curl_ok(&[&format!("{base}/uri/{cap}?t=json")])).unwrap();
+    let readcap = info[1]["ro_uri"].as_str().unwrap().to_owned();
     let attempted = Arc::new(Mutex::new(HashSet::from([digest(&initial)])));
     let stop = Instant::now() + Duration::from_secs(secs);
 
@@ -185,7 +186,13 @@ fn devgrid_readers_racing_writers_see_whole_versions_and_every_add_lands() {
                 while Instant::now() < stop {
                     // -f: any status but 2xx fails; a body cut short is curl's exit status 18.
                     let out = curl(&["-f", &url]);
-                    assert!(out.status.success(), "reader {r}: {out:?}");
+                    assert!(
+                        out.status.success(),
+                        "reader {r}: {} after {} bytes: {}",
+                        out.status,
+                        out.stdout.len(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                     assert_eq!(out.stdout.len(), SIZE, "reader {r}");
                     assert!(
                         attempted.lock().unwrap().contains(&digest(&out.stdout)),
@@ -248,7 +255,12 @@ fn devgrid_readers_racing_writers_see_whole_versions_and_every_add_lands() {
                 while left.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                     let before: BTreeSet<String> = acknowledged.lock().unwrap().clone();
                     let out = curl(&["-f", &url]);
-                    assert!(out.status.success(), "lister {r}: {out:?}");
+                    assert!(
+                        out.status.success(),
+                        "lister {r}: {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                     let json = String::from_utf8(out.stdout).unwrap();
                     for name in &before {
                         assert!(

@@ -167,8 +167,28 @@ impl Source {
     /// file that cannot produce its first segment fails here, before any header is sent, with
     /// the status that says why. A later segment that fails ends the stream (the client sees the
     /// connection close short of Content-Length) and is logged with the reason.
+    ///
+    /// A range of a mutable file of at most [`BUFFERED_MUTABLE_READ`] bytes is read whole before
+    /// the answer starts (while the gateway-wide [`BUFFERED_MUTABLE_BUDGET`] allows), so that a
+    /// writer replacing the version part-way makes the download start over on the new version
+    /// rather than end short: the client gets one version whole.
     async fn stream(&mut self, start: u64, len: u64) -> Result<ByteStream, WebError> {
-        let mut stream = self.reader().await?.stream(start, len).map_err(WebError::from);
+        let reader = self.reader().await?;
+        if let FileReader::Mutable(_) = reader {
+            let wanted = len.min(reader.size().saturating_sub(start));
+            if wanted <= BUFFERED_MUTABLE_READ
+                && let Ok(permit) = BUFFERED_MUTABLE_BUDGET.try_acquire_many(wanted.max(1) as u32)
+            {
+                let bytes = Bytes::from(reader.read(start, len).await?);
+                // The permit is held until the body is sent.
+                return Ok(stream::once(async move {
+                    let _permit = permit;
+                    Ok(bytes)
+                })
+                .boxed());
+            }
+        }
+        let mut stream = reader.stream(start, len).map_err(WebError::from);
         let Some(first) = stream.next().await else {
             return Ok(stream::empty().boxed());
         };
@@ -186,13 +206,21 @@ impl Source {
     }
 }
 
+/// The largest range of a mutable file read whole before its answer starts (see
+/// [`Source::stream`]); larger ones are streamed.
+const BUFFERED_MUTABLE_READ: u64 = 8 << 20;
+
+/// How many bytes of such whole reads the gateway holds at once; past it, downloads stream.
+static BUFFERED_MUTABLE_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(128 << 20);
+
 /// More ranges than this in one request are answered with the whole file (RFC 9110 lets a server
 /// ignore Range), so a request cannot multiply the work.
 pub(super) const MAX_RANGES: usize = 16;
 
 /// How many times a download of a mutable file starts over when a writer replaces the version
-/// between opening it and reading its first segment (nothing has been sent yet).
-const FIRST_SEGMENT_ATTEMPTS: u32 = 4;
+/// before the answer starts (between opening it and reading its first segment, or while a small
+/// range is read whole): nothing has been sent yet.
+const FIRST_SEGMENT_ATTEMPTS: u32 = 8;
 
 /// Serves a file.
 pub(crate) async fn serve_file(
