@@ -64,10 +64,8 @@ targets!(
     accounts,
 );
 
-/// FTP command lines to a real server: out of the default tier while its finding is open.
+/// FTP command lines to a real server, one at a time.
 #[test]
-#[ignore = "FTP sessions that end with the client's close after some commands never end \
-            (fuzz/findings/README.md); run with --ignored, or under cargo-fuzz"]
 fn ftp_session() {
     run("ftp_session");
 }
