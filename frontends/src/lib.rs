@@ -12,6 +12,7 @@ mod spool;
 mod testing;
 pub mod textfile;
 pub mod web;
+mod whole;
 
 pub use spool::SpoolQuota;
 

@@ -256,8 +256,15 @@ impl GridBackend {
             Node::Dir(_) => return Err(FtpError::IsADirectory),
             Node::Unknown(_) => return Err(FtpError::BadPath),
         };
-        // Fetching runs ahead of the data connection (which may be slower, e.g. over TLS).
-        Ok(prefetch(file.open().await?.stream(start, u64::MAX), READ_AHEAD))
+        // Fetching runs ahead of the data connection (which may be slower, e.g. over TLS). A small
+        // mutable file is read whole first, so the transfer is one version whole.
+        let opened = crate::whole::open(&file).await?;
+        let held = opened.held;
+        let stream = opened.reader.stream(start, u64::MAX).map(move |chunk| {
+            let _held = &held;
+            chunk
+        });
+        Ok(prefetch(stream.boxed(), READ_AHEAD))
     }
 
     async fn get_reader(&self, user: &GridUser, path: &Path, start: u64) -> FtpResult<GridReader> {

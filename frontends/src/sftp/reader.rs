@@ -27,6 +27,8 @@ pub(crate) struct ReadAhead {
     chunks: VecDeque<Bytes>,
     incoming: Option<mpsc::Receiver<Result<Bytes, NodeError>>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The gateway's budget for a small mutable file read whole at open (`crate::whole`).
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -47,16 +49,23 @@ impl Drop for ReadAhead {
 }
 
 impl ReadAhead {
+    #[cfg(test)]
     pub(crate) fn new(reader: FileReader) -> Self {
-        let size = reader.size();
+        Self::opened(crate::whole::Opened { reader, held: None })
+    }
+
+    /// Reads a file opened by `crate::whole::open`, keeping the budget it holds until closed.
+    pub(crate) fn opened(opened: crate::whole::Opened) -> Self {
+        let size = opened.reader.size();
         ReadAhead {
-            reader,
+            reader: opened.reader,
             size,
             start: 0,
             end: 0,
             chunks: VecDeque::new(),
             incoming: None,
             task: None,
+            _held: opened.held,
         }
     }
 

@@ -565,8 +565,9 @@ impl Session {
         } else {
             let found = self.lookup(path).await?;
             match found.node {
+                // A small mutable file is read whole now: the handle reads one version.
                 Node::File(file) => OpenHandle::Read {
-                    file: ReadAhead::new(file.open().await?),
+                    file: ReadAhead::opened(crate::whole::open(&file).await?),
                     link: found.link,
                 },
                 Node::Dir(_) => return Err(SftpError::failure("is a directory")),

@@ -168,16 +168,16 @@ impl Source {
     /// the status that says why. A later segment that fails ends the stream (the client sees the
     /// connection close short of Content-Length) and is logged with the reason.
     ///
-    /// A range of a mutable file of at most [`BUFFERED_MUTABLE_READ`] bytes is read whole before
-    /// the answer starts (while the gateway-wide [`BUFFERED_MUTABLE_BUDGET`] allows), so that a
-    /// writer replacing the version part-way makes the download start over on the new version
+    /// A range of a mutable file of at most [`crate::whole::WHOLE_READ_LIMIT`] bytes is read whole
+    /// before the answer starts (while the gateway-wide budget allows: `crate::whole`), so that
+    /// a writer replacing the version part-way makes the download start over on the new version
     /// rather than end short: the client gets one version whole.
     async fn stream(&mut self, start: u64, len: u64) -> Result<ByteStream, WebError> {
         let reader = self.reader().await?;
         if let FileReader::Mutable(_) = reader {
             let wanted = len.min(reader.size().saturating_sub(start));
-            if wanted <= BUFFERED_MUTABLE_READ
-                && let Ok(permit) = BUFFERED_MUTABLE_BUDGET.try_acquire_many(wanted.max(1) as u32)
+            if wanted <= crate::whole::WHOLE_READ_LIMIT
+                && let Some(permit) = crate::whole::reserve(wanted)
             {
                 let bytes = Bytes::from(reader.read(start, len).await?);
                 // The permit is held until the body is sent.
@@ -205,13 +205,6 @@ impl Source {
         Ok(stream::once(async move { Ok(first) }).chain(rest).boxed())
     }
 }
-
-/// The largest range of a mutable file read whole before its answer starts (see
-/// [`Source::stream`]); larger ones are streamed.
-const BUFFERED_MUTABLE_READ: u64 = 8 << 20;
-
-/// How many bytes of such whole reads the gateway holds at once; past it, downloads stream.
-static BUFFERED_MUTABLE_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(128 << 20);
 
 /// More ranges than this in one request are answered with the whole file (RFC 9110 lets a server
 /// ignore Range), so a request cannot multiply the work.
