@@ -233,6 +233,12 @@ pub(crate) struct NodeConfig {
     /// `[storage] max_mutable_request` (Tessera's): the largest read-test-write body.
     /// `[storage] request_memory` (Tessera's): request bodies held in memory at once.
     pub(crate) storage_limits: storage::http::HttpLimits,
+    /// `[storage] upload.takeover_after` (Tessera's, default 20 s): another client's upload idle this
+    /// long is aborted when a new upload asks for the same share.
+    pub(crate) upload_takeover_after: Duration,
+    /// `[storage] upload.idle_timeout` (Tessera's, default 5 min; Tahoe: 30 min): uploads idle this
+    /// long are aborted by the node's maintenance.
+    pub(crate) upload_idle_timeout: Duration,
     pub(crate) expire: ExpireConfig,
     pub(crate) sftp: SftpdConfig,
     pub(crate) ftp: FtpdConfig,
@@ -320,6 +326,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_space",
             "max_mutable_request",
             "request_memory",
+            "upload.takeover_after",
+            "upload.idle_timeout",
             "storage_dir",
             "expire.enabled",
             "expire.mode",
@@ -590,6 +598,12 @@ impl NodeConfig {
                     request_memory: size("storage", "request_memory")?.unwrap_or(defaults.request_memory),
                 }
             },
+            upload_takeover_after: duration(
+                "storage",
+                "upload.takeover_after",
+                storage::server::UPLOAD_TAKEOVER_AFTER,
+            )?,
+            upload_idle_timeout: duration("storage", "upload.idle_timeout", storage::server::UPLOAD_IDLE_TIMEOUT)?,
             expire: ExpireConfig {
                 enabled: boolean("storage", "expire.enabled", false)?,
                 mode: expire_mode,

@@ -453,7 +453,7 @@ async fn allocate(
                     {
                         refused_any = true;
                         candidates[index].writable = false;
-                        problems.push(format!("{} refused some shares", server.name()));
+                        problems.push(refusal_message(&server.name(), &asked, &allocation));
                     }
                     if !allocation.allocated.is_empty() {
                         let bucket = allocated.entry(index).or_insert_with(|| Bucket {
@@ -527,6 +527,28 @@ async fn allocate(
         })
         .collect();
     Ok((kept, allocated.into_values().collect()))
+}
+
+/// "NAME refused share(s) N, M: REASON" (the first reason the server gave, when it gave one: a Tahoe
+/// server refuses silently).
+fn refusal_message(
+    name: &str,
+    asked: &BTreeSet<ShareNum>,
+    allocation: &storage::api::Allocation,
+) -> String {
+    let refused: Vec<String> = asked
+        .iter()
+        .filter(|s| !allocation.allocated.contains(s) && !allocation.already_have.contains(s))
+        .map(ToString::to_string)
+        .collect();
+    let noun = if refused.len() == 1 { "share" } else { "shares" };
+    let mut message = format!("{name} refused {noun} {}", refused.join(", "));
+    // The first reason the server gave (they differ only in share numbers and times).
+    if let Some(reason) = allocation.refused.iter().find(|(s, _)| asked.contains(s)).map(|(_, r)| r) {
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    message
 }
 
 /// Sends one server's writes; returns the shares it completed.

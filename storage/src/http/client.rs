@@ -496,6 +496,24 @@ fn tls_error(error: &std::io::Error) -> StorageError {
     }
 }
 
+/// The reasons a Tessera server gave for refusing share numbers (`X-Tessera-Refused`), for those asked
+/// for only, each cut to [`wire::MAX_REFUSAL_LEN`] bytes of visible ASCII.
+fn refusals(headers: &HeaderMap, asked: &BTreeSet<ShareNum>) -> BTreeMap<ShareNum, String> {
+    let mut refused = BTreeMap::new();
+    for value in headers.get_all(wire::REFUSED_HEADER).iter().take(wire::MAX_REFUSALS) {
+        let Some((shnum, reason)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+            continue;
+        };
+        let Some(shnum) = shnum.parse::<ShareNum>().ok().filter(|s| asked.contains(s)) else {
+            continue;
+        };
+        let mut reason = reason.to_owned();
+        reason.truncate(wire::MAX_REFUSAL_LEN);
+        refused.insert(shnum, reason);
+    }
+    refused
+}
+
 /// Rebuilds a [`StorageError`] from an error response: from `X-Tessera-Error` when present (exact), else
 /// from the status and what the request was (Tahoe servers).
 fn error_from_response(
@@ -609,7 +627,9 @@ impl StorageClient for HttpStorageClient {
         .secret(SecretKind::Upload, &upload.0);
         let answer = self.call(call).await?;
         expect_status(&answer, &[StatusCode::OK])?;
-        wire::decode_allocation(&answer.body).map_err(bad_answer)
+        let mut allocation = wire::decode_allocation(&answer.body).map_err(bad_answer)?;
+        allocation.refused = refusals(&answer.headers, share_numbers);
+        Ok(allocation)
     }
 
     async fn write_share(
