@@ -198,7 +198,7 @@ async fn start_gateway(
     let grid = crate::client::build_grid(dir, config)?;
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
-        crate::client::follow_introducer(dir, address, Arc::clone(&grid), shutdown.clone())?;
+        crate::client::follow_introducer(dir, address, Arc::clone(&grid), config.timeouts, shutdown.clone())?;
     }
     let mut tasks = Vec::new();
     let web_listener = match &config.web_port {

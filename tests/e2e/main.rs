@@ -17,6 +17,7 @@ mod check;
 mod chk;
 mod ftp;
 mod grid;
+mod hung;
 mod mutable;
 mod sftp;
 mod tidy;

@@ -357,7 +357,12 @@ impl StorageServer {
         }
         let mut allocated = BTreeSet::new();
         let mut refused = BTreeMap::new();
-        let wanted = || share_numbers.iter().copied().filter(|s| !existing.contains_key(s));
+        let wanted = || {
+            share_numbers
+                .iter()
+                .copied()
+                .filter(|s| !existing.contains_key(s))
+        };
         if self.config.readonly {
             refused.extend(wanted().map(|shnum| (shnum, "this storage server is read-only".to_owned())));
             return Ok(Allocation {
@@ -367,7 +372,9 @@ impl StorageServer {
             });
         }
         let Some(reserve) = allocated_size.checked_add(immutable::OVERHEAD) else {
-            refused.extend(wanted().map(|shnum| (shnum, format!("a share of {allocated_size} bytes is too large"))));
+            refused.extend(
+                wanted().map(|shnum| (shnum, format!("a share of {allocated_size} bytes is too large"))),
+            );
             return Ok(Allocation {
                 already_have,
                 allocated,
@@ -382,7 +389,12 @@ impl StorageServer {
                 if let Some(current) = state.uploads.get(&(si, shnum)) {
                     let idle = now.duration_since(current.last_write).unwrap_or_default();
                     if ct_eq(&current.secret, &upload.0) {
-                        refused.insert(shnum, format!("share {shnum} of this storage index is already allocated to this upload"));
+                        refused.insert(
+                            shnum,
+                            format!(
+                                "share {shnum} of this storage index is already allocated to this upload"
+                            ),
+                        );
                         continue;
                     }
                     if idle < self.config.upload_takeover_after {
@@ -456,7 +468,10 @@ impl StorageServer {
                     self.discard_incoming(si, shnum);
                     if is_disk_full(&e) {
                         tracing::warn!(%si, shnum, error = %e, "storage: no room for a new upload");
-                        refused.insert(shnum, format!("this server is full: no room for share {shnum} ({e})"));
+                        refused.insert(
+                            shnum,
+                            format!("this server is full: no room for share {shnum} ({e})"),
+                        );
                         continue;
                     }
                     return Err(io_error(format!("cannot create upload {si}/{shnum}"), e));

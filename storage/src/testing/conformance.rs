@@ -509,7 +509,9 @@ fn repeated_allocation_while_uploading(client: &dyn StorageClient) -> BoxFuture<
             let reason = allocation.refused.get(&0).expect("a reason for share 0");
             if secret == upload_secret(2) {
                 assert!(
-                    reason.starts_with("share 0 of this storage index is being uploaded by another client, last written"),
+                    reason.starts_with(
+                        "share 0 of this storage index is being uploaded by another client, last written"
+                    ),
                     "{reason}"
                 );
             }
@@ -556,7 +558,10 @@ fn allocation_larger_than_available_space_is_refused(client: &dyn StorageClient)
             .expect("allocate");
         assert!(allocation.allocated.is_empty(), "{allocation:?}");
         assert!(allocation.already_have.is_empty(), "{allocation:?}");
-        assert!(allocation.refused[&0].starts_with("this server is full"), "{allocation:?}");
+        assert!(
+            allocation.refused[&0].starts_with("this server is full"),
+            "{allocation:?}"
+        );
     })
 }
 

@@ -361,7 +361,9 @@ fn an_idle_upload_of_another_client_is_taken_over() {
         .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0, 1]), 100)
         .unwrap();
     assert_eq!(first.allocated, shnums(&[0, 1]));
-    server.write_share(s, 0, &upload_secret(1), 0, &data[..10]).unwrap();
+    server
+        .write_share(s, 0, &upload_secret(1), 0, &data[..10])
+        .unwrap();
 
     // Written 10 s ago: still somebody's live upload, so refused, and the answer says why.
     h.clock.advance(Duration::from_secs(10));
@@ -369,23 +371,34 @@ fn an_idle_upload_of_another_client_is_taken_over() {
         .allocate_buckets(s, &lease(2), &upload_secret(2), &shnums(&[0, 1]), 100)
         .unwrap();
     assert!(refused.allocated.is_empty());
-    assert_eq!(refused.refused.keys().copied().collect::<BTreeSet<_>>(), shnums(&[0, 1]));
+    assert_eq!(
+        refused.refused.keys().copied().collect::<BTreeSet<_>>(),
+        shnums(&[0, 1])
+    );
     assert!(
-        refused.refused[&0]
-            .contains("share 0 of this storage index is being uploaded by another client, last written 10 s ago"),
+        refused.refused[&0].contains(
+            "share 0 of this storage index is being uploaded by another client, last written 10 s ago"
+        ),
         "{:?}",
         refused.refused
     );
 
     // The first client writes share 1 now; share 0 stays quiet past the takeover limit.
     h.clock.advance(Duration::from_secs(5));
-    server.write_share(s, 1, &upload_secret(1), 0, &data[..10]).unwrap();
-    h.clock.advance(crate::server::UPLOAD_TAKEOVER_AFTER - Duration::from_secs(5));
+    server
+        .write_share(s, 1, &upload_secret(1), 0, &data[..10])
+        .unwrap();
+    h.clock
+        .advance(crate::server::UPLOAD_TAKEOVER_AFTER - Duration::from_secs(5));
     let second = server
         .allocate_buckets(s, &lease(2), &upload_secret(2), &shnums(&[0, 1]), 100)
         .unwrap();
     assert_eq!(second.allocated, shnums(&[0]), "{:?}", second.refused);
-    assert!(second.refused[&1].contains("last written 15 s ago"), "{:?}", second.refused);
+    assert!(
+        second.refused[&1].contains("last written 15 s ago"),
+        "{:?}",
+        second.refused
+    );
     assert_eq!(server.status().uploads_in_progress, 2);
 
     // The vanished client's writes find no upload of theirs; the new one starts from nothing.
@@ -393,16 +406,30 @@ fn an_idle_upload_of_another_client_is_taken_over() {
         server.write_share(s, 0, &upload_secret(1), 10, &data[10..]),
         Err(StorageError::UploadSecretMismatch)
     ));
-    let progress = server.write_share(s, 0, &upload_secret(2), 50, &data[50..]).unwrap();
+    let progress = server
+        .write_share(s, 0, &upload_secret(2), 50, &data[50..])
+        .unwrap();
     assert_eq!(progress.required, vec![0..50]);
-    assert!(server.write_share(s, 0, &upload_secret(2), 0, &data[..50]).unwrap().complete);
-    assert_eq!(server.read_share(ShareKind::Immutable, s, 0, 0, 100).unwrap(), data);
+    assert!(
+        server
+            .write_share(s, 0, &upload_secret(2), 0, &data[..50])
+            .unwrap()
+            .complete
+    );
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 100).unwrap(),
+        data
+    );
     // The same client asking again for a share it has open is refused with its own reason.
     let again = server
         .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[1]), 100)
         .unwrap();
     assert!(again.allocated.is_empty());
-    assert!(again.refused[&1].contains("already allocated to this upload"), "{:?}", again.refused);
+    assert!(
+        again.refused[&1].contains("already allocated to this upload"),
+        "{:?}",
+        again.refused
+    );
     // Space: the taken-over upload's reservation was released, not leaked.
     server.abort_upload(s, 1, &upload_secret(1)).unwrap();
     let status = server.status();
@@ -461,7 +488,11 @@ fn a_disk_filling_mid_write_is_no_space() {
         .allocate_buckets(si(4), &lease(1), &upload_secret(1), &shnums(&[0]), 4 << 20)
         .unwrap();
     assert!(allocation.allocated.is_empty());
-    assert!(allocation.refused[&0].contains("this server is full"), "{:?}", allocation.refused);
+    assert!(
+        allocation.refused[&0].contains("this server is full"),
+        "{:?}",
+        allocation.refused
+    );
     assert_eq!(server.status().uploads_in_progress, 0);
     // A write that runs out of room half-way (a mutable share's new version) is "no space".
     let vectors: BTreeMap<ShareNum, TestWriteVectors> = [(
