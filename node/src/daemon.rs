@@ -20,7 +20,6 @@ use crate::nodedir;
 
 /// How often the lease checker runs when expiry is enabled.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
-/// Tahoe aborts an immutable upload that has seen no write for 30 minutes.
 
 /// Runs the node in `dir` until a shutdown signal.
 pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
