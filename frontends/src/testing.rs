@@ -23,6 +23,7 @@ pub(crate) fn grid(count: usize) -> (tempfile::TempDir, Arc<Grid>) {
                 lease_seed: [i as u8; 20],
                 client: Arc::new(LocalStorageClient::new(server)) as Arc<dyn StorageClient>,
                 request_timeout: std::time::Duration::from_secs(5),
+                speed: Default::default(),
             }
         })
         .collect();

@@ -71,7 +71,7 @@ fn server_entry(dir: &Path) -> anyhow::Result<ServerEntry> {
         nurls: read("storage.nurl")?.lines().map(str::to_owned).collect(),
         permutation_seed_base32: Some(key.clone()),
     };
-    crate::client::server_entry(&format!("v0-{key}"), &ann)
+    crate::client::server_entry(&format!("v0-{key}"), &ann, Default::default())
 }
 
 /// Storage nodes started as `tessera run` processes in a scratch directory, stopped on drop.

@@ -65,8 +65,34 @@ pub(crate) fn parse_servers_yaml(text: &str) -> Result<BTreeMap<String, Announce
         .collect())
 }
 
+/// Tahoe's `[node] timeout.keepalive` and `timeout.disconnect`, as they apply to this client's
+/// connections to storage servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    /// `timeout.keepalive` (Tahoe's default 240 s): after this long without traffic on a
+    /// connection, TCP keepalive probes ask the server to say something (then every as long again).
+    pub(crate) keepalive: Duration,
+    /// `timeout.disconnect` (Tahoe: none): a server silent this long in the middle of a request is
+    /// dropped (the connection is closed and the request fails). It replaces the 60 s bounds on
+    /// connecting and on waiting for an answer, and the 30 s ceiling of a request's deadline.
+    pub(crate) disconnect: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            keepalive: Duration::from_secs(240),
+            disconnect: None,
+        }
+    }
+}
+
 /// Turns an announcement into a server the grid can use (HTTPS, pinned by the NURL).
-pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Result<ServerEntry> {
+pub(crate) fn server_entry(
+    server_id: &str,
+    ann: &Announcement,
+    timeouts: Timeouts,
+) -> anyhow::Result<ServerEntry> {
     let tubid = ann
         .furl
         .strip_prefix("pb://")
@@ -95,7 +121,16 @@ pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Resul
         .with_context(|| {
             format!("server {server_id}: no usable anonymous-storage-NURLs (Tessera speaks HTTPS only)")
         })?;
-    let client = storage::http::client::HttpStorageClient::new(&nurl)
+    let mut options = storage::http::client::HttpClientOptions {
+        tcp_keepalive: Some(timeouts.keepalive),
+        ..Default::default()
+    };
+    if let Some(disconnect) = timeouts.disconnect {
+        options.connect_timeout = disconnect;
+        options.header_timeout = disconnect;
+        options.body_silence_timeout = disconnect;
+    }
+    let client = storage::http::client::HttpStorageClient::with_options(&nurl, options)
         .with_context(|| format!("server {server_id}: cannot set up an HTTPS client"))?;
     Ok(ServerEntry {
         server_id: server_id.to_owned(),
@@ -103,7 +138,8 @@ pub(crate) fn server_entry(server_id: &str, ann: &Announcement) -> anyhow::Resul
         permutation_seed,
         lease_seed,
         client: Arc::new(client),
-        request_timeout: filenode::grid::REQUEST_TIMEOUT,
+        request_timeout: timeouts.disconnect.unwrap_or(filenode::grid::REQUEST_TIMEOUT),
+        speed: Default::default(),
     })
 }
 
@@ -132,7 +168,7 @@ pub(crate) fn build_grid(dir: &Path, config: &NodeConfig) -> anyhow::Result<Arc<
     let grid = Arc::new(Grid::new(secrets, params));
     let mut entries = Vec::new();
     for (id, ann) in read_servers_yaml(dir)? {
-        match server_entry(&id, &ann) {
+        match server_entry(&id, &ann, config.timeouts) {
             Ok(entry) => entries.push(entry),
             Err(e) => warn!("ignoring a server in servers.yaml: {e:#}"),
         }
@@ -151,6 +187,7 @@ pub(crate) fn follow_introducer(
     dir: &Path,
     address: storage::nurl::Nurl,
     grid: Arc<Grid>,
+    timeouts: Timeouts,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let static_servers = read_servers_yaml(dir)?;
@@ -161,7 +198,7 @@ pub(crate) fn follow_introducer(
             if static_servers.contains_key(id) || known.get(id).is_some_and(|(ann, _)| ann == &body.storage) {
                 continue;
             }
-            match server_entry(id, &body.storage) {
+            match server_entry(id, &body.storage, timeouts) {
                 Ok(entry) => {
                     info!(server = %id, nickname = %crate::announcement::shown_nickname(&body.storage.nickname), "learned a storage server");
                     known.insert(id.clone(), (body.storage.clone(), entry));
@@ -178,7 +215,7 @@ pub(crate) fn follow_introducer(
                     .iter()
                     .find(|(entry, _)| &entry.server_id == id)
                     .map(|(entry, _)| entry.clone())
-                    .or_else(|| server_entry(id, ann).ok())
+                    .or_else(|| server_entry(id, ann, timeouts).ok())
             })
             .collect();
         entries.extend(known.values().map(|(_, entry)| entry.clone()));

@@ -233,7 +233,15 @@ pub(crate) struct NodeConfig {
     /// `[storage] max_mutable_request` (Tessera's): the largest read-test-write body.
     /// `[storage] request_memory` (Tessera's): request bodies held in memory at once.
     pub(crate) storage_limits: storage::http::HttpLimits,
+    /// `[storage] upload.takeover_after` (Tessera's, default 20 s): another client's upload idle this
+    /// long is aborted when a new upload asks for the same share.
+    pub(crate) upload_takeover_after: Duration,
+    /// `[storage] upload.idle_timeout` (Tessera's, default 5 min; Tahoe: 30 min): uploads idle this
+    /// long are aborted by the node's maintenance.
+    pub(crate) upload_idle_timeout: Duration,
     pub(crate) expire: ExpireConfig,
+    /// `[node] timeout.keepalive` and `timeout.disconnect` (Tahoe's; integral seconds).
+    pub(crate) timeouts: crate::client::Timeouts,
     pub(crate) sftp: SftpdConfig,
     pub(crate) ftp: FtpdConfig,
 }
@@ -320,6 +328,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_space",
             "max_mutable_request",
             "request_memory",
+            "upload.takeover_after",
+            "upload.idle_timeout",
             "storage_dir",
             "expire.enabled",
             "expire.mode",
@@ -590,6 +600,37 @@ impl NodeConfig {
                     request_memory: size("storage", "request_memory")?.unwrap_or(defaults.request_memory),
                 }
             },
+            timeouts: {
+                let seconds = |key: &str| -> anyhow::Result<Option<Duration>> {
+                    match get("node", key) {
+                        None => Ok(None),
+                        Some((v, line)) => v
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .map(|n| Some(Duration::from_secs(n)))
+                            .ok_or_else(|| {
+                                invalid("node", key, line, "a whole number of seconds above zero")
+                            }),
+                    }
+                };
+                let defaults = crate::client::Timeouts::default();
+                crate::client::Timeouts {
+                    keepalive: seconds("timeout.keepalive")?.unwrap_or(defaults.keepalive),
+                    disconnect: seconds("timeout.disconnect")?,
+                }
+            },
+            upload_takeover_after: duration(
+                "storage",
+                "upload.takeover_after",
+                storage::server::UPLOAD_TAKEOVER_AFTER,
+            )?,
+            upload_idle_timeout: duration(
+                "storage",
+                "upload.idle_timeout",
+                storage::server::UPLOAD_IDLE_TIMEOUT,
+            )?,
             expire: ExpireConfig {
                 enabled: boolean("storage", "expire.enabled", false)?,
                 mode: expire_mode,
@@ -738,6 +779,37 @@ mod tests {
             assert!(format!("{error:#}").contains("cutoff_date"), "{error:#}");
         }
         assert!(load("[storage]\nexpire.mode = cutoff-date\nexpire.cutoff_date = 2024-01-31\n").is_ok());
+    }
+
+    #[test]
+    fn timeout_and_upload_keys() {
+        let config = load("[node]\nnickname = x\n").unwrap();
+        assert_eq!(config.timeouts.keepalive, Duration::from_secs(240));
+        assert_eq!(config.timeouts.disconnect, None);
+        assert_eq!(config.upload_takeover_after, Duration::from_secs(20));
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(300));
+        let config = load(
+            "[node]\ntimeout.keepalive = 60\ntimeout.disconnect = 1800\n\
+             [storage]\nupload.takeover_after = 5s\nupload.idle_timeout = 2min\n",
+        )
+        .unwrap();
+        assert_eq!(config.timeouts.keepalive, Duration::from_secs(60));
+        assert_eq!(config.timeouts.disconnect, Some(Duration::from_secs(1800)));
+        assert_eq!(config.upload_takeover_after, Duration::from_secs(5));
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(120));
+        // Tahoe's keys are whole seconds.
+        for bad in [
+            "timeout.keepalive = 4min",
+            "timeout.disconnect = 0",
+            "timeout.disconnect = -1",
+        ] {
+            let error = load(&format!("[node]\n{bad}\n")).expect_err(bad);
+            assert!(
+                format!("{error:#}").contains("whole number of seconds"),
+                "{error:#}"
+            );
+        }
+        assert!(load("[storage]\nupload.takeover_after = soon\n").is_err());
     }
 
     #[test]

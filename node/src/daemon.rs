@@ -20,8 +20,6 @@ use crate::nodedir;
 
 /// How often the lease checker runs when expiry is enabled.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
-/// Tahoe aborts an immutable upload that has seen no write for 30 minutes.
-const UPLOAD_IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// Runs the node in `dir` until a shutdown signal.
 pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
@@ -199,7 +197,7 @@ async fn start_gateway(
     let grid = crate::client::build_grid(dir, config)?;
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
-        crate::client::follow_introducer(dir, address, Arc::clone(&grid), shutdown.clone())?;
+        crate::client::follow_introducer(dir, address, Arc::clone(&grid), config.timeouts, shutdown.clone())?;
     }
     let mut tasks = Vec::new();
     let web_listener = match &config.web_port {
@@ -319,6 +317,7 @@ async fn start_storage(
     store_config.reserved_space = config.reserved_space;
     store_config.max_space = config.max_space;
     store_config.readonly = config.readonly;
+    store_config.upload_takeover_after = config.upload_takeover_after;
     store_config.node_id = node_id;
     store_config.application_version = format!("tessera/{}", env!("CARGO_PKG_VERSION"));
     store_config.expiration = ExpirationPolicy {
@@ -367,7 +366,12 @@ async fn start_storage(
     ))?;
     info!(port, "storage server listening");
 
-    spawn_maintenance(Arc::clone(&server), config.expire.enabled, shutdown.clone());
+    spawn_maintenance(
+        Arc::clone(&server),
+        config.expire.enabled,
+        config.upload_idle_timeout,
+        shutdown.clone(),
+    );
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
         let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone())?;
@@ -385,23 +389,26 @@ async fn start_storage(
     }))
 }
 
-/// Background work: abort idle uploads every minute, and run lease expiry hourly when enabled.
+/// Background work: abort uploads idle for `upload_idle` (checked every minute, or every half of
+/// `upload_idle` when that is shorter), and run lease expiry hourly when enabled.
 fn spawn_maintenance(
     server: Arc<StorageServer>,
     expiry: bool,
+    upload_idle: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        let check_every = (upload_idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut minute = tokio::time::interval(check_every);
         let mut hour = tokio::time::interval(EXPIRY_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = minute.tick() => {
                     let server = Arc::clone(&server);
-                    let aborted = tokio::task::spawn_blocking(move || server.abort_idle_uploads(UPLOAD_IDLE_LIMIT)).await;
+                    let aborted = tokio::task::spawn_blocking(move || server.abort_idle_uploads(upload_idle)).await;
                     if let Ok(count @ 1..) = aborted {
-                        info!(count, "aborted uploads idle for 30 minutes");
+                        info!(count, idle_secs = upload_idle.as_secs(), "aborted idle uploads");
                     }
                 }
                 _ = hour.tick(), if expiry => {

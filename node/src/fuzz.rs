@@ -37,7 +37,7 @@ fn servers_yaml(data: &[u8]) {
     };
     if let Ok(servers) = client::parse_servers_yaml(text) {
         for (id, ann) in &servers {
-            let _ = client::server_entry(id, ann);
+            let _ = client::server_entry(id, ann, Default::default());
         }
     }
 }
@@ -70,7 +70,7 @@ fn announcement(data: &[u8]) {
     let again = announcement::sign(&body, &key).expect("an announcement serializes");
     let (again_id, again_body) = announcement::verify(&again).expect("a signed announcement verifies");
     assert_eq!((again_id, again_body), (id.clone(), body.clone()));
-    let _ = client::server_entry(&id, &body.storage);
+    let _ = client::server_entry(&id, &body.storage, Default::default());
 }
 
 fn run(name: &str, body: fn(&[u8]), runs: u64, max_len: usize) {

@@ -628,7 +628,14 @@ mod tests {
             },
             filenode::grid::upload::UploadParams::default(),
         ));
-        crate::client::follow_introducer(dir.path(), address, Arc::clone(&grid), stopping).unwrap();
+        crate::client::follow_introducer(
+            dir.path(),
+            address,
+            Arc::clone(&grid),
+            Default::default(),
+            stopping,
+        )
+        .unwrap();
         while grid.servers_with_status().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -79,6 +79,11 @@ pub struct Allocation {
     pub already_have: BTreeSet<ShareNum>,
     /// The share numbers now open for upload with the presented upload secret.
     pub allocated: BTreeSet<ShareNum>,
+    /// Why each share number asked for and not allocated (nor held) was refused, for the user's error
+    /// message: e.g. another client's upload of it in progress, or no space. Tahoe's protocol refuses
+    /// silently; Tessera's server sends these in `X-Tessera-Refused` headers beside the CBOR answer,
+    /// so a Tahoe server's answer simply has none.
+    pub refused: BTreeMap<ShareNum, String>,
 }
 
 /// The state of an immutable upload after a write.
@@ -176,8 +181,9 @@ pub enum StorageError {
     /// The server is read-only.
     #[error("this storage server is read-only")]
     ReadOnly,
-    /// The server cannot hold this much.
-    #[error("not enough space: {needed} bytes needed, {available} available")]
+    /// The server cannot hold this much. `needed` 0 means the disk filled while writing (ENOSPC,
+    /// EDQUOT, EFBIG), which the server reports the same way as a refusal by `reserved_space`.
+    #[error("{}", no_space_message(*needed, *available))]
     NoSpace {
         /// Bytes asked for.
         needed: u64,
@@ -207,6 +213,14 @@ pub enum StorageError {
         /// The body or a description.
         message: String,
     },
+}
+
+fn no_space_message(needed: u64, available: u64) -> String {
+    if needed == 0 {
+        "the storage server is full (its disk filled while writing)".to_owned()
+    } else {
+        format!("the storage server is full: {needed} bytes needed, {available} available")
+    }
 }
 
 impl StorageError {

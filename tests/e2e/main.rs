@@ -19,6 +19,7 @@ mod chk;
 mod concurrency;
 mod ftp;
 mod grid;
+mod hung;
 mod mutable;
 mod sftp;
 mod tidy;

@@ -263,6 +263,7 @@ impl TestGrid {
                 lease_seed: [i as u8; 20],
                 client: Arc::clone(&s.client) as Arc<dyn StorageClient>,
                 request_timeout: self.request_timeout,
+                speed: Default::default(),
             })
             .collect()
     }

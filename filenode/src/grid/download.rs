@@ -1,14 +1,15 @@
 //! Downloading immutable files from storage servers: find the shares, then read through
 //! [`ChkReader`], which verifies everything and fails over between shares.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::BoxFuture;
 use storage::api::ShareKind;
 use storage::{ShareNum, StorageIndex};
 use tracing::{debug, warn};
 
-use super::{ServerEntry, permuted_servers, with_timeout};
+use super::{QUICK_DEADLINE, ServerEntry, permuted_servers};
 use crate::cap::ChkCap;
 use crate::immutable::{ChkReader, DownloadError, ShareReadError, ShareSource};
 
@@ -49,7 +50,8 @@ impl ShareSource for RemoteShare {
                 offset,
                 len,
             );
-            with_timeout(self.server.request_timeout, read)
+            self.server
+                .timed(QUICK_DEADLINE, len, read)
                 .await
                 .map(|bytes| bytes.to_vec())
                 .map_err(|e| ShareReadError(Box::new(e)))
@@ -65,7 +67,7 @@ impl ShareSource for RemoteShare {
                 self.shnum,
                 &reason,
             );
-            let result = with_timeout(self.server.request_timeout, advise).await;
+            let result = self.server.timed(QUICK_DEADLINE, 0, advise).await;
             if let Err(e) = result {
                 debug!(server = %self.server.name(), error = %e, "corruption advisory not delivered");
             }
@@ -80,31 +82,78 @@ pub async fn locate_shares(
     servers: &[ServerEntry],
     storage_index: StorageIndex,
 ) -> Vec<Arc<dyn ShareSource>> {
+    locate(servers, storage_index, None).await
+}
+
+/// As [`locate_shares`], but once the answers name `needed` distinct shares the servers yet to
+/// answer get a grace period (as long again as that took, at least half a second) and are then left
+/// out: a hung server costs a download that much, not its request deadline.
+pub async fn locate_enough_shares(
+    servers: &[ServerEntry],
+    storage_index: StorageIndex,
+    needed: usize,
+) -> Vec<Arc<dyn ShareSource>> {
+    locate(servers, storage_index, Some(needed)).await
+}
+
+async fn locate(
+    servers: &[ServerEntry],
+    storage_index: StorageIndex,
+    needed: Option<usize>,
+) -> Vec<Arc<dyn ShareSource>> {
+    use futures::FutureExt;
+    use futures::future::FusedFuture;
+    use futures::stream::{FuturesUnordered, StreamExt};
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let answers = join_all(ordered.iter().map(|server| async move {
-        (
-            server,
-            with_timeout(
-                server.request_timeout,
-                server.client.list_shares(ShareKind::Immutable, storage_index),
-            )
-            .await,
-        )
-    }))
-    .await;
-    let mut sources: Vec<Arc<dyn ShareSource>> = Vec::new();
-    for (server, answer) in answers {
-        match answer {
-            Ok(shares) => {
-                for shnum in shares {
-                    sources.push(Arc::new(RemoteShare {
-                        server: (*server).clone(),
-                        storage_index,
-                        shnum,
-                    }));
+    let started = std::time::Instant::now();
+    let mut pending: FuturesUnordered<_> = ordered
+        .iter()
+        .enumerate()
+        .map(|(rank, server)| async move {
+            let answer = server
+                .timed(
+                    QUICK_DEADLINE,
+                    0,
+                    server.client.list_shares(ShareKind::Immutable, storage_index),
+                )
+                .await;
+            (rank, answer)
+        })
+        .collect();
+    let mut answers: Vec<(usize, BTreeSet<ShareNum>)> = Vec::new();
+    let mut distinct: BTreeSet<ShareNum> = BTreeSet::new();
+    let mut grace = futures::future::Fuse::terminated();
+    loop {
+        futures::select! {
+            done = pending.next() => {
+                let Some((rank, answer)) = done else { break };
+                match answer {
+                    Ok(shares) => {
+                        distinct.extend(shares.iter().copied());
+                        answers.push((rank, shares));
+                    }
+                    Err(e) => debug!(server = %ordered[rank].name(), error = %e, "cannot list shares"),
+                }
+                if needed.is_some_and(|n| distinct.len() >= n) && grace.is_terminated() && !pending.is_empty() {
+                    let wait = std::time::Duration::from_millis(500).max(started.elapsed());
+                    grace = futures_timer::Delay::new(wait).fuse();
                 }
             }
-            Err(e) => debug!(server = %server.name(), error = %e, "cannot list shares"),
+            () = grace => {
+                debug!(unanswered = pending.len(), "locating shares without the slowest servers");
+                break;
+            }
+        }
+    }
+    answers.sort_by_key(|(rank, _)| *rank);
+    let mut sources: Vec<Arc<dyn ShareSource>> = Vec::new();
+    for (rank, shares) in answers {
+        for shnum in shares {
+            sources.push(Arc::new(RemoteShare {
+                server: ordered[rank].clone(),
+                storage_index,
+                shnum,
+            }));
         }
     }
     sources
@@ -112,6 +161,6 @@ pub async fn locate_shares(
 
 /// Opens an immutable file for reading from the grid.
 pub async fn open_chk(servers: &[ServerEntry], cap: ChkCap) -> Result<ChkReader, DownloadError> {
-    let sources = locate_shares(servers, cap.storage_index()).await;
+    let sources = locate_enough_shares(servers, cap.storage_index(), usize::from(cap.needed)).await;
     ChkReader::open(cap, sources).await
 }

@@ -11,6 +11,7 @@ pub mod placement;
 pub mod upload;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use storage::StorageClient;
 use storage::api::LeaseSecrets;
@@ -30,9 +31,114 @@ pub struct ServerEntry {
     pub lease_seed: [u8; 20],
     /// How to reach it.
     pub client: Arc<dyn StorageClient>,
-    /// How long one request may take before the server counts as failed ([`REQUEST_TIMEOUT`]
-    /// unless a test wants it shorter).
+    /// The longest one request may take before the server counts as failed ([`REQUEST_TIMEOUT`],
+    /// or `[node] timeout.disconnect`, or shorter in tests): the ceiling of the adaptive deadline
+    /// [`ServerEntry::deadline`] sets from `speed`.
     pub request_timeout: std::time::Duration,
+    /// What this client has seen of the server's latency and throughput (shared by the entry's
+    /// clones; [`Grid::set_servers`] keeps it for servers that stay).
+    pub speed: Arc<ServerSpeed>,
+}
+
+/// The smallest deadline of a small request (version, listing, allocation, block read): a server
+/// that has not answered in this long while it usually answers in milliseconds is taken for hung.
+pub const QUICK_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The smallest deadline of a share write: the write that completes a share waits for the server
+/// to fsync the whole share, which a healthy but busy disk can take seconds to do.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The deadline of a request to a server this client has not heard from yet (connection set-up
+/// and TLS included), unless the request's own floor is higher.
+pub const FIRST_CONTACT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A deadline is at least this many times the server's recent latency.
+const LATENCY_MULTIPLE: u32 = 10;
+
+/// Bytes moved get at least this rate in a deadline (the observed rate is used when it is faster
+/// than four times this), so a large read or write on a slow link is not cut off for its size.
+const MIN_RATE: f64 = 256.0 * 1024.0;
+
+/// A moving estimate of one server's speed, fed by every request that succeeds.
+#[derive(Debug, Default)]
+pub struct ServerSpeed {
+    state: std::sync::Mutex<SpeedState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SpeedState {
+    /// Moving average of request durations, in seconds (`None` before the first answer).
+    latency: Option<f64>,
+    /// Moving average of the transfer rate of requests that moved 64 KiB or more, in bytes/s.
+    rate: Option<f64>,
+}
+
+impl ServerSpeed {
+    fn snapshot(&self) -> SpeedState {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a request that succeeded after `elapsed`, having moved `bytes`.
+    pub fn record(&self, elapsed: Duration, bytes: u64) {
+        let seconds = elapsed.as_secs_f64();
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.latency = Some(match state.latency {
+            Some(old) => old * 0.8 + seconds * 0.2,
+            None => seconds,
+        });
+        if bytes >= 64 * 1024 && seconds > 0.0 {
+            let rate = bytes as f64 / seconds;
+            state.rate = Some(match state.rate {
+                Some(old) => old * 0.8 + rate * 0.2,
+                None => rate,
+            });
+        }
+    }
+
+    /// The recent average request duration, once the server has answered.
+    pub fn latency(&self) -> Option<Duration> {
+        self.snapshot().latency.map(Duration::from_secs_f64)
+    }
+}
+
+impl ServerEntry {
+    /// How long a request that moves `bytes` may take on this server: at least `floor` (or
+    /// [`FIRST_CONTACT_DEADLINE`] before the server has answered anything), at least
+    /// [`LATENCY_MULTIPLE`] times its recent latency, plus the time `bytes` take at a quarter of
+    /// its observed rate (never slower than 256 KiB/s); never more than `request_timeout`.
+    pub fn deadline(&self, floor: Duration, bytes: u64) -> Duration {
+        let state = self.speed.snapshot();
+        let base = match state.latency {
+            Some(latency) => floor.max(Duration::from_secs_f64(latency) * LATENCY_MULTIPLE),
+            None => floor.max(FIRST_CONTACT_DEADLINE),
+        };
+        let rate = state.rate.map_or(MIN_RATE, |r| (r / 4.0).max(MIN_RATE));
+        let transfer = Duration::from_secs_f64(bytes as f64 / rate);
+        (base + transfer).min(self.request_timeout)
+    }
+
+    /// Runs `request` (moving about `bytes`) under [`ServerEntry::deadline`], and learns from its
+    /// duration when it succeeds. A request past its deadline fails with
+    /// [`storage::StorageError::Timeout`] and its connection is dropped.
+    pub async fn timed<T>(
+        &self,
+        floor: Duration,
+        bytes: u64,
+        request: impl std::future::Future<Output = Result<T, storage::StorageError>>,
+    ) -> Result<T, storage::StorageError> {
+        let started = std::time::Instant::now();
+        let result = with_timeout(self.deadline(floor, bytes), request).await;
+        if result.is_ok() {
+            self.speed.record(started.elapsed(), bytes);
+        }
+        result
+    }
 }
 
 impl ServerEntry {
@@ -233,12 +339,12 @@ impl Grid {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = servers
             .into_iter()
-            .map(|entry| {
-                let status = current
-                    .iter()
-                    .find(|(old, _)| old.server_id == entry.server_id)
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_default();
+            .map(|mut entry| {
+                let old = current.iter().find(|(old, _)| old.server_id == entry.server_id);
+                if let Some((old, _)) = old {
+                    entry.speed = Arc::clone(&old.speed);
+                }
+                let status = old.map(|(_, s)| s.clone()).unwrap_or_default();
                 (entry, status)
             })
             .collect();
@@ -274,7 +380,7 @@ impl Grid {
         let answers = futures::future::join_all(
             servers
                 .iter()
-                .map(|(entry, _)| with_timeout(std::time::Duration::from_secs(5), entry.client.version())),
+                .map(|(entry, _)| entry.timed(QUICK_DEADLINE, 0, entry.client.version())),
         )
         .await;
         let now = std::time::SystemTime::now()

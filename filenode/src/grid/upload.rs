@@ -20,7 +20,7 @@ use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
-use super::{ClientSecrets, ServerEntry, permuted_servers, run_blocking, with_timeout};
+use super::{ClientSecrets, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers, run_blocking};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
 use crate::immutable::{
     ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key,
@@ -368,9 +368,10 @@ async fn allocate(
     // Ask each candidate for its free space and the shares it already holds.
     let probes = join_all(ordered.iter().map(|server| async move {
         futures::join!(
-            with_timeout(server.request_timeout, server.client.version()),
-            with_timeout(
-                server.request_timeout,
+            server.timed(QUICK_DEADLINE, 0, server.client.version()),
+            server.timed(
+                QUICK_DEADLINE,
+                0,
                 server.client.list_shares(ShareKind::Immutable, storage_index)
             ),
         )
@@ -432,7 +433,7 @@ async fn allocate(
                     server
                         .client
                         .allocate_buckets(storage_index, &lease, &upload, shares, share_size);
-                let answer = with_timeout(server.request_timeout, allocate).await;
+                let answer = server.timed(QUICK_DEADLINE, 0, allocate).await;
                 (index, shares.clone(), upload, answer)
             }
         }))
@@ -453,7 +454,7 @@ async fn allocate(
                     {
                         refused_any = true;
                         candidates[index].writable = false;
-                        problems.push(format!("{} refused some shares", server.name()));
+                        problems.push(refusal_message(&server.name(), &asked, &allocation));
                     }
                     if !allocation.allocated.is_empty() {
                         let bucket = allocated.entry(index).or_insert_with(|| Bucket {
@@ -529,6 +530,29 @@ async fn allocate(
     Ok((kept, allocated.into_values().collect()))
 }
 
+/// "NAME refused share(s) N, M: REASON" (the first reason the server gave, when it gave one: a Tahoe
+/// server refuses silently).
+fn refusal_message(name: &str, asked: &BTreeSet<ShareNum>, allocation: &storage::api::Allocation) -> String {
+    let refused: Vec<String> = asked
+        .iter()
+        .filter(|s| !allocation.allocated.contains(s) && !allocation.already_have.contains(s))
+        .map(ToString::to_string)
+        .collect();
+    let noun = if refused.len() == 1 { "share" } else { "shares" };
+    let mut message = format!("{name} refused {noun} {}", refused.join(", "));
+    // The first reason the server gave (they differ only in share numbers and times).
+    if let Some(reason) = allocation
+        .refused
+        .iter()
+        .find(|(s, _)| asked.contains(s))
+        .map(|(_, r)| r)
+    {
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    message
+}
+
 /// Sends one server's writes; returns the shares it completed.
 async fn write_bucket(
     bucket: &Bucket,
@@ -546,9 +570,10 @@ async fn write_bucket(
                 if failed.load(Ordering::Relaxed) {
                     return;
                 }
+                let bytes = write.data.len() as u64;
                 let request =
                     bucket.server.client.write_share(storage_index, write.shnum, &bucket.upload, write.offset, write.data);
-                let result = with_timeout(bucket.server.request_timeout, request).await;
+                let result = bucket.server.timed(WRITE_DEADLINE, bytes, request).await;
                 match result {
                     Ok(progress) if progress.complete => {
                         complete.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(write.shnum);
@@ -587,14 +612,17 @@ async fn abort_all(
             .iter()
             .filter(move |s| !complete.contains(s))
             .map(move |&shnum| async move {
-                if let Err(e) = with_timeout(
-                    bucket.server.request_timeout,
-                    bucket
-                        .server
-                        .client
-                        .abort_upload(storage_index, shnum, &bucket.upload),
-                )
-                .await
+                if let Err(e) = bucket
+                    .server
+                    .timed(
+                        QUICK_DEADLINE,
+                        0,
+                        bucket
+                            .server
+                            .client
+                            .abort_upload(storage_index, shnum, &bucket.upload),
+                    )
+                    .await
                 {
                     debug!(server = %bucket.server.name(), shnum, error = %e, "abort failed");
                 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::{BoxFuture, FusedFuture};
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 
 use super::layout::{HeaderError, ShareOffsets, UebError, UriExtension, V2_HEADER_LEN};
@@ -164,6 +164,9 @@ fn describe_bad(bad: &[String]) -> String {
     }
 }
 
+/// The shortest wait before a slow block read is covered by a read from another share.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A share that passed validation.
 struct ValidShare {
     source: Arc<dyn ShareSource>,
@@ -212,6 +215,8 @@ struct ShareSet {
     /// Sources not tried yet.
     untried: VecDeque<Arc<dyn ShareSource>>,
     bad: Vec<BadShare>,
+    /// Validations of further holders in flight (by concurrent segment reads).
+    validating: usize,
 }
 
 /// The verified facts about a file, established from its first good share.
@@ -263,7 +268,10 @@ impl ChkReader {
             if batch.is_empty() {
                 break;
             }
-            let (good, bad) = validate_batch(&cap, batch, info.as_deref()).await;
+            let (good, bad, unanswered) = validate_batch(&cap, batch, info.as_deref(), missing).await;
+            for source in unanswered.into_iter().rev() {
+                set.untried.push_front(source);
+            }
             for (valid, file_info) in good {
                 if info.is_none() {
                     info = file_info.map(Arc::new);
@@ -372,27 +380,18 @@ impl ChkReader {
         let needed = self.cap.needed as usize;
         loop {
             let chosen = self.choose_shares(needed).await?;
-            let geometry = self.info.geometry;
-            let block_len = geometry.block_len(segnum);
-            let reads = chosen.iter().map(|share| {
-                let offset = share.offsets.data + segnum * geometry.block_size();
-                async move {
-                    let started = std::time::Instant::now();
-                    let result = share.source.read(offset, block_len).await;
-                    share.record_latency(started.elapsed());
-                    (share, result)
+            let spares = self.spares(&chosen);
+            let (mut blocks, mut failed) = self.fetch_blocks(segnum, chosen, spares).await;
+            if blocks.len() < needed {
+                // Every good share was asked and too few answered: drop the failed ones and let
+                // `choose_shares` validate other holders (or fail with the reasons).
+                for (share, problem) in failed {
+                    self.forget(&share, problem);
                 }
-            });
-            let fetched = join_all(reads).await;
-            let mut blocks = Vec::with_capacity(needed);
-            let mut failed = Vec::new();
-            for (share, result) in fetched {
-                match result {
-                    Ok(bytes) if bytes.len() as u64 == block_len => blocks.push((Arc::clone(share), bytes)),
-                    Ok(_) => failed.push((Arc::clone(share), ShareProblem::Truncated)),
-                    Err(e) => failed.push((Arc::clone(share), ShareProblem::Unreadable(e))),
-                }
+                continue;
             }
+            // The decoder takes the blocks in share-number order.
+            blocks.sort_by_key(|(share, _)| share.source.shnum());
             let info = Arc::clone(&self.info);
             let codec = Arc::clone(&self.codec);
             let key = self.cap.key;
@@ -409,20 +408,125 @@ impl ChkReader {
             if failed.is_empty() {
                 return outcome.expect("invariant: no failed share means the segment decoded");
             }
-            for (share, problem) in failed {
+            for (share, problem) in failed.drain(..) {
                 advise_if_corrupt(share.source.as_ref(), &problem).await;
-                let mut set = self.lock();
-                let shnum = share.source.shnum();
-                if set
-                    .good
-                    .get(&shnum)
-                    .is_some_and(|current| Arc::ptr_eq(current, &share))
-                {
-                    set.good.remove(&shnum);
-                    set.bad.push(bad_share(share.source.as_ref(), problem));
+                self.forget(&share, problem);
+            }
+        }
+    }
+
+    /// Moves a share that failed out of the good ones (once: another task may have done it).
+    fn forget(&self, share: &Arc<ValidShare>, problem: ShareProblem) {
+        let mut set = self.lock();
+        let shnum = share.source.shnum();
+        if set
+            .good
+            .get(&shnum)
+            .is_some_and(|current| Arc::ptr_eq(current, share))
+        {
+            set.good.remove(&shnum);
+            set.bad.push(bad_share(share.source.as_ref(), problem));
+        }
+    }
+
+    /// The good shares not in `chosen`, fastest first: where a hedged read goes.
+    fn spares(&self, chosen: &[Arc<ValidShare>]) -> Vec<Arc<ValidShare>> {
+        let set = self.lock();
+        let mut spares: Vec<Arc<ValidShare>> = set
+            .good
+            .values()
+            .filter(|s| !chosen.iter().any(|c| Arc::ptr_eq(c, s)))
+            .cloned()
+            .collect();
+        spares.sort_by_key(|s| std::cmp::Reverse(s.latency()));
+        spares
+    }
+
+    /// Reads segment `segnum`'s block from each of `chosen` until k blocks have arrived. A read that
+    /// fails, or is still unanswered after the hedge delay (a few times the slowest chosen share's
+    /// usual latency, at least [`HEDGE_AFTER`]), is covered by a read from a spare share (the
+    /// fastest first), so one hung server costs a fraction of a second, not its request timeout.
+    /// Reads still running when k blocks are in are dropped; a share that was that slow gets its
+    /// elapsed time as a latency sample, so later segments prefer others.
+    async fn fetch_blocks(
+        &self,
+        segnum: u64,
+        chosen: Vec<Arc<ValidShare>>,
+        mut spares: Vec<Arc<ValidShare>>,
+    ) -> (
+        Vec<(Arc<ValidShare>, Vec<u8>)>,
+        Vec<(Arc<ValidShare>, ShareProblem)>,
+    ) {
+        use futures::FutureExt;
+        let needed = chosen.len();
+        let geometry = self.info.geometry;
+        let block_len = geometry.block_len(segnum);
+        let read = |share: Arc<ValidShare>| {
+            let offset = share.offsets.data + segnum * geometry.block_size();
+            async move {
+                let started = std::time::Instant::now();
+                let result = share.source.read(offset, block_len).await;
+                share.record_latency(started.elapsed());
+                (share, result)
+            }
+        };
+        let slowest = chosen.iter().map(|s| s.latency()).max().unwrap_or(0);
+        let hedge_after = HEDGE_AFTER.max(std::time::Duration::from_micros(slowest.saturating_mul(4)));
+        let started = std::time::Instant::now();
+        let mut asked: Vec<Arc<ValidShare>> = chosen.clone();
+        let mut pending: stream::FuturesUnordered<_> = chosen.into_iter().map(read).collect();
+        let mut blocks = Vec::with_capacity(needed);
+        let mut failed = Vec::new();
+        let mut hedge = futures_timer::Delay::new(hedge_after).fuse();
+        while blocks.len() < needed {
+            if pending.is_empty() {
+                match spares.pop() {
+                    Some(spare) => {
+                        asked.push(Arc::clone(&spare));
+                        pending.push(read(spare));
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            futures::select! {
+                done = pending.select_next_some() => {
+                    let (share, result) = done;
+                    match result {
+                        Ok(bytes) if bytes.len() as u64 == block_len => blocks.push((share, bytes)),
+                        Ok(_) => failed.push((share, ShareProblem::Truncated)),
+                        Err(e) => failed.push((share, ShareProblem::Unreadable(e))),
+                    }
+                    if blocks.len() + pending.len() < needed
+                        && let Some(spare) = spares.pop()
+                    {
+                        asked.push(Arc::clone(&spare));
+                        pending.push(read(spare));
+                    }
+                }
+                () = hedge => {
+                    // Cover every read still outstanding beyond what the blocks in hand need.
+                    let short = needed - blocks.len();
+                    for _ in 0..short.min(pending.len()) {
+                        let Some(spare) = spares.pop() else { break };
+                        tracing::debug!(segnum, spare = %spare.source.describe(), "hedging a slow block read");
+                        asked.push(Arc::clone(&spare));
+                        pending.push(read(spare));
+                    }
+                    hedge = futures_timer::Delay::new(hedge_after).fuse();
                 }
             }
         }
+        drop(pending);
+        // Shares whose reads were abandoned: remember how slow they were.
+        for share in &asked {
+            let answered = blocks.iter().any(|(s, _)| Arc::ptr_eq(s, share))
+                || failed.iter().any(|(s, _)| Arc::ptr_eq(s, share));
+            if !answered {
+                share.record_latency(started.elapsed());
+            }
+        }
+        (blocks, failed)
     }
 
     /// Picks k good shares, preferring the lowest share numbers (0..k need no FEC decoding), and
@@ -435,49 +539,99 @@ impl ChkReader {
                     return Ok(pick_fastest(&set.good, needed));
                 }
                 let missing = needed - set.good.len();
-                let batch = take_untried(&mut set, missing);
-                if batch.is_empty() {
+                // Every other holder at once (a hedge: some of them may hang too); the first
+                // `missing` good ones are enough, and the slow ones stay untried.
+                let batch = take_untried(&mut set, usize::MAX);
+                if batch.is_empty() && set.validating == 0 {
                     return Err(not_enough(&set, self.cap.needed));
                 }
-                batch
+                if !batch.is_empty() {
+                    set.validating += 1;
+                }
+                (batch, missing)
             };
-            let (good, bad) = validate_batch(&self.cap, batch, Some(&self.info)).await;
-            let mut set = self.lock();
-            for (valid, _) in good {
-                set.good
-                    .entry(valid.source.shnum())
-                    .or_insert_with(|| Arc::new(valid));
+            let (batch, missing) = batch;
+            if batch.is_empty() {
+                // Another segment's task is validating the remaining holders: wait for its outcome.
+                futures_timer::Delay::new(std::time::Duration::from_millis(20)).await;
+                continue;
             }
-            set.bad.extend(bad);
+            let in_flight = Validating(&self.shares);
+            let (good, bad, unanswered) = validate_batch(&self.cap, batch, Some(&self.info), missing).await;
+            {
+                let mut set = self.lock();
+                for source in unanswered.into_iter().rev() {
+                    set.untried.push_front(source);
+                }
+                for (valid, _) in good {
+                    set.good
+                        .entry(valid.source.shnum())
+                        .or_insert_with(|| Arc::new(valid));
+                }
+                set.bad.extend(bad);
+            }
+            // Only now (the outcome recorded) may a waiting task conclude there is nothing left.
+            drop(in_flight);
         }
     }
 }
 
 type Validated = (ValidShare, Option<FileInfo>);
 
+/// Counts one validation in flight in [`ShareSet::validating`] until dropped (also when the read
+/// that started it is abandoned).
+struct Validating<'a>(&'a Mutex<ShareSet>);
+
+impl Drop for Validating<'_> {
+    fn drop(&mut self) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        set.validating -= 1;
+    }
+}
+
 /// Validates a batch of sources concurrently. Shares that fail are returned as bad ones, after a
-/// corruption advisory when their bytes are wrong.
+/// corruption advisory when their bytes are wrong. Once `enough` shares are good, the others get a
+/// grace period (as long again as that took, at least [`HEDGE_AFTER`]) and are then given back
+/// unanswered, so that a hung server does not hold up opening the file.
 async fn validate_batch(
     cap: &ChkCap,
     batch: Vec<Arc<dyn ShareSource>>,
     known: Option<&FileInfo>,
-) -> (Vec<Validated>, Vec<BadShare>) {
-    let results = join_all(batch.into_iter().map(|source| async move {
-        let outcome = validate_share(cap, Arc::clone(&source), known).await;
-        (source, outcome)
-    }))
-    .await;
+    enough: usize,
+) -> (Vec<Validated>, Vec<BadShare>, Vec<Arc<dyn ShareSource>>) {
+    use futures::FutureExt;
+    let started = std::time::Instant::now();
+    let mut waiting: Vec<Arc<dyn ShareSource>> = batch.clone();
+    let mut pending: stream::FuturesUnordered<_> = batch
+        .into_iter()
+        .map(|source| async move {
+            let outcome = validate_share(cap, Arc::clone(&source), known).await;
+            (source, outcome)
+        })
+        .collect();
     let (mut good, mut bad) = (Vec::new(), Vec::new());
-    for (source, outcome) in results {
-        match outcome {
-            Ok(validated) => good.push(validated),
-            Err(problem) => {
-                advise_if_corrupt(source.as_ref(), &problem).await;
-                bad.push(bad_share(source.as_ref(), problem));
+    let mut grace = futures::future::Fuse::terminated();
+    loop {
+        futures::select! {
+            done = pending.next() => {
+                let Some((source, outcome)) = done else { break };
+                waiting.retain(|w| !Arc::ptr_eq(w, &source));
+                match outcome {
+                    Ok(validated) => good.push(validated),
+                    Err(problem) => {
+                        advise_if_corrupt(source.as_ref(), &problem).await;
+                        bad.push(bad_share(source.as_ref(), problem));
+                    }
+                }
+                if good.len() >= enough && grace.is_terminated() && !pending.is_empty() {
+                    grace = futures_timer::Delay::new(HEDGE_AFTER.max(started.elapsed())).fuse();
+                }
             }
+            () = grace => break,
         }
     }
-    (good, bad)
+    drop(pending);
+    (good, bad, waiting)
 }
 
 /// Sends a corruption advisory for problems that mean the stored bytes are wrong (not for a share

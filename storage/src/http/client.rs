@@ -75,6 +75,9 @@ pub struct HttpClientOptions {
     pub retries: u32,
     /// Delay before the first retry; doubled for each further one.
     pub retry_backoff: Duration,
+    /// TCP keepalive on each connection: probes start after this long without traffic and repeat
+    /// as often (Tahoe's `timeout.keepalive`); `None` leaves the system's setting.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for HttpClientOptions {
@@ -87,6 +90,7 @@ impl Default for HttpClientOptions {
             idle_timeout: Duration::from_secs(20),
             retries: 2,
             retry_backoff: Duration::from_millis(100),
+            tcp_keepalive: None,
         }
     }
 }
@@ -354,6 +358,12 @@ impl HttpStorageClient {
         // Small requests (version polls, CBOR answers) must not wait for Nagle.
         tcp.set_nodelay(true)
             .map_err(|e| StorageError::Transport(format!("cannot configure the socket: {e}")))?;
+        if let Some(every) = inner.options.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(every).with_interval(every);
+            socket2::SockRef::from(&tcp)
+                .set_tcp_keepalive(&keepalive)
+                .map_err(|e| StorageError::Transport(format!("cannot configure the socket: {e}")))?;
+        }
         let tls = tokio::time::timeout(deadline, inner.connector.connect(inner.server_name.clone(), tcp))
             .await
             .map_err(|_| StorageError::Timeout)?
@@ -496,6 +506,28 @@ fn tls_error(error: &std::io::Error) -> StorageError {
     }
 }
 
+/// The reasons a Tessera server gave for refusing share numbers (`X-Tessera-Refused`), for those asked
+/// for only, each cut to [`wire::MAX_REFUSAL_LEN`] bytes of visible ASCII.
+fn refusals(headers: &HeaderMap, asked: &BTreeSet<ShareNum>) -> BTreeMap<ShareNum, String> {
+    let mut refused = BTreeMap::new();
+    for value in headers
+        .get_all(wire::REFUSED_HEADER)
+        .iter()
+        .take(wire::MAX_REFUSALS)
+    {
+        let Some((shnum, reason)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+            continue;
+        };
+        let Some(shnum) = shnum.parse::<ShareNum>().ok().filter(|s| asked.contains(s)) else {
+            continue;
+        };
+        let mut reason = reason.to_owned();
+        reason.truncate(wire::MAX_REFUSAL_LEN);
+        refused.insert(shnum, reason);
+    }
+    refused
+}
+
 /// Rebuilds a [`StorageError`] from an error response: from `X-Tessera-Error` when present (exact), else
 /// from the status and what the request was (Tahoe servers).
 fn error_from_response(
@@ -609,7 +641,9 @@ impl StorageClient for HttpStorageClient {
         .secret(SecretKind::Upload, &upload.0);
         let answer = self.call(call).await?;
         expect_status(&answer, &[StatusCode::OK])?;
-        wire::decode_allocation(&answer.body).map_err(bad_answer)
+        let mut allocation = wire::decode_allocation(&answer.body).map_err(bad_answer)?;
+        allocation.refused = refusals(&answer.headers, share_numbers);
+        Ok(allocation)
     }
 
     async fn write_share(

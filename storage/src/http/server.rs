@@ -490,7 +490,18 @@ async fn allocate_buckets(
         )
     })
     .await?;
-    Ok(cbor(StatusCode::OK, wire::encode_allocation(&allocation)))
+    let mut response = cbor(StatusCode::OK, wire::encode_allocation(&allocation));
+    for (shnum, reason) in allocation.refused.iter().take(wire::MAX_REFUSALS) {
+        let mut text: String = reason
+            .chars()
+            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+            .collect();
+        text.truncate(wire::MAX_REFUSAL_LEN);
+        if let Ok(value) = hyper::http::HeaderValue::from_str(&format!("{shnum} {text}")) {
+            response.headers_mut().append(wire::REFUSED_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn write_share(

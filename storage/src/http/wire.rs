@@ -27,6 +27,13 @@ pub(crate) const OCTET_STREAM: &str = "application/octet-stream";
 pub(crate) const SECRET_HEADER: &str = "x-tahoe-authorization";
 /// Tessera's machine-readable error header (see [`super`] module docs).
 pub(crate) const ERROR_HEADER: &str = "x-tessera-error";
+/// Tessera's reasons for share numbers an allocation refused: one header per share,
+/// `<shnum> <reason>` (a Tahoe client ignores it; the CBOR answer is Tahoe's).
+pub(crate) const REFUSED_HEADER: &str = "x-tessera-refused";
+/// At most this many bytes of one refusal reason are sent or read.
+pub(crate) const MAX_REFUSAL_LEN: usize = 200;
+/// At most this many refusal headers are sent or read (hyper reads at most 100 headers).
+pub(crate) const MAX_REFUSALS: usize = 32;
 /// The key of the version message's inner map.
 pub(crate) const VERSION_V1_KEY: &str = "http://allmydata.org/tahoe/protocols/storage/v1";
 
@@ -328,6 +335,7 @@ pub(crate) fn decode_allocation(bytes: &[u8]) -> Decoded<Allocation> {
     Ok(Allocation {
         already_have: decode_share_set_value(fields.take("already-have")?, "already-have")?,
         allocated: decode_share_set_value(fields.take("allocated")?, "allocated")?,
+        refused: BTreeMap::new(),
     })
 }
 
@@ -872,6 +880,7 @@ mod tests {
         let allocation = Allocation {
             already_have: [1].into(),
             allocated: [2, 3].into(),
+            refused: BTreeMap::new(),
         };
         assert_eq!(
             decode_allocation(&encode_allocation(&allocation)).unwrap(),

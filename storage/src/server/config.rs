@@ -31,7 +31,20 @@ pub struct StorageConfig {
     pub clock: Arc<dyn Clock>,
     /// Reported in [`VersionInfo`](crate::api::VersionInfo), e.g. `tessera/0.0.0`.
     pub application_version: String,
+    /// An upload not written to for this long is taken over when another client (another upload
+    /// secret) allocates the same share: its partial share is discarded and the new upload proceeds
+    /// (`[storage] upload.takeover_after`, Tessera's; default [`UPLOAD_TAKEOVER_AFTER`]). An upload
+    /// written to more recently is left alone and the allocation is refused with the reason.
+    pub upload_takeover_after: Duration,
 }
+
+/// Default of [`StorageConfig::upload_takeover_after`]: far longer than any pause of a live uploader
+/// between two writes, short enough that re-uploading after a crashed client works within a minute.
+pub const UPLOAD_TAKEOVER_AFTER: Duration = Duration::from_secs(20);
+
+/// Default idle limit after which the node's maintenance aborts an upload nobody asked to take over
+/// (`[storage] upload.idle_timeout`, Tessera's; Tahoe aborts after 30 minutes).
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 impl StorageConfig {
     /// A read-write store in `storage_dir` with no reserved space, no maximum, expiration disabled,
@@ -46,6 +59,7 @@ impl StorageConfig {
             node_id: [0; 20],
             clock: Arc::new(SystemClock),
             application_version: format!("tessera/{}", env!("CARGO_PKG_VERSION")),
+            upload_takeover_after: UPLOAD_TAKEOVER_AFTER,
         }
     }
 }

@@ -85,6 +85,9 @@ mod store;
 mod tests;
 
 pub use advisory::CorruptionAdvisory;
-pub use config::{Clock, ExpirationMode, ExpirationPolicy, FakeClock, StorageConfig, SystemClock};
+pub use config::{
+    Clock, ExpirationMode, ExpirationPolicy, FakeClock, StorageConfig, SystemClock, UPLOAD_IDLE_TIMEOUT,
+    UPLOAD_TAKEOVER_AFTER,
+};
 pub use local::LocalStorageClient;
 pub use store::{ExpirationReport, MAX_READ_VECTOR_ANSWER, ShareReader, StorageServer, StorageStatus};

@@ -214,8 +214,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
+    if is_disk_full(&err) {
+        // Not a fault of the server: the disk (or this user's quota) filled while writing. Reported
+        // as the same "no space" refusal as `reserved_space`, so clients say the server is full.
+        tracing::warn!(error = %err, "storage: {what}: the disk is full");
+        return StorageError::NoSpace {
+            needed: 0,
+            available: 0,
+        };
+    }
     tracing::error!(error = %err, "storage: {what}");
     StorageError::Internal(format!("{what}: {err}"))
+}
+
+/// ENOSPC, EDQUOT, or EFBIG (a file size limit): writing more cannot succeed until space is freed.
+pub(super) fn is_disk_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
 }
 
 fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> StorageError {
@@ -329,8 +346,11 @@ impl StorageServer {
 
     /// Opens immutable uploads (tahoe-interfaces.md §2.4). `already_have` lists every immutable share
     /// held for `si`, whose leases are renewed (or added) with `lease`; a share number with an upload
-    /// in progress is in neither set; the others are allocated while space remains. Refusals are
-    /// silent. A read-only store allocates nothing.
+    /// in progress is in neither set (unless that upload has been idle for
+    /// [`StorageConfig::upload_takeover_after`] and was allocated with another upload secret: then it
+    /// is aborted and the share allocated to the caller); the others are allocated while space
+    /// remains. Each refusal's reason is in [`Allocation::refused`]. A read-only store allocates
+    /// nothing.
     pub fn allocate_buckets(
         &self,
         si: StorageIndex,
@@ -363,33 +383,93 @@ impl StorageServer {
             )?;
         }
         let mut allocated = BTreeSet::new();
+        let mut refused = BTreeMap::new();
+        let wanted = || {
+            share_numbers
+                .iter()
+                .copied()
+                .filter(|s| !existing.contains_key(s))
+        };
         if self.config.readonly {
+            refused.extend(wanted().map(|shnum| (shnum, "this storage server is read-only".to_owned())));
             return Ok(Allocation {
                 already_have,
                 allocated,
+                refused,
             });
         }
         let Some(reserve) = allocated_size.checked_add(immutable::OVERHEAD) else {
+            refused.extend(
+                wanted().map(|shnum| (shnum, format!("a share of {allocated_size} bytes is too large"))),
+            );
             return Ok(Allocation {
                 already_have,
                 allocated,
+                refused,
             });
         };
         let disk = self.disk_available();
-        for &shnum in share_numbers {
-            if existing.contains_key(&shnum) {
-                continue;
-            }
-            {
+        for shnum in wanted() {
+            let stale = {
                 let mut state = lock(&self.state);
-                if state.uploads.contains_key(&(si, shnum)) {
-                    continue;
+                let mut stale = None;
+                if let Some(current) = state.uploads.get(&(si, shnum)) {
+                    let idle = now.duration_since(current.last_write).unwrap_or_default();
+                    if ct_eq(&current.secret, &upload.0) {
+                        refused.insert(
+                            shnum,
+                            format!(
+                                "share {shnum} of this storage index is already allocated to this upload"
+                            ),
+                        );
+                        continue;
+                    }
+                    if idle < self.config.upload_takeover_after {
+                        refused.insert(
+                            shnum,
+                            format!(
+                                "share {shnum} of this storage index is being uploaded by another client, \
+                                 last written {} s ago (taken over after {} s idle)",
+                                idle.as_secs(),
+                                self.config.upload_takeover_after.as_secs()
+                            ),
+                        );
+                        continue;
+                    }
+                    // The other upload has gone quiet: its client most likely vanished. Its space is
+                    // released here and its partial file replaced below; its writes now find no upload.
+                    stale = state.uploads.remove(&(si, shnum));
+                    if let Some(entry) = &stale {
+                        state.pending_space = state.pending_space.saturating_sub(entry.reserved);
+                    }
                 }
                 let (disk_left, max_left) = self.space_left(&state, disk);
                 if allocated_size > disk_left || reserve > max_left {
-                    continue;
+                    refused.insert(
+                        shnum,
+                        format!(
+                            "this server is full: share {shnum} needs {allocated_size} bytes, {} available",
+                            disk_left.min(max_left)
+                        ),
+                    );
+                    stale.map(|entry| (entry, false))
+                } else {
+                    state.pending_space += reserve;
+                    stale.map(|entry| (entry, true))
                 }
-                state.pending_space += reserve;
+            };
+            let proceed = match stale {
+                Some((entry, proceed)) => {
+                    let idle = now.duration_since(entry.last_write).unwrap_or_default();
+                    tracing::info!(%si, shnum, idle_secs = idle.as_secs(), "storage: took over an idle upload for a new client");
+                    drop(entry);
+                    self.discard_incoming(si, shnum);
+                    proceed
+                }
+                None => !refused.contains_key(&shnum),
+            };
+            if !proceed {
+                continue;
             }
             match self.create_upload(si, shnum, allocated_size, lease, now) {
                 Ok((file, record)) => {
@@ -412,6 +492,15 @@ impl StorageServer {
                         let mut state = lock(&self.state);
                         state.pending_space = state.pending_space.saturating_sub(reserve);
                     }
+                    self.discard_incoming(si, shnum);
+                    if is_disk_full(&e) {
+                        tracing::warn!(%si, shnum, error = %e, "storage: no room for a new upload");
+                        refused.insert(
+                            shnum,
+                            format!("this server is full: no room for share {shnum} ({e})"),
+                        );
+                        continue;
+                    }
                     return Err(io_error(format!("cannot create upload {si}/{shnum}"), e));
                 }
             }
@@ -422,6 +511,7 @@ impl StorageServer {
         Ok(Allocation {
             already_have,
             allocated,
+            refused,
         })
     }
 

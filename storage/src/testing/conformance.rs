@@ -505,6 +505,16 @@ fn repeated_allocation_while_uploading(client: &dyn StorageClient) -> BoxFuture<
                 .expect("allocate");
             assert!(!allocation.allocated.contains(&0), "{allocation:?}");
             assert!(allocation.already_have.is_empty(), "{allocation:?}");
+            // Tessera says why (over HTTP in `X-Tessera-Refused`, beside Tahoe's CBOR answer).
+            let reason = allocation.refused.get(&0).expect("a reason for share 0");
+            if secret == upload_secret(2) {
+                assert!(
+                    reason.starts_with(
+                        "share 0 of this storage index is being uploaded by another client, last written"
+                    ),
+                    "{reason}"
+                );
+            }
         }
         // The original upload carries on with its own secret.
         let p = client
@@ -548,6 +558,10 @@ fn allocation_larger_than_available_space_is_refused(client: &dyn StorageClient)
             .expect("allocate");
         assert!(allocation.allocated.is_empty(), "{allocation:?}");
         assert!(allocation.already_have.is_empty(), "{allocation:?}");
+        assert!(
+            allocation.refused[&0].starts_with("this server is full"),
+            "{allocation:?}"
+        );
     })
 }
 

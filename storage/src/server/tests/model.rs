@@ -161,6 +161,8 @@ struct ModelUpload {
     written: Vec<Option<u8>>,
     lease: u8,
     expiry: u64,
+    /// Model time of the allocation or the last successful write.
+    last_write: u64,
 }
 
 #[derive(Debug, Default)]
@@ -215,7 +217,14 @@ impl Model {
         }
         let mut allocated = Vec::new();
         for shnum in shares.iter().copied().collect::<BTreeSet<_>>() {
-            if self.shares.contains_key(&(si, shnum)) || self.uploads.contains_key(&(si, shnum)) {
+            if self.shares.contains_key(&(si, shnum)) {
+                continue;
+            }
+            // Another client's upload idle for the takeover limit is replaced; any other is kept.
+            let takeover = crate::server::UPLOAD_TAKEOVER_AFTER.as_secs();
+            if let Some(current) = self.uploads.get(&(si, shnum))
+                && (current.secret == secret || self.now.saturating_sub(current.last_write) < takeover)
+            {
                 continue;
             }
             self.uploads.insert(
@@ -226,6 +235,7 @@ impl Model {
                     written: vec![None; size as usize],
                     lease,
                     expiry,
+                    last_write: self.now,
                 },
             );
             allocated.push(shnum);
@@ -259,6 +269,7 @@ impl Model {
         for (i, b) in data.iter().enumerate() {
             upload.written[offset as usize + i] = Some(*b);
         }
+        upload.last_write = self.now;
         let mut required = Vec::new();
         let mut i = 0;
         while i < upload.written.len() {
@@ -424,11 +435,8 @@ fn apply(h: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 )
                 .map_err(failure);
             prop_assert_eq!(
-                actual,
-                Ok(crate::api::Allocation {
-                    already_have: already.into_iter().collect(),
-                    allocated: allocated.into_iter().collect(),
-                })
+                actual.map(|a| (a.already_have, a.allocated)),
+                Ok((already.into_iter().collect(), allocated.into_iter().collect()))
             );
         }
         Op::Write {

@@ -349,3 +349,170 @@ fn concurrent_uploads() {
         shnums(&[0, 1, 2, 3])
     );
 }
+
+#[test]
+fn an_idle_upload_of_another_client_is_taken_over() {
+    let h = Harness::with(|c| c.max_space = Some(1_000_000));
+    h.server().set_disk_free(Some(1 << 40));
+    let server = h.server();
+    let s = si(9);
+    let data = content(s, 0, 100);
+    let first = server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0, 1]), 100)
+        .unwrap();
+    assert_eq!(first.allocated, shnums(&[0, 1]));
+    server
+        .write_share(s, 0, &upload_secret(1), 0, &data[..10])
+        .unwrap();
+
+    // Written 10 s ago: still somebody's live upload, so refused, and the answer says why.
+    h.clock.advance(Duration::from_secs(10));
+    let refused = server
+        .allocate_buckets(s, &lease(2), &upload_secret(2), &shnums(&[0, 1]), 100)
+        .unwrap();
+    assert!(refused.allocated.is_empty());
+    assert_eq!(
+        refused.refused.keys().copied().collect::<BTreeSet<_>>(),
+        shnums(&[0, 1])
+    );
+    assert!(
+        refused.refused[&0].contains(
+            "share 0 of this storage index is being uploaded by another client, last written 10 s ago"
+        ),
+        "{:?}",
+        refused.refused
+    );
+
+    // The first client writes share 1 now; share 0 stays quiet past the takeover limit.
+    h.clock.advance(Duration::from_secs(5));
+    server
+        .write_share(s, 1, &upload_secret(1), 0, &data[..10])
+        .unwrap();
+    h.clock
+        .advance(crate::server::UPLOAD_TAKEOVER_AFTER - Duration::from_secs(5));
+    let second = server
+        .allocate_buckets(s, &lease(2), &upload_secret(2), &shnums(&[0, 1]), 100)
+        .unwrap();
+    assert_eq!(second.allocated, shnums(&[0]), "{:?}", second.refused);
+    assert!(
+        second.refused[&1].contains("last written 15 s ago"),
+        "{:?}",
+        second.refused
+    );
+    assert_eq!(server.status().uploads_in_progress, 2);
+
+    // The vanished client's writes find no upload of theirs; the new one starts from nothing.
+    assert!(matches!(
+        server.write_share(s, 0, &upload_secret(1), 10, &data[10..]),
+        Err(StorageError::UploadSecretMismatch)
+    ));
+    let progress = server
+        .write_share(s, 0, &upload_secret(2), 50, &data[50..])
+        .unwrap();
+    assert_eq!(progress.required, vec![0..50]);
+    assert!(
+        server
+            .write_share(s, 0, &upload_secret(2), 0, &data[..50])
+            .unwrap()
+            .complete
+    );
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 100).unwrap(),
+        data
+    );
+    // The same client asking again for a share it has open is refused with its own reason.
+    let again = server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[1]), 100)
+        .unwrap();
+    assert!(again.allocated.is_empty());
+    assert!(
+        again.refused[&1].contains("already allocated to this upload"),
+        "{:?}",
+        again.refused
+    );
+    // Space: the taken-over upload's reservation was released, not leaked.
+    server.abort_upload(s, 1, &upload_secret(1)).unwrap();
+    let status = server.status();
+    assert_eq!(status.uploads_in_progress, 0);
+    assert_eq!(
+        status.available_space + status.used_space + crate::server::immutable::OVERHEAD,
+        1_000_000
+    );
+}
+
+#[test]
+fn full_disks_are_reported_as_no_space() {
+    use crate::server::store::is_disk_full;
+    assert!(is_disk_full(&std::io::Error::from_raw_os_error(28))); // ENOSPC
+    assert!(is_disk_full(&std::io::Error::from_raw_os_error(122))); // EDQUOT
+    assert!(is_disk_full(&std::io::Error::from_raw_os_error(27))); // EFBIG
+    assert!(!is_disk_full(&std::io::Error::from_raw_os_error(5))); // EIO
+    let h = Harness::with(|c| c.readonly = true);
+    let refused = h
+        .server()
+        .allocate_buckets(si(3), &lease(1), &upload_secret(1), &shnums(&[0]), 100)
+        .unwrap();
+    assert_eq!(refused.refused[&0], "this storage server is read-only");
+}
+
+/// A write that the file system refuses for lack of room (here EFBIG, from a file size limit the
+/// child process runs under: the same path as ENOSPC without needing a small disk) is the protocol's
+/// "no space" refusal (507 `no-space` over HTTP), and its message says the server is full.
+#[test]
+fn a_disk_filling_mid_write_is_no_space() {
+    const CHILD: &str = "TESSERA_DISK_FULL_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        // Re-run this test alone under `ulimit -f` (1 MiB) with SIGXFSZ ignored, so writes past
+        // 1 MiB fail with EFBIG instead of killing the process.
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"")
+            .arg(exe)
+            .args([
+                "--exact",
+                "server::tests::upload::a_disk_filling_mid_write_is_no_space",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child run failed: {status}");
+        return;
+    }
+    let h = Harness::new();
+    let server = h.server();
+    // A new upload larger than the room left is refused, saying the server is full.
+    let allocation = server
+        .allocate_buckets(si(4), &lease(1), &upload_secret(1), &shnums(&[0]), 4 << 20)
+        .unwrap();
+    assert!(allocation.allocated.is_empty());
+    assert!(
+        allocation.refused[&0].contains("this server is full"),
+        "{:?}",
+        allocation.refused
+    );
+    assert_eq!(server.status().uploads_in_progress, 0);
+    // A write that runs out of room half-way (a mutable share's new version) is "no space".
+    let vectors: BTreeMap<ShareNum, TestWriteVectors> = [(
+        0,
+        TestWriteVectors {
+            test: Vec::new(),
+            write: vec![WriteVector {
+                offset: 0,
+                data: vec![7; 2 << 20],
+            }],
+            new_length: None,
+        },
+    )]
+    .into();
+    let error = server
+        .read_test_write(si(5), &WriteEnabler([1; 32]), &lease(1), &vectors, &[])
+        .expect_err("a write past the file size limit fails");
+    assert!(matches!(error, StorageError::NoSpace { .. }), "{error:?}");
+    assert!(error.to_string().contains("storage server is full"), "{error}");
+    let http = crate::http::server::storage_error_status(&error);
+    assert!(format!("{http:?}").contains("status: 507"), "{http:?}");
+    println!("disk-full child: {error}");
+}
