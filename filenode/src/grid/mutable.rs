@@ -206,14 +206,20 @@ async fn read_mutable(
     offset: u64,
     len: u64,
 ) -> Result<bytes::Bytes, StorageError> {
-    with_timeout(
-        server.request_timeout,
-        server
-            .client
-            .read_share(ShareKind::Mutable, storage_index, shnum, offset, len),
-    )
-    .await
+    server
+        .timed(
+            super::QUICK_DEADLINE,
+            len.min(MAX_READ_ESTIMATE),
+            server
+                .client
+                .read_share(ShareKind::Mutable, storage_index, shnum, offset, len),
+        )
+        .await
 }
+
+/// The most bytes a read is expected to move when it asks "to the end" (`u64::MAX`): for its
+/// deadline only.
+const MAX_READ_ESTIMATE: u64 = 64 << 20;
 
 /// Asks every server which shares of `cap`'s slot it holds and reads each share's fixed region;
 /// headers are checked against the cap's fingerprint and signature.
@@ -221,11 +227,13 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
     let storage_index = cap.storage_index();
     let ordered = permuted_servers(&storage_index.0, servers);
     let answers = join_all(ordered.iter().map(|server| async move {
-        let shnums = with_timeout(
-            server.request_timeout,
-            server.client.list_shares(ShareKind::Mutable, storage_index),
-        )
-        .await?;
+        let shnums = server
+            .timed(
+                super::QUICK_DEADLINE,
+                0,
+                server.client.list_shares(ShareKind::Mutable, storage_index),
+            )
+            .await?;
         let reads = join_all(shnums.iter().map(|&shnum| async move {
             let mut prefix = read_mutable(server, storage_index, shnum, 0, PREFIX_READ)
                 .await?
@@ -911,17 +919,25 @@ impl WriteSession<'_> {
         let lease = self
             .secrets
             .lease_secrets(&self.storage_index.0, &target.server.lease_seed);
-        let answer = with_timeout(
-            target.server.request_timeout,
-            target.server.client.read_test_write(
-                self.storage_index,
-                &self.write_enabler(&target.server),
-                &lease,
-                &vectors,
-                &[] as &[ReadVector],
-            ),
-        )
-        .await?;
+        let bytes: u64 = vectors
+            .values()
+            .flat_map(|v| v.write.iter())
+            .map(|w| w.data.len() as u64)
+            .sum();
+        let answer = target
+            .server
+            .timed(
+                super::WRITE_DEADLINE,
+                bytes,
+                target.server.client.read_test_write(
+                    self.storage_index,
+                    &self.write_enabler(&target.server),
+                    &lease,
+                    &vectors,
+                    &[] as &[ReadVector],
+                ),
+            )
+            .await?;
         Ok(answer.success)
     }
 
