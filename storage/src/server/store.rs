@@ -102,8 +102,8 @@ pub struct StorageStatus {
 /// threads at once (async callers use `spawn_blocking`, as [`LocalStorageClient`](super::LocalStorageClient)
 /// does).
 pub struct StorageServer {
-    config: StorageConfig,
-    layout: Layout,
+    pub(super) config: StorageConfig,
+    pub(super) layout: Layout,
     index: LeaseIndex,
     state: Mutex<State>,
     stripes: Vec<Mutex<()>>,
@@ -187,12 +187,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
+pub(super) fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
     tracing::error!(error = %err, "storage: {what}");
     StorageError::Internal(format!("{what}: {err}"))
 }
 
-fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> StorageError {
+pub(super) fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> StorageError {
     let kind = match kind {
         ShareKind::Immutable => "immutable",
         ShareKind::Mutable => "mutable",
@@ -1105,7 +1105,7 @@ impl StorageServer {
 
     /// Deletes a share file: index entries of its leases, the file, the directory entry (fsynced),
     /// the counters. The caller removes the SI directory if it became empty.
-    fn delete_share(
+    pub(super) fn delete_share(
         &self,
         kind: ShareKind,
         si: StorageIndex,
@@ -1306,7 +1306,7 @@ impl StorageServer {
 
     /// Free disk space minus the reservation (statvfs; `u64::MAX` if it cannot be measured, as Tahoe
     /// advertises 2^64 then).
-    fn disk_available(&self) -> u64 {
+    pub(super) fn disk_available(&self) -> u64 {
         let free = match *lock(&self.disk_free_override) {
             Some(free) => Some(free),
             None => fs4::available_space(&self.layout.root).ok(),
@@ -1349,7 +1349,7 @@ impl StorageServer {
 
     // ----- helpers -----
 
-    fn lock_si(&self, si: StorageIndex) -> MutexGuard<'_, ()> {
+    pub(super) fn lock_si(&self, si: StorageIndex) -> MutexGuard<'_, ()> {
         let stripe = usize::from(si.0[0]) % STRIPES;
         lock(&self.stripes[stripe])
     }
