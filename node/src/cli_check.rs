@@ -14,7 +14,10 @@
 //!   `manifest` reports it and exits 0;
 //! - `check --repair` reads the answer's shape (`repair-attempted` present or not), so a gateway
 //!   that answers with plain check results is shown rather than crashing, and a LIT file's
-//!   check-and-repair answer (which has no `pre-repair-results`) shows as healthy.
+//!   check-and-repair answer (which has no `pre-repair-results`) shows as healthy;
+//! - with Tessera's gateway, which says why (`list-corrupt-share-reasons`, `repair-problem`), a
+//!   corrupt share's line ends with `: REASON` and `repair failed` with `: PROBLEM`; against a
+//!   Tahoe gateway the lines are Tahoe's.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -172,24 +175,46 @@ fn path_of(object: &Value) -> Vec<String> {
 
 // ------------------------------------------------------------------------------------- check
 
-/// `server X, SI Y, shnum N` for each entry of `list-corrupt-shares`.
+/// `server X, SI Y, shnum N` for each entry of `list-corrupt-shares`, with `: REASON` when the
+/// gateway says why (Tessera's `list-corrupt-share-reasons`: the same triples, the reason last).
 fn corrupt_shares(results: &Value) -> Vec<String> {
+    let reasons: Vec<&Value> = results
+        .get("list-corrupt-share-reasons")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().collect())
+        .unwrap_or_default();
     results
         .get("list-corrupt-shares")
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
                 .map(|entry| {
-                    format!(
+                    let mut line = format!(
                         "server {}, SI {}, shnum {}",
                         plain(&entry[0]),
                         plain(&entry[1]),
                         repr(&entry[2])
-                    )
+                    );
+                    let reason = reasons
+                        .iter()
+                        .find(|r| (0..3).all(|i| r.get(i) == entry.get(i)))
+                        .and_then(|r| r.get(3));
+                    if let Some(reason) = reason {
+                        line.push_str(&format!(": {}", plain(reason)));
+                    }
+                    line
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// ` repair failed`, with `: PROBLEM` when the gateway says why (Tessera's `repair-problem`).
+fn repair_failed(answer: &Value) -> String {
+    match answer.get("repair-problem") {
+        Some(problem) => format!(" repair failed: {}", plain(problem)),
+        None => " repair failed".to_owned(),
+    }
 }
 
 /// The share counts and corrupt shares of a check's `results`, as Tahoe prints them.
@@ -236,7 +261,7 @@ fn check_text(data: &Value) -> Vec<String> {
             if data["repair-successful"].as_bool() == Some(true) {
                 lines.push(" repair successful".to_owned());
             } else {
-                lines.push(" repair failed".to_owned());
+                lines.push(repair_failed(data));
             }
         }
     } else {
@@ -515,14 +540,11 @@ impl DeepCheckTally {
                 .map(|c| format!(" corrupt: {c}")),
         );
         if self.repair && attempted {
-            out.push(
-                if successful {
-                    " repair successful"
-                } else {
-                    " repair failed"
-                }
-                .to_owned(),
-            );
+            out.push(match (successful, repaired) {
+                (true, _) => " repair successful".to_owned(),
+                (false, Some(crr)) => repair_failed(crr),
+                (false, None) => " repair failed".to_owned(),
+            });
         }
         out
     }
@@ -712,6 +734,25 @@ mod tests {
         );
         let lit_repair = json!({"storage-index": "", "repair-attempted": false});
         assert_eq!(check_text(&lit_repair), ["Summary: healthy", " storage index: "]);
+        // Tessera's gateway says why a share is corrupt and why a repair failed.
+        let mut bad = results(false, 0);
+        bad["list-corrupt-shares"] = json!([["v0-s", "abc", 4], ["v0-t", "abc", 5]]);
+        bad["list-corrupt-share-reasons"] = json!([["v0-t", "abc", 5, "block 2 is corrupt"]]);
+        let failed = json!({
+            "storage-index": "abc", "repair-attempted": true, "repair-successful": false,
+            "repair-problem": "the file is not recoverable: 0 good shares are left and 3 are needed",
+            "pre-repair-results": {"storage-index": "abc", "summary": "Not Healthy", "results": bad},
+            "post-repair-results": {"storage-index": "abc", "summary": "Not Healthy", "results": bad},
+        });
+        assert_eq!(
+            check_text(&failed)[4..],
+            [
+                " corrupt shares:",
+                "  server v0-s, SI abc, shnum 4",
+                "  server v0-t, SI abc, shnum 5: block 2 is corrupt",
+                " repair failed: the file is not recoverable: 0 good shares are left and 3 are needed"
+            ]
+        );
     }
 
     fn object(path: &[&str], si: &str, check: Value) -> String {

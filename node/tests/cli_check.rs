@@ -1,8 +1,10 @@
 //! `tessera check`, `deep-check` and `manifest` run as a person runs them, against a real
 //! `tessera devgrid` (three storage nodes; 3-of-10 encoding, happiness 3): a healthy file in text
 //! and `--raw`, LIT files, directories and mutable files, `--verify`, `--add-lease`, a tree walked
-//! by `deep-check` and `manifest` (every output form), a share corrupted on disk, a storage node
-//! stopped (the file becomes unhealthy but stays recoverable), and one-line errors for bad targets.
+//! by `deep-check` and `manifest` (every output form), a share corrupted on disk (named with its
+//! reason; `check --verify --repair` replaces it, and a second repair does nothing; a file with
+//! every share corrupt cannot be repaired and says why), a storage node stopped (the file becomes
+//! unhealthy but stays recoverable), and one-line errors for bad targets.
 //!
 //! Each test starts its own grid on 127.0.0.1 (the pattern of `cli_fs.rs` and `ftp.rs`).
 
@@ -646,11 +648,17 @@ fn corrupt_shares_and_a_stopped_server_make_files_unhealthy() {
     assert_eq!(corrupt[1], storage_index.as_str());
     assert_eq!(corrupt[2], shnum, "the share corrupted on {node}");
     let server = corrupt[0].as_str().unwrap().to_owned();
+    // Tessera's addition: why.
+    let reason = results["list-corrupt-share-reasons"][0][3]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("block"), "{verified}");
     let out = grid.run(&["check", "--verify", "tahoe:big.bin"]).ok();
     assert_eq!(
         out.stdout,
         format!(
-            "Summary: {}\n storage index: {storage_index}\n good-shares: 9 (encoding is 3-of-10)\n wrong-shares: 0\n corrupt shares:\n  server {server}, SI {storage_index}, shnum {shnum}\n",
+            "Summary: {}\n storage index: {storage_index}\n good-shares: 9 (encoding is 3-of-10)\n wrong-shares: 0\n corrupt shares:\n  server {server}, SI {storage_index}, shnum {shnum}: {reason}\n",
             results_summary(&verified)
         )
     );
@@ -664,7 +672,7 @@ fn corrupt_shares_and_a_stopped_server_make_files_unhealthy() {
         .unwrap();
     assert_eq!(
         lines[at + 1],
-        format!(" corrupt: server {server}, SI {storage_index}, shnum {shnum}")
+        format!(" corrupt: server {server}, SI {storage_index}, shnum {shnum}: {reason}")
     );
     assert_eq!(
         lines.last().unwrap(),
@@ -674,7 +682,7 @@ fn corrupt_shares_and_a_stopped_server_make_files_unhealthy() {
     assert_eq!(
         quiet.stdout,
         format!(
-            " corrupt: server {server}, SI {storage_index}, shnum {shnum}\ndone: 3 objects checked, 2 healthy, 1 unhealthy\n"
+            " corrupt: server {server}, SI {storage_index}, shnum {shnum}: {reason}\ndone: 3 objects checked, 2 healthy, 1 unhealthy\n"
         )
     );
     std::fs::write(&path, {
@@ -748,6 +756,99 @@ fn corrupt_shares_and_a_stopped_server_make_files_unhealthy() {
     assert_eq!(
         std::fs::read(grid.scratch.path().join("out.bin")).unwrap(),
         random_bytes(300_000, 6)
+    );
+}
+
+#[test]
+fn check_verify_repair_replaces_corrupt_shares() {
+    let grid = Grid::start();
+    let contents = random_bytes(300_000, 7);
+    for (name, extra) in [("big.bin", &[][..]), ("mdmf.bin", &["--format=MDMF"][..])] {
+        let target = format!("tahoe:{name}");
+        grid.put(extra, &contents, &target);
+        let storage_index = grid.raw_check(&[&target])["storage-index"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Flip a byte in the middle of one share on storage01 (in its blocks).
+        let shares = grid.share_files(&storage_index);
+        let (_, shnum, path) = shares
+            .iter()
+            .find(|(node, _, _)| node == "storage01")
+            .unwrap()
+            .clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+
+        // check --verify --repair: names the share and why, repairs it.
+        let pre = grid.raw_check(&["--verify", &target]);
+        let server = pre["results"]["list-corrupt-shares"][0][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let reason = pre["results"]["list-corrupt-share-reasons"][0][3]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let out = grid.run(&["check", "--verify", "--repair", &target]).ok();
+        assert_eq!(
+            out.lines(),
+            [
+                "Summary: not healthy",
+                &format!(" storage index: {storage_index}"),
+                " good-shares: 9 (encoding is 3-of-10)",
+                " wrong-shares: 0",
+                " corrupt shares:",
+                &format!("  server {server}, SI {storage_index}, shnum {shnum}: {reason}"),
+                " repair successful",
+            ],
+            "{name}"
+        );
+        let post = grid.raw_check(&["--verify", &target]);
+        assert_eq!(post["results"]["healthy"], true, "{name}: {post}");
+        assert_eq!(post["results"]["count-shares-good"], 10);
+        assert_eq!(post["results"]["count-corrupt-shares"], 0);
+        // A second repair has nothing to do.
+        let again = grid.run(&["check", "--verify", "--repair", &target]).ok();
+        assert_eq!(
+            again.lines(),
+            [
+                "Summary: healthy",
+                &format!(" storage index: {storage_index}"),
+                " good-shares: 10 (encoding is 3-of-10)",
+                " wrong-shares: 0",
+            ],
+            "{name}"
+        );
+        grid.run(&["get", &target, "out.bin"]).ok();
+        assert_eq!(
+            std::fs::read(grid.scratch.path().join("out.bin")).unwrap(),
+            contents
+        );
+    }
+
+    // Every share of a file corrupt: unrecoverable, and the repair says why.
+    grid.put(&[], &random_bytes(100_000, 8), "tahoe:lost.bin");
+    let storage_index = grid.raw_check(&["tahoe:lost.bin"])["storage-index"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (_, _, path) in grid.share_files(&storage_index) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let out = grid
+        .run(&["check", "--verify", "--repair", "tahoe:lost.bin"])
+        .ok();
+    assert_eq!(
+        out.lines().last().unwrap(),
+        &" repair failed: the file is not recoverable: 0 good shares are left and 3 are needed; 10 shares are corrupt",
+        "{}",
+        out.stdout
     );
 }
 

@@ -144,6 +144,25 @@ pub struct ReadTestWriteResult {
     pub data: BTreeMap<ShareNum, Vec<Vec<u8>>>,
 }
 
+/// What a server did when asked to remove a share as corrupt (a Tessera extension: Tahoe's
+/// protocol cannot delete a share). The server removes a share only when its own check proves the
+/// share corrupt (`server::share_check`); a client's word is never enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorruptShareRemoval {
+    /// The server's check found the share corrupt, and it is gone: a good copy may be uploaded in
+    /// its place.
+    Removed {
+        /// What the server's check found.
+        problem: String,
+    },
+    /// The server could not prove the share corrupt (it may still be, in a way only the file's cap
+    /// shows) and keeps it.
+    Kept {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Every way a storage operation can fail. Each protocol maps these to its status codes in exactly
 /// one place (`http::server` for HTTP).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -293,6 +312,17 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         shnum: ShareNum,
         reason: &str,
     ) -> Result<(), StorageError>;
+
+    /// `POST /storage/v1/tessera/immutable/:si/:shnum/remove-corrupt` (a Tessera extension): asks
+    /// the server to remove an immutable share that it can itself prove corrupt. A server without
+    /// the extension (Tahoe) answers 404, which arrives as [`StorageError::NotFound`], as does a
+    /// share the server does not hold.
+    async fn remove_corrupt_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<CorruptShareRemoval, StorageError>;
 
     /// `PUT /storage/v1/lease/:si`: add a lease or renew the one with the same renew secret.
     async fn add_or_renew_lease(

@@ -132,6 +132,10 @@ fn endpoints(si: StorageIndex) -> Vec<(&'static str, String)> {
         ("POST", format!("/storage/v1/mutable/{si}/0/corrupt")),
         ("PUT", format!("/storage/v1/lease/{si}")),
         ("GET", "/storage/v1/tessera/status".to_owned()),
+        (
+            "POST",
+            format!("/storage/v1/tessera/immutable/{si}/0/remove-corrupt"),
+        ),
     ]
 }
 

@@ -6,6 +6,8 @@
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
 //! - `concurrency`: writers racing readers on one mutable file and one directory, with a checker;
 //! - `grid`: upload/download over a grid of real storage servers, with faults;
+//! - `corruption`: corrupt shares of CHK, SDMF and MDMF files named by verify and replaced by
+//!   repair (also against servers without Tessera's removal request, and through the web API);
 //! - `web`: the web gateway's router over a real grid;
 //! - `web_limits`: the web gateway's bounds (form fields, SDMF bodies, the encrypted spool, the
 //!   served socket's header timeout and connection cap);
@@ -17,6 +19,7 @@
 mod check;
 mod chk;
 mod concurrency;
+mod corruption;
 mod ftp;
 mod grid;
 mod hung;

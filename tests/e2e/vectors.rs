@@ -16,6 +16,7 @@ use filenode::hashes;
 use filenode::immutable::{ChkParams, ChkReader, MemoryShare, ShareSource, convergent_key, encode_bytes};
 use filenode::mutable::keys::MutableKey;
 use serde::Deserialize;
+use storage::server::share_check::{ShareCheck, check_immutable_share_bytes};
 
 fn sha256_hex(data: &[u8]) -> String {
     HEXLOWER.encode(&hashes::sha256(data))
@@ -70,10 +71,77 @@ fn download(cap: &str, shares: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let Cap::File(FileCap::Chk(chk)) = Cap::parse(cap).unwrap() else {
         panic!("not a CHK cap: {cap}")
     };
+    // A storage server's own check (which has no cap) finds every share written by Tahoe or by us
+    // consistent: it never takes a good share for a corrupt one.
+    for (shnum, data) in shares {
+        assert_eq!(
+            check_immutable_share_bytes(data, *shnum),
+            ShareCheck::Consistent,
+            "share {shnum} of {cap}"
+        );
+    }
     futures::executor::block_on(async {
         let reader = ChkReader::open(chk, memory_sources(shares)).await.unwrap();
         reader.read_to_vec(0, chk.size).await.unwrap()
     })
+}
+
+/// The server's check (no cap) against the client's verifier (with the cap), every byte of a
+/// share flipped in turn: whatever the server calls corrupt, the client rejects too (so a server
+/// never removes a share a reader could use), and every flip in a block or a hash tree the server
+/// does catch (a flipped index in the share hash chain may leave an unused entry, which it lets
+/// pass).
+#[test]
+fn a_servers_own_check_is_sound_against_every_flipped_byte() {
+    let params = ChkParams {
+        needed: 3,
+        total: 10,
+        max_segment_size: 999,
+    };
+    let plaintext = sample(b"server-side share check", 4000);
+    let (key, _) = convergent_key(plaintext.as_slice(), b"secret", &params).unwrap();
+    let (encoded, shares) = encode_bytes(&plaintext, key, &params).unwrap();
+    let cap = encoded.cap;
+    for shnum in [0u16, 7] {
+        let good = shares.shares[shnum as usize].clone();
+        assert_eq!(check_immutable_share_bytes(&good, shnum), ShareCheck::Consistent);
+        let offsets = filenode::immutable::layout::ShareOffsets::parse(&good).unwrap();
+        let (mut corrupt, mut undecided, mut consistent) = (0, 0, 0);
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            let server = check_immutable_share_bytes(&bad, shnum);
+            let source = Arc::new(MemoryShare {
+                shnum,
+                data: Arc::new(bad),
+            }) as Arc<dyn ShareSource>;
+            let client = futures::executor::block_on(filenode::immutable::verify_share(&cap, source));
+            match &server {
+                ShareCheck::Corrupt(why) => {
+                    corrupt += 1;
+                    assert!(
+                        client.is_err(),
+                        "byte {at}: the server calls a usable share corrupt ({why})"
+                    );
+                }
+                ShareCheck::Undecided(_) => undecided += 1,
+                ShareCheck::Consistent => consistent += 1,
+            }
+            let at = at as u64;
+            let in_blocks_or_trees = (offsets.data..offsets.plaintext_hash_tree).contains(&at)
+                || (offsets.crypttext_hash_tree..offsets.share_hashes).contains(&at);
+            if in_blocks_or_trees {
+                assert!(
+                    matches!(server, ShareCheck::Corrupt(_)),
+                    "byte {at} (blocks and trees): {server:?}"
+                );
+            }
+        }
+        assert!(
+            corrupt > good.len() / 2,
+            "{corrupt} corrupt, {undecided} undecided, {consistent} consistent"
+        );
+    }
 }
 
 #[derive(Deserialize)]

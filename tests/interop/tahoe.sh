@@ -4,7 +4,8 @@
 # A. A Tahoe client (`tahoe put`/`get`) uses three Tessera storage nodes over HTTPS, and a Tessera
 #    gateway reads what Tahoe uploaded (and Tahoe reads what Tessera uploaded).
 # B. A Tessera gateway uses three Tahoe storage nodes (their NURLs computed from node.pem and
-#    storage.furl as Tahoe does), uploads and reads back.
+#    storage.furl as Tahoe does), uploads and reads back, and repairs around a corrupt share
+#    (Tahoe servers cannot remove it: the good copy goes to another server).
 #
 # Usage: tests/interop/tahoe.sh [path/to/tessera]
 set -euo pipefail
@@ -205,4 +206,27 @@ head -c 2500000 /dev/urandom > c.bin
 CAP_C=$("$TESSERA" --node-directory gw2 put c.bin)
 "$TESSERA" --node-directory gw2 get "$CAP_C" c.tessera
 check_same c.bin c.tessera "Tessera put/get through Tahoe storage servers"
+
+# A corrupt share on a Tahoe storage server: Tessera's verify names it; Tahoe has no request to
+# remove it (404), so the repair puts a good copy on another server and the file is healthy; a
+# second repair has nothing to do.
+SI_C=$("$TESSERA" debug dump-cap "$CAP_C" | sed -n 's/^storage index: //p')
+bad=$(ls -d ts*/storage/shares/*/"$SI_C"/* | head -1)
+python3 - "$bad" <<'PY'
+import sys
+path = sys.argv[1]; data = bytearray(open(path, "rb").read()); data[len(data) // 2] ^= 0x5A
+open(path, "wb").write(data)
+PY
+GW2_URL=$(sed "s:/*$::" gw2/node.url)
+curl -sf -X POST "$GW2_URL/uri/$CAP_C?t=check&verify=true&output=JSON" \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin)["results"]; assert r["count-corrupt-shares"]==1 and not r["healthy"] and r["count-shares-good"]==2, r' \
+  || fail "Tessera's verify does not name the corrupt share on a Tahoe server"
+curl -sf -X POST "$GW2_URL/uri/$CAP_C?t=check&verify=true&repair=true&output=JSON" \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["repair-attempted"] and r["repair-successful"], r; p=r["post-repair-results"]["results"]; assert p["healthy"] and p["count-shares-good"]==3, r' \
+  || fail "Tessera did not repair around a corrupt share on a Tahoe server"
+curl -sf -X POST "$GW2_URL/uri/$CAP_C?t=check&verify=true&repair=true&output=JSON" \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); assert not r["repair-attempted"], r' \
+  || fail "a second repair did something"
+"$TESSERA" --node-directory gw2 get "$CAP_C" c2.tessera
+check_same c.bin c2.tessera "Tessera repairs around a corrupt share on a Tahoe server (good copy placed elsewhere)"
 echo "Tahoe-LAFS interop: all checks passed"

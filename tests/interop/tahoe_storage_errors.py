@@ -208,6 +208,16 @@ async def scenario(r: Run):
     await r.raw("version accepting only JSON", "GET", "/storage/v1/version", [("Accept", "application/json")])
     await r.raw("DELETE of a storage index (no such method)", "DELETE", f"/storage/v1/immutable/{si_text(si)}")
     await r.raw("list of a malformed storage index", "GET", "/storage/v1/immutable/notastorageindex/shares")
+    # Tessera's removal of a corrupt share (an extension): a Tahoe server has no such route, and a
+    # Tessera server holds no such share; both answer 404, which is what a Tessera repairer expects
+    # from a Tahoe server (it then places the good copy elsewhere).
+    await r.raw(
+        "Tessera's remove-corrupt request for a share the server does not hold",
+        "POST",
+        f"/storage/v1/tessera/immutable/{si_text(si_unknown)}/0/remove-corrupt",
+        [("Content-Type", "application/cbor")],
+        dumps({"reason": "corrupt"}),
+    )
 
     # ---- immutable: allocate
     await r.call("allocate shares 0,1,2", imm.create(si, {0, 1, 2}, 100, upload, renew, cancel))

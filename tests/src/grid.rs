@@ -5,13 +5,13 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use bytes::Bytes;
 use filenode::grid::{ClientSecrets, ServerEntry};
 use storage::api::{
-    Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, ShareKind, TestWriteVectors, UploadProgress,
-    UploadSecret, VersionInfo, WriteEnabler,
+    Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, ShareKind,
+    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
 };
 use storage::server::{LocalStorageClient, StorageConfig, StorageServer};
 use storage::{ShareNum, StorageClient, StorageError, StorageIndex};
@@ -34,6 +34,8 @@ pub enum Transport {
 pub struct FaultyClient {
     inner: std::sync::RwLock<Option<Arc<dyn StorageClient>>>,
     state: AtomicU8,
+    /// Answers Tessera's protocol extensions as a Tahoe server does (404).
+    tahoe_like: AtomicBool,
 }
 
 impl FaultyClient {
@@ -54,6 +56,7 @@ impl FaultyClient {
         FaultyClient {
             inner: std::sync::RwLock::new(Some(inner)),
             state: AtomicU8::new(HEALTHY),
+            tahoe_like: AtomicBool::new(false),
         }
     }
 }
@@ -125,6 +128,19 @@ impl StorageClient for FaultyClient {
             .await?
             .advise_corrupt_share(kind, si, shnum, reason)
             .await
+    }
+    async fn remove_corrupt_share(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<CorruptShareRemoval, StorageError> {
+        let inner = self.gate().await?;
+        if self.tahoe_like.load(Ordering::SeqCst) {
+            // What a Tahoe server answers for a route it does not have.
+            return Err(StorageError::NotFound("404 Not Found".into()));
+        }
+        inner.remove_corrupt_share(si, shnum, reason).await
     }
     async fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
         self.gate().await?.add_or_renew_lease(si, lease).await
@@ -278,6 +294,12 @@ impl TestGrid {
         self.servers[i].client.state.store(HANGING, Ordering::SeqCst);
     }
 
+    /// Makes server `i` answer Tessera's protocol extensions as a Tahoe server does (404), e.g.
+    /// the removal of a corrupt share.
+    pub fn make_tahoe_like(&self, i: usize) {
+        self.servers[i].client.tahoe_like.store(true, Ordering::SeqCst);
+    }
+
     /// Makes server `i` healthy again.
     pub fn restore_server(&self, i: usize) {
         self.servers[i].client.state.store(HEALTHY, Ordering::SeqCst);
@@ -324,6 +346,49 @@ impl TestGrid {
             }
         }
         found
+    }
+
+    /// Every (server index, share number) holding a mutable share of `si`.
+    pub fn find_mutable_shares(&self, si: StorageIndex) -> Vec<(usize, ShareNum)> {
+        let mut found = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            for shnum in s.server.list_shares(ShareKind::Mutable, si).expect("list shares") {
+                found.push((i, shnum));
+            }
+        }
+        found
+    }
+
+    /// Where a share's data starts in its container file: after the 12-byte header of an
+    /// immutable container, at byte 468 of a mutable one.
+    fn share_data_start(container: &[u8]) -> usize {
+        if container.starts_with(b"Tahoe mutable container v") {
+            468
+        } else {
+            12
+        }
+    }
+
+    /// The share data of a share of either kind (the container's header and leases left out).
+    pub fn share_data(&self, server: usize, si: StorageIndex, shnum: ShareNum) -> Vec<u8> {
+        let bytes = std::fs::read(self.share_path(server, si, shnum)).expect("read share file");
+        let start = Self::share_data_start(&bytes);
+        let len = if start == 12 {
+            let leases = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+            bytes.len() - 12 - 72 * leases
+        } else {
+            u64::from_be_bytes(bytes[84..92].try_into().expect("8 bytes")) as usize
+        };
+        bytes[start..start + len].to_vec()
+    }
+
+    /// Flips one bit of the share data of a share of either kind, `offset` bytes in.
+    pub fn corrupt_share_data(&self, server: usize, si: StorageIndex, shnum: ShareNum, offset: u64) {
+        let path = self.share_path(server, si, shnum);
+        let mut bytes = std::fs::read(&path).expect("read share file");
+        let start = Self::share_data_start(&bytes);
+        bytes[start + offset as usize] ^= 0x01;
+        std::fs::write(&path, bytes).expect("write share file");
     }
 
     /// The path of a share file on disk.

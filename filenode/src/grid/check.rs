@@ -6,9 +6,18 @@
 //! - CHK: every server is asked which shares it holds; `verify` reads each share whole and checks
 //!   its header, UEB, hash trees, share hash chain and every block ([`verify_share`]).
 //! - Mutable (SDMF/MDMF): the servermap query (signatures checked) gives the versions; the file is
-//!   healthy when its newest version is recoverable, no other version is around and all N shares
-//!   of it are there; `verify` also reads the newest version through a fully verifying reader.
+//!   healthy when its newest version is recoverable, no other version is around, all N shares of
+//!   it are there and none is corrupt (a share whose signature fails is corrupt even without
+//!   `verify`); `verify` reads every share whole and checks it on its own ([`super::verify`]), and
+//!   only shares that pass count.
 //! - LIT: nothing is stored on servers; always healthy.
+//!
+//! With `verify`, each share that fails is named with its server, number and reason, and its
+//! server gets a corruption advisory; a share that cannot be read (its server failed) is
+//! `unreadable`, neither good nor corrupt.
+//!
+//! Repair ([`repair_chk`] for immutable files; `Grid::check_and_repair` republishes mutable ones)
+//! replaces corrupt shares: see ARCHITECTURE.md, "Corrupt shares".
 //!
 //! Healthy means what Tahoe's checker means: all N shares found and good (for a mutable file: of
 //! its only version, with no other version around). Happiness is reported beside it.
@@ -22,7 +31,7 @@ use storage::api::ShareKind;
 
 use super::{ServerEntry, mutable, with_timeout};
 use crate::cap::{ChkCap, FileCap, MutableCap};
-use crate::immutable::{ShareSource, verify_share};
+use crate::immutable::{ShareProblem, ShareSource, verify_share};
 
 /// What to do beyond locating shares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,8 +68,11 @@ pub struct CheckReport {
     pub good_shares: usize,
     /// Servers holding at least one good share.
     pub good_share_hosts: usize,
-    /// Shares that failed verification.
+    /// Shares that failed verification, each with its server and what is wrong.
     pub corrupt: Vec<CorruptShare>,
+    /// Shares that could not be read whole during verification (their server failed or timed
+    /// out): neither good nor corrupt.
+    pub unreadable: Vec<CorruptShare>,
     /// Shares of other versions (mutable files) or of no known version.
     pub wrong_shares: usize,
     /// Good shares by share number: the ids of the servers holding each.
@@ -132,6 +144,7 @@ impl CheckReport {
             good_shares: 0,
             good_share_hosts: 0,
             corrupt: Vec::new(),
+            unreadable: Vec::new(),
             wrong_shares: 0,
             sharemap: BTreeMap::new(),
             servers_responding: Vec::new(),
@@ -231,8 +244,13 @@ async fn check_chk(servers: &[ServerEntry], cap: ChkCap, options: CheckOptions) 
         }
     }
     let mut corrupt = Vec::new();
-    let mut wrong = 0;
+    let mut unreadable = Vec::new();
+    // Share numbers outside 0..N cannot be this file's.
+    let before = found.len();
+    found.retain(|share| share.source.shnum() < cap.total);
+    let wrong = before - found.len();
     if options.verify {
+        // Every share read whole: header, UEB against the cap, hash trees, chain, every block.
         let verdicts = join_all(
             found
                 .iter()
@@ -241,26 +259,20 @@ async fn check_chk(servers: &[ServerEntry], cap: ChkCap, options: CheckOptions) 
         .await;
         let mut kept = Vec::new();
         for (share, verdict) in found.into_iter().zip(verdicts) {
+            let named = |reason: String| CorruptShare {
+                server_id: share.server.server_id.clone(),
+                shnum: share.source.shnum(),
+                reason,
+            };
             match verdict {
                 Ok(()) => kept.push(share),
-                Err(bad) => {
-                    if bad.shnum >= cap.total {
-                        wrong += 1;
-                    }
-                    corrupt.push(CorruptShare {
-                        server_id: share.server.server_id.clone(),
-                        shnum: bad.shnum,
-                        reason: bad.problem.to_string(),
-                    });
+                Err(bad) if matches!(bad.problem, ShareProblem::Unreadable(_)) => {
+                    unreadable.push(named(bad.problem.to_string()));
                 }
+                Err(bad) => corrupt.push(named(bad.problem.to_string())),
             }
         }
         found = kept;
-    } else {
-        // Share numbers outside 0..N cannot be this file's.
-        let before = found.len();
-        found.retain(|share| share.source.shnum() < cap.total);
-        wrong = before - found.len();
     }
     let mut sharemap: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for share in &found {
@@ -272,7 +284,7 @@ async fn check_chk(servers: &[ServerEntry], cap: ChkCap, options: CheckOptions) 
     for holders in sharemap.values_mut() {
         holders.sort();
     }
-    finish(
+    let mut report = finish(
         storage_index,
         cap.needed,
         cap.total,
@@ -280,41 +292,103 @@ async fn check_chk(servers: &[ServerEntry], cap: ChkCap, options: CheckOptions) 
         responding,
         corrupt,
         wrong,
-    )
+    );
+    report.unreadable = unreadable;
+    report
 }
 
 async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: CheckOptions) -> CheckReport {
     let storage_index = cap.storage_index();
     let map = mutable::update_servermap(servers, cap).await;
     let responding: Vec<String> = map.responders.iter().map(|s| s.server_id.clone()).collect();
-    let versions = map.versions();
-    let recoverable_of = |shares: &[&mutable::LocatedShare]| {
-        let needed = shares
-            .first()
-            .and_then(|s| s.header.as_ref())
-            .map_or(usize::MAX, |h| usize::from(h.needed));
-        shares.iter().map(|s| s.shnum).collect::<BTreeSet<_>>().len() >= needed
+    let named = |share: &mutable::LocatedShare, reason: String| CorruptShare {
+        server_id: share.server.server_id.clone(),
+        shnum: share.shnum,
+        reason,
     };
-    let recoverable_versions = versions.iter().filter(|(_, s)| recoverable_of(s)).count();
+    // Shares whose header is not signed: an unfinished write (ours or another writer's in
+    // progress) is of no known version; anything else is corrupt, as the servermap query saw.
+    let mut corrupt = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut wrong = 0;
+    let mut signed: Vec<&mutable::LocatedShare> = Vec::new();
+    for share in &map.shares {
+        if let Some(header) = &share.header {
+            // As for immutable files: a share number outside 0..N is not of this version.
+            if share.shnum < u16::from(header.total) {
+                signed.push(share);
+            } else {
+                wrong += 1;
+            }
+        } else if share
+            .prefix
+            .get(9..41)
+            .is_some_and(|root| root.iter().all(|b| *b == 0))
+        {
+            wrong += 1;
+        } else {
+            corrupt.push(named(share, super::verify::header_problem(share, cap)));
+        }
+    }
+    // The shares that count: with verify, those that pass every check; else those signed.
+    let good: Vec<&mutable::LocatedShare> = if options.verify {
+        let verdicts = super::verify::verify_shares(&signed, cap).await;
+        let mut good = Vec::new();
+        for (share, verdict) in signed.iter().zip(verdicts) {
+            match verdict {
+                super::verify::ShareVerdict::Good => good.push(*share),
+                super::verify::ShareVerdict::Corrupt(reason) => {
+                    advise_mutable(share, storage_index, &reason).await;
+                    corrupt.push(named(share, reason));
+                }
+                super::verify::ShareVerdict::Unreadable(reason) => unreadable.push(named(share, reason)),
+            }
+        }
+        good
+    } else {
+        signed.clone()
+    };
+    // Every signed version counts, even one whose shares all failed verification; each is
+    // recoverable when k of its shares (distinct numbers) are good.
+    let versions: Vec<(mutable::VersionId, u8, u8)> = {
+        let mut seen = BTreeMap::new();
+        for share in &signed {
+            let header = share
+                .header
+                .as_ref()
+                .expect("invariant: signed shares have headers");
+            seen.entry(header.version())
+                .or_insert((header.needed, header.total));
+        }
+        seen.into_iter().rev().map(|(v, (k, n))| (v, k, n)).collect()
+    };
+    let good_of = |version: mutable::VersionId| -> Vec<&mutable::LocatedShare> {
+        good.iter()
+            .copied()
+            .filter(|s| s.header.as_ref().is_some_and(|h| h.version() == version))
+            .collect()
+    };
+    let recoverable_of = |version: mutable::VersionId, needed: u8| {
+        good_of(version)
+            .iter()
+            .map(|s| s.shnum)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= usize::from(needed)
+    };
+    let recoverable_versions = versions.iter().filter(|(v, k, _)| recoverable_of(*v, *k)).count();
     let unrecoverable_versions = versions.len() - recoverable_versions;
     // The counts are about the best recoverable version (the newest when none is recoverable), as
-    // in Tahoe; shares of any other version (or unverifiable ones) are wrong.
+    // in Tahoe; good shares of any other version are wrong.
     let best = versions
         .iter()
-        .find(|(_, shares)| recoverable_of(shares))
-        .or(versions.first());
-    let Some((newest, newest_shares)) = best else {
-        let wrong = map.shares.len();
-        // Tahoe's defaults when nothing at all is found.
-        let mut report = finish(
-            storage_index,
-            3,
-            10,
-            BTreeMap::new(),
-            responding,
-            Vec::new(),
-            wrong,
-        );
+        .find(|(v, k, _)| recoverable_of(*v, *k))
+        .or(versions.first())
+        .copied();
+    let Some((best, needed, total)) = best else {
+        // Nothing signed was found: Tahoe's defaults for the encoding.
+        let mut report = finish(storage_index, 3, 10, BTreeMap::new(), responding, corrupt, wrong);
+        report.unreadable = unreadable;
         report.is_mutable = true;
         report.recoverable_versions = 0;
         report.unrecoverable_versions = 0;
@@ -322,13 +396,10 @@ async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: Check
         report.healthy = false;
         return report;
     };
-    let header = newest_shares[0]
-        .header
-        .as_ref()
-        .expect("invariant: versions() holds only verified shares");
-    let (needed, total) = (u16::from(header.needed), u16::from(header.total));
+    let best_shares = good_of(best);
+    wrong += good.len() - best_shares.len();
     let mut sharemap: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for share in newest_shares {
+    for share in &best_shares {
         sharemap
             .entry(share.shnum)
             .or_default()
@@ -337,41 +408,38 @@ async fn check_mutable(servers: &[ServerEntry], cap: &MutableCap, options: Check
     for holders in sharemap.values_mut() {
         holders.sort();
     }
-    let wrong = map.shares.len() - newest_shares.len();
-    let mut corrupt = Vec::new();
-    let can_read = !matches!(cap.access, crate::cap::MutableAccess::Verify { .. });
-    if options.verify && can_read && recoverable_of(newest_shares) {
-        // Read the newest version whole through the verifying reader; a share it rejects is named.
-        let version = *newest;
-        let outcome = async {
-            let reader = mutable::MutableReader::open(&map, cap).await?;
-            if reader.version() != version {
-                return Ok(());
-            }
-            reader.read_range(0, reader.size()).await.map(|_| ())
-        }
-        .await;
-        if let Err(e) = outcome {
-            // The reader routes around bad shares (and reports them to their servers); this is a
-            // version it could not read whole even so.
-            corrupt.push(CorruptShare {
-                server_id: "(version)".to_owned(),
-                shnum: u16::MAX,
-                reason: e.to_string(),
-            });
-        }
-    }
-    let mut report = finish(storage_index, needed, total, sharemap, responding, corrupt, wrong);
+    let mut report = finish(
+        storage_index,
+        u16::from(needed),
+        u16::from(total),
+        sharemap,
+        responding,
+        corrupt,
+        wrong,
+    );
+    report.unreadable = unreadable;
     report.recoverable_versions = recoverable_versions;
     report.unrecoverable_versions = unrecoverable_versions;
     report.is_mutable = true;
-    report.version = Some(*newest);
-    report.recoverable = recoverable_versions > 0 && recoverable_of(newest_shares);
+    report.version = Some(best);
+    report.recoverable = recoverable_of(best, needed);
     report.healthy = report.healthy
         && report.corrupt.is_empty()
         && recoverable_versions == 1
         && unrecoverable_versions == 0;
     report
+}
+
+/// Tells a mutable share's server that the share failed verification (a corruption advisory).
+async fn advise_mutable(share: &mutable::LocatedShare, storage_index: StorageIndex, reason: &str) {
+    let _ = with_timeout(
+        share.server.request_timeout,
+        share
+            .server
+            .client
+            .advise_corrupt_share(ShareKind::Mutable, storage_index, share.shnum, reason),
+    )
+    .await;
 }
 
 /// Fills in the counts and verdicts from where the good shares are.
@@ -414,6 +482,7 @@ fn finish(
         good_shares,
         good_share_hosts: hosts.len(),
         corrupt,
+        unreadable: Vec::new(),
         wrong_shares,
         sharemap,
         servers_responding,
@@ -430,22 +499,71 @@ fn finish(
 
 /// Repairs an immutable file: reads it (verified, from any k good shares) and uploads it again
 /// with its own key and encoding parameters, which makes the very same shares: those still on the
-/// servers are kept and the missing ones are written where the placement puts them.
+/// servers and good are kept and the missing ones are written where the placement puts them.
+///
+/// Every share on the servers is verified first (`verified` is a check with verify that already
+/// did it): a corrupt share never counts as placed. Once the file is known to be readable, each
+/// corrupt share's server is asked to remove it (a Tessera server does when its own check proves
+/// the share corrupt), so that its good copy can go back to the same server; a server that keeps
+/// it (a Tahoe server has no such request) gets no copy of that share, which goes elsewhere.
+///
+/// The upload asks for happiness k, not the client's `shares.happy`: a repair writes every share
+/// it can place (a server that keeps a corrupt copy may leave fewer servers than `shares.happy`
+/// to spread them over), and whether the file is healthy afterwards is the check's verdict.
 pub async fn repair_chk(
     servers: &[ServerEntry],
     secrets: &super::ClientSecrets,
-    happy: u16,
     cap: ChkCap,
+    verified: Option<&CheckReport>,
 ) -> Result<super::upload::UploadResult, String> {
     use futures::{SinkExt, StreamExt};
 
-    let reader = super::download::open_chk(servers, cap)
+    let report = match verified {
+        Some(report) => report.clone(),
+        None => {
+            let options = CheckOptions {
+                verify: true,
+                add_lease: false,
+            };
+            check_chk(servers, cap, options).await
+        }
+    };
+    if !report.recoverable {
+        return Err(unrecoverable_message(&report));
+    }
+    // Read from the shares that verified (the corrupt ones may be removed while it reads).
+    let storage_index = cap.storage_index();
+    let sources: Vec<Arc<dyn ShareSource>> = report
+        .sharemap
+        .iter()
+        .flat_map(|(shnum, holders)| holders.iter().map(move |id| (*shnum, id)))
+        .filter_map(|(shnum, id)| {
+            let server = servers.iter().find(|s| s.server_id == *id)?;
+            let source = super::download::RemoteShare::new(server.clone(), storage_index, shnum);
+            Some(Arc::new(source) as Arc<dyn ShareSource>)
+        })
+        .collect();
+    let reader = crate::immutable::ChkReader::open(cap, sources)
         .await
         .map_err(|e| format!("the file cannot be read: {e}"))?;
+    let mut known = super::upload::KnownShares::default();
+    for (shnum, holders) in &report.sharemap {
+        for server_id in holders {
+            known.good.insert((server_id.clone(), *shnum));
+        }
+    }
+    for bad in &report.corrupt {
+        let Some(server) = servers.iter().find(|s| s.server_id == bad.server_id) else {
+            continue;
+        };
+        if !super::upload::remove_corrupt(server, storage_index, bad.shnum, &bad.reason).await {
+            known.corrupt.insert((bad.server_id.clone(), bad.shnum));
+        }
+    }
     let params = super::upload::UploadParams {
         needed: cap.needed,
         total: cap.total,
-        happy,
+        happy: cap.needed,
         max_segment_size: reader.geometry().segment_size,
     };
     let (mut sender, receiver) = futures::channel::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
@@ -472,13 +590,30 @@ pub async fn repair_chk(
         at: 0,
         position: 0,
     };
-    let upload = super::upload::upload_with_key(servers, secrets, &params, input, cap.key, cap.size, None);
+    let upload =
+        super::upload::upload_with_key(servers, secrets, &params, input, cap.key, cap.size, None, known);
     let (result, ()) = futures::join!(upload, feed);
     let result = result.map_err(|e| e.to_string())?;
     if result.cap != FileCap::Chk(cap) {
         return Err("re-encoding gave different shares (the file's parameters were not reproduced)".into());
     }
     Ok(result)
+}
+
+/// Why a file cannot be repaired: how many good shares are left of how many needed, and what
+/// happened to the others.
+pub fn unrecoverable_message(report: &CheckReport) -> String {
+    let mut message = format!(
+        "the file is not recoverable: {} good shares are left and {} are needed",
+        report.good_shares, report.needed
+    );
+    if !report.corrupt.is_empty() {
+        message.push_str(&format!("; {} shares are corrupt", report.corrupt.len()));
+    }
+    if !report.unreadable.is_empty() {
+        message.push_str(&format!("; {} could not be read", report.unreadable.len()));
+    }
+    message
 }
 
 /// The plaintext of a file being repaired, as the encoder's `Read` (it runs on a thread of its

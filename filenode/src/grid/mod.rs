@@ -9,6 +9,7 @@ pub mod download;
 pub mod mutable;
 pub mod placement;
 pub mod upload;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -31,6 +31,9 @@ pub struct Candidate {
     pub writable: bool,
     /// Shares of this storage index it already holds.
     pub existing: BTreeSet<u16>,
+    /// Shares it holds a corrupt copy of and keeps (a server cannot hold two copies of a share, so
+    /// a good copy of these must go elsewhere).
+    pub blocked: BTreeSet<u16>,
 }
 
 /// Where shares go.
@@ -75,19 +78,18 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
     let kept_shares: BTreeSet<u16> = placed.keys().copied().collect();
 
     // Stage 3: one new share for each remaining writable server, in ring order.
-    let free: Vec<usize> = candidates
+    let mut free: Vec<usize> = candidates
         .iter()
         .enumerate()
         .filter(|(i, c)| c.writable && !used_servers.contains(i))
         .map(|(i, _)| i)
         .collect();
-    let mut free_servers = free.into_iter();
     let unplaced: Vec<u16> = (0..total).filter(|s| !placed.contains_key(s)).collect();
     let mut leftovers = Vec::new();
     for share in unplaced {
-        match free_servers.next() {
-            Some(server) => {
-                placed.insert(share, server);
+        match free.iter().position(|&i| !candidates[i].blocked.contains(&share)) {
+            Some(at) => {
+                placed.insert(share, free.remove(at));
             }
             None => leftovers.push(share),
         }
@@ -108,10 +110,13 @@ pub fn place_shares(total: u16, candidates: &[Candidate]) -> Placement {
             }
         }
         for share in leftovers {
-            let server = *writable
+            let Some(&server) = writable
                 .iter()
+                .filter(|i| !candidates[**i].blocked.contains(&share))
                 .min_by_key(|i| (load[i], **i))
-                .expect("invariant: non-empty");
+            else {
+                continue;
+            };
             *load.get_mut(&server).expect("invariant: writable server") += 1;
             placed.insert(share, server);
         }
@@ -187,7 +192,8 @@ mod tests {
         vec![
             Candidate {
                 writable: true,
-                existing: BTreeSet::new()
+                existing: BTreeSet::new(),
+                blocked: BTreeSet::new(),
             };
             n
         ]
@@ -231,11 +237,33 @@ mod tests {
     }
 
     #[test]
+    fn a_share_never_goes_where_a_corrupt_copy_stays() {
+        // Server 0 keeps a corrupt share 0; the good copy goes to another server, also as a
+        // leftover when there are fewer servers than shares.
+        for n in [10, 3] {
+            let mut candidates = writable(n);
+            candidates[0].blocked = [0].into();
+            let placement = place_shares(10, &candidates);
+            let on_zero = placement.uploads.get(&0).cloned().unwrap_or_default();
+            assert!(!on_zero.contains(&0), "{n}: {placement:?}");
+            let placed: BTreeSet<u16> = placement.uploads.values().flatten().copied().collect();
+            assert_eq!(placed.len(), 10, "{n}");
+        }
+        // With one server that keeps it, share 0 has nowhere to go.
+        let mut candidates = writable(1);
+        candidates[0].blocked = [0].into();
+        let placement = place_shares(10, &candidates);
+        assert!(!placement.uploads[&0].contains(&0));
+        assert_eq!(placement.uploads[&0].len(), 9);
+    }
+
+    #[test]
     fn no_writable_servers_means_no_happiness() {
         let candidates = vec![
             Candidate {
                 writable: false,
-                existing: BTreeSet::new()
+                existing: BTreeSet::new(),
+                blocked: BTreeSet::new(),
             };
             5
         ];
@@ -259,7 +287,7 @@ mod tests {
             servers in proptest::collection::vec((any::<bool>(), proptest::collection::btree_set(0u16..20, 0..4)), 1..15),
         ) {
             let candidates: Vec<Candidate> =
-                servers.into_iter().map(|(writable, existing)| Candidate { writable, existing }).collect();
+                servers.into_iter().map(|(writable, existing)| Candidate { writable, existing, blocked: BTreeSet::new() }).collect();
             let placement = place_shares(total, &candidates);
             let mut seen = BTreeSet::new();
             for (server, shares) in &placement.uploads {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::future::join_all;
 use futures::{SinkExt, StreamExt};
-use storage::api::{ShareKind, UploadSecret};
+use storage::api::{CorruptShareRemoval, ShareKind, UploadSecret};
 use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
@@ -94,6 +94,18 @@ pub struct UploadResult {
     pub happiness: usize,
 }
 
+/// What the caller already knows about shares on the servers, by (server id, share number): a
+/// repairer passes what its verification found, so that nothing is read twice and no corrupt share
+/// counts as placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownShares {
+    /// Verified good against the file's cap: counted as placed as they are.
+    pub good: BTreeSet<(String, ShareNum)>,
+    /// Corrupt, and still on their server (it kept them): never counted, and a good copy goes to
+    /// another server (a server holds one copy of a share).
+    pub corrupt: BTreeSet<(String, ShareNum)>,
+}
+
 /// Called with the number of plaintext bytes encoded and sent so far.
 pub type UploadProgress = Box<dyn FnMut(u64) + Send>;
 
@@ -168,14 +180,34 @@ pub async fn upload<R: Read + Seek + Send + 'static>(
         Ok((input, key, size))
     })
     .await?;
-    upload_with_key(servers, secrets, params, input, key, size, progress).await
+    upload_with_key(
+        servers,
+        secrets,
+        params,
+        input,
+        key,
+        size,
+        progress,
+        KnownShares::default(),
+    )
+    .await
 }
 
 /// Uploads `input` (`size` bytes, read from its current position) encrypted with `key`: what
 /// [`upload`] does once it has the key, and what a repairer does with the key of the file it
 /// repairs (the same key and parameters make the same shares, so shares already on the servers
-/// are kept and only the missing ones are written). `input` is rewound only if servers fail
-/// mid-upload and their shares are placed again.
+/// are kept and only the missing ones are written).
+///
+/// A share already on a server counts as placed only once it is verified against the file's cap
+/// (read whole once the encoding has made the cap), unless `known` says it is good: a corrupt
+/// copy left by an earlier upload must not make this one succeed with an unreadable file. A share
+/// that fails is reported to its server, which may remove it (a Tessera server does when its own
+/// check proves the share corrupt), and is placed again like the shares of a server that failed.
+/// `input` is rewound only then, or if servers fail mid-upload.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the upload's inputs, each named at the two call sites"
+)]
 pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     servers: &[ServerEntry],
     secrets: &ClientSecrets,
@@ -184,6 +216,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     key: [u8; 16],
     size: u64,
     progress: Option<UploadProgress>,
+    known: KnownShares,
 ) -> Result<UploadResult, UploadError> {
     let chk_params = chk_params(params)?;
     if size <= LIT_THRESHOLD {
@@ -201,25 +234,21 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     let share_size = encoder.share_size();
     let storage_index = StorageIndex(crate::hashes::storage_index_hash(&key));
 
-    let (kept, mut buckets) = allocate(servers, secrets, params, storage_index, share_size).await?;
+    let mut known = known;
+    let (mut kept, mut buckets) =
+        allocate(servers, secrets, params, storage_index, share_size, &known).await?;
 
     // Where shares landed, by server id (for happiness across rounds) and by share (for the result).
     let mut holdings: BTreeMap<String, BTreeSet<ShareNum>> = BTreeMap::new();
     let mut placement: BTreeMap<ShareNum, Vec<String>> = BTreeMap::new();
-    for (server_id, name, shares) in &kept {
-        holdings.entry(server_id.clone()).or_default().extend(shares);
-        for shnum in shares {
-            placement.entry(*shnum).or_default().push(name.clone());
-        }
-    }
     let mut failures: Vec<String> = Vec::new();
     let mut failed_servers: BTreeSet<String> = BTreeSet::new();
     let mut input = input;
     let mut progress = progress;
     let mut cap = None;
-    // Round 0 sends every allocated share. If servers fail mid-upload, round 1 re-places their shares
-    // on the servers that did not fail (shares already stored count as held) and encodes the file
-    // again, sending only those shares.
+    // Round 0 sends every allocated share. If servers fail mid-upload, or shares already stored
+    // turn out corrupt, round 1 re-places those shares on the servers that did not fail (shares
+    // already stored count as held) and encodes the file again, sending only those shares.
     for round in 0..2 {
         let (returned, outcome) = send_shares(
             input,
@@ -241,6 +270,22 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             }
         };
         cap = Some(encoded.cap);
+        // Shares that were already there count once verified against the cap.
+        let checked = verify_kept(
+            servers,
+            encoded.cap,
+            &kept,
+            &mut known,
+            &mut holdings,
+            &mut placement,
+        )
+        .await;
+        let found_bad = checked.found_bad;
+        // A server whose share cannot be read counts as failed: its shares go elsewhere.
+        for (server_id, problem) in checked.unreadable {
+            failures.push(problem);
+            failed_servers.insert(server_id);
+        }
         for (bucket, done) in buckets.iter().zip(&written) {
             match done {
                 Ok(complete) => {
@@ -260,7 +305,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         }
         abort_all(&buckets, storage_index, &written).await;
         let placed: BTreeSet<ShareNum> = holdings.values().flatten().copied().collect();
-        if placed.len() >= params.total as usize || round == 1 || failed_servers.is_empty() {
+        if placed.len() >= params.total as usize || round == 1 || (failed_servers.is_empty() && !found_bad) {
             break;
         }
         let remaining: Vec<ServerEntry> = servers
@@ -268,11 +313,16 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             .filter(|s| !failed_servers.contains(&s.server_id))
             .cloned()
             .collect();
-        match allocate(&remaining, secrets, params, storage_index, share_size).await {
-            Ok((_, more)) if !more.is_empty() => {
+        match allocate(&remaining, secrets, params, storage_index, share_size, &known).await {
+            Ok((more_kept, more)) if !more.is_empty() => {
                 input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
-                debug!(servers = more.len(), "re-placing shares of failed servers");
+                debug!(
+                    servers = more.len(),
+                    "re-placing shares of failed servers or corrupt shares"
+                );
                 buckets = more;
+                // Shares verified in round 0 are known good now; any others are verified again.
+                kept = more_kept;
             }
             _ => break,
         }
@@ -358,6 +408,7 @@ async fn allocate(
     params: &UploadParams,
     storage_index: StorageIndex,
     share_size: u64,
+    known: &KnownShares,
 ) -> Result<(Kept, Vec<Bucket>), UploadError> {
     let total = params.total;
     let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
@@ -386,7 +437,14 @@ async fn allocate(
                 if !candidate.writable {
                     problems.push(format!("{} is full", server.name()));
                 }
-                candidate.existing = existing;
+                // A corrupt copy a server kept is neither held nor replaceable there.
+                for shnum in existing {
+                    if known.corrupt.contains(&(server.server_id.clone(), shnum)) {
+                        candidate.blocked.insert(shnum);
+                    } else {
+                        candidate.existing.insert(shnum);
+                    }
+                }
             }
             (Err(e), _) | (_, Err(e)) => problems.push(format!("{}: {e}", server.name())),
         }
@@ -445,7 +503,9 @@ async fn allocate(
                 Ok(mut allocation) => {
                     // Trust only what was asked for: a server may not claim other share numbers.
                     allocation.allocated.retain(|shnum| asked.contains(shnum));
-                    allocation.already_have.retain(|shnum| *shnum < total);
+                    allocation.already_have.retain(|shnum| {
+                        *shnum < total && !known.corrupt.contains(&(server.server_id.clone(), *shnum))
+                    });
                     candidates[index]
                         .existing
                         .extend(allocation.already_have.iter().copied());
@@ -551,6 +611,112 @@ fn refusal_message(name: &str, asked: &BTreeSet<ShareNum>, allocation: &storage:
         message.push_str(reason);
     }
     message
+}
+
+/// What [`verify_kept`] found beyond the good shares.
+struct KeptCheck {
+    /// Whether any share was corrupt.
+    found_bad: bool,
+    /// Servers whose share could not be read: (server id, what happened).
+    unreadable: Vec<(String, String)>,
+}
+
+/// Verifies the shares that were on the servers before this upload (`kept`) against `cap`, except
+/// those `known` says are good; records the good ones in `holdings` and `placement` (and in
+/// `known.good`) and the corrupt ones in `known.corrupt`, after asking their servers to remove
+/// them (a server that does frees the slot for a good copy).
+async fn verify_kept(
+    servers: &[ServerEntry],
+    cap: ChkCap,
+    kept: &Kept,
+    known: &mut KnownShares,
+    holdings: &mut BTreeMap<String, BTreeSet<ShareNum>>,
+    placement: &mut BTreeMap<ShareNum, Vec<String>>,
+) -> KeptCheck {
+    let storage_index = cap.storage_index();
+    let mut checks = Vec::new();
+    for (server_id, name, shares) in kept {
+        for &shnum in shares {
+            let held = (server_id.clone(), shnum);
+            if holdings.get(server_id).is_some_and(|h| h.contains(&shnum)) {
+                continue;
+            }
+            if known.good.contains(&held) {
+                holdings.entry(server_id.clone()).or_default().insert(shnum);
+                placement.entry(shnum).or_default().push(name.clone());
+                continue;
+            }
+            if let Some(server) = servers.iter().find(|s| s.server_id == *server_id) {
+                checks.push((server.clone(), shnum));
+            }
+        }
+    }
+    let verdicts = join_all(checks.iter().map(|(server, shnum)| {
+        let source = super::download::RemoteShare::new(server.clone(), storage_index, *shnum);
+        crate::immutable::verify_share(&cap, std::sync::Arc::new(source))
+    }))
+    .await;
+    let mut outcome = KeptCheck {
+        found_bad: false,
+        unreadable: Vec::new(),
+    };
+    for ((server, shnum), verdict) in checks.into_iter().zip(verdicts) {
+        let held = (server.server_id.clone(), shnum);
+        match verdict {
+            Ok(()) => {
+                holdings
+                    .entry(server.server_id.clone())
+                    .or_default()
+                    .insert(shnum);
+                placement.entry(shnum).or_default().push(server.name());
+                known.good.insert(held);
+            }
+            Err(bad) if matches!(bad.problem, crate::immutable::ShareProblem::Unreadable(_)) => {
+                // Not counted, not corrupt either: its server is treated as failed.
+                warn!(server = %server.name(), shnum, problem = %bad.problem, "an existing share could not be read");
+                outcome.unreadable.push((
+                    server.server_id.clone(),
+                    format!("{}: {}", server.name(), bad.problem),
+                ));
+            }
+            Err(bad) => {
+                warn!(server = %server.name(), shnum, problem = %bad.problem, "an existing share is corrupt; placing a good copy");
+                outcome.found_bad = true;
+                let reason = bad.problem.to_string();
+                if !remove_corrupt(&server, storage_index, shnum, &reason).await {
+                    known.corrupt.insert(held);
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Asks `server` to remove its share `shnum` of `storage_index` as corrupt (a Tessera extension;
+/// the server removes it only if its own check proves it corrupt). Whether it is gone.
+pub(crate) async fn remove_corrupt(
+    server: &ServerEntry,
+    storage_index: StorageIndex,
+    shnum: ShareNum,
+    reason: &str,
+) -> bool {
+    let request = server.client.remove_corrupt_share(storage_index, shnum, reason);
+    // The server reads and checks the whole share before it answers: the full request timeout.
+    match super::with_timeout(server.request_timeout, request).await {
+        Ok(CorruptShareRemoval::Removed { problem }) => {
+            debug!(server = %server.name(), shnum, problem, "the server removed a corrupt share");
+            true
+        }
+        Ok(CorruptShareRemoval::Kept { reason }) => {
+            debug!(server = %server.name(), shnum, reason, "the server kept a share found corrupt");
+            false
+        }
+        Err(e) => {
+            // Tahoe servers have no such request (404); the good copy goes elsewhere.
+            debug!(server = %server.name(), shnum, error = %e, "no removal of a corrupt share");
+            false
+        }
+    }
 }
 
 /// Sends one server's writes; returns the shares it completed.

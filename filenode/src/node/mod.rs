@@ -537,12 +537,12 @@ impl Grid {
             });
         }
         let repaired: Result<(), String> = match (&file, pre.recoverable) {
-            (_, false) => Err("the file is not recoverable: too few good shares are left".into()),
+            (_, false) => Err(crate::grid::check::unrecoverable_message(&pre)),
             (FileCap::Chk(chk), true) => crate::grid::check::repair_chk(
                 &self.usable_servers(),
                 self.secrets(),
-                self.params().happy,
                 *chk,
+                options.verify.then_some(&pre),
             )
             .await
             .map(|_| ()),

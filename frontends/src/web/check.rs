@@ -85,7 +85,19 @@ pub(crate) fn report_json(report: &CheckReport) -> Value {
             "count-unrecoverable-versions": report.unrecoverable_versions,
             "healthy": report.healthy,
             "recoverable": report.recoverable,
-            // Tessera's additions: the outcome of add-lease=true.
+            // Tessera's additions: why each corrupt share is corrupt, and shares that could not
+            // be read whole during verification (as `list-corrupt-shares`, with the reason last);
+            // the outcome of add-lease=true.
+            "list-corrupt-share-reasons": report
+                .corrupt
+                .iter()
+                .map(|c| json!([c.server_id, si, c.shnum, c.reason]))
+                .collect::<Vec<_>>(),
+            "list-unreadable-shares": report
+                .unreadable
+                .iter()
+                .map(|c| json!([c.server_id, si, c.shnum, c.reason]))
+                .collect::<Vec<_>>(),
             "count-leases-renewed": report.leases_renewed,
             "lease-failures": report
                 .lease_failures

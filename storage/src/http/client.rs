@@ -47,8 +47,8 @@ use super::wire::{
     self, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind, StatusReport,
 };
 use crate::api::{
-    Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, TestWriteVectors, UploadProgress,
-    UploadSecret, VersionInfo, WriteEnabler,
+    Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, TestWriteVectors,
+    UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
 };
 use crate::nurl::{Nurl, NurlScheme};
 use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
@@ -139,6 +139,7 @@ enum Operation {
     ListShares,
     Read,
     Corrupt,
+    RemoveCorrupt,
     Lease,
     ReadTestWrite,
     Status,
@@ -156,6 +157,7 @@ impl Operation {
             | Operation::Write { .. }
             | Operation::Abort { .. }
             | Operation::Corrupt
+            | Operation::RemoveCorrupt
             | Operation::ReadTestWrite => false,
         }
     }
@@ -799,6 +801,23 @@ impl StorageClient for HttpStorageClient {
         call.body_cap = MAX_ERROR_BODY;
         let answer = self.call(call).await?;
         expect_status(&answer, &[StatusCode::OK, StatusCode::NO_CONTENT])
+    }
+
+    async fn remove_corrupt_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<CorruptShareRemoval, StorageError> {
+        let call = Call::cbor_post(
+            Operation::RemoveCorrupt,
+            Method::POST,
+            format!("/storage/v1/tessera/immutable/{storage_index}/{shnum}/remove-corrupt"),
+            wire::encode_corrupt(&wire::bounded_reason(reason)),
+        );
+        let answer = self.call(call).await?;
+        expect_status(&answer, &[StatusCode::OK])?;
+        wire::decode_removal(&answer.body).map_err(bad_answer)
     }
 
     async fn add_or_renew_lease(

@@ -125,6 +125,10 @@ pub fn router_with_limits(server: Arc<StorageServer>, swissnum: String, limits: 
         .route("/storage/v1/mutable/{si}/{shnum}/corrupt", post(corrupt_mutable))
         .route("/storage/v1/lease/{si}", put(add_or_renew_lease))
         .route("/storage/v1/tessera/status", get(tessera_status))
+        .route(
+            "/storage/v1/tessera/immutable/{si}/{shnum}/remove-corrupt",
+            post(remove_corrupt),
+        )
         .layer(axum::middleware::from_fn(close_after_refusing_a_body))
         .with_state(state)
 }
@@ -654,6 +658,29 @@ async fn advise_corrupt(
     })
     .await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// The Tessera extension: remove an immutable share if the server's own check proves it corrupt
+/// (`StorageServer::remove_corrupt_share`). The body is a corruption advisory's.
+async fn remove_corrupt(
+    State(state): Shared,
+    Path((si, shnum)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Handled {
+    authorize(&state, &headers)?;
+    let si = parse_storage_index(&si)?;
+    let shnum = parse_share_number(&shnum)?;
+    check_accept(&headers)?;
+    secrets(&headers, &[])?;
+    check_content_type(&headers)?;
+    let body = read_body(&headers, body, CORRUPT_BODY_LIMIT).await?;
+    let reason = wire::decode_corrupt(&body).map_err(bad_body)?;
+    let removal = blocking(&state.store, move |store| {
+        store.remove_corrupt_share(si, shnum, &reason)
+    })
+    .await?;
+    Ok(cbor(StatusCode::OK, wire::encode_removal(&removal)))
 }
 
 async fn list_immutable(state: Shared, path: Path<String>, headers: HeaderMap) -> Handled {

@@ -14,8 +14,8 @@ use data_encoding::BASE64;
 
 use super::cbor::{self, Decoded, Fields, text_map, uint};
 use crate::api::{
-    Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, TestVector, TestWriteVectors, UploadProgress,
-    UploadSecret, VersionInfo, WriteEnabler, WriteVector,
+    Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, TestVector,
+    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WriteEnabler, WriteVector,
 };
 use crate::{ShareKind, ShareNum, StorageIndex};
 
@@ -384,6 +384,19 @@ pub(crate) fn encode_corrupt(reason: &str) -> Vec<u8> {
     cbor::to_vec(&text_map(vec![("reason", Value::Text(reason.to_owned()))]))
 }
 
+/// `reason` made to fit the schema: cut to [`MAX_REASON_LEN`] bytes at a character boundary, and
+/// `corrupt` when empty.
+pub(crate) fn bounded_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        return "corrupt".to_owned();
+    }
+    let mut end = reason.len().min(MAX_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
 pub(crate) fn decode_corrupt(bytes: &[u8]) -> Decoded<String> {
     let mut fields = Fields::text_keys(cbor::from_slice(bytes)?, "corruption advisory")?;
     let reason = cbor::as_text(fields.take("reason")?, "reason")?;
@@ -395,6 +408,32 @@ pub(crate) fn decode_corrupt(bytes: &[u8]) -> Decoded<String> {
         ));
     }
     Ok(reason)
+}
+
+/// `POST /tessera/immutable/:si/:shnum/remove-corrupt` answer (a Tessera extension):
+/// `{"removed": bool, "detail": tstr}`; the detail is what the server's check found (removed) or
+/// why the share was kept.
+pub(crate) fn encode_removal(removal: &CorruptShareRemoval) -> Vec<u8> {
+    let (removed, detail) = match removal {
+        CorruptShareRemoval::Removed { problem } => (true, problem),
+        CorruptShareRemoval::Kept { reason } => (false, reason),
+    };
+    cbor::to_vec(&text_map(vec![
+        ("removed", Value::Bool(removed)),
+        ("detail", Value::Text(detail.clone())),
+    ]))
+}
+
+pub(crate) fn decode_removal(bytes: &[u8]) -> Decoded<CorruptShareRemoval> {
+    let mut fields = Fields::text_keys(cbor::from_slice(bytes)?, "removal answer")?;
+    let removed = cbor::as_bool(fields.take("removed")?, "removed")?;
+    let detail = cbor::as_text(fields.take("detail")?, "detail")?;
+    fields.finish()?;
+    Ok(if removed {
+        CorruptShareRemoval::Removed { problem: detail }
+    } else {
+        CorruptShareRemoval::Kept { reason: detail }
+    })
 }
 
 /// `POST /mutable/:si/read-test-write` request.
@@ -897,6 +936,16 @@ mod tests {
         );
         assert_eq!(decode_share_set(&encode_share_set(&shares)).unwrap(), shares);
         assert_eq!(decode_corrupt(&encode_corrupt("bad hash")).unwrap(), "bad hash");
+        for removal in [
+            CorruptShareRemoval::Removed {
+                problem: "block 3 does not match its hash".into(),
+            },
+            CorruptShareRemoval::Kept {
+                reason: "consistent".into(),
+            },
+        ] {
+            assert_eq!(decode_removal(&encode_removal(&removal)).unwrap(), removal);
+        }
 
         let mut tw = BTreeMap::new();
         tw.insert(

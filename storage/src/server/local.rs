@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::StorageServer;
 use crate::api::{
-    Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, StorageClient, TestWriteVectors,
-    UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
+    Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, StorageClient,
+    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
 };
 use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
@@ -119,6 +119,17 @@ impl StorageClient for LocalStorageClient {
     ) -> Result<(), StorageError> {
         let reason = reason.to_owned();
         self.run(move |server| server.advise_corrupt_share(kind, storage_index, shnum, &reason))
+            .await
+    }
+
+    async fn remove_corrupt_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<CorruptShareRemoval, StorageError> {
+        let reason = reason.to_owned();
+        self.run(move |server| server.remove_corrupt_share(storage_index, shnum, &reason))
             .await
     }
 

@@ -26,6 +26,9 @@
 //! - `index`: the sled lease index, ordered by expiry, and when it is trusted.
 //! - `store`: [`StorageServer`] itself; `ranges`: written ranges of an upload; `advisory`:
 //!   corruption reports; `fsutil`: paths and fsync helpers; `local`: [`LocalStorageClient`].
+//! - `share_check`: what the server can prove about an immutable share on its own (its hashes
+//!   against its contents); `remove_corrupt`: the Tessera extension that removes a share only when
+//!   that check proves it corrupt.
 //!
 //! # Durability order
 //!
@@ -44,7 +47,7 @@
 //! 3. rename it over `<shnum>`, fsync `shares/<p>/<SI>/`;
 //! 4. remove the renewed lease's old index entry.
 //!
-//! Deleting a share (new length 0, or expiry of its last lease): unlink, fsync the directory, remove
+//! Deleting a share (new length 0, expiry of its last lease, or a removal as corrupt): unlink, fsync the directory, remove
 //! its index entries, remove the SI directory if empty. Lease changes on shares that are not being
 //! written happen in place, each followed by fdatasync, in the orders given in `immutable` and
 //! `mutable`; an interrupted immutable lease change is repaired when the index is next rebuilt.
@@ -80,6 +83,8 @@ mod lease;
 mod local;
 mod mutable;
 mod ranges;
+mod remove_corrupt;
+pub mod share_check;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -125,8 +125,8 @@ impl ShareReader {
 /// threads at once (async callers use `spawn_blocking`, as [`LocalStorageClient`](super::LocalStorageClient)
 /// does).
 pub struct StorageServer {
-    config: StorageConfig,
-    layout: Layout,
+    pub(super) config: StorageConfig,
+    pub(super) layout: Layout,
     index: LeaseIndex,
     state: Mutex<State>,
     stripes: Vec<Mutex<()>>,
@@ -213,7 +213,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
+pub(super) fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
     if is_disk_full(&err) {
         // Not a fault of the server: the disk (or this user's quota) filled while writing. Reported
         // as the same "no space" refusal as `reserved_space`, so clients say the server is full.
@@ -235,7 +235,7 @@ pub(super) fn is_disk_full(err: &io::Error) -> bool {
     )
 }
 
-fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> StorageError {
+pub(super) fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> StorageError {
     let kind = match kind {
         ShareKind::Immutable => "immutable",
         ShareKind::Mutable => "mutable",
@@ -1293,7 +1293,7 @@ impl StorageServer {
 
     /// Deletes a share file: index entries of its leases, the file, the directory entry (fsynced),
     /// the counters. The caller removes the SI directory if it became empty.
-    fn delete_share(
+    pub(super) fn delete_share(
         &self,
         kind: ShareKind,
         si: StorageIndex,
@@ -1494,7 +1494,7 @@ impl StorageServer {
 
     /// Free disk space minus the reservation (statvfs; `u64::MAX` if it cannot be measured, as Tahoe
     /// advertises 2^64 then).
-    fn disk_available(&self) -> u64 {
+    pub(super) fn disk_available(&self) -> u64 {
         let free = match *lock(&self.disk_free_override) {
             Some(free) => Some(free),
             None => fs4::available_space(&self.layout.root).ok(),
@@ -1537,7 +1537,7 @@ impl StorageServer {
 
     // ----- helpers -----
 
-    fn lock_si(&self, si: StorageIndex) -> MutexGuard<'_, ()> {
+    pub(super) fn lock_si(&self, si: StorageIndex) -> MutexGuard<'_, ()> {
         lock(&self.stripes[stripe_of(si)])
     }
 

@@ -7,7 +7,8 @@
 //! upload in and out of order with matching overlaps, abort and re-upload, repeated allocation;
 //! ranged reads inside, across, at and past the end; mutable read-test-write (create, compare-and-swap,
 //! create-only-if-absent, all-or-nothing over several shares, reads of every share before the writes,
-//! zero-fill, truncation, deletion by length 0); leases; share lists; corruption advisories.
+//! zero-fill, truncation, deletion by length 0); leases; share lists; corruption advisories;
+//! Tessera's removal of a share the server proves corrupt.
 //!
 //! Conditions that only a transport can produce (bad secrets, malformed bodies) are tested by the
 //! HTTP tests instead; inputs whose handling the trait leaves open (empty writes, empty reasons, share
@@ -22,7 +23,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{lease_secrets, pattern, storage_index, upload_secret, write_enabler};
-use crate::api::{ReadVector, TestVector, TestWriteVectors, WriteVector};
+use crate::api::{CorruptShareRemoval, ReadVector, TestVector, TestWriteVectors, WriteVector};
 use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
 
 /// One scenario: runs against a client of a fresh, empty server and panics on a violation.
@@ -111,6 +112,7 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ),
         ("large_share_round_trip", large_share_round_trip),
         ("corruption_advisories", corruption_advisories),
+        ("corrupt_share_removal", corrupt_share_removal),
         ("leases", leases),
         (
             "mutable_create_and_compare_and_swap",
@@ -678,6 +680,55 @@ fn large_share_round_trip(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
             read(client, kind, si, 0, 0, u64::MAX).await == data,
             "read to the end differs"
         );
+    })
+}
+
+/// Tessera's removal of a corrupt immutable share: only a share the server can prove corrupt goes
+/// (here, a layout-1 header whose offsets run backwards); one it cannot judge stays.
+fn corrupt_share_removal(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let si = storage_index(21);
+        // An unknown layout version: the server cannot judge it.
+        let mut unknown = pattern(100, 21);
+        unknown[..4].copy_from_slice(&[0, 0, 0, 9]);
+        upload(client, si, 0, &unknown).await;
+        // Layout 1 with the plaintext hash tree before the blocks: no uploader writes that.
+        let mut backwards = vec![0u8; 100];
+        for (i, value) in [1u32, 0, 0, 0x24, 0x10, 0x30, 0x30, 0x30, 0x30]
+            .iter()
+            .enumerate()
+        {
+            backwards[4 * i..4 * i + 4].copy_from_slice(&value.to_be_bytes());
+        }
+        upload(client, si, 1, &backwards).await;
+        create_slot_share(client, storage_index(22), 0, b"mutable").await;
+
+        let kept = client
+            .remove_corrupt_share(si, 0, "the client says so")
+            .await
+            .expect("remove");
+        assert!(matches!(kept, CorruptShareRemoval::Kept { .. }), "{kept:?}");
+        let removed = client
+            .remove_corrupt_share(si, 1, "the client says so")
+            .await
+            .expect("remove");
+        assert!(
+            matches!(&removed, CorruptShareRemoval::Removed { problem } if problem.contains("offsets")),
+            "{removed:?}"
+        );
+        assert_eq!(
+            client.list_shares(ShareKind::Immutable, si).await.expect("list"),
+            shares(&[0])
+        );
+        // The slot is free again: a good copy can be uploaded in its place.
+        upload(client, si, 1, &pattern(100, 23)).await;
+        for (si, shnum) in [(si, 5), (storage_index(22), 0), (storage_index(23), 0)] {
+            let error = client
+                .remove_corrupt_share(si, shnum, "bad")
+                .await
+                .expect_err("no such immutable share");
+            assert!(matches!(error, StorageError::NotFound(_)), "{shnum}: {error:?}");
+        }
     })
 }
 
