@@ -1497,6 +1497,26 @@ pub async fn fetch_private_key(map: &ServerMap, cap: &MutableCap) -> Result<Muta
             return Ok(key);
         }
     }
+    // The shares moved on since the servermap read them (in a longer or shorter new version the
+    // key lies elsewhere) when another writer was at work: a fresh servermap finds it.
+    if map.write_in_progress() {
+        return Err(MutableError::VersionChanged);
+    }
+    for share in map.shares.iter().filter(|s| s.header.is_some()) {
+        let seen = share.checkstring();
+        if let Ok(now) = read_mutable(
+            &share.server,
+            cap.storage_index(),
+            share.shnum,
+            0,
+            seen.len() as u64,
+        )
+        .await
+            && now.as_ref() != seen.as_slice()
+        {
+            return Err(MutableError::VersionChanged);
+        }
+    }
     Err(MutableError::Unrecoverable(
         "no share holds a readable signing key".into(),
     ))

@@ -374,7 +374,10 @@ impl FileNode {
         loop {
             let result = modify_once(&self.grid, &cap, &mut state, &mut modify).await;
             match result {
-                Err(NodeError::UncoordinatedWrite) if attempt + 1 < MODIFY_ATTEMPTS => {
+                // Another writer got in first, or replaced the version while this one was read.
+                Err(NodeError::UncoordinatedWrite | NodeError::VersionChanged(_))
+                    if attempt + 1 < MODIFY_ATTEMPTS =>
+                {
                     *state = MutableState::default();
                     attempt += 1;
                     tracing::debug!(
@@ -383,7 +386,7 @@ impl FileNode {
                     );
                     futures_timer::Delay::new(modify_backoff(attempt)).await;
                 }
-                Err(NodeError::UncoordinatedWrite) => {
+                Err(NodeError::UncoordinatedWrite | NodeError::VersionChanged(_)) => {
                     *state = MutableState::default();
                     return Err(NodeError::Conflict(format!(
                         "other clients kept changing this file or directory: {MODIFY_ATTEMPTS} attempts \
