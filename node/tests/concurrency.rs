@@ -9,9 +9,8 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,31 +26,13 @@ impl Devgrid {
     fn start(dir: &Path, servers: usize) -> Devgrid {
         for _ in 0..3 {
             let web_port = common::free_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args([
-                    "devgrid",
-                    "--servers",
-                    &servers.to_string(),
-                    "--web-port",
-                    &web_port.to_string(),
-                ])
-                .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
-                .arg(dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let ready = lines.any(|line| line.is_ok_and(|l| l.contains("Press Ctrl-C to stop the grid")));
-            if ready {
-                std::thread::spawn(move || lines.for_each(drop));
+            if let Some(child) = common::start_devgrid(dir, servers, web_port) {
                 return Devgrid {
                     child,
                     dir: dir.to_path_buf(),
                     base: format!("http://127.0.0.1:{web_port}"),
                 };
             }
-            let _ = child.wait();
             // The port was taken meanwhile: try again in a fresh directory.
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -15,29 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use filenode::cap::{Cap, FileCap, MutableCap, MutableFormat};
-use filenode::grid::upload::UploadParams;
-use filenode::grid::{ClientSecrets, Grid};
 use filenode::hashes::sha256d;
-use filenode::mutable::keys::KeyPool;
 use filenode::node::{DirNode, FileNode, Replace};
 use tests::grid::{TestGrid, Transport};
 
+// A separate client node of the grid (its own servermaps and caches, as another gateway).
+use super::mutable::client;
+
 fn slow() -> bool {
     std::env::var_os("TESSERA_SLOW_TESTS").is_some()
-}
-
-/// A separate client node of `grid` (its own servermaps and caches, as another gateway).
-fn client(grid: &TestGrid, name: &str) -> Arc<Grid> {
-    let client = Grid::with_key_pool(
-        ClientSecrets {
-            lease_secret: name.as_bytes().to_vec(),
-            convergence: Some(vec![7; 32]),
-        },
-        UploadParams::default(),
-        KeyPool::new(0),
-    );
-    client.set_servers(grid.entries());
-    Arc::new(client)
 }
 
 fn contents(len: usize, writer: usize, version: usize) -> Vec<u8> {

@@ -18,7 +18,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// A client of `grid` with its own lease secret (a separate node).
-fn client(grid: &TestGrid, name: &str) -> Arc<Grid> {
+pub(crate) fn client(grid: &TestGrid, name: &str) -> Arc<Grid> {
     let client = Grid::with_key_pool(
         ClientSecrets {
             lease_secret: name.as_bytes().to_vec(),

@@ -9,3 +9,36 @@ pub(crate) fn free_port() -> u16 {
         .expect("local address")
         .port()
 }
+
+/// Starts `tessera devgrid` with `servers` storage nodes in `dir` (web port `web_port`, SFTP and
+/// FTP on any free port) and returns it once it says it is ready, with the rest of its output
+/// drained; `None` if it exited first (a port taken meanwhile: the caller retries).
+#[allow(dead_code, reason = "not every test file starts a devgrid")]
+pub(crate) fn start_devgrid(
+    dir: &std::path::Path,
+    servers: usize,
+    web_port: u16,
+) -> Option<std::process::Child> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "devgrid",
+            "--servers",
+            &servers.to_string(),
+            "--web-port",
+            &web_port.to_string(),
+        ])
+        .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn tessera devgrid");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    if lines.any(|line| line.is_ok_and(|l| l.contains("Press Ctrl-C to stop the grid"))) {
+        std::thread::spawn(move || lines.for_each(drop));
+        return Some(child);
+    }
+    let _ = child.wait();
+    None
+}
