@@ -15,14 +15,14 @@ use filenode::node::{DirNode, Replace};
 use storage::server::{ExpirationMode, ExpirationPolicy, FakeClock};
 use tests::grid::{TestGrid, Transport};
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
         .collect()
 }
 
 /// A client of `grid` (3-of-10, happiness 7, small segments so that files have many blocks).
-fn client(grid: &TestGrid) -> Arc<Grid> {
+pub(crate) fn client(grid: &TestGrid) -> Arc<Grid> {
     let client = Grid::with_key_pool(
         grid.secrets.clone(),
         UploadParams {
@@ -35,11 +35,11 @@ fn client(grid: &TestGrid) -> Arc<Grid> {
     Arc::new(client)
 }
 
-const PLAIN: CheckOptions = CheckOptions {
+pub(crate) const PLAIN: CheckOptions = CheckOptions {
     verify: false,
     add_lease: false,
 };
-const VERIFY: CheckOptions = CheckOptions {
+pub(crate) const VERIFY: CheckOptions = CheckOptions {
     verify: true,
     add_lease: false,
 };

@@ -14,9 +14,7 @@ use axum::body::Body;
 use axum::http::Request;
 use filenode::cap::{Cap, FileCap, MutableFormat};
 use filenode::grid::Grid;
-use filenode::grid::check::{CheckOptions, CheckReport};
-use filenode::grid::upload::UploadParams;
-use filenode::mutable::keys::KeyPool;
+use filenode::grid::check::CheckReport;
 use filenode::node::FileNode;
 use serde_json::Value;
 use storage::StorageIndex;
@@ -24,34 +22,8 @@ use tests::grid::{TestGrid, Transport};
 
 use crate::web::Gateway;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
-        .collect()
-}
-
-/// A client of `grid`: 3-of-10, happiness 7, small segments so that CHK files have many blocks.
-fn client(grid: &TestGrid) -> Arc<Grid> {
-    let client = Grid::with_key_pool(
-        grid.secrets.clone(),
-        UploadParams {
-            max_segment_size: 4096,
-            ..UploadParams::default()
-        },
-        KeyPool::new(0),
-    );
-    client.set_servers(grid.entries());
-    Arc::new(client)
-}
-
-const PLAIN: CheckOptions = CheckOptions {
-    verify: false,
-    add_lease: false,
-};
-const VERIFY: CheckOptions = CheckOptions {
-    verify: true,
-    add_lease: false,
-};
+// The check tests' client (3-of-10, happiness 7, 4 KiB segments), data and options.
+use crate::check::{PLAIN, VERIFY, client, data};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
