@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
-use std::io::{BufRead, BufReader};
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,39 +28,14 @@ impl Grid {
     /// `shares.happy = happy`.
     fn start(root: &Path, servers: usize, storage_extra: &str, happy: usize) -> Grid {
         // devgrid creates every node directory; it is stopped as soon as it is ready.
-        let web_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut devgrid = tessera()
-            .args([
-                "devgrid",
-                "--servers",
-                &servers.to_string(),
-                "--web-port",
-                &web_port.to_string(),
-            ])
-            .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
-            .arg(root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = devgrid.stdout.take().unwrap();
-        let mut ready = false;
-        for line in BufReader::new(stdout).lines() {
-            if line.unwrap().contains("Press Ctrl-C to stop the grid") {
-                ready = true;
-                break;
-            }
-        }
+        let mut devgrid =
+            common::start_devgrid(root, servers, common::free_port()).expect("devgrid did not start");
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(devgrid.id().to_string())
             .status();
         let status = devgrid.wait().unwrap();
-        assert!(ready && status.success(), "devgrid: ready {ready}, {status}");
+        assert!(status.success(), "devgrid: {status}");
 
         for i in 1..=servers {
             let cfg = root.join(format!("storage{i:02}/tahoe.cfg"));

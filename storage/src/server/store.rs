@@ -753,7 +753,8 @@ impl StorageServer {
     }
 
     /// Reads up to `len` bytes of share data at `offset`: fewer at the end, none at or past it.
-    /// A mutable share is read under its stripe lock, so the bytes are all of one version.
+    /// A mutable share is read under its stripe lock, so the bytes are all of one version; an
+    /// immutable one holds the stripe only while it is opened (other reads of the stripe go on).
     pub fn read_share(
         &self,
         kind: ShareKind,
@@ -762,8 +763,12 @@ impl StorageServer {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
-        let _si_guard = self.lock_si(si);
-        let share = self.open_locked(kind, si, shnum)?;
+        // Immutable data never changes once visible: only the open needs the stripe.
+        let _si_guard = (kind == ShareKind::Mutable).then(|| self.lock_si(si));
+        let share = match kind {
+            ShareKind::Mutable => self.open_locked(kind, si, shnum)?,
+            ShareKind::Immutable => self.open_for_read(kind, si, shnum)?,
+        };
         share
             .read(offset, len)
             .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))
