@@ -922,4 +922,30 @@ mod tests {
         assert!(parse_error_tag("conflict", "").is_none());
         assert!(parse_error_tag("mystery", "").is_none());
     }
+
+    /// A hostile server's `X-Tessera-Refused` headers: too many, too long, malformed, for share
+    /// numbers not asked for, or not text. The client keeps at most the bound, each cut short,
+    /// and only for shares it asked for.
+    #[test]
+    fn hostile_refusal_headers_are_bounded() {
+        let mut headers = HeaderMap::new();
+        let long = "x".repeat(10_000);
+        headers.append(wire::REFUSED_HEADER, format!("1 {long}").parse().unwrap());
+        headers.append(wire::REFUSED_HEADER, "no-space-at-all".parse().unwrap());
+        headers.append(wire::REFUSED_HEADER, "99 not asked for".parse().unwrap());
+        headers.append(wire::REFUSED_HEADER, "-1 negative".parse().unwrap());
+        headers.append(
+            wire::REFUSED_HEADER,
+            hyper::http::HeaderValue::from_bytes(b"2 \xff\xfe").unwrap(),
+        );
+        for _ in 0..1000 {
+            headers.append(wire::REFUSED_HEADER, "3 repeated".parse().unwrap());
+        }
+        headers.append(wire::REFUSED_HEADER, "4 past the count".parse().unwrap());
+        let asked: BTreeSet<ShareNum> = (0..10).collect();
+        let refused = refusals(&headers, &asked);
+        assert_eq!(refused.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(refused[&1].len(), wire::MAX_REFUSAL_LEN);
+        assert_eq!(refused[&3], "repeated");
+    }
 }
