@@ -142,7 +142,7 @@ pub(crate) async fn check(
             Some(repaired) if repaired.pre.storage_index.is_some() => repair_json(repaired),
             _ => report_json(&report),
         };
-        return Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response());
+        return Ok(([(header::CONTENT_TYPE, "application/json")], super::ascii_json(&body)).into_response());
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
     let mut rows = Vec::new();
@@ -371,7 +371,7 @@ fn async_stream_lines(
                     (None, Some(report)) => line["check-results"] = report_json(report),
                     (None, None) => {}
                 }
-                let mut text = format!("{line}\n");
+                let mut text = format!("{}\n", super::ascii_json(&line));
                 let failed = entry.error.is_some();
                 if let Some(error) = entry.error {
                     // As Tahoe: the stream ends at an error, whose lines the client reports.
@@ -396,7 +396,9 @@ fn async_stream_lines(
             }
             format!(
                 "{}\n",
-                json!({"type": "stats", "stats": stats.json(check.is_some(), repair)})
+                super::ascii_json(
+                    &json!({"type": "stats", "stats": stats.json(check.is_some(), repair)})
+                )
             )
         }))
         .boxed()

@@ -118,7 +118,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                 "encoding": { "needed": params.needed, "happy": params.happy, "total": params.total },
                 "servers": servers,
             });
-            Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+            Ok(([(header::CONTENT_TYPE, "application/json")], ascii_json(&body)).into_response())
         }
         None => welcome_page(&state),
         Some(other) => Err(WebError::BadRequest(format!("unknown t={other} for /"))),
@@ -248,6 +248,30 @@ fn with_etag(
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)
+}
+
+/// JSON text as Tahoe writes it (Python's `json.dumps`, `ensure_ascii`): every character past
+/// ASCII is a `\uXXXX` escape (a surrogate pair past the BMP). Tahoe's own clients rely on that:
+/// `tahoe deep-check --raw` decodes the stream 100 bytes at a time, so a raw UTF-8 name split at
+/// a chunk boundary kills it. Outside strings JSON text is ASCII, so escaping every non-ASCII
+/// character of the serialized text escapes exactly the strings' contents.
+pub(crate) fn ascii_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.is_ascii() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut units = [0u16; 2];
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// Tahoe's `t=json` for a file: `["filenode", {...}]`.
@@ -476,5 +500,24 @@ async fn post_uri(
         None => Err(WebError::BadRequest(
             "POST /uri needs t=upload, t=mkdir, t=mkdir-with-children or t=mkdir-immutable".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_json;
+
+    #[test]
+    fn json_text_is_ascii_as_tahoes() {
+        // Python: json.dumps(["é", "日本", "😀", "a\"b"]) (surrogate pair past the BMP).
+        let value = serde_json::json!(["é", "日本", "😀", "a\"b"]);
+        let text = ascii_json(&value);
+        assert_eq!(
+            text,
+            r#"["\u00e9","\u65e5\u672c","\ud83d\ude00","a\"b"]"#
+        );
+        assert!(text.is_ascii());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), value);
+        assert_eq!(ascii_json(&serde_json::json!({"k": 1})), r#"{"k":1}"#);
     }
 }
