@@ -8,7 +8,8 @@
 //!   blame it).
 //!
 //! The default tier runs small numbers of writers and readers for a second or two; with
-//! `TESSERA_SLOW_TESTS=1` the same scenarios run with 20 writers and 50 readers.
+//! `TESSERA_SLOW_TESTS=1` the same scenarios run with 20 writers (and 50 readers of a file, 5 of
+//! the directory, as in the issue that asked for it: its 400 adds are serial work).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -195,7 +196,7 @@ async fn mutable_readers_racing_several_writers_read_whole_versions() {
 /// `writers` clients each add `adds` children to one directory while `readers` clients list it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_add_to_a_shared_directory_succeeds_and_listings_never_fail() {
-    let (writers, adds, readers) = if slow() { (20, 20, 50) } else { (6, 4, 3) };
+    let (writers, adds, readers) = if slow() { (20, 20, 5) } else { (6, 4, 3) };
     let grid = TestGrid::build(10, Transport::Https).await;
     let creator = client(&grid, "creator");
     let dir = creator.create_directory(MutableFormat::Sdmf).await.unwrap();

@@ -554,3 +554,57 @@ async fn a_directory_whose_servers_are_down_is_not_taken_for_empty() {
     let names: Vec<String> = root.list().await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["keep"]);
 }
+
+/// A write is acknowledged only once its version is on `happy` of the servers that are up (a
+/// server that does not answer in time is up, and may be the one a later reader asks), and a
+/// reader that hears in time from too few servers to be sure of meeting such a version says so
+/// rather than serve an older one. Servers that fail at once are down, and reads and writes go on
+/// without them (the k-to-N test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_happy_servers_and_readers_that_hear_from_too_few_say_so() {
+    let grid = TestGrid::build(10, Transport::InProcess).await;
+    let alice = client(&grid, "alice");
+    let cap = alice
+        .create_mutable_file(MutableFormat::Sdmf, b"first".to_vec())
+        .await
+        .unwrap();
+    // Four of ten hang: the new version could reach six servers, one short of happy (seven).
+    for i in 0..4 {
+        grid.hang_server(i);
+    }
+    let err = file(&client(&grid, "bob"), &cap)
+        .overwrite_bytes(b"second".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::NotEnoughServers(_)) && err.to_string().contains("reached only 6 servers"),
+        "{err}"
+    );
+    // Seven hang: three answer, fewer than the four that must (10 - 7 + 1) to meet any
+    // acknowledged version, so the reader does not take what it found for the latest.
+    for i in 4..7 {
+        grid.hang_server(i);
+    }
+    let err = file(&client(&grid, "carol"), &cap).read_all().await.unwrap_err();
+    assert!(
+        matches!(err, NodeError::VersionChanged(_))
+            && err
+                .to_string()
+                .contains("3 of 10 servers answered in time (at least 4 must)"),
+        "{err}"
+    );
+    // Back up: the file reads, whole, as one of the two versions; a write now succeeds.
+    for i in 0..7 {
+        grid.restore_server(i);
+    }
+    let now = file(&client(&grid, "dave"), &cap).read_all().await.unwrap();
+    assert!(now == b"first" || now == b"second", "{now:?}");
+    file(&client(&grid, "erin"), &cap)
+        .overwrite_bytes(b"third".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        file(&client(&grid, "frank"), &cap).read_all().await.unwrap(),
+        b"third"
+    );
+}

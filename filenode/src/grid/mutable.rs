@@ -28,9 +28,15 @@ use crate::mutable::encode::{self, MutableGeometry, checkstring_len};
 use crate::mutable::keys::MutableKey;
 use crate::mutable::layout::{MutableShareError, ShareHeader, parse_chain, parse_hashes};
 
-/// How much of each share a servermap query reads: the whole fixed region of MDMF and of most
-/// SDMF shares (directories).
+/// How much of each MDMF share a servermap query reads: the whole fixed region.
 const PREFIX_READ: u64 = 4096;
+
+/// How much of each SDMF share a servermap query reads: the whole share of any SDMF file or
+/// directory up to about 700 kB (k = 3), in one request. One request reads one version, so such a
+/// share is decoded from what the servermap read, with no second read that a concurrent writer
+/// could overtake (readers of a busy shared directory never start over), and listing a directory
+/// costs no round trip after the servermap's.
+const SDMF_PREFIX_READ: u64 = 256 * 1024;
 
 /// The most a servermap query reads to find a share's key and signature.
 const PREFIX_LIMIT: u64 = 64 * 1024;
@@ -69,6 +75,10 @@ pub enum MutableError {
     /// it was wrong; reading again from a fresh servermap finds the new version.
     #[error("the file changed while it was being read (another client wrote a new version); read it again")]
     VersionChanged,
+    /// Too few servers answered to be sure which version is the latest (one that a writer was
+    /// told is written may be on the servers that did not answer).
+    #[error("the latest version of the file cannot be known: {0}")]
+    Unavailable(String),
     /// Another writer changed the file while we were writing.
     #[error(
         "uncoordinated write: another client changed this mutable file at the same time; the other \
@@ -82,6 +92,19 @@ pub enum MutableError {
         written: usize,
         /// k.
         needed: usize,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The new version reached too few servers for every reader to be sure to find it.
+    #[error(
+        "the new version reached only {reached} servers ({required} needed so that every reader \
+         finds it): {detail}"
+    )]
+    TooFewServers {
+        /// Distinct servers holding a share of the new version.
+        reached: usize,
+        /// `happy`, or every server queried when fewer.
+        required: usize,
         /// What went wrong.
         detail: String,
     },
@@ -138,6 +161,9 @@ pub struct ServerMap {
     pub responders: Vec<ServerEntry>,
     /// Servers that failed, with the error.
     pub failures: Vec<(String, String)>,
+    /// How many of those did not answer in time (alive, as far as anyone knows, and perhaps
+    /// holding the newest version), as opposed to failing at once (down, or refusing).
+    pub timed_out: usize,
 }
 
 impl ServerMap {
@@ -187,15 +213,38 @@ impl ServerMap {
         versions.into_iter().rev().collect()
     }
 
-    /// The highest version with at least k distinct shares.
+    /// The highest version with at least k distinct shares. Of two recoverable versions with the
+    /// same sequence number (two writers that both began from the same version, when one's
+    /// test-and-set primary did not answer), the one on more shares: an acknowledged write is on
+    /// `happy` servers, so the other can only be the loser's leftovers on the servers the winner
+    /// could not reach. (Tahoe takes the higher root hash, which picks the loser half the time.)
     pub fn best_recoverable(&self) -> Option<(VersionId, Vec<&LocatedShare>)> {
-        self.versions().into_iter().find(|(_, shares)| {
-            let needed = shares[0]
-                .header
-                .as_ref()
-                .map_or(usize::MAX, |h| usize::from(h.needed));
-            shares.iter().map(|s| s.shnum).collect::<BTreeSet<_>>().len() >= needed
-        })
+        let distinct =
+            |shares: &[&LocatedShare]| shares.iter().map(|s| s.shnum).collect::<BTreeSet<_>>().len();
+        let recoverable: Vec<(VersionId, Vec<&LocatedShare>)> = self
+            .versions()
+            .into_iter()
+            .filter(|(_, shares)| {
+                let needed = shares[0]
+                    .header
+                    .as_ref()
+                    .map_or(usize::MAX, |h| usize::from(h.needed));
+                distinct(shares) >= needed
+            })
+            .collect();
+        let top = recoverable.first()?.0.0;
+        recoverable
+            .into_iter()
+            .take_while(|(version, _)| version.0 == top)
+            .max_by_key(|(version, shares)| (distinct(shares), version.1))
+    }
+
+    /// The newest version seen when it cannot be read (too few of its shares were found): a write
+    /// in progress, or one that stopped half-way.
+    pub fn newer_unreadable(&self) -> Option<VersionId> {
+        let newest = self.versions().first()?.0;
+        let readable = self.best_recoverable().map(|(version, _)| version);
+        (readable.is_none_or(|r| r.0 < newest.0)).then_some(newest)
     }
 }
 
@@ -235,7 +284,11 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
             )
             .await?;
         let reads = join_all(shnums.iter().map(|&shnum| async move {
-            let mut prefix = read_mutable(server, storage_index, shnum, 0, PREFIX_READ)
+            let first_read = match cap.format {
+                MutableFormat::Sdmf => SDMF_PREFIX_READ,
+                MutableFormat::Mdmf => PREFIX_READ,
+            };
+            let mut prefix = read_mutable(server, storage_index, shnum, 0, first_read)
                 .await?
                 .to_vec();
             let header = ShareHeader::parse(&prefix).ok();
@@ -277,6 +330,9 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
             }
             Err(e) => {
                 debug!(server = %server.name(), error = %e, "servermap query failed");
+                if matches!(e, StorageError::Timeout) {
+                    map.timed_out += 1;
+                }
                 map.failures.push((server.name(), e.to_string()));
             }
         }
@@ -295,6 +351,39 @@ fn read_backoff(attempt: u32) -> std::time::Duration {
 }
 
 impl ServerMap {
+    /// The servers that count for a quorum: those that answered and those that did not answer in
+    /// time. A server that failed at once is down (or refusing us): Tahoe reads and writes
+    /// without such servers, and so does Tessera (a partition may then hide a newer version,
+    /// as in Tahoe). A slow server is another matter: it is up, and may hold the newest version.
+    pub fn reachable(&self) -> usize {
+        self.responders.len() + self.timed_out
+    }
+
+    /// How many servers must answer a servermap query for it to see at least one share of any
+    /// version a publish acknowledged: a publish is acknowledged only once its version is on
+    /// `happy` of the reachable servers (or on every one, when fewer), so any
+    /// `reachable - happy + 1` of them include one that holds it.
+    pub fn quorum(&self, happy: usize) -> usize {
+        let reachable = self.reachable();
+        reachable.saturating_sub(happy.min(reachable)) + 1
+    }
+
+    /// Whether a newer version than the one this map reads may exist unseen, so that reading it
+    /// (or, worse, writing a change on top of it) could miss an acknowledged write: servers did
+    /// not answer in time, and either fewer than [`ServerMap::quorum`] answered or shares of a newer
+    /// version were seen but too few to read it (the rest may be on the servers that did not
+    /// answer). A map where no server timed out is never stale: a newer version it cannot read
+    /// is a write still in progress, not yet acknowledged.
+    pub fn may_be_stale(&self, happy: usize) -> bool {
+        if self.timed_out == 0 {
+            return false;
+        }
+        if self.responders.len() < self.quorum(happy) {
+            return true;
+        }
+        self.best_recoverable().is_some() && self.newer_unreadable().is_some()
+    }
+
     /// Whether the shares found disagree (more than one checkstring: versions, or a writer's
     /// in-progress marker), which is what a write in progress looks like from outside.
     pub fn write_in_progress(&self) -> bool {
@@ -311,13 +400,29 @@ impl ServerMap {
 pub async fn open_latest(
     servers: &[ServerEntry],
     cap: &MutableCap,
+    happy: usize,
 ) -> Result<(ServerMap, MutableReader), MutableError> {
     let mut attempt = 0;
     loop {
         let map = update_servermap(servers, cap).await;
-        let error = match MutableReader::open(&map, cap).await {
+        let stale = map.may_be_stale(happy);
+        let opened = if stale {
+            Err(MutableError::Unavailable(format!(
+                "{} of {} servers answered in time{}: a newer version may be on the others",
+                map.responders.len(),
+                map.reachable(),
+                if map.responders.len() < map.quorum(happy) {
+                    format!(" (at least {} must)", map.quorum(happy))
+                } else {
+                    ", and shares of a newer version than the readable one were seen".into()
+                }
+            )))
+        } else {
+            MutableReader::open(&map, cap).await
+        };
+        let error = match opened {
             Ok(reader) => return Ok((map, reader)),
-            Err(e @ MutableError::VersionChanged) => e,
+            Err(e @ (MutableError::VersionChanged | MutableError::Unavailable(_))) => e,
             Err(e @ MutableError::Unrecoverable(_)) if map.write_in_progress() => e,
             Err(e) => return Err(e),
         };
@@ -335,10 +440,11 @@ pub async fn open_latest(
 pub async fn read_latest(
     servers: &[ServerEntry],
     cap: &MutableCap,
+    happy: usize,
 ) -> Result<(ServerMap, Vec<u8>), MutableError> {
     let mut attempt = 0;
     loop {
-        let (map, reader) = open_latest(servers, cap).await?;
+        let (map, reader) = open_latest(servers, cap, happy).await?;
         match reader.read_range(0, u64::MAX).await {
             Ok(contents) => return Ok((map, contents)),
             Err(MutableError::VersionChanged) if attempt + 1 < READ_ATTEMPTS => {
@@ -871,6 +977,8 @@ struct WriteSession<'a> {
     marker: Vec<u8>,
     batches_sent: usize,
     failures: Vec<String>,
+    /// Distinct servers the new version must reach to be acknowledged.
+    servers_required: usize,
 }
 
 impl WriteSession<'_> {
@@ -1087,6 +1195,20 @@ impl WriteSession<'_> {
                 },
             });
         }
+        let reached = self
+            .targets
+            .iter()
+            .filter(|t| t.state == TargetState::Alive)
+            .map(|t| t.server.server_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
+        if reached < self.servers_required {
+            return Err(MutableError::TooFewServers {
+                reached,
+                required: self.servers_required,
+                detail: self.failures.join("; "),
+            });
+        }
         Ok(self
             .targets
             .into_iter()
@@ -1184,6 +1306,7 @@ impl Published {
                 .collect(),
             responders,
             failures: Vec::new(),
+            timed_out: 0,
         }
     }
 }
@@ -1197,11 +1320,18 @@ pub struct WriteContext<'a> {
     pub cap: &'a MutableCap,
     /// Its signing key.
     pub key: &'a MutableKey,
+    /// The servers a new version must reach before the write is acknowledged (fewer when fewer
+    /// servers were queried): see [`ServerMap::quorum`].
+    pub happy: usize,
 }
 
 impl WriteContext<'_> {
-    fn session(&self, targets: Vec<Target>, marker: Vec<u8>) -> WriteSession<'_> {
+    fn session(&self, map: &ServerMap, targets: Vec<Target>, marker: Vec<u8>) -> WriteSession<'_> {
+        let queried = map.reachable();
+        // A file of fewer shares than `happy` can reach no more servers than it has shares.
+        let shares = targets.iter().map(|t| t.shnum).collect::<BTreeSet<_>>().len();
         WriteSession {
+            servers_required: self.happy.min(queried).min(shares),
             secrets: self.secrets,
             storage_index: self.cap.storage_index(),
             writekey: self
@@ -1237,7 +1367,7 @@ pub async fn publish(
     let seqnum = map.next_seqnum();
     let geometry = MutableGeometry::new(format, needed, total, len);
     let targets = plan_targets(map, total);
-    let mut session = ctx.session(targets, marker(format, seqnum));
+    let mut session = ctx.session(map, targets, marker(format, seqnum));
     let nseg = geometry.num_segments();
     let readkey = ctx.cap.readkey().expect("invariant: write caps read");
     if format == MutableFormat::Sdmf || len <= atomic_write_limit() {
@@ -1581,7 +1711,7 @@ pub async fn update_mdmf(
             state: TargetState::Alive,
         })
         .collect();
-    let mut session = ctx.session(targets, marker(MutableFormat::Mdmf, seqnum));
+    let mut session = ctx.session(map, targets, marker(MutableFormat::Mdmf, seqnum));
     let readkey = ctx.cap.readkey().expect("invariant: write caps read");
     let codec =
         Arc::new(Codec::new(usize::from(h.needed), usize::from(h.total)).expect("invariant: valid k-of-N"));
