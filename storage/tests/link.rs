@@ -172,6 +172,37 @@ async fn the_rate_is_capped_each_way() {
 }
 
 #[tokio::test]
+async fn connections_through_one_link_share_its_rate() {
+    // Four connections at once through an 8 Mbit/s (1 MB/s) link, 400 kB each: 1.6 MB together
+    // take about 1.6 s, not the 0.4 s of four links.
+    let size = 400_000;
+    let link = EmulatedLink::start(source_server(size).await, shape(10, Some(8.0)))
+        .await
+        .expect("link");
+    let start = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let addr = link.addr();
+        readers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.expect("read");
+            got.len()
+        }));
+    }
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader"), size);
+    }
+    let elapsed = start.elapsed();
+    println!("4 × 400 kB through one 8 Mbit/s link: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "the connections did not share the rate: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test]
 async fn delay_does_not_serialize_a_long_fat_link() {
     // 16 MiB over a 400 ms round trip without a rate cap: a sleep per read (16 KiB) would take
     // 1024 × 200 ms; a queue of timestamped chunks takes one delay plus the copying.
@@ -283,6 +314,8 @@ async fn refusing_closes_the_listener_and_keeps_existing_connections() {
         .await
         .expect("link");
     let mut old = TcpStream::connect(link.addr()).await.expect("connect");
+    // Accepted by the relay (not just waiting in the listener's backlog, which closing resets).
+    ping(&mut old).await.expect("ping");
     link.set_refuse(true);
     // The accept loop drops its listener as soon as it sees the change.
     let mut refused = false;

@@ -9,7 +9,7 @@
 //!   sending it, plus the one-way delay, plus jitter) and a writer delivers chunks as they fall
 //!   due. A long fat link therefore keeps a bandwidth-delay product of bytes in flight, as a real
 //!   one does. Jitter never reorders: a chunk is never due before the one ahead of it.
-//! - **Rate** is a token bucket per direction: the link is busy for `len / rate` per chunk, and the
+//! - **Rate** is a token bucket per direction, shared by all connections through the link: the link is busy for `len / rate` per chunk, and the
 //!   reader stops taking bytes from the sender while the link is booked more than a few
 //!   milliseconds ahead, so the excess waits in the sender's own socket buffer (as it does behind
 //!   a real bottleneck) rather than in an unbounded queue here.
@@ -147,6 +147,9 @@ struct Shared {
     config: Mutex<LinkConfig>,
     faults: watch::Sender<Faults>,
     counters: Counters,
+    /// Per direction (up, down): until when the link is busy sending what it has taken. Shared
+    /// by every connection through the link, so they share its rate.
+    booked: [Mutex<Instant>; 2],
 }
 
 impl Shared {
@@ -178,6 +181,7 @@ impl EmulatedLink {
             config: Mutex::new(config),
             faults,
             counters: Counters::default(),
+            booked: [Mutex::new(Instant::now()), Mutex::new(Instant::now())],
         });
         let accept = tokio::spawn(accept_loop(listener, addr, Arc::clone(&shared)));
         Ok(EmulatedLink { addr, shared, accept })
@@ -407,6 +411,7 @@ async fn pipe(
     } else {
         &shared.counters.bytes_down
     };
+    let booked = &shared.booked[usize::from(direction == DOWN)];
     let reader = async {
         let mut booked_until = Instant::now();
         let mut last_due = Instant::now();
@@ -432,7 +437,9 @@ async fn pipe(
             }
             let sent = match config.rate {
                 Some(rate) => {
-                    booked_until = booked_until.max(now) + Duration::from_secs_f64(n as f64 / rate as f64);
+                    let mut link = booked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *link = (*link).max(now) + Duration::from_secs_f64(n as f64 / rate as f64);
+                    booked_until = *link;
                     booked_until
                 }
                 None => now,
