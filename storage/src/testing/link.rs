@@ -235,7 +235,8 @@ impl EmulatedLink {
         self.shared.faults.send_modify(|f| f.refuse = on);
     }
 
-    /// Whether the listener is open (false while refusing, and until it has been bound again).
+    /// Whether the link is set to accept connections (false while refusing; after the refusal is
+    /// lifted the relay binds its port again within moments).
     pub fn is_listening(&self) -> bool {
         !self.shared.faults.borrow().refuse
     }
