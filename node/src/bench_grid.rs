@@ -4,19 +4,31 @@
 //! of the largest file, how long checking it takes (with add-lease, and verifying every share), and
 //! the disk's own fsync'd write rate: with every share on one disk, uploads
 //! cannot beat disk rate / (N/k).
+//!
+//! With `--rtt-ms`, `--rate-mbit` or `--slow-servers`, each node sits behind its own emulated link
+//! (`storage::testing::EmulatedLink`, a relay in this process that the client's NURLs name), and
+//! every figure is printed with its time in round trips and the requests the links saw (the times
+//! a connection's traffic turned towards the server: TLS handshake flights count too, so a new
+//! connection adds one or two); throughput is given as a share of the links' bound (k links in
+//! parallel for a download; for an upload, N links carrying N/k times the file, which is the same).
+//! The directory figures (mkdir, adding a 1 KiB file, listing 200 entries) are taken after the
+//! files', through the same client.
 
 use std::io::{Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use filenode::cap::FileCap;
+use filenode::cap::{Cap, FileCap, LitCap, MutableFormat};
 use filenode::crypto::AesCtr;
 use filenode::grid::upload::UploadParams;
 use filenode::grid::{ClientSecrets, Grid, ServerEntry};
+use filenode::node::{DirNode, Replace};
 use futures::StreamExt;
+use storage::testing::{EmulatedLink, LinkConfig, LinkStats};
 
 use crate::devgrid::{Children, spawn_node, wait_for_file};
 use crate::nodedir::{CreateNodeArgs, create_node};
@@ -27,6 +39,15 @@ pub(crate) struct BenchGridArgs {
     /// Storage nodes.
     #[arg(long, default_value_t = 10)]
     servers: usize,
+    /// Round trip of each node's emulated link, in milliseconds (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
+    /// Rate of each node's emulated link, each way, in Mbit/s (default: no cap).
+    #[arg(long)]
+    rate_mbit: Option<f64>,
+    /// How many of the nodes sit behind a 1 Mbit/s link instead.
+    #[arg(long, default_value_t = 0)]
+    slow_servers: usize,
     /// File sizes in MiB.
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
     sizes_mib: Vec<u64>,
@@ -59,16 +80,30 @@ fn disk_rate(dir: &Path, size: u64) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn server_entry(dir: &Path) -> anyhow::Result<ServerEntry> {
+/// The client's entry for the storage node in `dir`; with `via`, its NURL names that address (an
+/// emulated link in front of the node) instead of the node's own.
+fn server_entry(dir: &Path, via: Option<SocketAddr>) -> anyhow::Result<ServerEntry> {
     let read = |name: &str| std::fs::read_to_string(dir.join("private").join(name));
     let key = read("node.pubkey")?
         .trim()
         .trim_start_matches("pub-v0-")
         .to_owned();
+    let mut nurls: Vec<String> = read("storage.nurl")?.lines().map(str::to_owned).collect();
+    if let Some(addr) = via {
+        nurls = nurls
+            .iter()
+            .filter_map(|text| text.parse::<storage::nurl::Nurl>().ok())
+            .map(|mut nurl| {
+                nurl.host = addr.ip().to_string();
+                nurl.port = addr.port();
+                nurl.to_string()
+            })
+            .collect();
+    }
     let ann = crate::client::Announcement {
         nickname: String::new(),
         furl: read("storage.furl")?.trim().to_owned(),
-        nurls: read("storage.nurl")?.lines().map(str::to_owned).collect(),
+        nurls,
         permutation_seed_base32: Some(key.clone()),
     };
     crate::client::server_entry(&format!("v0-{key}"), &ann, Default::default())
@@ -111,10 +146,20 @@ impl LocalGrid {
 
     /// A client of these servers (call from inside a runtime).
     pub(crate) async fn client(&self, params: UploadParams) -> anyhow::Result<Arc<Grid>> {
+        self.client_via(params, None).await
+    }
+
+    /// A client of these servers that reaches server `i` through `via[i]` (an emulated link).
+    pub(crate) async fn client_via(
+        &self,
+        params: UploadParams,
+        via: Option<&[SocketAddr]>,
+    ) -> anyhow::Result<Arc<Grid>> {
         let entries = self
             .dirs
             .iter()
-            .map(|d| server_entry(d))
+            .enumerate()
+            .map(|(i, d)| server_entry(d, via.map(|v| v[i])))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let secrets = ClientSecrets {
             lease_secret: vec![1; 32],
@@ -127,32 +172,191 @@ impl LocalGrid {
     }
 }
 
+impl LocalGrid {
+    /// The address node `i` serves on (from its NURL).
+    fn address(&self, i: usize) -> anyhow::Result<SocketAddr> {
+        let text = std::fs::read_to_string(self.dirs[i].join("private").join("storage.nurl"))?;
+        let nurl = text
+            .lines()
+            .find_map(|line| line.parse::<storage::nurl::Nurl>().ok())
+            .context("no NURL")?;
+        let ip: std::net::IpAddr = nurl.host.parse().context("the NURL's host is not an address")?;
+        Ok(SocketAddr::new(ip, nurl.port))
+    }
+}
+
 impl Drop for LocalGrid {
     fn drop(&mut self) {
         self.children.stop_all();
     }
 }
 
+/// The emulated links in front of the storage nodes, and what they have counted.
+struct Links {
+    links: Vec<EmulatedLink>,
+    rtt: Duration,
+}
+
+/// What the links carried during one operation.
+struct Traffic {
+    requests: u64,
+    most_on_one: u64,
+    connections: u64,
+}
+
+impl Links {
+    fn snapshot(&self) -> Vec<LinkStats> {
+        self.links.iter().map(EmulatedLink::stats).collect()
+    }
+
+    fn since(&self, before: &[LinkStats]) -> Traffic {
+        let deltas: Vec<LinkStats> = self
+            .links
+            .iter()
+            .zip(before)
+            .map(|(link, old)| link.stats().since(old))
+            .collect();
+        Traffic {
+            requests: deltas.iter().map(|d| d.requests).sum(),
+            most_on_one: deltas.iter().map(|d| d.requests).max().unwrap_or(0),
+            connections: deltas.iter().map(|d| d.connections).sum(),
+        }
+    }
+}
+
+/// Times operations and reports each with its round trips.
+struct Meter<'a> {
+    links: Option<&'a Links>,
+}
+
+impl Meter<'_> {
+    /// Runs `op`, then prints `what` with its time, the time in round trips of the link and the
+    /// requests the links saw.
+    async fn measure<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, f64)> {
+        let before = self.links.map(Links::snapshot);
+        let start = Instant::now();
+        let value = op.await?;
+        let seconds = start.elapsed().as_secs_f64();
+        self.report(what, seconds, before.as_deref(), "")?;
+        Ok((value, seconds))
+    }
+
+    fn report(
+        &self,
+        what: &str,
+        seconds: f64,
+        before: Option<&[LinkStats]>,
+        extra: &str,
+    ) -> anyhow::Result<()> {
+        let traffic = match (self.links, before) {
+            (Some(links), Some(before)) => {
+                let t = links.since(before);
+                format!(
+                    "{:5.1} RTT   requests {:4} (most to one server {:3}), new connections {}",
+                    seconds / links.rtt.as_secs_f64().max(1e-9),
+                    t.requests,
+                    t.most_on_one,
+                    t.connections
+                )
+            }
+            _ => String::new(),
+        };
+        crate::output::line(&format!(
+            "  {what:<44} {:9.1} ms  {traffic}{extra}",
+            seconds * 1e3
+        ))
+    }
+}
+
 pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.servers >= 1, "--servers must be at least 1");
+    anyhow::ensure!(
+        args.slow_servers <= args.servers,
+        "--slow-servers ({}) is more than --servers ({})",
+        args.slow_servers,
+        args.servers
+    );
+    anyhow::ensure!(
+        args.rtt_ms >= 0.0 && args.rtt_ms.is_finite(),
+        "--rtt-ms must be a non-negative number"
+    );
+    if let Some(rate) = args.rate_mbit {
+        anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate-mbit must be positive");
+    }
+    let shaped = args.rtt_ms > 0.0 || args.rate_mbit.is_some() || args.slow_servers > 0;
     let local = LocalGrid::start(args.servers, "tessera-bench-grid")?;
     let root = &local.root;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let params = UploadParams::default();
     let largest = args.sizes_mib.iter().copied().max().unwrap_or(1) << 20;
     let disk = disk_rate(root.path(), largest.min(1 << 30))?;
-    let bound = disk / (params.total as f64 / params.needed as f64);
+    let expansion = params.total as f64 / params.needed as f64;
+    let disk_bound = disk / expansion;
+    // Each link's rate in MB/s; a download's bound is k links in parallel, an upload's N links
+    // carrying N/k times the file, which is again k links.
+    let link_rate = args.rate_mbit.map(|m| m / 8.0);
+    let link_bound = link_rate.map(|r| r * f64::from(params.needed));
+    let upload_bound = link_bound.map_or(disk_bound, |l| l.min(disk_bound));
     crate::output::line(&format!(
         "bench-grid: {} storage nodes (separate processes), {}-of-{}, happy {}, this process is the client",
         args.servers, params.needed, params.total, params.happy
     ))?;
     crate::output::line(&format!(
-        "disk: {disk:.0} MB/s with fsync -> upload bound {bound:.0} MB/s (every share on this one disk, N/k = {:.2})",
-        params.total as f64 / params.needed as f64
+        "disk: {disk:.0} MB/s with fsync -> upload bound {disk_bound:.0} MB/s (every share on this one disk, N/k = {expansion:.2})",
     ))?;
+    let rtt = Duration::from_secs_f64(args.rtt_ms / 1e3);
+    let links = if shaped {
+        let fast = LinkConfig::with_rtt_and_rate(rtt, args.rate_mbit);
+        let slow = LinkConfig::with_rtt_and_rate(rtt, Some(1.0));
+        let mut links = Vec::new();
+        for i in 0..args.servers {
+            let target = local.address(i)?;
+            let config = if i < args.slow_servers { slow } else { fast };
+            links.push(runtime.block_on(EmulatedLink::start(target, config))?);
+        }
+        crate::output::line(&format!(
+            "links: each node behind its own emulated link (a relay in this process): {} ms RTT, {} each way{}; link bound {}",
+            args.rtt_ms,
+            args.rate_mbit
+                .map_or("no rate cap".to_owned(), |m| format!("{m} Mbit/s")),
+            if args.slow_servers > 0 {
+                format!(", {} of them at 1 Mbit/s", args.slow_servers)
+            } else {
+                String::new()
+            },
+            link_bound.map_or("none".to_owned(), |b| format!(
+                "{b:.1} MB/s (k = {} links)",
+                params.needed
+            )),
+        ))?;
+        Some(Links { links, rtt })
+    } else {
+        crate::output::line(
+            "links: none (loopback; --rtt-ms, --rate-mbit or --slow-servers put each node behind an emulated link and count round trips)",
+        )?;
+        None
+    };
+    let meter = Meter {
+        links: links.as_ref(),
+    };
+    let ratio = |rate: f64, bound: Option<f64>| {
+        bound.map_or(String::new(), |b| {
+            format!(" ({:3.0}% of the {b:.1} MB/s bound)", 100.0 * rate / b)
+        })
+    };
     let result = runtime.block_on(async {
-        let grid = local.client(params).await?;
+        let via: Option<Vec<SocketAddr>> = links
+            .as_ref()
+            .map(|l| l.links.iter().map(EmulatedLink::addr).collect());
+        let grid = local.client_via(params, via.as_deref()).await?;
         // Warm up: a gateway in steady state has its TLS connections to every server open already.
-        let warm = grid.upload(std::io::Cursor::new(vec![7u8; 1 << 20]), None).await?;
+        let warm = grid
+            .upload(std::io::Cursor::new(vec![7u8; 1 << 20]), None)
+            .await?;
         if let FileCap::Chk(cap) = warm.cap {
             let reader = Arc::new(grid.open_chk(cap).await?);
             let mut chunks = reader.stream_range(0, cap.size)?;
@@ -171,65 +375,127 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                 input.write_all(&buf)?;
             }
             input.seek(SeekFrom::Start(0))?;
-            let start = Instant::now();
-            let uploaded = grid.upload(input, None).await?;
-            let up = mb_per_s(size, start.elapsed().as_secs_f64());
-            let FileCap::Chk(cap) = uploaded.cap else { anyhow::bail!("expected a CHK cap") };
-            let start = Instant::now();
-            let reader = Arc::new(grid.open_chk(cap).await?);
-            let mut chunks = Arc::clone(&reader).stream_range(0, size)?;
-            let mut read = 0u64;
-            while let Some(chunk) = chunks.next().await {
-                read += chunk?.len() as u64;
-            }
-            anyhow::ensure!(read == size, "read {read} of {size} bytes");
-            let down = mb_per_s(size, start.elapsed().as_secs_f64());
+            crate::output::line(&format!("{mib} MiB:"))?;
+            let (uploaded, seconds) = meter
+                .measure("upload", async { Ok(grid.upload(input, None).await?) })
+                .await?;
+            let up = mb_per_s(size, seconds);
             crate::output::line(&format!(
-                "{mib:>6} MiB: upload {up:7.1} MB/s ({:3.0}% of bound)   download {down:7.1} MB/s",
-                100.0 * up / bound
+                "    upload {up:.1} MB/s{}",
+                ratio(up, Some(upload_bound))
             ))?;
+            let FileCap::Chk(cap) = uploaded.cap else {
+                anyhow::bail!("expected a CHK cap")
+            };
+            let (read, seconds) = meter
+                .measure("download (a fresh reader)", async {
+                    let reader = Arc::new(grid.open_chk(cap).await?);
+                    let mut chunks = Arc::clone(&reader).stream_range(0, size)?;
+                    let mut read = 0u64;
+                    while let Some(chunk) = chunks.next().await {
+                        read += chunk?.len() as u64;
+                    }
+                    Ok(read)
+                })
+                .await?;
+            anyhow::ensure!(read == size, "read {read} of {size} bytes");
+            let down = mb_per_s(size, seconds);
+            crate::output::line(&format!("    download {down:.1} MB/s{}", ratio(down, link_bound)))?;
             if size == largest {
+                meter
+                    .measure("download first byte (a fresh reader)", async {
+                        let reader = grid.open_chk(cap).await?;
+                        let mut chunks = Arc::new(reader).stream_range(0, size)?;
+                        chunks.next().await.context("no data")??;
+                        Ok(())
+                    })
+                    .await?;
+                let before = links.as_ref().map(Links::snapshot);
                 let start = Instant::now();
                 let reader = grid.open_chk(cap).await?;
                 let mut range = Arc::new(reader).stream_range(size / 2, 1 << 20)?;
-                let first = range.next().await.context("no data")??;
-                let ttfb = start.elapsed();
-                crate::output::line(&format!(
-                    "        first byte of a 1 MiB range at the middle: {:.1} ms (a fresh reader: share lookup, validation, one segment; {} bytes)",
-                    ttfb.as_secs_f64() * 1e3,
-                    first.len()
-                ))?;
+                let mut got = range.next().await.context("no data")??.len();
+                let first = start.elapsed().as_secs_f64();
+                while let Some(chunk) = range.next().await {
+                    got += chunk?.len();
+                }
+                anyhow::ensure!(got == 1 << 20, "the range read {got} bytes");
+                meter.report(
+                    "1 MiB range mid-file (a fresh reader), total",
+                    start.elapsed().as_secs_f64(),
+                    before.as_deref(),
+                    &format!("; first byte {:.1} ms", first * 1e3),
+                )?;
                 // Checking the file: locating its shares, renewing leases, verifying every share.
                 let file = filenode::cap::Cap::File(FileCap::Chk(cap));
-                let mut timed = Vec::new();
-                for options in [
-                    filenode::grid::check::CheckOptions::default(),
-                    filenode::grid::check::CheckOptions {
-                        add_lease: true,
-                        ..Default::default()
-                    },
-                    filenode::grid::check::CheckOptions {
-                        verify: true,
-                        ..Default::default()
-                    },
+                for (what, options) in [
+                    ("check", filenode::grid::check::CheckOptions::default()),
+                    (
+                        "check with add-lease",
+                        filenode::grid::check::CheckOptions {
+                            add_lease: true,
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "verify every share",
+                        filenode::grid::check::CheckOptions {
+                            verify: true,
+                            ..Default::default()
+                        },
+                    ),
                 ] {
-                    let start = Instant::now();
-                    let report = grid.check(&file, options).await.context("no report")?;
+                    let (report, _) = meter
+                        .measure(what, async {
+                            grid.check(&file, options).await.context("no report")
+                        })
+                        .await?;
                     anyhow::ensure!(report.healthy, "the file is not healthy: {}", report.summary());
-                    timed.push(start.elapsed().as_secs_f64());
                 }
-                let shares = size as f64 * f64::from(cap.total) / f64::from(cap.needed);
-                crate::output::line(&format!(
-                    "        check {:.1} ms, check with add-lease {:.1} ms, verify every share {:.1} s ({:.0} MB/s of share data)",
-                    timed[0] * 1e3,
-                    timed[1] * 1e3,
-                    timed[2],
-                    shares / timed[2] / 1e6
-                ))?;
             }
         }
+        crate::output::line("directories (this client, as a gateway that made them):")?;
+        while grid.key_pool().ready() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (dir, _) = meter
+            .measure("mkdir (RSA key from the pool)", async {
+                Ok(grid.create_directory(MutableFormat::Sdmf).await?)
+            })
+            .await?;
+        meter
+            .measure("add a 1 KiB file (upload + link)", async {
+                let body: [u8; 1024] = std::array::from_fn(|_| rand::random());
+                let uploaded = grid.upload(std::io::Cursor::new(body.to_vec()), None).await?;
+                dir.set_child("one-kib.bin", &Cap::File(uploaded.cap), None, Replace::Always)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        let child = Cap::File(FileCap::Lit(LitCap {
+            data: b"child".to_vec(),
+        }));
+        let children: Vec<_> = (0..200)
+            .map(|i| (format!("file-{i:03}.txt"), child.clone(), None))
+            .collect();
+        let big = grid
+            .create_directory_with_children(MutableFormat::Sdmf, children)
+            .await?;
+        let (listed, _) = meter
+            .measure("list a 200-entry directory", async { Ok(big.list().await?) })
+            .await?;
+        anyhow::ensure!(listed.len() == 200, "listed {} children", listed.len());
+        let fresh = local.client_via(params, via.as_deref()).await?;
+        let cold = DirNode::new(&fresh, big.cap().clone());
+        let (listed, _) = meter
+            .measure("list it from a fresh client (connected)", async {
+                Ok(cold.list().await?)
+            })
+            .await?;
+        anyhow::ensure!(listed.len() == 200, "listed {} children", listed.len());
         Ok::<(), anyhow::Error>(())
     });
+    drop(links);
     drop(local);
     result?;
     if let Some(peak) = peak_memory_mb() {

@@ -6,6 +6,7 @@
 //! - `chk`: CHK encode/decode properties: round trips, every k-subset, corruption detection;
 //! - `concurrency`: writers racing readers on one mutable file and one directory, with a checker;
 //! - `grid`: upload/download over a grid of real storage servers, with faults;
+//! - `links`: a grid behind emulated network links (delay, rate), partitioned mid-download;
 //! - `corruption`: corrupt shares of CHK, SDMF and MDMF files named by verify and replaced by
 //!   repair (also against servers without Tessera's removal request, and through the web API);
 //! - `web`: the web gateway's router over a real grid;
@@ -23,6 +24,7 @@ mod corruption;
 mod ftp;
 mod grid;
 mod hung;
+mod links;
 mod mutable;
 mod sftp;
 mod tidy;

@@ -167,6 +167,9 @@ pub struct TestServer {
     pub server: Arc<StorageServer>,
     /// The HTTPS front of the store, with [`Transport::Https`].
     pub https: Option<storage::testing::HttpsTestServer>,
+    /// The emulated network link the client reaches the HTTPS front through, with
+    /// [`TestGrid::with_links`].
+    pub link: Option<storage::testing::EmulatedLink>,
     /// The client the grid hands out (with fault injection).
     pub client: Arc<FaultyClient>,
     /// Its storage directory.
@@ -203,6 +206,7 @@ impl TestGrid {
                 TestServer {
                     server,
                     https: None,
+                    link: None,
                     client,
                     dir,
                 }
@@ -226,6 +230,7 @@ impl TestGrid {
                     servers.push(TestServer {
                         server,
                         https: Some(https),
+                        link: None,
                         client,
                         dir,
                     });
@@ -233,6 +238,40 @@ impl TestGrid {
                 Self::assemble(root, servers)
             }
         }
+    }
+
+    /// A grid of `count` servers over HTTPS, each behind its own emulated network link of shape
+    /// `link` (delay, rate; faults through [`TestGrid::link`]): the client's NURL for each server
+    /// names its link's address, so every byte goes through it.
+    pub async fn with_links(count: usize, link: storage::testing::LinkConfig) -> Self {
+        let (root, stores) = Self::stores(count, |_, _| {});
+        let mut servers = Vec::new();
+        for (server, dir) in stores {
+            let https = storage::testing::HttpsTestServer::start(Arc::clone(&server))
+                .await
+                .expect("start an HTTPS storage server");
+            let emulated = storage::testing::EmulatedLink::start(https.addr, link)
+                .await
+                .expect("start an emulated link");
+            let nurl = https.nurl_via(emulated.addr());
+            let client = storage::http::HttpStorageClient::new(&nurl).expect("a client of the link");
+            servers.push(TestServer {
+                server,
+                https: Some(https),
+                link: Some(emulated),
+                client: Arc::new(FaultyClient::new(Arc::new(client))),
+                dir,
+            });
+        }
+        Self::assemble(root, servers)
+    }
+
+    /// Server `i`'s emulated link (a grid made by [`TestGrid::with_links`]).
+    pub fn link(&self, i: usize) -> &storage::testing::EmulatedLink {
+        self.servers[i]
+            .link
+            .as_ref()
+            .expect("the grid was made with links (TestGrid::with_links)")
     }
 
     fn stores(

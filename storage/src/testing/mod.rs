@@ -8,10 +8,14 @@
 //!   and swissnum, shut down gracefully on [`HttpsTestServer::shutdown`] (or aborted on drop).
 //! - [`RawClient`]: sends arbitrary requests over a pinned TLS connection, bypassing the typed client,
 //!   so tests can check exact status codes for malformed input.
+//! - [`link`]: [`EmulatedLink`], a TCP relay that puts a server behind an emulated network link
+//!   (delay, jitter, rate, and faults switchable at run time), used by the test grid in `tests/`
+//!   and by `tessera debug bench-grid`.
 //! - Deterministic secrets and data: [`storage_index`], [`lease_secrets`], [`upload_secret`],
 //!   [`write_enabler`], [`pattern`].
 
 mod conformance;
+pub mod link;
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 pub use conformance::{Scenario, conformance, scenarios};
+pub use link::{EmulatedLink, LinkConfig, LinkStats};
 
 use crate::StorageIndex;
 use crate::api::{LeaseSecrets, UploadSecret, WriteEnabler};
@@ -131,6 +136,17 @@ impl HttpsTestServer {
     pub fn client_with(&self, options: HttpClientOptions) -> HttpStorageClient {
         HttpStorageClient::with_options(&self.nurl, options)
             .expect("invariant: the test server's NURL is valid")
+    }
+
+    /// The NURL of this server as reached through `addr` (an [`EmulatedLink`] in front of it):
+    /// the same identity and swissnum, another address.
+    pub fn nurl_via(&self, addr: SocketAddr) -> Nurl {
+        Nurl::new(
+            self.identity.spki_hash(),
+            addr.ip().to_string(),
+            addr.port(),
+            self.nurl.swissnum.clone(),
+        )
     }
 
     /// A raw client for this server.

@@ -1,0 +1,145 @@
+//! A grid whose servers are each behind an emulated network link (`TestGrid::with_links`,
+//! `storage::testing::EmulatedLink`): the real HTTPS storage protocol over a 20 ms round trip and
+//! a capped rate, with servers partitioned from the client mid-download (blackholed: connections
+//! stay open and nothing is ever answered, as when a route disappears).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filenode::cap::FileCap;
+use filenode::grid::ServerEntry;
+use filenode::grid::download::open_chk;
+use filenode::grid::upload::{UploadParams, upload_bytes};
+use filenode::immutable::DownloadError;
+use futures::StreamExt;
+use storage::testing::LinkConfig;
+use tests::grid::TestGrid;
+
+/// The configured per-request ceiling (Tahoe's `timeout.disconnect`; the production default is
+/// 30 s): a partition must cost a download no more than about this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const SIZE: usize = 12 << 20;
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+async fn grid_with_file() -> (TestGrid, Vec<ServerEntry>, filenode::cap::ChkCap, Vec<u8>) {
+    let grid = TestGrid::with_links(
+        10,
+        LinkConfig::with_rtt_and_rate(Duration::from_millis(20), Some(80.0)),
+    )
+    .await;
+    let entries: Vec<ServerEntry> = grid
+        .entries()
+        .into_iter()
+        .map(|mut e| {
+            e.request_timeout = REQUEST_TIMEOUT;
+            e
+        })
+        .collect();
+    let plain = data(SIZE);
+    let uploaded = upload_bytes(&entries, &grid.secrets, &UploadParams::default(), plain.clone())
+        .await
+        .expect("upload through the links");
+    let FileCap::Chk(cap) = uploaded.cap else {
+        panic!("a CHK cap was expected")
+    };
+    assert_eq!((cap.needed, cap.total), (3, 10));
+    // One share per server.
+    let mut holders: Vec<usize> = grid
+        .find_shares(cap.storage_index())
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    assert_eq!(holders.len(), 10);
+    (grid, entries, cap, plain)
+}
+
+/// Starts a download, reads until `after` bytes have arrived, then blackholes the `count` servers
+/// that have sent the most (those the download is using) and reads on. Returns what was read (or
+/// the error), and the time from the partition to the end.
+async fn partition_mid_download(
+    grid: &TestGrid,
+    entries: &[ServerEntry],
+    cap: filenode::cap::ChkCap,
+    count: usize,
+) -> (Result<Vec<u8>, DownloadError>, Duration) {
+    let before: Vec<u64> = (0..10).map(|i| grid.link(i).stats().bytes_down).collect();
+    let reader = Arc::new(open_chk(entries, cap).await.expect("open"));
+    let mut stream = Box::pin(reader.stream_range(0, cap.size).expect("range"));
+    let mut read = Vec::new();
+    let mut partitioned = None;
+    loop {
+        if partitioned.is_none() && read.len() >= 2 << 20 {
+            let mut busiest: Vec<usize> = (0..10).collect();
+            busiest.sort_by_key(|&i| std::cmp::Reverse(grid.link(i).stats().bytes_down - before[i]));
+            for &i in &busiest[..count] {
+                grid.link(i).set_blackhole(true);
+            }
+            println!(
+                "partitioned from {count} servers after {} MiB: {:?}",
+                read.len() >> 20,
+                &busiest[..count]
+            );
+            partitioned = Some(Instant::now());
+        }
+        match tokio::time::timeout(Duration::from_secs(120), stream.next()).await {
+            Err(_) => panic!("the download hung for 120 s after the partition"),
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => read.extend_from_slice(&chunk),
+            Ok(Some(Err(e))) => {
+                return (
+                    Err(e),
+                    partitioned.expect("partitioned before the error").elapsed(),
+                );
+            }
+        }
+    }
+    let elapsed = partitioned.expect("the file is larger than 2 MiB").elapsed();
+    (Ok(read), elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_partitioned_from_7_of_10_servers_finishes() {
+    let (grid, entries, cap, plain) = grid_with_file().await;
+    let (result, elapsed) = partition_mid_download(&grid, &entries, cap, 7).await;
+    println!(
+        "partitioned from 7 of 10 servers: finished {:.2} s after the partition",
+        elapsed.as_secs_f64()
+    );
+    let read = result.expect("3 servers still hold 3 distinct shares");
+    assert!(read == plain, "the download differs from the upload");
+    assert!(
+        elapsed < 3 * REQUEST_TIMEOUT,
+        "failing over took {elapsed:?} with a {REQUEST_TIMEOUT:?} request timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_partitioned_from_8_of_10_servers_fails_in_bounded_time() {
+    let (grid, entries, cap, _) = grid_with_file().await;
+    let (result, elapsed) = partition_mid_download(&grid, &entries, cap, 8).await;
+    let error = result.expect_err("2 shares cannot rebuild a 3-of-10 file");
+    println!(
+        "partitioned from 8 of 10 servers: failed {:.2} s after the partition: {error}",
+        elapsed.as_secs_f64()
+    );
+    match &error {
+        DownloadError::NotEnoughShares { needed, found, .. } => {
+            assert_eq!(*needed, 3);
+            assert!(*found <= 2, "found {found}");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    let text = error.to_string();
+    assert!(text.contains("needed 3") && text.contains("found"), "{text}");
+    assert!(
+        elapsed < 3 * REQUEST_TIMEOUT,
+        "giving up took {elapsed:?} with a {REQUEST_TIMEOUT:?} request timeout"
+    );
+}
