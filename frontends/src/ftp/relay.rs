@@ -10,6 +10,11 @@
 //! its connection is closed. Over TLS (after `AUTH TLS`) the relay sees ciphertext, and the count
 //! holds the same. Data connections are not relayed.
 //!
+//! While the control connection is plaintext (before `AUTH TLS`), the relay also reads the server's
+//! replies: after a `221` (the reply to `QUIT`) it closes the client's connection itself. libunftp
+//! sometimes kept the connection open after its `221` (fuzz/findings/README.md), and a client that
+//! waits for the server to close (as RFC 959 has it) then waited for the idle timeout.
+//!
 //! What libunftp would otherwise take from the socket comes from the client's own connection:
 //! the passive address (`PASV` and the data listener's bind address) and the client's address for
 //! the login limit (`PeerAuth`).
@@ -79,6 +84,49 @@ pub(crate) enum RelayEnd {
     Closed,
     /// The client ran more than [`MAX_UNANSWERED`] bytes ahead of the replies.
     TooFarAhead,
+    /// The server said goodbye (`221`) on a plaintext connection: the relay closed it.
+    Quit,
+}
+
+/// Reads the server's replies while the control connection is plaintext.
+#[derive(Debug, Default)]
+struct Replies {
+    /// The current reply line so far (its first bytes only: a code is all that matters).
+    line: Vec<u8>,
+    /// `AUTH TLS` was accepted: from here on the bytes are ciphertext.
+    encrypted: bool,
+}
+
+/// What a reply line says to the relay.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    Nothing,
+    Goodbye,
+}
+
+impl Replies {
+    /// How much of a line is kept: the code and its separator.
+    const KEEP: usize = 4;
+
+    fn feed(&mut self, bytes: &[u8]) -> Said {
+        for &byte in bytes {
+            if self.encrypted {
+                return Said::Nothing;
+            }
+            if byte == b'\n' {
+                match self.line.as_slice() {
+                    b"221 " => return Said::Goodbye,
+                    // "234 AUTH command OK": the TLS handshake follows.
+                    b"234 " => self.encrypted = true,
+                    _ => {}
+                }
+                self.line.clear();
+            } else if self.line.len() < Self::KEEP {
+                self.line.push(byte);
+            }
+        }
+        Said::Nothing
+    }
 }
 
 /// Copies bytes both ways between the client and libunftp until either side closes, or until the
@@ -90,6 +138,7 @@ pub(crate) async fn relay(client: TcpStream, server: TcpStream, limit: u64) -> R
     let mut from_server = vec![0u8; 16 * 1024];
     let mut unanswered: u64 = 0;
     let mut client_open = true;
+    let mut replies = Replies::default();
     loop {
         tokio::select! {
             read = client_read.read(&mut from_client), if client_open => match read {
@@ -118,6 +167,10 @@ pub(crate) async fn relay(client: TcpStream, server: TcpStream, limit: u64) -> R
                     unanswered = 0;
                     if client_write.write_all(&from_server[..n]).await.is_err() {
                         return RelayEnd::Closed;
+                    }
+                    if replies.feed(&from_server[..n]) == Said::Goodbye {
+                        let _ = client_write.shutdown().await;
+                        return RelayEnd::Quit;
                     }
                 }
             },
@@ -203,5 +256,51 @@ mod tests {
         for session in sessions.collect::<Vec<_>>() {
             session.await.unwrap();
         }
+    }
+
+    #[test]
+    fn a_plaintext_goodbye_is_seen_and_nothing_after_auth_tls() {
+        let mut replies = Replies::default();
+        assert_eq!(
+            replies.feed(b"220 Welcome\r\n211-Features:\r\n 221 not a code\r\n211 End\r\n"),
+            Said::Nothing
+        );
+        // A reply split across reads.
+        assert_eq!(replies.feed(b"22"), Said::Nothing);
+        assert_eq!(replies.feed(b"1 Bye!\r"), Said::Nothing);
+        assert_eq!(replies.feed(b"\n"), Said::Goodbye);
+        let mut replies = Replies::default();
+        assert_eq!(replies.feed(b"221-Goodbye,\r\n"), Said::Nothing);
+        assert_eq!(replies.feed(b"221 for now\r\n"), Said::Goodbye);
+        // After AUTH TLS the bytes are ciphertext, whatever they look like.
+        let mut replies = Replies::default();
+        assert_eq!(replies.feed(b"234 AUTH command OK\r\n221 \n"), Said::Nothing);
+        assert_eq!(replies.feed(b"\n221 Bye\r\n"), Said::Nothing);
+    }
+
+    /// A server that says 221 and then keeps its end open: the relay closes the client's.
+    #[tokio::test]
+    async fn the_relay_closes_the_connection_after_a_plaintext_goodbye() {
+        let loopback = Loopback::new().await.unwrap();
+        let (relay_end, mut server) = loopback.pair().await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let relaying = tokio::spawn(relay(accepted, relay_end, MAX_UNANSWERED));
+        server.write_all(b"220 Hello\r\n").await.unwrap();
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        let mut got = [0u8; 6];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"QUIT\r\n");
+        server.write_all(b"221 Bye!\r\n").await.unwrap();
+        let mut replies = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut replies))
+            .await
+            .expect("the client's connection was not closed")
+            .unwrap();
+        assert_eq!(replies, b"220 Hello\r\n221 Bye!\r\n");
+        assert!(matches!(relaying.await.unwrap(), RelayEnd::Quit));
+        // The server's end is still open here (`server` lives on): the relay did not wait for it.
+        drop(server);
     }
 }
