@@ -142,7 +142,11 @@ pub(crate) async fn check(
             Some(repaired) if repaired.pre.storage_index.is_some() => repair_json(repaired),
             _ => report_json(&report),
         };
-        return Ok(([(header::CONTENT_TYPE, "application/json")], super::ascii_json(&body)).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            super::ascii_json(&body),
+        )
+            .into_response());
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
     let mut rows = Vec::new();
@@ -396,9 +400,7 @@ fn async_stream_lines(
             }
             format!(
                 "{}\n",
-                super::ascii_json(
-                    &json!({"type": "stats", "stats": stats.json(check.is_some(), repair)})
-                )
+                super::ascii_json(&json!({"type": "stats", "stats": stats.json(check.is_some(), repair)}))
             )
         }))
         .boxed()

@@ -277,7 +277,11 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 fn json(body: serde_json::Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::ascii_json(&body)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::ascii_json(&body),
+    )
+        .into_response()
 }
 
 /// The child names in a URL path: empty segments are refused except a trailing one.
@@ -558,7 +562,13 @@ async fn get_file(
             if link.is_some() || cap.is_mutable() {
                 return Ok(json(value));
             }
-            super::with_etag(cap, "json", headers, "application/json", super::ascii_json(&value))
+            super::with_etag(
+                cap,
+                "json",
+                headers,
+                "application/json",
+                super::ascii_json(&value),
+            )
         }
         "uri" => super::with_etag(cap, "uri", headers, "text/plain", cap.to_string()),
         "readonly-uri" => {

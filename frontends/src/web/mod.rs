@@ -512,10 +512,7 @@ mod tests {
         // Python: json.dumps(["é", "日本", "😀", "a\"b"]) (surrogate pair past the BMP).
         let value = serde_json::json!(["é", "日本", "😀", "a\"b"]);
         let text = ascii_json(&value);
-        assert_eq!(
-            text,
-            r#"["\u00e9","\u65e5\u672c","\ud83d\ude00","a\"b"]"#
-        );
+        assert_eq!(text, r#"["\u00e9","\u65e5\u672c","\ud83d\ude00","a\"b"]"#);
         assert!(text.is_ascii());
         assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), value);
         assert_eq!(ascii_json(&serde_json::json!({"k": 1})), r#"{"k":1}"#);
