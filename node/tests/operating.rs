@@ -69,7 +69,7 @@ fn every_node_shows_its_status_and_metrics() {
             break;
         }
     }
-    let mut grid = grid.expect("devgrid started");
+    let _grid = StopOnDrop(grid.expect("devgrid started"));
     let gateway = grid_dir.join("gateway");
     let file = root.path().join("f");
     std::fs::write(&file, vec![7u8; 100_000]).unwrap();
@@ -177,9 +177,16 @@ fn every_node_shows_its_status_and_metrics() {
             );
         }
     }
+}
 
-    let _ = Command::new("kill")
-        .args(["-INT", &grid.id().to_string()])
-        .status();
-    let _ = grid.wait();
+/// Stops the devgrid (SIGINT, which stops its nodes) when the test ends, passed or failed.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }

@@ -444,11 +444,12 @@ pub fn write_storage_metrics(out: &mut Exposition, server: &StorageServer) {
         stats.reserved_space as f64,
     );
     if let Some(disk) = stats.disk {
-        tahoe(
-            out,
-            "disk_total",
-            "Size of the storage disk in bytes.",
-            disk.total as f64,
+        // Tahoe's `..._disk_total` and `..._total_bucket_count` break Prometheus's naming rules
+        // (`_total` is for counters, `_count` for summaries): those two are ours.
+        out.gauge(
+            "tessera_storage_disk_size_bytes",
+            "Size of the storage disk in bytes (Tahoe's storage_server.disk_total).",
+            &[("", disk.total as f64)],
         );
         tahoe(
             out,
@@ -476,11 +477,10 @@ pub fn write_storage_metrics(out: &mut Exposition, server: &StorageServer) {
         );
     }
     if let Some(count) = stats.bucket_count {
-        tahoe(
-            out,
-            "total_bucket_count",
-            "Buckets (storage indexes) counted by the last lease-checker cycle.",
-            count as f64,
+        out.gauge(
+            "tessera_storage_buckets",
+            "Buckets counted by the last lease-checker cycle (Tahoe's storage_server.total_bucket_count).",
+            &[("", count as f64)],
         );
     }
     for op in &stats.operations {
