@@ -225,6 +225,9 @@ pub(crate) struct NodeConfig {
     pub(crate) introducer: Option<String>,
     /// `[client] convergence` (Tessera's): false uploads with random keys.
     pub(crate) convergence: bool,
+    /// `[client] enabled` (Tessera's, default true): false runs no client (no web gateway, SFTP
+    /// or FTP); `web.port` then serves only the node's status (`/`, `/storage`, `/statistics`).
+    pub(crate) client_enabled: bool,
     pub(crate) storage_enabled: bool,
     pub(crate) storage_dir: PathBuf,
     pub(crate) reserved_space: u64,
@@ -316,6 +319,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "force_foolscap",
             "storage.plugins",
             "convergence",
+            "enabled",
         ],
     ),
     (
@@ -586,6 +590,7 @@ impl NodeConfig {
             shares_happy,
             shares_total,
             convergence: boolean("client", "convergence", true)?,
+            client_enabled: boolean("client", "enabled", true)?,
             introducer: get("client", "introducer.furl").map(|(v, _)| v.to_owned()),
             storage_enabled: boolean("storage", "enabled", true)?,
             storage_dir,

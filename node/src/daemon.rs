@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::{ExpireMode, NodeConfig};
 use crate::nodedir;
 
-/// How often the lease checker runs when expiry is enabled.
+/// How often the lease checker runs a cycle.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Runs the node in `dir` until a shutdown signal.
@@ -68,14 +68,25 @@ fn init_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::Wo
 async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    if dir.join(nodedir::INTRODUCER_MARKER).exists() {
+    let introducer = dir.join(nodedir::INTRODUCER_MARKER).exists();
+    if introducer {
         tasks.push(start_introducer(&dir, &config, shutdown_rx.clone()).await?);
     }
-    if config.storage_enabled {
-        tasks.push(start_storage(&dir, &config, shutdown_rx.clone()).await?);
-    }
-    if config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled {
-        tasks.extend(start_gateway(&dir, &config, shutdown_rx.clone()).await?);
+    let storage = if config.storage_enabled {
+        let (task, server) = start_storage(&dir, &config, shutdown_rx.clone()).await?;
+        tasks.push(task);
+        Some(server)
+    } else {
+        None
+    };
+    let gateway = config.client_enabled && !introducer;
+    if gateway && (config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled) {
+        tasks.extend(start_gateway(&dir, &config, storage, shutdown_rx.clone()).await?);
+    } else if let Some(web) = &config.web_port {
+        let mut status = frontends::web::status::NodeStatus::new(config.nickname.clone());
+        status.storage = storage;
+        let router = frontends::web::status::status_router(status);
+        tasks.push(serve_web(&dir, web, &config, router, "node status", shutdown_rx.clone()).await?);
     }
     info!(nickname = %config.nickname, "node running; stop it with Ctrl-C or SIGTERM");
     // Run until a signal, or until a server task ends on its own (which is a failure to report).
@@ -192,6 +203,7 @@ pub(crate) async fn bind(
 async fn start_gateway(
     dir: &Path,
     config: &NodeConfig,
+    storage: Option<Arc<StorageServer>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<ServerTask>> {
     let grid = crate::client::build_grid(dir, config)?;
@@ -215,6 +227,47 @@ async fn start_gateway(
     let Some((listener, web)) = web_listener else {
         return Ok(tasks);
     };
+    let mut state = frontends::web::WebState::new(grid, config.nickname.clone());
+    if let Some(storage) = storage {
+        state = state.with_storage(storage);
+    }
+    let router = frontends::web::router(state);
+    tasks.push(serve_on(
+        dir,
+        listener,
+        web,
+        config,
+        router,
+        "web gateway",
+        shutdown,
+    )?);
+    Ok(tasks)
+}
+
+/// Binds `web` and serves `router` there (a node's status pages), writing `node.url`.
+async fn serve_web(
+    dir: &Path,
+    web: &crate::config::Endpoint,
+    config: &NodeConfig,
+    router: axum::Router,
+    what: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let listener = bind(web, dir, "[node] web.port").await?;
+    serve_on(dir, listener, web, config, router, what, shutdown)
+}
+
+/// Serves `router` on `listener` with the web limits, after writing `node.url` (Tahoe's: the
+/// URL of the node's web port).
+fn serve_on(
+    dir: &Path,
+    listener: tokio::net::TcpListener,
+    web: &crate::config::Endpoint,
+    config: &NodeConfig,
+    router: axum::Router,
+    what: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
     let port = listener.local_addr()?.port();
     let host = if web.interface == "0.0.0.0" {
         "127.0.0.1"
@@ -225,18 +278,16 @@ async fn start_gateway(
         &dir.join("node.url"),
         format!("http://{host}:{port}/\n").as_bytes(),
     )?;
-    info!(port, "web gateway listening");
-    let router = frontends::web::router(frontends::web::WebState::new(grid, config.nickname.clone()));
+    info!(port, "{what} listening");
     let mut stop = shutdown;
     let limits = config.web_limits;
-    tasks.push(tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         frontends::web::serve(listener, router, limits, async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         })
         .await
-        .context("the web gateway failed")
-    }));
-    Ok(tasks)
+        .with_context(|| format!("the {what} failed"))
+    }))
 }
 
 /// The SFTP server (`[sftpd]`): its host key (made now if the default one is missing), the
@@ -294,7 +345,7 @@ async fn start_storage(
     dir: &Path,
     config: &NodeConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ServerTask> {
+) -> anyhow::Result<(ServerTask, Arc<StorageServer>)> {
     let endpoint = config.tub_port.clone().with_context(|| {
         format!(
             "{}: [node] tub.port is required when storage is enabled",
@@ -366,12 +417,7 @@ async fn start_storage(
     ))?;
     info!(port, "storage server listening");
 
-    spawn_maintenance(
-        Arc::clone(&server),
-        config.expire.enabled,
-        config.upload_idle_timeout,
-        shutdown.clone(),
-    );
+    spawn_maintenance(Arc::clone(&server), config.upload_idle_timeout, shutdown.clone());
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
         let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone())?;
@@ -382,18 +428,21 @@ async fn start_storage(
     let shutdown_future = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
-    Ok(tokio::spawn(async move {
-        storage::http::serve(listener, &identity, router, shutdown_future)
-            .await
-            .context("the storage server failed")
-    }))
+    Ok((
+        tokio::spawn(async move {
+            storage::http::serve(listener, &identity, router, shutdown_future)
+                .await
+                .context("the storage server failed")
+        }),
+        server,
+    ))
 }
 
 /// Background work: abort uploads idle for `upload_idle` (checked every minute, or every half of
-/// `upload_idle` when that is shorter), and run lease expiry hourly when enabled.
+/// `upload_idle` when that is shorter), and run a lease-checker cycle at start and hourly (it
+/// expires leases when `expire.enabled`; otherwise it only reports what expiry would recover).
 fn spawn_maintenance(
     server: Arc<StorageServer>,
-    expiry: bool,
     upload_idle: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -411,12 +460,12 @@ fn spawn_maintenance(
                         info!(count, idle_secs = upload_idle.as_secs(), "aborted idle uploads");
                     }
                 }
-                _ = hour.tick(), if expiry => {
+                _ = hour.tick() => {
                     let server = Arc::clone(&server);
-                    match tokio::task::spawn_blocking(move || server.expire_leases()).await {
-                        Ok(Ok(report)) => info!(?report, "lease expiry pass finished"),
-                        Ok(Err(e)) => warn!(error = %e, "lease expiry pass failed"),
-                        Err(e) => warn!(error = %e, "lease expiry pass panicked"),
+                    match tokio::task::spawn_blocking(move || server.run_lease_cycle()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!(error = %e, "lease checker cycle failed"),
+                        Err(e) => warn!(error = %e, "lease checker cycle panicked"),
                     }
                 }
             }

@@ -231,6 +231,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
 
     for dir in &storage_dirs {
         let _ = std::fs::remove_file(dir.join("private").join("storage.nurl"));
+        let _ = std::fs::remove_file(dir.join("node.url"));
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -238,8 +239,15 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         let child = spawn_node(dir, &name)?;
         children.0.push((name, child));
     }
+    // Each storage node's status pages (grids made before storage nodes had a web port have none).
+    let mut status_urls = Vec::new();
     for (dir, (name, child)) in storage_dirs.iter().zip(children.0.iter_mut().skip(1)) {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
+        if crate::config::NodeConfig::load(dir)?.web_port.is_some() {
+            wait_for_file(&dir.join("node.url"), child, name, dir)?;
+            let url = std::fs::read_to_string(dir.join("node.url"))?.trim().to_owned();
+            status_urls.push(format!("  {name} status: {url}storage"));
+        }
     }
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
     let _ = std::fs::remove_file(gateway_dir.join("sftp.url"));
@@ -272,10 +280,13 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         format!("  servers:     tessera --node-directory {gw} status"),
         format!("  sftp:        {sftp}"),
         format!("  ftp:         {ftp}"),
-        "Press Ctrl-C to stop the grid.".to_owned(),
     ] {
         crate::output::line(&line)?;
     }
+    for line in status_urls {
+        crate::output::line(&line)?;
+    }
+    crate::output::line("Press Ctrl-C to stop the grid.")?;
 
     let exited = runtime.block_on(async {
         let mut poll = tokio::time::interval(Duration::from_millis(500));

@@ -46,12 +46,18 @@ pub(crate) struct CreateNodeArgs {
     /// Disk space to keep free (Tahoe's reserved_space).
     #[arg(long, default_value = "1G", value_name = "SIZE")]
     reserved_space: String,
-    /// The web gateway's endpoint, or `none` for a storage-only node.
-    #[arg(long, default_value = "tcp:3456:interface=127.0.0.1", value_name = "ENDPOINT")]
-    webport: String,
+    /// The web port's endpoint, or `none` for no web server. Default: the gateway's
+    /// tcp:3456:interface=127.0.0.1, or for a `--no-client` node a free port on 127.0.0.1 chosen
+    /// now (its status pages).
+    #[arg(long, value_name = "ENDPOINT")]
+    webport: Option<String>,
     /// Create a client only: no storage server (what `tessera create-client` does).
     #[arg(long)]
     no_storage: bool,
+    /// Create a storage-only node: no web gateway, SFTP or FTP; its web port serves only its
+    /// status (`/storage`, `/statistics`).
+    #[arg(long, conflicts_with = "no_storage")]
+    no_client: bool,
     /// The introducer's address (its `private/introducer.furl`).
     #[arg(long, value_name = "ADDRESS")]
     introducer: Option<String>,
@@ -84,8 +90,9 @@ impl CreateClientArgs {
             listen_port: None,
             location: None,
             reserved_space: "1G".into(),
-            webport: self.webport,
+            webport: Some(self.webport),
             no_storage: true,
+            no_client: false,
             introducer: self.introducer,
             dir: self.dir,
         }
@@ -101,8 +108,9 @@ impl CreateNodeArgs {
             listen_port: None,
             location: None,
             reserved_space: "1G".into(),
-            webport: "none".into(),
+            webport: None,
             no_storage: false,
+            no_client: true,
             introducer,
             dir,
         }
@@ -139,16 +147,23 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
-    let web_line = if args.webport == "none" {
+    let webport = match &args.webport {
+        Some(webport) => webport.clone(),
+        None if args.no_client => format!("tcp:{}:interface=127.0.0.1", choose_port(None)?),
+        None => "tcp:3456:interface=127.0.0.1".to_owned(),
+    };
+    let web_line = if webport == "none" {
         String::new()
     } else {
-        if crate::config::Endpoint::parse(&args.webport).is_none() {
-            bail!(
-                "--webport {:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none",
-                args.webport
-            );
+        if crate::config::Endpoint::parse(&webport).is_none() {
+            bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
         }
-        format!("web.port = {}\n", args.webport)
+        format!("web.port = {webport}\n")
+    };
+    let client_line = if args.no_client {
+        "# No client: the web port serves only this node's status.\nenabled = false\n"
+    } else {
+        ""
     };
     let storage_enabled = !args.no_storage;
     let introducer_line = match &args.introducer {
@@ -174,6 +189,7 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
          tub.location = tcp:{location}\n\
          {web_line}\n\
          [client]\n\
+         {client_line}\
          {introducer_line}\
          shares.needed = 3\n\
          shares.happy = 7\n\
@@ -257,7 +273,12 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         ))?;
     }
     if !web_line.is_empty() {
-        crate::output::line(&format!("  web gateway: {}", args.webport))?;
+        let what = if args.no_client {
+            "status pages"
+        } else {
+            "web gateway"
+        };
+        crate::output::line(&format!("  {what}: {webport}"))?;
     }
     crate::output::line(&format!("  start it with: tessera run {}", dir.display()))?;
     Ok(())

@@ -40,6 +40,9 @@ pub enum WebError {
     /// The request is not allowed (a write through a read-only cap).
     #[error("{0}")]
     Forbidden(String),
+    /// Nothing here (a node without storage asked for `/storage`).
+    #[error("{0}")]
+    NotFound(String),
     /// Local IO (spool files) failed.
     #[error("internal error")]
     Internal(String),
@@ -61,6 +64,7 @@ impl WebError {
             WebError::Upload(UploadError::Encode(_)) => StatusCode::BAD_REQUEST,
             WebError::Upload(UploadError::Read(_)) => StatusCode::BAD_REQUEST,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Node(e) => match e {
                 NodeError::NoSuchChild(_) => StatusCode::NOT_FOUND,
                 NodeError::ExistingChild(_)

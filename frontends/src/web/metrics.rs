@@ -39,60 +39,187 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The OpenMetrics text exposition, with the grid's server counts.
-    pub fn openmetrics(&self, servers_known: usize, servers_connected: usize) -> String {
+    /// The gateway's figures: requests, responses by class, uploads, and the grid's servers.
+    pub fn write(&self, out: &mut Exposition, servers_known: usize, servers_connected: usize) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            out.push_str(&format!("# TYPE {name} {kind}\n# HELP {name} {help}\n"));
-            for (labels, value) in samples {
-                let suffix = if kind == "counter" { "_total" } else { "" };
-                out.push_str(&format!("{name}{suffix}{labels} {value}\n"));
-            }
-        };
-        metric(
+        out.counter(
             "tessera_web_requests",
-            "counter",
-            "HTTP requests received.",
-            &[("", get(&self.requests))],
+            "HTTP requests received by the web gateway.",
+            &[("", get(&self.requests) as f64)],
         );
-        metric(
+        out.counter(
             "tessera_web_responses",
-            "counter",
-            "HTTP responses by status class.",
+            "HTTP responses of the web gateway by status class.",
             &[
-                ("{class=\"2xx\"}", get(&self.responses_2xx)),
-                ("{class=\"3xx\"}", get(&self.responses_3xx)),
-                ("{class=\"4xx\"}", get(&self.responses_4xx)),
-                ("{class=\"5xx\"}", get(&self.responses_5xx)),
+                ("{class=\"2xx\"}", get(&self.responses_2xx) as f64),
+                ("{class=\"3xx\"}", get(&self.responses_3xx) as f64),
+                ("{class=\"4xx\"}", get(&self.responses_4xx) as f64),
+                ("{class=\"5xx\"}", get(&self.responses_5xx) as f64),
             ],
         );
-        metric(
+        out.counter(
             "tessera_uploads",
-            "counter",
-            "Files uploaded.",
-            &[("", get(&self.uploads))],
+            "Files uploaded through the web gateway.",
+            &[("", get(&self.uploads) as f64)],
         );
-        metric(
+        out.counter(
             "tessera_uploaded_bytes",
-            "counter",
-            "Plaintext bytes uploaded.",
-            &[("", get(&self.uploaded_bytes))],
+            "Plaintext bytes uploaded through the web gateway.",
+            &[("", get(&self.uploaded_bytes) as f64)],
         );
-        metric(
+        // Tahoe's names for the same figures (Tahoe counts every uploader, not only the web's).
+        out.untyped(
+            "tahoe_counters_uploader_files_uploaded",
+            "Files uploaded (Tahoe's uploader.files_uploaded).",
+            get(&self.uploads) as f64,
+        );
+        out.untyped(
+            "tahoe_counters_uploader_bytes_uploaded",
+            "Bytes uploaded (Tahoe's uploader.bytes_uploaded).",
+            get(&self.uploaded_bytes) as f64,
+        );
+        out.gauge(
             "tessera_storage_servers_known",
-            "gauge",
             "Storage servers known.",
-            &[("", servers_known as u64)],
+            &[("", servers_known as f64)],
         );
-        metric(
+        out.gauge(
             "tessera_storage_servers_connected",
-            "gauge",
             "Storage servers that answered the last probe.",
-            &[("", servers_connected as u64)],
+            &[("", servers_connected as f64)],
         );
-        out.push_str("# EOF\n");
-        out
+    }
+
+    /// The figures of `/statistics?t=json` (Tahoe's `counters`).
+    pub fn tahoe_counters(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("uploader.files_uploaded", get(&self.uploads)),
+            ("uploader.bytes_uploaded", get(&self.uploaded_bytes)),
+            ("tessera.web.requests", get(&self.requests)),
+        ]
+    }
+}
+
+/// Which text format `/statistics?t=openmetrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// OpenMetrics 1.0 (`application/openmetrics-text`), what Tahoe serves and Prometheus asks
+    /// for first: a counter family `x` has the sample `x_total`, and the text ends with `# EOF`.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (`text/plain`), for clients that ask only for it (as
+    /// `promtool check metrics` reads): the counter's `TYPE` line names `x_total`.
+    Prometheus,
+}
+
+impl MetricsFormat {
+    /// OpenMetrics unless the `Accept` header asks for `text/plain` and not for OpenMetrics.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("text/plain") && !accept.contains("openmetrics") => {
+                MetricsFormat::Prometheus
+            }
+            _ => MetricsFormat::OpenMetrics,
+        }
+    }
+
+    /// The response's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            MetricsFormat::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Builds a metrics text: every family with its `TYPE` and `HELP`.
+#[derive(Debug)]
+pub struct Exposition {
+    format: MetricsFormat,
+    text: String,
+}
+
+/// A sample value as both formats write it (`NaN` for none).
+fn value_text(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+impl Exposition {
+    /// An empty text in `format`.
+    pub fn new(format: MetricsFormat) -> Self {
+        Exposition {
+            format,
+            text: String::new(),
+        }
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        self.text
+            .push_str(&format!("# TYPE {name} {kind}\n# HELP {name} {help}\n"));
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64) {
+        self.text
+            .push_str(&format!("{name}{labels} {}\n", value_text(value)));
+    }
+
+    /// A counter family `name` (without `_total`); each sample is `(labels, value)`, labels written
+    /// as `{k="v"}` or empty.
+    pub fn counter(&mut self, name: &str, help: &str, samples: &[(&str, f64)]) {
+        let total = format!("{name}_total");
+        match self.format {
+            MetricsFormat::OpenMetrics => self.header(name, "counter", help),
+            MetricsFormat::Prometheus => self.header(&total, "counter", help),
+        }
+        for (labels, value) in samples {
+            self.sample(&total, labels, *value);
+        }
+    }
+
+    /// A gauge family.
+    pub fn gauge(&mut self, name: &str, help: &str, samples: &[(&str, f64)]) {
+        self.header(name, "gauge", help);
+        for (labels, value) in samples {
+            self.sample(name, labels, *value);
+        }
+    }
+
+    /// One sample of no declared type, under a name Tahoe uses (Tahoe declares no types).
+    pub fn untyped(&mut self, name: &str, help: &str, value: f64) {
+        let kind = match self.format {
+            MetricsFormat::OpenMetrics => "unknown",
+            MetricsFormat::Prometheus => "untyped",
+        };
+        self.header(name, kind, help);
+        self.sample(name, "", value);
+    }
+
+    /// A summary family: quantile samples (`quantile` label text as given), then `_sum` and
+    /// `_count`.
+    pub fn summary(&mut self, name: &str, help: &str, quantiles: &[(&str, f64)], sum: f64, count: u64) {
+        self.header(name, "summary", help);
+        for (quantile, value) in quantiles {
+            self.sample(name, &format!("{{quantile=\"{quantile}\"}}"), *value);
+        }
+        self.sample(&format!("{name}_sum"), "", sum);
+        self.sample(&format!("{name}_count"), "", count as f64);
+    }
+
+    /// The finished text (OpenMetrics ends with `# EOF`).
+    pub fn finish(mut self) -> String {
+        if self.format == MetricsFormat::OpenMetrics {
+            self.text.push_str("# EOF\n");
+        }
+        self.text
     }
 }
 

@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod metrics;
 mod pages;
 mod serve;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use filenode::grid::Grid;
 use serde::Deserialize;
 
 pub use error::WebError;
-pub use metrics::{Metrics, redact_path};
+pub use metrics::{Exposition, Metrics, MetricsFormat, redact_path};
 pub use pages::Pages;
 pub use serve::{ServeLimits, serve};
 
@@ -41,6 +42,10 @@ pub struct WebState {
     pub pages: Arc<Pages>,
     /// Counters for `/statistics`.
     pub metrics: Arc<Metrics>,
+    /// This node's storage server, when it runs one (`/storage`, storage figures in `/statistics`).
+    pub storage: Option<Arc<storage::server::StorageServer>>,
+    /// When the gateway started (`node.uptime`).
+    pub started: std::time::Instant,
 }
 
 impl WebState {
@@ -51,7 +56,15 @@ impl WebState {
             nickname: nickname.into(),
             pages: Arc::new(Pages::new()),
             metrics: Arc::default(),
+            storage: None,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// The same gateway, also showing this node's storage server.
+    pub fn with_storage(mut self, storage: Arc<storage::server::StorageServer>) -> Self {
+        self.storage = Some(storage);
+        self
     }
 }
 
@@ -68,6 +81,7 @@ pub fn router(state: WebState) -> Router {
         .route("/uri/{cap}/{*path}", axum::routing::any(fs::uri_path))
         .route("/named/{cap}/{*name}", get(get_named))
         .route("/statistics", get(statistics))
+        .route("/storage", get(storage_status))
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -87,8 +101,8 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-#[derive(Debug, Deserialize)]
-struct TQuery {
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct TQuery {
     t: Option<String>,
 }
 
@@ -349,24 +363,46 @@ async fn html_errors(
 async fn statistics(
     State(state): State<WebState>,
     Query(query): Query<TQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    match query.t.as_deref() {
-        Some("openmetrics") => {
-            let servers = state.grid.servers_with_status();
-            let connected = servers.iter().filter(|(_, s)| s.connected).count();
-            Ok((
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                state.metrics.openmetrics(servers.len(), connected),
-            )
-                .into_response())
-        }
-        _ => Err(WebError::BadRequest(
-            "GET /statistics supports t=openmetrics".into(),
-        )),
-    }
+    tokio::task::spawn_blocking(move || {
+        let servers = state.grid.servers_with_status();
+        let connected = servers.iter().filter(|(_, s)| s.connected).count();
+        status::statistics_response(
+            &query,
+            &headers,
+            |out| {
+                status::write_uptime(out, state.started);
+                state.metrics.write(out, servers.len(), connected);
+                if let Some(server) = &state.storage {
+                    status::write_storage_metrics(out, server);
+                }
+            },
+            || {
+                let counters = state
+                    .metrics
+                    .tahoe_counters()
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect();
+                status::statistics_json(state.started, state.storage.as_deref(), counters)
+            },
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(format!("the statistics failed: {e}")))?
+}
+
+/// `GET /storage`: this node's storage server (HTML, or Tahoe's JSON with `t=json`).
+async fn storage_status(
+    State(state): State<WebState>,
+    Query(query): Query<TQuery>,
+) -> Result<Response, WebError> {
+    tokio::task::spawn_blocking(move || {
+        status::storage_response(&state.pages, state.storage.as_ref(), &state.nickname, &query)
+    })
+    .await
+    .map_err(|e| WebError::Internal(format!("the storage status failed: {e}")))?
 }
 
 pub(crate) fn html(body: String) -> Response {

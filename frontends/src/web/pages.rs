@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 7] = [
+const BUILT_IN: [(&str, &str); 9] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -24,6 +24,11 @@ const BUILT_IN: [(&str, &str); 7] = [
         "directory.html",
         include_str!("../../../web-templates/directory.html"),
     ),
+    (
+        "storage.html",
+        include_str!("../../../web-templates/storage.html"),
+    ),
+    ("node.html", include_str!("../../../web-templates/node.html")),
 ];
 
 /// The page renderer.

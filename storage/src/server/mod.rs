@@ -71,7 +71,8 @@
 //!   and growing mutable shares must fit it as well.
 //! - A write past an upload's allocated size is `BeyondAllocation`, not an internal error.
 //! - `new_length` larger than the share extends it with zeros (Tahoe only truncates).
-//! - Expiry is driven by the lease index instead of a crawler over every share file.
+//! - Expiry is driven by the lease index; the lease checker's cycle (`lease_checker.rs`) reads every
+//!   share for Tahoe's figures (examined, would be recovered) and then runs that index-driven pass.
 
 mod advisory;
 mod config;
@@ -80,11 +81,13 @@ mod fsutil;
 mod immutable;
 mod index;
 mod lease;
+mod lease_checker;
 mod local;
 mod mutable;
 mod ranges;
 mod remove_corrupt;
 pub mod share_check;
+mod stats;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -94,5 +97,9 @@ pub use config::{
     Clock, ExpirationMode, ExpirationPolicy, FakeClock, StorageConfig, SystemClock, UPLOAD_IDLE_TIMEOUT,
     UPLOAD_TAKEOVER_AFTER,
 };
+pub use lease_checker::{ByKind, Counts, HISTORY, LeaseCheckerState, LeaseCycle, SpaceRecovered};
 pub use local::LocalStorageClient;
-pub use store::{ExpirationReport, MAX_READ_VECTOR_ANSWER, ShareReader, StorageServer, StorageStatus};
+pub use stats::{DiskStats, LATENCY_SAMPLES, Operation, OperationStats, PERCENTILES};
+pub use store::{
+    ExpirationReport, MAX_READ_VECTOR_ANSWER, ShareReader, StorageServer, StorageStats, StorageStatus,
+};

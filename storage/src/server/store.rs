@@ -18,8 +18,10 @@ use super::fsutil::{
 use super::immutable::{self, ImmutableShare};
 use super::index::{IndexState, LeaseIndex, LeaseKey};
 use super::lease::{LEASE_DURATION, LeaseRecord, SecretStorage, ct_eq, expiry_for_renewal_at};
+use super::lease_checker::LeaseCheckerState;
 use super::mutable::{self, MAX_MUTABLE_SHARE_SIZE, MutableShare, NewVersion};
 use super::ranges::RangeSet;
+use super::stats::{DiskStats, Operation, OperationStats, Operations};
 use crate::api::{
     Allocation, LeaseSecrets, ReadTestWriteResult, ReadVector, TestWriteVectors, UploadProgress,
     UploadSecret, VersionInfo, WriteEnabler,
@@ -99,6 +101,29 @@ pub struct StorageStatus {
     pub last_expiration: Option<ExpirationReport>,
 }
 
+/// Everything an operator watches: Tahoe's `get_stats` figures and the store's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageStats {
+    /// Whether a new immutable share would be accepted (disk space left, not read-only).
+    pub accepting_immutable_shares: bool,
+    /// Bytes reserved for immutable uploads in progress (Tahoe's `allocated`).
+    pub allocated: u64,
+    /// The configured reserved space.
+    pub reserved_space: u64,
+    /// The disk, or `None` when statvfs fails.
+    pub disk: Option<DiskStats>,
+    /// Each operation's count and latencies.
+    pub operations: Vec<OperationStats>,
+    /// Bytes written to immutable uploads and mutable shares.
+    pub bytes_added: u64,
+    /// Bytes of share data read.
+    pub bytes_read: u64,
+    /// The store's counters.
+    pub status: StorageStatus,
+    /// Buckets (storage indexes) counted by the last finished lease-checker cycle.
+    pub bucket_count: Option<u64>,
+}
+
 /// The lock stripe of a storage index.
 fn stripe_of(si: StorageIndex) -> usize {
     usize::from(si.0[0]) % STRIPES
@@ -138,6 +163,12 @@ pub struct StorageServer {
     incoming_dirs: Mutex<()>,
     /// Tests replace the statvfs answer with this.
     disk_free_override: Mutex<Option<u64>>,
+    /// Operation counts and latencies (Tahoe's `get_stats`).
+    pub(super) operations: Operations,
+    /// The lease checker's running cycle and history.
+    pub(super) lease_checker: Mutex<LeaseCheckerState>,
+    /// Held while a lease-checker cycle runs.
+    pub(super) lease_cycle_running: Mutex<()>,
     /// Held (locked) for the server's lifetime, so two servers never share a directory.
     _dir_lock: File,
 }
@@ -213,7 +244,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub(super) fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
+pub(crate) fn io_error(what: impl std::fmt::Display, err: io::Error) -> StorageError {
     if is_disk_full(&err) {
         // Not a fault of the server: the disk (or this user's quota) filled while writing. Reported
         // as the same "no space" refusal as `reserved_space`, so clients say the server is full.
@@ -324,6 +355,9 @@ impl StorageServer {
             edits_in_place: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             incoming_dirs: Mutex::new(()),
             disk_free_override: Mutex::new(None),
+            operations: Operations::default(),
+            lease_checker: Mutex::new(LeaseCheckerState::default()),
+            lease_cycle_running: Mutex::new(()),
             _dir_lock: dir_lock,
         })
     }
@@ -359,6 +393,7 @@ impl StorageServer {
         share_numbers: &BTreeSet<ShareNum>,
         allocated_size: u64,
     ) -> Result<Allocation, StorageError> {
+        let _timer = self.operations.time(Operation::Allocate);
         let _si_guard = self.lock_si(si);
         let existing = self.shares_of(si)?;
         let now = self.config.clock.now();
@@ -549,6 +584,7 @@ impl StorageServer {
         offset: u64,
         data: &[u8],
     ) -> Result<UploadProgress, StorageError> {
+        let _timer = self.operations.time(Operation::Write);
         let _si_guard = self.lock_si(si);
         let (handle, allocated) = {
             let state = lock(&self.state);
@@ -581,6 +617,7 @@ impl StorageServer {
         }
         write_all_at(&upload_file.file, data, immutable::HEADER_LEN + offset)
             .map_err(|e| io_error(format!("cannot write upload {si}/{shnum}"), e))?;
+        Operations::add_bytes(&self.operations.bytes_added, data.len() as u64);
         upload_file.written.insert(offset, end);
         let required = upload_file.written.gaps(0, allocated);
         let now = self.config.clock.now();
@@ -603,6 +640,7 @@ impl StorageServer {
     /// Makes a complete upload durable and moves it into `shares/` (see the module docs for the
     /// order). Called with the SI stripe held.
     fn finish_upload(&self, si: StorageIndex, shnum: ShareNum, file: &File) -> Result<(), StorageError> {
+        let _timer = self.operations.time(Operation::Close);
         let (lease, reserved) = {
             let state = lock(&self.state);
             let entry = state
@@ -657,6 +695,7 @@ impl StorageServer {
         shnum: ShareNum,
         upload: &UploadSecret,
     ) -> Result<(), StorageError> {
+        let _timer = self.operations.time(Operation::Abort);
         let _si_guard = self.lock_si(si);
         let removed = {
             let mut state = lock(&self.state);
@@ -734,6 +773,7 @@ impl StorageServer {
 
     /// The share numbers of `kind` held for `si` (empty if none).
     pub fn list_shares(&self, kind: ShareKind, si: StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError> {
+        let _timer = self.operations.time(Operation::Get);
         Ok(self
             .shares_of(si)?
             .into_iter()
@@ -763,15 +803,18 @@ impl StorageServer {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
+        let _timer = self.operations.time(Operation::Read);
         // Immutable data never changes once visible: only the open needs the stripe.
         let _si_guard = (kind == ShareKind::Mutable).then(|| self.lock_si(si));
         let share = match kind {
             ShareKind::Mutable => self.open_locked(kind, si, shnum)?,
             ShareKind::Immutable => self.open_for_read(kind, si, shnum)?,
         };
-        share
+        let data = share
             .read(offset, len)
-            .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))
+            .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))?;
+        Operations::add_bytes(&self.operations.bytes_read, data.len() as u64);
+        Ok(data)
     }
 
     /// Opens a share for several reads that must all see one version of it (a long range read in
@@ -803,12 +846,15 @@ impl StorageServer {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
+        let _timer = self.operations.time(Operation::Read);
         let (si, shnum) = (reader.si, reader.shnum);
         let read = || {
-            reader
+            let data = reader
                 .share
                 .read(offset, len)
-                .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))
+                .map_err(|e| io_error(format!("cannot read share {si}/{shnum}"), e))?;
+            Operations::add_bytes(&self.operations.bytes_read, data.len() as u64);
+            Ok(data)
         };
         if reader.kind == ShareKind::Immutable {
             return read();
@@ -895,6 +941,7 @@ impl StorageServer {
     /// renew secret to now + 31 days. `NotFound` if no share is held; `NoSpace` (and nothing changed)
     /// if new lease records do not fit, as in Tahoe (so a read-only store renews but never adds).
     pub fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
+        let _timer = self.operations.time(Operation::AddLease);
         let _si_guard = self.lock_si(si);
         let existing = self.shares_of(si)?;
         if existing.is_empty() {
@@ -1001,6 +1048,17 @@ impl StorageServer {
         test_write_vectors: &BTreeMap<ShareNum, TestWriteVectors>,
         read_vector: &[ReadVector],
     ) -> Result<ReadTestWriteResult, StorageError> {
+        let written: u64 = test_write_vectors
+            .values()
+            .flat_map(|vectors| &vectors.write)
+            .map(|vector| vector.data.len() as u64)
+            .sum();
+        let writes = written > 0 || test_write_vectors.values().any(|v| v.new_length.is_some());
+        let _timer = self.operations.time(if writes {
+            Operation::Writev
+        } else {
+            Operation::Readv
+        });
         let _si_guard = self.lock_si(si);
         let kinds = self.shares_of(si)?;
         let mut shares: BTreeMap<ShareNum, MutableShare> = BTreeMap::new();
@@ -1111,6 +1169,7 @@ impl StorageServer {
         if deleted_any {
             remove_dir_if_empty(&share_dir);
         }
+        Operations::add_bytes(&self.operations.bytes_added, written);
         Ok(ReadTestWriteResult { success: true, data })
     }
 
@@ -1496,6 +1555,57 @@ impl StorageServer {
     }
 
     // ----- space -----
+
+    /// The disk's figures (Tahoe's `get_disk_stats`); the tests' override stands for free space.
+    pub fn disk_stats(&self) -> Option<DiskStats> {
+        let reserved = self.config.reserved_space;
+        let (total, free_for_root, free_for_nonroot) = match *lock(&self.disk_free_override) {
+            Some(free) => (free.max(1 << 30), free, free),
+            None => {
+                let stats = fs4::statvfs(&self.layout.root).ok()?;
+                (stats.total_space(), stats.free_space(), stats.available_space())
+            }
+        };
+        let avail = if self.config.readonly {
+            0
+        } else {
+            free_for_nonroot.saturating_sub(reserved)
+        };
+        Some(DiskStats {
+            total,
+            used: total.saturating_sub(free_for_root),
+            free_for_root,
+            free_for_nonroot,
+            avail,
+        })
+    }
+
+    /// Every figure of [`StorageStats`] now.
+    pub fn stats(&self) -> StorageStats {
+        let status = self.status();
+        let allocated = lock(&self.state).pending_space;
+        let disk = self.disk_stats();
+        let bucket_count = lock(&self.lease_checker)
+            .last()
+            .map(|cycle| cycle.space_recovered.examined.all.buckets);
+        StorageStats {
+            accepting_immutable_shares: !self.config.readonly && status.available_space > 0,
+            allocated,
+            reserved_space: self.config.reserved_space,
+            disk,
+            operations: self.operations.snapshot(),
+            bytes_added: self
+                .operations
+                .bytes_added
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bytes_read: self
+                .operations
+                .bytes_read
+                .load(std::sync::atomic::Ordering::Relaxed),
+            status,
+            bucket_count,
+        }
+    }
 
     /// Free disk space minus the reservation (statvfs; `u64::MAX` if it cannot be measured, as Tahoe
     /// advertises 2^64 then).

@@ -286,3 +286,131 @@ fn thresholds() {
         1000 + 31 * 86_400
     );
 }
+
+/// Scan-only mode (Tahoe's with `expire.enabled = false`): the cycle deletes nothing but reports
+/// what the configured policy would recover, and what the original lease terms would.
+#[test]
+fn scan_only_cycle_reports_what_expiry_would_recover() {
+    let h = Harness::with(|config| {
+        config.expiration = ExpirationPolicy {
+            enabled: false,
+            mode: ExpirationMode::Age {
+                override_lease_duration: Some(5 * DAY),
+            },
+            immutable: true,
+            mutable: false,
+        };
+    });
+    two_shares(&h);
+    let immutable_size = std::fs::metadata(h.share_path(si(1), 0)).unwrap().len();
+    let mutable_size = std::fs::metadata(h.share_path(si(2), 0)).unwrap().len();
+
+    // Day 1: nothing is old enough under either judgement.
+    h.clock.advance(DAY);
+    let cycle = h.server().run_lease_cycle().unwrap();
+    let sr = cycle.space_recovered;
+    assert!(!cycle.expiration_enabled);
+    assert_eq!(sr.examined.all.shares, 2);
+    assert_eq!(sr.examined.all.buckets, 2);
+    assert_eq!(sr.examined.immutable.sharebytes, immutable_size);
+    assert_eq!(sr.examined.mutable.sharebytes, mutable_size);
+    assert_eq!(sr.configured, Default::default());
+    assert_eq!(sr.original, Default::default());
+    assert_eq!(cycle.leases_per_share.get(&1), Some(&2));
+
+    // Day 6: past the configured 5 days. Only the immutable share is subject to expiry
+    // (expire.mutable = false); it would go, but nothing is deleted.
+    h.clock.advance(5 * DAY);
+    let cycle = h.server().run_lease_cycle().unwrap();
+    let sr = cycle.space_recovered;
+    assert_eq!(sr.configured.all.shares, 1);
+    assert_eq!(sr.configured.immutable.shares, 1);
+    assert_eq!(sr.configured.immutable.sharebytes, immutable_size);
+    assert_eq!(sr.configured.all.buckets, 1);
+    assert_eq!(sr.configured.mutable, Default::default());
+    assert_eq!(sr.original, Default::default(), "31-day leases are still live");
+    assert_eq!(sr.actual, Default::default(), "scan-only deletes nothing");
+    assert!(h.share_path(si(1), 0).exists());
+    assert_eq!(h.server().status().immutable_shares, 1);
+
+    // Day 33: both leases' own terms have passed too.
+    h.clock.advance(27 * DAY);
+    let cycle = h.server().run_lease_cycle().unwrap();
+    assert_eq!(cycle.space_recovered.original.all.shares, 2);
+    assert_eq!(cycle.space_recovered.original.all.buckets, 2);
+    assert_eq!(cycle.space_recovered.actual, Default::default());
+    assert!(h.share_path(si(2), 0).exists());
+
+    let state = h.server().lease_checker();
+    assert_eq!(state.current, None);
+    assert_eq!(
+        state.history.iter().map(|c| c.number).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(h.server().stats().bucket_count, Some(2));
+}
+
+/// With expiry enabled the same cycle deletes, and reports what it deleted as `actual`: the
+/// figures an operator saw in scan-only mode.
+#[test]
+fn enabled_cycle_deletes_what_scan_only_predicted() {
+    let h = Harness::with(enabled(AGE));
+    two_shares(&h);
+    upload(h.server(), si(3), 0, b"kept: renewed", 1);
+    h.clock.advance(20 * DAY);
+    h.server().add_or_renew_lease(si(3), &lease(3)).unwrap();
+    h.clock.advance(12 * DAY);
+    let cycle = h.server().run_lease_cycle().unwrap();
+    let sr = cycle.space_recovered;
+    assert!(cycle.expiration_enabled);
+    assert_eq!(sr.examined.all.shares, 3);
+    assert_eq!(sr.configured.all.shares, 2);
+    assert_eq!(sr.actual, sr.configured);
+    assert_eq!(sr.actual.all.buckets, 2);
+    assert!(!h.share_path(si(1), 0).exists());
+    assert!(!h.share_path(si(2), 0).exists());
+    assert!(h.share_path(si(3), 0).exists());
+    // The next cycle sees only what is left.
+    let next = h.server().run_lease_cycle().unwrap();
+    assert_eq!(next.space_recovered.examined.all.shares, 1);
+    assert_eq!(next.space_recovered.actual, Default::default());
+}
+
+#[test]
+fn history_keeps_the_last_ten_cycles() {
+    let h = Harness::new();
+    for _ in 0..12 {
+        h.server().run_lease_cycle().unwrap();
+    }
+    let history = h.server().lease_checker().history;
+    assert_eq!(history.len(), crate::server::HISTORY);
+    assert_eq!(history.first().unwrap().number, 2);
+    assert_eq!(history.last().unwrap().number, 11);
+    assert!(history.iter().all(|c| c.complete_percentage() == 100.0));
+}
+
+#[test]
+fn stats_count_operations_bytes_and_disk() {
+    let h = Harness::with(|config| config.reserved_space = 1000);
+    two_shares(&h);
+    h.server()
+        .read_share(ShareKind::Immutable, si(1), 0, 0, 4)
+        .unwrap();
+    h.server().set_disk_free(Some(5000));
+    let stats = h.server().stats();
+    let count =
+        |op: crate::server::Operation| stats.operations.iter().find(|s| s.operation == op).unwrap().count;
+    use crate::server::Operation;
+    assert_eq!(count(Operation::Allocate), 1);
+    assert_eq!(count(Operation::Close), 1);
+    assert_eq!(count(Operation::Writev), 1);
+    assert_eq!(count(Operation::Read), 1);
+    assert_eq!(count(Operation::AddLease), 0);
+    assert_eq!(stats.bytes_read, 4);
+    assert_eq!(stats.bytes_added, (b"immutable".len() + b"mutable".len()) as u64);
+    let disk = stats.disk.unwrap();
+    assert_eq!((disk.free_for_nonroot, disk.avail), (5000, 4000));
+    assert!(stats.accepting_immutable_shares);
+    assert_eq!(stats.reserved_space, 1000);
+    assert_eq!(stats.bucket_count, None, "no cycle has run yet");
+}

@@ -1,0 +1,192 @@
+//! Operating a grid: every node of a real `tessera devgrid` shows its status and metrics. A
+//! storage node's `/storage` (HTML) and `/storage?t=json` (Tahoe 1.20's shape, with the lease
+//! checker in scan-only mode), `/statistics?t=json`, and `/statistics?t=openmetrics` on storage
+//! nodes and the gateway, checked with Prometheus's own `promtool check metrics`.
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn curl(url: &str, accept: Option<&str>) -> String {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--fail", "--max-time", "30"]);
+    if let Some(accept) = accept {
+        command.args(["-H", &format!("Accept: {accept}")]);
+    }
+    let out = command.arg(url).output().expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn node_url(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("node.url"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `promtool check metrics` on `text`; `None` (with a printed reason) when promtool is absent.
+fn promtool(text: &str) -> Option<(bool, String)> {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIP promtool checks: promtool is not installed (Debian's prometheus package; .ci/run installs it)"
+        );
+        return None;
+    };
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), report))
+}
+
+#[test]
+fn every_node_shows_its_status_and_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let grid_dir = root.path().join("grid");
+    let mut grid = None;
+    for _ in 0..3 {
+        grid = common::start_devgrid(&grid_dir, 3, common::free_port());
+        if grid.is_some() {
+            break;
+        }
+    }
+    let _grid = StopOnDrop(grid.expect("devgrid started"));
+    let gateway = grid_dir.join("gateway");
+    let file = root.path().join("f");
+    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    let put = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("-d")
+        .arg(&gateway)
+        .arg("put")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+
+    let storage01 = node_url(&grid_dir.join("storage01"));
+    assert!(storage01.starts_with("http://127.0.0.1:"), "{storage01}");
+    // The first lease-checker cycle runs at start; wait for it to be finished and for the upload's
+    // shares to be counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let json = loop {
+        let text = curl(&format!("{storage01}storage?t=json"), None);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if !json["lease-checker"]["last-cycle"].is_null() {
+            break json;
+        }
+        assert!(Instant::now() < deadline, "no lease-checker cycle: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stats = &json["stats"];
+    assert_eq!(stats["storage_server.accepting_immutable_shares"], 1, "{json}");
+    assert!(stats["storage_server.disk_total"].as_u64().unwrap() > 0);
+    assert!(stats["storage_server.disk_avail"].as_u64().unwrap() > 0);
+    assert_eq!(stats["storage_server.reserved_space"], 1_000_000_000u64);
+    assert!(
+        stats["storage_server.latencies.allocate.samplesize"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let ours = &json["tessera"];
+    assert!(ours["immutable_shares"].as_u64().unwrap() >= 1, "{json}");
+    assert!(ours["used_space"].as_u64().unwrap() > 0);
+    assert_eq!(ours["corruption_advisory_count"], 0);
+    let lease_checker = &json["lease-checker"];
+    assert_eq!(lease_checker["last-cycle"]["expiration-enabled"], false);
+    assert!(
+        lease_checker["last-cycle"]["space-recovered"]["examined-shares"].is_u64(),
+        "{json}"
+    );
+    assert!(lease_checker["history"]["0"].is_object());
+    assert_eq!(json["lease-checker-progress"]["cycle-in-progress"], false);
+
+    let page = curl(&format!("{storage01}storage"), None);
+    assert!(page.contains("Disabled: scan-only mode"), "{page}");
+    assert!(page.contains("Corruption advisories (0)"));
+    assert!(page.contains("storage01"));
+    let front = curl(&storage01, None);
+    assert!(front.contains(r#"href="/storage""#), "{front}");
+
+    let gateway_url = node_url(&gateway);
+    let statistics: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{gateway_url}statistics?t=json"), None)).unwrap();
+    assert_eq!(
+        statistics["counters"]["uploader.files_uploaded"], 1,
+        "{statistics}"
+    );
+    assert!(statistics["stats"]["node.uptime"].as_f64().unwrap() > 0.0);
+    let storage_statistics: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{storage01}statistics?t=json"), None)).unwrap();
+    assert!(storage_statistics["stats"]["storage_server.disk_total"].is_u64());
+    assert!(
+        storage_statistics["counters"]["storage_server.allocate"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+
+    // OpenMetrics (what Prometheus asks for, and the default) and the Prometheus text format
+    // (what promtool reads).
+    for (name, url) in [("storage", &storage01), ("gateway", &gateway_url)] {
+        let openmetrics = curl(&format!("{url}statistics?t=openmetrics"), None);
+        assert!(openmetrics.ends_with("# EOF\n"), "{name}: {openmetrics}");
+        assert!(openmetrics.contains("tahoe_stats_node_uptime "));
+        let text = curl(
+            &format!("{url}statistics?t=openmetrics"),
+            Some("text/plain; version=0.0.4"),
+        );
+        assert!(!text.contains("# EOF"));
+        if name == "storage" {
+            assert!(
+                text.contains("\ntahoe_stats_storage_server_disk_avail "),
+                "{text}"
+            );
+            assert!(text.contains("tessera_storage_shares{kind=\"immutable\"} "));
+            assert!(text.contains("tessera_storage_lease_checker_last_cycle_shares{figure=\"configured\"} "));
+        } else {
+            assert!(
+                text.contains("\ntahoe_counters_uploader_files_uploaded 1\n"),
+                "{text}"
+            );
+            assert!(text.contains("# TYPE tessera_uploads_total counter\n"));
+        }
+        if let Some((ok, report)) = promtool(&text) {
+            assert!(
+                ok,
+                "promtool check metrics on the {name} node's metrics:\n{report}\n{text}"
+            );
+        }
+    }
+}
+
+/// Stops the devgrid (SIGINT, which stops its nodes) when the test ends, passed or failed.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
