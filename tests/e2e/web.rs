@@ -463,3 +463,30 @@ async fn unreadable_files_fail_before_headers_when_nothing_can_be_sent() {
         "a cut-off body must end in an error"
     );
 }
+
+/// Servers that are full say so, and the gateway passes it on: an upload that no server has room
+/// for fails with 503 (as every placement that finds too few servers) and a message that names each
+/// full server, for immutable and mutable files alike (issue 14: it was "internal server error").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_servers_are_reported_as_full() {
+    let grid = TestGrid::with_config(10, |_, config| config.max_space = Some(16 * 1024));
+    let client = Arc::new(Grid::new(grid.secrets.clone(), UploadParams::default()));
+    client.set_servers(grid.entries());
+    let gateway = Gateway {
+        grid,
+        app: router(WebState::new(client, "test")),
+    };
+    for url in ["/uri", "/uri?format=MDMF", "/uri?format=SDMF"] {
+        let (status, _, body) = gateway
+            .send(Request::put(url).body(Body::from(data(300_000))).unwrap())
+            .await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{url}: {body}");
+        assert!(body.contains("is full"), "{url}: {body}");
+    }
+    // Small files still fit.
+    let (status, _, body) = gateway
+        .send(Request::put("/uri").body(Body::from(data(2_000))).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}

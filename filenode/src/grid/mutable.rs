@@ -38,6 +38,12 @@ const PREFIX_READ: u64 = 4096;
 /// costs no round trip after the servermap's.
 const SDMF_PREFIX_READ: u64 = 256 * 1024;
 
+/// How many servers, first in the file's ring order (where its shares are placed, share 0 first),
+/// a servermap reads SDMF shares whole from: k (3 by default) and one spare. The others' fixed
+/// regions are enough to know their versions; reading every share whole cost a busy directory's
+/// listers three times the bytes (and the machine's CPU, on TLS) for nothing.
+const SDMF_WHOLE_READS: usize = 4;
+
 /// The most a servermap query reads to find a share's key and signature.
 const PREFIX_LIMIT: u64 = 64 * 1024;
 
@@ -275,7 +281,7 @@ const MAX_READ_ESTIMATE: u64 = 64 << 20;
 pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> ServerMap {
     let storage_index = cap.storage_index();
     let ordered = permuted_servers(&storage_index.0, servers);
-    let answers = join_all(ordered.iter().map(|server| async move {
+    let answers = join_all(ordered.iter().enumerate().map(|(position, server)| async move {
         let shnums = server
             .timed(
                 super::QUICK_DEADLINE,
@@ -285,8 +291,8 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
             .await?;
         let reads = join_all(shnums.iter().map(|&shnum| async move {
             let first_read = match cap.format {
-                MutableFormat::Sdmf => SDMF_PREFIX_READ,
-                MutableFormat::Mdmf => PREFIX_READ,
+                MutableFormat::Sdmf if position < SDMF_WHOLE_READS => SDMF_PREFIX_READ,
+                MutableFormat::Sdmf | MutableFormat::Mdmf => PREFIX_READ,
             };
             let mut prefix = read_mutable(server, storage_index, shnum, 0, first_read)
                 .await?
@@ -340,8 +346,19 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
     map
 }
 
-/// How many times a read starts over from a fresh servermap when a concurrent write got in its way.
+/// How many times a read starts over from a fresh servermap when a concurrent write got in its way,
+/// at least; it goes on starting over for up to [`READ_BUDGET`].
 const READ_ATTEMPTS: u32 = 8;
+
+/// How long a read keeps starting over while writers keep replacing the version it reads (twenty
+/// writers overwriting one file as fast as they can, on a loaded machine, took more than eight
+/// attempts).
+const READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a read that has made `attempt` attempts since `started` may start over again.
+fn may_read_again(attempt: u32, started: std::time::Instant) -> bool {
+    attempt < READ_ATTEMPTS || started.elapsed() < READ_BUDGET
+}
 
 /// The pause before read attempt `attempt` (1-based): exponential from 20 ms, at most 500 ms, with
 /// up to half again of random jitter so that readers racing one writer spread out.
@@ -395,14 +412,17 @@ impl ServerMap {
 /// Opens the newest recoverable version of `cap`. When a concurrent write gets in the way (the
 /// version chosen is replaced while it is validated, or the shares are caught half-way between
 /// two versions so none is recoverable yet), starts over from a fresh servermap after a short
-/// jittered pause, [`READ_ATTEMPTS`] times at most: a reader racing a writer sees the old
-/// version or the new one, never an error that only means "a write was happening".
+/// jittered pause, for [`READ_BUDGET`] (at least [`READ_ATTEMPTS`] times): a reader racing a
+/// writer sees the old version or the new one, never an error that only means "a write was
+/// happening". A map that may be stale (servers did not answer in time) is retried
+/// [`READ_ATTEMPTS`] times.
 pub async fn open_latest(
     servers: &[ServerEntry],
     cap: &MutableCap,
     happy: usize,
 ) -> Result<(ServerMap, MutableReader), MutableError> {
     let mut attempt = 0;
+    let started = std::time::Instant::now();
     loop {
         let map = update_servermap(servers, cap).await;
         let stale = map.may_be_stale(happy);
@@ -427,7 +447,13 @@ pub async fn open_latest(
             Err(e) => return Err(e),
         };
         attempt += 1;
-        if attempt >= READ_ATTEMPTS {
+        // Servers that did not answer in time get the fixed number of attempts (each costs
+        // their deadline); writers in the way get the time budget.
+        let again = match error {
+            MutableError::Unavailable(_) => attempt < READ_ATTEMPTS,
+            _ => may_read_again(attempt, started),
+        };
+        if !again {
             return Err(error);
         }
         debug!(attempt, error = %error, "mutable read starts over: a write was in progress");
@@ -443,11 +469,12 @@ pub async fn read_latest(
     happy: usize,
 ) -> Result<(ServerMap, Vec<u8>), MutableError> {
     let mut attempt = 0;
+    let started = std::time::Instant::now();
     loop {
         let (map, reader) = open_latest(servers, cap, happy).await?;
         match reader.read_range(0, u64::MAX).await {
             Ok(contents) => return Ok((map, contents)),
-            Err(MutableError::VersionChanged) if attempt + 1 < READ_ATTEMPTS => {
+            Err(MutableError::VersionChanged) if may_read_again(attempt + 1, started) => {
                 attempt += 1;
                 debug!(
                     attempt,
