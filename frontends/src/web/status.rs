@@ -397,17 +397,7 @@ pub fn storage_page(pages: &Pages, server: &StorageServer, nickname: &str) -> Re
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn iso_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = storage::civil::civil_from_days((secs / 86_400) as i64);
     let of_day = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
@@ -791,4 +781,14 @@ async fn node_statistics(
     })
     .await
     .map_err(|e| WebError::Internal(format!("the statistics failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(super::iso_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::iso_time(1_800_000_000), "2027-01-15 08:00:00 UTC");
+        assert_eq!(super::iso_time(951_868_799), "2000-02-29 23:59:59 UTC");
+    }
 }
