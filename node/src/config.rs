@@ -259,11 +259,13 @@ pub(crate) struct SftpdConfig {
     pub(crate) host_pubkey_file: PathBuf,
     pub(crate) accounts_file: PathBuf,
     /// `spool.quota` (default 10 GiB per user), `connection.max_sessions` (8),
-    /// `session.max_handles` (256), `session.max_queued_bytes` (32 MiB). Tessera's keys.
+    /// `session.max_handles` (256), `session.max_queued_bytes` (32 MiB),
+    /// `connection.max_reading_ahead` (8). Tessera's keys.
     pub(crate) spool_quota: u64,
     pub(crate) max_sessions: usize,
     pub(crate) max_handles: usize,
     pub(crate) max_queued_bytes: u64,
+    pub(crate) max_reading_ahead: usize,
 }
 
 impl SftpdConfig {
@@ -282,6 +284,7 @@ impl SftpdConfig {
             max_sessions: 8,
             max_handles: 256,
             max_queued_bytes: 32 << 20,
+            max_reading_ahead: frontends::sftp::DEFAULT_MAX_READING_AHEAD,
         }
     }
 }
@@ -359,6 +362,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "connection.max_sessions",
             "session.max_handles",
             "session.max_queued_bytes",
+            "connection.max_reading_ahead",
         ],
     ),
     (
@@ -569,6 +573,7 @@ impl NodeConfig {
         sftp.max_sessions = count("sftpd", "connection.max_sessions", sftp.max_sessions)?;
         sftp.max_handles = count("sftpd", "session.max_handles", sftp.max_handles)?;
         sftp.max_queued_bytes = positive_size("sftpd", "session.max_queued_bytes", sftp.max_queued_bytes)?;
+        sftp.max_reading_ahead = count("sftpd", "connection.max_reading_ahead", sftp.max_reading_ahead)?;
         let ftp_quota = positive_size("ftpd", "spool.quota", frontends::sftp::DEFAULT_SPOOL_QUOTA)?;
         Ok(NodeConfig {
             sftp,
@@ -995,7 +1000,7 @@ mod tests {
         let config = load(
             "[node]\nweb.max_connections = 20\nweb.header_read_timeout = 5s\n\
              [sftpd]\nspool.quota = 1GiB\nconnection.max_sessions = 2\nsession.max_handles = 16\n\
-             session.max_queued_bytes = 4MiB\n[ftpd]\nspool.quota = 500MB\n",
+             session.max_queued_bytes = 4MiB\nconnection.max_reading_ahead = 3\n[ftpd]\nspool.quota = 500MB\n",
         )
         .unwrap();
         assert_eq!(config.web_limits.max_connections, 20);
@@ -1003,6 +1008,7 @@ mod tests {
         assert_eq!(config.sftp.spool_quota, 1 << 30);
         assert_eq!((config.sftp.max_sessions, config.sftp.max_handles), (2, 16));
         assert_eq!(config.sftp.max_queued_bytes, 4 << 20);
+        assert_eq!(config.sftp.max_reading_ahead, 3);
         assert_eq!(config.ftp.spool_quota, 500_000_000);
         for (text, message) in [
             (

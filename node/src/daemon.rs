@@ -329,6 +329,7 @@ async fn start_sftp(
             max_sessions: sftp.max_sessions,
             max_handles: sftp.max_handles,
             max_queued_bytes: usize::try_from(sftp.max_queued_bytes).unwrap_or(usize::MAX),
+            max_reading_ahead: sftp.max_reading_ahead,
         },
     };
     let mut stop = shutdown;

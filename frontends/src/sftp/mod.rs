@@ -69,7 +69,13 @@ pub struct SftpLimits {
     pub max_handles: usize,
     /// `session.max_queued_bytes`: request bytes read ahead of the one being answered, per session.
     pub max_queued_bytes: usize,
+    /// `connection.max_reading_ahead`: open files of one connection that read ahead at once (about
+    /// ten segments each); the others are read request by request.
+    pub max_reading_ahead: usize,
 }
+
+/// `[sftpd] connection.max_reading_ahead` by default.
+pub const DEFAULT_MAX_READING_AHEAD: usize = 8;
 
 /// `[sftpd] spool.quota` by default: 10 GiB per user.
 pub const DEFAULT_SPOOL_QUOTA: u64 = 10 << 30;
@@ -81,6 +87,7 @@ impl Default for SftpLimits {
             max_sessions: 8,
             max_handles: 256,
             max_queued_bytes: 32 << 20,
+            max_reading_ahead: DEFAULT_MAX_READING_AHEAD,
         }
     }
 }
@@ -191,6 +198,9 @@ impl russh::server::Server for SshServer {
             sessions: Arc::new(tokio::sync::Semaphore::new(
                 self.shared.config.limits.max_sessions,
             )),
+            reading_ahead: Arc::new(tokio::sync::Semaphore::new(
+                self.shared.config.limits.max_reading_ahead,
+            )),
         }
     }
 }
@@ -204,6 +214,8 @@ struct Connection {
     channels: HashMap<ChannelId, (Channel<Msg>, tokio::sync::OwnedSemaphorePermit)>,
     /// Places for this connection's sessions: `[sftpd] sessions.max_per_connection`.
     sessions: Arc<tokio::sync::Semaphore>,
+    /// Places for this connection's files that read ahead: `[sftpd] connection.max_reading_ahead`.
+    reading_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 /// The one answer to every failed login: no hint of what was wrong; both methods stay open.
@@ -329,6 +341,7 @@ impl russh::server::Handler for Connection {
             user: account.name.clone(),
             spool_dir: self.shared.config.spool_dir.clone(),
             limits: self.shared.config.limits.clone(),
+            reading_ahead: Arc::clone(&self.reading_ahead),
         };
         let handle = session.handle();
         tokio::spawn(async move {

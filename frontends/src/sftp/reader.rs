@@ -2,6 +2,12 @@
 //! into a bounded queue while the session serves the client's (pipelined, usually 32 KiB or
 //! 255 KiB) requests from the segments received. A read far from the window restarts the stream at
 //! its offset, so random access and resumed downloads fetch only what they need.
+//!
+//! Read-ahead holds up to about ten segments per open file, so one connection may have only
+//! `[sftpd] connection.max_reading_ahead` files reading ahead at once (a place is taken at a read
+//! and kept until the file is closed). A file without a place is read request by request and holds
+//! nothing between requests: a peer that opens 2,048 files (8 sessions of 256 handles) holds the
+//! read-ahead of a few, not gigabytes.
 
 use std::collections::VecDeque;
 
@@ -29,6 +35,10 @@ pub(crate) struct ReadAhead {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The gateway's budget for a small mutable file read whole at open (`crate::whole`).
     _held: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The connection's places for files that read ahead (`None`: no limit).
+    places: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// This file's place, once it has one.
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -51,11 +61,15 @@ impl Drop for ReadAhead {
 impl ReadAhead {
     #[cfg(test)]
     pub(crate) fn new(reader: FileReader) -> Self {
-        Self::opened(crate::whole::Opened { reader, held: None })
+        Self::opened(crate::whole::Opened { reader, held: None }, None)
     }
 
-    /// Reads a file opened by `crate::whole::open`, keeping the budget it holds until closed.
-    pub(crate) fn opened(opened: crate::whole::Opened) -> Self {
+    /// Reads a file opened by `crate::whole::open`, keeping the budget it holds until closed;
+    /// it reads ahead when it gets one of `places`.
+    pub(crate) fn opened(
+        opened: crate::whole::Opened,
+        places: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    ) -> Self {
         let size = opened.reader.size();
         ReadAhead {
             reader: opened.reader,
@@ -66,7 +80,21 @@ impl ReadAhead {
             incoming: None,
             task: None,
             _held: opened.held,
+            places,
+            place: None,
         }
+    }
+
+    /// Whether this file may read ahead: it has a place, or takes a free one now.
+    fn may_read_ahead(&mut self) -> bool {
+        if self.place.is_some() {
+            return true;
+        }
+        let Some(places) = &self.places else {
+            return true;
+        };
+        self.place = std::sync::Arc::clone(places).try_acquire_owned().ok();
+        self.place.is_some()
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -99,6 +127,18 @@ impl ReadAhead {
             return Err(SftpError::eof());
         }
         let end = offset.saturating_add(u64::from(len)).min(self.size);
+        if !self.may_read_ahead() {
+            // No place to read ahead: exactly this range, and nothing kept.
+            let data = self
+                .reader
+                .read(offset, end - offset)
+                .await
+                .map_err(SftpError::from)?;
+            if data.is_empty() {
+                return Err(SftpError::failure("the file ended early"));
+            }
+            return Ok(vec![Bytes::from(data)]);
+        }
         if self.incoming.is_none() || offset < self.start || offset > self.end + JUMP {
             self.restart(offset);
         }
@@ -179,5 +219,39 @@ mod tests {
         );
         assert_eq!(reader.read(10, 5).await.unwrap().concat(), data[10..15]);
         assert_eq!(reader.read(999_990, 100).await.unwrap().concat(), data[999_990..]);
+    }
+
+    /// Files beyond the connection's places read without read-ahead (no task, nothing kept), and
+    /// take a place when one is freed.
+    #[tokio::test]
+    async fn only_files_with_a_place_read_ahead() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let places = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+        let open = || {
+            ReadAhead::opened(
+                crate::whole::Opened {
+                    reader: FileReader::Lit(Bytes::from(data.clone())),
+                    held: None,
+                },
+                Some(std::sync::Arc::clone(&places)),
+            )
+        };
+        let mut files: Vec<ReadAhead> = (0..5).map(|_| open()).collect();
+        for file in &mut files {
+            assert_eq!(file.read(1000, 5000).await.unwrap().concat(), data[1000..6000]);
+            assert_eq!(file.read(6000, 100).await.unwrap().concat(), data[6000..6100]);
+        }
+        let reading_ahead = files.iter().filter(|f| f.task.is_some()).count();
+        assert_eq!(reading_ahead, 2);
+        assert!(
+            files[2..]
+                .iter()
+                .all(|f| f.chunks.is_empty() && f.place.is_none())
+        );
+        assert_eq!(places.available_permits(), 0);
+        // Closing a file frees its place for the next read of another.
+        files.remove(0);
+        assert_eq!(files[2].read(0, 10).await.unwrap().concat(), data[..10]);
+        assert!(files[2].place.is_some() && files[2].task.is_some());
     }
 }

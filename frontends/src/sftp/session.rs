@@ -48,6 +48,8 @@ pub(crate) struct SessionContext {
     pub(crate) root: DirNode,
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) limits: super::SftpLimits,
+    /// The connection's places for files that read ahead.
+    pub(crate) reading_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 type Reply = Result<Packet, SftpError>;
@@ -153,7 +155,7 @@ enum OpenHandle {
         next: usize,
     },
     Read {
-        file: ReadAhead,
+        file: Box<ReadAhead>,
         link: Option<(DirNode, String)>,
     },
     Write(Box<WriteHandle>),
@@ -567,7 +569,10 @@ impl Session {
             match found.node {
                 // A small mutable file is read whole now: the handle reads one version.
                 Node::File(file) => OpenHandle::Read {
-                    file: ReadAhead::opened(crate::whole::open(&file).await?),
+                    file: Box::new(ReadAhead::opened(
+                        crate::whole::open(&file).await?,
+                        Some(Arc::clone(&self.context.reading_ahead)),
+                    )),
                     link: found.link,
                 },
                 Node::Dir(_) => return Err(SftpError::failure("is a directory")),
