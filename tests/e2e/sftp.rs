@@ -619,6 +619,7 @@ fn rss_bytes() -> u64 {
 /// Issue 13: each open file read ahead about ten segments, so a peer with 8 sessions of 256 handles
 /// could make the gateway hold 2,048 files' read-ahead. Only `connection.max_reading_ahead` files
 /// of a connection read ahead at once; the others are read request by request, and all read right.
+/// Run alone (`-- --nocapture many_open_files`) it prints what the open files cost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_open_files_hold_the_read_ahead_of_a_few() {
     let server = start_with(SftpLimits {
@@ -651,9 +652,10 @@ async fn many_open_files_hold_the_read_ahead_of_a_few() {
         "200 open files, 1 byte read from each: resident memory grew {} KiB",
         grown >> 10
     );
-    // Measured: 234 MiB when all 200 read ahead, 58 MiB with 4 (the rest is the decoding of the
-    // other reads, freed but kept by the allocator, and the test's own buffers).
-    assert!(grown < 120 << 20, "resident memory grew {} MiB", grown >> 20);
+    // A figure, not an assertion: other tests run in this process at the same time. Measured
+    // alone: 234 MiB when all 200 read ahead, 58-61 MiB with 4 places (the rest is the decoding of
+    // the other reads, freed but kept by the allocator). That only places read ahead is asserted
+    // by `reader::tests::only_files_with_a_place_read_ahead`.
     // The files without a place read whole and right, sequentially.
     let mut last = files.pop().unwrap();
     last.seek(std::io::SeekFrom::Start(0)).await.unwrap();
