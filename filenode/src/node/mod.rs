@@ -406,7 +406,7 @@ impl FileNode {
                         attempt,
                         "uncoordinated write: re-reading and applying the change again"
                     );
-                    futures_timer::Delay::new(modify_backoff(attempt)).await;
+                    futures_timer::Delay::new(modify_backoff(attempt, started.elapsed())).await;
                 }
                 Err(e @ (NodeError::UncoordinatedWrite | NodeError::VersionChanged(_))) => {
                     *state = MutableState::default();
@@ -431,15 +431,25 @@ impl FileNode {
 /// before it reports the conflict.
 pub const MODIFY_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// The pause before modify attempt `attempt` (1-based): 25 ms growing by half each time up to
-/// 1 s, times a random factor in 0.5..1.5 so that writers that collided do not collide again. A
-/// lower ceiling starves nobody but makes twenty writers of one directory spend the machine on
-/// attempts that lose (measured: a 250 ms ceiling took 400 adds six times as long).
-fn modify_backoff(attempt: u32) -> std::time::Duration {
-    let base = (25.0 * 1.5f64.powi(attempt.min(20) as i32)).min(1000.0);
+/// The pause before modify attempt `attempt` (1-based), `waited` into the change: 25 ms growing by
+/// half each time up to 1 s, times a random factor in 0.5..1.5 so that writers that collided do
+/// not collide again. A lower ceiling for everyone makes twenty writers of one directory spend
+/// the machine on attempts that lose (measured: a 250 ms ceiling took 400 adds six times as long);
+/// but a writer that has waited long goes back to short pauses, so that it is not forever beaten
+/// by writers that just started their next change (with a 1 s ceiling for all, one of twenty
+/// writers went 120 s without a turn).
+fn modify_backoff(attempt: u32, waited: std::time::Duration) -> std::time::Duration {
+    let base = if waited > MODIFY_PATIENCE {
+        25.0
+    } else {
+        (25.0 * 1.5f64.powi(attempt.min(20) as i32)).min(1000.0)
+    };
     let factor = 0.5 + rand::random::<f64>();
     std::time::Duration::from_millis((base * factor) as u64)
 }
+
+/// How long a change waits with growing pauses before it retries with short ones.
+const MODIFY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a writer waits for a newer version it sees but cannot read (another writer's publish
 /// caught half-way) to become readable before it writes over it. A live writer's publish finishes
