@@ -587,7 +587,7 @@ async fn writes_reach_happy_servers_and_readers_that_hear_from_too_few_say_so() 
     }
     let err = file(&client(&grid, "carol"), &cap).read_all().await.unwrap_err();
     assert!(
-        matches!(err, NodeError::VersionChanged(_))
+        matches!(err, NodeError::NotEnoughServers(_))
             && err
                 .to_string()
                 .contains("3 of 10 servers answered in time (at least 4 must)"),

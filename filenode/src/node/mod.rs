@@ -102,8 +102,8 @@ impl From<MutableError> for NodeError {
             MutableError::NotEnoughServers { .. } | MutableError::TooFewServers { .. } => {
                 NodeError::NotEnoughServers(e.to_string())
             }
-            // Servers did not answer: as a version change, something to try again shortly.
-            MutableError::Unavailable(_) => NodeError::VersionChanged(e.to_string()),
+            // Too few servers answered in time (after the read's own retries): as too few servers.
+            MutableError::Unavailable(_) => NodeError::NotEnoughServers(e.to_string()),
             MutableError::Unsupported(what) => NodeError::Unsupported(what),
             MutableError::BadOffset(what) => NodeError::BadOffset(what),
             other => NodeError::Unrecoverable(other.to_string()),
