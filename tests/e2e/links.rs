@@ -143,3 +143,95 @@ async fn a_download_partitioned_from_8_of_10_servers_fails_in_bounded_time() {
         "giving up took {elapsed:?} with a {REQUEST_TIMEOUT:?} request timeout"
     );
 }
+
+/// A grid of ten servers at 20 ms and 80 Mbit/s, server 0's link slowed to 1 Mbit/s.
+async fn grid_with_a_slow_server() -> (TestGrid, Vec<ServerEntry>) {
+    let grid = TestGrid::with_links(
+        10,
+        LinkConfig::with_rtt_and_rate(Duration::from_millis(20), Some(80.0)),
+    )
+    .await;
+    grid.link(0).set_config(LinkConfig::with_rtt_and_rate(
+        Duration::from_millis(20),
+        Some(1.0),
+    ));
+    // The production ceiling: a write of a 1 MiB segment's block takes 3 s on the slow link.
+    let entries = grid
+        .entries()
+        .into_iter()
+        .map(|mut e| {
+            e.request_timeout = Duration::from_secs(30);
+            e
+        })
+        .collect();
+    (grid, entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_leaves_a_slow_server_behind_once_the_others_are_happy() {
+    let (grid, entries) = grid_with_a_slow_server().await;
+    let slow = entries[0].name();
+    let plain = data(SIZE);
+    let started = Instant::now();
+    let uploaded = upload_bytes(&entries, &grid.secrets, &UploadParams::default(), plain.clone())
+        .await
+        .expect("the upload finishes without the slow server");
+    let elapsed = started.elapsed();
+    // The slow server's 4 MiB share alone needs 34 s at 1 Mbit/s; the others' shares about 1 s.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    assert_eq!(uploaded.stragglers, vec![slow.clone()]);
+    let unplaced = uploaded.unplaced_shares();
+    assert_eq!(unplaced.len(), 1, "the slow server's share is reported unplaced");
+    assert!(!uploaded.placement.contains_key(&unplaced[0]));
+    assert!(
+        uploaded.placement.values().flatten().all(|name| *name != slow),
+        "{:?}",
+        uploaded.placement
+    );
+    assert_eq!(uploaded.happiness, 9);
+    let FileCap::Chk(cap) = uploaded.cap else {
+        panic!("a CHK cap was expected")
+    };
+    // Nine shares are stored whole (the slow server's partial bucket is not a share).
+    let mut holders: Vec<usize> = grid
+        .find_shares(cap.storage_index())
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    assert_eq!(holders.len(), 9, "{holders:?}");
+    assert!(!holders.contains(&0));
+    // The file reads back from the nine.
+    grid.link(0).set_config(LinkConfig::unlimited());
+    let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
+    let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
+        .map(|piece| piece.expect("read"))
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    assert!(read == plain, "the file reads back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_waits_for_a_slow_server_that_happiness_needs() {
+    let (grid, entries) = grid_with_a_slow_server().await;
+    let params = UploadParams {
+        happy: 10,
+        ..UploadParams::default()
+    };
+    // 1 MiB: the slow server's share takes about 3 s.
+    let uploaded = upload_bytes(&entries, &grid.secrets, &params, data(1 << 20))
+        .await
+        .expect("the upload waits for the slow server");
+    assert!(uploaded.stragglers.is_empty(), "{:?}", uploaded.stragglers);
+    assert!(uploaded.unplaced_shares().is_empty());
+    assert_eq!(uploaded.happiness, 10);
+    assert!(
+        uploaded
+            .placement
+            .values()
+            .flatten()
+            .any(|name| *name == entries[0].name())
+    );
+}

@@ -8,6 +8,7 @@ pub mod check;
 pub mod download;
 pub mod mutable;
 pub mod placement;
+mod stragglers;
 pub mod upload;
 pub mod verify;
 

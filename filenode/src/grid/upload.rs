@@ -2,24 +2,28 @@
 //! allocate buckets, then stream the encoder's output to every server in parallel.
 //!
 //! The encoder runs on its own thread (its segments on the rayon pool) and hands each block to a
-//! bounded channel per server; a writer per server sends the blocks as HTTP writes, up to
-//! [`WRITES_IN_FLIGHT`] at a time. A full channel blocks the encoder, so memory stays bounded by
-//! the channel depth whatever the file size. A server that fails mid-upload loses its shares; the
+//! channel per server; a writer per server sends the blocks as HTTP writes, up to
+//! [`WRITES_IN_FLIGHT`] at a time. The encoder waits while a server has a dozen writes per share
+//! queued or in flight (`stragglers::Flow`), so memory stays bounded whatever the file size; a
+//! server far behind the others while they alone keep `shares.happy` is cancelled (long-tail
+//! cancellation) and the result names it. A server that fails mid-upload loses its shares; the
 //! upload still succeeds if the shares that did land keep `shares.happy`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::future::join_all;
-use futures::{SinkExt, StreamExt};
+use futures::future::{AbortHandle, Abortable, join_all};
 use storage::api::{CorruptShareRemoval, ShareKind, UploadSecret};
 use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
+use super::stragglers::{Admit, Flow, LaneState};
 use super::{ClientSecrets, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers, run_blocking};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
 use crate::immutable::{
@@ -28,8 +32,6 @@ use crate::immutable::{
 
 /// Concurrent writes per server.
 pub const WRITES_IN_FLIGHT: usize = 4;
-/// Blocks queued per server before the encoder waits.
-const CHANNEL_DEPTH: usize = 8;
 
 /// Encoding and placement parameters (`[client] shares.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,22 @@ pub struct UploadResult {
     pub placement: BTreeMap<ShareNum, Vec<String>>,
     /// Servers of happiness achieved (0 for LIT).
     pub happiness: usize,
+    /// Servers cancelled from the upload for lagging far behind the others (long-tail
+    /// cancellation; their shares are not placed, see [`UploadResult::unplaced_shares`]).
+    pub stragglers: Vec<String>,
+}
+
+impl UploadResult {
+    /// Shares that no server holds: a file uploaded without its stragglers' shares is less than
+    /// fully healthy (still at least `shares.happy`) until a repair places them.
+    pub fn unplaced_shares(&self) -> Vec<ShareNum> {
+        match &self.cap {
+            FileCap::Chk(cap) => (0..cap.total)
+                .filter(|shnum| !self.placement.contains_key(shnum))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// What the caller already knows about shares on the servers, by (server id, share number): a
@@ -115,24 +133,32 @@ struct Write {
     data: Bytes,
 }
 
-/// The encoder's sink: routes each share's writes to its server's channel.
+/// The encoder's sink: routes each share's writes to its server's channel, as the flow admits.
 struct ChannelSink {
     routes: Vec<Option<usize>>,
-    senders: Vec<mpsc::Sender<Write>>,
+    senders: Vec<mpsc::UnboundedSender<Write>>,
+    flow: Arc<Flow>,
 }
 
 impl ShareSink for ChannelSink {
     fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> io::Result<()> {
-        if let Some(Some(writer)) = self.routes.get(shnum) {
+        if let Some(Some(lane)) = self.routes.get(shnum) {
+            let sender = &self.senders[*lane];
+            // A closed channel whose lane is still wanted means the upload itself was dropped (e.g.
+            // the client went away): stop encoding.
+            let cancelled = || io::Error::other("the upload was cancelled");
+            match self.flow.admit(*lane, || sender.is_closed()) {
+                Ok(Admit::Send) => {}
+                Ok(Admit::Skip) => return Ok(()),
+                Err(()) => return Err(cancelled()),
+            }
             let write = Write {
                 shnum: shnum as u16,
                 offset,
                 data: Bytes::copy_from_slice(data),
             };
-            // Writers drain their channel even after their server fails, so a closed channel means
-            // the upload itself was dropped (e.g. the client went away): stop encoding.
-            if futures::executor::block_on(self.senders[*writer].send(write)).is_err() {
-                return Err(io::Error::other("the upload was cancelled"));
+            if sender.unbounded_send(write).is_err() && self.flow.states()[*lane] != LaneState::Dropped {
+                return Err(cancelled());
             }
         }
         Ok(())
@@ -228,6 +254,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             size,
             placement: BTreeMap::new(),
             happiness: 0,
+            stragglers: Vec::new(),
         });
     }
     let encoder = ChkEncoder::new(key, &chk_params, size)?;
@@ -243,6 +270,8 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     let mut placement: BTreeMap<ShareNum, Vec<String>> = BTreeMap::new();
     let mut failures: Vec<String> = Vec::new();
     let mut failed_servers: BTreeSet<String> = BTreeSet::new();
+    let mut stragglers: Vec<String> = Vec::new();
+    let mut straggler_ids: BTreeSet<String> = BTreeSet::new();
     let mut input = input;
     let mut progress = progress;
     let mut cap = None;
@@ -250,6 +279,12 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     // turn out corrupt, round 1 re-places those shares on the servers that did not fail (shares
     // already stored count as held) and encodes the file again, sending only those shares.
     for round in 0..2 {
+        // Shares already on servers (placed by an earlier round, or there before the upload and
+        // not known corrupt) count towards the happiness that lets a straggler go.
+        let mut held = holdings.clone();
+        for (server_id, _, shares) in &kept {
+            held.entry(server_id.clone()).or_default().extend(shares);
+        }
         let (returned, outcome) = send_shares(
             input,
             size,
@@ -257,11 +292,15 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             &chk_params,
             storage_index,
             &buckets,
-            progress.take(),
+            Shared {
+                held,
+                happy: params.happy as usize,
+                progress: progress.take(),
+            },
         )
         .await;
         input = returned;
-        let (encoded, written) = match outcome {
+        let (encoded, written, cancelled) = match outcome {
             Ok(done) => done,
             Err(e) => {
                 let nothing = vec![Ok(BTreeSet::new()); buckets.len()];
@@ -286,7 +325,13 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             failures.push(problem);
             failed_servers.insert(server_id);
         }
-        for (bucket, done) in buckets.iter().zip(&written) {
+        for (bucket, (done, cancelled)) in buckets.iter().zip(written.iter().zip(&cancelled)) {
+            if *cancelled {
+                warn!(server = %bucket.server.name(), shares = ?bucket.shares, "cancelled a server far behind the others; its shares are not placed");
+                stragglers.push(bucket.server.name());
+                straggler_ids.insert(bucket.server.server_id.clone());
+                continue;
+            }
             match done {
                 Ok(complete) => {
                     holdings
@@ -303,6 +348,20 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
                 }
             }
         }
+        // A straggler's unfinished buckets are left for its server to abort as idle: asking would
+        // wait on the same slow link.
+        let written: Written = written
+            .into_iter()
+            .zip(&buckets)
+            .zip(&cancelled)
+            .map(|((done, bucket), cancelled)| {
+                if *cancelled {
+                    Ok(bucket.shares.clone())
+                } else {
+                    done
+                }
+            })
+            .collect();
         abort_all(&buckets, storage_index, &written).await;
         let placed: BTreeSet<ShareNum> = holdings.values().flatten().copied().collect();
         if placed.len() >= params.total as usize || round == 1 || (failed_servers.is_empty() && !found_bad) {
@@ -310,7 +369,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         }
         let remaining: Vec<ServerEntry> = servers
             .iter()
-            .filter(|s| !failed_servers.contains(&s.server_id))
+            .filter(|s| !failed_servers.contains(&s.server_id) && !straggler_ids.contains(&s.server_id))
             .cloned()
             .collect();
         match allocate(&remaining, secrets, params, storage_index, share_size, &known).await {
@@ -349,12 +408,23 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         size,
         placement,
         happiness: achieved,
+        stragglers,
     })
 }
 
 type Written = Vec<Result<BTreeSet<ShareNum>, StorageError>>;
 
-/// Encodes the file once, streaming the shares of `buckets` to their servers; gives the input back.
+/// What one encoding pass shares with its caller beyond the buckets.
+struct Shared {
+    /// Shares already held, by server id.
+    held: BTreeMap<String, BTreeSet<ShareNum>>,
+    /// `shares.happy`.
+    happy: usize,
+    progress: Option<UploadProgress>,
+}
+
+/// Encodes the file once, streaming the shares of `buckets` to their servers; gives the input back,
+/// with each bucket's outcome and whether it was cancelled as a straggler.
 async fn send_shares<R: Read + Send + 'static>(
     input: R,
     size: u64,
@@ -362,22 +432,44 @@ async fn send_shares<R: Read + Send + 'static>(
     chk_params: &ChkParams,
     storage_index: StorageIndex,
     buckets: &[Bucket],
-    progress: Option<UploadProgress>,
-) -> (R, Result<(crate::immutable::ChkEncoded, Written), EncodeError>) {
+    shared: Shared,
+) -> (
+    R,
+    Result<(crate::immutable::ChkEncoded, Written, Vec<bool>), EncodeError>,
+) {
     let mut routes = vec![None; chk_params.total as usize];
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
+    let mut lanes = Vec::new();
+    let mut registrations = Vec::new();
     for (index, bucket) in buckets.iter().enumerate() {
         for &shnum in &bucket.shares {
             routes[shnum as usize] = Some(index);
         }
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (tx, rx) = mpsc::unbounded();
         senders.push(tx);
         receivers.push(rx);
+        let (abort, registration) = AbortHandle::new_pair();
+        lanes.push((bucket.shares.clone(), abort));
+        registrations.push(registration);
     }
-    let mut sink = ChannelSink { routes, senders };
-    let mut progress = progress;
+    let kept = shared
+        .held
+        .into_iter()
+        .map(|(server_id, shares)| {
+            let lane = buckets.iter().position(|b| b.server.server_id == server_id);
+            (lane, shares)
+        })
+        .collect();
+    let flow = Arc::new(Flow::new(lanes, kept, shared.happy, chk_params.needed as usize));
+    let mut sink = ChannelSink {
+        routes,
+        senders,
+        flow: Arc::clone(&flow),
+    };
+    let mut progress = shared.progress;
     let chk_params = *chk_params;
+    let encoder_flow = Arc::clone(&flow);
     let encoding = run_blocking(move || {
         let mut input = input;
         let mut report = |done: u64| {
@@ -387,16 +479,28 @@ async fn send_shares<R: Read + Send + 'static>(
         };
         let result = encode_stream(&mut input, size, key, &chk_params, &mut sink, Some(&mut report));
         drop(sink); // closes the channels, so the writers finish
+        // Waits for the writers, cancelling stragglers; only the encoder holds the flow once the
+        // writers are gone (the upload was dropped).
+        encoder_flow.encoded(|| Arc::strong_count(&encoder_flow) == 1);
         (input, result)
     });
-    let writers = join_all(
-        buckets
-            .iter()
-            .zip(receivers)
-            .map(|(bucket, rx)| write_bucket(bucket, storage_index, rx)),
-    );
-    let ((input, encoded), written) = futures::join!(encoding, writers);
-    (input, encoded.map(|encoded| (encoded, written)))
+    let writers =
+        join_all(buckets.iter().zip(receivers).zip(registrations).enumerate().map(
+            |(lane, ((bucket, rx), registration))| {
+                let flow = Arc::clone(&flow);
+                async move {
+                    Abortable::new(write_bucket(bucket, storage_index, rx, &flow, lane), registration).await
+                }
+            },
+        ));
+    let ((input, encoded), outcomes) = futures::join!(encoding, writers);
+    let states = flow.states();
+    let cancelled: Vec<bool> = states.iter().map(|s| *s == LaneState::Dropped).collect();
+    let written: Written = outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|_aborted| Ok(BTreeSet::new())))
+        .collect();
+    (input, encoded.map(|encoded| (encoded, written, cancelled)))
 }
 
 type Kept = Vec<(String, String, BTreeSet<ShareNum>)>;
@@ -719,11 +823,13 @@ pub(crate) async fn remove_corrupt(
     }
 }
 
-/// Sends one server's writes; returns the shares it completed.
+/// Sends one server's writes (lane `lane` of `flow`); returns the shares it completed.
 async fn write_bucket(
     bucket: &Bucket,
     storage_index: StorageIndex,
-    writes: mpsc::Receiver<Write>,
+    writes: mpsc::UnboundedReceiver<Write>,
+    flow: &Flow,
+    lane: usize,
 ) -> Result<BTreeSet<ShareNum>, StorageError> {
     let failed = AtomicBool::new(false);
     let first_error: std::sync::Mutex<Option<StorageError>> = std::sync::Mutex::new(None);
@@ -732,8 +838,9 @@ async fn write_bucket(
         .for_each_concurrent(WRITES_IN_FLIGHT, |write| {
             let (failed, first_error, complete) = (&failed, &first_error, &complete);
             async move {
-                // After a failure, keep draining so the encoder never blocks on this server.
+                // After a failure, drop what is still queued (the encoder feeds this server no more).
                 if failed.load(Ordering::Relaxed) {
+                    flow.completed(lane);
                     return;
                 }
                 let bytes = write.data.len() as u64;
@@ -748,12 +855,16 @@ async fn write_bucket(
                     Err(e) => {
                         warn!(server = %bucket.server.name(), error = %e, "write failed; dropping this server from the upload");
                         failed.store(true, Ordering::Relaxed);
+                        flow.failed(lane);
                         first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
                     }
                 }
+                flow.completed(lane);
             }
         })
         .await;
+    let failed = failed.load(Ordering::Relaxed);
+    flow.finished(lane, failed);
     if let Some(e) = first_error
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

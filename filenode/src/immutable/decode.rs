@@ -246,6 +246,28 @@ impl fmt::Debug for ChkReader {
 /// 305–332 bytes; a longer one is fetched with a second read.
 const UEB_READ_GUESS: u64 = 1024;
 
+/// Segments a range read keeps in flight at least, whatever the cores: fetching them is network
+/// pipelining (a 50 ms round trip at 100 Mbit/s per link wants about 2 MiB in flight over k
+/// links), decoding them takes the rayon pool.
+const MIN_SEGMENTS_IN_FLIGHT: usize = 8;
+
+/// Segments a range read keeps in flight: enough for the network ([`MIN_SEGMENTS_IN_FLIGHT`])
+/// and for the decoding threads (2 × threads), at most 32 (segments are up to 1 MiB by default:
+/// this bounds a reader's memory).
+fn segments_in_flight() -> usize {
+    (2 * rayon::current_num_threads()).clamp(MIN_SEGMENTS_IN_FLIGHT, 32)
+}
+
+/// Splits a range's segments into the first, fetched alone so that the first byte does not share
+/// the links with the segments after it, and the rest, pipelined once it has arrived.
+fn first_alone(segments: std::ops::Range<u64>) -> (Option<u64>, std::ops::Range<u64>) {
+    if segments.is_empty() {
+        (None, segments)
+    } else {
+        (Some(segments.start), segments.start + 1..segments.end)
+    }
+}
+
 impl ChkReader {
     /// Validates shares from `sources` until k distinct good ones are found.
     pub async fn open(cap: ChkCap, sources: Vec<Arc<dyn ShareSource>>) -> Result<ChkReader, DownloadError> {
@@ -338,18 +360,24 @@ impl ChkReader {
     }
 
     /// Reads plaintext bytes `offset .. offset + len` (clamped to the file), as a stream of chunks
-    /// (one per segment). Only the segments covering the range are fetched; up to 2 × threads
-    /// segments are in flight.
+    /// (one per segment). Only the segments covering the range are fetched: the first alone (for
+    /// the time to first byte), then up to [`segments_in_flight`] at a time.
     pub fn read_range(
         &self,
         offset: u64,
         len: u64,
     ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + '_, DownloadError> {
         let (segments, end) = self.plan_range(offset, len)?;
-        let depth = 2 * rayon::current_num_threads();
-        Ok(stream::iter(segments)
-            .map(move |segnum| self.read_segment_part(segnum, offset, end))
-            .buffered(depth))
+        let (first, rest) = first_alone(segments);
+        Ok(Box::pin(
+            stream::iter(first)
+                .then(move |segnum| self.read_segment_part(segnum, offset, end))
+                .chain(
+                    stream::iter(rest)
+                        .map(move |segnum| self.read_segment_part(segnum, offset, end))
+                        .buffered(segments_in_flight()),
+                ),
+        ))
     }
 
     /// Like [`ChkReader::read_range`], for a shared reader: the stream owns its handle, so it can be
@@ -360,13 +388,23 @@ impl ChkReader {
         len: u64,
     ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + Send + 'static, DownloadError> {
         let (segments, end) = self.plan_range(offset, len)?;
-        let depth = 2 * rayon::current_num_threads();
-        Ok(stream::iter(segments)
-            .map(move |segnum| {
-                let reader = Arc::clone(&self);
-                async move { reader.read_segment_part(segnum, offset, end).await }
-            })
-            .buffered(depth))
+        let (first, rest) = first_alone(segments);
+        let head = Arc::clone(&self);
+        Ok(Box::pin(
+            stream::iter(first)
+                .then(move |segnum| {
+                    let reader = Arc::clone(&head);
+                    async move { reader.read_segment_part(segnum, offset, end).await }
+                })
+                .chain(
+                    stream::iter(rest)
+                        .map(move |segnum| {
+                            let reader = Arc::clone(&self);
+                            async move { reader.read_segment_part(segnum, offset, end).await }
+                        })
+                        .buffered(segments_in_flight()),
+                ),
+        ))
     }
 
     /// Reads a range into one buffer.
