@@ -108,7 +108,10 @@ impl CreateNodeArgs {
             listen_port: None,
             location: None,
             reserved_space: "1G".into(),
-            webport: None,
+            // Any free port, taken when the node starts (it writes node.url with it): a port
+            // chosen now could be taken by another process before the node binds it, and local
+            // grids start many nodes at once.
+            webport: Some("tcp:0:interface=127.0.0.1".into()),
             no_storage: false,
             no_client: true,
             introducer,
