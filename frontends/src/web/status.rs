@@ -200,12 +200,12 @@ fn kind_name(kind: ShareKind) -> &'static str {
 
 /// The advisories received, newest first (at most [`ADVISORIES_SHOWN`]), and how many there are.
 fn advisories(server: &StorageServer) -> (Vec<Value>, usize) {
-    let all = server.corruption_advisories().unwrap_or_default();
-    let total = all.len();
-    let shown = all
+    let (newest, total) = server
+        .recent_corruption_advisories(ADVISORIES_SHOWN)
+        .unwrap_or_default();
+    let shown = newest
         .iter()
         .rev()
-        .take(ADVISORIES_SHOWN)
         .map(|a| {
             json!({
                 "storage_index": a.storage_index.to_string(),
@@ -544,7 +544,10 @@ pub fn write_storage_metrics(out: &mut Exposition, server: &StorageServer) {
         "1 if the server refuses writes ([storage] readonly).",
         &[("", f64::from(u8::from(status.readonly)))],
     );
-    let advisories = server.corruption_advisories().map(|a| a.len()).unwrap_or(0);
+    let advisories = server
+        .recent_corruption_advisories(0)
+        .map(|(_, total)| total)
+        .unwrap_or(0);
     out.gauge(
         "tessera_storage_corruption_advisories",
         "Corruption advisories received and kept in corruption-advisories/.",

@@ -178,6 +178,41 @@ pub(super) fn list(dir: &Path) -> io::Result<Vec<CorruptionAdvisory>> {
     Ok(out)
 }
 
+/// The newest `n` reports in `dir` (oldest of them first) and how many reports there are. Only the
+/// newest are read: a report's name starts with its time, so names sort in time order, and a
+/// status page costs one directory listing however many reports clients have filed.
+pub(super) fn newest(dir: &Path, n: usize) -> io::Result<(Vec<CorruptionAdvisory>, usize)> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str()
+            && name
+                .split_once("--")
+                .is_some_and(|(time, _)| parse_time(time).is_some())
+        {
+            names.push(name.to_owned());
+        }
+    }
+    let total = names.len();
+    names.sort_unstable();
+    let mut out = Vec::new();
+    for name in names.iter().rev().take(n) {
+        let Ok(contents) = fs::read_to_string(dir.join(name)) else {
+            continue;
+        };
+        if let Some(advisory) = parse(name, &contents) {
+            out.push(advisory);
+        }
+    }
+    out.sort_by_key(|a| (a.time, a.storage_index, a.shnum));
+    Ok((out, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +242,30 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    #[test]
+    fn only_the_newest_reports_are_read_and_all_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written out of time order, over a day boundary; plus a file that is not a report.
+        for i in [3u64, 0, 4, 1, 2] {
+            let advisory = CorruptionAdvisory {
+                time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_000 + i * 700),
+                kind: ShareKind::Immutable,
+                storage_index: StorageIndex([i as u8; 16]),
+                shnum: i as u16,
+                reason: format!("report {i}"),
+            };
+            write(dir.path(), &advisory).unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), "not a report").unwrap();
+        let (newest, total) = newest(dir.path(), 2).unwrap();
+        assert_eq!(total, 5);
+        let reasons: Vec<&str> = newest.iter().map(|a| a.reason.as_str()).collect();
+        assert_eq!(reasons, ["report 3", "report 4"]);
+        let all = list(dir.path()).unwrap();
+        assert_eq!(super::newest(dir.path(), 10).unwrap().0, all);
+        assert_eq!(super::newest(dir.path(), 0).unwrap(), (Vec::new(), 5));
     }
 
     #[test]

@@ -932,6 +932,16 @@ impl StorageServer {
         Ok(())
     }
 
+    /// The newest `n` corruption reports on disk (oldest of them first) and how many there are;
+    /// only those `n` are read.
+    pub fn recent_corruption_advisories(
+        &self,
+        n: usize,
+    ) -> Result<(Vec<CorruptionAdvisory>, usize), StorageError> {
+        advisory::newest(&self.layout.advisories, n)
+            .map_err(|e| io_error("cannot read corruption reports", e))
+    }
+
     /// Every corruption report on disk, oldest first.
     pub fn corruption_advisories(&self) -> Result<Vec<CorruptionAdvisory>, StorageError> {
         advisory::list(&self.layout.advisories).map_err(|e| io_error("cannot read corruption reports", e))
