@@ -103,11 +103,9 @@ pub(crate) struct Spool {
     charge: Option<Charge>,
 }
 
-impl Drop for Spool {
+impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(charge) = &self.charge {
-            charge.quota.release(&charge.user, charge.bytes);
-        }
+        self.quota.release(&self.user, self.bytes);
     }
 }
 
@@ -257,7 +255,16 @@ impl Spool {
             key: self.key,
             size: self.size,
             position: 0,
+            _charge: None,
         }
+    }
+
+    /// The reader of a finished spool (call [`Spool::flush`] first), which keeps the spool's
+    /// charge to its quota until it is dropped (the file stays on disk until then).
+    pub(crate) fn into_reader(mut self) -> SpoolReader {
+        let mut reader = self.reader();
+        reader._charge = self.charge.take();
+        reader
     }
 }
 
@@ -267,6 +274,8 @@ pub(crate) struct SpoolReader {
     key: [u8; 16],
     size: u64,
     position: u64,
+    /// What the spool charged to its quota, released when the reader is dropped.
+    _charge: Option<Charge>,
 }
 
 impl SpoolReader {

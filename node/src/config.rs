@@ -215,6 +215,9 @@ pub(crate) struct NodeConfig {
     pub(crate) web_port: Option<Endpoint>,
     /// `[node] web.max_connections` and `web.header_read_timeout` (Tessera's).
     pub(crate) web_limits: frontends::web::ServeLimits,
+    /// `[node] web.spool.quota` (Tessera's): bytes that all web uploads in progress may hold in
+    /// their spools together (default 10 GiB); past it an upload is refused with 507.
+    pub(crate) web_spool_quota: u64,
     pub(crate) tub_port: Option<Endpoint>,
     /// Advertised `host:port` hints for the storage service.
     pub(crate) tub_location: Vec<String>,
@@ -307,6 +310,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "log_gatherer.furl",
             "web.max_connections",
             "web.header_read_timeout",
+            "web.spool.quota",
         ],
     ),
     (
@@ -575,6 +579,7 @@ impl NodeConfig {
         sftp.max_queued_bytes = positive_size("sftpd", "session.max_queued_bytes", sftp.max_queued_bytes)?;
         sftp.max_reading_ahead = count("sftpd", "connection.max_reading_ahead", sftp.max_reading_ahead)?;
         let ftp_quota = positive_size("ftpd", "spool.quota", frontends::sftp::DEFAULT_SPOOL_QUOTA)?;
+        let web_spool_quota = positive_size("node", "web.spool.quota", frontends::web::DEFAULT_SPOOL_QUOTA)?;
         Ok(NodeConfig {
             sftp,
             nickname: get("node", "nickname")
@@ -582,6 +587,7 @@ impl NodeConfig {
                 .unwrap_or_default(),
             web_port: endpoint("web.port")?,
             web_limits,
+            web_spool_quota,
             tub_port: endpoint("tub.port")?,
             tub_location: get("node", "tub.location")
                 .map(|(v, _)| {
@@ -989,6 +995,7 @@ mod tests {
         assert_eq!(config.web_limits, frontends::web::ServeLimits::default());
         assert_eq!(config.sftp.spool_quota, 10 << 30);
         assert_eq!(config.ftp.spool_quota, 10 << 30);
+        assert_eq!(config.web_spool_quota, 10 << 30);
         assert_eq!(
             (
                 config.sftp.max_sessions,
@@ -998,13 +1005,14 @@ mod tests {
             (8, 256, 32 << 20)
         );
         let config = load(
-            "[node]\nweb.max_connections = 20\nweb.header_read_timeout = 5s\n\
+            "[node]\nweb.max_connections = 20\nweb.header_read_timeout = 5s\nweb.spool.quota = 2GiB\n\
              [sftpd]\nspool.quota = 1GiB\nconnection.max_sessions = 2\nsession.max_handles = 16\n\
              session.max_queued_bytes = 4MiB\nconnection.max_reading_ahead = 3\n[ftpd]\nspool.quota = 500MB\n",
         )
         .unwrap();
         assert_eq!(config.web_limits.max_connections, 20);
         assert_eq!(config.web_limits.header_read_timeout.as_secs(), 5);
+        assert_eq!(config.web_spool_quota, 2 << 30);
         assert_eq!(config.sftp.spool_quota, 1 << 30);
         assert_eq!((config.sftp.max_sessions, config.sftp.max_handles), (2, 16));
         assert_eq!(config.sftp.max_queued_bytes, 4 << 20);
@@ -1018,6 +1026,10 @@ mod tests {
             (
                 "[node]\nweb.header_read_timeout = soon\n",
                 "[node] web.header_read_timeout must be a duration",
+            ),
+            (
+                "[node]\nweb.spool.quota = 0\n",
+                "[node] web.spool.quota must be a size above zero",
             ),
             (
                 "[sftpd]\nspool.quota = 0\n",

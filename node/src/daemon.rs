@@ -227,7 +227,8 @@ async fn start_gateway(
     let Some((listener, web)) = web_listener else {
         return Ok(tasks);
     };
-    let mut state = frontends::web::WebState::new(grid, config.nickname.clone());
+    let mut state =
+        frontends::web::WebState::new(grid, config.nickname.clone()).with_spool_quota(config.web_spool_quota);
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }

@@ -16,10 +16,17 @@ use tower::ServiceExt;
 pub(crate) struct Gateway {
     pub(crate) grid: TestGrid,
     app: axum::Router,
+    /// The spool quota of the gateway's web uploads (`[node] web.spool.quota`).
+    pub(crate) spool_quota: Arc<frontends::SpoolQuota>,
 }
 
 impl Gateway {
     pub(crate) fn new() -> Gateway {
+        Gateway::with_spool_quota(frontends::web::DEFAULT_SPOOL_QUOTA)
+    }
+
+    /// A gateway whose web uploads in progress may spool `bytes` together.
+    pub(crate) fn with_spool_quota(bytes: u64) -> Gateway {
         let grid = TestGrid::new(10);
         // Small segments, so that modest files span several of them.
         let params = UploadParams {
@@ -28,8 +35,13 @@ impl Gateway {
         };
         let client = Arc::new(Grid::new(grid.secrets.clone(), params));
         client.set_servers(grid.entries());
-        let app = router(WebState::new(client, "test"));
-        Gateway { grid, app }
+        let state = WebState::new(client, "test").with_spool_quota(bytes);
+        let spool_quota = Arc::clone(&state.spool_quota);
+        Gateway {
+            grid,
+            app: router(state),
+            spool_quota,
+        }
     }
 
     pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -472,9 +484,11 @@ async fn full_servers_are_reported_as_full() {
     let grid = TestGrid::with_config(10, |_, config| config.max_space = Some(16 * 1024));
     let client = Arc::new(Grid::new(grid.secrets.clone(), UploadParams::default()));
     client.set_servers(grid.entries());
+    let state = WebState::new(client, "test");
     let gateway = Gateway {
         grid,
-        app: router(WebState::new(client, "test")),
+        spool_quota: Arc::clone(&state.spool_quota),
+        app: router(state),
     };
     for url in ["/uri", "/uri?format=MDMF", "/uri?format=SDMF"] {
         let (status, _, body) = gateway

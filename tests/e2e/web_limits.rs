@@ -177,6 +177,83 @@ async fn no_plaintext_of_a_web_upload_reaches_the_disk() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 }
 
+/// The spools of all web uploads in progress hold at most `[node] web.spool.quota` together: an
+/// upload that would pass it is refused with 507 and a message naming the key, the upload in
+/// progress finishes intact, and the space comes back when it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_uploads_in_progress_share_a_spool_quota() {
+    const QUOTA: u64 = 1 << 20;
+    let gw = std::sync::Arc::new(Gateway::with_spool_quota(QUOTA));
+    let refused = |status: StatusCode, body: &[u8]| {
+        let body = String::from_utf8_lossy(body);
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert!(body.contains("web.spool.quota"), "{body}");
+    };
+    // One body larger than the whole quota.
+    let (status, _, body) = gw
+        .send(Request::put("/uri").body(Body::from(vec![1u8; 2 << 20])).unwrap())
+        .await;
+    refused(status, &body);
+    assert_eq!(
+        gw.spool_quota.used("web"),
+        0,
+        "a refused upload gives its space back"
+    );
+
+    // An upload in progress holds 768 KiB of the quota...
+    let first: Vec<u8> = (0..768 << 10).map(|i: u32| (i % 253) as u8).collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let request = Request::put("/uri").body(Body::from_stream(stream)).unwrap();
+    let upload = tokio::spawn({
+        let gw = std::sync::Arc::clone(&gw);
+        async move { gw.send(request).await }
+    });
+    for chunk in first.chunks(256 << 10) {
+        sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.spool_quota.used("web") < 512 << 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first upload is not spooled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...so the next 512 KiB, as a PUT or a form, are refused.
+    let (status, _, body) = gw
+        .send(
+            Request::put("/uri")
+                .body(Body::from(vec![2u8; 512 << 10]))
+                .unwrap(),
+        )
+        .await;
+    refused(status, &body);
+    let request = Request::post("/uri?t=upload")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B0uNd")
+        .body(Body::from(form("B0uNd", &[], &vec![3u8; 512 << 10])))
+        .unwrap();
+    let (status, _, body) = gw.send(request).await;
+    refused(status, &body);
+    // The first upload is unaffected: it finishes and reads back whole.
+    drop(sender);
+    let (status, _, cap) = upload.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&cap));
+    let (status, _, body) = gw
+        .get(&format!("/uri/{}", String::from_utf8(cap).unwrap()), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == first, "the first upload reads back as sent");
+    // Its space is back: the refused upload now goes through.
+    assert_eq!(gw.spool_quota.used("web"), 0);
+    gw.put(&vec![2u8; 512 << 10]).await;
+}
+
 fn app() -> axum::Router {
     axum::Router::new().route("/", axum::routing::get(|| async { "hello" }))
 }

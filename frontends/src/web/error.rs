@@ -31,6 +31,9 @@ pub enum WebError {
     /// bound it passed.
     #[error("{0}")]
     TooLarge(String),
+    /// The uploads in progress hold all the spool space the gateway gives them.
+    #[error("{0}")]
+    SpoolFull(String),
     /// Reading the request body failed.
     #[error("reading the request body failed: {0}")]
     Body(String),
@@ -55,6 +58,7 @@ impl WebError {
             WebError::BadCap(_) | WebError::BadRequest(_) | WebError::Body(_) => StatusCode::BAD_REQUEST,
             WebError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::SpoolFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             WebError::Download(DownloadError::NotEnoughShares { .. }) => StatusCode::GONE,
             WebError::Download(DownloadError::CiphertextMismatch { .. }) => StatusCode::GONE,
             WebError::Download(DownloadError::RangeNotSatisfiable { .. }) => {

@@ -122,7 +122,7 @@ const OFFSET_WRITE_LIMIT: u64 = 64 << 20;
 
 /// Reads a POST's form (urlencoded or multipart) into `args`; a multipart `file` field is spooled
 /// to an unlinked temporary file so that fields may come in any order.
-async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebError> {
+async fn read_form(state: &WebState, request: Request, args: &mut Args) -> Result<Payload, WebError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let original = headers
@@ -172,7 +172,7 @@ async fn read_form(request: Request, args: &mut Args) -> Result<Payload, WebErro
                 ));
             }
             let filename = field.file_name().map(str::to_owned);
-            file = Some((spool(field, None).await?, filename));
+            file = Some((spool(state, field, None).await?, filename));
         } else {
             let shown: String = name.chars().take(64).collect();
             held += name.len();
@@ -221,12 +221,16 @@ fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 
 /// Spools a stream of bytes to the encrypted spool ([`Spool`]: an unlinked temporary file under a
 /// random key, so no plaintext of an upload reaches the disk) and returns its reader. With a
-/// `limit`, a body longer than that is refused with 413 as soon as it passes it.
+/// `limit`, a body longer than that is refused with 413 as soon as it passes it. The spools of all
+/// web uploads in progress together hold at most the gateway's `[node] web.spool.quota`
+/// ([`WebState::spool_quota`]); a body that would pass it is refused with 507.
 pub(crate) async fn spool<E: std::fmt::Display>(
+    state: &WebState,
     chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
     limit: Option<(u64, &str)>,
 ) -> Result<Spooled, WebError> {
-    let mut spool = tokio::task::spawn_blocking(|| Spool::new(None))
+    let quota = std::sync::Arc::clone(&state.spool_quota);
+    let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(None, &quota, WEB_SPOOL_USER))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
@@ -241,17 +245,27 @@ pub(crate) async fn spool<E: std::fmt::Display>(
                 "{what}: this body is longer than {limit} bytes"
             )));
         }
-        spool
-            .write_at(at, &chunk)
-            .await
-            .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
+        spool.write_at(at, &chunk).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::QuotaExceeded {
+                WebError::SpoolFull(format!(
+                    "the gateway is holding as many uploads in progress as it takes ([node] web.spool.quota = {} bytes); try again when they have finished",
+                    state.spool_quota.limit()
+                ))
+            } else {
+                WebError::Internal(format!("spool write failed: {e}"))
+            }
+        })?;
     }
     spool
         .flush()
         .await
         .map_err(|e| WebError::Internal(format!("spool write failed: {e}")))?;
-    Ok(spool.reader())
+    Ok(spool.into_reader())
 }
+
+/// The one user that all web uploads are charged to in [`WebState::spool_quota`] (the web API has
+/// no accounts).
+const WEB_SPOOL_USER: &str = "web";
 
 /// The spool limit of a body that becomes (or replaces) a file of `format`.
 fn body_limit(format: Option<Format>) -> Option<(u64, &'static str)> {
@@ -413,7 +427,7 @@ async fn dispatch(
         Method::GET | Method::HEAD => get(&state, &target, &args, &method, &headers).await,
         Method::PUT => put(&state, &target, &args, &headers, request.into_body()).await,
         Method::POST => {
-            let payload = read_form(request, &mut args).await?;
+            let payload = read_form(&state, request, &mut args).await?;
             check_when_done(&args)?;
             let response = post(&state, &target, &args, payload).await?;
             when_done(&args, response)
@@ -778,7 +792,7 @@ async fn put(
                 } else {
                     None
                 };
-                let spooled = spool(body.into_data_stream(), limit).await?;
+                let spooled = spool(state, body.into_data_stream(), limit).await?;
                 update_mutable(&node, spooled, offset_arg(args)?).await?;
                 Ok(text(StatusCode::OK, file.to_string()))
             }
@@ -841,7 +855,7 @@ async fn put(
                 } else {
                     None
                 };
-                let spooled = spool(body.into_data_stream(), limit).await?;
+                let spooled = spool(state, body.into_data_stream(), limit).await?;
                 update_mutable(&file, spooled, offset_arg(args)?).await?;
                 return Ok(text(StatusCode::OK, file.cap().to_string()));
             }
@@ -861,7 +875,7 @@ async fn put(
                     )));
                 }
             }
-            let spooled = spool(body.into_data_stream(), body_limit(format)).await?;
+            let spooled = spool(state, body.into_data_stream(), body_limit(format)).await?;
             let cap =
                 store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergence(args)?).await?;
             let created = parent
@@ -1181,7 +1195,7 @@ pub(crate) async fn make_unlinked_directory(
     request: Request,
 ) -> Result<Response, WebError> {
     let mut args = Args(query);
-    let payload = read_form(request, &mut args).await?;
+    let payload = read_form(state, request, &mut args).await?;
     check_when_done(&args)?;
     let children = if args.t() == "mkdir" {
         Vec::new()
@@ -1219,7 +1233,12 @@ pub(crate) async fn put_unlinked_mutable(
     format: MutableFormat,
     body: Body,
 ) -> Result<Response, WebError> {
-    let spooled = spool(body.into_data_stream(), body_limit(Some(Format::Mutable(format)))).await?;
+    let spooled = spool(
+        state,
+        body.into_data_stream(),
+        body_limit(Some(Format::Mutable(format))),
+    )
+    .await?;
     let cap = store_new_file(state, spooled, Format::Mutable(format), true).await?;
     Ok(text(StatusCode::OK, cap.to_string()))
 }
@@ -1251,7 +1270,7 @@ pub(crate) async fn post_unlinked_upload(
     request: Request,
 ) -> Result<Response, WebError> {
     let mut args = Args(query);
-    let Payload::Spooled(spooled, filename) = read_form(request, &mut args).await? else {
+    let Payload::Spooled(spooled, filename) = read_form(state, request, &mut args).await? else {
         return Err(WebError::BadRequest("the form has no `file` field".into()));
     };
     check_when_done(&args)?;

@@ -31,6 +31,10 @@ pub use metrics::{Exposition, Metrics, MetricsFormat, redact_path};
 pub use pages::Pages;
 pub use serve::{ServeLimits, serve};
 
+/// The default of `[node] web.spool.quota`: bytes that all web uploads in progress may hold
+/// together in their spools (10 GiB, as SFTP's and FTP's per-user default).
+pub const DEFAULT_SPOOL_QUOTA: u64 = 10 << 30;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct WebState {
@@ -46,6 +50,9 @@ pub struct WebState {
     pub storage: Option<Arc<storage::server::StorageServer>>,
     /// When the gateway started (`node.uptime`).
     pub started: std::time::Instant,
+    /// Bytes the spools of all web uploads in progress may hold together (`[node]
+    /// web.spool.quota`).
+    pub spool_quota: Arc<crate::spool::SpoolQuota>,
 }
 
 impl WebState {
@@ -58,7 +65,14 @@ impl WebState {
             metrics: Arc::default(),
             storage: None,
             started: std::time::Instant::now(),
+            spool_quota: crate::spool::SpoolQuota::new(DEFAULT_SPOOL_QUOTA),
         }
+    }
+
+    /// The same gateway with a spool quota of `bytes` for all web uploads in progress together.
+    pub fn with_spool_quota(mut self, bytes: u64) -> Self {
+        self.spool_quota = crate::spool::SpoolQuota::new(bytes);
+        self
     }
 
     /// The same gateway, also showing this node's storage server.
@@ -168,7 +182,7 @@ async fn put_uri(
     };
     // Spooled to an unlinked temporary file as it arrives (convergent encryption reads the input
     // twice; nothing is held in memory), then uploaded.
-    let spooled = fs::spool(body.into_data_stream(), None).await?;
+    let spooled = fs::spool(&state, body.into_data_stream(), None).await?;
     let cap = fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?;
     Ok((
         StatusCode::OK,
