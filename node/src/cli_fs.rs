@@ -420,7 +420,17 @@ pub(crate) fn ls(ctx: &FileStore, args: &LsArgs) -> anyhow::Result<()> {
     let now = unix_now();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut has_unknowns = false;
+    let mut has_quoted = false;
     for (name, child) in &children {
+        // A name only a hand-written directory holds (one no path can carry, or with control
+        // characters that would forge lines or drive the terminal) is shown quoted with escapes,
+        // as Tahoe shows names its terminal cannot print.
+        let name = if filenode::node::unusable_as_path(name).is_some() || name.chars().any(char::is_control) {
+            has_quoted = true;
+            crate::cli_check::quote_output(name, true, true)
+        } else {
+            name.clone()
+        };
         let child_kind = child.get(0).and_then(Value::as_str).unwrap_or("unknown");
         let details = child.get(1).cloned().unwrap_or(Value::Null);
         let metadata = details.get("metadata").cloned().unwrap_or(Value::Null);
@@ -501,6 +511,11 @@ pub(crate) fn ls(ctx: &FileStore, args: &LsArgs) -> anyhow::Result<()> {
             })
             .collect();
         output::line(cells.join(" ").trim_end())?;
+    }
+    if has_quoted {
+        note(
+            "\nThis listing included names that cannot be file names or that hold control characters.\nThey are shown in quotes, with backslash escapes.",
+        );
     }
     if has_unknowns {
         note(

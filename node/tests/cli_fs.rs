@@ -884,3 +884,148 @@ fn cp_r_from_a_hostile_directory_writes_nothing_outside_the_target() {
     beside.sort();
     assert_eq!(beside, ["dest", "outside"]);
 }
+
+/// `POST path` with an urlencoded form on the gateway (plain HTTP/1.0); the status and body.
+fn http_post_form(node_url: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let address = node_url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let body: String = form
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| -> String {
+                s.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() {
+                            char::from(b).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Names that only a hand-written directory holds are listed quoted with escapes by `tessera ls`
+/// (a line break or a terminal escape in a name forges nothing), and the web API unlinks them by
+/// their exact name; the directory page offers an Unlink button for each.
+#[test]
+fn hostile_names_are_listed_quoted_and_can_be_unlinked() {
+    let Some(gw) = start_gateway() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| gw.run_in(work.path(), args, stdin);
+    let file = run(&["put", "-"], Some(b"planted\n"))
+        .ok()
+        .text()
+        .trim()
+        .to_owned();
+    let hostile = run(&["mkdir"], None).ok().text().trim().to_owned();
+    let not_nfc = "e\u{301}t\u{e9}";
+    write_raw_children(
+        &gw,
+        &hostile,
+        &[
+            ("forged\nfine.txt", &file),
+            ("\u{1b}[2Jcleared", &file),
+            ("a/b", &file),
+            ("", &file),
+            ("..", &file),
+            (not_nfc, &file),
+            ("fine.txt", &file),
+        ],
+    );
+    let out = run(&["ls", &hostile], None).ok();
+    let listed = out.text();
+    assert!(
+        !listed.contains('\u{1b}'),
+        "a terminal escape reached the output: {listed:?}"
+    );
+    let mut lines: Vec<&str> = listed.lines().map(str::trim).collect();
+    lines.sort_unstable();
+    let mut expected = vec![
+        "\"forged\\x0afine.txt\"",
+        "\"\\x1b[2Jcleared\"",
+        "'a/b'",
+        "''",
+        "'..'",
+        not_nfc,
+        "fine.txt",
+    ];
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "{listed}");
+    assert!(out.stderr.contains("shown in quotes"), "{}", out.stderr);
+    if gw.tahoe.is_some() {
+        // Tahoe's gateway normalizes names before it looks them up (and refuses an empty one).
+        return;
+    }
+    let node_url = std::fs::read_to_string(gw.node_dir.join("node.url")).unwrap();
+    let page = http_get(&node_url, &format!("/uri/{hostile}/")).unwrap();
+    for value in [
+        "value=\"a&#x2f;b\"",
+        "value=\"\"",
+        "value=\"..\"",
+        "value=\"fine.txt\"",
+    ] {
+        assert!(page.contains(value), "no Unlink button with {value}");
+    }
+    for name in ["a/b", "", "..", not_nfc, "\u{1b}[2Jcleared"] {
+        let (status, body) =
+            http_post_form(&node_url, &format!("/uri/{hostile}?t=unlink"), &[("name", name)]);
+        assert_eq!(status, 200, "unlink {name:?}: {body}");
+    }
+    let json = http_get(&node_url, &format!("/uri/{hostile}?t=json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut names: Vec<&str> = json[1]["children"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["fine.txt", "forged\nfine.txt"]);
+    // Once gone, such a name is refused as a name (nothing could have made it), and a name given
+    // in another normal form still finds its NFC child.
+    let (status, body) = http_post_form(&node_url, &format!("/uri/{hostile}?t=unlink"), &[("name", "a/b")]);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http_post_form(
+        &node_url,
+        &format!("/uri/{hostile}?t=unlink"),
+        &[("name", "fine.txt")],
+    );
+    assert_eq!(status, 200, "{body}");
+    run(&["put", "-", &format!("{hostile}/caf\u{e9}")], Some(b"nfc\n")).ok();
+    let (status, body) = http_post_form(
+        &node_url,
+        &format!("/uri/{hostile}?t=unlink"),
+        &[("name", "cafe\u{301}")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_post_form(
+        &node_url,
+        &format!("/uri/{hostile}?t=unlink"),
+        &[("name", "fine.txt")],
+    );
+    assert_eq!(status, 404);
+}

@@ -777,12 +777,17 @@ async fn names_no_path_can_carry_are_listed_and_linked_by_cap() {
         "{html}"
     );
     assert!(html.contains("(empty name)"));
-    // Only names the forms can carry get Unlink and Rename: `.`, `..` and `fine.txt`.
+    // Every name a form can send exactly gets Unlink (all but those with NUL or a line break,
+    // which browsers rewrite); only names the gateway itself would write get Rename: `.`, `..`
+    // and `fine.txt`.
+    let sendable = planted.iter().filter(|n| !n.contains(['\0', '\r', '\n'])).count();
+    assert_eq!(sendable, 7);
     assert_eq!(
         html.matches(r#"action="?t=unlink&amp;when_done=.""#).count(),
-        3,
+        sendable,
         "{html}"
     );
+    assert_eq!(html.matches(r#"class="rename js-only""#).count(), 3, "{html}");
     let links = child_links(&html);
     assert_eq!(links.len(), planted.len(), "{html}");
     for href in &links {

@@ -95,6 +95,19 @@ pub fn normalize_name(name: &str) -> Result<String, NodeError> {
     Ok(name.nfc().collect())
 }
 
+/// The index of the child `name` in `entries`: the name exactly as given (a directory may hold
+/// names [`normalize_name`] would refuse or change), else as normalized.
+fn find_child(entries: &[DirEntry], name: &str) -> Result<usize, NodeError> {
+    if let Some(i) = entries.iter().position(|e| e.name == name) {
+        return Ok(i);
+    }
+    let normalized = normalize_name(name)?;
+    entries
+        .iter()
+        .position(|e| e.name == normalized)
+        .ok_or(NodeError::NoSuchChild(normalized))
+}
+
 /// Why a child name read from a directory cannot be used as one segment of a path (a local file
 /// name, an SFTP or FTP path, a relative URL): `None` when it can.
 ///
@@ -471,28 +484,32 @@ impl DirNode {
     }
 
     /// Removes the link `name` (the object itself stays) and returns what it pointed to.
+    ///
+    /// A child is found by its name exactly as given first, so that a name which [`normalize_name`]
+    /// does not let in (empty, holding `/` or NUL, not NFC: only a hand-written directory holds
+    /// such, see [`unusable_as_path`]) can still be unlinked; otherwise by the normalized name.
     pub async fn unlink(&self, name: &str) -> Result<Child, NodeError> {
-        let name = normalize_name(name)?;
-        self.modify(
-            |entries| match entries.binary_search_by(|e| e.name.as_str().cmp(&name)) {
-                Ok(i) => Ok((true, entry_to_child(entries.remove(i)))),
-                Err(_) => Err(NodeError::NoSuchChild(name.clone())),
-            },
-        )
+        self.modify(|entries| {
+            let i = find_child(entries, name)?;
+            Ok((true, entry_to_child(entries.remove(i))))
+        })
         .await
     }
 
-    /// Renames a child within this directory, keeping its metadata (one write).
+    /// Renames a child within this directory, keeping its metadata (one write). `from` is found
+    /// as [`DirNode::unlink`] finds a name (so a name no frontend could write can be renamed to
+    /// one it can); `to` is normalized.
     pub async fn rename(&self, from: &str, to: &str, replace: Replace) -> Result<(), NodeError> {
-        let (from, to) = (normalize_name(from)?, normalize_name(to)?);
+        let to = normalize_name(to)?;
         if from == to {
-            return self.get(&from).await.map(|_| ());
+            return self.get(&to).await.map(|_| ());
         }
         self.modify(|entries| {
-            let i = entries
-                .binary_search_by(|e| e.name.as_str().cmp(&from))
-                .map_err(|_| NodeError::NoSuchChild(from.clone()))?;
-            if let Ok(j) = entries.binary_search_by(|e| e.name.as_str().cmp(&to)) {
+            let i = find_child(entries, from)?;
+            if entries[i].name == to {
+                return Ok((false, ()));
+            }
+            if let Some(j) = entries.iter().position(|e| e.name == to) {
                 let old = &entries[j];
                 let old_is_dir = Cap::parse_lenient(old.rw_uri.as_deref().unwrap_or(&old.ro_uri))
                     .kind()
@@ -500,10 +517,9 @@ impl DirNode {
                 if replace == Replace::Never || (replace == Replace::OnlyFiles && old_is_dir) {
                     return Err(NodeError::ExistingChild(to.clone()));
                 }
-                entries.remove(j);
             }
-            let i = entries.iter().position(|e| e.name == from).unwrap_or(i);
             let mut entry = entries.remove(i);
+            entries.retain(|e| e.name != to);
             entry.name = to.clone();
             let at = entries
                 .binary_search_by(|e| e.name.as_str().cmp(&to))

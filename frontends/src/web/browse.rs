@@ -46,9 +46,12 @@ struct Row<'a> {
     /// The name as shown: control characters (which only a directory written by hand holds)
     /// escaped, so a NUL or line break is visible rather than dropped or reflowed.
     shown: String,
-    /// Whether the web API's forms can name the child (unlink, rename): its name is one
-    /// `normalize_name` takes as it is, without line breaks (forms rewrite those).
+    /// Whether the Rename button is offered: the name is one `normalize_name` takes as it is,
+    /// without line breaks (forms rewrite those).
     editable: bool,
+    /// Whether a form can send the name exactly, so the Unlink button works: every name but those
+    /// holding CR, LF (which browsers rewrite in form values) or NUL.
+    unlinkable: bool,
     /// The link to the child (relative to the page, or by cap for names no path can carry).
     href: String,
     /// The "save" link for files.
@@ -185,6 +188,7 @@ fn row(child: &Child) -> Row<'_> {
         name: &child.name,
         shown,
         editable,
+        unlinkable: !child.name.contains(['\r', '\n', '\0']),
         href,
         save_href,
         info_href,

@@ -1127,7 +1127,11 @@ async fn post(
         }
         "unlink" | "delete" => {
             let dir = post_dir(state, target).await?;
-            let name = required(args, "name")?;
+            // Given but empty names the child whose name is empty (only a hand-written directory
+            // holds one): it can be unlinked like any other.
+            let name = args
+                .get("name")
+                .ok_or_else(|| WebError::BadRequest("this operation needs name=".into()))?;
             dir.unlink(name).await?;
             Ok(text(StatusCode::OK, "thing unlinked".into()))
         }
