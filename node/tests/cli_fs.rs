@@ -970,7 +970,12 @@ fn hostile_names_are_listed_quoted_and_can_be_unlinked() {
         "'a/b'",
         "''",
         "'..'",
-        not_nfc,
+        // Tahoe normalizes names to NFC as it unpacks a directory; Tessera lists them as stored.
+        if gw.tahoe.is_some() {
+            "\u{e9}t\u{e9}"
+        } else {
+            not_nfc
+        },
         "fine.txt",
     ];
     expected.sort_unstable();
