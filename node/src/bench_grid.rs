@@ -412,7 +412,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                     .await?;
                 let before = links.as_ref().map(Links::snapshot);
                 let start = Instant::now();
-                let reader = grid.open_chk(cap).await?;
+                let reader = grid.open_chk_at(cap, size / 2).await?;
                 let mut range = Arc::new(reader).stream_range(size / 2, 1 << 20)?;
                 let mut got = range.next().await.context("no data")??.len();
                 let first = start.elapsed().as_secs_f64();

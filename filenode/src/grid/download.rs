@@ -1,17 +1,30 @@
 //! Downloading immutable files from storage servers: find the shares, then read through
 //! [`ChkReader`], which verifies everything and fails over between shares.
+//!
+//! Round trips: a share's layout follows from its cap's k, N and size once the segment size is
+//! known, and uploaders use one of two (ours and Tahoe's default), and a healthy grid holds share
+//! `r` on the `r`-th server of the file's permuted ring. So [`open_chk_at`] asks for each of the
+//! first 2k guessed shares' header and trailer (and, for the first k, the block the read will
+//! start with) in the same round trip as it asks every server which shares it holds. Where the
+//! guesses hold, validating the shares and reading the first segment take no further round trip:
+//! the first byte comes one round trip after the request. Where they do not, the guessed reads
+//! are dropped (a 404 from a server without that share) and the reads go out as before.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use storage::api::ShareKind;
 use storage::{ShareNum, StorageIndex};
 use tracing::{debug, warn};
 
 use super::{QUICK_DEADLINE, ServerEntry, permuted_servers};
 use crate::cap::ChkCap;
-use crate::immutable::{ChkReader, DownloadError, ShareReadError, ShareSource};
+use crate::immutable::{
+    ChkGeometry, ChkParams, ChkReader, DEFAULT_MAX_SEGMENT_SIZE, DownloadError, ShareReadError, ShareSource,
+    validation_reads,
+};
 
 /// One share on one server.
 #[derive(Debug, Clone)]
@@ -82,7 +95,9 @@ pub async fn locate_shares(
     servers: &[ServerEntry],
     storage_index: StorageIndex,
 ) -> Vec<Arc<dyn ShareSource>> {
-    locate(servers, storage_index, None).await
+    let ordered = permuted_servers(storage_index.as_bytes(), servers);
+    let found = locate(&ordered, storage_index, None).await;
+    sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
 /// As [`locate_shares`], but once the answers name `needed` distinct shares the servers yet to
@@ -93,18 +108,19 @@ pub async fn locate_enough_shares(
     storage_index: StorageIndex,
     needed: usize,
 ) -> Vec<Arc<dyn ShareSource>> {
-    locate(servers, storage_index, Some(needed)).await
+    let ordered = permuted_servers(storage_index.as_bytes(), servers);
+    let found = locate(&ordered, storage_index, Some(needed)).await;
+    sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
+/// The shares each server (by its rank in `ordered`) says it holds, in ring order.
 async fn locate(
-    servers: &[ServerEntry],
+    ordered: &[&ServerEntry],
     storage_index: StorageIndex,
     needed: Option<usize>,
-) -> Vec<Arc<dyn ShareSource>> {
-    use futures::FutureExt;
+) -> Vec<(usize, BTreeSet<ShareNum>)> {
     use futures::future::FusedFuture;
     use futures::stream::{FuturesUnordered, StreamExt};
-    let ordered = permuted_servers(storage_index.as_bytes(), servers);
     let started = std::time::Instant::now();
     let mut pending: FuturesUnordered<_> = ordered
         .iter()
@@ -146,21 +162,218 @@ async fn locate(
         }
     }
     answers.sort_by_key(|(rank, _)| *rank);
+    answers
+}
+
+/// The sources of the shares `found`; a share whose reads were started on a guess (in `guessed`,
+/// by server rank and share number) keeps them.
+fn sources(
+    ordered: &[&ServerEntry],
+    storage_index: StorageIndex,
+    found: Vec<(usize, BTreeSet<ShareNum>)>,
+    guessed: &mut Vec<GuessedShare>,
+) -> Vec<Arc<dyn ShareSource>> {
     let mut sources: Vec<Arc<dyn ShareSource>> = Vec::new();
-    for (rank, shares) in answers {
+    for (rank, shares) in found {
         for shnum in shares {
-            sources.push(Arc::new(RemoteShare {
-                server: ordered[rank].clone(),
-                storage_index,
-                shnum,
-            }));
+            match guessed
+                .iter()
+                .position(|g| g.rank == rank && g.share.shnum == shnum)
+            {
+                Some(i) => sources.push(Arc::new(guessed.swap_remove(i))),
+                None => sources.push(Arc::new(RemoteShare {
+                    server: ordered[rank].clone(),
+                    storage_index,
+                    shnum,
+                })),
+            }
         }
     }
     sources
 }
 
-/// Opens an immutable file for reading from the grid.
+/// Opens an immutable file for reading from the grid (guessing that the first read starts at the
+/// beginning: see [`open_chk_at`]).
 pub async fn open_chk(servers: &[ServerEntry], cap: ChkCap) -> Result<ChkReader, DownloadError> {
-    let sources = locate_enough_shares(servers, cap.storage_index(), usize::from(cap.needed)).await;
+    open_chk_at(servers, cap, 0).await
+}
+
+/// Opens an immutable file for reading from the grid, starting the reads that validating the
+/// shares and reading the segment that holds byte `offset` will need in the same round trip as
+/// locating the shares (see the module's documentation).
+pub async fn open_chk_at(
+    servers: &[ServerEntry],
+    cap: ChkCap,
+    offset: u64,
+) -> Result<ChkReader, DownloadError> {
+    let storage_index = cap.storage_index();
+    let ordered = permuted_servers(storage_index.as_bytes(), servers);
+    let mut guessed = guess_shares(&ordered, &cap, offset);
+    let in_flight: Vec<_> = guessed
+        .iter()
+        .flat_map(|g| g.reads.lock().unwrap_or_else(PoisonError::into_inner).clone())
+        .map(|read| read.bytes)
+        .collect();
+    let locating = locate(&ordered, storage_index, Some(usize::from(cap.needed)));
+    // The guessed reads make progress while the servers answer (a request goes out only while its
+    // future is polled); whatever is still in flight when they have answered goes on when read.
+    let found =
+        match futures::future::select(std::pin::pin!(locating), futures::future::join_all(in_flight)).await {
+            futures::future::Either::Left((found, _)) => found,
+            futures::future::Either::Right((_, locating)) => locating.await,
+        };
+    let sources = sources(&ordered, storage_index, found, &mut guessed);
     ChkReader::open(cap, sources).await
+}
+
+/// The segment sizes uploaders pick: ours (1 MiB) and Tahoe's default (128 KiB), each as the cap
+/// makes it (rounded to a multiple of k, no larger than the file).
+fn likely_geometries(cap: &ChkCap) -> Vec<ChkGeometry> {
+    let mut out: Vec<ChkGeometry> = Vec::new();
+    for max_segment_size in [DEFAULT_MAX_SEGMENT_SIZE, 128 << 10] {
+        let params = ChkParams {
+            needed: cap.needed,
+            total: cap.total,
+            max_segment_size,
+        };
+        if cap.size == 0 || params.validate().is_err() {
+            continue;
+        }
+        let geometry = ChkGeometry::new(&params, cap.size);
+        if !out.contains(&geometry) {
+            out.push(geometry);
+        }
+    }
+    out
+}
+
+/// The guessed shares of a file: share `r` on the `r`-th server of the ring for the first 2k
+/// (the first round of [`ChkReader::open`] validates 2k), with their validation reads under each
+/// likely layout started, and for the first k also the block of the segment holding `offset`.
+fn guess_shares(ordered: &[&ServerEntry], cap: &ChkCap, offset: u64) -> Vec<GuessedShare> {
+    let geometries = likely_geometries(cap);
+    let storage_index = cap.storage_index();
+    let count = (2 * usize::from(cap.needed))
+        .min(usize::from(cap.total))
+        .min(ordered.len());
+    (0..count)
+        .map(|rank| {
+            let share = Arc::new(RemoteShare {
+                server: ordered[rank].clone(),
+                storage_index,
+                shnum: rank as ShareNum,
+            });
+            let mut wanted: Vec<(u64, u64)> = Vec::new();
+            for geometry in &geometries {
+                let offsets = geometry.offsets();
+                // The header and trailer come back in the same time from every share, so the
+                // reader's choice among them (the fastest, then the lowest share numbers) falls on
+                // the first k, whose blocks are on the way too.
+                let [header, trailer] = validation_reads(&offsets);
+                wanted.push(header);
+                wanted.push(trailer);
+                if rank < usize::from(cap.needed) {
+                    let segnum = (offset.min(cap.size.saturating_sub(1))) / geometry.segment_size;
+                    wanted.push((
+                        offsets.data + segnum * geometry.block_size(),
+                        geometry.block_len(segnum),
+                    ));
+                }
+            }
+            wanted.sort_unstable();
+            wanted.dedup();
+            // A read inside another is not made twice.
+            let kept: Vec<(u64, u64)> = wanted
+                .iter()
+                .copied()
+                .filter(|&(at, len)| {
+                    !wanted
+                        .iter()
+                        .any(|&(o, l)| (o, l) != (at, len) && o <= at && at + len <= o + l)
+                })
+                .collect();
+            let reads = kept
+                .into_iter()
+                .map(|(at, len)| {
+                    let share = Arc::clone(&share);
+                    let bytes: BoxFuture<'static, Option<Arc<Vec<u8>>>> =
+                        Box::pin(async move { share.read(at, len).await.ok().map(Arc::new) });
+                    GuessedRead {
+                        offset: at,
+                        len,
+                        bytes: bytes.shared(),
+                    }
+                })
+                .collect();
+            GuessedShare {
+                rank,
+                share,
+                reads: Mutex::new(reads),
+            }
+        })
+        .collect()
+}
+
+/// A read of a share started before the share was known to exist.
+#[derive(Clone)]
+struct GuessedRead {
+    offset: u64,
+    len: u64,
+    /// The bytes; `None` if the read failed (no such share, most likely).
+    bytes: Shared<BoxFuture<'static, Option<Arc<Vec<u8>>>>>,
+}
+
+/// A share that a server has said it holds, with the reads started for it on a guess. A read of
+/// the share that one of them covers is served from it; the others go to the server.
+struct GuessedShare {
+    /// The server's rank in the ring.
+    rank: usize,
+    share: Arc<RemoteShare>,
+    /// Reads not yet used up (one is dropped once a read up to its end has been served).
+    reads: Mutex<Vec<GuessedRead>>,
+}
+
+impl ShareSource for GuessedShare {
+    fn shnum(&self) -> u16 {
+        self.share.shnum
+    }
+
+    fn describe(&self) -> String {
+        self.share.describe()
+    }
+
+    fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>> {
+        let covering = {
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            let found = reads
+                .iter()
+                .position(|r| r.offset <= offset && offset + len <= r.offset + r.len);
+            found.map(|i| {
+                let read = reads[i].clone();
+                if offset + len == read.offset + read.len {
+                    reads.swap_remove(i);
+                }
+                read
+            })
+        };
+        Box::pin(async move {
+            if let Some(read) = covering
+                && let Some(bytes) = read.bytes.await
+            {
+                let from = (offset - read.offset) as usize;
+                // A read past the share's end comes back short, as from the server; the header
+                // read (the only one validation makes without knowing the share's length) never
+                // reaches it.
+                let to = (from + len as usize).min(bytes.len());
+                if from <= to && (to - from == len as usize || offset + len == read.offset + read.len) {
+                    return Ok(bytes[from..to].to_vec());
+                }
+            }
+            self.share.read(offset, len).await
+        })
+    }
+
+    fn advise_corrupt(&self, reason: String) -> BoxFuture<'_, ()> {
+        self.share.advise_corrupt(reason)
+    }
 }

@@ -474,4 +474,14 @@ impl Grid {
     ) -> Result<crate::immutable::ChkReader, crate::immutable::DownloadError> {
         download::open_chk(&self.usable_servers(), cap).await
     }
+
+    /// Opens an immutable file for reading, starting the reads for byte `offset` as it locates the
+    /// shares ([`download::open_chk_at`]).
+    pub async fn open_chk_at(
+        &self,
+        cap: crate::cap::ChkCap,
+        offset: u64,
+    ) -> Result<crate::immutable::ChkReader, crate::immutable::DownloadError> {
+        download::open_chk_at(&self.usable_servers(), cap, offset).await
+    }
 }

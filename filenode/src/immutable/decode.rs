@@ -760,14 +760,13 @@ async fn validate_share(
     }
     let started = std::time::Instant::now();
     let header = source
-        .read(0, V2_HEADER_LEN)
+        .read(HEADER_READ.0, HEADER_READ.1)
         .await
         .map_err(ShareProblem::Unreadable)?;
     let offsets = ShareOffsets::parse(&header)?;
     check_offsets_against_cap(&offsets, cap)?;
     let ueb_len_size = offsets.ueb_length_size();
-    let trailer_start = offsets.crypttext_hash_tree;
-    let want = offsets.uri_extension - trailer_start + ueb_len_size + UEB_READ_GUESS;
+    let [_, (trailer_start, want)] = validation_reads(&offsets);
     let mut trailer = source
         .read(trailer_start, want)
         .await
@@ -902,6 +901,19 @@ async fn validate_share(
         latency_us: std::sync::atomic::AtomicU64::new(started.elapsed().as_micros() as u64),
     };
     Ok((valid, file_info))
+}
+
+/// The header read that validating a share starts with (a v2 header's length, which covers v1's).
+pub const HEADER_READ: (u64, u64) = (0, V2_HEADER_LEN);
+
+/// The reads, as (offset, length), that validating a share laid out as `offsets` makes: its header
+/// and its trailer (the hash trees, the share hash chain and the UEB, whose length is guessed).
+/// A downloader that can guess a share's layout from its cap may start them before it knows the
+/// share exists, and then serve the validation's reads from them.
+pub fn validation_reads(offsets: &ShareOffsets) -> [(u64, u64); 2] {
+    let trailer_start = offsets.crypttext_hash_tree;
+    let want = offsets.uri_extension - trailer_start + offsets.ueb_length_size() + UEB_READ_GUESS;
+    [HEADER_READ, (trailer_start, want)]
 }
 
 /// Verifies a whole share, as a checker's `verify=true` does: its header, UEB, hash trees and

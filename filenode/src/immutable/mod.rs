@@ -6,7 +6,8 @@ pub mod layout;
 mod params;
 
 pub use decode::{
-    BadShare, ChkReader, DownloadError, MemoryShare, ShareProblem, ShareReadError, ShareSource, verify_share,
+    BadShare, ChkReader, DownloadError, HEADER_READ, MemoryShare, ShareProblem, ShareReadError, ShareSource,
+    validation_reads, verify_share,
 };
 pub use encode::{
     ChkEncoded, ChkEncoder, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress, SegmentBuffers,

@@ -156,9 +156,10 @@ impl Source {
         }
     }
 
-    async fn reader(&mut self) -> Result<FileReader, WebError> {
+    /// The reader, opened for reads from byte `start` if not yet open.
+    async fn reader(&mut self, start: u64) -> Result<FileReader, WebError> {
         if self.opened.is_none() {
-            self.opened = Some(self.node.open().await?);
+            self.opened = Some(self.node.open_at(start).await?);
         }
         Ok(self.opened.clone().expect("invariant: just opened"))
     }
@@ -173,7 +174,7 @@ impl Source {
     /// a writer replacing the version part-way makes the download start over on the new version
     /// rather than end short: the client gets one version whole.
     async fn stream(&mut self, start: u64, len: u64) -> Result<ByteStream, WebError> {
-        let reader = self.reader().await?;
+        let reader = self.reader(start).await?;
         if let FileReader::Mutable(_) = reader {
             let wanted = len.min(reader.size().saturating_sub(start));
             if wanted <= crate::whole::WHOLE_READ_LIMIT
