@@ -206,9 +206,12 @@ pub(crate) fn is_refused_key(section: &str, key: &str) -> bool {
     REFUSED_KEYS.iter().any(|(s, k, _, _)| *s == section && *k == key)
 }
 
-/// Stops at the first refused section or key that is set, naming the file, line and key.
+/// Stops the node if any refused section or key is set, naming each (one a line) with the file,
+/// line and key; `reveal-IP-address = false` first, since it is the setting that says why.
 pub(crate) fn check(sections: &BTreeMap<String, RawSection>, file: &Path) -> anyhow::Result<()> {
     let file = file.display();
+    // (not reveal-IP-address, line, message): that key sorts first, the rest in line order.
+    let mut refusals: Vec<(bool, usize, String)> = Vec::new();
     for (section, entries) in sections {
         if let Some(why) = refused_section(section) {
             let tor_off = matches!(section.as_str(), "tor" | "i2p")
@@ -217,14 +220,20 @@ pub(crate) fn check(sections: &BTreeMap<String, RawSection>, file: &Path) -> any
                     .iter()
                     .all(|(key, (value, _))| key == "enabled" && parse_bool(value) == Some(false));
             if !tor_off {
-                match entries
-                    .iter()
-                    .map(|(key, (_, line))| (key, line))
-                    .min_by_key(|(_, l)| **l)
-                {
-                    Some((key, line)) => bail!("{file}, line {line}: [{section}] {key}: {why}"),
-                    None => bail!("{file}: section [{section}]: {why}"),
-                }
+                refusals.push(
+                    match entries
+                        .iter()
+                        .map(|(key, (_, line))| (key, *line))
+                        .min_by_key(|(_, l)| *l)
+                    {
+                        Some((key, line)) => (
+                            true,
+                            line,
+                            format!("{file}, line {line}: [{section}] {key}: {why}"),
+                        ),
+                        None => (true, 0, format!("{file}: section [{section}]: {why}")),
+                    },
+                );
             }
             continue;
         }
@@ -236,22 +245,34 @@ pub(crate) fn check(sections: &BTreeMap<String, RawSection>, file: &Path) -> any
             if value.trim().is_empty() {
                 continue;
             }
-            match accept {
-                Accept::Never => bail!("{file}, line {line}: [{section}] {key} is set: {why}"),
+            let at = format!("{file}, line {line}: [{section}] {key}");
+            // A reason that starts with the setting ("reveal-IP-address = false needs …") says it.
+            let refused = || match why.starts_with(&format!("{key} = ")) {
+                true => format!("{file}, line {line}: [{section}] {why}"),
+                false => format!("{at} = {value}: {why}"),
+            };
+            let refusal = match accept {
+                Accept::Never => Some(format!("{at} is set: {why}")),
                 Accept::Bool(ok) => match parse_bool(value) {
-                    Some(b) if b == *ok => {}
-                    Some(_) => bail!("{file}, line {line}: [{section}] {key} = {value}: {why}"),
-                    None => bail!("{file}, line {line}: [{section}] {key} must be true or false"),
+                    Some(b) if b == *ok => None,
+                    Some(_) => Some(refused()),
+                    None => Some(format!("{at} must be true or false")),
                 },
                 Accept::Words(words) => {
-                    if !words.iter().any(|w| w.eq_ignore_ascii_case(value.trim())) {
-                        bail!("{file}, line {line}: [{section}] {key} = {value}: {why}");
-                    }
+                    (!words.iter().any(|w| w.eq_ignore_ascii_case(value.trim()))).then(refused)
                 }
+            };
+            if let Some(message) = refusal {
+                refusals.push((key != "reveal-IP-address", *line, message));
             }
         }
     }
-    Ok(())
+    refusals.sort();
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = refusals.into_iter().map(|(_, _, message)| message).collect();
+    bail!("{}", messages.join("\n"))
 }
 
 #[cfg(test)]
@@ -369,6 +390,22 @@ mod tests {
             assert!(message.starts_with("/n/tahoe.cfg"), "{message}");
             assert!(message.contains(expected), "{text}: {message}");
         }
+        // Tahoe's `create-client --hide-ip`: every refusal is named, the privacy flag first.
+        let message = format!(
+            "{:#}",
+            load(
+                "[connections]\ntcp = tor\n[node]\nreveal-IP-address = false\ntub.port = disabled\n\
+                  tub.location = disabled\n[storage]\nenabled = false\n"
+            )
+            .unwrap_err()
+        );
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 2, "{message}");
+        assert!(
+            lines[0].contains("line 4: [node] reveal-IP-address = false"),
+            "{message}"
+        );
+        assert!(lines[1].contains("line 2: [connections] tcp = tor"), "{message}");
         // Their harmless values are accepted.
         for text in [
             "[node]\nreveal-IP-address = True\n",
