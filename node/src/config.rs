@@ -683,7 +683,30 @@ impl NodeConfig {
             shares_total,
             convergence: boolean("client", "convergence", true)?,
             client_enabled: boolean("client", "enabled", true)?,
-            introducer: get("client", "introducer.furl").map(|(v, _)| v.to_owned()),
+            introducer: match get("client", "introducer.furl") {
+                None => None,
+                // Checked now, so that a Tahoe (Foolscap) FURL stops the node by name; the value
+                // is not repeated: its swissnum is a secret.
+                Some((v, line)) => match crate::introducer::parse_address(v) {
+                    Ok(nurl) if nurl.scheme == storage::nurl::NurlScheme::Tor => {
+                        bail!(
+                            "{}, line {line}: [client] introducer.furl is a pb+tor:// address, which needs \
+                             Tor, which Tessera does not support",
+                            file.display()
+                        );
+                    }
+                    Ok(_) => Some(v.to_owned()),
+                    Err(_) => {
+                        return Err(invalid(
+                            "client",
+                            "introducer.furl",
+                            line,
+                            "a Tessera introducer's address (pb://…#v=1, from its private/introducer.furl): \
+                             Tahoe's Foolscap introducers are not supported",
+                        ));
+                    }
+                },
+            },
             storage_enabled,
             storage_dir,
             reserved_space: size("storage", "reserved_space")?.unwrap_or(0),

@@ -427,6 +427,7 @@ mod tests {
             format!("[client]\nhelper.furl = {furl}\n"),
             format!("[node]\nlog_gatherer.furl = {furl}\n"),
             "[storageserver.plugins.x]\nauth = swissnumsecret\n".to_owned(),
+            format!("[client]\nintroducer.furl = {furl}\n"),
         ] {
             let message = format!("{:#}", load(&text).unwrap_err());
             assert!(!message.contains("swissnumsecret"), "{message}");
