@@ -1,6 +1,6 @@
 //! The node's log as an operator reads it: a devgrid gateway with `[node] log_format = json`, a small
-//! `log_max_size` and `log_keep = 2`, at `log_level = debug`, serving uploads, downloads and
-//! directory listings. The log rotates and keeps two old files, every line of every file is a JSON
+//! `log_max_size` and `log_keep = 2`, at `log_level = debug` (and `web.static`, `tempdir`), serving
+//! uploads, downloads and directory listings. The log rotates and keeps two old files, every line of every file is a JSON
 //! object, each web request's access line carries the request id its response names, and no cap,
 //! swissnum or password reaches any file.
 
@@ -82,9 +82,14 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
     drop(start(&grid_dir));
     add_to_node_section(
         &gateway,
-        "log_format = json\nlog_max_size = 4KiB\nlog_keep = 2\nlog_level = debug\n",
+        "log_format = json\nlog_max_size = 4KiB\nlog_keep = 2\nlog_level = debug\n\
+         web.static = www\ntempdir = spool-here\n",
     );
+    std::fs::create_dir(gateway.join("www")).unwrap();
+    std::fs::write(gateway.join("www").join("hello.html"), "<p>static hello</p>").unwrap();
     let grid = start(&grid_dir);
+    // `[node] tempdir` is made at start; `web.static` is served at /static.
+    assert!(gateway.join("spool-here").is_dir());
 
     let file = root.path().join("f");
     std::fs::write(&file, vec![3u8; 20_000]).unwrap();
@@ -103,6 +108,47 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
         let cap = &caps[round % caps.len()];
         ids.push(request_id_of(&format!("{url}uri/{cap}?t=json")));
     }
+    let page = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "30",
+            &format!("{url}static/hello.html"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "<p>static hello</p>");
+    // With `tempdir` replaced by a file, an upload cannot spool: it fails (500), which shows the
+    // web API spools there, and the gateway's error line shares the request's id.
+    let spool_dir = gateway.join("spool-here");
+    std::fs::remove_dir(&spool_dir).unwrap();
+    std::fs::write(&spool_dir, "not a directory").unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-X",
+            "PUT",
+        ])
+        .args(["--data-binary", "spooled bytes", &format!("{url}uri")])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8(out.stdout).unwrap();
+    assert!(headers.starts_with("HTTP/1.1 500"), "{headers}");
+    let failed_id = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    std::fs::remove_file(&spool_dir).unwrap();
+    std::fs::create_dir(&spool_dir).unwrap();
     let last_id = request_id_of(&format!("{url}uri/{}", caps[0]));
     drop(grid);
 
@@ -143,6 +189,7 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
         );
     }
     let mut access_ids = Vec::new();
+    let mut failure_lines = 0;
     for name in &names {
         let path = gateway.join("logs").join(name);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -158,6 +205,14 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
                 json["level"].is_string() && json["timestamp"].is_string(),
                 "{line}"
             );
+            if json["fields"]["message"] == "web request failed" {
+                assert_eq!(json["span"]["request_id"], failed_id.as_str(), "{line}");
+                assert!(
+                    json["fields"]["detail"].as_str().unwrap().contains("spool"),
+                    "{line}"
+                );
+                failure_lines += 1;
+            }
             if json["target"] == "tessera::access" {
                 let id = json["span"]["request_id"]
                     .as_str()
@@ -177,6 +232,8 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
         }
     }
     assert!(access_ids.len() >= 10, "{access_ids:?}");
+    assert_eq!(failure_lines, 1, "the failed upload's error line");
+    assert!(access_ids.contains(&failed_id));
     assert!(
         access_ids.contains(&last_id),
         "the last request's id {last_id} is in the log"
