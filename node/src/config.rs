@@ -261,6 +261,9 @@ pub(crate) struct NodeConfig {
     /// `[node] tempdir` (Tahoe's): where upload spools go (default: the system's temporary
     /// directory). Relative to the node directory.
     pub(crate) tempdir: Option<PathBuf>,
+    /// `[client] mutable.format = sdmf | mdmf` (Tahoe's, default SDMF): the format of new mutable
+    /// files made through the web API with `mutable=true` and no `format=`.
+    pub(crate) mutable_format: filenode::cap::MutableFormat,
 }
 
 /// `[sftpd]`: the SFTP frontend of a client node.
@@ -333,6 +336,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "shares.needed",
             "shares.happy",
             "shares.total",
+            "mutable.format",
             "convergence",
             "enabled",
         ],
@@ -764,6 +768,12 @@ impl NodeConfig {
             log,
             web_static: node_dir.join(get("node", "web.static").map_or("public_html", |(v, _)| v)),
             tempdir: get("node", "tempdir").map(|(v, _)| node_dir.join(v)),
+            mutable_format: match get("client", "mutable.format") {
+                None => filenode::cap::MutableFormat::Sdmf,
+                Some((v, _)) if v.eq_ignore_ascii_case("sdmf") => filenode::cap::MutableFormat::Sdmf,
+                Some((v, _)) if v.eq_ignore_ascii_case("mdmf") => filenode::cap::MutableFormat::Mdmf,
+                Some((_, line)) => return Err(invalid("client", "mutable.format", line, "sdmf or mdmf")),
+            },
         })
     }
 }
@@ -911,6 +921,17 @@ mod tests {
         assert_eq!(config.timeouts.disconnect, None);
         assert_eq!(config.upload_takeover_after, Duration::from_secs(20));
         assert_eq!(config.upload_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.mutable_format, filenode::cap::MutableFormat::Sdmf);
+        assert_eq!(
+            load("[client]\nmutable.format = MDMF\n").unwrap().mutable_format,
+            filenode::cap::MutableFormat::Mdmf
+        );
+        assert!(
+            load("[client]\nmutable.format = ldmf\n")
+                .unwrap_err()
+                .to_string()
+                .contains("[client] mutable.format must be sdmf or mdmf")
+        );
         let config = load(
             "[node]\ntimeout.keepalive = 60\ntimeout.disconnect = 1800\n\
              [storage]\nupload.takeover_after = 5s\nupload.idle_timeout = 2min\n",

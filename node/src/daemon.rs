@@ -214,6 +214,7 @@ async fn start_gateway(
         return Ok(tasks);
     };
     let mut state = frontends::web::WebState::new(grid, config.nickname.clone());
+    state.mutable_format = config.mutable_format;
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }

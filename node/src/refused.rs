@@ -83,13 +83,6 @@ const REFUSED_KEYS: &[(&str, &str, Accept, &str)] = &[
     ),
     (
         "client",
-        "mutable.format",
-        Accept::Words(&["sdmf"]),
-        "MDMF as the default format of new mutable files is not supported yet (SDMF, the default, is): \
-         remove the key, and ask for MDMF per request with format=MDMF",
-    ),
-    (
-        "client",
         "peers.preferred",
         Accept::Never,
         "preferred servers are not supported yet: Tessera places and reads shares in permuted-ring order \

@@ -46,6 +46,9 @@ pub struct WebState {
     pub storage: Option<Arc<storage::server::StorageServer>>,
     /// When the gateway started (`node.uptime`).
     pub started: std::time::Instant,
+    /// The format of new mutable files asked for with `mutable=true` and no `format=`
+    /// (`[client] mutable.format`; SDMF by default, as Tahoe).
+    pub mutable_format: filenode::cap::MutableFormat,
 }
 
 impl WebState {
@@ -58,6 +61,7 @@ impl WebState {
             metrics: Arc::default(),
             storage: None,
             started: std::time::Instant::now(),
+            mutable_format: filenode::cap::MutableFormat::Sdmf,
         }
     }
 
@@ -154,7 +158,7 @@ async fn put_uri(
         Some(other) => return Err(WebError::BadRequest(format!("PUT /uri: bad t={other}"))),
     }
     let body = request.into_body();
-    if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query)? {
+    if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query, state.mutable_format)? {
         return fs::put_unlinked_mutable(&state, format, body).await;
     }
     let convergent = match query.get("convergence").map(String::as_str) {
