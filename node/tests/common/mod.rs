@@ -30,6 +30,10 @@ pub(crate) fn start_devgrid(
         ])
         .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
         .arg(dir)
+        // The nodes log at the level their tahoe.cfg gives (tests read the logs), whatever the
+        // environment the tests run in says.
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
