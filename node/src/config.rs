@@ -766,7 +766,26 @@ impl NodeConfig {
                 ..FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?
             },
             log,
-            web_static: node_dir.join(get("node", "web.static").map_or("public_html", |(v, _)| v)),
+            web_static: match get("node", "web.static") {
+                None => node_dir.join("public_html"),
+                // Tahoe expands `~` (this user's home); `~username` is not supported.
+                Some((v, line)) if v.starts_with('~') => {
+                    match (v.strip_prefix('~'), std::env::var_os("HOME")) {
+                        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                            PathBuf::from(home).join(rest.trim_start_matches('/'))
+                        }
+                        _ => {
+                            return Err(invalid(
+                                "node",
+                                "web.static",
+                                line,
+                                "a directory (~username is not supported: give its path)",
+                            ));
+                        }
+                    }
+                }
+                Some((v, _)) => node_dir.join(v),
+            },
             tempdir: get("node", "tempdir").map(|(v, _)| node_dir.join(v)),
             mutable_format: match get("client", "mutable.format") {
                 None => filenode::cap::MutableFormat::Sdmf,
@@ -922,6 +941,20 @@ mod tests {
         assert_eq!(config.upload_takeover_after, Duration::from_secs(20));
         assert_eq!(config.upload_idle_timeout, Duration::from_secs(300));
         assert_eq!(config.mutable_format, filenode::cap::MutableFormat::Sdmf);
+        assert_eq!(config.web_static, Path::new("/n/public_html"));
+        assert_eq!(config.tempdir, None);
+        let config = load("[node]\nweb.static = /srv/www\ntempdir = spool\n").unwrap();
+        assert_eq!(config.web_static, Path::new("/srv/www"));
+        assert_eq!(config.tempdir.as_deref(), Some(Path::new("/n/spool")));
+        if let Some(home) = std::env::var_os("HOME") {
+            let config = load("[node]\nweb.static = ~/www\n").unwrap();
+            assert_eq!(config.web_static, Path::new(&home).join("www"));
+        }
+        let err = load("[node]\nweb.static = ~bob/www\n").unwrap_err().to_string();
+        assert!(
+            err.contains("[node] web.static must be a directory (~username"),
+            "{err}"
+        );
         assert_eq!(
             load("[client]\nmutable.format = MDMF\n").unwrap().mutable_format,
             filenode::cap::MutableFormat::Mdmf
