@@ -14,7 +14,7 @@ pub mod textfile;
 pub mod web;
 mod whole;
 
-pub use spool::SpoolQuota;
+pub use spool::{SpoolQuota, set_default_spool_dir};
 
 /// The largest SDMF file any frontend writes. An SDMF file is one segment, encoded and published
 /// whole in memory (plaintext, ciphertext and N/k times that in shares: about 5 times its size at

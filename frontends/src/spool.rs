@@ -117,10 +117,21 @@ impl std::fmt::Debug for Spool {
     }
 }
 
+/// Where spools go when their frontend names no directory (`[node] tempdir`).
+static DEFAULT_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the directory for spools whose frontend names none (the web API's always, SFTP's and FTP's
+/// unless configured): the node's `[node] tempdir`, as Tahoe sets Python's `tempfile.tempdir`.
+/// Once per process: false if it was set already.
+pub fn set_default_spool_dir(dir: std::path::PathBuf) -> bool {
+    DEFAULT_DIR.set(dir).is_ok()
+}
+
 impl Spool {
-    /// An empty spool in `dir` (the system's temporary directory by default).
+    /// An empty spool in `dir`, else in the default spool directory, else in the system's
+    /// temporary directory.
     pub(crate) fn new(dir: Option<&Path>) -> io::Result<Spool> {
-        let file = match dir {
+        let file = match dir.or(DEFAULT_DIR.get().map(std::path::PathBuf::as_path)) {
             Some(dir) => tempfile::tempfile_in(dir)?,
             None => tempfile::tempfile()?,
         };
@@ -321,6 +332,30 @@ impl Seek for SpoolReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[node] tempdir`: a spool with no directory of its own goes to the default directory once
+    /// one is set (the test process's spools all go there afterwards, which changes nothing else).
+    #[test]
+    fn spools_go_to_the_default_directory_once_set() {
+        use std::os::fd::AsRawFd;
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let first = set_default_spool_dir(dir.path().to_owned());
+        let expected = DEFAULT_DIR.get().unwrap().clone();
+        assert!(first || expected != dir.path(), "the first call wins");
+        let spool = Spool::new(None).unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", spool.file.as_raw_fd())).unwrap();
+        assert!(link.starts_with(&expected), "{}", link.display());
+        assert!(
+            link.to_string_lossy().ends_with("(deleted)"),
+            "unlinked: {}",
+            link.display()
+        );
+        // A frontend's own directory still wins.
+        let own = tempfile::tempdir().unwrap();
+        let spool = Spool::new(Some(own.path())).unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", spool.file.as_raw_fd())).unwrap();
+        assert!(link.starts_with(own.path()), "{}", link.display());
+    }
 
     #[tokio::test]
     async fn spooled_bytes_read_back_and_are_encrypted_on_disk() {

@@ -159,6 +159,13 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn parse(text: &str) -> Option<Self> {
+        // Tahoe's strports also take a bare port number.
+        if let Ok(port) = text.trim().parse() {
+            return Some(Endpoint {
+                port,
+                interface: "0.0.0.0".to_owned(),
+            });
+        }
         let mut parts = text.split(':');
         if parts.next()? != "tcp" {
             return None;
@@ -250,6 +257,16 @@ pub(crate) struct NodeConfig {
     pub(crate) timeouts: crate::client::Timeouts,
     pub(crate) sftp: SftpdConfig,
     pub(crate) ftp: FtpdConfig,
+    /// `[node] log_level`, `log_format`, `log_max_size`, `log_keep` (Tessera's).
+    pub(crate) log: crate::logging::LogConfig,
+    /// `[node] web.static` (Tahoe's, default `public_html`): served at `/static` when it exists.
+    pub(crate) web_static: PathBuf,
+    /// `[node] tempdir` (Tahoe's): where upload spools go (default: the system's temporary
+    /// directory). Relative to the node directory.
+    pub(crate) tempdir: Option<PathBuf>,
+    /// `[client] mutable.format = sdmf | mdmf` (Tahoe's, default SDMF): the format of new mutable
+    /// files made through the web API with `mutable=true` and no `format=`.
+    pub(crate) mutable_format: filenode::cap::MutableFormat,
 }
 
 /// `[sftpd]`: the SFTP frontend of a client node.
@@ -292,8 +309,8 @@ impl SftpdConfig {
     }
 }
 
-/// Every key each section may hold. Tahoe keys that Tessera does not act on yet are accepted so
-/// that a Tahoe node directory's configuration is not rejected.
+/// Every key each section may hold. Tahoe keys that Tessera does not act on are listed in
+/// [`crate::refused`] instead: setting one stops the node with a message saying why.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "node",
@@ -306,11 +323,13 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "tempdir",
             "timeout.keepalive",
             "timeout.disconnect",
-            "reveal-IP-address",
-            "log_gatherer.furl",
             "web.max_connections",
             "web.header_read_timeout",
             "web.spool.quota",
+            "log_level",
+            "log_format",
+            "log_max_size",
+            "log_keep",
         ],
     ),
     (
@@ -322,9 +341,6 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "shares.happy",
             "shares.total",
             "mutable.format",
-            "peers.preferred",
-            "force_foolscap",
-            "storage.plugins",
             "convergence",
             "enabled",
         ],
@@ -348,10 +364,6 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "expire.cutoff_date",
             "expire.immutable",
             "expire.mutable",
-            "force_foolscap",
-            "plugins",
-            "grid_management",
-            "debug_discard",
         ],
     ),
     (
@@ -383,8 +395,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "spool.quota",
         ],
     ),
-    ("helper", &["enabled"]),
-    ("connections", &["tcp"]),
+    ("helper", &[]),
+    ("connections", &[]),
 ];
 
 impl NodeConfig {
@@ -402,12 +414,16 @@ impl NodeConfig {
         node_dir: &Path,
         file: &Path,
     ) -> anyhow::Result<Self> {
+        crate::refused::check(sections, file)?;
         for (section, entries) in sections {
+            if crate::refused::refused_section(section).is_some() {
+                continue;
+            }
             let Some((_, keys)) = KNOWN_KEYS.iter().find(|(name, _)| name == section) else {
                 bail!("{}: unknown section [{section}]", file.display());
             };
             for (key, (_, line)) in entries {
-                if !keys.contains(&key.as_str()) {
+                if !keys.contains(&key.as_str()) && !crate::refused::is_refused_key(section, key) {
                     bail!(
                         "{}, line {line}: unknown key `{key}` in section [{section}]",
                         file.display()
@@ -580,6 +596,88 @@ impl NodeConfig {
         sftp.max_reading_ahead = count("sftpd", "connection.max_reading_ahead", sftp.max_reading_ahead)?;
         let ftp_quota = positive_size("ftpd", "spool.quota", frontends::sftp::DEFAULT_SPOOL_QUOTA)?;
         let web_spool_quota = positive_size("node", "web.spool.quota", frontends::web::DEFAULT_SPOOL_QUOTA)?;
+        let storage_enabled = boolean("storage", "enabled", true)?;
+        let needs_a_port = |key: &str, line: usize| {
+            anyhow!(
+                "{}, line {line}: [node] {key} = disabled, but a storage server needs a port that \
+                 clients reach: set [storage] enabled = false, or give {key} a value",
+                file.display()
+            )
+        };
+        let tub_port = match get("node", "tub.port") {
+            Some((v, line)) if v.eq_ignore_ascii_case("disabled") => {
+                if storage_enabled {
+                    return Err(needs_a_port("tub.port", line));
+                }
+                None
+            }
+            _ => endpoint("tub.port")?,
+        };
+        let mut tub_location = Vec::new();
+        match get("node", "tub.location") {
+            None => {}
+            Some((v, line)) if v.eq_ignore_ascii_case("disabled") && storage_enabled => {
+                return Err(needs_a_port("tub.location", line));
+            }
+            Some((v, _)) if v.eq_ignore_ascii_case("disabled") => {}
+            Some((v, line)) => {
+                for hint in v.split(',').map(str::trim).filter(|hint| !hint.is_empty()) {
+                    if hint.eq_ignore_ascii_case("AUTO") {
+                        bail!(
+                            "{}, line {line}: [node] tub.location = AUTO (guess this machine's addresses) is \
+                             not supported: name the addresses clients should use, such as tcp:example.org:3457",
+                            file.display()
+                        );
+                    }
+                    if let Some(kind) = ["tor", "i2p"]
+                        .into_iter()
+                        .find(|k| hint.starts_with(&format!("{k}:")))
+                    {
+                        bail!(
+                            "{}, line {line}: [node] tub.location has a {kind}: hint, which needs Tor or I2P, \
+                             which Tessera does not support: give tcp:HOST:PORT hints only",
+                            file.display()
+                        );
+                    }
+                    tub_location.push(hint.trim_start_matches("tcp:").to_owned());
+                }
+            }
+        }
+        let log = {
+            let defaults = crate::logging::LogConfig::default();
+            crate::logging::LogConfig {
+                level: match get("node", "log_level") {
+                    None => None,
+                    Some((v, line)) => {
+                        crate::logging::valid_level(v).map_err(|why| {
+                            invalid(
+                                "node",
+                                "log_level",
+                                line,
+                                &format!(
+                                    "a level or filter such as info or debug,tessera::access=warn ({why})"
+                                ),
+                            )
+                        })?;
+                        Some(v.to_owned())
+                    }
+                },
+                format: match get("node", "log_format") {
+                    None => defaults.format,
+                    Some((v, _)) if v.eq_ignore_ascii_case("text") => crate::logging::LogFormat::Text,
+                    Some((v, _)) if v.eq_ignore_ascii_case("json") => crate::logging::LogFormat::Json,
+                    Some((_, line)) => return Err(invalid("node", "log_format", line, "text or json")),
+                },
+                max_size: positive_size("node", "log_max_size", defaults.max_size)?,
+                keep: match count("node", "log_keep", defaults.keep)? {
+                    n if n <= crate::logging::MAX_KEEP => n,
+                    _ => {
+                        let line = get("node", "log_keep").map_or(0, |(_, l)| l);
+                        return Err(invalid("node", "log_keep", line, "a whole number from 1 to 1000"));
+                    }
+                },
+            }
+        };
         Ok(NodeConfig {
             sftp,
             nickname: get("node", "nickname")
@@ -588,22 +686,38 @@ impl NodeConfig {
             web_port: endpoint("web.port")?,
             web_limits,
             web_spool_quota,
-            tub_port: endpoint("tub.port")?,
-            tub_location: get("node", "tub.location")
-                .map(|(v, _)| {
-                    v.split(',')
-                        .map(|hint| hint.trim().trim_start_matches("tcp:").to_owned())
-                        .filter(|hint| !hint.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            tub_port,
+            tub_location,
             shares_needed,
             shares_happy,
             shares_total,
             convergence: boolean("client", "convergence", true)?,
             client_enabled: boolean("client", "enabled", true)?,
-            introducer: get("client", "introducer.furl").map(|(v, _)| v.to_owned()),
-            storage_enabled: boolean("storage", "enabled", true)?,
+            introducer: match get("client", "introducer.furl") {
+                None => None,
+                // Checked now, so that a Tahoe (Foolscap) FURL stops the node by name; the value
+                // is not repeated: its swissnum is a secret.
+                Some((v, line)) => match crate::introducer::parse_address(v) {
+                    Ok(nurl) if nurl.scheme == storage::nurl::NurlScheme::Tor => {
+                        bail!(
+                            "{}, line {line}: [client] introducer.furl is a pb+tor:// address, which needs \
+                             Tor, which Tessera does not support",
+                            file.display()
+                        );
+                    }
+                    Ok(_) => Some(v.to_owned()),
+                    Err(_) => {
+                        return Err(invalid(
+                            "client",
+                            "introducer.furl",
+                            line,
+                            "a Tessera introducer's address (pb://…#v=1, from its private/introducer.furl): \
+                             Tahoe's Foolscap introducers are not supported",
+                        ));
+                    }
+                },
+            },
+            storage_enabled,
             storage_dir,
             reserved_space: size("storage", "reserved_space")?.unwrap_or(0),
             max_space: size("storage", "max_space")?,
@@ -656,6 +770,34 @@ impl NodeConfig {
             ftp: FtpdConfig {
                 spool_quota: ftp_quota,
                 ..FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?
+            },
+            log,
+            web_static: match get("node", "web.static") {
+                None => node_dir.join("public_html"),
+                // Tahoe expands `~` (this user's home); `~username` is not supported.
+                Some((v, line)) if v.starts_with('~') => {
+                    match (v.strip_prefix('~'), std::env::var_os("HOME")) {
+                        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                            PathBuf::from(home).join(rest.trim_start_matches('/'))
+                        }
+                        _ => {
+                            return Err(invalid(
+                                "node",
+                                "web.static",
+                                line,
+                                "a directory (~username is not supported: give its path)",
+                            ));
+                        }
+                    }
+                }
+                Some((v, _)) => node_dir.join(v),
+            },
+            tempdir: get("node", "tempdir").map(|(v, _)| node_dir.join(v)),
+            mutable_format: match get("client", "mutable.format") {
+                None => filenode::cap::MutableFormat::Sdmf,
+                Some((v, _)) if v.eq_ignore_ascii_case("sdmf") => filenode::cap::MutableFormat::Sdmf,
+                Some((v, _)) if v.eq_ignore_ascii_case("mdmf") => filenode::cap::MutableFormat::Mdmf,
+                Some((_, line)) => return Err(invalid("client", "mutable.format", line, "sdmf or mdmf")),
             },
         })
     }
@@ -804,6 +946,31 @@ mod tests {
         assert_eq!(config.timeouts.disconnect, None);
         assert_eq!(config.upload_takeover_after, Duration::from_secs(20));
         assert_eq!(config.upload_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.mutable_format, filenode::cap::MutableFormat::Sdmf);
+        assert_eq!(config.web_static, Path::new("/n/public_html"));
+        assert_eq!(config.tempdir, None);
+        let config = load("[node]\nweb.static = /srv/www\ntempdir = spool\n").unwrap();
+        assert_eq!(config.web_static, Path::new("/srv/www"));
+        assert_eq!(config.tempdir.as_deref(), Some(Path::new("/n/spool")));
+        if let Some(home) = std::env::var_os("HOME") {
+            let config = load("[node]\nweb.static = ~/www\n").unwrap();
+            assert_eq!(config.web_static, Path::new(&home).join("www"));
+        }
+        let err = load("[node]\nweb.static = ~bob/www\n").unwrap_err().to_string();
+        assert!(
+            err.contains("[node] web.static must be a directory (~username"),
+            "{err}"
+        );
+        assert_eq!(
+            load("[client]\nmutable.format = MDMF\n").unwrap().mutable_format,
+            filenode::cap::MutableFormat::Mdmf
+        );
+        assert!(
+            load("[client]\nmutable.format = ldmf\n")
+                .unwrap_err()
+                .to_string()
+                .contains("[client] mutable.format must be sdmf or mdmf")
+        );
         let config = load(
             "[node]\ntimeout.keepalive = 60\ntimeout.disconnect = 1800\n\
              [storage]\nupload.takeover_after = 5s\nupload.idle_timeout = 2min\n",

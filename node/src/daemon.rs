@@ -1,7 +1,8 @@
 //! `tessera run DIR`: run a node in the foreground until SIGINT or SIGTERM.
 //!
-//! Startup order: read the configuration (errors name the file and key), set up logging to stderr and
-//! `DIR/logs/tessera.log`, bind the storage port (a taken port is a one-line error), open the share
+//! Startup order: read the configuration (errors name the file and key; a Tahoe key Tessera does not
+//! act on is refused, see `refused`), set up logging to stderr and `DIR/logs/tessera.log` (`logging`),
+//! bind the storage port (a taken port is a one-line error), open the share
 //! store (which discards incomplete uploads), then serve HTTPS and write `private/storage.nurl` and
 //! `node.url`. On a signal the listener stops accepting, in-flight requests finish, and the process
 //! exits 0; an upload cut off by the shutdown stays in `incoming/` and is discarded at the next start.
@@ -31,38 +32,23 @@ pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
         );
     }
     let config = NodeConfig::load(dir)?;
-    let _log_guard = init_logging(dir)?;
+    let _log_guard = crate::logging::init(dir, &config.log)?;
+    if let Some(tempdir) = &config.tempdir {
+        std::fs::create_dir_all(tempdir).with_context(|| {
+            format!(
+                "cannot create {} ([node] tempdir in {})",
+                tempdir.display(),
+                dir.join("tahoe.cfg").display()
+            )
+        })?;
+        frontends::set_default_spool_dir(tempdir.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run_node(dir.to_path_buf(), config))
-}
-
-fn init_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let (file_writer, guard) =
-        tracing_appender::non_blocking(tracing_appender::rolling::never(&logs, "tessera.log"));
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // libunftp's spans carry the paths of FTP commands, and a path may hold a cap: they are
-        // never recorded, so no event of ours inherits them (`frontends::ftp` logs for it).
-        .add_directive("libunftp=off".parse().expect("invariant: a valid directive"));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(file_writer),
-        )
-        .try_init()
-        .context("cannot set up logging")?;
-    Ok(guard)
 }
 
 async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
@@ -229,6 +215,7 @@ async fn start_gateway(
     };
     let mut state =
         frontends::web::WebState::new(grid, config.nickname.clone()).with_spool_quota(config.web_spool_quota);
+    state.mutable_format = config.mutable_format;
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }
@@ -280,6 +267,7 @@ fn serve_on(
         format!("http://{host}:{port}/\n").as_bytes(),
     )?;
     info!(port, "{what} listening");
+    let router = crate::weblayers::wrap(router, Some(&config.web_static));
     let mut stop = shutdown;
     let limits = config.web_limits;
     Ok(tokio::spawn(async move {

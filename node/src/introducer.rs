@@ -287,7 +287,8 @@ async fn request(
 pub(crate) fn parse_address(text: &str) -> anyhow::Result<storage::nurl::Nurl> {
     text.trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("introducer.furl {text:?} is not a pb://…#v=1 address: {e}"))
+        // The address is not repeated: its swissnum is a secret.
+        .map_err(|e| anyhow::anyhow!("introducer.furl is not a pb://…#v=1 address: {e}"))
 }
 
 /// Publishes this storage node's announcement now and every few minutes.

@@ -22,8 +22,11 @@ mod ftpd;
 #[cfg(test)]
 mod fuzz;
 mod introducer;
+mod logging;
 mod nodedir;
 mod output;
+mod refused;
+mod weblayers;
 
 use clap::{Parser, Subcommand};
 

@@ -200,7 +200,7 @@ fn random_bytes(len: usize) -> Vec<u8> {
 
 /// The gateway's log holds neither a cap nor the password.
 fn assert_log_clean(grid: &Devgrid) {
-    let log = std::fs::read_to_string(grid.gateway().join("logs").join("tessera.log")).unwrap();
+    let log = common::read_logs(&grid.gateway());
     // (The web access log names a cap's kind, `[URI:DIR2]`, never the cap.)
     for cap_prefix in ["URI:DIR2:", "URI:CHK:", "URI:LIT:", "URI:SSK:"] {
         assert!(!log.contains(cap_prefix), "a cap reached the log:\n{log}");
@@ -395,7 +395,7 @@ fn failed_upload_is_a_failure_reply_idle_sessions_end_and_failed_logins_are_limi
     }
     let out = curl(&["-u", &user, "-l", &format!("{}/", grid.url())]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("530"), "{out:?}");
-    let log = std::fs::read_to_string(grid.gateway().join("logs").join("tessera.log")).unwrap();
+    let log = common::read_logs(&grid.gateway());
     assert!(log.contains("FTP login failed") && log.contains("too many failed logins"));
     assert!(
         !log.contains("guessed-7f3a") && !log.contains(&password),

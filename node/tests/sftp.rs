@@ -316,7 +316,7 @@ fn openssh_sftp_against_the_devgrid() {
         "{}",
         text(&out)
     );
-    let log = std::fs::read_to_string(grid.gateway().join("logs/tessera.log")).unwrap();
+    let log = common::read_logs(&grid.gateway());
     assert!(log.contains("SFTP login failed"), "failed logins are logged");
     assert!(
         !log.contains("wrong horse") && !log.contains("correct horse"),

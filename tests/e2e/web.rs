@@ -504,3 +504,48 @@ async fn full_servers_are_reported_as_full() {
         .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 }
+
+/// `[client] mutable.format`: `mutable=true` without `format=` makes the gateway's default format
+/// (SDMF unless it is set to MDMF); `format=` still wins, and directories stay SDMF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutable_true_makes_the_configured_default_format() {
+    let mut gw = Gateway::new();
+    let put = |uri: &'static str| Request::put(uri).body(Body::from("changing")).unwrap();
+    let (status, _, body) = gw.send(put("/uri?mutable=true")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.starts_with(b"URI:SSK:"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    let client = Arc::new(Grid::new(gw.grid.secrets.clone(), UploadParams::default()));
+    client.set_servers(gw.grid.entries());
+    let mut state = WebState::new(client, "test");
+    state.mutable_format = filenode::cap::MutableFormat::Mdmf;
+    gw.app = router(state);
+    let (status, _, body) = gw.send(put("/uri?mutable=true")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.starts_with(b"URI:MDMF:"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, _, body) = gw.send(put("/uri?mutable=true&format=SDMF")).await;
+    assert!(
+        body.starts_with(b"URI:SSK:"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, _, body) = gw.send(put("/uri?t=mkdir")).await;
+    assert!(
+        body.starts_with(b"URI:DIR2:"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, _, body) = gw.send(put("/uri")).await;
+    assert!(
+        body.starts_with(b"URI:CHK:") || body.starts_with(b"URI:LIT:"),
+        "immutable by default"
+    );
+}

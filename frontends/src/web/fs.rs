@@ -66,12 +66,13 @@ impl Args {
         }
     }
 
-    /// `format=` for new objects (`mutable=true` means SDMF, as Tahoe 1.20).
-    fn format(&self) -> Result<Option<Format>, WebError> {
+    /// `format=` for new objects (`mutable=true` means `mutable_default`: the gateway's
+    /// `[client] mutable.format`, SDMF unless set, as Tahoe 1.20).
+    fn format(&self, mutable_default: MutableFormat) -> Result<Option<Format>, WebError> {
         match self.get("format").map(str::to_ascii_uppercase).as_deref() {
             None | Some("") => Ok(self
                 .boolean("mutable", false)?
-                .then_some(Format::Mutable(MutableFormat::Sdmf))),
+                .then_some(Format::Mutable(mutable_default))),
             Some("CHK") => Ok(Some(Format::Chk)),
             Some("SDMF") => Ok(Some(Format::Mutable(MutableFormat::Sdmf))),
             Some("MDMF") => Ok(Some(Format::Mutable(MutableFormat::Mdmf))),
@@ -81,9 +82,9 @@ impl Args {
         }
     }
 
-    /// The format of a new directory (SDMF unless MDMF is asked for).
+    /// The format of a new directory (SDMF unless MDMF is asked for; `mutable.format` is for files).
     fn dir_format(&self) -> Result<MutableFormat, WebError> {
-        match self.format()? {
+        match self.format(MutableFormat::Sdmf)? {
             Some(Format::Mutable(format)) => Ok(format),
             Some(Format::Chk) => Err(WebError::BadRequest(
                 "format=CHK makes no mutable directory; use t=mkdir-immutable".into(),
@@ -833,7 +834,7 @@ async fn put(
             }
         }
         "" => {
-            let format = args.format()?;
+            let format = args.format(state.mutable_format)?;
             let (parent, name) = target.parent(state, true, MutableFormat::Sdmf).await?;
             let existing = parent.lookup(&name).await?;
             if existing.is_none() && headers.contains_key(header::CONTENT_RANGE) {
@@ -1094,7 +1095,7 @@ async fn post(
                         .or(filename)
                         .ok_or_else(|| WebError::BadRequest("t=upload needs name= or a file name".into()))?;
                     let existing = dir.lookup(&name).await?;
-                    let format = args.format()?;
+                    let format = args.format(state.mutable_format)?;
                     if let Some(child) = &existing {
                         if replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()) {
                             return Err(NodeError::ExistingChild(name).into());
@@ -1263,8 +1264,11 @@ pub(crate) fn dir_url(cap: &DirCap, path: &[String]) -> String {
 }
 
 /// Parses `format=` for unlinked uploads.
-pub(crate) fn upload_format(query: &HashMap<String, String>) -> Result<Option<Format>, WebError> {
-    Args(query.clone()).format()
+pub(crate) fn upload_format(
+    query: &HashMap<String, String>,
+    mutable_default: MutableFormat,
+) -> Result<Option<Format>, WebError> {
+    Args(query.clone()).format(mutable_default)
 }
 
 /// `POST /uri?t=upload`: an unlinked upload from a form.
@@ -1278,7 +1282,7 @@ pub(crate) async fn post_unlinked_upload(
         return Err(WebError::BadRequest("the form has no `file` field".into()));
     };
     check_when_done(&args)?;
-    let format = args.format()?.unwrap_or(Format::Chk);
+    let format = args.format(state.mutable_format)?.unwrap_or(Format::Chk);
     let cap = store_new_file(state, spooled, format, convergence(&args)?)
         .await?
         .to_string();

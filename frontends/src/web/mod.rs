@@ -53,6 +53,9 @@ pub struct WebState {
     /// Bytes the spools of all web uploads in progress may hold together (`[node]
     /// web.spool.quota`).
     pub spool_quota: Arc<crate::spool::SpoolQuota>,
+    /// The format of new mutable files asked for with `mutable=true` and no `format=`
+    /// (`[client] mutable.format`; SDMF by default, as Tahoe).
+    pub mutable_format: filenode::cap::MutableFormat,
 }
 
 impl WebState {
@@ -66,6 +69,7 @@ impl WebState {
             storage: None,
             started: std::time::Instant::now(),
             spool_quota: crate::spool::SpoolQuota::new(DEFAULT_SPOOL_QUOTA),
+            mutable_format: filenode::cap::MutableFormat::Sdmf,
         }
     }
 
@@ -168,7 +172,7 @@ async fn put_uri(
         Some(other) => return Err(WebError::BadRequest(format!("PUT /uri: bad t={other}"))),
     }
     let body = request.into_body();
-    if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query)? {
+    if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query, state.mutable_format)? {
         return fs::put_unlinked_mutable(&state, format, body).await;
     }
     let convergent = match query.get("convergence").map(String::as_str) {

@@ -30,6 +30,10 @@ pub(crate) fn start_devgrid(
         ])
         .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
         .arg(dir)
+        // The nodes log at the level their tahoe.cfg gives (tests read the logs), whatever the
+        // environment the tests run in says.
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -41,4 +45,31 @@ pub(crate) fn start_devgrid(
     }
     let _ = child.wait();
     None
+}
+
+/// Everything in a node's log: `logs/tessera.log` and its rotated files (`tessera.log.N`, oldest
+/// first), so that a test of what never reaches the log reads all of it.
+#[allow(dead_code, reason = "not every test file reads a log")]
+pub(crate) fn read_logs(node_dir: &std::path::Path) -> String {
+    let logs = node_dir.join("logs");
+    let mut rotated: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&logs)
+        .expect("the node's logs/ folder")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let n = path
+                .file_name()?
+                .to_str()?
+                .strip_prefix("tessera.log.")?
+                .parse()
+                .ok()?;
+            Some((n, path))
+        })
+        .collect();
+    rotated.sort();
+    let mut text = String::new();
+    for (_, path) in rotated.iter().rev() {
+        text.push_str(&std::fs::read_to_string(path).expect("a rotated log file"));
+    }
+    text.push_str(&std::fs::read_to_string(logs.join("tessera.log")).expect("logs/tessera.log"));
+    text
 }
