@@ -227,7 +227,9 @@ async fn start_gateway(
     let Some((listener, web)) = web_listener else {
         return Ok(tasks);
     };
-    let mut state = frontends::web::WebState::new(grid, config.nickname.clone());
+    // Tahoe makes the token anew each time a client node starts.
+    let token = nodedir::write_api_auth_token(dir)?;
+    let mut state = frontends::web::WebState::new(grid, config.nickname.clone()).with_api_token(token);
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }

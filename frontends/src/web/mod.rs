@@ -10,6 +10,7 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+mod operations;
 mod pages;
 mod serve;
 pub mod status;
@@ -46,6 +47,9 @@ pub struct WebState {
     pub storage: Option<Arc<storage::server::StorageServer>>,
     /// When the gateway started (`node.uptime`).
     pub started: std::time::Instant,
+    /// The node's `private/api_auth_token`, which a `POST` to `/status` or `/statistics` must
+    /// carry (Tahoe's CLI sends it); without one such a `POST` is refused.
+    pub api_token: Option<Arc<str>>,
 }
 
 impl WebState {
@@ -58,7 +62,14 @@ impl WebState {
             metrics: Arc::default(),
             storage: None,
             started: std::time::Instant::now(),
+            api_token: None,
         }
+    }
+
+    /// The same gateway, taking `token` (the node's `private/api_auth_token`) on `POST`s.
+    pub fn with_api_token(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.api_token = Some(token.into());
+        self
     }
 
     /// The same gateway, also showing this node's storage server.
@@ -80,7 +91,9 @@ pub fn router(state: WebState) -> Router {
         .route("/uri/{cap}/", axum::routing::any(fs::uri_slash))
         .route("/uri/{cap}/{*path}", axum::routing::any(fs::uri_path))
         .route("/named/{cap}/{*name}", get(get_named))
-        .route("/statistics", get(statistics))
+        .route("/statistics", get(statistics).post(statistics_post))
+        .route("/status", get(operations::status).post(operations::status))
+        .route("/status/", get(operations::status).post(operations::status))
         .route("/storage", get(storage_status))
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(axum::middleware::from_fn_with_state(
@@ -357,6 +370,20 @@ async fn html_errors(
         }
         Err(_) => Response::from_parts(parts, Body::from(bytes)),
     }
+}
+
+/// `POST /statistics` (as `tahoe status` asks, with the node's token): as `GET`.
+async fn statistics_post(
+    State(state): State<WebState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
+) -> Result<Response, WebError> {
+    let headers = request.headers().clone();
+    let args = operations::arguments(&state, &Method::POST, query, request).await?;
+    let query = TQuery {
+        t: args.get("t").cloned(),
+    };
+    statistics(State(state), Query(query), headers).await
 }
 
 /// `GET /statistics?t=openmetrics`: counters for Prometheus.
