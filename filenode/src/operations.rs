@@ -54,6 +54,10 @@ impl OpKind {
 pub struct Operations {
     next_id: AtomicU64,
     lists: Mutex<Lists>,
+    /// Immutable downloads finished, and the bytes they delivered (Tahoe's
+    /// `downloader.files_downloaded` and `downloader.bytes_downloaded`).
+    downloads: AtomicU64,
+    downloaded_bytes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +165,19 @@ impl Operations {
         (active.iter().map(|e| e.snapshot(true)).collect(), recent)
     }
 
-    fn finish(&self, snapshot: OpSnapshot) {
+    /// Immutable downloads ended without failing, and the bytes they delivered.
+    pub fn download_totals(&self) -> (u64, u64) {
+        (
+            self.downloads.load(Ordering::Relaxed),
+            self.downloaded_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn finish(&self, snapshot: OpSnapshot, delivered: u64) {
+        if snapshot.kind == OpKind::Download && !snapshot.status.starts_with("Failed") {
+            self.downloads.fetch_add(1, Ordering::Relaxed);
+            self.downloaded_bytes.fetch_add(delivered, Ordering::Relaxed);
+        }
         let mut lists = self.lock();
         lists.active.remove(&snapshot.id);
         if lists.recent.len() >= RECENT_KEPT {
@@ -353,7 +369,8 @@ impl Op {
 impl Drop for Op {
     fn drop(&mut self) {
         self.end_quietly();
-        self.registry.finish(self.entry.snapshot(false));
+        let delivered = self.progress(0);
+        self.registry.finish(self.entry.snapshot(false), delivered);
     }
 }
 

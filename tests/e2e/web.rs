@@ -643,4 +643,6 @@ async fn status_lists_operations_without_caps() {
     let statistics: serde_json::Value = serde_json::from_slice(&body).unwrap();
     // The immutable file and the mutable one.
     assert_eq!(statistics["counters"]["uploader.files_uploaded"], 2);
+    assert_eq!(statistics["counters"]["downloader.files_downloaded"], 1);
+    assert_eq!(statistics["counters"]["downloader.bytes_downloaded"], 20_000);
 }

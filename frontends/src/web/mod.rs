@@ -406,12 +406,15 @@ async fn statistics(
                 }
             },
             || {
-                let counters = state
+                let mut counters: Vec<(String, u64)> = state
                     .metrics
                     .tahoe_counters()
                     .into_iter()
                     .map(|(name, value)| (name.to_owned(), value))
                     .collect();
+                let (files, bytes) = state.grid.operations().download_totals();
+                counters.push(("downloader.files_downloaded".into(), files));
+                counters.push(("downloader.bytes_downloaded".into(), bytes));
                 status::statistics_json(state.started, state.storage.as_deref(), counters)
             },
         )
