@@ -145,6 +145,51 @@ fn every_node_shows_its_status_and_metrics() {
             >= 1
     );
 
+    // The welcome page links each storage server's status: their announcements carry their
+    // web address (node.url).
+    // (minijinja escapes '/' in attributes as &#x2f;, which a browser reads as '/').
+    let welcome = curl(&gateway_url, None).replace("&#x2f;", "/");
+    for name in ["storage01", "storage02", "storage03"] {
+        let url = node_url(&grid_dir.join(name));
+        assert!(
+            welcome.contains(&format!(r#"href="{url}storage""#)),
+            "no link to {name}'s status:\n{welcome}"
+        );
+    }
+    assert!(welcome.contains(r#"href="/status""#));
+    let servers: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{gateway_url}?t=json"), None)).unwrap();
+    assert!(
+        servers["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["web_url"] == storage01.as_str()),
+        "{servers}"
+    );
+    // `tessera status`: each server's used and available space and when it was last heard from.
+    let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("-d")
+        .arg(&gateway)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let status = String::from_utf8(status.stdout).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("storage01"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains("last contact "), "{status}");
+    assert!(line.contains(" ago; used "), "{status}");
+    assert!(
+        !line.contains("used ?"),
+        "storage01's used space is known: {status}"
+    );
+    assert!(line.contains(", available "), "{status}");
+    let used: u64 = ours["used_space"].as_u64().unwrap();
+    assert!(used > 0);
+
     // OpenMetrics (what Prometheus asks for, and the default) and the Prometheus text format
     // (what promtool reads).
     for (name, url) in [("storage", &storage01), ("gateway", &gateway_url)] {
@@ -289,7 +334,10 @@ fn real_tahoe_status_lists_our_uploads_and_downloads() {
     assert!(out.contains("uploaded 150.00 kB in 1 files"), "{out}");
     assert!(out.contains("downloaded 150.00 kB in 1 files"), "{out}");
     assert!(out.contains("No active operations."), "{out}");
-    let recent = out.split("Recent operations:").nth(1).unwrap_or_else(|| panic!("{out}"));
+    let recent = out
+        .split("Recent operations:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
     let line = |op: &str| {
         recent
             .lines()

@@ -32,6 +32,11 @@ pub use metrics::{Exposition, Metrics, MetricsFormat, redact_path};
 pub use pages::Pages;
 pub use serve::{ServeLimits, serve};
 
+/// Storage servers' web addresses by server id (from their announcements' `tessera-web-url` or
+/// `servers.yaml`), kept current by the node as it learns servers; the welcome page links each
+/// server's `/storage` status through them.
+pub type ServerLinks = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct WebState {
@@ -50,6 +55,8 @@ pub struct WebState {
     /// The node's `private/api_auth_token`, which a `POST` to `/status` or `/statistics` must
     /// carry (Tahoe's CLI sends it); without one such a `POST` is refused.
     pub api_token: Option<Arc<str>>,
+    /// The storage servers' web addresses (status links on the welcome page).
+    pub server_links: ServerLinks,
 }
 
 impl WebState {
@@ -63,6 +70,7 @@ impl WebState {
             storage: None,
             started: std::time::Instant::now(),
             api_token: None,
+            server_links: ServerLinks::default(),
         }
     }
 
@@ -127,6 +135,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                 .servers_with_status()
                 .into_iter()
                 .map(|(entry, status)| {
+                    let web_url = state.server_link(&entry.server_id);
                     serde_json::json!({
                         "server_id": entry.server_id,
                         "nickname": entry.nickname,
@@ -135,6 +144,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                         "last_seen": status.last_seen,
                         "available_space": status.available_space,
                         "last_error": status.last_error,
+                        "web_url": web_url,
                     })
                 })
                 .collect();
@@ -455,6 +465,17 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+impl WebState {
+    /// The web address a server announced, if any.
+    fn server_link(&self, server_id: &str) -> Option<String> {
+        self.server_links
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(server_id)
+            .cloned()
+    }
+}
+
 /// `GET /`: the welcome page.
 fn welcome_page(state: &WebState) -> Result<Response, WebError> {
     let servers: Vec<minijinja::Value> = state
@@ -462,12 +483,16 @@ fn welcome_page(state: &WebState) -> Result<Response, WebError> {
         .servers_with_status()
         .into_iter()
         .map(|(entry, status)| {
+            let status_url = state
+                .server_link(&entry.server_id)
+                .map(|url| format!("{url}storage"));
             minijinja::context! {
                 nickname => entry.nickname,
                 server_id => entry.server_id,
                 connected => status.connected,
                 last_error => status.last_error,
                 available => status.available_space.map(human_size).unwrap_or_else(|| "?".into()),
+                status_url => status_url,
             }
         })
         .collect();
