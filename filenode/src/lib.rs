@@ -17,5 +17,6 @@ pub mod immutable;
 pub mod mutable;
 pub mod netstring;
 pub mod node;
+pub mod operations;
 
 pub use storage::{StorageIndex, base32};

@@ -127,6 +127,7 @@ mod tests {
                 furl: "pb://aaaa@tcp:127.0.0.1:1/bbbb".into(),
                 nurls: vec!["pb://x@127.0.0.1:1/bbbb#v=1".into()],
                 permutation_seed_base32: None,
+                web_url: None,
             },
         }
     }

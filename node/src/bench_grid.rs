@@ -105,6 +105,7 @@ fn server_entry(dir: &Path, via: Option<SocketAddr>) -> anyhow::Result<ServerEnt
         furl: read("storage.furl")?.trim().to_owned(),
         nurls,
         permutation_seed_base32: Some(key.clone()),
+        web_url: None,
     };
     crate::client::server_entry(&format!("v0-{key}"), &ann, Default::default())
 }

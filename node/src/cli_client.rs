@@ -483,6 +483,20 @@ impl Gateway {
         Ok(self.call(Method::GET, url, Bytes::new())?.1)
     }
 
+    /// `GET url` within `limit`, the body on a 2xx answer.
+    fn get_within(&self, url: &str, limit: std::time::Duration) -> anyhow::Result<Bytes> {
+        self.runtime.block_on(async {
+            let request = async {
+                let response = self.send(Method::GET, url, empty()).await?;
+                Self::read_reply(response).await
+            };
+            match tokio::time::timeout(limit, request).await {
+                Ok(answer) => Ok(answer?.1),
+                Err(_) => bail!("no answer within {} s", limit.as_secs()),
+            }
+        })
+    }
+
     fn status_json(&self) -> anyhow::Result<serde_json::Value> {
         let body = self.get_bytes(&format!("{}/?t=json", self.url))?;
         serde_json::from_slice(&body).context("the node's status is not JSON")
@@ -495,6 +509,20 @@ pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
     Ok(status["servers"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["connected"] == true).count()))
+}
+
+/// How long `tessera status` waits for a storage server's own status page.
+const SERVER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The space a server's shares use, from its own `/storage?t=json` (at the web address it
+/// announced): `None` when it announced none or did not answer.
+fn server_used_space(gateway: &Gateway, server: &serde_json::Value) -> Option<u64> {
+    let url = server["web_url"].as_str()?;
+    let body = gateway
+        .get_within(&format!("{url}storage?t=json"), SERVER_STATUS_TIMEOUT)
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    json["tessera"]["used_space"].as_u64()
 }
 
 /// `tessera status`: the node's view of the storage servers.
@@ -526,12 +554,20 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
             .as_u64()
             .map(|t| format!(" for {}", ago(t)))
             .unwrap_or_default();
+        let contact = server["last_seen"]
+            .as_u64()
+            .map(|t| format!("last contact {} ago", ago(t)))
+            .unwrap_or_else(|| "never contacted".into());
+        // Used space comes from the server's own status page, where it announced one.
+        let used = server_used_space(&gateway, &server)
+            .map(frontends::web::human_size)
+            .unwrap_or_else(|| "?".into());
         let error = server["last_error"]
             .as_str()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
         crate::output::line(&format!(
-            "  {:<14} {}  {state}{since}, {space} free{error}",
+            "  {:<14} {}  {state}{since}, {contact}; used {used}, available {space}{error}",
             // Nicknames come from the servers' announcements: control characters escaped.
             crate::announcement::shown_nickname(server["nickname"].as_str().unwrap_or("")),
             server["server_id"].as_str().unwrap_or("").escape_debug(),

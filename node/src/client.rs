@@ -32,6 +32,32 @@ pub(crate) struct Announcement {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) permutation_seed_base32: Option<String>,
+    /// Tessera's: the server's web address (its `node.url`: status pages, `/storage`), when it
+    /// has a web port. An extra key, which Tahoe's clients ignore; taken only when
+    /// [`web_url`] accepts it.
+    #[serde(rename = "tessera-web-url", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) web_url: Option<String>,
+}
+
+/// The longest announced web address taken.
+const MAX_WEB_URL: usize = 256;
+
+/// An announced web address, if it is one a page may link to: `http://` or `https://`, at most
+/// [`MAX_WEB_URL`] bytes, printable ASCII without quotes, angle brackets, backslashes or spaces.
+pub(crate) fn web_url(ann: &Announcement) -> Option<String> {
+    let url = ann.web_url.as_deref()?.trim();
+    let fine = url.len() <= MAX_WEB_URL
+        && (url.starts_with("http://") || url.starts_with("https://"))
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`'));
+    fine.then(|| {
+        let mut url = url.to_owned();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        url
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -188,6 +214,7 @@ pub(crate) fn follow_introducer(
     address: storage::nurl::Nurl,
     grid: Arc<Grid>,
     timeouts: Timeouts,
+    links: frontends::web::ServerLinks,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let static_servers = read_servers_yaml(dir)?;
@@ -201,6 +228,11 @@ pub(crate) fn follow_introducer(
             match server_entry(id, &body.storage, timeouts) {
                 Ok(entry) => {
                     info!(server = %id, nickname = %crate::announcement::shown_nickname(&body.storage.nickname), "learned a storage server");
+                    let mut links = links.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match web_url(&body.storage) {
+                        Some(url) => links.insert(id.clone(), url),
+                        None => links.remove(id),
+                    };
                     known.insert(id.clone(), (body.storage.clone(), entry));
                 }
                 Err(e) => warn!("ignoring an announced server: {e:#}"),
@@ -238,4 +270,47 @@ pub(crate) fn spawn_prober(grid: Arc<Grid>, mut shutdown: tokio::sync::watch::Re
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_web_addresses_are_linked() {
+        let with = |url: Option<&str>| Announcement {
+            nickname: String::new(),
+            furl: String::new(),
+            nurls: Vec::new(),
+            permutation_seed_base32: None,
+            web_url: url.map(str::to_owned),
+        };
+        assert_eq!(
+            web_url(&with(Some("http://127.0.0.1:3456/"))).as_deref(),
+            Some("http://127.0.0.1:3456/")
+        );
+        assert_eq!(
+            web_url(&with(Some("https://example.test:8443"))).as_deref(),
+            Some("https://example.test:8443/")
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "http://a/\"onmouseover=x",
+            "http://a/<b>",
+            "http://a b/",
+            "ftp://a/",
+            &format!("http://{}/", "a".repeat(300)),
+        ] {
+            assert_eq!(web_url(&with(Some(bad))), None, "{bad}");
+        }
+        assert_eq!(web_url(&with(None)), None);
+        // An extra key that Tahoe's clients ignore; absent when the server has no web port.
+        let text = serde_json::to_string(&with(None)).unwrap();
+        assert!(!text.contains("tessera-web-url"), "{text}");
+        let text = serde_json::to_string(&with(Some("http://127.0.0.1:1/"))).unwrap();
+        assert!(
+            text.contains(r#""tessera-web-url":"http://127.0.0.1:1/""#),
+            "{text}"
+        );
+    }
 }

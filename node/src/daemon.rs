@@ -58,8 +58,18 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     if introducer {
         tasks.push(start_introducer(&dir, &config, shutdown_rx.clone()).await?);
     }
+    // The web port is taken first: a storage node announces its address (tcp:0 picks it now).
+    let web = match &config.web_port {
+        Some(web) => {
+            let listener = bind(web, &dir, "[node] web.port").await?;
+            let url = web_url(&listener, web)?;
+            Some((listener, web, url))
+        }
+        None => None,
+    };
     let storage = if config.storage_enabled {
-        let (task, server) = start_storage(&dir, &config, shutdown_rx.clone()).await?;
+        let url = web.as_ref().map(|(_, _, url)| url.clone());
+        let (task, server) = start_storage(&dir, &config, url, shutdown_rx.clone()).await?;
         tasks.push(task);
         Some(server)
     } else {
@@ -67,12 +77,21 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     };
     let gateway = config.client_enabled && !introducer;
     if gateway && (config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled) {
-        tasks.extend(start_gateway(&dir, &config, storage, shutdown_rx.clone()).await?);
-    } else if let Some(web) = &config.web_port {
+        let listener = web.map(|(listener, web, _)| (listener, web));
+        tasks.extend(start_gateway(&dir, &config, storage, listener, shutdown_rx.clone()).await?);
+    } else if let Some((listener, web, _)) = web {
         let mut status = frontends::web::status::NodeStatus::new(config.nickname.clone());
         status.storage = storage;
         let router = frontends::web::status::status_router(status);
-        tasks.push(serve_web(&dir, web, &config, router, "node status", shutdown_rx.clone()).await?);
+        tasks.push(serve_on(
+            &dir,
+            listener,
+            web,
+            &config,
+            router,
+            "node status",
+            shutdown_rx.clone(),
+        )?);
     }
     info!(nickname = %config.nickname, "node running; stop it with Ctrl-C or SIGTERM");
     // Run until a signal, or until a server task ends on its own (which is a failure to report).
@@ -137,6 +156,7 @@ fn announcement_signer(
     nickname: &str,
     pem: &str,
     nurls: Vec<String>,
+    web_url: Option<String>,
 ) -> anyhow::Result<impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + 'static>
 {
     let key = crate::announcement::load_signing_key(dir)?;
@@ -149,6 +169,7 @@ fn announcement_signer(
         furl: furl.trim().to_owned(),
         nurls,
         permutation_seed_base32: Some(storage::base32::encode(key.verifying_key().as_bytes())),
+        web_url,
     };
     let version = format!("tessera/{}", env!("CARGO_PKG_VERSION"));
     Ok(move |seqnum| {
@@ -190,18 +211,32 @@ async fn start_gateway(
     dir: &Path,
     config: &NodeConfig,
     storage: Option<Arc<StorageServer>>,
+    web_listener: Option<(tokio::net::TcpListener, &crate::config::Endpoint)>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<ServerTask>> {
     let grid = crate::client::build_grid(dir, config)?;
+    // The servers' web addresses, for the welcome page's links to their status.
+    let links = frontends::web::ServerLinks::default();
+    {
+        let mut map = links.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, ann) in crate::client::read_servers_yaml(dir)? {
+            if let Some(url) = crate::client::web_url(&ann) {
+                map.insert(id, url);
+            }
+        }
+    }
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
-        crate::client::follow_introducer(dir, address, Arc::clone(&grid), config.timeouts, shutdown.clone())?;
+        crate::client::follow_introducer(
+            dir,
+            address,
+            Arc::clone(&grid),
+            config.timeouts,
+            links.clone(),
+            shutdown.clone(),
+        )?;
     }
     let mut tasks = Vec::new();
-    let web_listener = match &config.web_port {
-        Some(web) => Some((bind(web, dir, "[node] web.port").await?, web)),
-        None => None,
-    };
     if config.sftp.enabled {
         tasks.push(start_sftp(dir, config, Arc::clone(&grid), shutdown.clone()).await?);
     }
@@ -213,9 +248,13 @@ async fn start_gateway(
     let Some((listener, web)) = web_listener else {
         return Ok(tasks);
     };
-    let mut state =
-        frontends::web::WebState::new(grid, config.nickname.clone()).with_spool_quota(config.web_spool_quota);
+    // Tahoe makes the token anew each time a client node starts.
+    let token = nodedir::write_api_auth_token(dir)?;
+    let mut state = frontends::web::WebState::new(grid, config.nickname.clone())
+        .with_api_token(token)
+        .with_spool_quota(config.web_spool_quota);
     state.mutable_format = config.mutable_format;
+    state.server_links = links;
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }
@@ -232,17 +271,15 @@ async fn start_gateway(
     Ok(tasks)
 }
 
-/// Binds `web` and serves `router` there (a node's status pages), writing `node.url`.
-async fn serve_web(
-    dir: &Path,
-    web: &crate::config::Endpoint,
-    config: &NodeConfig,
-    router: axum::Router,
-    what: &'static str,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ServerTask> {
-    let listener = bind(web, dir, "[node] web.port").await?;
-    serve_on(dir, listener, web, config, router, what, shutdown)
+/// The URL of a node's web port as `node.url` gives it (127.0.0.1 for a port on every interface).
+fn web_url(listener: &tokio::net::TcpListener, web: &crate::config::Endpoint) -> anyhow::Result<String> {
+    let port = listener.local_addr()?.port();
+    let host = if web.interface == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        web.interface.as_str()
+    };
+    Ok(format!("http://{host}:{port}/"))
 }
 
 /// Serves `router` on `listener` with the web limits, after writing `node.url` (Tahoe's: the
@@ -257,14 +294,9 @@ fn serve_on(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<ServerTask> {
     let port = listener.local_addr()?.port();
-    let host = if web.interface == "0.0.0.0" {
-        "127.0.0.1"
-    } else {
-        web.interface.as_str()
-    };
     nodedir::write_private(
         &dir.join("node.url"),
-        format!("http://{host}:{port}/\n").as_bytes(),
+        format!("{}\n", web_url(&listener, web)?).as_bytes(),
     )?;
     info!(port, "{what} listening");
     let router = crate::weblayers::wrap(router, Some(&config.web_static));
@@ -334,6 +366,7 @@ async fn start_sftp(
 async fn start_storage(
     dir: &Path,
     config: &NodeConfig,
+    web_url: Option<String>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(ServerTask, Arc<StorageServer>)> {
     let endpoint = config.tub_port.clone().with_context(|| {
@@ -410,7 +443,7 @@ async fn start_storage(
     spawn_maintenance(Arc::clone(&server), config.upload_idle_timeout, shutdown.clone());
     if let Some(address) = &config.introducer {
         let address = crate::introducer::parse_address(address)?;
-        let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone())?;
+        let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone(), web_url)?;
         crate::introducer::spawn_publisher(address, signer, shutdown.clone());
     }
     let router = storage::http::router_with_limits(Arc::clone(&server), swissnum, config.storage_limits);

@@ -498,6 +498,7 @@ mod tests {
                 furl: format!("pb://{}@tcp:127.0.0.1:1/swiss", "a".repeat(32)),
                 nurls: vec![storage::nurl::Nurl::new(spki, "127.0.0.1", 1, "swiss").to_string()],
                 permutation_seed_base32: None,
+                web_url: None,
             },
         };
         sign(&body, &SigningKey::from_bytes(&[seed; 32])).unwrap()
@@ -633,6 +634,7 @@ mod tests {
             dir.path(),
             address,
             Arc::clone(&grid),
+            Default::default(),
             Default::default(),
             stopping,
         )

@@ -17,6 +17,9 @@
 //!     ssh_host_ed25519_key    the SFTP server's host key (OpenSSH format; `.pub` beside it)
 //!     ftpd.pem                the FTP server's TLS certificate and key (self-signed)
 //!     accounts                SFTP and FTP accounts (`tessera admin add-user`; frontends::accounts)
+//!     api_auth_token          the web API's token (Tahoe's: urlsafe base64 of 32 random bytes),
+//!                             written by create-node/create-client and anew by each `tessera run`
+//!                             of a gateway; `tahoe status` and other CLI calls send it on POSTs
 //! ```
 
 use std::fs;
@@ -268,6 +271,9 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
     )
     .context("cannot write the SSH host key")?;
     crate::ftpd::write_certificate(&private.join("ftpd.pem"))?;
+    if !args.no_client {
+        write_api_auth_token(dir)?;
+    }
 
     crate::output::line(&format!("Node created in {}", dir.display()))?;
     if storage_enabled {
@@ -354,6 +360,19 @@ pub(crate) fn read_swissnum(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a file readable only by the owner, replacing it atomically.
+/// Writes a new `private/api_auth_token` (Tahoe's form: the urlsafe base64 of 32 random bytes and a
+/// newline, mode 0600; Tahoe makes it anew each time a client node starts) and returns the token.
+pub(crate) fn write_api_auth_token(dir: &Path) -> anyhow::Result<String> {
+    let token = data_encoding::BASE64URL.encode(&rand::random::<[u8; 32]>());
+    let private = dir.join("private");
+    if !private.is_dir() {
+        fs::create_dir_all(&private)?;
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700))?;
+    }
+    write_private(&private.join("api_auth_token"), format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);

@@ -145,6 +145,51 @@ fn every_node_shows_its_status_and_metrics() {
             >= 1
     );
 
+    // The welcome page links each storage server's status: their announcements carry their
+    // web address (node.url).
+    // (minijinja escapes '/' in attributes as &#x2f;, which a browser reads as '/').
+    let welcome = curl(&gateway_url, None).replace("&#x2f;", "/");
+    for name in ["storage01", "storage02", "storage03"] {
+        let url = node_url(&grid_dir.join(name));
+        assert!(
+            welcome.contains(&format!(r#"href="{url}storage""#)),
+            "no link to {name}'s status:\n{welcome}"
+        );
+    }
+    assert!(welcome.contains(r#"href="/status""#));
+    let servers: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{gateway_url}?t=json"), None)).unwrap();
+    assert!(
+        servers["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["web_url"] == storage01.as_str()),
+        "{servers}"
+    );
+    // `tessera status`: each server's used and available space and when it was last heard from.
+    let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("-d")
+        .arg(&gateway)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let status = String::from_utf8(status.stdout).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("storage01"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains("last contact "), "{status}");
+    assert!(line.contains(" ago; used "), "{status}");
+    assert!(
+        !line.contains("used ?"),
+        "storage01's used space is known: {status}"
+    );
+    assert!(line.contains(", available "), "{status}");
+    let used: u64 = ours["used_space"].as_u64().unwrap();
+    assert!(used > 0);
+
     // OpenMetrics (what Prometheus asks for, and the default) and the Prometheus text format
     // (what promtool reads).
     for (name, url) in [("storage", &storage01), ("gateway", &gateway_url)] {
@@ -189,4 +234,119 @@ impl Drop for StopOnDrop {
             .status();
         let _ = self.0.wait();
     }
+}
+
+/// The real Tahoe, when installed: `$TAHOE`, else a usual install, else the virtualenv
+/// `tests/interop/tahoe.sh` makes (`.ci/run` makes it, then runs this test again).
+fn tahoe() -> Option<std::path::PathBuf> {
+    let tmp = std::env::var_os("TMPDIR").map_or_else(|| std::path::PathBuf::from("/tmp"), Into::into);
+    let candidates = match std::env::var_os("TAHOE") {
+        Some(tahoe) => vec![std::path::PathBuf::from(tahoe)],
+        None => vec![
+            std::path::PathBuf::from("/opt/tahoe-venv/bin/tahoe"),
+            tmp.join("tessera-tahoe-venv/bin/tahoe"),
+        ],
+    };
+    let found = candidates.iter().find(|c| c.exists()).cloned();
+    if found.is_none() {
+        eprintln!(
+            "SKIP the real `tahoe status`: no Tahoe-LAFS at {candidates:?} (set TAHOE; .ci/run makes the virtualenv)"
+        );
+    }
+    found
+}
+
+/// Tahoe 1.20's own `tahoe status` against a devgrid gateway's node directory (our `node.url`
+/// and `private/api_auth_token`) after an upload and a download: it posts the token to
+/// `/status?t=json` and `/statistics?t=json` and lists both operations by storage index.
+#[test]
+fn real_tahoe_status_lists_our_uploads_and_downloads() {
+    let Some(tahoe) = tahoe() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let grid_dir = root.path().join("grid");
+    let mut grid = None;
+    for _ in 0..3 {
+        grid = common::start_devgrid(&grid_dir, 3, common::free_port());
+        if grid.is_some() {
+            break;
+        }
+    }
+    let _grid = StopOnDrop(grid.expect("devgrid started"));
+    let gateway = grid_dir.join("gateway");
+    let token = gateway.join("private").join("api_auth_token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "api_auth_token mode {mode:o}");
+        let text = std::fs::read_to_string(&token).unwrap();
+        // Tahoe's form: urlsafe base64 of 32 bytes, then a newline.
+        assert_eq!(text.len(), 45, "{text:?}");
+        assert!(text.ends_with('\n'));
+    }
+    let url = node_url(&gateway);
+    let file = root.path().join("f");
+    std::fs::write(&file, vec![9u8; 150_000]).unwrap();
+    let put = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60", "-T"])
+        .arg(&file)
+        .arg(format!("{url}uri"))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let cap = String::from_utf8(put.stdout).unwrap();
+    let got = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60"])
+        .arg(format!("{url}uri/{cap}"))
+        .output()
+        .unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout.len(), 150_000);
+    let si = cap
+        .trim()
+        .parse::<filenode::cap::Cap>()
+        .unwrap()
+        .storage_index()
+        .unwrap()
+        .to_string();
+
+    // The download is recent once its reader is dropped, just after the body went out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = Command::new(&tahoe)
+            .arg("-d")
+            .arg(&gateway)
+            .arg("status")
+            .env("LC_ALL", "C.UTF-8")
+            .env("LANG", "C.UTF-8")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tahoe status failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("No active operations.") || Instant::now() > deadline {
+            break stdout;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("uploaded 150.00 kB in 1 files"), "{out}");
+    assert!(out.contains("downloaded 150.00 kB in 1 files"), "{out}");
+    assert!(out.contains("No active operations."), "{out}");
+    let recent = out
+        .split("Recent operations:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    let line = |op: &str| {
+        recent
+            .lines()
+            .find(|l| l.contains(op) && l.contains(&si))
+            .unwrap_or_else(|| panic!("no {op:?} line for {si} in:\n{out}"))
+            .to_owned()
+    };
+    assert!(line(" put ").contains("Finished"), "{out}");
+    assert!(line(" put ").contains("150.00 kB"), "{out}");
+    assert!(line(" get ").contains("Finished"), "{out}");
+    assert!(!out.contains(cap.trim()), "a cap in tahoe status's output");
 }

@@ -96,6 +96,18 @@ try {
 
   await directoryBrowser(page, readCap);
 
+  // The welcome page links each storage server's status; the gateway's /status lists the
+  // operations above (uploads and downloads, with their phases and servers) and no cap.
+  await page.goto(url);
+  if ((await page.locator("a.server-status").count()) < 1) fail("the welcome page links no server's status");
+  await page.goto(new URL("/status", url).href);
+  const ops = await page.textContent("#recent");
+  for (const kind of ["upload", "download", "publish", "retrieve", "Finished", "encoding and pushing"]) {
+    if (!ops.includes(kind)) fail(`/status lists no ${kind}: ${ops}`);
+  }
+  if (ops.includes("URI:")) fail("a cap on /status");
+  await page.screenshot({ path: join(outDir, "status.png") });
+
   if (blocked.length) fail(`the UI fetched outside the gateway: ${blocked.join(", ")}`);
   // A blank page compresses to a few kB; the rendered welcome page must be richer than that.
   const size = statSync(shot).size;

@@ -549,3 +549,163 @@ async fn mutable_true_makes_the_configured_default_format() {
         "immutable by default"
     );
 }
+
+/// `/status` after known operations: an immutable upload and its download, a mutable file's
+/// publish and retrieve, each in Tahoe's `/status?t=json` shape with its size, progress, phases
+/// and servers; the page lists them; neither holds any cap. A `POST` needs the node's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_operations_without_caps() {
+    let grid = TestGrid::new(10);
+    let params = UploadParams {
+        max_segment_size: 4096,
+        ..UploadParams::default()
+    };
+    let client = Arc::new(Grid::new(grid.secrets.clone(), params));
+    client.set_servers(grid.entries());
+    let state = WebState::new(client, "test").with_api_token("sesame-token");
+    let gw = Gateway {
+        grid,
+        spool_quota: Arc::clone(&state.spool_quota),
+        app: router(state),
+    };
+
+    let content = data(20_000);
+    let cap = gw.put(&content).await;
+    let (status, _, body) = gw.get(&format!("/uri/{cap}"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, content);
+    let (status, _, mutable_cap) = gw
+        .send(
+            Request::put("/uri?format=MDMF")
+                .body(Body::from(data(3_000)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mutable_cap = String::from_utf8(mutable_cap).unwrap();
+    let (status, _, body) = gw.get(&format!("/uri/{mutable_cap}"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, data(3_000));
+    let si = |cap: &str| {
+        cap.parse::<filenode::cap::Cap>()
+            .unwrap()
+            .storage_index()
+            .unwrap()
+            .to_string()
+    };
+
+    // The download ends when its reader is dropped, just after the body was sent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (json, text) = loop {
+        let (status, headers, body) = gw.get("/status?t=json", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let text = String::from_utf8(body).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if json["active"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break (json, text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(json["active"], serde_json::json!([]), "{json}");
+    let recent = json["recent"].as_array().unwrap();
+    let find = |kind: &str, si: &str| {
+        recent
+            .iter()
+            .find(|op| op["type"] == kind && op["storage-index-string"] == si)
+            .unwrap_or_else(|| panic!("no {kind} of {si} in {json}"))
+            .clone()
+    };
+    let upload = find("upload", &si(&cap));
+    assert_eq!(upload["total-size"], 20_000, "{upload}");
+    assert_eq!(upload["status"], "Finished");
+    for key in ["progress-hash", "progress-ciphertext", "progress-encode-push"] {
+        assert_eq!(upload[key], 1.0, "{key}: {upload}");
+    }
+    for phase in ["hashing", "placing shares", "encoding and pushing"] {
+        assert!(
+            upload["timings"][phase].as_f64().unwrap() >= 0.0,
+            "{phase}: {upload}"
+        );
+    }
+    let servers = upload["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 10, "{upload}");
+    assert!(servers[0].as_str().unwrap().starts_with("server0"), "{upload}");
+    assert!(servers[0].as_str().unwrap().contains(": shares "), "{upload}");
+    assert_eq!(upload["active"], false);
+
+    let download = find("download", &si(&cap));
+    assert_eq!(download["total-size"], 20_000, "{download}");
+    assert_eq!(download["progress"], 1.0, "{download}");
+    assert_eq!(download["status"], "Finished", "{download}");
+    assert!(
+        download["timings"]["locating and validating shares"].is_f64(),
+        "{download}"
+    );
+    assert!(download["timings"]["first byte"].is_f64(), "{download}");
+    // The shares validated to read from: at least k, at most 2k.
+    let holders = download["servers"].as_array().unwrap().len();
+    assert!((3..=6).contains(&holders), "{download}");
+
+    let publish = find("publish", &si(&mutable_cap));
+    assert_eq!(publish["total-size"], 3_000, "{publish}");
+    assert_eq!(publish["status"], "Finished");
+    assert_eq!(publish["progress"], 1.0);
+    assert!(publish["timings"]["pushing shares"].is_f64(), "{publish}");
+    assert!(!publish["servers"].as_array().unwrap().is_empty());
+    let retrieve = find("retrieve", &si(&mutable_cap));
+    assert_eq!(retrieve["total-size"], 3_000, "{retrieve}");
+    assert_eq!(retrieve["status"], "Finished", "{retrieve}");
+    // Newest first.
+    let position = |op: &serde_json::Value| recent.iter().position(|o| o == op).unwrap();
+    assert!(position(&retrieve) < position(&publish));
+    assert!(position(&download) < position(&upload));
+
+    let (status, _, page) = gw.get("/status", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("Recent operations (4)"), "{page}");
+    assert!(page.contains(&si(&cap)) && page.contains(&si(&mutable_cap)));
+    for kind in ["upload", "download", "publish", "retrieve"] {
+        assert!(page.contains(&format!("op-{kind}")), "{kind}: {page}");
+    }
+    assert!(page.contains("hash: 100.0%, ciphertext: 100.0%, encode: 100.0%"));
+    assert!(page.contains("No active operations."));
+
+    // No cap, nor any of its secret fields, in either form.
+    for secret in [cap.as_str(), mutable_cap.as_str()] {
+        let parsed = secret.parse::<filenode::cap::Cap>().unwrap();
+        let mut forms = vec![secret.to_owned()];
+        forms.extend(parsed.readonly().map(|c| c.to_string()));
+        // The key field: URI:CHK:<key>:..., URI:MDMF:<writekey>:...
+        forms.push(secret.split(':').nth(2).unwrap().to_owned());
+        for form in forms {
+            assert!(!text.contains(&form), "{form} in /status?t=json");
+            assert!(!page.contains(&form), "{form} in /status");
+        }
+    }
+
+    // POST (as `tahoe status` sends it): the token is needed, and must be right.
+    let post = |body: &'static str| Request::post("/status?t=json").body(Body::from(body)).unwrap();
+    let (status, _, _) = gw.send(post("t=json")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = gw.send(post("t=json&token=sesame-tokeX")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = gw.send(post("t=json&token=sesame-token")).await;
+    assert_eq!(status, StatusCode::OK);
+    let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(posted["recent"].as_array().unwrap().len(), 4);
+    let (status, _, body) = gw
+        .send(
+            Request::post("/statistics")
+                .body(Body::from("t=json&token=sesame-token"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let statistics: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // The immutable file and the mutable one.
+    assert_eq!(statistics["counters"]["uploader.files_uploaded"], 2);
+    assert_eq!(statistics["counters"]["downloader.files_downloaded"], 1);
+    assert_eq!(statistics["counters"]["downloader.bytes_downloaded"], 20_000);
+}

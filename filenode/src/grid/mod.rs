@@ -259,6 +259,7 @@ pub struct Grid {
     mutable_states: std::sync::Mutex<
         std::collections::HashMap<storage::StorageIndex, std::sync::Arc<futures::lock::Mutex<MutableState>>>,
     >,
+    operations: Arc<crate::operations::Operations>,
 }
 
 /// How many mutable files' states (see [`MutableState`]) a client keeps between operations.
@@ -299,7 +300,14 @@ impl Grid {
             params,
             keys,
             mutable_states: Default::default(),
+            operations: Arc::default(),
         }
+    }
+
+    /// The operations registry (`/status`): this grid's uploads, downloads, publishes and
+    /// retrieves, active and recent.
+    pub fn operations(&self) -> &Arc<crate::operations::Operations> {
+        &self.operations
     }
 
     /// The client's secrets.
@@ -427,14 +435,7 @@ impl Grid {
         input: R,
         progress: Option<upload::UploadProgress>,
     ) -> Result<upload::UploadResult, upload::UploadError> {
-        upload::upload(
-            &self.usable_servers(),
-            &self.secrets,
-            &self.params,
-            input,
-            progress,
-        )
-        .await
+        self.reported_upload(self.secrets.clone(), input, progress).await
     }
 
     /// Uploads an immutable file with a fresh random key, whatever the client's convergence setting
@@ -448,7 +449,61 @@ impl Grid {
             convergence: None,
             ..self.secrets.clone()
         };
-        upload::upload(&self.usable_servers(), &secrets, &self.params, input, progress).await
+        self.reported_upload(secrets, input, progress).await
+    }
+
+    /// An upload reported to the operations registry: its phases are seen from how the upload
+    /// reads its input (the convergence pass, the rewind, the encoding pass) and from its
+    /// progress callback, so the upload itself knows nothing of the registry.
+    async fn reported_upload<R: std::io::Read + std::io::Seek + Send + 'static>(
+        &self,
+        secrets: ClientSecrets,
+        input: R,
+        progress: Option<upload::UploadProgress>,
+    ) -> Result<upload::UploadResult, upload::UploadError> {
+        use crate::operations::OpKind;
+        let op = Arc::new(self.operations.start(OpKind::Upload));
+        let convergent = secrets.convergence.is_some();
+        op.phase(if convergent { "hashing" } else { "choosing a key" });
+        let input = crate::operations::ReportedInput::new(input, Arc::clone(&op), convergent);
+        let reporting = Arc::clone(&op);
+        let mut progress = progress;
+        let progress: upload::UploadProgress = Box::new(move |done| {
+            reporting.set_progress(2, done);
+            if let Some(callback) = progress.as_mut() {
+                callback(done);
+            }
+        });
+        let result = upload::upload(
+            &self.usable_servers(),
+            &secrets,
+            &self.params,
+            input,
+            Some(progress),
+        )
+        .await;
+        if let Ok(uploaded) = &result {
+            if let Some(si) = uploaded.cap.storage_index() {
+                op.set_storage_index(si);
+            }
+            op.set_size(uploaded.size);
+            for which in 0..3 {
+                op.set_progress(which, uploaded.size);
+            }
+            let mut by_server: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+            for (shnum, names) in &uploaded.placement {
+                for name in names {
+                    by_server.entry(name).or_default().push(shnum.to_string());
+                }
+            }
+            op.set_servers(
+                by_server
+                    .into_iter()
+                    .map(|(name, shares)| format!("{name}: shares {}", shares.join(","))),
+            );
+        }
+        op.result(&result);
+        result
     }
 
     /// Checks an object's shares (a directory through its file cap); `None` for a cap this

@@ -327,6 +327,15 @@ impl ChkReader {
         self.info.geometry
     }
 
+    /// The shares being read (for `/status`): each share's description (number and server).
+    pub fn share_holders(&self) -> Vec<String> {
+        self.lock()
+            .good
+            .values()
+            .map(|share| share.source.describe())
+            .collect()
+    }
+
     /// The shares found bad so far, with the reason for each.
     pub fn bad_shares(&self) -> Vec<String> {
         self.lock().bad.iter().map(ToString::to_string).collect()

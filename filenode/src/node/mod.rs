@@ -31,6 +31,7 @@ use crate::grid::mutable::{
 use crate::grid::upload::UploadError;
 use crate::grid::{Grid, MUTABLE_CONTENTS_KEPT, MutableState};
 use crate::immutable::{ChkReader, DownloadError};
+use crate::operations::{Op, OpKind};
 
 /// Why a filesystem operation failed. Frontends map these to their status codes in one place.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +171,71 @@ pub enum FileReader {
     /// A literal file.
     Lit(Bytes),
     /// An immutable file.
-    Chk(Arc<ChkReader>),
+    Chk(Reported<ChkReader>),
     /// One version of a mutable file.
-    Mutable(Arc<MutableReader>),
+    Mutable(Reported<MutableReader>),
+}
+
+/// A reader with the operation (`/status`: a download or retrieve) that its reads report into;
+/// the operation ends when the reader and every stream from it are dropped.
+#[derive(Debug)]
+pub struct Reported<T> {
+    reader: Arc<T>,
+    op: Option<Arc<Op>>,
+}
+
+impl<T> Clone for Reported<T> {
+    fn clone(&self) -> Self {
+        Reported {
+            reader: Arc::clone(&self.reader),
+            op: self.op.clone(),
+        }
+    }
+}
+
+impl<T> Reported<T> {
+    /// A reader that reports nowhere.
+    pub fn unreported(reader: T) -> Self {
+        Reported {
+            reader: Arc::new(reader),
+            op: None,
+        }
+    }
+
+    fn new(reader: T, op: Op) -> Self {
+        op.phase("reading");
+        op.ends_when_dropped();
+        Reported {
+            reader: Arc::new(reader),
+            op: Some(Arc::new(op)),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Reported<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.reader
+    }
+}
+
+/// Counts a read's bytes into its operation (one atomic add per chunk), and a failure as the
+/// operation's outcome.
+fn reporting(
+    op: Option<Arc<Op>>,
+    stream: BoxStream<'static, Result<Bytes, NodeError>>,
+) -> BoxStream<'static, Result<Bytes, NodeError>> {
+    let Some(op) = op else { return stream };
+    stream
+        .inspect(move |item| match item {
+            Ok(chunk) => {
+                if op.add_progress(0, chunk.len() as u64) == 0 && !chunk.is_empty() {
+                    op.timed_phase("first byte", op.elapsed());
+                }
+            }
+            Err(e) => op.failed(e),
+        })
+        .boxed()
 }
 
 impl FileReader {
@@ -195,16 +258,22 @@ impl FileReader {
                 let chunk = bytes.slice(offset as usize..end as usize);
                 futures::stream::iter((!chunk.is_empty()).then_some(Ok(chunk))).boxed()
             }
-            FileReader::Chk(reader) => match Arc::clone(reader).stream_range(offset, end - offset) {
-                Ok(stream) => stream
-                    .map(|r| r.map(Bytes::from).map_err(NodeError::from))
-                    .boxed(),
+            FileReader::Chk(reader) => match Arc::clone(&reader.reader).stream_range(offset, end - offset) {
+                Ok(stream) => reporting(
+                    reader.op.clone(),
+                    stream
+                        .map(|r| r.map(Bytes::from).map_err(NodeError::from))
+                        .boxed(),
+                ),
                 Err(e) => futures::stream::iter([Err(NodeError::from(e))]).boxed(),
             },
-            FileReader::Mutable(reader) => Arc::clone(reader)
-                .stream_range(offset, end - offset)
-                .map(|r| r.map(Bytes::from).map_err(NodeError::from))
-                .boxed(),
+            FileReader::Mutable(reader) => reporting(
+                reader.op.clone(),
+                Arc::clone(&reader.reader)
+                    .stream_range(offset, end - offset)
+                    .map(|r| r.map(Bytes::from).map_err(NodeError::from))
+                    .boxed(),
+            ),
         }
     }
 
@@ -271,20 +340,46 @@ impl FileNode {
     pub async fn open_at(&self, offset: u64) -> Result<FileReader, NodeError> {
         match &self.cap {
             FileCap::Lit(lit) => Ok(FileReader::Lit(Bytes::copy_from_slice(&lit.data))),
-            FileCap::Chk(chk) => Ok(FileReader::Chk(Arc::new(
-                self.grid.open_chk_at(*chk, offset).await?,
-            ))),
+            FileCap::Chk(chk) => {
+                let op = self.grid.operations().start(OpKind::Download);
+                op.set_storage_index(chk.storage_index());
+                op.set_size(chk.size);
+                op.phase("locating and validating shares");
+                match self.grid.open_chk_at(*chk, offset).await {
+                    Ok(reader) => {
+                        op.set_servers(reader.share_holders());
+                        Ok(FileReader::Chk(Reported::new(reader, op)))
+                    }
+                    Err(e) => {
+                        op.failed(&e);
+                        Err(e.into())
+                    }
+                }
+            }
             FileCap::Mutable(cap) => {
                 if cap.readkey().is_none() {
                     return Err(NodeError::Unsupported("a verify cap cannot read the file"));
                 }
-                let (_, reader) = gm::open_latest(
+                let op = self.grid.operations().start(OpKind::Retrieve);
+                op.set_storage_index(cap.storage_index());
+                op.phase("servermap and first segments");
+                let opened = gm::open_latest(
                     &self.grid.usable_servers(),
                     cap,
                     usize::from(self.grid.params().happy),
                 )
-                .await?;
-                Ok(FileReader::Mutable(Arc::new(reader)))
+                .await;
+                match opened {
+                    Ok((map, reader)) => {
+                        op.set_size(reader.size());
+                        op.set_servers(version_holders(&map));
+                        Ok(FileReader::Mutable(Reported::new(reader, op)))
+                    }
+                    Err(e) => {
+                        op.failed(&e);
+                        Err(e.into())
+                    }
+                }
             }
             FileCap::ChkVerifier(_) => Err(NodeError::Unsupported("a verify cap cannot read the file")),
         }
@@ -296,13 +391,7 @@ impl FileNode {
         if let FileCap::Mutable(cap) = &self.cap
             && cap.readkey().is_some()
         {
-            return Ok(gm::read_latest(
-                &self.grid.usable_servers(),
-                cap,
-                usize::from(self.grid.params().happy),
-            )
-            .await?
-            .1);
+            return Ok(retrieve_whole(&self.grid, cap).await?.1);
         }
         self.open().await?.read(0, u64::MAX).await
     }
@@ -337,7 +426,7 @@ impl FileNode {
         let cap = *self.mutable_write_cap()?;
         let state = self.grid.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
-        let result = write_version(&self.grid, &cap, &mut state, |ctx, map, needed, total| {
+        let result = write_version(&self.grid, &cap, &mut state, len, |ctx, map, needed, total| {
             Box::pin(gm::publish(ctx, map, cap.format, needed, total, len, source))
         })
         .await;
@@ -370,8 +459,9 @@ impl FileNode {
         // A partial update reads the current shares' trees, so it needs a fresh servermap (the
         // remembered one holds checkstrings only).
         state.map = None;
+        let written = data.len() as u64;
         let data = Arc::new(data);
-        let result = write_version(&self.grid, &cap, &mut state, |ctx, map, _, _| {
+        let result = write_version(&self.grid, &cap, &mut state, written, |ctx, map, _, _| {
             Box::pin(gm::update_mdmf(ctx, map, offset, Arc::clone(&data)))
         })
         .await;
@@ -482,8 +572,7 @@ where
         _ => {
             // No special case for "no shares found": that is as likely servers that did not
             // answer as a new file, and treating it as empty would publish over the real contents.
-            let (map, contents) =
-                gm::read_latest(&grid.usable_servers(), cap, usize::from(grid.params().happy)).await?;
+            let (map, contents) = retrieve_whole(grid, cap).await?;
             // A change built on an older version than one already on some servers would, were
             // that newer write acknowledged meanwhile, undo it (and our higher sequence number
             // would win): wait for it to finish, unless it has stood unfinished for long.
@@ -509,7 +598,7 @@ where
     let len = new.len() as u64;
     let keep = (new.len() <= MUTABLE_CONTENTS_KEPT).then(|| Arc::new(new.clone()));
     let format = cap.format;
-    write_version(grid, cap, state, |ctx, map, needed, total| {
+    write_version(grid, cap, state, len, |ctx, map, needed, total| {
         Box::pin(gm::publish(
             ctx,
             map,
@@ -536,7 +625,29 @@ async fn write_version<'s, W>(
     grid: &Arc<Grid>,
     cap: &MutableCap,
     state: &'s mut MutableState,
+    size: u64,
     write: W,
+) -> Result<(), NodeError>
+where
+    W: for<'a> FnOnce(&'a WriteContext<'a>, &'a gm::ServerMap, u8, u8) -> WriteFuture<'a>,
+{
+    let op = grid.operations().start(OpKind::Publish);
+    op.set_storage_index(cap.storage_index());
+    op.set_size(size);
+    let result = write_version_reported(grid, cap, state, write, &op).await;
+    if result.is_ok() {
+        op.set_progress(0, size);
+    }
+    op.result(&result);
+    result
+}
+
+async fn write_version_reported<'s, W>(
+    grid: &Arc<Grid>,
+    cap: &MutableCap,
+    state: &'s mut MutableState,
+    write: W,
+    op: &Op,
 ) -> Result<(), NodeError>
 where
     W: for<'a> FnOnce(&'a WriteContext<'a>, &'a gm::ServerMap, u8, u8) -> WriteFuture<'a>,
@@ -546,16 +657,21 @@ where
     state.contents = None;
     let map = match state.map.take() {
         Some(map) => map,
-        None => update_servermap(&grid.usable_servers(), cap).await,
+        None => {
+            op.phase("updating the servermap");
+            update_servermap(&grid.usable_servers(), cap).await
+        }
     };
     let key = match &state.key {
         Some(key) => Arc::clone(key),
         None => {
+            op.phase("fetching the signing key");
             let key = Arc::new(gm::fetch_private_key(&map, cap).await?);
             state.key = Some(Arc::clone(&key));
             key
         }
     };
+    op.phase("pushing shares");
     let (needed, total) = existing_encoding(&map).unwrap_or_else(|| mutable_encoding(grid));
     let ctx = WriteContext {
         secrets: grid.secrets(),
@@ -564,8 +680,64 @@ where
         happy: usize::from(grid.params().happy),
     };
     let (published, header) = write(&ctx, &map, needed, total).await?;
+    let mut by_server: Vec<(String, Vec<String>)> = Vec::new();
+    for (server, shnum) in &published.placed {
+        match by_server.iter_mut().find(|(id, _)| *id == server.server_id) {
+            Some((_, shares)) => shares.push(shnum.to_string()),
+            None => by_server.push((server.server_id.clone(), vec![shnum.to_string()])),
+        }
+    }
+    op.set_servers(by_server.into_iter().map(|(id, shares)| {
+        let name = published
+            .placed
+            .iter()
+            .find(|(s, _)| s.server_id == id)
+            .map(|(s, _)| s.name())
+            .unwrap_or(id);
+        format!("{name}: shares {}", shares.join(","))
+    }));
     state.map = Some(published.as_servermap(header));
     Ok(())
+}
+
+/// Reads the current version of a mutable file whole, reported as a retrieve.
+async fn retrieve_whole(grid: &Arc<Grid>, cap: &MutableCap) -> Result<(gm::ServerMap, Vec<u8>), NodeError> {
+    let op = grid.operations().start(OpKind::Retrieve);
+    op.set_storage_index(cap.storage_index());
+    op.phase("retrieving");
+    let result = gm::read_latest(&grid.usable_servers(), cap, usize::from(grid.params().happy)).await;
+    if let Ok((map, contents)) = &result {
+        op.set_size(contents.len() as u64);
+        op.set_progress(0, contents.len() as u64);
+        op.set_servers(version_holders(map));
+    }
+    op.result(&result);
+    Ok(result?)
+}
+
+/// The servers holding shares of the version a servermap would read, with their share numbers.
+fn version_holders(map: &gm::ServerMap) -> Vec<String> {
+    let Some((_, shares)) = map.best_recoverable() else {
+        return Vec::new();
+    };
+    let mut by_server: Vec<(&str, String, Vec<String>)> = Vec::new();
+    for share in shares {
+        match by_server
+            .iter_mut()
+            .find(|(id, _, _)| *id == share.server.server_id)
+        {
+            Some((_, _, held)) => held.push(share.shnum.to_string()),
+            None => by_server.push((
+                &share.server.server_id,
+                share.server.name(),
+                vec![share.shnum.to_string()],
+            )),
+        }
+    }
+    by_server
+        .into_iter()
+        .map(|(_, name, held)| format!("{name}: shares {}", held.join(",")))
+        .collect()
 }
 
 /// k and N of the file's current version, kept across writes.
@@ -692,7 +864,7 @@ impl Grid {
         let state = self.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
         state.key = Some(Arc::new(key));
-        let result = write_version(self, &cap, &mut state, |ctx, map, needed, total| {
+        let result = write_version(self, &cap, &mut state, len, |ctx, map, needed, total| {
             Box::pin(gm::publish(ctx, map, format, needed, total, len, source))
         })
         .await;

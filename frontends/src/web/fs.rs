@@ -204,7 +204,7 @@ async fn read_form(state: &WebState, request: Request, args: &mut Args) -> Resul
     })
 }
 
-fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
     let decode = |text: &str| {
         percent_encoding::percent_decode_str(&text.replace('+', " "))
             .decode_utf8_lossy()

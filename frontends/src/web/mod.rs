@@ -10,6 +10,7 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+mod operations;
 mod pages;
 mod serve;
 pub mod status;
@@ -35,6 +36,11 @@ pub use serve::{ServeLimits, serve};
 /// together in their spools (10 GiB, as SFTP's and FTP's per-user default).
 pub const DEFAULT_SPOOL_QUOTA: u64 = 10 << 30;
 
+/// Storage servers' web addresses by server id (from their announcements' `tessera-web-url` or
+/// `servers.yaml`), kept current by the node as it learns servers; the welcome page links each
+/// server's `/storage` status through them.
+pub type ServerLinks = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct WebState {
@@ -56,6 +62,11 @@ pub struct WebState {
     /// The format of new mutable files asked for with `mutable=true` and no `format=`
     /// (`[client] mutable.format`; SDMF by default, as Tahoe).
     pub mutable_format: filenode::cap::MutableFormat,
+    /// The node's `private/api_auth_token`, which a `POST` to `/status` or `/statistics` must
+    /// carry (Tahoe's CLI sends it); without one such a `POST` is refused.
+    pub api_token: Option<Arc<str>>,
+    /// The storage servers' web addresses (status links on the welcome page).
+    pub server_links: ServerLinks,
 }
 
 impl WebState {
@@ -70,12 +81,20 @@ impl WebState {
             started: std::time::Instant::now(),
             spool_quota: crate::spool::SpoolQuota::new(DEFAULT_SPOOL_QUOTA),
             mutable_format: filenode::cap::MutableFormat::Sdmf,
+            api_token: None,
+            server_links: ServerLinks::default(),
         }
     }
 
     /// The same gateway with a spool quota of `bytes` for all web uploads in progress together.
     pub fn with_spool_quota(mut self, bytes: u64) -> Self {
         self.spool_quota = crate::spool::SpoolQuota::new(bytes);
+        self
+    }
+
+    /// The same gateway, taking `token` (the node's `private/api_auth_token`) on `POST`s.
+    pub fn with_api_token(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.api_token = Some(token.into());
         self
     }
 
@@ -98,7 +117,9 @@ pub fn router(state: WebState) -> Router {
         .route("/uri/{cap}/", axum::routing::any(fs::uri_slash))
         .route("/uri/{cap}/{*path}", axum::routing::any(fs::uri_path))
         .route("/named/{cap}/{*name}", get(get_named))
-        .route("/statistics", get(statistics))
+        .route("/statistics", get(statistics).post(statistics_post))
+        .route("/status", get(operations::status).post(operations::status))
+        .route("/status/", get(operations::status).post(operations::status))
         .route("/storage", get(storage_status))
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(axum::middleware::from_fn_with_state(
@@ -132,6 +153,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                 .servers_with_status()
                 .into_iter()
                 .map(|(entry, status)| {
+                    let web_url = state.server_link(&entry.server_id);
                     serde_json::json!({
                         "server_id": entry.server_id,
                         "nickname": entry.nickname,
@@ -140,6 +162,7 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                         "last_seen": status.last_seen,
                         "available_space": status.available_space,
                         "last_error": status.last_error,
+                        "web_url": web_url,
                     })
                 })
                 .collect();
@@ -377,6 +400,20 @@ async fn html_errors(
     }
 }
 
+/// `POST /statistics` (as `tahoe status` asks, with the node's token): as `GET`.
+async fn statistics_post(
+    State(state): State<WebState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
+) -> Result<Response, WebError> {
+    let headers = request.headers().clone();
+    let args = operations::arguments(&state, &Method::POST, query, request).await?;
+    let query = TQuery {
+        t: args.get("t").cloned(),
+    };
+    statistics(State(state), Query(query), headers).await
+}
+
 /// `GET /statistics?t=openmetrics`: counters for Prometheus.
 async fn statistics(
     State(state): State<WebState>,
@@ -397,12 +434,15 @@ async fn statistics(
                 }
             },
             || {
-                let counters = state
+                let mut counters: Vec<(String, u64)> = state
                     .metrics
                     .tahoe_counters()
                     .into_iter()
                     .map(|(name, value)| (name.to_owned(), value))
                     .collect();
+                let (files, bytes) = state.grid.operations().download_totals();
+                counters.push(("downloader.files_downloaded".into(), files));
+                counters.push(("downloader.bytes_downloaded".into(), bytes));
                 status::statistics_json(state.started, state.storage.as_deref(), counters)
             },
         )
@@ -443,6 +483,17 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+impl WebState {
+    /// The web address a server announced, if any.
+    fn server_link(&self, server_id: &str) -> Option<String> {
+        self.server_links
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(server_id)
+            .cloned()
+    }
+}
+
 /// `GET /`: the welcome page.
 fn welcome_page(state: &WebState) -> Result<Response, WebError> {
     let servers: Vec<minijinja::Value> = state
@@ -450,12 +501,16 @@ fn welcome_page(state: &WebState) -> Result<Response, WebError> {
         .servers_with_status()
         .into_iter()
         .map(|(entry, status)| {
+            let status_url = state
+                .server_link(&entry.server_id)
+                .map(|url| format!("{url}storage"));
             minijinja::context! {
                 nickname => entry.nickname,
                 server_id => entry.server_id,
                 connected => status.connected,
                 last_error => status.last_error,
                 available => status.available_space.map(human_size).unwrap_or_else(|| "?".into()),
+                status_url => status_url,
             }
         })
         .collect();

@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 9] = [
+const BUILT_IN: [(&str, &str); 10] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -29,6 +29,7 @@ const BUILT_IN: [(&str, &str); 9] = [
         include_str!("../../../web-templates/storage.html"),
     ),
     ("node.html", include_str!("../../../web-templates/node.html")),
+    ("status.html", include_str!("../../../web-templates/status.html")),
 ];
 
 /// The page renderer.
