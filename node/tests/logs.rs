@@ -1,5 +1,5 @@
 //! The node's log as an operator reads it: a devgrid gateway with `[node] log_format = json`, a small
-//! `log_max_size` and `log_keep = 2`, at `log_level = debug` (and `web.static`, `tempdir`), serving
+//! `log_max_size` and `log_keep = 2`, at `log_level = info,tessera=debug` (and `web.static`, `tempdir`), serving
 //! uploads, downloads and directory listings. The log rotates and keeps two old files, every line of every file is a JSON
 //! object, each web request's access line carries the request id its response names, and no cap,
 //! swissnum or password reaches any file.
@@ -82,7 +82,7 @@ fn json_logs_rotate_carry_request_ids_and_never_secrets() {
     drop(start(&grid_dir));
     add_to_node_section(
         &gateway,
-        "log_format = json\nlog_max_size = 4KiB\nlog_keep = 2\nlog_level = debug\n\
+        "log_format = json\nlog_max_size = 8KiB\nlog_keep = 2\nlog_level = info,tessera=debug\n\
          web.static = www\ntempdir = spool-here\n",
     );
     std::fs::create_dir(gateway.join("www")).unwrap();
