@@ -215,6 +215,11 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         };
         create_node(&args.into_node_args())?;
     }
+    // `--web-port` applies to a grid made before, as the SFTP and FTP ports do.
+    set_node_keys(
+        &gateway_dir,
+        &[("web.port", format!("tcp:{}:interface=127.0.0.1", args.web_port))],
+    )?;
     enable_frontend(&gateway_dir, "sftpd", args.sftp_port)?;
     enable_frontend(&gateway_dir, "ftpd", args.ftp_port)?;
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
@@ -319,6 +324,28 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         Some(problem) => bail!("{problem}; see the logs/ folder of that node"),
         None => Ok(()),
     }
+}
+
+/// Sets `keys` of the `[node]` section in `dir`'s configuration (each replaces its line there).
+fn set_node_keys(dir: &Path, keys: &[(&str, String)]) -> anyhow::Result<()> {
+    let cfg = dir.join("tahoe.cfg");
+    let text = std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
+    let mut out = String::with_capacity(text.len() + 100);
+    let mut section = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix('[') {
+            section = name.trim_end_matches(']').to_owned();
+        }
+        let key = line.split('=').next().unwrap_or_default().trim();
+        match keys.iter().find(|(k, _)| section == "node" && *k == key) {
+            Some((k, value)) => out.push_str(&format!("{k} = {value}\n")),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))
 }
 
 /// Turns on a frontend's section (`[sftpd]`, `[ftpd]`) in the gateway's configuration with the

@@ -523,7 +523,15 @@ fn sshfs_mount_reads_writes_appends_renames_and_deletes() {
         .unwrap();
     file.write_all(b"more\n").unwrap();
     drop(file);
-    assert_eq!(std::fs::read(mount.join("notes.txt")).unwrap(), b"hello\nmore\n");
+    // FUSE releases a file (sshfs's SFTP CLOSE, which stores the new version) after close(2)
+    // has returned, so the new contents show once that CLOSE is answered: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = std::fs::read(mount.join("notes.txt")).unwrap();
+    while seen != b"hello\nmore\n" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = std::fs::read(mount.join("notes.txt")).unwrap();
+    }
+    assert_eq!(seen, b"hello\nmore\n");
 
     // Directories, rename, delete.
     std::fs::create_dir(mount.join("dir")).unwrap();
