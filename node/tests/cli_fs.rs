@@ -769,6 +769,12 @@ fn mv_and_ln_move_and_copy_links() {
 
 /// `PUT path` with `body` on the gateway (plain HTTP/1.0); the status and body.
 fn http_put(node_url: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_send(node_url, "PUT", path, "", body)
+}
+
+/// `METHOD path` with `headers` (each ending in CRLF) and `body` on the gateway (plain HTTP/1.0);
+/// the status and body.
+fn http_send(node_url: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let address = node_url
         .trim()
         .trim_start_matches("http://")
@@ -777,7 +783,7 @@ fn http_put(node_url: &str, path: &str, body: &[u8]) -> (u16, String) {
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         stream,
-        "PUT {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -887,45 +893,28 @@ fn cp_r_from_a_hostile_directory_writes_nothing_outside_the_target() {
 
 /// `POST path` with an urlencoded form on the gateway (plain HTTP/1.0); the status and body.
 fn http_post_form(node_url: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let address = node_url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let body: String = form
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let body: Vec<String> = form
         .iter()
-        .map(|(k, v)| {
-            let enc = |s: &str| -> String {
-                s.bytes()
-                    .map(|b| {
-                        if b.is_ascii_alphanumeric() {
-                            char::from(b).to_string()
-                        } else {
-                            format!("%{b:02X}")
-                        }
-                    })
-                    .collect()
-            };
-            format!("{}={}", enc(k), enc(v))
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    http_send(
+        node_url,
+        "POST",
+        path,
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        body.join("&").as_bytes(),
     )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Names that only a hand-written directory holds are listed quoted with escapes by `tessera ls`
