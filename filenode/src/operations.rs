@@ -503,4 +503,72 @@ mod tests {
         assert!(recent[0].id > recent[1].id);
         assert_eq!(recent[0].id, 253);
     }
+
+    /// Many operations starting, reporting and ending on several threads while status pages read
+    /// the registry: every one ends up recent exactly once (the newest hundred kept), none stays
+    /// active, and the download totals count every finished download's bytes.
+    #[test]
+    fn operations_from_racing_threads_are_each_recorded_once() {
+        const THREADS: u64 = 8;
+        const EACH: u64 = 40;
+        let ops = Arc::new(Operations::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (ops, stop) = (Arc::clone(&ops), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (active, recent) = ops.snapshot();
+                    assert!(recent.len() <= RECENT_KEPT);
+                    assert!(active.iter().all(|op| op.active) && recent.iter().all(|op| !op.active));
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let ops = Arc::clone(&ops);
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let op = ops.start(if i % 2 == 0 {
+                            OpKind::Download
+                        } else {
+                            OpKind::Upload
+                        });
+                        op.set_size(100);
+                        op.phase("reading");
+                        op.add_progress(0, 60);
+                        op.add_progress(0, 40);
+                        if (t + i) % 5 == 0 {
+                            op.failed(&"lost");
+                        } else {
+                            op.ends_when_dropped();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        let (active, recent) = ops.snapshot();
+        assert!(active.is_empty());
+        assert_eq!(recent.len(), RECENT_KEPT);
+        let mut ids: Vec<u64> = recent.iter().map(|op| op.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), RECENT_KEPT, "an operation recorded twice");
+        // Downloads are the even `i`; those with (t + i) % 5 == 0 failed.
+        let finished_downloads = (0..THREADS)
+            .flat_map(|t| (0..EACH).map(move |i| (t, i)))
+            .filter(|(t, i)| i % 2 == 0 && (t + i) % 5 != 0)
+            .count() as u64;
+        assert_eq!(
+            ops.download_totals(),
+            (finished_downloads, finished_downloads * 100)
+        );
+    }
 }

@@ -483,20 +483,6 @@ impl Gateway {
         Ok(self.call(Method::GET, url, Bytes::new())?.1)
     }
 
-    /// `GET url` within `limit`, the body on a 2xx answer.
-    fn get_within(&self, url: &str, limit: std::time::Duration) -> anyhow::Result<Bytes> {
-        self.runtime.block_on(async {
-            let request = async {
-                let response = self.send(Method::GET, url, empty()).await?;
-                Self::read_reply(response).await
-            };
-            match tokio::time::timeout(limit, request).await {
-                Ok(answer) => Ok(answer?.1),
-                Err(_) => bail!("no answer within {} s", limit.as_secs()),
-            }
-        })
-    }
-
     fn status_json(&self) -> anyhow::Result<serde_json::Value> {
         let body = self.get_bytes(&format!("{}/?t=json", self.url))?;
         serde_json::from_slice(&body).context("the node's status is not JSON")
@@ -511,18 +497,46 @@ pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
         .map_or(0, |s| s.iter().filter(|s| s["connected"] == true).count()))
 }
 
-/// How long `tessera status` waits for a storage server's own status page.
+/// How long `tessera status` waits for the storage servers' own status pages (all at once).
 const SERVER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The space a server's shares use, from its own `/storage?t=json` (at the web address it
-/// announced): `None` when it announced none or did not answer.
-fn server_used_space(gateway: &Gateway, server: &serde_json::Value) -> Option<u64> {
-    let url = server["web_url"].as_str()?;
-    let body = gateway
-        .get_within(&format!("{url}storage?t=json"), SERVER_STATUS_TIMEOUT)
-        .ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    json["tessera"]["used_space"].as_u64()
+/// The most a storage server's status page may send `tessera status` (the page is another
+/// party's; ours is a few kB).
+const SERVER_STATUS_LIMIT: usize = 1 << 20;
+
+/// The space each server's shares use, from its own `/storage?t=json` at the web address it
+/// announced, asked of every server at once: `None` for one that announced none, did not answer
+/// within [`SERVER_STATUS_TIMEOUT`], or sent something other than a status of at most
+/// [`SERVER_STATUS_LIMIT`] bytes.
+fn servers_used_space(gateway: &Gateway, servers: &[serde_json::Value]) -> Vec<Option<u64>> {
+    use http_body_util::BodyExt;
+    let used = |server: &serde_json::Value| {
+        let url = server["web_url"]
+            .as_str()
+            .map(|url| format!("{url}storage?t=json"));
+        async move {
+            let fetch = async {
+                let response = gateway.send(Method::GET, &url?, empty()).await.ok()?;
+                if !response.status().is_success() {
+                    return None;
+                }
+                let body = http_body_util::Limited::new(response.into_body(), SERVER_STATUS_LIMIT)
+                    .collect()
+                    .await
+                    .ok()?
+                    .to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                json["tessera"]["used_space"].as_u64()
+            };
+            tokio::time::timeout(SERVER_STATUS_TIMEOUT, fetch)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    gateway
+        .runtime
+        .block_on(futures::future::join_all(servers.iter().map(used)))
 }
 
 /// `tessera status`: the node's view of the storage servers.
@@ -540,7 +554,8 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
         status["encoding"]["total"],
         status["encoding"]["happy"],
     ))?;
-    for server in servers {
+    let used_space = servers_used_space(&gateway, &servers);
+    for (server, used) in servers.iter().zip(used_space) {
         let state = if server["connected"] == true {
             "connected"
         } else {
@@ -559,9 +574,7 @@ pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
             .map(|t| format!("last contact {} ago", ago(t)))
             .unwrap_or_else(|| "never contacted".into());
         // Used space comes from the server's own status page, where it announced one.
-        let used = server_used_space(&gateway, &server)
-            .map(frontends::web::human_size)
-            .unwrap_or_else(|| "?".into());
+        let used = used.map(frontends::web::human_size).unwrap_or_else(|| "?".into());
         let error = server["last_error"]
             .as_str()
             .map(|e| format!(" ({e})"))
@@ -594,6 +607,82 @@ fn ago(unix_seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-connection HTTP server on 127.0.0.1 that answers with `head` and then `body_len`
+    /// bytes of `{` padding (or, with `None`, reads the request and never answers).
+    fn server(answer: Option<(&'static str, usize)>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            match answer {
+                Some((head, body_len)) => {
+                    let _ = write!(stream, "{head}Content-Length: {body_len}\r\n\r\n");
+                    let chunk = vec![b' '; 64 << 10];
+                    let mut sent = 0;
+                    while sent < body_len {
+                        let n = chunk.len().min(body_len - sent);
+                        if stream.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                }
+                None => std::thread::sleep(std::time::Duration::from_secs(30)),
+            }
+        });
+        url
+    }
+
+    /// Storage servers' status pages are another party's: `tessera status` asks them all at once
+    /// and takes at most a bounded answer from each within one timeout; a server that never
+    /// answers, answers with too much or with an error shows as unknown, and the others still
+    /// show their figure.
+    #[test]
+    fn servers_status_pages_are_read_at_once_and_bounded() {
+        let good = {
+            use std::io::{Read, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let body = r#"{"tessera": {"used_space": 1234}}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+            url
+        };
+        let servers: Vec<serde_json::Value> = [
+            Some(good),
+            Some(server(None)),
+            Some(server(None)),
+            Some(server(Some(("HTTP/1.1 200 OK\r\n", 64 << 20)))),
+            Some(server(Some(("HTTP/1.1 500 Oops\r\n", 10)))),
+            None,
+        ]
+        .into_iter()
+        .map(|url| serde_json::json!({ "web_url": url }))
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = Gateway::open(dir.path(), Some("http://127.0.0.1:9")).unwrap();
+        let started = std::time::Instant::now();
+        let used = servers_used_space(&gateway, &servers);
+        assert_eq!(used, [Some(1234), None, None, None, None, None]);
+        // Two silent servers cost one timeout, not two.
+        assert!(
+            started.elapsed() < SERVER_STATUS_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn quotes_like_python() {

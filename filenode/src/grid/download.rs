@@ -347,7 +347,7 @@ impl ShareSource for GuessedShare {
             let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
             let found = reads
                 .iter()
-                .position(|r| r.offset <= offset && offset + len <= r.offset + r.len);
+                .position(|r| r.offset <= offset && offset.saturating_add(len) <= r.offset + r.len);
             found.map(|i| {
                 let read = reads[i].clone();
                 if offset + len == read.offset + read.len {
