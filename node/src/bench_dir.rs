@@ -96,7 +96,7 @@ pub(crate) fn run(args: &BenchDirArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         let key = grid.key_pool().take().await?;
         let source = chunks_from_read(std::io::Read::take(std::io::repeat(0x5a), size));
-        let cap = grid.create_mutable_with_key(MutableFormat::Mdmf, key, size, source).await?;
+        let cap = grid.create_mutable_with_new_key(MutableFormat::Mdmf, key, size, source).await?;
         let upload = start.elapsed().as_secs_f64();
         let file = FileNode::new(&grid, FileCap::Mutable(cap));
         let patch = vec![0xa5u8; 1 << 20];

@@ -235,3 +235,52 @@ async fn an_upload_waits_for_a_slow_server_that_happiness_needs() {
             .any(|name| *name == entries[0].name())
     );
 }
+
+/// A new directory costs one request per server (its shares written at once, nothing asked
+/// first), and listing a healthy directory at most two (the listing and, beside it, the share
+/// the ring puts there): counted by the links, over warm connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_directory_is_one_request_per_server() {
+    let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
+    let client = Arc::new(filenode::grid::Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams::default(),
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    client.set_servers(grid.entries());
+    // Warm the connections.
+    let first = client
+        .create_directory(filenode::cap::MutableFormat::Sdmf)
+        .await
+        .expect("mkdir");
+    first.list().await.expect("list");
+    let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
+    let dir = client
+        .create_directory(filenode::cap::MutableFormat::Sdmf)
+        .await
+        .expect("mkdir");
+    let made: Vec<_> = (0..10).map(|i| grid.link(i).stats().since(&before[i])).collect();
+    assert!(
+        made.iter().all(|s| s.connections == 0),
+        "warm connections: {made:?}"
+    );
+    assert!(
+        made.iter().all(|s| s.requests == 1),
+        "one request per server: {made:?}"
+    );
+    let fresh = Arc::new(filenode::grid::Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams::default(),
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    fresh.set_servers(grid.entries());
+    let reader = filenode::node::DirNode::new(&fresh, dir.cap().clone());
+    assert!(reader.list().await.expect("list").is_empty());
+    let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
+    assert!(reader.list().await.expect("list").is_empty());
+    let listed: Vec<_> = (0..10).map(|i| grid.link(i).stats().since(&before[i])).collect();
+    assert!(
+        listed.iter().all(|s| s.connections == 0 && s.requests <= 2),
+        "a listing and the guessed share: {listed:?}"
+    );
+}

@@ -608,3 +608,41 @@ async fn writes_reach_happy_servers_and_readers_that_hear_from_too_few_say_so() 
         b"third"
     );
 }
+
+/// A new mutable file or directory is written without asking the servers first (its key is new,
+/// so no server can hold its slot): all N shares at once to the first N servers of its ring, each
+/// tested for absence. Servers that turn out to be down pass their shares to the servers after
+/// the first N, so the file is spread as widely as when a servermap had left them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_mutable_files_spread_past_servers_found_down() {
+    let grid = TestGrid::new(12);
+    let alice = client(&grid, "alice");
+    // Whatever the ring order, at least two of the first ten servers are down.
+    let down = [1usize, 4, 7, 10];
+    for i in down {
+        grid.break_server(i);
+    }
+    for format in [MutableFormat::Sdmf, MutableFormat::Mdmf] {
+        let contents = data(5_000, 4);
+        let cap = alice.create_mutable_file(format, contents.clone()).await.unwrap();
+        let holders = grid.find_mutable_shares(cap.storage_index());
+        let servers: std::collections::BTreeSet<usize> = holders.iter().map(|(s, _)| *s).collect();
+        let up: std::collections::BTreeSet<usize> = (0..12).filter(|i| !down.contains(i)).collect();
+        assert_eq!(servers, up, "{format:?}: every server that is up holds a share");
+        let shnums: std::collections::BTreeSet<u16> = holders.iter().map(|(_, n)| *n).collect();
+        assert_eq!(shnums, (0..10).collect(), "{format:?}: all ten shares are placed");
+        let bob = client(&grid, "bob");
+        assert_eq!(file(&bob, &cap).read_all().await.unwrap(), contents);
+    }
+    // A directory too, and it takes children.
+    let dir = alice.create_directory(MutableFormat::Sdmf).await.unwrap();
+    dir.set_child(
+        "x",
+        &Cap::File(FileCap::Lit(filenode::cap::LitCap { data: b"x".to_vec() })),
+        None,
+        Replace::Always,
+    )
+    .await
+    .unwrap();
+    assert_eq!(dir.list().await.unwrap().len(), 1);
+}

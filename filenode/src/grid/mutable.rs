@@ -44,6 +44,11 @@ const SDMF_PREFIX_READ: u64 = 256 * 1024;
 /// listers three times the bytes (and the machine's CPU, on TLS) for nothing.
 const SDMF_WHOLE_READS: usize = 4;
 
+/// The servers, first in a slot's ring order, whose guessed share (share r on the r-th) a
+/// servermap query reads beside the listing: every share of a file of up to 16 shares placed
+/// by a publish that found its servers up. A wrong guess costs a small read that finds nothing.
+const GUESSED_POSITIONS: usize = 16;
+
 /// The most a servermap query reads to find a share's key and signature.
 const PREFIX_LIMIT: u64 = 64 * 1024;
 
@@ -170,9 +175,28 @@ pub struct ServerMap {
     /// How many of those did not answer in time (alive, as far as anyone knows, and perhaps
     /// holding the newest version), as opposed to failing at once (down, or refusing).
     pub timed_out: usize,
+    /// Made without asking anyone ([`ServerMap::for_new_slot`]): the slot of a key made for it,
+    /// which no server can hold yet.
+    pub fresh: bool,
 }
 
 impl ServerMap {
+    /// The map of a slot whose signing key was just made (from the key pool: random, never given
+    /// out before), so no server holds a share of it and there is nothing to ask: every server
+    /// counts as a responder, in the slot's ring order. Its publish writes all N shares at once,
+    /// each tested for absence, with no primary first (no other writer can know the slot), which
+    /// saves a mkdir the servermap's round trip and the primary's.
+    pub fn for_new_slot(servers: &[ServerEntry], storage_index: StorageIndex) -> ServerMap {
+        ServerMap {
+            responders: permuted_servers(&storage_index.0, servers)
+                .into_iter()
+                .cloned()
+                .collect(),
+            fresh: true,
+            ..ServerMap::default()
+        }
+    }
+
     /// The highest seqnum any verified share carries (0 when there are none).
     pub fn highest_seqnum(&self) -> u64 {
         self.shares
@@ -282,21 +306,37 @@ pub async fn update_servermap(servers: &[ServerEntry], cap: &MutableCap) -> Serv
     let storage_index = cap.storage_index();
     let ordered = permuted_servers(&storage_index.0, servers);
     let answers = join_all(ordered.iter().enumerate().map(|(position, server)| async move {
-        let shnums = server
-            .timed(
+        let first_read = match cap.format {
+            MutableFormat::Sdmf if position < SDMF_WHOLE_READS => SDMF_PREFIX_READ,
+            MutableFormat::Sdmf | MutableFormat::Mdmf => PREFIX_READ,
+        };
+        // A publish puts share r on the r-th server of the ring (`plan_targets`): read it in the
+        // same round trip as the listing, so a healthy file's servermap costs one round trip.
+        let guess = (position < GUESSED_POSITIONS).then_some(position as ShareNum);
+        let (listed, guessed) = futures::join!(
+            server.timed(
                 super::QUICK_DEADLINE,
                 0,
                 server.client.list_shares(ShareKind::Mutable, storage_index),
-            )
-            .await?;
+            ),
+            async {
+                match guess {
+                    Some(shnum) => read_mutable(server, storage_index, shnum, 0, first_read)
+                        .await
+                        .ok(),
+                    None => None,
+                }
+            }
+        );
+        let shnums = listed?;
+        let guessed = &guessed;
         let reads = join_all(shnums.iter().map(|&shnum| async move {
-            let first_read = match cap.format {
-                MutableFormat::Sdmf if position < SDMF_WHOLE_READS => SDMF_PREFIX_READ,
-                MutableFormat::Sdmf | MutableFormat::Mdmf => PREFIX_READ,
+            let mut prefix = match guessed {
+                Some(bytes) if guess == Some(shnum) => bytes.to_vec(),
+                _ => read_mutable(server, storage_index, shnum, 0, first_read)
+                    .await?
+                    .to_vec(),
             };
-            let mut prefix = read_mutable(server, storage_index, shnum, 0, first_read)
-                .await?
-                .to_vec();
             let header = ShareHeader::parse(&prefix).ok();
             if let Some(header) = &header {
                 let want = header
@@ -1006,6 +1046,16 @@ struct WriteSession<'a> {
     failures: Vec<String>,
     /// Distinct servers the new version must reach to be acknowledged.
     servers_required: usize,
+    /// The servers the servermap counted as reachable.
+    queried: usize,
+    /// A new slot's publish ([`ServerMap::for_new_slot`]): no primary first, and servers that
+    /// fail at once do not count towards the quorum (as a servermap would not have counted them).
+    fresh: bool,
+    /// Servers whose write failed at once (not a timeout): down, or refusing us.
+    down: BTreeSet<String>,
+    /// Servers that answered (or, for a new slot, are thought up) but hold no target, in ring
+    /// order: the first homes for the shares of targets that failed.
+    spare: Vec<ServerEntry>,
 }
 
 impl WriteSession<'_> {
@@ -1096,7 +1146,7 @@ impl WriteSession<'_> {
             .filter(|&i| self.targets[i].state == TargetState::Alive)
             .collect();
         let mut rest = live.as_slice();
-        if first {
+        if first && !self.fresh {
             // Find a primary that answers: its test decides whether this publish goes ahead.
             while let Some((&i, tail)) = rest.split_first() {
                 rest = tail;
@@ -1118,8 +1168,7 @@ impl WriteSession<'_> {
                     }
                     Ok(false) => return Err(MutableError::UncoordinatedWrite),
                     Err(e) => {
-                        self.failures.push(format!("{}: {e}", target.server.name()));
-                        self.targets[i].state = TargetState::Failed;
+                        self.failed(i, &e);
                     }
                 }
             }
@@ -1140,21 +1189,27 @@ impl WriteSession<'_> {
             match answer {
                 Ok(true) => self.targets[i].expected = after.clone(),
                 Ok(false) => self.targets[i].state = TargetState::LostRace,
-                Err(e) => {
-                    self.failures.push(format!(
-                        "{} (share {}): {e}",
-                        self.targets[i].server.name(),
-                        self.targets[i].shnum
-                    ));
-                    self.targets[i].state = TargetState::Failed;
-                }
+                Err(e) => self.failed(i, &e),
             }
         }
         Ok(())
     }
 
-    /// After a single-batch publish: shares whose server failed are written to servers that
-    /// answered (create-only), so the version keeps N shares when servers are down.
+    /// Records that target `i`'s write failed with `e`.
+    fn failed(&mut self, i: usize, e: &StorageError) {
+        let target = &mut self.targets[i];
+        self.failures
+            .push(format!("{} (share {}): {e}", target.server.name(), target.shnum));
+        target.state = TargetState::Failed;
+        if !matches!(e, StorageError::Timeout) {
+            self.down.insert(target.server.server_id.clone());
+        }
+    }
+
+    /// After a single-batch publish: shares whose server failed are written elsewhere
+    /// (create-only), so the version keeps N shares when servers are down: first each to its own
+    /// spare server (one that holds no target) in ring order, all at once; what still has no home
+    /// then goes to servers that took a share.
     async fn replace_failed(
         &mut self,
         batch: &Batch,
@@ -1162,12 +1217,57 @@ impl WriteSession<'_> {
         checkstring: &[u8],
     ) {
         let written: BTreeSet<ShareNum> = self.alive_shnums();
-        let lost: BTreeSet<ShareNum> = self
+        let mut lost: Vec<ShareNum> = self
             .targets
             .iter()
             .filter(|t| t.state == TargetState::Failed && !written.contains(&t.shnum))
             .map(|t| t.shnum)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let spares: Vec<ServerEntry> = self
+            .spare
+            .iter()
+            .filter(|s| !self.down.contains(&s.server_id))
+            .take(lost.len())
+            .cloned()
+            .collect();
+        let first_tries: Vec<Target> = lost
+            .iter()
+            .zip(spares)
+            .map(|(&shnum, server)| Target {
+                server,
+                shnum,
+                expected: Vec::new(),
+                state: TargetState::Alive,
+            })
+            .collect();
+        let answers = join_all(first_tries.iter().map(|target| {
+            let writes = batch.writes.get(&target.shnum).cloned().unwrap_or_default();
+            self.write_one(target, writes, true, true, new_length.get(&target.shnum).copied())
+        }))
+        .await;
+        for (target, answer) in first_tries.into_iter().zip(answers) {
+            self.spare.retain(|s| s.server_id != target.server.server_id);
+            match answer {
+                Ok(true) => {
+                    lost.retain(|&n| n != target.shnum);
+                    self.targets.push(Target {
+                        expected: checkstring.to_vec(),
+                        ..target
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if !matches!(e, StorageError::Timeout) {
+                        self.down.insert(target.server.server_id.clone());
+                    }
+                }
+            }
+        }
         let mut hosts: Vec<ServerEntry> = Vec::new();
         for target in self.targets.iter().filter(|t| t.state == TargetState::Alive) {
             if !hosts.iter().any(|h| h.server_id == target.server.server_id) {
@@ -1229,10 +1329,17 @@ impl WriteSession<'_> {
             .map(|t| t.server.server_id.as_str())
             .collect::<BTreeSet<_>>()
             .len();
-        if reached < self.servers_required {
+        let required = if self.fresh {
+            // Servers found down now are what a servermap query would have left out.
+            self.servers_required
+                .min(self.queried.saturating_sub(self.down.len()))
+        } else {
+            self.servers_required
+        };
+        if reached < required {
             return Err(MutableError::TooFewServers {
                 reached,
-                required: self.servers_required,
+                required,
                 detail: self.failures.join("; "),
             });
         }
@@ -1334,6 +1441,7 @@ impl Published {
             responders,
             failures: Vec::new(),
             timed_out: 0,
+            fresh: false,
         }
     }
 }
@@ -1357,8 +1465,18 @@ impl WriteContext<'_> {
         let queried = map.reachable();
         // A file of fewer shares than `happy` can reach no more servers than it has shares.
         let shares = targets.iter().map(|t| t.shnum).collect::<BTreeSet<_>>().len();
+        let spare = map
+            .responders
+            .iter()
+            .filter(|r| !targets.iter().any(|t| t.server.server_id == r.server_id))
+            .cloned()
+            .collect();
         WriteSession {
             servers_required: self.happy.min(queried).min(shares),
+            queried,
+            fresh: map.fresh,
+            down: BTreeSet::new(),
+            spare,
             secrets: self.secrets,
             storage_index: self.cap.storage_index(),
             writekey: self

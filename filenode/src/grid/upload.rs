@@ -520,8 +520,22 @@ async fn allocate(
         .take(2 * total as usize)
         .collect();
     let mut problems: Vec<String> = Vec::new();
-    // Ask each candidate for its free space and the shares it already holds.
-    let probes = join_all(ordered.iter().map(|server| async move {
+    let allocated: BTreeMap<usize, Bucket> = BTreeMap::new();
+    // Beside asking each candidate for its free space and the shares it already holds, a fresh
+    // upload (no shares known from an earlier check) allocates share r on the r-th server of the
+    // ring at once, where placement would put it on a grid of N or more writable servers that
+    // hold nothing of this file: one round trip less. What the probes then find (a full server,
+    // shares already elsewhere) is placed by the rounds below as before; a share allocated
+    // twice is written twice, which costs space but never a wrong placement.
+    let first_asks: BTreeMap<usize, BTreeSet<ShareNum>> = if known.good.is_empty() && known.corrupt.is_empty()
+    {
+        (0..ordered.len().min(usize::from(total)))
+            .map(|i| (i, BTreeSet::from([i as ShareNum])))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let probing = join_all(ordered.iter().map(|server| async move {
         futures::join!(
             server.timed(QUICK_DEADLINE, 0, server.client.version()),
             server.timed(
@@ -530,8 +544,18 @@ async fn allocate(
                 server.client.list_shares(ShareKind::Immutable, storage_index)
             ),
         )
-    }))
-    .await;
+    }));
+    let (probes, first_answers) = futures::join!(
+        probing,
+        ask_allocations(
+            &ordered,
+            secrets,
+            storage_index,
+            share_size,
+            &first_asks,
+            &allocated
+        )
+    );
     let mut candidates: Vec<Candidate> = Vec::new();
     for (server, (version, existing)) in ordered.iter().zip(probes) {
         let mut candidate = Candidate::default();
@@ -554,13 +578,22 @@ async fn allocate(
         }
         candidates.push(candidate);
     }
+    let mut outcome = Allocations {
+        ordered: &ordered,
+        total,
+        known,
+        candidates,
+        allocated,
+        problems,
+    };
+    outcome.absorb(first_answers);
 
-    let mut allocated: BTreeMap<usize, Bucket> = BTreeMap::new();
     for _round in 0..3 {
-        let placement = place_shares(total, &candidates);
+        let placement = place_shares(total, &outcome.candidates);
         // Shares not yet allocated anywhere.
         let mut requests: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
-        let already: BTreeSet<ShareNum> = allocated
+        let already: BTreeSet<ShareNum> = outcome
+            .allocated
             .values()
             .flat_map(|b| b.shares.iter().copied())
             .collect();
@@ -583,67 +616,25 @@ async fn allocate(
         if requests.values().all(BTreeSet::is_empty) && placement.happiness >= params.happy as usize {
             break;
         }
-        let answers = join_all(requests.iter().map(|(&index, shares)| {
-            let server = ordered[index];
-            let lease = secrets.lease_secrets(storage_index.as_bytes(), &server.lease_seed);
-            let upload = allocated
-                .get(&index)
-                .map(|b| b.upload.clone())
-                .unwrap_or_else(|| UploadSecret(rand::random::<[u8; 32]>().to_vec()));
-            async move {
-                let allocate =
-                    server
-                        .client
-                        .allocate_buckets(storage_index, &lease, &upload, shares, share_size);
-                let answer = server.timed(QUICK_DEADLINE, 0, allocate).await;
-                (index, shares.clone(), upload, answer)
-            }
-        }))
+        let answers = ask_allocations(
+            &ordered,
+            secrets,
+            storage_index,
+            share_size,
+            &requests,
+            &outcome.allocated,
+        )
         .await;
-        let mut refused_any = false;
-        for (index, asked, upload, answer) in answers {
-            let server = ordered[index];
-            match answer {
-                Ok(mut allocation) => {
-                    // Trust only what was asked for: a server may not claim other share numbers.
-                    allocation.allocated.retain(|shnum| asked.contains(shnum));
-                    allocation.already_have.retain(|shnum| {
-                        *shnum < total && !known.corrupt.contains(&(server.server_id.clone(), *shnum))
-                    });
-                    candidates[index]
-                        .existing
-                        .extend(allocation.already_have.iter().copied());
-                    if allocation.allocated.len() + asked.intersection(&allocation.already_have).count()
-                        < asked.len()
-                    {
-                        refused_any = true;
-                        candidates[index].writable = false;
-                        problems.push(refusal_message(&server.name(), &asked, &allocation));
-                    }
-                    if !allocation.allocated.is_empty() {
-                        let bucket = allocated.entry(index).or_insert_with(|| Bucket {
-                            server: server.clone(),
-                            upload,
-                            shares: BTreeSet::new(),
-                        });
-                        bucket.shares.extend(allocation.allocated.iter().copied());
-                        // Allocated shares count as held when placing the rest.
-                        candidates[index]
-                            .existing
-                            .extend(allocation.allocated.iter().copied());
-                    }
-                }
-                Err(e) => {
-                    refused_any = true;
-                    candidates[index] = Candidate::default();
-                    problems.push(format!("{}: {e}", server.name()));
-                }
-            }
-        }
-        if !refused_any {
+        if !outcome.absorb(answers) {
             break;
         }
     }
+    let Allocations {
+        candidates,
+        allocated,
+        problems,
+        ..
+    } = outcome;
 
     // Final check: every share allocated or held, and happy.
     let mut holdings: BTreeMap<usize, BTreeSet<ShareNum>> = BTreeMap::new();
@@ -692,6 +683,103 @@ async fn allocate(
         })
         .collect();
     Ok((kept, allocated.into_values().collect()))
+}
+
+/// One allocation request's answer: the server's index in ring order, the shares asked for, the
+/// upload secret used, and the server's answer.
+type AllocationAnswer = (
+    usize,
+    BTreeSet<ShareNum>,
+    UploadSecret,
+    Result<storage::api::Allocation, StorageError>,
+);
+
+/// Sends allocation requests (`requests`: server index to shares) at once; a server that already
+/// has a bucket of this upload is asked with its upload secret.
+async fn ask_allocations(
+    ordered: &[&ServerEntry],
+    secrets: &ClientSecrets,
+    storage_index: StorageIndex,
+    share_size: u64,
+    requests: &BTreeMap<usize, BTreeSet<ShareNum>>,
+    allocated: &BTreeMap<usize, Bucket>,
+) -> Vec<AllocationAnswer> {
+    join_all(requests.iter().map(|(&index, shares)| {
+        let server = ordered[index];
+        let lease = secrets.lease_secrets(storage_index.as_bytes(), &server.lease_seed);
+        let upload = allocated
+            .get(&index)
+            .map(|b| b.upload.clone())
+            .unwrap_or_else(|| UploadSecret(rand::random::<[u8; 32]>().to_vec()));
+        async move {
+            let allocate = server
+                .client
+                .allocate_buckets(storage_index, &lease, &upload, shares, share_size);
+            let answer = server.timed(QUICK_DEADLINE, 0, allocate).await;
+            (index, shares.clone(), upload, answer)
+        }
+    }))
+    .await
+}
+
+/// What allocation has learnt so far.
+struct Allocations<'a> {
+    ordered: &'a [&'a ServerEntry],
+    total: ShareNum,
+    known: &'a KnownShares,
+    candidates: Vec<Candidate>,
+    allocated: BTreeMap<usize, Bucket>,
+    problems: Vec<String>,
+}
+
+impl Allocations<'_> {
+    /// Takes in allocation answers; returns whether any server refused or failed (so that another
+    /// round of placement is worth trying).
+    fn absorb(&mut self, answers: Vec<AllocationAnswer>) -> bool {
+        let mut refused_any = false;
+        for (index, asked, upload, answer) in answers {
+            let server = self.ordered[index];
+            match answer {
+                Ok(mut allocation) => {
+                    // Trust only what was asked for: a server may not claim other share numbers.
+                    allocation.allocated.retain(|shnum| asked.contains(shnum));
+                    allocation.already_have.retain(|shnum| {
+                        *shnum < self.total
+                            && !self.known.corrupt.contains(&(server.server_id.clone(), *shnum))
+                    });
+                    self.candidates[index]
+                        .existing
+                        .extend(allocation.already_have.iter().copied());
+                    if allocation.allocated.len() + asked.intersection(&allocation.already_have).count()
+                        < asked.len()
+                    {
+                        refused_any = true;
+                        self.candidates[index].writable = false;
+                        self.problems
+                            .push(refusal_message(&server.name(), &asked, &allocation));
+                    }
+                    if !allocation.allocated.is_empty() {
+                        let bucket = self.allocated.entry(index).or_insert_with(|| Bucket {
+                            server: (*server).clone(),
+                            upload,
+                            shares: BTreeSet::new(),
+                        });
+                        bucket.shares.extend(allocation.allocated.iter().copied());
+                        // Allocated shares count as held when placing the rest.
+                        self.candidates[index]
+                            .existing
+                            .extend(allocation.allocated.iter().copied());
+                    }
+                }
+                Err(e) => {
+                    refused_any = true;
+                    self.candidates[index] = Candidate::default();
+                    self.problems.push(format!("{}: {e}", server.name()));
+                }
+            }
+        }
+        refused_any
+    }
 }
 
 /// "NAME refused share(s) N, M: REASON" (the first reason the server gave, when it gave one: a Tahoe

@@ -586,7 +586,7 @@ impl Grid {
         let writekey = key.writekey();
         let packed = pack_children(children, Some(&writekey), false)?;
         let cap = self
-            .create_mutable_with_key(format, key, packed.len() as u64, chunks_from_bytes(packed))
+            .create_mutable_with_new_key(format, key, packed.len() as u64, chunks_from_bytes(packed))
             .await?;
         Ok(DirNode::new(self, DirCap::new(FileCap::Mutable(cap))))
     }

@@ -838,9 +838,34 @@ impl Grid {
         format: MutableFormat,
         data: Vec<u8>,
     ) -> Result<MutableCap, NodeError> {
-        let key = self.fresh_key().await?;
-        self.create_mutable_with_key(format, key, data.len() as u64, chunks_from_bytes(data))
+        self.create_mutable(format, data.len() as u64, chunks_from_bytes(data))
             .await
+    }
+
+    /// Creates a mutable file from `len` bytes of `source`, with a key from the pool. The slot is
+    /// new, so nothing is asked before its shares are written ([`gm::ServerMap::for_new_slot`]):
+    /// one round trip where a given key costs three.
+    pub async fn create_mutable(
+        self: &Arc<Self>,
+        format: MutableFormat,
+        len: u64,
+        source: ChunkSource,
+    ) -> Result<MutableCap, NodeError> {
+        let key = self.fresh_key().await?;
+        self.create_mutable_with_new_key(format, key, len, source).await
+    }
+
+    /// [`Grid::create_mutable`] with a key the caller took from [`Grid::fresh_key`] (and needed
+    /// before, e.g. to encrypt a new directory's children): a key never used, so its slot is new.
+    pub async fn create_mutable_with_new_key(
+        self: &Arc<Self>,
+        format: MutableFormat,
+        key: crate::mutable::keys::MutableKey,
+        len: u64,
+        source: ChunkSource,
+    ) -> Result<MutableCap, NodeError> {
+        let map = gm::ServerMap::for_new_slot(&self.usable_servers(), key.write_cap(format).storage_index());
+        self.create_mutable_in(format, key, Some(map), len, source).await
     }
 
     /// A new signing key (from the pool when one is ready).
@@ -860,10 +885,23 @@ impl Grid {
         len: u64,
         source: ChunkSource,
     ) -> Result<MutableCap, NodeError> {
+        // A given key may have been used before (Tahoe's `private-key=`): ask the servers.
+        self.create_mutable_in(format, key, None, len, source).await
+    }
+
+    async fn create_mutable_in(
+        self: &Arc<Self>,
+        format: MutableFormat,
+        key: crate::mutable::keys::MutableKey,
+        map: Option<gm::ServerMap>,
+        len: u64,
+        source: ChunkSource,
+    ) -> Result<MutableCap, NodeError> {
         let cap = key.write_cap(format);
         let state = self.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
         state.key = Some(Arc::new(key));
+        state.map = map;
         let result = write_version(self, &cap, &mut state, len, |ctx, map, needed, total| {
             Box::pin(gm::publish(ctx, map, format, needed, total, len, source))
         })

@@ -721,7 +721,7 @@ pub(crate) async fn store_new_file(
                 .map_err(|e| WebError::Internal(e.to_string()))?;
             let cap = state
                 .grid
-                .create_mutable_with_key(format, key, len, chunks_from_read(spooled))
+                .create_mutable_with_new_key(format, key, len, chunks_from_read(spooled))
                 .await?;
             state.metrics.record_upload(len);
             Ok(FileCap::Mutable(cap))
