@@ -284,3 +284,39 @@ async fn a_new_directory_is_one_request_per_server() {
         "a listing and the guessed share: {listed:?}"
     );
 }
+
+/// A download does not keep waiting for a server far slower than the others: once the other
+/// blocks of a segment are in, a slow block read is covered by a spare share's, and a share that
+/// had to be covered is not chosen again while others answer (counted as requests on its link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_leaves_a_slow_share_behind() {
+    let (grid, entries, cap, plain) = grid_with_file().await;
+    // The server of share 0, which a reader prefers (shares 0..k need no decoding).
+    let (slow, _) = grid
+        .find_shares(cap.storage_index())
+        .into_iter()
+        .find(|(_, shnum)| *shnum == 0)
+        .expect("share 0 is placed");
+    grid.link(slow).set_config(LinkConfig::with_rtt_and_rate(
+        Duration::from_millis(20),
+        Some(1.0),
+    ));
+    let before = grid.link(slow).stats();
+    let started = Instant::now();
+    let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
+    let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
+        .map(|piece| piece.expect("read"))
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    let elapsed = started.elapsed();
+    assert!(read == plain, "the file reads back");
+    let used = grid.link(slow).stats().since(&before);
+    eprintln!("12 MiB with share 0 behind 1 Mbit/s: {elapsed:?}, {used:?}");
+    // Its connection, listing and guessed reads take about 6 requests; asked for a block of each
+    // of the 12 segments it would take 18 or more. (Runs here took 6 or 12.)
+    assert!(
+        used.requests < 18,
+        "the slow share was asked for every segment: {used:?}"
+    );
+}

@@ -96,7 +96,7 @@ pub async fn locate_shares(
     storage_index: StorageIndex,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let found = locate(&ordered, storage_index, None).await;
+    let (found, _) = locate(&ordered, storage_index, None, MIN_GRACE).await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
@@ -109,31 +109,49 @@ pub async fn locate_enough_shares(
     needed: usize,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let found = locate(&ordered, storage_index, Some(needed)).await;
+    let (found, _) = locate(&ordered, storage_index, Some(needed), MIN_GRACE).await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
-/// The shares each server (by its rank in `ordered`) says it holds, in ring order.
+/// The least grace [`locate`] gives the servers yet to answer once `needed` shares are named,
+/// where their answers would otherwise be lost.
+const MIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A server's answer to "which shares do you hold", by its rank in ring order.
+type Listing = BoxFuture<'static, (usize, Result<BTreeSet<ShareNum>, storage::StorageError>)>;
+
+/// The shares each server (by its rank in `ordered`) says it holds, in ring order. Once `needed`
+/// distinct shares are named, the servers yet to answer get a grace (as long again as that took,
+/// at least `min_grace`); those still silent then are returned unanswered, their questions still
+/// out.
 async fn locate(
     ordered: &[&ServerEntry],
     storage_index: StorageIndex,
     needed: Option<usize>,
-) -> Vec<(usize, BTreeSet<ShareNum>)> {
+    min_grace: std::time::Duration,
+) -> (
+    Vec<(usize, BTreeSet<ShareNum>)>,
+    futures::stream::FuturesUnordered<Listing>,
+) {
     use futures::future::FusedFuture;
     use futures::stream::{FuturesUnordered, StreamExt};
     let started = std::time::Instant::now();
-    let mut pending: FuturesUnordered<_> = ordered
+    let mut pending: FuturesUnordered<Listing> = ordered
         .iter()
         .enumerate()
-        .map(|(rank, server)| async move {
-            let answer = server
-                .timed(
-                    QUICK_DEADLINE,
-                    0,
-                    server.client.list_shares(ShareKind::Immutable, storage_index),
-                )
-                .await;
-            (rank, answer)
+        .map(|(rank, server)| {
+            let server = (*server).clone();
+            async move {
+                let answer = server
+                    .timed(
+                        QUICK_DEADLINE,
+                        0,
+                        server.client.list_shares(ShareKind::Immutable, storage_index),
+                    )
+                    .await;
+                (rank, answer)
+            }
+            .boxed()
         })
         .collect();
     let mut answers: Vec<(usize, BTreeSet<ShareNum>)> = Vec::new();
@@ -151,7 +169,7 @@ async fn locate(
                     Err(e) => debug!(server = %ordered[rank].name(), error = %e, "cannot list shares"),
                 }
                 if needed.is_some_and(|n| distinct.len() >= n) && grace.is_terminated() && !pending.is_empty() {
-                    let wait = std::time::Duration::from_millis(500).max(started.elapsed());
+                    let wait = min_grace.max(started.elapsed());
                     grace = futures_timer::Delay::new(wait).fuse();
                 }
             }
@@ -162,7 +180,7 @@ async fn locate(
         }
     }
     answers.sort_by_key(|(rank, _)| *rank);
-    answers
+    (answers, pending)
 }
 
 /// The sources of the shares `found`; a share whose reads were started on a guess (in `guessed`,
@@ -214,16 +232,40 @@ pub async fn open_chk_at(
         .flat_map(|g| g.reads.lock().unwrap_or_else(PoisonError::into_inner).clone())
         .map(|read| read.bytes)
         .collect();
-    let locating = locate(&ordered, storage_index, Some(usize::from(cap.needed)));
+    // No least grace: the servers that have not answered in as long again as the first k shares
+    // took are not waited for (a slow server's listing, queued on its link behind the guessed
+    // reads, cost a download's first byte half a second), and their answers still count when
+    // the others' shares are not enough (`ChkReader::open_with_late`).
+    let locating = locate(
+        &ordered,
+        storage_index,
+        Some(usize::from(cap.needed)),
+        std::time::Duration::ZERO,
+    );
     // The guessed reads make progress while the servers answer (a request goes out only while its
     // future is polled); whatever is still in flight when they have answered goes on when read.
-    let found =
+    let (found, unanswered) =
         match futures::future::select(std::pin::pin!(locating), futures::future::join_all(in_flight)).await {
             futures::future::Either::Left((found, _)) => found,
             futures::future::Either::Right((_, locating)) => locating.await,
         };
-    let sources = sources(&ordered, storage_index, found, &mut guessed);
-    ChkReader::open(cap, sources).await
+    let first = sources(&ordered, storage_index, found, &mut guessed);
+    let late = (!unanswered.is_empty()).then(|| {
+        let servers: Vec<ServerEntry> = ordered.iter().map(|s| (*s).clone()).collect();
+        async move {
+            use futures::stream::StreamExt;
+            let mut found: Vec<(usize, BTreeSet<ShareNum>)> = unanswered
+                .filter_map(|(rank, answer)| async move { answer.ok().map(|shares| (rank, shares)) })
+                .collect()
+                .await;
+            found.sort_by_key(|(rank, _)| *rank);
+            let ordered: Vec<&ServerEntry> = servers.iter().collect();
+            sources(&ordered, storage_index, found, &mut Vec::new())
+        }
+        .boxed()
+        .shared()
+    });
+    ChkReader::open_with_late(cap, first, late).await
 }
 
 /// The segment sizes uploaders pick: ours (1 MiB) and Tahoe's default (128 KiB), each as the cap

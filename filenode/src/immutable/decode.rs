@@ -164,8 +164,16 @@ fn describe_bad(bad: &[String]) -> String {
     }
 }
 
-/// The shortest wait before a slow block read is covered by a read from another share.
+/// The shortest wait before a slow block read is covered by a read from another share, while no
+/// block of the segment has arrived.
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Once all blocks of a segment but one have arrived, after `e`, the last read gets until `2e` (at
+/// least `e` plus this) before a read from another share covers it: a server far slower than the
+/// others (a 1 Mbit/s uplink among 100 Mbit/s ones) then costs a segment about one more block
+/// read, not [`HEDGE_AFTER`] or its whole transfer. (Measured from the first arrival instead, it
+/// fired on blocks only queued behind other segments' on a busy link, and reads thrashed.)
+const HEDGE_BEHIND_OTHERS: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// A share that passed validation.
 struct ValidShare {
@@ -174,6 +182,8 @@ struct ValidShare {
     block_hashes: Vec<Hash>,
     /// A moving average of this share's read latency, in microseconds.
     latency_us: std::sync::atomic::AtomicU64,
+    /// Whether a read of it was ever dropped for being too slow.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl ValidShare {
@@ -187,22 +197,38 @@ impl ValidShare {
         self.latency_us
             .store((old * 3 + sample) / 4, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// A read of this share was dropped after `elapsed` because others answered first: it is
+    /// slower than that by an unknown amount. Latencies alone would soon bring it back among the
+    /// fastest (on links busy with several segments every latency grows), and each later segment
+    /// would wait for it again; so it is chosen again only when too few others are left.
+    fn record_abandoned(&self, elapsed: std::time::Duration) {
+        self.latency_us
+            .fetch_max(elapsed.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn was_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Picks `needed` shares among the good ones: the lowest share numbers among those that answer
-/// about as fast as the fastest (shares 0..k need no erasure decoding), then the next fastest.
+/// about as fast as the fastest (shares 0..k need no erasure decoding) and were never left
+/// behind, then the next fastest.
 fn pick_fastest(good: &BTreeMap<u16, Arc<ValidShare>>, needed: usize) -> Vec<Arc<ValidShare>> {
     let fastest = good.values().map(|s| s.latency()).min().unwrap_or(0);
     let limit = fastest.saturating_mul(3).saturating_add(5_000);
+    let first_tier = |s: &Arc<ValidShare>| s.latency() <= limit && !s.was_abandoned();
     let mut chosen: Vec<Arc<ValidShare>> = good
         .values()
-        .filter(|s| s.latency() <= limit)
+        .filter(|s| first_tier(s))
         .take(needed)
         .cloned()
         .collect();
     if chosen.len() < needed {
-        let mut slower: Vec<&Arc<ValidShare>> = good.values().filter(|s| s.latency() > limit).collect();
-        slower.sort_by_key(|s| s.latency());
+        let mut slower: Vec<&Arc<ValidShare>> = good.values().filter(|s| !first_tier(s)).collect();
+        slower.sort_by_key(|s| (s.was_abandoned(), s.latency()));
         chosen.extend(slower.into_iter().take(needed - chosen.len()).cloned());
     }
     chosen
@@ -214,9 +240,33 @@ struct ShareSet {
     good: BTreeMap<u16, Arc<ValidShare>>,
     /// Sources not tried yet.
     untried: VecDeque<Arc<dyn ShareSource>>,
+    /// Sources still being located (servers that had not answered when reading began), taken
+    /// when the others are not enough.
+    late: Option<LateSources>,
     bad: Vec<BadShare>,
     /// Validations of further holders in flight (by concurrent segment reads).
     validating: usize,
+}
+
+/// Sources that servers slower to answer than the others will name: see
+/// [`ChkReader::open_with_late`].
+pub type LateSources = futures::future::Shared<BoxFuture<'static, Vec<Arc<dyn ShareSource>>>>;
+
+/// Waits for `set`'s late sources (if any, and not taken meanwhile by another task) and adds them
+/// to the untried ones. Returns whether there were any.
+async fn take_late(shares: &Mutex<ShareSet>) -> bool {
+    let late = shares
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .late
+        .clone();
+    let Some(late) = late else { return false };
+    let found = late.await;
+    let mut set = shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if set.late.take().is_some() {
+        set.untried.extend(found);
+    }
+    true
 }
 
 /// The verified facts about a file, established from its first good share.
@@ -271,26 +321,49 @@ fn first_alone(segments: std::ops::Range<u64>) -> (Option<u64>, std::ops::Range<
 impl ChkReader {
     /// Validates shares from `sources` until k distinct good ones are found.
     pub async fn open(cap: ChkCap, sources: Vec<Arc<dyn ShareSource>>) -> Result<ChkReader, DownloadError> {
-        let mut set = ShareSet {
+        Self::open_with_late(cap, sources, None).await
+    }
+
+    /// As [`ChkReader::open`], with more sources to come from `late` (servers still answering
+    /// where the shares are), used when `sources` are not enough.
+    pub async fn open_with_late(
+        cap: ChkCap,
+        sources: Vec<Arc<dyn ShareSource>>,
+        late: Option<LateSources>,
+    ) -> Result<ChkReader, DownloadError> {
+        let shares = Mutex::new(ShareSet {
             untried: sources.into(),
+            late,
             ..Default::default()
-        };
+        });
         let needed = cap.needed;
         let mut info: Option<Arc<FileInfo>> = None;
-        while set.good.len() < needed as usize {
-            let missing = needed as usize - set.good.len();
-            // The first round validates up to 2k distinct shares at once, so that the reader can
-            // prefer the fastest k; later rounds only make up for shares that failed.
-            let want = if set.good.is_empty() && set.bad.is_empty() {
-                2 * missing
-            } else {
-                missing
+        loop {
+            let Some((batch, missing)) = ({
+                let mut set = shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                (set.good.len() < needed as usize).then(|| {
+                    let missing = needed as usize - set.good.len();
+                    // The first round validates up to 2k distinct shares at once, so that the
+                    // reader can prefer the fastest k; later rounds only make up for shares that
+                    // failed.
+                    let want = if set.good.is_empty() && set.bad.is_empty() {
+                        2 * missing
+                    } else {
+                        missing
+                    };
+                    (take_untried(&mut set, want), missing)
+                })
+            }) else {
+                break;
             };
-            let batch = take_untried(&mut set, want);
             if batch.is_empty() {
+                if take_late(&shares).await {
+                    continue;
+                }
                 break;
             }
             let (good, bad, unanswered) = validate_batch(&cap, batch, info.as_deref(), missing).await;
+            let mut set = shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for source in unanswered.into_iter().rev() {
                 set.untried.push_front(source);
             }
@@ -304,6 +377,9 @@ impl ChkReader {
             }
             set.bad.extend(bad);
         }
+        let set = shares
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(info) = info.filter(|_| set.good.len() >= needed as usize) else {
             return Err(not_enough(&set, needed));
         };
@@ -525,6 +601,8 @@ impl ChkReader {
         let mut blocks = Vec::with_capacity(needed);
         let mut failed = Vec::new();
         let mut hedge = futures_timer::Delay::new(hedge_after).fuse();
+        // Set when all blocks but one are in: the last read is then measured against them.
+        let mut behind: futures::future::Fuse<futures_timer::Delay> = futures::future::Fuse::terminated();
         while blocks.len() < needed {
             if pending.is_empty() {
                 match spares.pop() {
@@ -536,11 +614,23 @@ impl ChkReader {
                     None => break,
                 }
             }
-            futures::select! {
-                done = pending.select_next_some() => {
-                    let (share, result) = done;
+            // `None`: a timer fired, and the reads still out are covered by reads of spares.
+            let answer = futures::select! {
+                done = pending.select_next_some() => Some(done),
+                () = hedge => None,
+                // The others of this segment answered long ago.
+                () = behind => None,
+            };
+            match answer {
+                Some((share, result)) => {
                     match result {
-                        Ok(bytes) if bytes.len() as u64 == block_len => blocks.push((share, bytes)),
+                        Ok(bytes) if bytes.len() as u64 == block_len => {
+                            blocks.push((share, bytes));
+                            if blocks.len() + 1 == needed {
+                                let elapsed = started.elapsed();
+                                behind = futures_timer::Delay::new(elapsed.max(HEDGE_BEHIND_OTHERS)).fuse();
+                            }
+                        }
                         Ok(_) => failed.push((share, ShareProblem::Truncated)),
                         Err(e) => failed.push((share, ShareProblem::Unreadable(e))),
                     }
@@ -551,7 +641,7 @@ impl ChkReader {
                         pending.push(read(spare));
                     }
                 }
-                () = hedge => {
+                None => {
                     // Cover every read still outstanding beyond what the blocks in hand need.
                     let short = needed - blocks.len();
                     for _ in 0..short.min(pending.len()) {
@@ -570,7 +660,7 @@ impl ChkReader {
             let answered = blocks.iter().any(|(s, _)| Arc::ptr_eq(s, share))
                 || failed.iter().any(|(s, _)| Arc::ptr_eq(s, share));
             if !answered {
-                share.record_latency(started.elapsed());
+                share.record_abandoned(started.elapsed());
             }
         }
         (blocks, failed)
@@ -589,7 +679,7 @@ impl ChkReader {
                 // Every other holder at once (a hedge: some of them may hang too); the first
                 // `missing` good ones are enough, and the slow ones stay untried.
                 let batch = take_untried(&mut set, usize::MAX);
-                if batch.is_empty() && set.validating == 0 {
+                if batch.is_empty() && set.validating == 0 && set.late.is_none() {
                     return Err(not_enough(&set, self.cap.needed));
                 }
                 if !batch.is_empty() {
@@ -599,6 +689,9 @@ impl ChkReader {
             };
             let (batch, missing) = batch;
             if batch.is_empty() {
+                if take_late(&self.shares).await {
+                    continue;
+                }
                 // Another segment's task is validating the remaining holders: wait for its outcome.
                 futures_timer::Delay::new(std::time::Duration::from_millis(20)).await;
                 continue;
@@ -908,6 +1001,7 @@ async fn validate_share(
         offsets,
         block_hashes,
         latency_us: std::sync::atomic::AtomicU64::new(started.elapsed().as_micros() as u64),
+        abandoned: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((valid, file_info))
 }

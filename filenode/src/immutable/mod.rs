@@ -6,8 +6,8 @@ pub mod layout;
 mod params;
 
 pub use decode::{
-    BadShare, ChkReader, DownloadError, HEADER_READ, MemoryShare, ShareProblem, ShareReadError, ShareSource,
-    validation_reads, verify_share,
+    BadShare, ChkReader, DownloadError, HEADER_READ, LateSources, MemoryShare, ShareProblem, ShareReadError,
+    ShareSource, validation_reads, verify_share,
 };
 pub use encode::{
     ChkEncoded, ChkEncoder, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress, SegmentBuffers,
