@@ -215,6 +215,7 @@ pub(crate) fn follow_introducer(
     grid: Arc<Grid>,
     timeouts: Timeouts,
     links: frontends::web::ServerLinks,
+    nickname: &str,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let static_servers = read_servers_yaml(dir)?;
@@ -255,7 +256,13 @@ pub(crate) fn follow_introducer(
         let grid = Arc::clone(&grid);
         tokio::spawn(async move { grid.probe().await });
     };
-    crate::introducer::spawn_subscriber(dir.to_path_buf(), address, update, shutdown);
+    crate::introducer::spawn_subscriber(
+        dir.to_path_buf(),
+        address,
+        crate::introducer::SubscriberInfo::new(nickname),
+        update,
+        shutdown,
+    );
     Ok(())
 }
 
