@@ -200,8 +200,16 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         .to_owned();
     // The introducer's status page (grids made before introducers had a web port have none).
     let mut status_urls = Vec::new();
-    if crate::config::NodeConfig::load(&introducer_dir)?.web_port.is_some() {
-        wait_for_file(&introducer_dir.join("node.url"), introducer, name, &introducer_dir)?;
+    if crate::config::NodeConfig::load(&introducer_dir)?
+        .web_port
+        .is_some()
+    {
+        wait_for_file(
+            &introducer_dir.join("node.url"),
+            introducer,
+            name,
+            &introducer_dir,
+        )?;
         let url = std::fs::read_to_string(introducer_dir.join("node.url"))?
             .trim()
             .to_owned();

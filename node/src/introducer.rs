@@ -35,12 +35,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use frontends::web::status::StatusSource;
 use frontends::web::{Exposition, Pages, WebError};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::announcement::{AnnouncementBody, SignedAnnouncement, shown_nickname, verify};
@@ -280,7 +280,7 @@ fn keep(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct PollQuery {
     since: Option<u64>,
     wait: Option<u64>,
@@ -302,7 +302,9 @@ fn bounded(text: &str, max: usize) -> String {
 
 /// Notes a poll from the subscriber `query` names (if it names a valid one).
 fn note_subscriber(state: &IntroducerState, query: &PollQuery) {
-    let Some(id) = query.subscriber.as_deref() else { return };
+    let Some(id) = query.subscriber.as_deref() else {
+        return;
+    };
     if id.is_empty() || id.len() > MAX_SUBSCRIBER_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return;
     }
@@ -1072,7 +1074,8 @@ mod tests {
     #[tokio::test]
     async fn publish_bodies_and_the_server_count_are_bounded() {
         let (_stopping_tx, stopping) = watch::channel(false);
-        let (address, _stop) = serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
+        let (address, _stop) =
+            serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
         let (status, reply) = publish_raw(&address, vec![b' '; MAX_PUBLISH_BODY + 1]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
         assert_eq!(reply, "an announcement is at most 16384 bytes\n");
@@ -1114,7 +1117,10 @@ mod tests {
                 post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(MAX_PUBLISH_REPLY + 1)) }),
             );
         let (address, _stop) = serve_router(hostile).await;
-        let error = poll(&address, 0, &SubscriberInfo::new("me")).await.unwrap_err().to_string();
+        let error = poll(&address, 0, &SubscriberInfo::new("me"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("answer is larger than"), "{error}");
         let error = request(
             &address,
@@ -1128,6 +1134,130 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("larger than 4096 bytes"), "{error}");
+    }
+
+    /// Another party's text (a server's nickname, a subscriber's nickname and version) is
+    /// escaped in the page, bounded, and never brings a swissnum to the page or JSON.
+    #[tokio::test]
+    async fn the_status_page_escapes_and_bounds_what_others_send_and_hides_swissnums() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let signed = announcement(5, "<script>alert(1)</script>");
+        let (id, body) = verify(&signed).unwrap();
+        assert_eq!(keep(&state, &id, body, signed), Some(true));
+        let query = PollQuery {
+            since: None,
+            wait: None,
+            subscriber: Some("abc123".into()),
+            nickname: Some(format!("<b>bold</b>{}", "é".repeat(400))),
+            version: Some("v".repeat(1000)),
+        };
+        note_subscriber(&state, &query);
+        note_subscriber(&state, &query);
+        // Ids of other characters or too long are served but not listed.
+        for bad in ["a/b", "", &"x".repeat(65)] {
+            let query = PollQuery {
+                subscriber: Some(bad.into()),
+                ..query.clone()
+            };
+            note_subscriber(&state, &query);
+        }
+        let page = state.page(&Pages::new()).unwrap();
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{page}"
+        );
+        assert!(page.contains("&lt;b&gt;bold"), "{page}");
+        assert!(page.contains("storage: 1"), "{page}");
+        assert!(!page.contains("swiss"), "a swissnum on the page:\n{page}");
+        assert!(page.contains("tcp:127.0.0.1:1"), "{page}");
+        let json = state.json();
+        assert_eq!(json["announcement_summary"]["storage"], 1, "{json}");
+        assert_eq!(json["subscription_summary"]["storage"], 1, "{json}");
+        assert_eq!(json["subscribers"].as_array().unwrap().len(), 1, "{json}");
+        let subscriber = &json["subscribers"][0];
+        assert_eq!(subscriber["polls"], 2);
+        let nickname = subscriber["nickname"].as_str().unwrap();
+        assert!(nickname.len() <= crate::announcement::MAX_NICKNAME && nickname.len() > 250);
+        assert_eq!(
+            subscriber["version"].as_str().unwrap().len(),
+            MAX_SUBSCRIBER_VERSION
+        );
+        assert_eq!(json["announcements"][0]["nickname"], "<script>alert(1)</script>");
+        assert_eq!(json["announcements"][0]["connection_hints"][0], "tcp:127.0.0.1:1");
+        assert!(!json.to_string().contains("swiss"), "{json}");
+        assert_eq!(read(&state.counters.subscribes), 1);
+    }
+
+    #[tokio::test]
+    async fn subscribers_are_bounded_and_forgotten_when_they_stop_polling() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        for i in 0..MAX_SUBSCRIBERS + 10 {
+            note_subscriber(
+                &state,
+                &PollQuery {
+                    since: None,
+                    wait: None,
+                    subscriber: Some(format!("s{i}")),
+                    nickname: None,
+                    version: None,
+                },
+            );
+        }
+        assert_eq!(state.subscribers.lock().unwrap().len(), MAX_SUBSCRIBERS);
+        assert_eq!(state.json()["subscribers"][0]["nickname"], "?");
+        // Everyone's last poll long ago: the page forgets them all.
+        for s in state.subscribers.lock().unwrap().values_mut() {
+            s.last_poll = SystemTime::now() - SUBSCRIBER_EXPIRY - Duration::from_secs(1);
+        }
+        assert_eq!(state.json()["subscription_summary"], json!({}));
+    }
+
+    /// The counters over the wire: accepted, stale (an older seqnum), refused by reason.
+    #[tokio::test]
+    async fn publishes_are_counted_by_outcome() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
+        let signed = serde_json::to_vec(&announcement(6, "counted")).unwrap();
+        assert_eq!(
+            publish_raw(&address, signed.clone()).await.0,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            publish_raw(&address, b"{}".to_vec()).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let mut forged = announcement(7, "forged");
+        forged.ann = forged.ann.replace("forged", "Forged");
+        let forged = serde_json::to_vec(&forged).unwrap();
+        assert_eq!(publish_raw(&address, forged).await.0, StatusCode::BAD_REQUEST);
+        let mut wrong = address.clone();
+        wrong.swissnum = "wrong".into();
+        assert_eq!(
+            publish_raw(&wrong, b"{}".to_vec()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let mut out = Exposition::new(frontends::web::MetricsFormat::Prometheus);
+        state.write_metrics(&mut out);
+        let text = out.finish();
+        for line in [
+            "tessera_introducer_announcements_received_total 5\n",
+            "tessera_introducer_announcements_accepted_total 1\n",
+            "tessera_introducer_announcements_stale_total 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"malformed\"} 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"bad_signature\"} 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"unauthorized\"} 1\n",
+            "tessera_introducer_announcements{service=\"storage\"} 1\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        let counters: BTreeMap<String, u64> = state.counters().into_iter().collect();
+        assert_eq!(counters["introducer.inbound_message"], 5);
+        assert_eq!(counters["introducer.announcements_refused"], 3);
     }
 
     #[derive(Clone, Default)]
@@ -1153,7 +1283,8 @@ mod tests {
         // A current-thread runtime: every task of the test logs through this subscriber.
         let _guard = tracing::subscriber::set_default(subscriber);
         let (stopping_tx, stopping) = watch::channel(false);
-        let (address, _stop) = serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
+        let (address, _stop) =
+            serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
         let forged = "evil\n2026-01-01T00:00:00.000000Z  INFO tessera: FORGED admin logged in";
         let signed = serde_json::to_vec(&announcement(4, forged)).unwrap();
         assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
