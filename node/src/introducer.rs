@@ -1190,6 +1190,29 @@ mod tests {
         assert_eq!(read(&state.counters.subscribes), 1);
     }
 
+    /// A service name is another party's text: in a metric label it is escaped, so it cannot
+    /// end the label or add a line.
+    #[tokio::test]
+    async fn service_names_are_escaped_in_metric_labels() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let signed = announcement(8, "n");
+        let (id, mut body) = verify(&signed).unwrap();
+        body.service_name = "a\"} 1\nevil_metric 7\\".into();
+        assert_eq!(keep(&state, &id, body, signed), Some(true));
+        let mut out = Exposition::new(frontends::web::MetricsFormat::OpenMetrics);
+        state.write_metrics(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("tessera_introducer_announcements{service=\"a\\\"} 1\\nevil_metric 7\\\\\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|line| line.starts_with("evil_metric")),
+            "{text}"
+        );
+    }
+
     #[tokio::test]
     async fn subscribers_are_bounded_and_forgotten_when_they_stop_polling() {
         let (_stopping_tx, stopping) = watch::channel(false);
