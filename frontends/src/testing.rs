@@ -20,6 +20,7 @@ pub(crate) fn grid(count: usize) -> (tempfile::TempDir, Arc<Grid>) {
                 server_id: format!("v0-test{i}"),
                 nickname: format!("server{i}"),
                 permutation_seed: vec![i as u8; 32],
+                preferred: false,
                 lease_seed: [i as u8; 20],
                 client: Arc::new(LocalStorageClient::new(server)) as Arc<dyn StorageClient>,
                 request_timeout: std::time::Duration::from_secs(5),

@@ -162,6 +162,7 @@ pub(crate) fn server_entry(
         server_id: server_id.to_owned(),
         nickname: ann.nickname.clone(),
         permutation_seed,
+        preferred: false,
         lease_seed,
         client: Arc::new(client),
         request_timeout: timeouts.disconnect.unwrap_or(filenode::grid::REQUEST_TIMEOUT),
@@ -192,6 +193,13 @@ pub(crate) fn build_grid(dir: &Path, config: &NodeConfig) -> anyhow::Result<Arc<
         ..UploadParams::default()
     };
     let grid = Arc::new(Grid::new(secrets, params));
+    if !config.preferred_peers.is_empty() {
+        info!(
+            count = config.preferred_peers.len(),
+            "preferred storage servers ([client] peers.preferred) come first for every file"
+        );
+    }
+    grid.set_preferred_peers(config.preferred_peers.iter().cloned());
     let mut entries = Vec::new();
     for (id, ann) in read_servers_yaml(dir)? {
         match server_entry(&id, &ann, config.timeouts) {
@@ -215,6 +223,7 @@ pub(crate) fn follow_introducer(
     grid: Arc<Grid>,
     timeouts: Timeouts,
     links: frontends::web::ServerLinks,
+    nickname: &str,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let static_servers = read_servers_yaml(dir)?;
@@ -255,7 +264,13 @@ pub(crate) fn follow_introducer(
         let grid = Arc::clone(&grid);
         tokio::spawn(async move { grid.probe().await });
     };
-    crate::introducer::spawn_subscriber(dir.to_path_buf(), address, update, shutdown);
+    crate::introducer::spawn_subscriber(
+        dir.to_path_buf(),
+        address,
+        crate::introducer::SubscriberInfo::new(nickname),
+        update,
+        shutdown,
+    );
     Ok(())
 }
 
@@ -275,6 +290,47 @@ pub(crate) fn spawn_prober(grid: Arc<Grid>, mut shutdown: tokio::sync::watch::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[client] peers.preferred` reaches the grid: the named servers (of `servers.yaml` here)
+    /// are marked preferred, the others not.
+    #[test]
+    fn preferred_peers_of_the_config_mark_the_grids_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::write(private.join("secret"), storage::base32::encode(&[1; 32])).unwrap();
+        std::fs::write(private.join("convergence"), storage::base32::encode(&[2; 32])).unwrap();
+        let spki = storage::tls::TlsIdentity::generate().unwrap().spki_hash();
+        let mut yaml = String::from("storage:\n");
+        for i in 1..=3u8 {
+            let nurl = storage::nurl::Nurl::new(spki.clone(), "127.0.0.1", 1, "swiss");
+            yaml.push_str(&format!(
+                "  v0-server{i}:\n    ann:\n      nickname: s{i}\n      anonymous-storage-FURL: pb://{}@tcp:127.0.0.1:1/swiss\n      anonymous-storage-NURLs: [\"{nurl}\"]\n",
+                storage::base32::encode(&[i; 20])
+            ));
+        }
+        std::fs::write(private.join("servers.yaml"), yaml).unwrap();
+        std::fs::write(
+            dir.path().join("tahoe.cfg"),
+            "[client]\npeers.preferred = v0-server3, v0-elsewhere\n[storage]\nenabled = false\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(dir.path()).unwrap();
+        let grid = build_grid(dir.path(), &config).unwrap();
+        let marks: Vec<(String, bool)> = grid
+            .servers_with_status()
+            .into_iter()
+            .map(|(entry, _)| (entry.server_id, entry.preferred))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                ("v0-server1".to_owned(), false),
+                ("v0-server2".to_owned(), false),
+                ("v0-server3".to_owned(), true)
+            ]
+        );
+    }
 
     #[test]
     fn only_plain_http_web_addresses_are_linked() {

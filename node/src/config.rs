@@ -267,6 +267,30 @@ pub(crate) struct NodeConfig {
     /// `[client] mutable.format = sdmf | mdmf` (Tahoe's, default SDMF): the format of new mutable
     /// files made through the web API with `mutable=true` and no `format=`.
     pub(crate) mutable_format: filenode::cap::MutableFormat,
+    /// `[client] peers.preferred` (Tahoe's): server ids (`v0-…`) put first on every permuted
+    /// ring, so uploads place shares on them first and downloads ask them first.
+    pub(crate) preferred_peers: Vec<String>,
+}
+
+/// The most server ids `[client] peers.preferred` takes (an introducer keeps as many servers).
+pub(crate) const MAX_PREFERRED_PEERS: usize = 1000;
+/// The longest server id `[client] peers.preferred` takes (a `v0-` id is 55 characters).
+pub(crate) const MAX_SERVER_ID: usize = 128;
+
+/// Parses `[client] peers.preferred`: comma-separated server ids (Tahoe's; blanks dropped), each
+/// of visible ASCII, at most [`MAX_SERVER_ID`] long, at most [`MAX_PREFERRED_PEERS`] of them.
+fn parse_preferred_peers(value: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let valid = ids.len() <= MAX_PREFERRED_PEERS
+        && ids
+            .iter()
+            .all(|id| id.len() <= MAX_SERVER_ID && id.bytes().all(|b| b.is_ascii_graphic()));
+    valid.then_some(ids)
 }
 
 /// `[sftpd]`: the SFTP frontend of a client node.
@@ -341,6 +365,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "shares.happy",
             "shares.total",
             "mutable.format",
+            "peers.preferred",
             "convergence",
             "enabled",
         ],
@@ -799,6 +824,20 @@ impl NodeConfig {
                 Some((v, _)) if v.eq_ignore_ascii_case("mdmf") => filenode::cap::MutableFormat::Mdmf,
                 Some((_, line)) => return Err(invalid("client", "mutable.format", line, "sdmf or mdmf")),
             },
+            preferred_peers: match get("client", "peers.preferred") {
+                None => Vec::new(),
+                Some((v, line)) => parse_preferred_peers(v).ok_or_else(|| {
+                    invalid(
+                        "client",
+                        "peers.preferred",
+                        line,
+                        &format!(
+                            "a comma-separated list of server ids such as v0-… (at most \
+                             {MAX_PREFERRED_PEERS}, each at most {MAX_SERVER_ID} characters without spaces)"
+                        ),
+                    )
+                })?,
+            },
         })
     }
 }
@@ -921,6 +960,24 @@ impl FtpdConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_preferred_is_a_bounded_list_of_server_ids() {
+        let config = load("[client]\npeers.preferred = v0-aaa, v0-bbb ,,\n").unwrap();
+        assert_eq!(config.preferred_peers, ["v0-aaa", "v0-bbb"]);
+        assert!(load("[client]\n").unwrap().preferred_peers.is_empty());
+        let too_many = vec!["v0-x"; MAX_PREFERRED_PEERS + 1].join(",");
+        let long = format!("v0-{}", "a".repeat(MAX_SERVER_ID));
+        for bad in [too_many.as_str(), long.as_str(), "v0-a b, v0-c"] {
+            let error = load(&format!("[client]\npeers.preferred = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("[client] peers.preferred must be a comma-separated list of server ids"),
+                "{error}"
+            );
+        }
+    }
 
     fn load(text: &str) -> anyhow::Result<NodeConfig> {
         let file = Path::new("/n/tahoe.cfg");

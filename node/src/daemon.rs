@@ -55,8 +55,11 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let introducer = dir.join(nodedir::INTRODUCER_MARKER).exists();
+    let mut introducer_state = None;
     if introducer {
-        tasks.push(start_introducer(&dir, &config, shutdown_rx.clone()).await?);
+        let (task, state) = start_introducer(&dir, &config, shutdown_rx.clone()).await?;
+        tasks.push(task);
+        introducer_state = Some(state);
     }
     // The web port is taken first: a storage node announces its address (tcp:0 picks it now).
     let web = match &config.web_port {
@@ -82,6 +85,8 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     } else if let Some((listener, web, _)) = web {
         let mut status = frontends::web::status::NodeStatus::new(config.nickname.clone());
         status.storage = storage;
+        // An introducer's web port shows its announcements, subscribers and counters.
+        status.source = introducer_state.map(|state| state as Arc<dyn frontends::web::status::StatusSource>);
         let router = frontends::web::status::status_router(status);
         tasks.push(serve_on(
             &dir,
@@ -131,12 +136,12 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 pub(crate) type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
-/// An introducer node: the HTTPS introducer service on `tub.port`.
+/// An introducer node: the HTTPS introducer service on `tub.port`, and its state for the web port.
 async fn start_introducer(
     dir: &Path,
     config: &NodeConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ServerTask> {
+) -> anyhow::Result<(ServerTask, Arc<crate::introducer::IntroducerState>)> {
     let endpoint = config
         .tub_port
         .clone()
@@ -147,7 +152,15 @@ async fn start_introducer(
     let identity = storage::tls::TlsIdentity::from_pem(&pem)
         .with_context(|| format!("{} does not hold a valid key and certificate", pem_path.display()))?;
     let listener = bind(&endpoint, dir, "[node] tub.port").await?;
-    crate::introducer::serve(dir, listener, identity, &config.tub_location, shutdown).await
+    crate::introducer::serve(
+        dir,
+        &config.nickname,
+        listener,
+        identity,
+        &config.tub_location,
+        shutdown,
+    )
+    .await
 }
 
 /// Builds this storage node's signed announcement for a given seqnum.
@@ -233,6 +246,7 @@ async fn start_gateway(
             Arc::clone(&grid),
             config.timeouts,
             links.clone(),
+            &config.nickname,
             shutdown.clone(),
         )?;
     }

@@ -171,6 +171,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
             nickname: None,
             listen_port: None,
             location: None,
+            webport: None,
             dir: introducer_dir.clone(),
         })?;
     }
@@ -182,6 +183,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let mut stop = watch_stop_signals(&runtime)?;
     let mut children = Children(Vec::new());
     let _ = std::fs::remove_file(introducer_dir.join("private").join("introducer.furl"));
+    let _ = std::fs::remove_file(introducer_dir.join("node.url"));
     // Each child joins `children` before it is waited on, so a failed start still stops it.
     children
         .0
@@ -196,6 +198,23 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let address = std::fs::read_to_string(introducer_dir.join("private").join("introducer.furl"))?
         .trim()
         .to_owned();
+    // The introducer's status page (grids made before introducers had a web port have none).
+    let mut status_urls = Vec::new();
+    if crate::config::NodeConfig::load(&introducer_dir)?
+        .web_port
+        .is_some()
+    {
+        wait_for_file(
+            &introducer_dir.join("node.url"),
+            introducer,
+            name,
+            &introducer_dir,
+        )?;
+        let url = std::fs::read_to_string(introducer_dir.join("node.url"))?
+            .trim()
+            .to_owned();
+        status_urls.push(format!("  introducer status: {url}"));
+    }
 
     for (i, dir) in storage_dirs.iter().enumerate() {
         if !dir.join("tahoe.cfg").exists() {
@@ -245,7 +264,6 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         children.0.push((name, child));
     }
     // Each storage node's status pages (grids made before storage nodes had a web port have none).
-    let mut status_urls = Vec::new();
     for (dir, (name, child)) in storage_dirs.iter().zip(children.0.iter_mut().skip(1)) {
         wait_for_file(&dir.join("private").join("storage.nurl"), child, name, dir)?;
         if crate::config::NodeConfig::load(dir)?.web_port.is_some() {

@@ -23,8 +23,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -34,8 +35,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use frontends::web::status::StatusSource;
+use frontends::web::{Exposition, Pages, WebError};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -62,13 +66,119 @@ struct AnnouncementList {
     announcements: Vec<SignedAnnouncement>,
 }
 
-#[derive(Debug)]
-struct IntroducerState {
+/// The most subscribers the introducer lists (a new one past that is served but not listed).
+pub(crate) const MAX_SUBSCRIBERS: usize = 1000;
+/// A subscriber not heard from for this long is no longer listed (it polls every minute).
+const SUBSCRIBER_EXPIRY: Duration = Duration::from_secs(180);
+/// The longest subscriber id taken (a longer one, or one of other characters, is not listed).
+const MAX_SUBSCRIBER_ID: usize = 64;
+/// The longest subscriber version shown (a longer one is cut).
+const MAX_SUBSCRIBER_VERSION: usize = 128;
+
+/// What the introducer knows of one server.
+#[derive(Debug, Clone)]
+struct Known {
+    seqnum: u64,
+    signed: SignedAnnouncement,
+    body: AnnouncementBody,
+    /// When this announcement arrived.
+    when: SystemTime,
+}
+
+/// A client that polls for announcements, as it describes itself (bounded, shown escaped).
+#[derive(Debug, Clone)]
+struct Subscriber {
+    nickname: String,
+    version: String,
+    since: SystemTime,
+    last_poll: SystemTime,
+    polls: u64,
+}
+
+/// Why a publish was refused (the `reason` label of the refusal counter).
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Unauthorized,
+    TooLarge,
+    Malformed,
+    BadSignature,
+    Full,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::Unauthorized,
+        Refusal::TooLarge,
+        Refusal::Malformed,
+        Refusal::BadSignature,
+        Refusal::Full,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::TooLarge => "too_large",
+            Refusal::Malformed => "malformed",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Full => "full",
+        }
+    }
+}
+
+/// The introducer's counters since it started.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Every publish request (Tahoe's `inbound_message`).
+    received: AtomicU64,
+    /// Announcements kept: a new server's, or a newer one of a known server.
+    accepted: AtomicU64,
+    /// Announcements not newer than the one known (Tahoe's `inbound_duplicate` and
+    /// `inbound_old_replay`).
+    stale: AtomicU64,
+    /// Refusals, by [`Refusal`].
+    refused: [AtomicU64; 5],
+    /// Announcement lists served to subscribers.
+    polls: AtomicU64,
+    /// Announcements sent in those lists (Tahoe's `outbound_announcements`).
+    sent: AtomicU64,
+    /// New subscribers (Tahoe's `inbound_subscribe`).
+    subscribes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn read(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+pub(crate) struct IntroducerState {
+    /// A secret: never shown, logged or in `Debug`.
     swissnum: String,
+    nickname: String,
+    started: Instant,
     /// Ends long polls when the introducer shuts down (graceful shutdown waits for open requests).
     stopping: watch::Receiver<bool>,
-    announcements: Mutex<BTreeMap<String, (u64, SignedAnnouncement)>>,
+    announcements: Mutex<BTreeMap<String, Known>>,
+    subscribers: Mutex<BTreeMap<String, Subscriber>>,
+    counters: Counters,
     generation: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for IntroducerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntroducerState")
+            .field("nickname", &self.nickname)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IntroducerState {
+    fn refuse(&self, why: Refusal) {
+        bump(&self.counters.refused[why as usize]);
+    }
 }
 
 fn authorized(state: &IntroducerState, headers: &HeaderMap) -> bool {
@@ -91,35 +201,50 @@ fn unauthorized() -> Response {
 }
 
 async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, body: Body) -> Response {
+    bump(&state.counters.received);
     if !authorized(&state, &headers) {
+        state.refuse(Refusal::Unauthorized);
         return unauthorized();
     }
     let body = match Limited::new(body, MAX_PUBLISH_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
+            state.refuse(Refusal::TooLarge);
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("an announcement is at most {MAX_PUBLISH_BODY} bytes\n"),
             )
                 .into_response();
         }
-        Err(_) => return (StatusCode::BAD_REQUEST, "the request body was cut off\n").into_response(),
+        Err(_) => {
+            state.refuse(Refusal::Malformed);
+            return (StatusCode::BAD_REQUEST, "the request body was cut off\n").into_response();
+        }
     };
     let signed: SignedAnnouncement = match serde_json::from_slice(&body) {
         Ok(signed) => signed,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not an announcement: {e}\n")).into_response(),
+        Err(e) => {
+            state.refuse(Refusal::Malformed);
+            return (StatusCode::BAD_REQUEST, format!("not an announcement: {e}\n")).into_response();
+        }
     };
     let (server_id, parsed) = match verify(&signed) {
         Ok(verified) => verified,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e:#}\n")).into_response(),
+        Err(e) => {
+            state.refuse(Refusal::BadSignature);
+            return (StatusCode::BAD_REQUEST, format!("{e:#}\n")).into_response();
+        }
     };
-    match keep(&state, &server_id, parsed.seqnum, signed) {
+    let nickname = shown_nickname(&parsed.storage.nickname);
+    match keep(&state, &server_id, parsed, signed) {
         Some(true) => {
-            info!(server = %server_id, nickname = %shown_nickname(&parsed.storage.nickname), "announcement received");
+            bump(&state.counters.accepted);
+            info!(server = %server_id, nickname = %nickname, "announcement received");
             state.generation.send_modify(|g| *g += 1);
         }
-        Some(false) => {}
+        Some(false) => bump(&state.counters.stale),
         None => {
+            state.refuse(Refusal::Full);
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the introducer already knows {MAX_SERVERS} servers and takes no more\n"),
@@ -132,22 +257,90 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
 
 /// Keeps an announcement if it is newer than the one known from its server; whether it was, or
 /// `None` for a new server past [`MAX_SERVERS`] (refused).
-fn keep(state: &IntroducerState, server_id: &str, seqnum: u64, signed: SignedAnnouncement) -> Option<bool> {
+fn keep(
+    state: &IntroducerState,
+    server_id: &str,
+    body: AnnouncementBody,
+    signed: SignedAnnouncement,
+) -> Option<bool> {
     let mut announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
     match announcements.get(server_id) {
-        Some((known, _)) if *known >= seqnum => Some(false),
+        Some(known) if known.seqnum >= body.seqnum => Some(false),
         None if announcements.len() >= MAX_SERVERS => None,
         _ => {
-            announcements.insert(server_id.to_owned(), (seqnum, signed));
+            let known = Known {
+                seqnum: body.seqnum,
+                signed,
+                body,
+                when: SystemTime::now(),
+            };
+            announcements.insert(server_id.to_owned(), known);
             Some(true)
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct PollQuery {
     since: Option<u64>,
     wait: Option<u64>,
+    /// The subscriber's id (random, made when it starts following), its nickname and version:
+    /// what the introducer lists. Optional: a subscriber without them is served, not listed.
+    subscriber: Option<String>,
+    nickname: Option<String>,
+    version: Option<String>,
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Notes a poll from the subscriber `query` names (if it names a valid one).
+fn note_subscriber(state: &IntroducerState, query: &PollQuery) {
+    let Some(id) = query.subscriber.as_deref() else {
+        return;
+    };
+    if id.is_empty() || id.len() > MAX_SUBSCRIBER_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return;
+    }
+    let now = SystemTime::now();
+    let mut subscribers = state.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = subscribers.get_mut(id) {
+        known.last_poll = now;
+        known.polls += 1;
+        return;
+    }
+    prune_subscribers(&mut subscribers, now);
+    if subscribers.len() >= MAX_SUBSCRIBERS {
+        return;
+    }
+    bump(&state.counters.subscribes);
+    subscribers.insert(
+        id.to_owned(),
+        Subscriber {
+            nickname: bounded(
+                query.nickname.as_deref().unwrap_or("?"),
+                crate::announcement::MAX_NICKNAME,
+            ),
+            version: bounded(query.version.as_deref().unwrap_or("?"), MAX_SUBSCRIBER_VERSION),
+            since: now,
+            last_poll: now,
+            polls: 1,
+        },
+    );
+}
+
+fn prune_subscribers(subscribers: &mut BTreeMap<String, Subscriber>, now: SystemTime) {
+    subscribers.retain(|_, s| {
+        now.duration_since(s.last_poll)
+            .is_ok_and(|age| age < SUBSCRIBER_EXPIRY)
+            || now < s.last_poll
+    });
 }
 
 async fn announcements(
@@ -158,6 +351,7 @@ async fn announcements(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
+    note_subscriber(&state, &query);
     let since = query.since.unwrap_or(0);
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
     let mut generation = state.generation.subscribe();
@@ -170,37 +364,47 @@ async fn announcements(
         let announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
         AnnouncementList {
             generation: *state.generation.borrow(),
-            announcements: announcements.values().map(|(_, a)| a.clone()).collect(),
+            announcements: announcements.values().map(|k| k.signed.clone()).collect(),
         }
     };
+    bump(&state.counters.polls);
+    state
+        .counters
+        .sent
+        .fetch_add(list.announcements.len() as u64, Ordering::Relaxed);
     axum::Json(list).into_response()
 }
 
-fn new_state(swissnum: String, stopping: watch::Receiver<bool>) -> Arc<IntroducerState> {
+fn new_state(swissnum: String, nickname: String, stopping: watch::Receiver<bool>) -> Arc<IntroducerState> {
     Arc::new(IntroducerState {
         swissnum,
+        nickname,
+        started: Instant::now(),
         stopping,
         announcements: Mutex::new(BTreeMap::new()),
+        subscribers: Mutex::new(BTreeMap::new()),
+        counters: Counters::default(),
         generation: watch::Sender::new(0),
     })
 }
 
-fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
-    let state = new_state(swissnum, stopping);
+fn router(state: Arc<IntroducerState>) -> Router {
     Router::new()
         .route("/introducer/v1/publish", post(publish))
         .route("/introducer/v1/announcements", get(announcements))
         .with_state(state)
 }
 
-/// Runs the introducer service of node `dir` until `shutdown` resolves.
+/// Runs the introducer service of node `dir` until `shutdown` resolves; its state is what the
+/// node's web port shows ([`IntroducerState`] is a [`StatusSource`]).
 pub(crate) async fn serve(
     dir: &Path,
+    nickname: &str,
     listener: tokio::net::TcpListener,
     identity: storage::tls::TlsIdentity,
     location: &[String],
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<anyhow::Result<()>>, Arc<IntroducerState>)> {
     let swissnum_path = dir.join("private").join("introducer.swissnum");
     let swissnum = std::fs::read_to_string(&swissnum_path)
         .with_context(|| format!("cannot read {}", swissnum_path.display()))?
@@ -222,16 +426,321 @@ pub(crate) async fn serve(
         "introducer running; its address is in {}",
         dir.join("private").join("introducer.furl").display()
     ))?;
-    let router = router(swissnum, shutdown.clone());
+    let state = new_state(swissnum, nickname.to_owned(), shutdown.clone());
+    let router = router(Arc::clone(&state));
     let mut stop = shutdown;
     let stopped = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         storage::http::serve(listener, &identity, router, stopped)
             .await
             .context("the introducer failed")
-    }))
+    });
+    Ok((task, state))
+}
+
+fn unix_float(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A metric label value written safely (another party's text may hold quotes or newlines).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The connection hints of an announcement (`tcp:HOST:PORT`, from its NURLs), without the
+/// swissnums its NURLs and FURL carry.
+fn connection_hints(body: &AnnouncementBody) -> Vec<String> {
+    body.storage
+        .nurls
+        .iter()
+        .filter_map(|nurl| nurl.parse::<storage::nurl::Nurl>().ok())
+        .map(|nurl| format!("tcp:{}:{}", nurl.host, nurl.port))
+        .collect()
+}
+
+/// "name: count, …" in name order.
+fn summary_text(counts: &BTreeMap<String, u64>) -> String {
+    counts
+        .iter()
+        .map(|(name, count)| format!("{name}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A snapshot of what the introducer knows, for its pages.
+struct View {
+    announcements: Vec<(String, Known)>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl IntroducerState {
+    fn view(&self) -> View {
+        let mut announcements: Vec<(String, Known)> = self
+            .announcements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, known)| (id.clone(), known.clone()))
+            .collect();
+        announcements.sort_by(|(a_id, a), (b_id, b)| {
+            (&a.body.service_name, &a.body.storage.nickname, a_id).cmp(&(
+                &b.body.service_name,
+                &b.body.storage.nickname,
+                b_id,
+            ))
+        });
+        let subscribers = {
+            let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+            prune_subscribers(&mut subscribers, SystemTime::now());
+            let mut list: Vec<Subscriber> = subscribers.values().cloned().collect();
+            list.sort_by_key(|s| s.since);
+            list
+        };
+        View {
+            announcements,
+            subscribers,
+        }
+    }
+
+    /// Current announcements per service.
+    fn announcement_counts(view: &View) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for (_, known) in &view.announcements {
+            *counts.entry(known.body.service_name.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Current subscribers per service (every subscriber follows `storage`).
+    fn subscription_counts(view: &View) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        if !view.subscribers.is_empty() {
+            counts.insert("storage".to_owned(), view.subscribers.len() as u64);
+        }
+        counts
+    }
+
+    /// `/?t=json`: Tahoe 1.20's `announcement_summary` and `subscription_summary`, and the lists
+    /// (Tahoe shows them only in HTML).
+    fn json(&self) -> Value {
+        let view = self.view();
+        let announcements: Vec<Value> = view
+            .announcements
+            .iter()
+            .map(|(id, known)| {
+                json!({
+                    "server_id": id,
+                    "nickname": known.body.storage.nickname,
+                    "service_name": known.body.service_name,
+                    "version": known.body.my_version,
+                    "seqnum": known.seqnum,
+                    "announced": unix_float(known.when),
+                    "connection_hints": connection_hints(&known.body),
+                })
+            })
+            .collect();
+        let subscribers: Vec<Value> = view
+            .subscribers
+            .iter()
+            .map(|s| {
+                json!({
+                    "nickname": s.nickname,
+                    "version": s.version,
+                    "service_name": "storage",
+                    "since": unix_float(s.since),
+                    "last_poll": unix_float(s.last_poll),
+                    "polls": s.polls,
+                })
+            })
+            .collect();
+        json!({
+            "announcement_summary": Self::announcement_counts(&view),
+            "subscription_summary": Self::subscription_counts(&view),
+            "announcements": announcements,
+            "subscribers": subscribers,
+        })
+    }
+
+    fn page(&self, pages: &Pages) -> Result<String, WebError> {
+        let view = self.view();
+        let ago = |time: SystemTime| {
+            let secs = SystemTime::now()
+                .duration_since(time)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!(
+                "{} ({} ago)",
+                frontends::web::status::iso_time(unix_float(time) as u64),
+                frontends::web::status::human_duration(secs)
+            )
+        };
+        let announcements: Vec<minijinja::Value> = view
+            .announcements
+            .iter()
+            .map(|(id, known)| {
+                minijinja::context! {
+                    server_id => id,
+                    nickname => &known.body.storage.nickname,
+                    service_name => &known.body.service_name,
+                    version => &known.body.my_version,
+                    announced_text => ago(known.when),
+                    connection_hints => connection_hints(&known.body),
+                }
+            })
+            .collect();
+        let subscribers: Vec<minijinja::Value> = view
+            .subscribers
+            .iter()
+            .map(|s| {
+                minijinja::context! {
+                    nickname => &s.nickname,
+                    version => &s.version,
+                    service_name => "storage",
+                    since_text => ago(s.since),
+                    last_poll_text => ago(s.last_poll),
+                    polls => s.polls,
+                }
+            })
+            .collect();
+        pages.render(
+            "introducer.html",
+            minijinja::context! {
+                nickname => &self.nickname,
+                version => concat!("tessera/", env!("CARGO_PKG_VERSION")),
+                uptime => frontends::web::status::human_duration(self.started.elapsed().as_secs()),
+                announcement_summary => summary_text(&Self::announcement_counts(&view)),
+                subscription_summary => summary_text(&Self::subscription_counts(&view)),
+                announcements => announcements,
+                subscribers => subscribers,
+                subscriber_expiry => frontends::web::status::human_duration(SUBSCRIBER_EXPIRY.as_secs()),
+            },
+        )
+    }
+}
+
+impl StatusSource for IntroducerState {
+    fn write_metrics(&self, out: &mut Exposition) {
+        let c = &self.counters;
+        out.counter(
+            "tessera_introducer_announcements_received",
+            "Announcements published to the introducer (Tahoe's inbound_message), kept or not.",
+            &[("", read(&c.received) as f64)],
+        );
+        out.counter(
+            "tessera_introducer_announcements_accepted",
+            "Announcements kept: a new server's, or a newer one of a known server.",
+            &[("", read(&c.accepted) as f64)],
+        );
+        out.counter(
+            "tessera_introducer_announcements_stale",
+            "Announcements not newer than the one known from their server (duplicates, replays).",
+            &[("", read(&c.stale) as f64)],
+        );
+        let refused: Vec<(String, f64)> = Refusal::ALL
+            .iter()
+            .map(|why| {
+                (
+                    format!("{{reason=\"{}\"}}", why.label()),
+                    read(&c.refused[*why as usize]) as f64,
+                )
+            })
+            .collect();
+        let refused: Vec<(&str, f64)> = refused.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        out.counter(
+            "tessera_introducer_announcements_refused",
+            "Announcements refused, by reason.",
+            &refused,
+        );
+        let view = self.view();
+        let per_service: Vec<(String, f64)> = Self::announcement_counts(&view)
+            .iter()
+            .map(|(name, count)| (format!("{{service=\"{}\"}}", label_value(name)), *count as f64))
+            .collect();
+        let per_service: Vec<(&str, f64)> = per_service.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        out.gauge(
+            "tessera_introducer_announcements",
+            "Current announcements, per service.",
+            &per_service,
+        );
+        out.gauge(
+            "tessera_introducer_subscribers",
+            "Clients polling for announcements now.",
+            &[("", view.subscribers.len() as f64)],
+        );
+        out.counter(
+            "tessera_introducer_subscribes",
+            "New subscribers (Tahoe's inbound_subscribe).",
+            &[("", read(&c.subscribes) as f64)],
+        );
+        out.counter(
+            "tessera_introducer_polls",
+            "Announcement lists served to subscribers.",
+            &[("", read(&c.polls) as f64)],
+        );
+        out.counter(
+            "tessera_introducer_announcements_sent",
+            "Announcements sent in those lists (Tahoe's outbound_announcements).",
+            &[("", read(&c.sent) as f64)],
+        );
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let c = &self.counters;
+        let refused: u64 = c.refused.iter().map(read).sum();
+        vec![
+            ("introducer.inbound_message".into(), read(&c.received)),
+            ("introducer.inbound_subscribe".into(), read(&c.subscribes)),
+            ("introducer.outbound_announcements".into(), read(&c.sent)),
+            ("introducer.announcements_accepted".into(), read(&c.accepted)),
+            ("introducer.announcements_stale".into(), read(&c.stale)),
+            ("introducer.announcements_refused".into(), refused),
+            ("introducer.polls".into(), read(&c.polls)),
+        ]
+    }
+
+    fn summary(&self) -> Vec<(String, String)> {
+        let view = self.view();
+        vec![
+            (
+                "Announcement summary".into(),
+                summary_text(&Self::announcement_counts(&view)),
+            ),
+            (
+                "Subscription summary".into(),
+                summary_text(&Self::subscription_counts(&view)),
+            ),
+        ]
+    }
+
+    fn front_page(&self, pages: &Pages, t: Option<&str>) -> Option<Result<Response, WebError>> {
+        Some(match t {
+            None => self.page(pages).map(|page| {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    page,
+                )
+                    .into_response()
+            }),
+            Some("json") => Ok((
+                [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&self.json()).unwrap_or_default()
+                ),
+            )
+                .into_response()),
+            Some(other) => Err(WebError::BadRequest(format!(
+                "unknown t={} for the introducer's page (t=json is known)",
+                bounded(other, 64)
+            ))),
+        })
+    }
 }
 
 /// One HTTPS request to a pinned peer on a fresh connection; an answer over `limit` bytes is an
@@ -380,10 +889,20 @@ pub(crate) fn verified(list: &[SignedAnnouncement]) -> Learned {
 
 /// One long poll: the introducer's announcements once its generation passes `generation` (or its
 /// wait ends). The answer is read up to [`MAX_LIST_BODY`] bytes.
-async fn poll(address: &storage::nurl::Nurl, generation: u64) -> anyhow::Result<AnnouncementList> {
+async fn poll(
+    address: &storage::nurl::Nurl,
+    generation: u64,
+    me: &SubscriberInfo,
+) -> anyhow::Result<AnnouncementList> {
+    let encode = |text: &str| {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
     let path = format!(
-        "/introducer/v1/announcements?since={generation}&wait={}",
-        MAX_WAIT.as_secs() - 5
+        "/introducer/v1/announcements?since={generation}&wait={}&subscriber={}&nickname={}&version={}",
+        MAX_WAIT.as_secs() - 5,
+        me.id,
+        encode(&bounded(&me.nickname, crate::announcement::MAX_NICKNAME)),
+        encode(concat!("tessera/", env!("CARGO_PKG_VERSION"))),
     );
     let (status, body) = request(
         address,
@@ -400,11 +919,29 @@ async fn poll(address: &storage::nurl::Nurl, generation: u64) -> anyhow::Result<
     Ok(serde_json::from_slice::<AnnouncementList>(&body)?)
 }
 
+/// How a subscriber names itself to the introducer (which lists its subscribers).
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriberInfo {
+    /// Random, made once per run: the introducer tells subscribers apart by it.
+    pub(crate) id: String,
+    pub(crate) nickname: String,
+}
+
+impl SubscriberInfo {
+    pub(crate) fn new(nickname: &str) -> Self {
+        SubscriberInfo {
+            id: storage::base32::encode(&rand::random::<[u8; 16]>()),
+            nickname: nickname.to_owned(),
+        }
+    }
+}
+
 /// Subscribes to the introducer, calling `update` with every announcement known so far (the cache
 /// first, then each change), and keeps the cache file current.
 pub(crate) fn spawn_subscriber(
     dir: PathBuf,
     address: storage::nurl::Nurl,
+    me: SubscriberInfo,
     update: impl Fn(&Learned) + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -423,7 +960,7 @@ pub(crate) fn spawn_subscriber(
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return,
-                outcome = poll(&address, generation) => outcome,
+                outcome = poll(&address, generation, &me) => outcome,
             };
             let pause = match outcome {
                 Ok(list) => {
@@ -537,7 +1074,8 @@ mod tests {
     #[tokio::test]
     async fn publish_bodies_and_the_server_count_are_bounded() {
         let (_stopping_tx, stopping) = watch::channel(false);
-        let (address, _stop) = serve_router(router(SWISSNUM.into(), stopping.clone())).await;
+        let (address, _stop) =
+            serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
         let (status, reply) = publish_raw(&address, vec![b' '; MAX_PUBLISH_BODY + 1]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
         assert_eq!(reply, "an announcement is at most 16384 bytes\n");
@@ -549,13 +1087,16 @@ mod tests {
         assert!(reply.contains("nickname is 300 bytes; at most 256"), "{reply}");
 
         // A new server past the limit is refused; known ones still update.
-        let state = new_state(SWISSNUM.into(), stopping);
+        let state = new_state(SWISSNUM.into(), "i".into(), stopping);
         let signed = announcement(3, "one of many");
+        let (_, body) = verify(&signed).unwrap();
+        let mut newer = body.clone();
+        newer.seqnum = 2;
         for i in 0..MAX_SERVERS {
-            assert!(keep(&state, &format!("v0-{i}"), 1, signed.clone()).unwrap());
+            assert!(keep(&state, &format!("v0-{i}"), body.clone(), signed.clone()).unwrap());
         }
-        assert_eq!(keep(&state, "v0-new", 1, signed.clone()), None);
-        assert!(keep(&state, "v0-7", 2, signed).unwrap());
+        assert_eq!(keep(&state, "v0-new", body, signed.clone()), None);
+        assert!(keep(&state, "v0-7", newer, signed).unwrap());
     }
 
     #[tokio::test]
@@ -576,7 +1117,10 @@ mod tests {
                 post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(MAX_PUBLISH_REPLY + 1)) }),
             );
         let (address, _stop) = serve_router(hostile).await;
-        let error = poll(&address, 0).await.unwrap_err().to_string();
+        let error = poll(&address, 0, &SubscriberInfo::new("me"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("answer is larger than"), "{error}");
         let error = request(
             &address,
@@ -590,6 +1134,153 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("larger than 4096 bytes"), "{error}");
+    }
+
+    /// Another party's text (a server's nickname, a subscriber's nickname and version) is
+    /// escaped in the page, bounded, and never brings a swissnum to the page or JSON.
+    #[tokio::test]
+    async fn the_status_page_escapes_and_bounds_what_others_send_and_hides_swissnums() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let signed = announcement(5, "<script>alert(1)</script>");
+        let (id, body) = verify(&signed).unwrap();
+        assert_eq!(keep(&state, &id, body, signed), Some(true));
+        let query = PollQuery {
+            since: None,
+            wait: None,
+            subscriber: Some("abc123".into()),
+            nickname: Some(format!("<b>bold</b>{}", "é".repeat(400))),
+            version: Some("v".repeat(1000)),
+        };
+        note_subscriber(&state, &query);
+        note_subscriber(&state, &query);
+        // Ids of other characters or too long are served but not listed.
+        for bad in ["a/b", "", &"x".repeat(65)] {
+            let query = PollQuery {
+                subscriber: Some(bad.into()),
+                ..query.clone()
+            };
+            note_subscriber(&state, &query);
+        }
+        let page = state.page(&Pages::new()).unwrap();
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{page}"
+        );
+        assert!(page.contains("&lt;b&gt;bold"), "{page}");
+        assert!(page.contains("storage: 1"), "{page}");
+        assert!(!page.contains("swiss"), "a swissnum on the page:\n{page}");
+        assert!(page.contains("tcp:127.0.0.1:1"), "{page}");
+        let json = state.json();
+        assert_eq!(json["announcement_summary"]["storage"], 1, "{json}");
+        assert_eq!(json["subscription_summary"]["storage"], 1, "{json}");
+        assert_eq!(json["subscribers"].as_array().unwrap().len(), 1, "{json}");
+        let subscriber = &json["subscribers"][0];
+        assert_eq!(subscriber["polls"], 2);
+        let nickname = subscriber["nickname"].as_str().unwrap();
+        assert!(nickname.len() <= crate::announcement::MAX_NICKNAME && nickname.len() > 250);
+        assert_eq!(
+            subscriber["version"].as_str().unwrap().len(),
+            MAX_SUBSCRIBER_VERSION
+        );
+        assert_eq!(json["announcements"][0]["nickname"], "<script>alert(1)</script>");
+        assert_eq!(json["announcements"][0]["connection_hints"][0], "tcp:127.0.0.1:1");
+        assert!(!json.to_string().contains("swiss"), "{json}");
+        assert_eq!(read(&state.counters.subscribes), 1);
+    }
+
+    /// A service name is another party's text: in a metric label it is escaped, so it cannot
+    /// end the label or add a line.
+    #[tokio::test]
+    async fn service_names_are_escaped_in_metric_labels() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let signed = announcement(8, "n");
+        let (id, mut body) = verify(&signed).unwrap();
+        body.service_name = "a\"} 1\nevil_metric 7\\".into();
+        assert_eq!(keep(&state, &id, body, signed), Some(true));
+        let mut out = Exposition::new(frontends::web::MetricsFormat::OpenMetrics);
+        state.write_metrics(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("tessera_introducer_announcements{service=\"a\\\"} 1\\nevil_metric 7\\\\\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|line| line.starts_with("evil_metric")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_are_bounded_and_forgotten_when_they_stop_polling() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        for i in 0..MAX_SUBSCRIBERS + 10 {
+            note_subscriber(
+                &state,
+                &PollQuery {
+                    since: None,
+                    wait: None,
+                    subscriber: Some(format!("s{i}")),
+                    nickname: None,
+                    version: None,
+                },
+            );
+        }
+        assert_eq!(state.subscribers.lock().unwrap().len(), MAX_SUBSCRIBERS);
+        assert_eq!(state.json()["subscribers"][0]["nickname"], "?");
+        // Everyone's last poll long ago: the page forgets them all.
+        for s in state.subscribers.lock().unwrap().values_mut() {
+            s.last_poll = SystemTime::now() - SUBSCRIBER_EXPIRY - Duration::from_secs(1);
+        }
+        assert_eq!(state.json()["subscription_summary"], json!({}));
+    }
+
+    /// The counters over the wire: accepted, stale (an older seqnum), refused by reason.
+    #[tokio::test]
+    async fn publishes_are_counted_by_outcome() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
+        let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
+        let signed = serde_json::to_vec(&announcement(6, "counted")).unwrap();
+        assert_eq!(
+            publish_raw(&address, signed.clone()).await.0,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            publish_raw(&address, b"{}".to_vec()).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let mut forged = announcement(7, "forged");
+        forged.ann = forged.ann.replace("forged", "Forged");
+        let forged = serde_json::to_vec(&forged).unwrap();
+        assert_eq!(publish_raw(&address, forged).await.0, StatusCode::BAD_REQUEST);
+        let mut wrong = address.clone();
+        wrong.swissnum = "wrong".into();
+        assert_eq!(
+            publish_raw(&wrong, b"{}".to_vec()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let mut out = Exposition::new(frontends::web::MetricsFormat::Prometheus);
+        state.write_metrics(&mut out);
+        let text = out.finish();
+        for line in [
+            "tessera_introducer_announcements_received_total 5\n",
+            "tessera_introducer_announcements_accepted_total 1\n",
+            "tessera_introducer_announcements_stale_total 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"malformed\"} 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"bad_signature\"} 1\n",
+            "tessera_introducer_announcements_refused_total{reason=\"unauthorized\"} 1\n",
+            "tessera_introducer_announcements{service=\"storage\"} 1\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        let counters: BTreeMap<String, u64> = state.counters().into_iter().collect();
+        assert_eq!(counters["introducer.inbound_message"], 5);
+        assert_eq!(counters["introducer.announcements_refused"], 3);
     }
 
     #[derive(Clone, Default)]
@@ -615,7 +1306,8 @@ mod tests {
         // A current-thread runtime: every task of the test logs through this subscriber.
         let _guard = tracing::subscriber::set_default(subscriber);
         let (stopping_tx, stopping) = watch::channel(false);
-        let (address, _stop) = serve_router(router(SWISSNUM.into(), stopping.clone())).await;
+        let (address, _stop) =
+            serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
         let forged = "evil\n2026-01-01T00:00:00.000000Z  INFO tessera: FORGED admin logged in";
         let signed = serde_json::to_vec(&announcement(4, forged)).unwrap();
         assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
@@ -636,6 +1328,7 @@ mod tests {
             Arc::clone(&grid),
             Default::default(),
             Default::default(),
+            "client",
             stopping,
         )
         .unwrap();

@@ -393,6 +393,10 @@ pub(crate) struct CreateIntroducerArgs {
     /// Address nodes use to reach the introducer (default 127.0.0.1:PORT).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) location: Option<String>,
+    /// The web port's endpoint (the introducer's status page), or `none`. Default: a free port on
+    /// 127.0.0.1 chosen now.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub(crate) webport: Option<String>,
     /// The directory to create.
     pub(crate) dir: PathBuf,
 }
@@ -413,6 +417,18 @@ pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<(
     let loopback = location.starts_with("127.") || location.starts_with("localhost:");
     let interface = if loopback { ":interface=127.0.0.1" } else { "" };
     let nickname = args.nickname.clone().unwrap_or_else(|| "introducer".into());
+    let webport = match &args.webport {
+        Some(webport) => webport.clone(),
+        None => format!("tcp:{}:interface=127.0.0.1", choose_port(None)?),
+    };
+    let web_line = if webport == "none" {
+        String::new()
+    } else {
+        if crate::config::Endpoint::parse(&webport).is_none() {
+            bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
+        }
+        format!("web.port = {webport}\n")
+    };
     fs::create_dir_all(dir.join("private"))?;
     fs::set_permissions(dir.join("private"), fs::Permissions::from_mode(0o700))?;
     fs::create_dir_all(dir.join("logs"))?;
@@ -421,7 +437,8 @@ pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<(
          [node]\n\
          nickname = {nickname}\n\
          tub.port = tcp:{port}{interface}\n\
-         tub.location = tcp:{location}\n\n\
+         tub.location = tcp:{location}\n\
+         {web_line}\n\
          [storage]\n\
          enabled = false\n"
     );

@@ -83,13 +83,6 @@ const REFUSED_KEYS: &[(&str, &str, Accept, &str)] = &[
     ),
     (
         "client",
-        "peers.preferred",
-        Accept::Never,
-        "preferred servers are not supported yet: Tessera places and reads shares in permuted-ring order \
-         alone; remove the key",
-    ),
-    (
-        "client",
         "force_foolscap",
         Accept::Bool(false),
         "force_foolscap = true asks for Foolscap connections only, and Foolscap is not supported (Tessera \

@@ -42,11 +42,17 @@ impl Devgrid {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut output = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             if line.contains("Press Ctrl-C to stop the grid") {
+                // The introducer's status page is printed with its address (its node.url).
+                let url = std::fs::read_to_string(dir.join("introducer").join("node.url")).unwrap();
+                let wanted = format!("  introducer status: {}", url.trim());
+                assert!(output.contains(&wanted), "no {wanted:?} in {output:#?}");
                 return Devgrid(child);
             }
+            output.push(line);
             assert!(Instant::now() < deadline, "devgrid did not become ready");
         }
         panic!("devgrid exited before it was ready: {:?}", child.wait());

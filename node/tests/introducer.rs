@@ -107,7 +107,10 @@ fn put_get(gateway: &Path, tmp: &Path, seed: u8) {
 fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
     let tmp = tempfile::tempdir().unwrap();
     let introducer_dir = tmp.path().join("introducer");
-    run(&["create-introducer"], &introducer_dir);
+    // No web port (the default is one on 127.0.0.1; the operating tests use it).
+    run(&["create-introducer", "--webport", "none"], &introducer_dir);
+    let cfg = std::fs::read_to_string(introducer_dir.join("tahoe.cfg")).unwrap();
+    assert!(!cfg.contains("web.port"), "{cfg}");
     let introducer = Node::start(&introducer_dir, "private/introducer.furl");
     let address = std::fs::read_to_string(introducer_dir.join("private/introducer.furl")).unwrap();
     let address = address.trim();
@@ -153,6 +156,7 @@ fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
     wait_connected(&gateway, 3);
     put_get(&gateway, tmp.path(), 3);
     assert!(gateway.join("private/introducer_default_cache.yaml").exists());
+    assert!(!introducer_dir.join("node.url").exists());
 
     // The introducer goes away: the gateway carries on.
     drop(introducer);

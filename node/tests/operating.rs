@@ -1,7 +1,8 @@
 //! Operating a grid: every node of a real `tessera devgrid` shows its status and metrics. A
 //! storage node's `/storage` (HTML) and `/storage?t=json` (Tahoe 1.20's shape, with the lease
 //! checker in scan-only mode), `/statistics?t=json`, and `/statistics?t=openmetrics` on storage
-//! nodes and the gateway, checked with Prometheus's own `promtool check metrics`.
+//! nodes, the gateway and the introducer (with its welcome page and `?t=json`), checked with
+//! Prometheus's own `promtool check metrics`; and a real Prometheus server scraping a devgrid.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -190,9 +191,81 @@ fn every_node_shows_its_status_and_metrics() {
     let used: u64 = ours["used_space"].as_u64().unwrap();
     assert!(used > 0);
 
+    // The introducer's welcome page and its JSON: the three storage servers' announcements and
+    // the gateway's subscription; never a swissnum (the introducer's or a server's).
+    let introducer_dir = grid_dir.join("introducer");
+    let introducer_url = node_url(&introducer_dir);
+    assert!(
+        introducer_url.starts_with("http://127.0.0.1:"),
+        "{introducer_url}"
+    );
+    let secrets: Vec<String> = std::iter::once(
+        std::fs::read_to_string(introducer_dir.join("private").join("introducer.swissnum"))
+            .unwrap()
+            .trim()
+            .to_owned(),
+    )
+    .chain(["storage01", "storage02", "storage03"].iter().map(|name| {
+        let furl = std::fs::read_to_string(grid_dir.join(name).join("private").join("storage.furl")).unwrap();
+        furl.trim().rsplit_once('/').unwrap().1.to_owned()
+    }))
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let intro = loop {
+        let intro: serde_json::Value =
+            serde_json::from_str(&curl(&format!("{introducer_url}?t=json"), None)).unwrap();
+        if intro["subscription_summary"]["storage"] == 1 || Instant::now() > deadline {
+            break intro;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(intro["announcement_summary"]["storage"], 3, "{intro}");
+    assert_eq!(intro["subscription_summary"]["storage"], 1, "{intro}");
+    assert_eq!(intro["subscribers"][0]["nickname"], "gateway", "{intro}");
+    let mut nicknames: Vec<&str> = intro["announcements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["nickname"].as_str().unwrap())
+        .collect();
+    nicknames.sort_unstable();
+    assert_eq!(nicknames, ["storage01", "storage02", "storage03"], "{intro}");
+    let intro_page = curl(&introducer_url, None);
+    assert!(
+        intro_page.contains("Welcome to the Tessera Introducer"),
+        "{intro_page}"
+    );
+    assert!(intro_page.contains("storage: 3"), "{intro_page}");
+    assert!(intro_page.contains("storage02"), "{intro_page}");
+    let intro_statistics = curl(&format!("{introducer_url}statistics?t=json"), None);
+    for secret in &secrets {
+        for (what, text) in [
+            ("JSON", &intro.to_string()),
+            ("page", &intro_page),
+            ("statistics", &intro_statistics),
+        ] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a swissnum in the introducer's {what}"
+            );
+        }
+    }
+    let intro_statistics: serde_json::Value = serde_json::from_str(&intro_statistics).unwrap();
+    assert!(
+        intro_statistics["counters"]["introducer.inbound_message"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "{intro_statistics}"
+    );
+
     // OpenMetrics (what Prometheus asks for, and the default) and the Prometheus text format
     // (what promtool reads).
-    for (name, url) in [("storage", &storage01), ("gateway", &gateway_url)] {
+    for (name, url) in [
+        ("storage", &storage01),
+        ("gateway", &gateway_url),
+        ("introducer", &introducer_url),
+    ] {
         let openmetrics = curl(&format!("{url}statistics?t=openmetrics"), None);
         assert!(openmetrics.ends_with("# EOF\n"), "{name}: {openmetrics}");
         assert!(openmetrics.contains("tahoe_stats_node_uptime "));
@@ -208,6 +281,19 @@ fn every_node_shows_its_status_and_metrics() {
             );
             assert!(text.contains("tessera_storage_shares{kind=\"immutable\"} "));
             assert!(text.contains("tessera_storage_lease_checker_last_cycle_shares{figure=\"configured\"} "));
+        } else if name == "introducer" {
+            assert!(
+                text.contains("\ntessera_introducer_announcements{service=\"storage\"} 3\n"),
+                "{text}"
+            );
+            assert!(text.contains("\ntessera_introducer_subscribers 1\n"), "{text}");
+            assert!(text.contains("# TYPE tessera_introducer_announcements_accepted_total counter\n"));
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a swissnum in the introducer's metrics"
+                );
+            }
         } else {
             assert!(
                 text.contains("\ntahoe_counters_uploader_files_uploaded 1\n"),
@@ -349,4 +435,209 @@ fn real_tahoe_status_lists_our_uploads_and_downloads() {
     assert!(line(" put ").contains("150.00 kB"), "{out}");
     assert!(line(" get ").contains("Finished"), "{out}");
     assert!(!out.contains(cap.trim()), "a cap in tahoe status's output");
+}
+
+/// The host:port of a node's web URL (`http://127.0.0.1:P/`).
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
+}
+
+/// Stops a child process (SIGTERM, then wait) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// One instant query to Prometheus's HTTP API: the result vector.
+fn prometheus_query(base: &str, query: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "-G", "--data-urlencode"])
+        .arg(format!("query={query}"))
+        .arg(format!("{base}/api/v1/query"))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], "success", "{answer}");
+    answer["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// The value of a one-series query, once Prometheus has it (polled up to 60 s).
+fn prometheus_value(base: &str, query: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let result = prometheus_query(base, query);
+        if let [series] = result.as_slice() {
+            let value: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
+            if want(value) {
+                return value;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has no wanted value for {query}: {result:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A real Prometheus server (Debian's package) scrapes a devgrid's storage node, gateway and
+/// introducer at `/statistics?t=openmetrics`; its HTTP API answers with what the nodes show.
+#[test]
+fn a_prometheus_server_scrapes_every_node_of_a_devgrid() {
+    let prometheus = Path::new("/usr/bin/prometheus");
+    if !prometheus.exists() {
+        eprintln!(
+            "SKIP the Prometheus scrape test: /usr/bin/prometheus is absent (Debian's prometheus package)"
+        );
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let grid_dir = root.path().join("grid");
+    let mut grid = None;
+    for _ in 0..3 {
+        grid = common::start_devgrid(&grid_dir, 3, common::free_port());
+        if grid.is_some() {
+            break;
+        }
+    }
+    let _grid = StopOnDrop(grid.expect("devgrid started"));
+    let gateway = grid_dir.join("gateway");
+    let file = root.path().join("f");
+    std::fs::write(&file, vec![3u8; 50_000]).unwrap();
+    let put = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("-d")
+        .arg(&gateway)
+        .arg("put")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+
+    let storage01 = node_url(&grid_dir.join("storage01"));
+    let gateway_url = node_url(&gateway);
+    let introducer_url = node_url(&grid_dir.join("introducer"));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n  - job_name: tessera\n    metrics_path: /statistics\n    params:\n      t: [openmetrics]\n    static_configs:\n\
+         \x20     - targets: ['{}']\n        labels: {{node: storage01}}\n\
+         \x20     - targets: ['{}']\n        labels: {{node: gateway}}\n\
+         \x20     - targets: ['{}']\n        labels: {{node: introducer}}\n",
+        host_port(&storage01),
+        host_port(&gateway_url),
+        host_port(&introducer_url),
+    );
+    let config_path = root.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+
+    // A free port for Prometheus's web API (retried if another process takes it first).
+    let mut server = None;
+    for attempt in 0..3 {
+        let port = common::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child = KillOnDrop(
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    root.path().join(format!("tsdb{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ready = loop {
+            let ok = Command::new("curl")
+                .args(["-sS", "--fail", "--max-time", "2"])
+                .arg(format!("{base}/-/ready"))
+                .output()
+                .is_ok_and(|out| out.status.success());
+            if ok {
+                break true;
+            }
+            if Instant::now() > deadline || child.0.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if ready {
+            server = Some((child, base));
+            break;
+        }
+    }
+    let (_prometheus, base) = server.expect("Prometheus started");
+
+    // Every target is up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = prometheus_query(&base, "up");
+        let all_up = up.len() == 3 && up.iter().all(|series| series["value"][1] == "1");
+        if all_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "targets not up: {up:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A storage metric: the reserved space and the share count, as the node's JSON gives them.
+    let storage_json: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{storage01}storage?t=json"), None)).unwrap();
+    let reserved = storage_json["stats"]["storage_server.reserved_space"]
+        .as_f64()
+        .unwrap();
+    let scraped = prometheus_value(
+        &base,
+        "tahoe_stats_storage_server_reserved_space{node=\"storage01\"}",
+        |_| true,
+    );
+    assert_eq!(scraped, reserved);
+    let shares = storage_json["tessera"]["immutable_shares"].as_f64().unwrap();
+    assert!(shares >= 1.0, "{storage_json}");
+    let scraped = prometheus_value(
+        &base,
+        "tessera_storage_shares{node=\"storage01\",kind=\"immutable\"}",
+        |v| v == shares,
+    );
+    assert_eq!(scraped, shares);
+
+    // A gateway metric: the one upload.
+    let scraped = prometheus_value(
+        &base,
+        "tahoe_counters_uploader_files_uploaded{node=\"gateway\"}",
+        |v| v >= 1.0,
+    );
+    assert_eq!(scraped, 1.0);
+    let scraped = prometheus_value(&base, "tessera_uploads_total{node=\"gateway\"}", |v| v >= 1.0);
+    assert_eq!(scraped, 1.0);
+
+    // An introducer metric: the three storage servers' announcements, as its page counts them.
+    let intro: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{introducer_url}?t=json"), None)).unwrap();
+    assert_eq!(intro["announcement_summary"]["storage"], 3, "{intro}");
+    let scraped = prometheus_value(
+        &base,
+        "tessera_introducer_announcements{node=\"introducer\",service=\"storage\"}",
+        |_| true,
+    );
+    assert_eq!(scraped, 3.0);
+    let accepted = prometheus_value(
+        &base,
+        "tessera_introducer_announcements_accepted_total{node=\"introducer\"}",
+        |v| v >= 3.0,
+    );
+    assert!(accepted >= 3.0);
+    eprintln!(
+        "Prometheus scraped: reserved {reserved}, immutable shares {shares}, uploads 1, announcements 3, accepted {accepted}"
+    );
 }

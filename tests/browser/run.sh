@@ -15,4 +15,4 @@ for _ in $(seq 600); do grep -q "Press Ctrl-C" "$WORK/devgrid.log" && break; sle
 grep -q "Press Ctrl-C" "$WORK/devgrid.log" || { cat "$WORK/devgrid.log"; exit 1; }
 OUT=${TESSERA_BROWSER_OUT:-$WORK}
 mkdir -p "$OUT"
-node ui.mjs "http://127.0.0.1:$PORT" "$OUT"
+node ui.mjs "http://127.0.0.1:$PORT" "$OUT" "$(cat "$WORK/grid/introducer/node.url" 2>/dev/null || true)"

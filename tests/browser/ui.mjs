@@ -1,13 +1,14 @@
 // Drives Tessera's web UI in headless Chromium, as a person would: the welcome page, an upload
 // through the form, the file's page, a download compared byte for byte, a video that plays and
 // seeks, the directory browser (create, make a folder, upload, download, rename, link, unlink, a
-// read-only view), and screenshots that must not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR
+// read-only view), /status and an operation's page, the introducer's page, and screenshots that
+// must not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR [INTRODUCER_URL]
 import { chromium } from "playwright-core";
 import { randomBytes, createHash } from "node:crypto";
 import { writeFileSync, statSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-const [url, outDir] = process.argv.slice(2);
+const [url, outDir, introducerUrl] = process.argv.slice(2);
 const fail = (message) => { console.error(`FAIL: ${message}`); process.exit(1); };
 const sha = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
@@ -107,11 +108,33 @@ try {
   }
   if (ops.includes("URI:")) fail("a cap on /status");
   await page.screenshot({ path: join(outDir, "status.png") });
+  // An operation's own page (Tahoe's /status/up-N), from its link on /status.
+  await page.click("#recent tr.op-upload a");
+  await page.waitForSelector("#operation");
+  if (!/\/status\/up-\d+$/.test(page.url())) fail(`the upload's link led to ${page.url()}`);
+  const op = await page.textContent("body");
+  for (const text of ["Finished", "encoding and pushing", "Servers ("]) {
+    if (!op.includes(text)) fail(`the upload's page shows no ${text}: ${op}`);
+  }
+  if (op.includes("URI:")) fail("a cap on an operation's page");
+  await page.screenshot({ path: join(outDir, "operation.png"), fullPage: true });
 
   if (blocked.length) fail(`the UI fetched outside the gateway: ${blocked.join(", ")}`);
   // A blank page compresses to a few kB; the rendered welcome page must be richer than that.
   const size = statSync(shot).size;
   if (size < 15_000) fail(`the screenshot looks blank (${size} bytes)`);
+
+  // The introducer's welcome page (another origin: its own tab, outside the gateway's check).
+  if (introducerUrl) {
+    const intro = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await intro.goto(introducerUrl);
+    const text = await intro.textContent("body");
+    for (const want of ["Welcome to the Tessera Introducer", "storage: 5", "storage01", "gateway"]) {
+      if (!text.includes(want)) fail(`the introducer's page shows no ${want}: ${text}`);
+    }
+    await intro.screenshot({ path: join(outDir, "introducer.png"), fullPage: true });
+    console.log("ok: the introducer's page lists the 5 storage servers and the gateway");
+  }
   console.log(`ok: web UI upload, file page, download, open-a-cap and the Check form in Chromium (screenshot ${size} bytes)`);
 } finally {
   await browser.close();

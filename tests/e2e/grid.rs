@@ -425,3 +425,62 @@ async fn a_dropped_upload_stops_encoding() {
         "encoding went on after the drop: {at_drop} -> {later}"
     );
 }
+
+/// `[client] peers.preferred`: the preferred servers come first on the permuted ring, so an
+/// upload places its first shares on them, even when the ring alone would give them none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_peers_get_shares_first() {
+    use filenode::grid::Grid;
+    use filenode::mutable::keys::KeyPool;
+    let plaintext = data(30_000, 11);
+    let client = |grid: &TestGrid, preferred: &[String]| {
+        let client = Grid::with_key_pool(grid.secrets.clone(), small_segments(), KeyPool::new(0));
+        client.set_preferred_peers(preferred.iter().cloned());
+        client.set_servers(grid.entries());
+        client
+    };
+    // Without preferences: 10 shares on 20 servers go to the first 10 of the ring.
+    let plain_grid = TestGrid::new(20);
+    let result = client(&plain_grid, &[])
+        .upload(std::io::Cursor::new(plaintext.clone()), None)
+        .await
+        .unwrap();
+    let si = result.cap.storage_index().unwrap();
+    let entries = plain_grid.entries();
+    let ring: Vec<usize> = filenode::grid::permuted_servers(si.as_bytes(), &entries)
+        .iter()
+        .map(|e| entries.iter().position(|x| x.server_id == e.server_id).unwrap())
+        .collect();
+    // The ring's last three servers.
+    let last: Vec<usize> = ring[17..].to_vec();
+    let holders = |grid: &TestGrid| -> std::collections::BTreeMap<usize, Vec<u16>> {
+        let mut holders = std::collections::BTreeMap::<usize, Vec<u16>>::new();
+        for (server, shnum) in grid.find_shares(si) {
+            holders.entry(server).or_default().push(shnum);
+        }
+        holders
+    };
+    let plain = holders(&plain_grid);
+    assert!(last.iter().all(|i| !plain.contains_key(i)), "{plain:?} {last:?}");
+
+    // With those three preferred (in any order in the setting), they get shares 0, 1 and 2, in
+    // ring order, and the other seven shares go to the ring's first seven of the rest.
+    let grid = TestGrid::new(20);
+    let preferred: Vec<String> = last.iter().rev().map(|i| entries[*i].server_id.clone()).collect();
+    let result = client(&grid, &preferred)
+        .upload(std::io::Cursor::new(plaintext.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(result.cap.storage_index(), Some(si));
+    assert_eq!(result.happiness, 10);
+    let held = holders(&grid);
+    for (rank, server) in last.iter().enumerate() {
+        assert_eq!(held.get(server), Some(&vec![rank as u16]), "{held:?}");
+    }
+    let rest: Vec<usize> = ring[..7].to_vec();
+    for server in &rest {
+        assert!(held.contains_key(server), "{held:?} {rest:?}");
+    }
+    assert_eq!(held.len(), 10);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}

@@ -151,6 +151,7 @@ async fn a_server_that_never_answers_costs_seconds() {
         server_id: "v0-blackhole".into(),
         nickname: "blackhole".into(),
         permutation_seed: b"blackhole".to_vec(),
+        preferred: false,
         lease_seed: [0xbb; 20],
         client: Arc::new(storage::http::client::HttpStorageClient::new(&nurl).unwrap()),
         request_timeout: REQUEST_TIMEOUT,

@@ -672,6 +672,65 @@ async fn status_lists_operations_without_caps() {
     assert!(page.contains("hash: 100.0%, ciphertext: 100.0%, encode: 100.0%"));
     assert!(page.contains("No active operations."));
 
+    // Each operation's own page (Tahoe's /status/up-N, down-N, publish-N, retrieve-N), linked
+    // from /status, as HTML and as its /status?t=json item.
+    let mut op_pages = String::new();
+    for (op, prefix) in [
+        (&upload, "up"),
+        (&download, "down"),
+        (&publish, "publish"),
+        (&retrieve, "retrieve"),
+    ] {
+        let link = format!("/status/{prefix}-{}", op["id"]);
+        assert!(
+            page.replace("&#x2f;", "/").contains(&format!("href=\"{link}\"")),
+            "no link to {link}: {page}"
+        );
+        let (status, headers, body) = gw.get(&format!("{link}?t=json"), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{link}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let item: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(&item, op, "{link}");
+        let (status, _, body) = gw.get(&link, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{link}");
+        let op_page = String::from_utf8(body).unwrap();
+        assert!(
+            op_page.contains(op["storage-index-string"].as_str().unwrap()),
+            "{op_page}"
+        );
+        assert!(op_page.contains(r#"id="servers""#), "{op_page}");
+        let server = op["servers"][0].as_str().unwrap();
+        assert!(
+            op_page.contains(&server.replace('/', "&#x2f;")) || op_page.contains(server),
+            "{server}: {op_page}"
+        );
+        op_pages.push_str(&op_page);
+        op_pages.push_str(&String::from_utf8(gw.get(&format!("{link}?t=json"), &[]).await.2).unwrap());
+    }
+    assert!(op_pages.contains("hashing") && op_pages.contains("first byte"));
+    // The id of an upload is not a download's; unknown, malformed and unkept ones are errors.
+    let (status, _, _) = gw.get(&format!("/status/down-{}", upload["id"]), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = gw.get("/status/up-999999", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [
+        "/status/up",
+        "/status/up-x",
+        "/status/mapupdate-1",
+        "/status/up--1",
+    ] {
+        let (status, _, _) = gw.get(bad, &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _, _) = gw
+        .send(
+            Request::post(format!("/status/up-{}?t=json", upload["id"]))
+                .body(Body::from("t=json"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a POST needs the token");
+
     // No cap, nor any of its secret fields, in either form.
     for secret in [cap.as_str(), mutable_cap.as_str()] {
         let parsed = secret.parse::<filenode::cap::Cap>().unwrap();
@@ -682,6 +741,7 @@ async fn status_lists_operations_without_caps() {
         for form in forms {
             assert!(!text.contains(&form), "{form} in /status?t=json");
             assert!(!page.contains(&form), "{form} in /status");
+            assert!(!op_pages.contains(&form), "{form} in an operation's page");
         }
     }
 

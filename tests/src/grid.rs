@@ -315,6 +315,7 @@ impl TestGrid {
                 server_id: format!("v0-test{i:02}"),
                 nickname: format!("server{i:02}"),
                 permutation_seed: vec![i as u8; 32],
+                preferred: false,
                 lease_seed: [i as u8; 20],
                 client: Arc::clone(&s.client) as Arc<dyn StorageClient>,
                 request_timeout: self.request_timeout,

@@ -29,6 +29,10 @@ pub struct ServerEntry {
     pub nickname: String,
     /// Ranks the server on the permuted ring.
     pub permutation_seed: Vec<u8>,
+    /// Whether `[client] peers.preferred` names it: preferred servers come first on every
+    /// permuted ring, so uploads place shares on them first and downloads ask them first
+    /// (Tahoe's `get_servers_for_psi`).
+    pub preferred: bool,
     /// The 20-byte seed of per-server lease secrets (the server's tub id).
     pub lease_seed: [u8; 20],
     /// How to reach it.
@@ -183,10 +187,11 @@ impl ClientSecrets {
     }
 }
 
-/// Orders servers on the permuted ring for a storage index.
+/// Orders servers on the permuted ring for a storage index, preferred servers first.
 pub fn permuted_servers<'a>(storage_index: &[u8; 16], servers: &'a [ServerEntry]) -> Vec<&'a ServerEntry> {
     let seeds: Vec<&[u8]> = servers.iter().map(|s| s.permutation_seed.as_slice()).collect();
-    placement::permuted_order(storage_index, &seeds)
+    let preferred: Vec<bool> = servers.iter().map(|s| s.preferred).collect();
+    placement::permuted_order_preferring(storage_index, &seeds, &preferred)
         .into_iter()
         .map(|i| &servers[i])
         .collect()
@@ -260,6 +265,9 @@ pub struct Grid {
         std::collections::HashMap<storage::StorageIndex, std::sync::Arc<futures::lock::Mutex<MutableState>>>,
     >,
     operations: Arc<crate::operations::Operations>,
+    /// The ids of `[client] peers.preferred`: [`Grid::set_servers`] marks these servers
+    /// [`ServerEntry::preferred`].
+    preferred: std::sync::RwLock<std::collections::BTreeSet<String>>,
 }
 
 /// How many mutable files' states (see [`MutableState`]) a client keeps between operations.
@@ -301,7 +309,26 @@ impl Grid {
             keys,
             mutable_states: Default::default(),
             operations: Arc::default(),
+            preferred: Default::default(),
         }
+    }
+
+    /// Sets the preferred servers (Tahoe's `[client] peers.preferred`, server ids such as
+    /// `v0-…`): they come first on every permuted ring, for uploads and downloads alike. Marks the
+    /// servers known now and those set later.
+    pub fn set_preferred_peers(&self, ids: impl IntoIterator<Item = String>) {
+        let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+        let mut current = self
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (entry, _) in current.iter_mut() {
+            entry.preferred = ids.contains(&entry.server_id);
+        }
+        *self
+            .preferred
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ids;
     }
 
     /// The operations registry (`/status`): this grid's uploads, downloads, publishes and
@@ -343,6 +370,11 @@ impl Grid {
 
     /// Replaces the server list, keeping the status of servers that stay.
     pub fn set_servers(&self, servers: Vec<ServerEntry>) {
+        let preferred = self
+            .preferred
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut current = self
             .servers
             .write()
@@ -350,6 +382,7 @@ impl Grid {
         let next = servers
             .into_iter()
             .map(|mut entry| {
+                entry.preferred = preferred.contains(&entry.server_id);
                 let old = current.iter().find(|(old, _)| old.server_id == entry.server_id);
                 if let Some((old, _)) = old {
                     entry.speed = Arc::clone(&old.speed);

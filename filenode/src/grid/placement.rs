@@ -15,13 +15,27 @@ use crate::hashes::permute_server_hash;
 /// Orders servers (given as permutation seeds) by their ring position for `storage_index`; returns
 /// indexes into `seeds`.
 pub fn permuted_order(storage_index: &[u8; 16], seeds: &[&[u8]]) -> Vec<usize> {
-    let mut order: Vec<([u8; 20], usize)> = seeds
+    permuted_order_preferring(storage_index, seeds, &[])
+}
+
+/// [`permuted_order`] with the preferred servers (`preferred[i]`, Tahoe's `[client]
+/// peers.preferred`; a missing entry is not preferred) first: Tahoe sorts on (not preferred, ring
+/// position), so preferred servers keep their ring order among themselves, and so do the others.
+pub fn permuted_order_preferring(
+    storage_index: &[u8; 16],
+    seeds: &[&[u8]],
+    preferred: &[bool],
+) -> Vec<usize> {
+    let mut order: Vec<(bool, [u8; 20], usize)> = seeds
         .iter()
         .enumerate()
-        .map(|(i, seed)| (permute_server_hash(storage_index, seed), i))
+        .map(|(i, seed)| {
+            let unpreferred = !preferred.get(i).copied().unwrap_or(false);
+            (unpreferred, permute_server_hash(storage_index, seed), i)
+        })
         .collect();
     order.sort();
-    order.into_iter().map(|(_, i)| i).collect()
+    order.into_iter().map(|(_, _, i)| i).collect()
 }
 
 /// What the uploader knows about one candidate server (in ring order).
@@ -197,6 +211,25 @@ mod tests {
             };
             n
         ]
+    }
+
+    #[test]
+    fn preferred_servers_come_first_in_ring_order() {
+        let seeds: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 32]).collect();
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        let si = [9u8; 16];
+        let plain = permuted_order(&si, &seeds);
+        let mut preferred = vec![false; 10];
+        // Two servers from the back half of the ring.
+        preferred[plain[7]] = true;
+        preferred[plain[9]] = true;
+        let order = permuted_order_preferring(&si, &seeds, &preferred);
+        assert_eq!(order[..2], [plain[7], plain[9]]);
+        let rest: Vec<usize> = plain.iter().copied().filter(|i| !preferred[*i]).collect();
+        assert_eq!(order[2..], rest[..]);
+        // Nothing preferred (or flags missing): the plain ring.
+        assert_eq!(permuted_order_preferring(&si, &seeds, &[false; 10]), plain);
+        assert_eq!(permuted_order_preferring(&si, &seeds, &[]), plain);
     }
 
     #[test]

@@ -120,6 +120,10 @@ pub fn router(state: WebState) -> Router {
         .route("/statistics", get(statistics).post(statistics_post))
         .route("/status", get(operations::status).post(operations::status))
         .route("/status/", get(operations::status).post(operations::status))
+        .route(
+            "/status/{operation}",
+            get(operations::operation).post(operations::operation),
+        )
         .route("/storage", get(storage_status))
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(axum::middleware::from_fn_with_state(

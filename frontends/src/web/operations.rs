@@ -4,6 +4,11 @@
 //! ([`filenode::operations`]). Items hold storage indexes, sizes, timings and server names:
 //! never a cap.
 //!
+//! Each operation has its own page at Tahoe's address, `/status/up-N`, `down-N`, `publish-N` or
+//! `retrieve-N` (N is the operation's `id`), linked from `/status`; Tahoe serves these in HTML
+//! only, Tessera also as `?t=json` (the operation's `/status?t=json` item). An operation's page
+//! lives as long as the registry keeps it (while active, then among the last [`RECENT_KEPT`]).
+//!
 //! `private/api_auth_token`: Tahoe's CLI sends it as the `token` form field of a `POST` (`tahoe
 //! status` posts `t=json&token=…` to `/status` and `/statistics`), or as `Authorization:
 //! tahoe-lafs <token>`. A `POST` to these pages must carry the node's token; a `GET` needs none
@@ -12,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use filenode::operations::{OpKind, OpSnapshot, RECENT_KEPT};
@@ -104,6 +109,72 @@ pub(super) async fn status(
     }
 }
 
+/// Tahoe's name of an operation page's kind (`/status/<prefix>-<id>`).
+fn link_prefix(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::Upload => "up",
+        OpKind::Download => "down",
+        OpKind::Publish => "publish",
+        OpKind::Retrieve => "retrieve",
+    }
+}
+
+/// An operation's page address relative to `/status/` (`up-7`).
+fn link(op: &OpSnapshot) -> String {
+    format!("{}-{}", link_prefix(op.kind), op.id)
+}
+
+/// `GET|POST /status/<kind>-<id>[?t=json]`: one operation, while the registry keeps it.
+pub(super) async fn operation(
+    State(state): State<WebState>,
+    method: Method,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    request: axum::extract::Request,
+) -> Result<Response, WebError> {
+    let args = arguments(&state, &method, query, request).await?;
+    let wanted = name
+        .split_once('-')
+        .and_then(|(prefix, id)| Some((prefix, id.parse::<u64>().ok()?)))
+        .filter(|(prefix, _)| ["up", "down", "publish", "retrieve"].contains(prefix));
+    let Some((prefix, id)) = wanted else {
+        return Err(WebError::BadRequest(
+            "an operation's page is /status/up-N, down-N, publish-N or retrieve-N".into(),
+        ));
+    };
+    let (active, recent) = state.grid.operations().snapshot();
+    let Some(op) = active
+        .iter()
+        .chain(&recent)
+        .find(|op| op.id == id && link_prefix(op.kind) == prefix)
+    else {
+        return Err(WebError::NotFound(format!(
+            "no operation {prefix}-{id}: the gateway keeps the active operations and the last {RECENT_KEPT} \
+             finished ones"
+        )));
+    };
+    match args.get("t").map(String::as_str) {
+        Some("json") => Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            ascii_json(&op_json(op)) + "\n",
+        )
+            .into_response()),
+        None | Some("") | Some("html") => {
+            let page = state.pages.render(
+                "operation.html",
+                minijinja::context! {
+                    nickname => state.nickname.clone(),
+                    op => op_row(op),
+                },
+            )?;
+            Ok(html(page))
+        }
+        Some(_) => Err(WebError::BadRequest(
+            "an operation's page supports t=json or no t".into(),
+        )),
+    }
+}
+
 /// Tahoe's `/status?t=json` (plus Tessera's `id`, `started`, `active`, `elapsed`, `timings` and
 /// `servers` in each item).
 pub(super) fn status_json(active: &[OpSnapshot], recent: &[OpSnapshot]) -> Value {
@@ -165,42 +236,44 @@ fn short_time(d: Duration) -> String {
     }
 }
 
-fn status_page(state: &WebState, active: &[OpSnapshot], recent: &[OpSnapshot]) -> Result<Response, WebError> {
-    let rows = |ops: &[OpSnapshot]| -> Vec<minijinja::Value> {
-        ops.iter()
-            .map(|op| {
-                let progress = match op.kind {
-                    OpKind::Upload => format!(
-                        "hash: {:.1}%, ciphertext: {:.1}%, encode: {:.1}%",
-                        op.progress[0] * 100.0,
-                        op.progress[1] * 100.0,
-                        op.progress[2] * 100.0
-                    ),
-                    _ => format!("{:.1}%", op.progress[0] * 100.0),
-                };
-                let started = op
-                    .started
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                minijinja::context! {
-                    started => super::status::iso_time(started),
-                    type => op.kind.name(),
-                    si => op.storage_index.map(|si| si.to_string()).unwrap_or_else(|| "(None)".into()),
-                    size => op.size.map(human_size).unwrap_or_else(|| "(unknown)".into()),
-                    progress => progress,
-                    status => op.status.clone(),
-                    failed => op.status.starts_with("Failed"),
-                    timings => op.timings.iter().map(|(name, took)| minijinja::context! {
-                        name => *name,
-                        time => short_time(*took),
-                    }).collect::<Vec<_>>(),
-                    elapsed => short_time(op.elapsed),
-                    servers => op.servers.clone(),
-                }
-            })
-            .collect()
+/// What the pages show of an operation.
+fn op_row(op: &OpSnapshot) -> minijinja::Value {
+    let progress = match op.kind {
+        OpKind::Upload => format!(
+            "hash: {:.1}%, ciphertext: {:.1}%, encode: {:.1}%",
+            op.progress[0] * 100.0,
+            op.progress[1] * 100.0,
+            op.progress[2] * 100.0
+        ),
+        _ => format!("{:.1}%", op.progress[0] * 100.0),
     };
+    let started = op
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    minijinja::context! {
+        started => super::status::iso_time(started),
+        type => op.kind.name(),
+        si => op.storage_index.map(|si| si.to_string()).unwrap_or_else(|| "(None)".into()),
+        size => op.size.map(human_size).unwrap_or_else(|| "(unknown)".into()),
+        progress => progress,
+        status => op.status.clone(),
+        failed => op.status.starts_with("Failed"),
+        timings => op.timings.iter().map(|(name, took)| minijinja::context! {
+            name => *name,
+            time => short_time(*took),
+        }).collect::<Vec<_>>(),
+        elapsed => short_time(op.elapsed),
+        servers => op.servers.clone(),
+        link => link(op),
+        id => op.id,
+        active => op.active,
+    }
+}
+
+fn status_page(state: &WebState, active: &[OpSnapshot], recent: &[OpSnapshot]) -> Result<Response, WebError> {
+    let rows = |ops: &[OpSnapshot]| -> Vec<minijinja::Value> { ops.iter().map(op_row).collect() };
     let lists = vec![
         minijinja::context! {
             id => "active",

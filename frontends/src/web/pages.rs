@@ -7,7 +7,7 @@ use minijinja::Environment;
 
 use super::WebError;
 
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 12] = [
     ("error.html", include_str!("../../../web-templates/error.html")),
     ("base.html", include_str!("../../../web-templates/base.html")),
     (
@@ -30,6 +30,14 @@ const BUILT_IN: [(&str, &str); 10] = [
     ),
     ("node.html", include_str!("../../../web-templates/node.html")),
     ("status.html", include_str!("../../../web-templates/status.html")),
+    (
+        "operation.html",
+        include_str!("../../../web-templates/operation.html"),
+    ),
+    (
+        "introducer.html",
+        include_str!("../../../web-templates/introducer.html"),
+    ),
 ];
 
 /// The page renderer.

@@ -34,6 +34,11 @@ pub trait StatusSource: Send + Sync + std::fmt::Debug {
     fn counters(&self) -> Vec<(String, u64)>;
     /// Lines for the node's front page: (label, value).
     fn summary(&self) -> Vec<(String, String)>;
+    /// The node's own front page (`/` with the query's `t`), replacing the generic one when it
+    /// has one (the introducer's welcome page and its `?t=json`).
+    fn front_page(&self, _pages: &Pages, _t: Option<&str>) -> Option<Result<Response, WebError>> {
+        None
+    }
 }
 
 fn unix_float(time: SystemTime) -> f64 {
@@ -724,7 +729,17 @@ pub fn status_router(state: NodeStatus) -> Router {
         .layer(axum::middleware::map_response(super::security_headers))
 }
 
-async fn node_page(State(state): State<NodeStatus>) -> Result<Response, WebError> {
+async fn node_page(
+    State(state): State<NodeStatus>,
+    Query(query): Query<TQuery>,
+) -> Result<Response, WebError> {
+    if let Some(page) = state
+        .source
+        .as_ref()
+        .and_then(|source| source.front_page(&state.pages, query.t.as_deref()))
+    {
+        return page;
+    }
     let summary: Vec<minijinja::Value> = state
         .source
         .as_ref()
