@@ -38,11 +38,40 @@ async fn with_request_id(request: Request, next: Next) -> Response {
     let id = new_request_id();
     // At ERROR level, so that the span (and so the id) is kept whatever level the log is filtered to.
     let span = tracing::span!(target: "tessera::request", tracing::Level::ERROR, "request", request_id = %id);
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    response
+    response.map(|body| axum::body::Body::new(InSpan { body, span }))
+}
+
+/// A response body produced inside its request's span: a download or a listing streams after
+/// the handler has returned, and what is logged meanwhile carries the request id too.
+struct InSpan {
+    body: axum::body::Body,
+    span: tracing::Span,
+}
+
+impl hyper::body::Body for InSpan {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        std::pin::Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +208,47 @@ mod tests {
             assert_eq!(line["spans"][0]["request_id"], id.as_str(), "{line}");
         }
         assert_eq!(lines[0]["fields"]["message"], "working");
+    }
+
+    /// Lines logged while a response body streams (after the handler returned) carry the id too.
+    #[tokio::test]
+    async fn lines_logged_while_a_body_streams_carry_its_request_id() {
+        use futures::StreamExt;
+        use http_body_util::BodyExt;
+        use tracing_subscriber::layer::SubscriberExt;
+        let sink = Captured::default();
+        let handler = || async {
+            let chunks = futures::stream::iter(0..3).map(|chunk| {
+                tracing::info!(chunk, "streaming");
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"data"))
+            });
+            axum::body::Body::from_stream(chunks)
+        };
+        let router = wrap(Router::new().route("/stream", axum::routing::get(handler)), None);
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::logging::filter(Some("info"), &|_| None).unwrap())
+            .with(crate::logging::file_layer(
+                crate::logging::LogFormat::Json,
+                sink.clone(),
+            ));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let response = router
+            .oneshot(Request::get("/stream").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let id = response.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"datadatadata");
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["fields"]["message"] == "streaming")
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for line in &lines {
+            assert_eq!(line["span"]["request_id"], id.as_str(), "{line}");
+        }
     }
 
     #[tokio::test]
