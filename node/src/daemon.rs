@@ -157,8 +157,9 @@ fn announcement_signer(
     pem: &str,
     nurls: Vec<String>,
     web_url: Option<String>,
-) -> anyhow::Result<impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + 'static>
-{
+) -> anyhow::Result<
+    impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + Sync + 'static,
+> {
     let key = crate::announcement::load_signing_key(dir)?;
     let furl_path = dir.join("private").join("storage.furl");
     let furl = std::fs::read_to_string(&furl_path)
@@ -225,11 +226,10 @@ async fn start_gateway(
             }
         }
     }
-    if let Some(address) = &config.introducer {
-        let address = crate::introducer::parse_address(address)?;
-        crate::client::follow_introducer(
+    if !config.introducers.is_empty() {
+        crate::client::follow_introducers(
             dir,
-            address,
+            &config.introducers,
             Arc::clone(&grid),
             config.timeouts,
             links.clone(),
@@ -441,10 +441,23 @@ async fn start_storage(
     info!(port, "storage server listening");
 
     spawn_maintenance(Arc::clone(&server), config.upload_idle_timeout, shutdown.clone());
-    if let Some(address) = &config.introducer {
-        let address = crate::introducer::parse_address(address)?;
-        let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone(), web_url)?;
-        crate::introducer::spawn_publisher(address, signer, shutdown.clone());
+    // To every introducer, each on its own schedule: one that is down costs only its retries.
+    if !config.introducers.is_empty() {
+        let signer = Arc::new(announcement_signer(
+            dir,
+            &config.nickname,
+            &pem,
+            nurls.clone(),
+            web_url,
+        )?);
+        for introducer in &config.introducers {
+            let signer = Arc::clone(&signer);
+            crate::introducer::spawn_publisher(
+                introducer.clone(),
+                move |seqnum| signer(seqnum),
+                shutdown.clone(),
+            );
+        }
     }
     let router = storage::http::router_with_limits(Arc::clone(&server), swissnum, config.storage_limits);
     let mut stop = shutdown;

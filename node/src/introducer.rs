@@ -18,8 +18,9 @@
 //! (an error past them). Nicknames are logged escaped.
 //!
 //! Servers re-publish every few minutes, so a restarted introducer relearns the grid; clients keep
-//! what they learned (and cache it in `private/introducer_default_cache.yaml`), so they go on working
-//! while the introducer is down.
+//! what they learned (and cache it in `private/introducer_PETNAME_cache.yaml`, `default` for
+//! `[client] introducer.furl`), so they go on working while the introducer is down. A node may use
+//! several introducers (`introducer_config`): one publisher and one subscriber per introducer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -291,12 +292,15 @@ pub(crate) fn parse_address(text: &str) -> anyhow::Result<storage::nurl::Nurl> {
         .map_err(|e| anyhow::anyhow!("introducer.furl is not a pb://…#v=1 address: {e}"))
 }
 
-/// Publishes this storage node's announcement now and every few minutes.
+/// Publishes this storage node's announcement to `introducer` now and every few minutes (one task
+/// per introducer: one that is down costs only its own retries).
 pub(crate) fn spawn_publisher(
-    address: storage::nurl::Nurl,
+    introducer: crate::introducer_config::IntroducerConfig,
     signed_for: impl Fn(u64) -> anyhow::Result<SignedAnnouncement> + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let address = introducer.address;
+    let petname = introducer.petname;
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         loop {
@@ -318,16 +322,16 @@ pub(crate) fn spawn_publisher(
                     .await
                     {
                         Ok((status, _)) if status.is_success() => {
-                            debug!("announcement published");
+                            debug!(introducer = %petname, "announcement published");
                             delay = Duration::from_millis(200);
                             REPUBLISH
                         }
                         Ok((status, body)) => {
-                            warn!(status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
+                            warn!(introducer = %petname, status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
                             REPUBLISH
                         }
                         Err(e) => {
-                            debug!(error = %e, "cannot reach the introducer; retrying");
+                            debug!(introducer = %petname, error = %e, "cannot reach the introducer; retrying");
                             delay = (delay * 2).min(Duration::from_secs(10));
                             delay
                         }
@@ -346,19 +350,24 @@ pub(crate) fn spawn_publisher(
     });
 }
 
-/// What a client learned from its introducer.
+/// What a client learned from an introducer.
 pub(crate) type Learned = BTreeMap<String, AnnouncementBody>;
 
-fn cache_path(dir: &Path) -> PathBuf {
-    dir.join("private").join("introducer_default_cache.yaml")
+/// Where the announcements learned from introducer `petname` are cached (Tahoe's name).
+pub(crate) fn cache_path(dir: &Path, petname: &str) -> PathBuf {
+    dir.join("private")
+        .join(format!("introducer_{petname}_cache.yaml"))
 }
 
-/// Announcements cached by an earlier run.
-pub(crate) fn load_cache(dir: &Path) -> Vec<SignedAnnouncement> {
-    std::fs::read_to_string(cache_path(dir))
+/// Announcements cached by an earlier run: at most [`MAX_LIST_BODY`] bytes of file and
+/// [`MAX_SERVERS`] announcements (a larger file is not read).
+pub(crate) fn load_cache(path: &Path) -> Vec<SignedAnnouncement> {
+    let mut list: Vec<SignedAnnouncement> = frontends::textfile::read_bounded(path, MAX_LIST_BODY as u64)
         .ok()
         .and_then(|text| serde_yaml_ng::from_str(&text).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    list.truncate(MAX_SERVERS);
+    list
 }
 
 /// Verifies announcements, dropping (and logging) bad ones.
@@ -400,17 +409,19 @@ async fn poll(address: &storage::nurl::Nurl, generation: u64) -> anyhow::Result<
     Ok(serde_json::from_slice::<AnnouncementList>(&body)?)
 }
 
-/// Subscribes to the introducer, calling `update` with every announcement known so far (the cache
-/// first, then each change), and keeps the cache file current.
+/// Subscribes to `introducer`, calling `update` with every announcement it knows so far (the cache
+/// first, then each change), and keeps its cache file (`cache_path`) current.
 pub(crate) fn spawn_subscriber(
     dir: PathBuf,
-    address: storage::nurl::Nurl,
+    introducer: crate::introducer_config::IntroducerConfig,
     update: impl Fn(&Learned) + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cache = cache_path(&dir, &introducer.petname);
+    let (address, petname) = (introducer.address, introducer.petname);
     tokio::spawn(async move {
         let mut known: BTreeMap<String, SignedAnnouncement> = BTreeMap::new();
-        for signed in load_cache(&dir) {
+        for signed in load_cache(&cache) {
             if let Ok((id, _)) = verify(&signed) {
                 known.insert(id, signed);
             }
@@ -450,7 +461,7 @@ pub(crate) fn spawn_subscriber(
                         let all: Vec<SignedAnnouncement> = known.values().cloned().collect();
                         update(&verified(&all));
                         if let Ok(text) = serde_yaml_ng::to_string(&all)
-                            && let Err(e) = crate::nodedir::write_private(&cache_path(&dir), text.as_bytes())
+                            && let Err(e) = crate::nodedir::write_private(&cache, text.as_bytes())
                         {
                             warn!(error = %e, "cannot write the introducer cache");
                         }
@@ -458,7 +469,7 @@ pub(crate) fn spawn_subscriber(
                     Duration::ZERO
                 }
                 Err(e) => {
-                    debug!(error = %e, "introducer poll failed; retrying");
+                    debug!(introducer = %petname, error = %e, "introducer poll failed; retrying");
                     delay = (delay * 2).min(Duration::from_secs(10));
                     delay
                 }
@@ -630,9 +641,12 @@ mod tests {
             },
             filenode::grid::upload::UploadParams::default(),
         ));
-        crate::client::follow_introducer(
+        crate::client::follow_introducers(
             dir.path(),
-            address,
+            &[crate::introducer_config::IntroducerConfig {
+                petname: "default".into(),
+                address,
+            }],
             Arc::clone(&grid),
             Default::default(),
             Default::default(),

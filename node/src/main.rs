@@ -22,6 +22,7 @@ mod ftpd;
 #[cfg(test)]
 mod fuzz;
 mod introducer;
+mod introducer_config;
 mod logging;
 mod nodedir;
 mod output;

@@ -1,12 +1,15 @@
 //! A grid wired by an introducer, built with the create-* commands: storage nodes announce
 //! themselves, the gateway learns them; with the introducer stopped the gateway keeps working, and
-//! a restarted gateway works from its announcement cache alone.
+//! a restarted gateway works from its announcement cache alone. With two introducers
+//! (`private/introducers.yaml`), the gateway merges what both say and one going away costs nothing.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 fn tessera() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -164,4 +167,129 @@ fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
     wait_connected(&gateway, 3);
     put_get(&gateway, tmp.path(), 7);
     drop(storage);
+}
+
+fn create_storage(dir: &Path, introducer: &str, nickname: &str) {
+    run(
+        &[
+            "create-node",
+            "--webport",
+            "none",
+            "--no-client",
+            "--introducer",
+            introducer,
+            "--nickname",
+            nickname,
+        ],
+        dir,
+    );
+}
+
+fn start_introducer(dir: &Path) -> (Node, String) {
+    run(&["create-introducer"], dir);
+    let node = Node::start(dir, "private/introducer.furl");
+    let address = std::fs::read_to_string(dir.join("private/introducer.furl")).unwrap();
+    (node, address.trim().to_owned())
+}
+
+fn write_introducers_yaml(node: &Path, entries: &[(&str, &str)]) {
+    let mut text = String::from("introducers:\n");
+    for (petname, furl) in entries {
+        text.push_str(&format!("  {petname}:\n    furl: \"{furl}\"\n"));
+    }
+    std::fs::write(node.join("private/introducers.yaml"), text).unwrap();
+}
+
+#[test]
+fn two_introducers_are_merged_and_either_may_go_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, first_address) = start_introducer(&tmp.path().join("introducer1"));
+    let (_second, second_address) = start_introducer(&tmp.path().join("introducer2"));
+
+    // Each storage node is told one of the two introducers, in tahoe.cfg.
+    let mut storage = Vec::new();
+    for i in 0..4 {
+        let dir = tmp.path().join(format!("storage{i}"));
+        let address = if i < 2 { &first_address } else { &second_address };
+        create_storage(&dir, address, &format!("s{i}"));
+        storage.push(Node::start(&dir, "private/storage.nurl"));
+    }
+    // The gateway has both: tahoe.cfg's (petname `default`) and introducers.yaml's `second`.
+    let gateway = tmp.path().join("gateway");
+    let webport = format!("tcp:{}:interface=127.0.0.1", common::free_port());
+    run(
+        &[
+            "create-client",
+            "--introducer",
+            &first_address,
+            "--webport",
+            &webport,
+        ],
+        &gateway,
+    );
+    write_introducers_yaml(&gateway, &[("second", &second_address)]);
+    let cfg = gateway.join("tahoe.cfg");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shares.happy = 7", "shares.happy = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let _client = Node::start(&gateway, "node.url");
+    wait_connected(&gateway, 4);
+    put_get(&gateway, tmp.path(), 3);
+    // One cache per introducer, named as Tahoe names them.
+    for petname in ["default", "second"] {
+        let cache = std::fs::read_to_string(gateway.join(format!("private/introducer_{petname}_cache.yaml")))
+            .unwrap();
+        assert_eq!(
+            cache.matches("anonymous-storage-FURL").count(),
+            2,
+            "{petname}: {cache}"
+        );
+    }
+
+    // The first introducer goes away. A new storage node told both (the first now down) is found
+    // through the second, and the servers learned from the first stay connected.
+    drop(first);
+    let late = tmp.path().join("storage-late");
+    create_storage(&late, &first_address, "late");
+    write_introducers_yaml(&late, &[("second", &second_address)]);
+    storage.push(Node::start(&late, "private/storage.nurl"));
+    wait_connected(&gateway, 5);
+    put_get(&gateway, tmp.path(), 5);
+    let cache = std::fs::read_to_string(gateway.join("private/introducer_second_cache.yaml")).unwrap();
+    assert!(cache.contains("late"), "{cache}");
+    drop(storage);
+}
+
+#[test]
+fn a_bad_introducers_yaml_stops_the_node_naming_the_file_and_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gateway = tmp.path().join("gateway");
+    run(
+        &["create-client", "--webport", "tcp:0:interface=127.0.0.1"],
+        &gateway,
+    );
+    let file = gateway.join("private/introducers.yaml");
+    let cases = [
+        (
+            "introducers:\n  mine:\n    furl: \"pb://xyzzy@tcp:127.0.0.1:1/sekrit-swiss\"\n",
+            "introducer `mine`: its furl is not a Tessera introducer's address",
+        ),
+        (
+            "introducers:\n  mine:\n    furl: x\n    port: 1\n",
+            "introducer `mine`: unknown key `port`",
+        ),
+        ("introducers: [\n", "is not valid YAML"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).unwrap();
+        let out = tessera().arg("run").arg(&gateway).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains(expected),
+            "{text}: {stderr}"
+        );
+        assert!(!stderr.contains("sekrit"), "{stderr}");
+    }
 }
