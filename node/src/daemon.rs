@@ -55,8 +55,11 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let introducer = dir.join(nodedir::INTRODUCER_MARKER).exists();
+    let mut status_source = None;
     if introducer {
-        tasks.push(start_introducer(&dir, &config, shutdown_rx.clone()).await?);
+        let (task, source) = start_introducer(&dir, &config, shutdown_rx.clone()).await?;
+        tasks.push(task);
+        status_source = Some(source);
     }
     // The web port is taken first: a storage node announces its address (tcp:0 picks it now).
     let web = match &config.web_port {
@@ -82,6 +85,7 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     } else if let Some((listener, web, _)) = web {
         let mut status = frontends::web::status::NodeStatus::new(config.nickname.clone());
         status.storage = storage;
+        status.source = status_source;
         let router = frontends::web::status::status_router(status);
         tasks.push(serve_on(
             &dir,
@@ -136,7 +140,7 @@ async fn start_introducer(
     dir: &Path,
     config: &NodeConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ServerTask> {
+) -> anyhow::Result<crate::introducer::Serving> {
     let endpoint = config
         .tub_port
         .clone()
@@ -151,7 +155,7 @@ async fn start_introducer(
 }
 
 /// Builds this storage node's signed announcement for a given seqnum.
-fn announcement_signer(
+pub(crate) fn announcement_signer(
     dir: &Path,
     nickname: &str,
     pem: &str,

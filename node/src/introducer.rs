@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -70,6 +71,105 @@ struct IntroducerState {
     stopping: watch::Receiver<bool>,
     announcements: Mutex<BTreeMap<String, (u64, SignedAnnouncement)>>,
     generation: watch::Sender<u64>,
+    counts: Counts,
+}
+
+/// What the introducer has done since it started (its `/statistics` and front page).
+#[derive(Debug, Default)]
+struct Counts {
+    /// Publish requests answered (any answer).
+    publishes: AtomicU64,
+    /// Announcements kept (newer than the one known from their server).
+    kept: AtomicU64,
+    /// Announcement lists sent to subscribers.
+    lists: AtomicU64,
+    /// Bytes of those lists.
+    list_bytes: AtomicU64,
+}
+
+impl frontends::web::status::StatusSource for IntroducerState {
+    fn write_metrics(&self, out: &mut frontends::web::Exposition) {
+        let servers = self
+            .announcements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        out.gauge(
+            "tessera_introducer_servers",
+            "Storage servers the introducer holds an announcement of.",
+            &[("", servers as f64)],
+        );
+        for (name, help, value) in [
+            (
+                "tessera_introducer_publishes",
+                "Publish requests answered.",
+                &self.counts.publishes,
+            ),
+            (
+                "tessera_introducer_announcements_kept",
+                "Announcements kept (newer than the known one).",
+                &self.counts.kept,
+            ),
+            (
+                "tessera_introducer_lists_sent",
+                "Announcement lists sent to subscribers.",
+                &self.counts.lists,
+            ),
+            (
+                "tessera_introducer_list_bytes_sent",
+                "Bytes of announcement lists sent.",
+                &self.counts.list_bytes,
+            ),
+        ] {
+            out.counter(name, help, &[("", value.load(Ordering::Relaxed) as f64)]);
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let servers = self
+            .announcements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        vec![
+            ("introducer.servers".into(), servers as u64),
+            (
+                "introducer.publishes".into(),
+                self.counts.publishes.load(Ordering::Relaxed),
+            ),
+            (
+                "introducer.announcements_kept".into(),
+                self.counts.kept.load(Ordering::Relaxed),
+            ),
+            (
+                "introducer.lists_sent".into(),
+                self.counts.lists.load(Ordering::Relaxed),
+            ),
+            (
+                "introducer.list_bytes_sent".into(),
+                self.counts.list_bytes.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+
+    fn summary(&self) -> Vec<(String, String)> {
+        let servers = self
+            .announcements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        vec![
+            ("Storage servers announced".into(), servers.to_string()),
+            (
+                "Announcements received".into(),
+                self.counts.publishes.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "Announcement lists sent".into(),
+                self.counts.lists.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
+    }
 }
 
 fn authorized(state: &IntroducerState, headers: &HeaderMap) -> bool {
@@ -95,6 +195,7 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
     if !authorized(&state, &headers) {
         return unauthorized();
     }
+    state.counts.publishes.fetch_add(1, Ordering::Relaxed);
     let body = match Limited::new(body, MAX_PUBLISH_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
@@ -116,6 +217,7 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
     };
     match keep(&state, &server_id, parsed.seqnum, signed) {
         Some(true) => {
+            state.counts.kept.fetch_add(1, Ordering::Relaxed);
             info!(server = %server_id, nickname = %shown_nickname(&parsed.storage.nickname), "announcement received");
             state.generation.send_modify(|g| *g += 1);
         }
@@ -174,7 +276,16 @@ async fn announcements(
             announcements: announcements.values().map(|(_, a)| a.clone()).collect(),
         }
     };
-    axum::Json(list).into_response()
+    let body = match serde_json::to_vec(&list) {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    state.counts.lists.fetch_add(1, Ordering::Relaxed);
+    state
+        .counts
+        .list_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn new_state(swissnum: String, stopping: watch::Receiver<bool>) -> Arc<IntroducerState> {
@@ -183,16 +294,27 @@ fn new_state(swissnum: String, stopping: watch::Receiver<bool>) -> Arc<Introduce
         stopping,
         announcements: Mutex::new(BTreeMap::new()),
         generation: watch::Sender::new(0),
+        counts: Counts::default(),
     })
 }
 
-fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
-    let state = new_state(swissnum, stopping);
+fn router_with_state(state: Arc<IntroducerState>) -> Router {
     Router::new()
         .route("/introducer/v1/publish", post(publish))
         .route("/introducer/v1/announcements", get(announcements))
         .with_state(state)
 }
+
+#[cfg(test)]
+fn router(swissnum: String, stopping: watch::Receiver<bool>) -> Router {
+    router_with_state(new_state(swissnum, stopping))
+}
+
+/// The introducer's service task and its figures (for the node's status pages).
+pub(crate) type Serving = (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<dyn frontends::web::status::StatusSource>,
+);
 
 /// Runs the introducer service of node `dir` until `shutdown` resolves.
 pub(crate) async fn serve(
@@ -201,7 +323,7 @@ pub(crate) async fn serve(
     identity: storage::tls::TlsIdentity,
     location: &[String],
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<Serving> {
     let swissnum_path = dir.join("private").join("introducer.swissnum");
     let swissnum = std::fs::read_to_string(&swissnum_path)
         .with_context(|| format!("cannot read {}", swissnum_path.display()))?
@@ -223,16 +345,18 @@ pub(crate) async fn serve(
         "introducer running; its address is in {}",
         dir.join("private").join("introducer.furl").display()
     ))?;
-    let router = router(swissnum, shutdown.clone());
+    let state = new_state(swissnum, shutdown.clone());
+    let router = router_with_state(Arc::clone(&state));
     let mut stop = shutdown;
     let stopped = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         storage::http::serve(listener, &identity, router, stopped)
             .await
             .context("the introducer failed")
-    }))
+    });
+    Ok((task, state))
 }
 
 /// One HTTPS request to a pinned peer on a fresh connection; an answer over `limit` bytes is an
@@ -290,6 +414,28 @@ pub(crate) fn parse_address(text: &str) -> anyhow::Result<storage::nurl::Nurl> {
         .parse()
         // The address is not repeated: its swissnum is a secret.
         .map_err(|e| anyhow::anyhow!("introducer.furl is not a pb://…#v=1 address: {e}"))
+}
+
+/// Publishes one signed announcement to the introducer at `address` (`tessera debug
+/// bench-hundred` re-announces its nodes with it).
+pub(crate) async fn publish_once(
+    address: &storage::nurl::Nurl,
+    signed: &SignedAnnouncement,
+) -> anyhow::Result<()> {
+    let body = Bytes::from(serde_json::to_vec(signed)?);
+    let (status, reply) = request(
+        address,
+        hyper::Method::POST,
+        "/introducer/v1/publish",
+        body,
+        Duration::from_secs(30),
+        MAX_PUBLISH_REPLY,
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("HTTP {status}: {:?}", String::from_utf8_lossy(&reply).trim());
+    }
+    Ok(())
 }
 
 /// Publishes this storage node's announcement to `introducer` now and every few minutes (one task
@@ -567,6 +713,36 @@ mod tests {
         }
         assert_eq!(keep(&state, "v0-new", 1, signed.clone()), None);
         assert!(keep(&state, "v0-7", 2, signed).unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_introducer_counts_what_it_is_asked_and_sends() {
+        use frontends::web::status::StatusSource;
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), stopping);
+        let (address, _stop) = serve_router(router_with_state(Arc::clone(&state))).await;
+        let signed = announcement(5, "counted");
+        publish_once(&address, &signed).await.unwrap();
+        // The same announcement again is answered but not kept; a hostile body is answered too.
+        publish_once(&address, &signed).await.unwrap();
+        assert_eq!(
+            publish_raw(&address, b"{}".to_vec()).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let list = poll(&address, 0).await.unwrap();
+        assert_eq!(list.announcements.len(), 1);
+        let sent = serde_json::to_vec(&list).unwrap().len() as u64;
+        let counters: BTreeMap<String, u64> = state.counters().into_iter().collect();
+        assert_eq!(counters["introducer.servers"], 1);
+        assert_eq!(counters["introducer.publishes"], 3);
+        assert_eq!(counters["introducer.announcements_kept"], 1);
+        assert_eq!(counters["introducer.lists_sent"], 1);
+        assert_eq!(counters["introducer.list_bytes_sent"], sent);
+        let mut metrics = frontends::web::Exposition::new(frontends::web::MetricsFormat::Prometheus);
+        state.write_metrics(&mut metrics);
+        let text = metrics.finish();
+        assert!(text.contains("tessera_introducer_publishes_total 3\n"), "{text}");
+        assert!(text.contains("tessera_introducer_servers 1\n"), "{text}");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ mod announcement;
 mod bench;
 mod bench_dir;
 mod bench_grid;
+mod bench_hundred;
 mod cli_check;
 mod cli_client;
 mod cli_fs;

@@ -293,3 +293,37 @@ fn a_bad_introducers_yaml_stops_the_node_naming_the_file_and_the_entry() {
         assert!(!stderr.contains("sekrit"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_hundred_counts_every_share_and_every_announcement_on_a_small_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tessera()
+        .args(["debug", "bench-hundred", "--servers", "10", "--uploads", "20"])
+        .args(["--idle-secs", "1"])
+        .current_dir(tmp.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3-of-10 on 10 servers: every server holds one share of every file.
+    assert!(stdout.contains("20 uploads of 4096 bytes (3-of-10)"), "{stdout}");
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("shares per server: 200 in all; min 20, max 20, mean 20.0, stddev 0.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("10 publishes"), "{stdout}");
+    assert!(
+        stdout.contains("gateway idle with 10 servers connected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("re-announcement of all 10 nodes") && stdout.contains("10 publishes (10 kept)"),
+        "{stdout}"
+    );
+}
