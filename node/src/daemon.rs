@@ -65,7 +65,7 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let web = match &config.web_port {
         Some(web) => {
             let listener = bind(web, &dir, "[node] web.port").await?;
-            let url = web_url(&listener, web)?;
+            let url = announced_web_url(&listener, web, &config.tub_location)?;
             Some((listener, web, url))
         }
         None => None,
@@ -283,7 +283,40 @@ fn web_url(listener: &tokio::net::TcpListener, web: &crate::config::Endpoint) ->
     } else {
         web.interface.as_str()
     };
-    Ok(format!("http://{host}:{port}/"))
+    Ok(format!("http://{}:{port}/", url_host(host)))
+}
+
+/// An address as a URL's host: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The web address a storage node announces (`tessera-web-url`): `node.url`'s, except that a web
+/// port on every interface is announced at the host of the first `tub.location` hint, the address
+/// other machines reach this node at (node.url's 127.0.0.1 is this machine's own).
+fn announced_web_url(
+    listener: &tokio::net::TcpListener,
+    web: &crate::config::Endpoint,
+    tub_location: &[String],
+) -> anyhow::Result<String> {
+    let every_interface = matches!(web.interface.as_str(), "0.0.0.0" | "::" | "[::]");
+    let location_host = tub_location
+        .first()
+        .and_then(|hint| hint.rsplit_once(':'))
+        .map(|(host, _)| host)
+        .filter(|host| !host.is_empty());
+    match location_host {
+        Some(host) if every_interface => Ok(format!(
+            "http://{}:{}/",
+            url_host(host),
+            listener.local_addr()?.port()
+        )),
+        _ => web_url(listener, web),
+    }
 }
 
 /// Serves `router` on `listener` with the web limits, after writing `node.url` (Tahoe's: the
@@ -511,4 +544,40 @@ fn spawn_maintenance(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_web_port_on_every_interface_is_announced_at_the_location_host() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = |interface: &str| crate::config::Endpoint {
+            port: 0,
+            interface: interface.to_owned(),
+        };
+        let hints = ["10.231.7.12:3457".to_owned(), "example.org:3457".to_owned()];
+        let announced = |interface: &str, hints: &[String]| {
+            announced_web_url(&listener, &endpoint(interface), hints).unwrap()
+        };
+        assert_eq!(
+            announced("0.0.0.0", &hints),
+            format!("http://10.231.7.12:{port}/")
+        );
+        // node.url stays this machine's own address.
+        assert_eq!(
+            web_url(&listener, &endpoint("0.0.0.0")).unwrap(),
+            format!("http://127.0.0.1:{port}/")
+        );
+        // A port on one interface is announced at it; with no location, at 127.0.0.1.
+        assert_eq!(announced("10.1.2.3", &hints), format!("http://10.1.2.3:{port}/"));
+        assert_eq!(announced("0.0.0.0", &[]), format!("http://127.0.0.1:{port}/"));
+        assert_eq!(announced("::1", &[]), format!("http://[::1]:{port}/"));
+        assert_eq!(
+            announced("::", &["[fd00::5]:3457".to_owned()]),
+            format!("http://[fd00::5]:{port}/")
+        );
+    }
 }
