@@ -7,9 +7,12 @@
 //!
 //! - `POST /introducer/v1/publish`: a signed announcement (JSON `{ann, sig, key}`); the introducer
 //!   verifies the ed25519 signature and keeps the highest seqnum per key. 204, or 400 with a reason.
-//! - `GET /introducer/v1/announcements?since=G&wait=S`: every announcement, as
-//!   `{generation, announcements}`, as soon as the generation exceeds `since` (a long poll of at most
-//!   `S` ≤ 60 seconds).
+//! - `GET /introducer/v1/announcements?since=G&epoch=E&wait=S`: as soon as the generation exceeds
+//!   `since` (a long poll of at most `S` ≤ 60 seconds), `{generation, epoch, announcements}`: the
+//!   announcements kept after generation `since` when `epoch` is this run's (a random number
+//!   drawn at start, given in every answer), else every announcement, at once (a subscriber of an
+//!   earlier run, or one that names no epoch, as before epochs). A change thus costs each
+//!   subscriber the changed announcements, not the whole list.
 //!
 //! Bounds: a publish body is at most [`MAX_PUBLISH_BODY`] bytes (413 past it), an announcement's
 //! text at most 4 KiB and its nickname at most 256 bytes (400), and the introducer keeps at most
@@ -61,6 +64,9 @@ pub(crate) const MAX_PUBLISH_REPLY: usize = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AnnouncementList {
     generation: u64,
+    /// The introducer's run (absent from an introducer before epochs).
+    #[serde(default)]
+    epoch: Option<u64>,
     announcements: Vec<SignedAnnouncement>,
 }
 
@@ -69,8 +75,12 @@ struct IntroducerState {
     swissnum: String,
     /// Ends long polls when the introducer shuts down (graceful shutdown waits for open requests).
     stopping: watch::Receiver<bool>,
-    announcements: Mutex<BTreeMap<String, (u64, SignedAnnouncement)>>,
+    /// Per server: seqnum, the generation it was kept at, the announcement.
+    announcements: Mutex<BTreeMap<String, (u64, u64, SignedAnnouncement)>>,
+    /// Bumped (under the `announcements` lock) for each announcement kept.
     generation: watch::Sender<u64>,
+    /// This run's: a subscriber that names it gets only what changed since its generation.
+    epoch: u64,
     counts: Counts,
 }
 
@@ -219,7 +229,6 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
         Some(true) => {
             state.counts.kept.fetch_add(1, Ordering::Relaxed);
             info!(server = %server_id, nickname = %shown_nickname(&parsed.storage.nickname), "announcement received");
-            state.generation.send_modify(|g| *g += 1);
         }
         Some(false) => {}
         None => {
@@ -238,10 +247,14 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
 fn keep(state: &IntroducerState, server_id: &str, seqnum: u64, signed: SignedAnnouncement) -> Option<bool> {
     let mut announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
     match announcements.get(server_id) {
-        Some((known, _)) if *known >= seqnum => Some(false),
+        Some((known, _, _)) if *known >= seqnum => Some(false),
         None if announcements.len() >= MAX_SERVERS => None,
         _ => {
-            announcements.insert(server_id.to_owned(), (seqnum, signed));
+            // Under the lock, so that a poll sees each announcement with the generation it
+            // belongs to.
+            let generation = *state.generation.borrow() + 1;
+            announcements.insert(server_id.to_owned(), (seqnum, generation, signed));
+            state.generation.send_replace(generation);
             Some(true)
         }
     }
@@ -250,6 +263,7 @@ fn keep(state: &IntroducerState, server_id: &str, seqnum: u64, signed: SignedAnn
 #[derive(Debug, Deserialize)]
 struct PollQuery {
     since: Option<u64>,
+    epoch: Option<u64>,
     wait: Option<u64>,
 }
 
@@ -261,19 +275,34 @@ async fn announcements(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let since = query.since.unwrap_or(0);
+    // A subscriber of this run gets what changed since its generation. One of another run gets
+    // everything at once (its generation means nothing here); one that names no run (as before
+    // epochs) gets everything once the generation passes its own, as it always did.
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+    let (wait_past, since, wait) = match query.epoch {
+        Some(epoch) if epoch == state.epoch => {
+            let since = query.since.unwrap_or(0);
+            (since, since, wait)
+        }
+        Some(_) => (0, 0, Duration::ZERO),
+        None => (query.since.unwrap_or(0), 0, wait),
+    };
     let mut generation = state.generation.subscribe();
     let mut stopping = state.stopping.clone();
     tokio::select! {
-        _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > since)) => {}
+        _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > wait_past)) => {}
         _ = stopping.wait_for(|stop| *stop) => {}
     }
     let list = {
         let announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
         AnnouncementList {
             generation: *state.generation.borrow(),
-            announcements: announcements.values().map(|(_, a)| a.clone()).collect(),
+            epoch: Some(state.epoch),
+            announcements: announcements
+                .values()
+                .filter(|(_, kept_at, _)| *kept_at > since)
+                .map(|(_, _, a)| a.clone())
+                .collect(),
         }
     };
     let body = match serde_json::to_vec(&list) {
@@ -294,6 +323,7 @@ fn new_state(swissnum: String, stopping: watch::Receiver<bool>) -> Arc<Introduce
         stopping,
         announcements: Mutex::new(BTreeMap::new()),
         generation: watch::Sender::new(0),
+        epoch: rand::random(),
         counts: Counts::default(),
     })
 }
@@ -534,10 +564,16 @@ pub(crate) fn verified(list: &[SignedAnnouncement]) -> Learned {
 }
 
 /// One long poll: the introducer's announcements once its generation passes `generation` (or its
-/// wait ends). The answer is read up to [`MAX_LIST_BODY`] bytes.
-async fn poll(address: &storage::nurl::Nurl, generation: u64) -> anyhow::Result<AnnouncementList> {
+/// wait ends); of run `epoch`, only those kept since. The answer is read up to [`MAX_LIST_BODY`]
+/// bytes.
+async fn poll(
+    address: &storage::nurl::Nurl,
+    generation: u64,
+    epoch: Option<u64>,
+) -> anyhow::Result<AnnouncementList> {
+    let epoch = epoch.map(|e| format!("&epoch={e}")).unwrap_or_default();
     let path = format!(
-        "/introducer/v1/announcements?since={generation}&wait={}",
+        "/introducer/v1/announcements?since={generation}{epoch}&wait={}",
         MAX_WAIT.as_secs() - 5
     );
     let (status, body) = request(
@@ -576,16 +612,19 @@ pub(crate) fn spawn_subscriber(
             update(&verified(&known.values().cloned().collect::<Vec<_>>()));
         }
         let mut generation = 0u64;
+        let mut epoch = None;
         let mut delay = Duration::from_millis(200);
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return,
-                outcome = poll(&address, generation) => outcome,
+                outcome = poll(&address, generation, epoch) => outcome,
             };
             let pause = match outcome {
                 Ok(list) => {
-                    // A restarted introducer starts again at generation 0.
+                    // A restarted introducer starts again at generation 0, in a new epoch (and
+                    // answers a subscriber of its earlier run with everything).
                     generation = list.generation;
+                    epoch = list.epoch;
                     delay = Duration::from_millis(200);
                     let mut changed = false;
                     for signed in list.announcements {
@@ -642,11 +681,15 @@ mod tests {
     const SWISSNUM: &str = "test-swissnum";
 
     fn announcement(seed: u8, nickname: &str) -> SignedAnnouncement {
+        announcement_at(seed, nickname, 1)
+    }
+
+    fn announcement_at(seed: u8, nickname: &str, seqnum: u64) -> SignedAnnouncement {
         let spki = storage::tls::TlsIdentity::generate().unwrap().spki_hash();
         let body = AnnouncementBody {
             version: 0,
             service_name: "storage".into(),
-            seqnum: 1,
+            seqnum,
             nonce: "n".into(),
             my_version: "tessera/0".into(),
             oldest_supported: "tessera/0".into(),
@@ -729,7 +772,7 @@ mod tests {
             publish_raw(&address, b"{}".to_vec()).await.0,
             StatusCode::BAD_REQUEST
         );
-        let list = poll(&address, 0).await.unwrap();
+        let list = poll(&address, 0, None).await.unwrap();
         assert_eq!(list.announcements.len(), 1);
         let sent = serde_json::to_vec(&list).unwrap().len() as u64;
         let counters: BTreeMap<String, u64> = state.counters().into_iter().collect();
@@ -743,6 +786,48 @@ mod tests {
         let text = metrics.finish();
         assert!(text.contains("tessera_introducer_publishes_total 3\n"), "{text}");
         assert!(text.contains("tessera_introducer_servers 1\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_of_this_run_gets_only_what_changed() {
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), stopping);
+        let (address, _stop) = serve_router(router_with_state(Arc::clone(&state))).await;
+        let nicknames = |list: &AnnouncementList| -> Vec<String> {
+            let mut names: Vec<String> = verified(&list.announcements)
+                .into_values()
+                .map(|body| body.storage.nickname)
+                .collect();
+            names.sort();
+            names
+        };
+        publish_once(&address, &announcement(1, "a")).await.unwrap();
+        publish_once(&address, &announcement(2, "b")).await.unwrap();
+        let first = poll(&address, 0, None).await.unwrap();
+        assert_eq!(
+            (first.generation, nicknames(&first)),
+            (2, vec!["a".into(), "b".into()])
+        );
+        let epoch = first.epoch.unwrap();
+        publish_once(&address, &announcement(3, "c")).await.unwrap();
+        let next = poll(&address, 2, Some(epoch)).await.unwrap();
+        assert_eq!((next.generation, nicknames(&next)), (3, vec!["c".into()]));
+        // A re-announcement is a change too; an old one is not.
+        publish_once(&address, &announcement_at(1, "a", 5)).await.unwrap();
+        publish_once(&address, &announcement_at(2, "b", 1)).await.unwrap();
+        let next = poll(&address, 3, Some(epoch)).await.unwrap();
+        assert_eq!((next.generation, nicknames(&next)), (4, vec!["a".into()]));
+        // A subscriber of another run (a restarted introducer) gets everything, at once.
+        let started = std::time::Instant::now();
+        let other = poll(&address, 9, Some(epoch.wrapping_add(1))).await.unwrap();
+        assert_eq!(nicknames(&other), ["a", "b", "c"]);
+        assert_eq!(other.epoch, Some(epoch));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // One that names no run gets everything once the generation has passed its own.
+        assert_eq!(
+            nicknames(&poll(&address, 3, None).await.unwrap()),
+            ["a", "b", "c"]
+        );
     }
 
     #[tokio::test]
@@ -763,7 +848,7 @@ mod tests {
                 post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(MAX_PUBLISH_REPLY + 1)) }),
             );
         let (address, _stop) = serve_router(hostile).await;
-        let error = poll(&address, 0).await.unwrap_err().to_string();
+        let error = poll(&address, 0, None).await.unwrap_err().to_string();
         assert!(error.contains("answer is larger than"), "{error}");
         let error = request(
             &address,
