@@ -6,7 +6,12 @@
 //! `Authorization: Tahoe-LAFS <base64 swissnum>`.
 //!
 //! - `POST /introducer/v1/publish`: a signed announcement (JSON `{ann, sig, key}`); the introducer
-//!   verifies the ed25519 signature and keeps the highest seqnum per key. 204, or 400 with a reason.
+//!   verifies the ed25519 signature and keeps the highest seqnum per key. 200 with `{epoch}` (its
+//!   run), or 400 with a reason.
+//! - `GET /introducer/v1/epoch?known=E&wait=S`: `{epoch}`, at once when it is not `E`, else after
+//!   at most `S` ≤ 60 seconds. Publishers hold it between re-announcements, so that an
+//!   introducer that restarts is re-announced to at once (as Tahoe's Foolscap publishers do on
+//!   reconnecting), not up to 5 minutes later.
 //! - `GET /introducer/v1/announcements?since=G&epoch=E&wait=S`: as soon as the generation exceeds
 //!   `since` (a long poll of at most `S` ≤ 60 seconds), `{generation, epoch, announcements}`: the
 //!   announcements kept after generation `since` when `epoch` is this run's (a random number
@@ -239,7 +244,39 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
                 .into_response();
         }
     }
-    StatusCode::NO_CONTENT.into_response()
+    axum::Json(Epoch { epoch: state.epoch }).into_response()
+}
+
+/// The introducer's run: the answer to a publish and to `GET /introducer/v1/epoch`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Epoch {
+    epoch: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct EpochQuery {
+    known: Option<u64>,
+    wait: Option<u64>,
+}
+
+/// `GET /introducer/v1/epoch?known=E&wait=S`: the introducer's epoch, at once when it is not `E`,
+/// else after `S` ≤ 60 seconds (or at shutdown). A publisher holds this poll between
+/// re-announcements: a restarted introducer (new epoch), or one that went away and came back, is
+/// re-announced to at once instead of at the next round.
+async fn epoch(
+    State(state): State<Arc<IntroducerState>>,
+    headers: HeaderMap,
+    Query(query): Query<EpochQuery>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    if query.known == Some(state.epoch) {
+        let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+        let mut stopping = state.stopping.clone();
+        let _ = tokio::time::timeout(wait, stopping.wait_for(|stop| *stop)).await;
+    }
+    axum::Json(Epoch { epoch: state.epoch }).into_response()
 }
 
 /// Keeps an announcement if it is newer than the one known from its server; whether it was, or
@@ -332,6 +369,7 @@ fn router_with_state(state: Arc<IntroducerState>) -> Router {
     Router::new()
         .route("/introducer/v1/publish", post(publish))
         .route("/introducer/v1/announcements", get(announcements))
+        .route("/introducer/v1/epoch", get(epoch))
         .with_state(state)
 }
 
@@ -497,10 +535,20 @@ pub(crate) fn spawn_publisher(
                     )
                     .await
                     {
-                        Ok((status, _)) if status.is_success() => {
+                        Ok((status, body)) if status.is_success() => {
                             debug!(introducer = %petname, "announcement published");
                             delay = Duration::from_millis(200);
-                            REPUBLISH
+                            // An introducer before epochs answers 204 without one.
+                            match serde_json::from_slice::<Epoch>(&body) {
+                                Ok(Epoch { epoch }) => {
+                                    tokio::select! {
+                                        _ = shutdown.changed() => return,
+                                        _ = watch_epoch(&address, epoch, REPUBLISH) => {}
+                                    }
+                                    Duration::ZERO
+                                }
+                                Err(_) => REPUBLISH,
+                            }
                         }
                         Ok((status, body)) => {
                             warn!(introducer = %petname, status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
@@ -524,6 +572,50 @@ pub(crate) fn spawn_publisher(
             }
         }
     });
+}
+
+/// Waits until `within` has passed, or the introducer at `address` is of another run than `epoch`
+/// (restarted, or replaced), whichever comes first, holding a long poll of its epoch. While it is
+/// unreachable it is asked again every few seconds; one without the epoch poll (404) is simply
+/// waited for.
+async fn watch_epoch(address: &storage::nurl::Nurl, epoch: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait = left.min(MAX_WAIT - Duration::from_secs(5)).as_secs().max(1);
+        let path = format!("/introducer/v1/epoch?known={epoch}&wait={wait}");
+        let asked = request(
+            address,
+            hyper::Method::GET,
+            &path,
+            Bytes::new(),
+            Duration::from_secs(wait) + Duration::from_secs(10),
+            MAX_PUBLISH_REPLY,
+        );
+        let pause = match tokio::time::timeout_at(deadline, asked).await {
+            Err(_) => return,
+            Ok(Ok((status, body))) if status.is_success() => match serde_json::from_slice::<Epoch>(&body) {
+                Ok(now) if now.epoch == epoch => {
+                    delay = Duration::from_millis(200);
+                    Duration::ZERO
+                }
+                Ok(_) => return,
+                Err(_) => left,
+            },
+            Ok(Ok((StatusCode::NOT_FOUND, _))) => left,
+            Ok(_) => {
+                delay = (delay * 2).min(Duration::from_secs(10));
+                delay
+            }
+        };
+        if !pause.is_zero() {
+            let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(pause)).await;
+        }
+    }
 }
 
 /// What a client learned from an introducer.
@@ -742,7 +834,7 @@ mod tests {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
         assert_eq!(reply, "an announcement is at most 16384 bytes\n");
         let signed = serde_json::to_vec(&announcement(1, "fine")).unwrap();
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::OK);
         let long = serde_json::to_vec(&announcement(2, &"n".repeat(300))).unwrap();
         let (status, reply) = publish_raw(&address, long).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -890,7 +982,7 @@ mod tests {
         let (address, _stop) = serve_router(router(SWISSNUM.into(), stopping.clone())).await;
         let forged = "evil\n2026-01-01T00:00:00.000000Z  INFO tessera: FORGED admin logged in";
         let signed = serde_json::to_vec(&announcement(4, forged)).unwrap();
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::OK);
 
         // A client learns the server from the introducer and logs it too.
         let dir = tempfile::tempdir().unwrap();

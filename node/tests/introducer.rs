@@ -2,6 +2,7 @@
 //! themselves, the gateway learns them; with the introducer stopped the gateway keeps working, and
 //! a restarted gateway works from its announcement cache alone. With two introducers
 //! (`private/introducers.yaml`), the gateway merges what both say and one going away costs nothing.
+//! A restarted introducer is announced to at once.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -326,4 +327,41 @@ fn bench_hundred_counts_every_share_and_every_announcement_on_a_small_grid() {
         stdout.contains("re-announcement of all 10 nodes") && stdout.contains("10 publishes (10 kept)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_restarted_introducer_is_announced_to_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let introducer_dir = tmp.path().join("introducer");
+    let (introducer, address) = start_introducer(&introducer_dir);
+    let mut storage = Vec::new();
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("storage{i}"));
+        create_storage(&dir, &address, &format!("s{i}"));
+        storage.push(Node::start(&dir, "private/storage.nurl"));
+    }
+    let client = |name: &str| {
+        let dir = tmp.path().join(name);
+        let webport = format!("tcp:{}:interface=127.0.0.1", common::free_port());
+        run(
+            &["create-client", "--introducer", &address, "--webport", &webport],
+            &dir,
+        );
+        dir
+    };
+    let first = client("first");
+    let _first = Node::start(&first, "node.url");
+    wait_connected(&first, 2);
+
+    // The introducer restarts (same address, nothing remembered). The storage nodes, which
+    // re-announce every 5 minutes, announce to it again at once: a new client without a cache
+    // learns them within wait_connected's 30 s.
+    drop(introducer);
+    let _introducer = Node::start(&introducer_dir, "private/introducer.furl");
+    let restarted = std::fs::read_to_string(introducer_dir.join("private/introducer.furl")).unwrap();
+    assert_eq!(restarted.trim(), address);
+    let second = client("second");
+    let _second = Node::start(&second, "node.url");
+    wait_connected(&second, 2);
+    drop(storage);
 }
