@@ -219,6 +219,9 @@ mod tests {
         assert_eq!(list[0].address.to_string(), a);
         assert_eq!(list[1].address.port, 2);
         assert!(parse("introducers: {}\n", Path::new("x")).unwrap().is_empty());
+        // The fuzz seed is a valid file.
+        let seed = include_str!("../../fuzz/corpus/introducers_yaml/two");
+        assert_eq!(parse(seed, Path::new("x")).unwrap().len(), 2);
         assert!(parse("{}\n", Path::new("x")).unwrap().is_empty());
 
         assert!(error("").contains("is empty"));
