@@ -271,6 +271,7 @@ pub(crate) fn follow_introducers(
     grid: Arc<Grid>,
     timeouts: Timeouts,
     links: frontends::web::ServerLinks,
+    statuses: frontends::web::IntroducerStatuses,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let static_servers = Arc::new(read_servers_yaml(dir)?);
@@ -304,7 +305,13 @@ pub(crate) fn follow_introducers(
             let grid = Arc::clone(&grid);
             tokio::spawn(async move { grid.probe().await });
         };
-        crate::introducer::spawn_subscriber(dir.to_path_buf(), introducer.clone(), update, shutdown.clone());
+        crate::introducer::spawn_subscriber(
+            dir.to_path_buf(),
+            introducer.clone(),
+            update,
+            statuses.clone(),
+            shutdown.clone(),
+        );
     }
     Ok(())
 }

@@ -230,6 +230,7 @@ async fn start_gateway(
             }
         }
     }
+    let introducer_statuses = frontends::web::IntroducerStatuses::default();
     if !config.introducers.is_empty() {
         crate::client::follow_introducers(
             dir,
@@ -237,6 +238,7 @@ async fn start_gateway(
             Arc::clone(&grid),
             config.timeouts,
             links.clone(),
+            introducer_statuses.clone(),
             shutdown.clone(),
         )?;
     }
@@ -259,6 +261,7 @@ async fn start_gateway(
         .with_spool_quota(config.web_spool_quota);
     state.mutable_format = config.mutable_format;
     state.server_links = links;
+    state.introducer_statuses = introducer_statuses;
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }

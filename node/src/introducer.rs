@@ -689,10 +689,25 @@ pub(crate) fn spawn_subscriber(
     dir: PathBuf,
     introducer: crate::introducer_config::IntroducerConfig,
     update: impl Fn(&Learned) + Send + 'static,
+    statuses: frontends::web::IntroducerStatuses,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cache = cache_path(&dir, &introducer.petname);
     let (address, petname) = (introducer.address, introducer.petname);
+    // The address without its swissnum (a secret).
+    let shown = format!("{}:{}", address.host, address.port);
+    let set_status = move |petname: &str, connected: bool| {
+        let summary = if connected {
+            format!("{petname}: Connected to {shown}")
+        } else {
+            format!("{petname}: Not connected to {shown}")
+        };
+        statuses
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(petname.to_owned(), summary);
+    };
+    set_status(&petname, false);
     tokio::spawn(async move {
         let mut known: BTreeMap<String, SignedAnnouncement> = BTreeMap::new();
         for signed in load_cache(&cache) {
@@ -713,6 +728,7 @@ pub(crate) fn spawn_subscriber(
             };
             let pause = match outcome {
                 Ok(list) => {
+                    set_status(&petname, true);
                     // A restarted introducer starts again at generation 0, in a new epoch (and
                     // answers a subscriber of its earlier run with everything).
                     generation = list.generation;
@@ -746,6 +762,7 @@ pub(crate) fn spawn_subscriber(
                     Duration::ZERO
                 }
                 Err(e) => {
+                    set_status(&petname, false);
                     debug!(introducer = %petname, error = %e, "introducer poll failed; retrying");
                     delay = (delay * 2).min(Duration::from_secs(10));
                     delay
@@ -1001,6 +1018,7 @@ mod tests {
                 address,
             }],
             Arc::clone(&grid),
+            Default::default(),
             Default::default(),
             Default::default(),
             stopping,

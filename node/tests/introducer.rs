@@ -82,6 +82,27 @@ fn wait_connected(gateway: &Path, count: usize) {
     }
 }
 
+/// The gateway's welcome page as JSON (`/?t=json`).
+fn welcome_json(gateway: &Path) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let url = std::fs::read_to_string(gateway.join("node.url")).unwrap();
+    let authority = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+    write!(
+        stream,
+        "GET /?t=json HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
 fn put_get(gateway: &Path, tmp: &Path, seed: u8) {
     let data: Vec<u8> = (0..200_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
     let input = tmp.join(format!("in{seed}"));
@@ -248,9 +269,34 @@ fn two_introducers_are_merged_and_either_may_go_away() {
         );
     }
 
+    // The welcome page's JSON says which introducers are connected (Tahoe's
+    // introducers.statuses), without their swissnums.
+    let statuses = |wanted: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let json = welcome_json(&gateway);
+            let statuses = json["introducers"]["statuses"].to_string();
+            let swissnum = first_address.rsplit('/').next().unwrap().trim_end_matches("#v=1");
+            assert!(!statuses.contains(swissnum), "{statuses}");
+            if wanted.iter().all(|w| statuses.contains(w)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{wanted:?} not in {statuses}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    statuses(&[
+        "default: Connected to 127.0.0.1:",
+        "second: Connected to 127.0.0.1:",
+    ]);
+
     // The first introducer goes away. A new storage node told both (the first now down) is found
     // through the second, and the servers learned from the first stay connected.
     drop(first);
+    statuses(&[
+        "default: Not connected to 127.0.0.1:",
+        "second: Connected to 127.0.0.1:",
+    ]);
     let late = tmp.path().join("storage-late");
     create_storage(&late, &first_address, "late");
     write_introducers_yaml(&late, &[("second", &second_address)]);
