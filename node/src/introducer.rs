@@ -1539,11 +1539,13 @@ mod tests {
         let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
         let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
         let signed = serde_json::to_vec(&announcement(6, "counted")).unwrap();
+        // Kept or stale, a publish is answered with the introducer's epoch.
+        let epoch = format!("{{\"epoch\":{}}}", state.epoch);
         assert_eq!(
-            publish_raw(&address, signed.clone()).await.0,
-            StatusCode::NO_CONTENT
+            publish_raw(&address, signed.clone()).await,
+            (StatusCode::OK, epoch.clone())
         );
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await, (StatusCode::OK, epoch));
         assert_eq!(
             publish_raw(&address, b"{}".to_vec()).await.0,
             StatusCode::BAD_REQUEST
