@@ -10,7 +10,7 @@
 # SANITIZER=address builds with ASan (slower; the project's code has no unsafe, so `none` is the
 # default). Without nightly, or with STABLE=1: the stable runner for SECONDS per target.
 #
-# node's targets (tahoe_cfg, servers_yaml, announcement) run only under the stable runner:
+# node's targets (tahoe_cfg, servers_yaml, introducers_yaml, announcement) run only under the stable runner:
 #   TESSERA_FUZZ_SECONDS=60 cargo test -p node fuzz::
 # Prints per target: runs and seconds.
 set -euo pipefail

@@ -215,24 +215,39 @@ pub(crate) fn build_grid(dir: &Path, config: &NodeConfig) -> anyhow::Result<Arc<
     Ok(grid)
 }
 
-/// Adds the servers an introducer announces to the grid (alongside those of `servers.yaml`). Entries
-/// are rebuilt only when a server's announcement changes, so connections are kept.
-pub(crate) fn follow_introducer(
-    dir: &Path,
-    address: storage::nurl::Nurl,
-    grid: Arc<Grid>,
-    timeouts: Timeouts,
-    links: frontends::web::ServerLinks,
-    nickname: &str,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let static_servers = read_servers_yaml(dir)?;
-    let known: std::sync::Mutex<BTreeMap<String, (Announcement, ServerEntry)>> = Default::default();
-    let update = move |learned: &crate::introducer::Learned| {
-        let mut known = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+/// What the client learned from all its introducers, merged: per server, the announcement with
+/// the highest seqnum (from whichever introducer brought it) and the grid's entry built from it.
+#[derive(Default)]
+struct Merged {
+    servers: BTreeMap<String, (u64, Announcement, ServerEntry)>,
+}
+
+impl Merged {
+    /// Takes what one introducer says; whether an entry changed. An announcement no newer than the
+    /// one known is ignored; a newer one with the same content keeps the entry (and its
+    /// connection). At most [`crate::introducer::MAX_SERVERS`] servers, whatever the introducers
+    /// say between them.
+    fn learn(
+        &mut self,
+        learned: &crate::introducer::Learned,
+        static_servers: &BTreeMap<String, Announcement>,
+        timeouts: Timeouts,
+        links: &frontends::web::ServerLinks,
+    ) -> bool {
+        let mut changed = false;
         for (id, body) in learned {
-            if static_servers.contains_key(id) || known.get(id).is_some_and(|(ann, _)| ann == &body.storage) {
+            if static_servers.contains_key(id) {
                 continue;
+            }
+            let full = self.servers.len() >= crate::introducer::MAX_SERVERS;
+            match self.servers.get_mut(id) {
+                Some((seqnum, _, _)) if *seqnum >= body.seqnum => continue,
+                Some((seqnum, ann, _)) if ann == &body.storage => {
+                    *seqnum = body.seqnum;
+                    continue;
+                }
+                None if full => continue,
+                _ => {}
             }
             match server_entry(id, &body.storage, timeouts) {
                 Ok(entry) => {
@@ -242,35 +257,78 @@ pub(crate) fn follow_introducer(
                         Some(url) => links.insert(id.clone(), url),
                         None => links.remove(id),
                     };
-                    known.insert(id.clone(), (body.storage.clone(), entry));
+                    self.servers
+                        .insert(id.clone(), (body.seqnum, body.storage.clone(), entry));
+                    changed = true;
                 }
                 Err(e) => warn!("ignoring an announced server: {e:#}"),
             }
         }
-        // Static servers keep the entries (and connections) the grid already has for them.
-        let current = grid.servers_with_status();
-        let mut entries: Vec<ServerEntry> = static_servers
-            .iter()
-            .filter_map(|(id, ann)| {
-                current
-                    .iter()
-                    .find(|(entry, _)| &entry.server_id == id)
-                    .map(|(entry, _)| entry.clone())
-                    .or_else(|| server_entry(id, ann, timeouts).ok())
-            })
-            .collect();
-        entries.extend(known.values().map(|(_, entry)| entry.clone()));
-        grid.set_servers(entries);
-        let grid = Arc::clone(&grid);
-        tokio::spawn(async move { grid.probe().await });
-    };
-    crate::introducer::spawn_subscriber(
-        dir.to_path_buf(),
-        address,
-        crate::introducer::SubscriberInfo::new(nickname),
-        update,
-        shutdown,
-    );
+        changed
+    }
+}
+
+/// Adds the servers that `introducers` announce to the grid (alongside those of `servers.yaml`):
+/// one subscription per introducer, what they say merged (the newest announcement of each server
+/// wins, whichever introducer brought it; none is passed on to another introducer). Entries are
+/// rebuilt only when a server's announcement changes, so connections are kept; an introducer that
+/// goes away takes nothing with it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the gateway's grid, web state and identity, each named at the call sites"
+)]
+pub(crate) fn follow_introducers(
+    dir: &Path,
+    introducers: &[crate::introducer_config::IntroducerConfig],
+    grid: Arc<Grid>,
+    timeouts: Timeouts,
+    links: frontends::web::ServerLinks,
+    statuses: frontends::web::IntroducerStatuses,
+    nickname: &str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let static_servers = Arc::new(read_servers_yaml(dir)?);
+    let merged: Arc<std::sync::Mutex<Merged>> = Default::default();
+    // How this client names itself to each introducer (which lists its subscribers).
+    let me = crate::introducer::SubscriberInfo::new(nickname);
+    for introducer in introducers {
+        let (static_servers, merged, grid, links) = (
+            Arc::clone(&static_servers),
+            Arc::clone(&merged),
+            Arc::clone(&grid),
+            links.clone(),
+        );
+        let update = move |learned: &crate::introducer::Learned| {
+            let mut merged = merged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !merged.learn(learned, &static_servers, timeouts, &links) {
+                return;
+            }
+            // Static servers keep the entries (and connections) the grid already has for them.
+            let current = grid.servers_with_status();
+            let mut entries: Vec<ServerEntry> = static_servers
+                .iter()
+                .filter_map(|(id, ann)| {
+                    current
+                        .iter()
+                        .find(|(entry, _)| &entry.server_id == id)
+                        .map(|(entry, _)| entry.clone())
+                        .or_else(|| server_entry(id, ann, timeouts).ok())
+                })
+                .collect();
+            entries.extend(merged.servers.values().map(|(_, _, entry)| entry.clone()));
+            grid.set_servers(entries);
+            let grid = Arc::clone(&grid);
+            tokio::spawn(async move { grid.probe().await });
+        };
+        crate::introducer::spawn_subscriber(
+            dir.to_path_buf(),
+            introducer.clone(),
+            me.clone(),
+            update,
+            statuses.clone(),
+            shutdown.clone(),
+        );
+    }
     Ok(())
 }
 
@@ -330,6 +388,74 @@ mod tests {
                 ("v0-server3".to_owned(), true)
             ]
         );
+    }
+
+    fn body(seqnum: u64, nickname: &str, port: u16) -> crate::announcement::AnnouncementBody {
+        static SPKI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let spki = SPKI.get_or_init(|| storage::tls::TlsIdentity::generate().unwrap().spki_hash());
+        crate::announcement::AnnouncementBody {
+            version: 0,
+            service_name: "storage".into(),
+            seqnum,
+            nonce: "n".into(),
+            my_version: "tessera/0".into(),
+            oldest_supported: "tessera/0".into(),
+            storage: Announcement {
+                nickname: nickname.into(),
+                furl: format!("pb://{}@tcp:127.0.0.1:{port}/swiss", "a".repeat(32)),
+                nurls: vec![storage::nurl::Nurl::new(spki.as_str(), "127.0.0.1", port, "swiss").to_string()],
+                permutation_seed_base32: None,
+                web_url: None,
+            },
+        }
+    }
+
+    #[test]
+    fn what_several_introducers_say_is_merged_newest_first() {
+        let mut merged = Merged::default();
+        let links = frontends::web::ServerLinks::default();
+        let none = BTreeMap::new();
+        let learn = |merged: &mut Merged, list: &[(&str, crate::announcement::AnnouncementBody)]| {
+            let learned: crate::introducer::Learned =
+                list.iter().map(|(id, b)| ((*id).to_owned(), b.clone())).collect();
+            merged.learn(&learned, &none, Timeouts::default(), &links)
+        };
+        // Introducer one knows a and b; introducer two knows b (older) and c.
+        assert!(learn(
+            &mut merged,
+            &[("a", body(5, "a", 1)), ("b", body(9, "b-new", 2))]
+        ));
+        assert!(learn(
+            &mut merged,
+            &[("b", body(3, "b-old", 2)), ("c", body(1, "c", 3))]
+        ));
+        let nick = |merged: &Merged, id: &str| merged.servers[id].1.nickname.clone();
+        assert_eq!(merged.servers.len(), 3);
+        assert_eq!(nick(&merged, "b"), "b-new");
+        // The same announcement again, or an older one, changes nothing.
+        assert!(!learn(
+            &mut merged,
+            &[("a", body(5, "a", 1)), ("b", body(8, "b-x", 2))]
+        ));
+        // A newer seqnum with the same content keeps the entry (and its connections).
+        let client = Arc::clone(&merged.servers["a"].2.client);
+        assert!(!learn(&mut merged, &[("a", body(6, "a", 1))]));
+        assert_eq!(merged.servers["a"].0, 6);
+        assert!(Arc::ptr_eq(&client, &merged.servers["a"].2.client));
+        // A newer one with new content from either introducer replaces it.
+        assert!(learn(&mut merged, &[("a", body(7, "a-moved", 4))]));
+        assert_eq!(nick(&merged, "a"), "a-moved");
+        // Bounded, whatever the introducers say between them.
+        let many: Vec<(String, crate::announcement::AnnouncementBody)> = (0..crate::introducer::MAX_SERVERS)
+            .map(|i| (format!("s{i}"), body(1, "s", 5)))
+            .collect();
+        let refs: Vec<(&str, crate::announcement::AnnouncementBody)> =
+            many.iter().map(|(id, b)| (id.as_str(), b.clone())).collect();
+        learn(&mut merged, &refs);
+        assert_eq!(merged.servers.len(), crate::introducer::MAX_SERVERS);
+        // Known servers still update when the map is full.
+        assert!(learn(&mut merged, &[("b", body(10, "b-newer", 2))]));
+        assert_eq!(nick(&merged, "b"), "b-newer");
     }
 
     #[test]

@@ -231,8 +231,9 @@ pub(crate) struct NodeConfig {
     pub(crate) shares_needed: u16,
     pub(crate) shares_happy: u16,
     pub(crate) shares_total: u16,
-    /// `[client] introducer.furl`: the introducer's address.
-    pub(crate) introducer: Option<String>,
+    /// The introducers: `[client] introducer.furl` (petname `default`) first, then those of
+    /// `private/introducers.yaml` (`introducer_config`).
+    pub(crate) introducers: Vec<crate::introducer_config::IntroducerConfig>,
     /// `[client] convergence` (Tessera's): false uploads with random keys.
     pub(crate) convergence: bool,
     /// `[client] enabled` (Tessera's, default true): false runs no client (no web gateway, SFTP
@@ -718,30 +719,33 @@ impl NodeConfig {
             shares_total,
             convergence: boolean("client", "convergence", true)?,
             client_enabled: boolean("client", "enabled", true)?,
-            introducer: match get("client", "introducer.furl") {
-                None => None,
-                // Checked now, so that a Tahoe (Foolscap) FURL stops the node by name; the value
-                // is not repeated: its swissnum is a secret.
-                Some((v, line)) => match crate::introducer::parse_address(v) {
-                    Ok(nurl) if nurl.scheme == storage::nurl::NurlScheme::Tor => {
-                        bail!(
-                            "{}, line {line}: [client] introducer.furl is a pb+tor:// address, which needs \
+            introducers: crate::introducer_config::resolve(
+                node_dir,
+                match get("client", "introducer.furl") {
+                    None => None,
+                    // Checked now, so that a Tahoe (Foolscap) FURL stops the node by name; the value
+                    // is not repeated: its swissnum is a secret.
+                    Some((v, line)) => match crate::introducer::parse_address(v) {
+                        Ok(nurl) if nurl.scheme == storage::nurl::NurlScheme::Tor => {
+                            bail!(
+                                "{}, line {line}: [client] introducer.furl is a pb+tor:// address, which needs \
                              Tor, which Tessera does not support",
-                            file.display()
-                        );
-                    }
-                    Ok(_) => Some(v.to_owned()),
-                    Err(_) => {
-                        return Err(invalid(
-                            "client",
-                            "introducer.furl",
-                            line,
-                            "a Tessera introducer's address (pb://…#v=1, from its private/introducer.furl): \
+                                file.display()
+                            );
+                        }
+                        Ok(nurl) => Some(nurl),
+                        Err(_) => {
+                            return Err(invalid(
+                                "client",
+                                "introducer.furl",
+                                line,
+                                "a Tessera introducer's address (pb://…#v=1, from its private/introducer.furl): \
                              Tahoe's Foolscap introducers are not supported",
-                        ));
-                    }
+                            ));
+                        }
+                    },
                 },
-            },
+            )?,
             storage_enabled,
             storage_dir,
             reserved_space: size("storage", "reserved_space")?.unwrap_or(0),

@@ -65,7 +65,7 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let web = match &config.web_port {
         Some(web) => {
             let listener = bind(web, &dir, "[node] web.port").await?;
-            let url = web_url(&listener, web)?;
+            let url = announced_web_url(&listener, web, &config.tub_location)?;
             Some((listener, web, url))
         }
         None => None,
@@ -164,14 +164,15 @@ async fn start_introducer(
 }
 
 /// Builds this storage node's signed announcement for a given seqnum.
-fn announcement_signer(
+pub(crate) fn announcement_signer(
     dir: &Path,
     nickname: &str,
     pem: &str,
     nurls: Vec<String>,
     web_url: Option<String>,
-) -> anyhow::Result<impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + 'static>
-{
+) -> anyhow::Result<
+    impl Fn(u64) -> anyhow::Result<crate::announcement::SignedAnnouncement> + Send + Sync + 'static,
+> {
     let key = crate::announcement::load_signing_key(dir)?;
     let furl_path = dir.join("private").join("storage.furl");
     let furl = std::fs::read_to_string(&furl_path)
@@ -238,14 +239,15 @@ async fn start_gateway(
             }
         }
     }
-    if let Some(address) = &config.introducer {
-        let address = crate::introducer::parse_address(address)?;
-        crate::client::follow_introducer(
+    let introducer_statuses = frontends::web::IntroducerStatuses::default();
+    if !config.introducers.is_empty() {
+        crate::client::follow_introducers(
             dir,
-            address,
+            &config.introducers,
             Arc::clone(&grid),
             config.timeouts,
             links.clone(),
+            introducer_statuses.clone(),
             &config.nickname,
             shutdown.clone(),
         )?;
@@ -269,6 +271,7 @@ async fn start_gateway(
         .with_spool_quota(config.web_spool_quota);
     state.mutable_format = config.mutable_format;
     state.server_links = links;
+    state.introducer_statuses = introducer_statuses;
     if let Some(storage) = storage {
         state = state.with_storage(storage);
     }
@@ -293,7 +296,40 @@ fn web_url(listener: &tokio::net::TcpListener, web: &crate::config::Endpoint) ->
     } else {
         web.interface.as_str()
     };
-    Ok(format!("http://{host}:{port}/"))
+    Ok(format!("http://{}:{port}/", url_host(host)))
+}
+
+/// An address as a URL's host: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The web address a storage node announces (`tessera-web-url`): `node.url`'s, except that a web
+/// port on every interface is announced at the host of the first `tub.location` hint, the address
+/// other machines reach this node at (node.url's 127.0.0.1 is this machine's own).
+fn announced_web_url(
+    listener: &tokio::net::TcpListener,
+    web: &crate::config::Endpoint,
+    tub_location: &[String],
+) -> anyhow::Result<String> {
+    let every_interface = matches!(web.interface.as_str(), "0.0.0.0" | "::" | "[::]");
+    let location_host = tub_location
+        .first()
+        .and_then(|hint| hint.rsplit_once(':'))
+        .map(|(host, _)| host)
+        .filter(|host| !host.is_empty());
+    match location_host {
+        Some(host) if every_interface => Ok(format!(
+            "http://{}:{}/",
+            url_host(host),
+            listener.local_addr()?.port()
+        )),
+        _ => web_url(listener, web),
+    }
 }
 
 /// Serves `router` on `listener` with the web limits, after writing `node.url` (Tahoe's: the
@@ -455,10 +491,23 @@ async fn start_storage(
     info!(port, "storage server listening");
 
     spawn_maintenance(Arc::clone(&server), config.upload_idle_timeout, shutdown.clone());
-    if let Some(address) = &config.introducer {
-        let address = crate::introducer::parse_address(address)?;
-        let signer = announcement_signer(dir, &config.nickname, &pem, nurls.clone(), web_url)?;
-        crate::introducer::spawn_publisher(address, signer, shutdown.clone());
+    // To every introducer, each on its own schedule: one that is down costs only its retries.
+    if !config.introducers.is_empty() {
+        let signer = Arc::new(announcement_signer(
+            dir,
+            &config.nickname,
+            &pem,
+            nurls.clone(),
+            web_url,
+        )?);
+        for introducer in &config.introducers {
+            let signer = Arc::clone(&signer);
+            crate::introducer::spawn_publisher(
+                introducer.clone(),
+                move |seqnum| signer(seqnum),
+                shutdown.clone(),
+            );
+        }
     }
     let router = storage::http::router_with_limits(Arc::clone(&server), swissnum, config.storage_limits);
     let mut stop = shutdown;
@@ -508,4 +557,40 @@ fn spawn_maintenance(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_web_port_on_every_interface_is_announced_at_the_location_host() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = |interface: &str| crate::config::Endpoint {
+            port: 0,
+            interface: interface.to_owned(),
+        };
+        let hints = ["10.231.7.12:3457".to_owned(), "example.org:3457".to_owned()];
+        let announced = |interface: &str, hints: &[String]| {
+            announced_web_url(&listener, &endpoint(interface), hints).unwrap()
+        };
+        assert_eq!(
+            announced("0.0.0.0", &hints),
+            format!("http://10.231.7.12:{port}/")
+        );
+        // node.url stays this machine's own address.
+        assert_eq!(
+            web_url(&listener, &endpoint("0.0.0.0")).unwrap(),
+            format!("http://127.0.0.1:{port}/")
+        );
+        // A port on one interface is announced at it; with no location, at 127.0.0.1.
+        assert_eq!(announced("10.1.2.3", &hints), format!("http://10.1.2.3:{port}/"));
+        assert_eq!(announced("0.0.0.0", &[]), format!("http://127.0.0.1:{port}/"));
+        assert_eq!(announced("::1", &[]), format!("http://[::1]:{port}/"));
+        assert_eq!(
+            announced("::", &["[fd00::5]:3457".to_owned()]),
+            format!("http://[fd00::5]:{port}/")
+        );
+    }
 }

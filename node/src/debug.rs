@@ -43,6 +43,9 @@ pub(crate) enum DebugCommand {
     /// Measure directory and mutable-file operations on a local grid (10,000-child directories,
     /// MDMF partial writes).
     BenchDir(crate::bench_dir::BenchDirArgs),
+    /// Run 100 storage nodes with an introducer and a gateway: spread of shares per server over
+    /// 1,000 uploads, idle memory and CPU of the gateway and the nodes, the introducer's load.
+    BenchHundred(crate::bench_hundred::BenchHundredArgs),
 }
 
 pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub(crate) fn run(command: DebugCommand) -> anyhow::Result<()> {
         }
         DebugCommand::DumpCap { cap } => dump_cap(&cap),
         DebugCommand::Bench(args) => crate::bench::run(&args),
+        DebugCommand::BenchHundred(args) => crate::bench_hundred::run(&args),
         DebugCommand::BenchGrid(args) => crate::bench_grid::run(&args),
         DebugCommand::BenchDir(args) => crate::bench_dir::run(&args),
     }

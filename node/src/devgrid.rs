@@ -37,7 +37,7 @@ pub(crate) struct DevgridArgs {
 /// Set once Ctrl-C or SIGTERM arrives (see [`watch_stop_signals`]); the startup's waits end on it.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
-fn stop_requested() -> anyhow::Result<()> {
+pub(crate) fn stop_requested() -> anyhow::Result<()> {
     if STOP_REQUESTED.load(Ordering::Relaxed) {
         bail!("interrupted during startup; the nodes started so far are stopped");
     }

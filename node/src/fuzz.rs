@@ -42,6 +42,23 @@ fn servers_yaml(data: &[u8]) {
     }
 }
 
+/// `private/introducers.yaml` (Tahoe's format): every entry checked (petname, keys, address);
+/// bad input is an error naming the file, never a panic, and never repeats a swissnum.
+fn introducers_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match crate::introducer_config::parse(text, Path::new("/n/private/introducers.yaml")) {
+        Ok(list) => {
+            assert!(list.len() <= crate::introducer_config::MAX_INTRODUCERS);
+            for entry in &list {
+                assert!(!entry.petname.is_empty() && !entry.petname.contains('/'));
+            }
+        }
+        Err(e) => assert!(format!("{e:#}").starts_with("/n/private/introducers.yaml")),
+    }
+}
+
 /// The key the `announcement` target re-signs announcements with, so that the announcement JSON
 /// (checked only after the signature) is fuzzed too.
 const KEY: [u8; 32] = [7; 32];
@@ -86,6 +103,11 @@ fn fuzz_tahoe_cfg() {
 #[test]
 fn fuzz_servers_yaml() {
     run("servers_yaml", servers_yaml, 10_000, 4096);
+}
+
+#[test]
+fn fuzz_introducers_yaml() {
+    run("introducers_yaml", introducers_yaml, 10_000, 4096);
 }
 
 #[test]

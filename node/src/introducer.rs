@@ -6,10 +6,18 @@
 //! `Authorization: Tahoe-LAFS <base64 swissnum>`.
 //!
 //! - `POST /introducer/v1/publish`: a signed announcement (JSON `{ann, sig, key}`); the introducer
-//!   verifies the ed25519 signature and keeps the highest seqnum per key. 204, or 400 with a reason.
-//! - `GET /introducer/v1/announcements?since=G&wait=S`: every announcement, as
-//!   `{generation, announcements}`, as soon as the generation exceeds `since` (a long poll of at most
-//!   `S` ≤ 60 seconds).
+//!   verifies the ed25519 signature and keeps the highest seqnum per key. 200 with `{epoch}` (its
+//!   run), or 400 with a reason.
+//! - `GET /introducer/v1/epoch?known=E&wait=S`: `{epoch}`, at once when it is not `E`, else after
+//!   at most `S` ≤ 60 seconds. Publishers hold it between re-announcements, so that an
+//!   introducer that restarts is re-announced to at once (as Tahoe's Foolscap publishers do on
+//!   reconnecting), not up to 5 minutes later.
+//! - `GET /introducer/v1/announcements?since=G&epoch=E&wait=S`: as soon as the generation exceeds
+//!   `since` (a long poll of at most `S` ≤ 60 seconds), `{generation, epoch, announcements}`: the
+//!   announcements kept after generation `since` when `epoch` is this run's (a random number
+//!   drawn at start, given in every answer), else every announcement, at once (a subscriber of an
+//!   earlier run, or one that names no epoch, as before epochs). A change thus costs each
+//!   subscriber the changed announcements, not the whole list.
 //!
 //! Bounds: a publish body is at most [`MAX_PUBLISH_BODY`] bytes (413 past it), an announcement's
 //! text at most 4 KiB and its nickname at most 256 bytes (400), and the introducer keeps at most
@@ -18,8 +26,9 @@
 //! (an error past them). Nicknames are logged escaped.
 //!
 //! Servers re-publish every few minutes, so a restarted introducer relearns the grid; clients keep
-//! what they learned (and cache it in `private/introducer_default_cache.yaml`), so they go on working
-//! while the introducer is down.
+//! what they learned (and cache it in `private/introducer_PETNAME_cache.yaml`, `default` for
+//! `[client] introducer.furl`), so they go on working while the introducer is down. A node may use
+//! several introducers (`introducer_config`): one publisher and one subscriber per introducer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +72,9 @@ pub(crate) const MAX_PUBLISH_REPLY: usize = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AnnouncementList {
     generation: u64,
+    /// The introducer's run (absent from an introducer before epochs).
+    #[serde(default)]
+    epoch: Option<u64>,
     announcements: Vec<SignedAnnouncement>,
 }
 
@@ -81,6 +93,8 @@ struct Known {
     seqnum: u64,
     signed: SignedAnnouncement,
     body: AnnouncementBody,
+    /// The generation it was kept at: a subscriber of this run past it does not get it again.
+    kept_at: u64,
     /// When this announcement arrived.
     when: SystemTime,
 }
@@ -141,6 +155,8 @@ struct Counters {
     polls: AtomicU64,
     /// Announcements sent in those lists (Tahoe's `outbound_announcements`).
     sent: AtomicU64,
+    /// Bytes of those lists (JSON bodies).
+    list_bytes: AtomicU64,
     /// New subscribers (Tahoe's `inbound_subscribe`).
     subscribes: AtomicU64,
 }
@@ -163,7 +179,10 @@ pub(crate) struct IntroducerState {
     announcements: Mutex<BTreeMap<String, Known>>,
     subscribers: Mutex<BTreeMap<String, Subscriber>>,
     counters: Counters,
+    /// Bumped (under the `announcements` lock) for each announcement kept.
     generation: watch::Sender<u64>,
+    /// This run's: a subscriber that names it gets only what changed since its generation.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for IntroducerState {
@@ -240,7 +259,6 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
         Some(true) => {
             bump(&state.counters.accepted);
             info!(server = %server_id, nickname = %nickname, "announcement received");
-            state.generation.send_modify(|g| *g += 1);
         }
         Some(false) => bump(&state.counters.stale),
         None => {
@@ -252,7 +270,39 @@ async fn publish(State(state): State<Arc<IntroducerState>>, headers: HeaderMap, 
                 .into_response();
         }
     }
-    StatusCode::NO_CONTENT.into_response()
+    axum::Json(Epoch { epoch: state.epoch }).into_response()
+}
+
+/// The introducer's run: the answer to a publish and to `GET /introducer/v1/epoch`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Epoch {
+    epoch: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct EpochQuery {
+    known: Option<u64>,
+    wait: Option<u64>,
+}
+
+/// `GET /introducer/v1/epoch?known=E&wait=S`: the introducer's epoch, at once when it is not `E`,
+/// else after `S` ≤ 60 seconds (or at shutdown). A publisher holds this poll between
+/// re-announcements: a restarted introducer (new epoch), or one that went away and came back, is
+/// re-announced to at once instead of at the next round.
+async fn epoch(
+    State(state): State<Arc<IntroducerState>>,
+    headers: HeaderMap,
+    Query(query): Query<EpochQuery>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    if query.known == Some(state.epoch) {
+        let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+        let mut stopping = state.stopping.clone();
+        let _ = tokio::time::timeout(wait, stopping.wait_for(|stop| *stop)).await;
+    }
+    axum::Json(Epoch { epoch: state.epoch }).into_response()
 }
 
 /// Keeps an announcement if it is newer than the one known from its server; whether it was, or
@@ -268,13 +318,18 @@ fn keep(
         Some(known) if known.seqnum >= body.seqnum => Some(false),
         None if announcements.len() >= MAX_SERVERS => None,
         _ => {
+            // Under the lock, so that a poll sees each announcement with the generation it
+            // belongs to.
+            let generation = *state.generation.borrow() + 1;
             let known = Known {
                 seqnum: body.seqnum,
+                kept_at: generation,
                 signed,
                 body,
                 when: SystemTime::now(),
             };
             announcements.insert(server_id.to_owned(), known);
+            state.generation.send_replace(generation);
             Some(true)
         }
     }
@@ -283,6 +338,7 @@ fn keep(
 #[derive(Debug, Clone, Deserialize)]
 struct PollQuery {
     since: Option<u64>,
+    epoch: Option<u64>,
     wait: Option<u64>,
     /// The subscriber's id (random, made when it starts following), its nickname and version:
     /// what the introducer lists. Optional: a subscriber without them is served, not listed.
@@ -352,27 +408,50 @@ async fn announcements(
         return unauthorized();
     }
     note_subscriber(&state, &query);
-    let since = query.since.unwrap_or(0);
+    // A subscriber of this run gets what changed since its generation. One of another run gets
+    // everything at once (its generation means nothing here); one that names no run (as before
+    // epochs) gets everything once the generation passes its own, as it always did.
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+    let (wait_past, since, wait) = match query.epoch {
+        Some(epoch) if epoch == state.epoch => {
+            let since = query.since.unwrap_or(0);
+            (since, since, wait)
+        }
+        Some(_) => (0, 0, Duration::ZERO),
+        None => (query.since.unwrap_or(0), 0, wait),
+    };
     let mut generation = state.generation.subscribe();
     let mut stopping = state.stopping.clone();
     tokio::select! {
-        _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > since)) => {}
+        _ = tokio::time::timeout(wait, generation.wait_for(|g| *g > wait_past)) => {}
         _ = stopping.wait_for(|stop| *stop) => {}
     }
     let list = {
         let announcements = state.announcements.lock().unwrap_or_else(PoisonError::into_inner);
         AnnouncementList {
             generation: *state.generation.borrow(),
-            announcements: announcements.values().map(|k| k.signed.clone()).collect(),
+            epoch: Some(state.epoch),
+            announcements: announcements
+                .values()
+                .filter(|known| known.kept_at > since)
+                .map(|known| known.signed.clone())
+                .collect(),
         }
+    };
+    let body = match serde_json::to_vec(&list) {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     };
     bump(&state.counters.polls);
     state
         .counters
         .sent
         .fetch_add(list.announcements.len() as u64, Ordering::Relaxed);
-    axum::Json(list).into_response()
+    state
+        .counters
+        .list_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn new_state(swissnum: String, nickname: String, stopping: watch::Receiver<bool>) -> Arc<IntroducerState> {
@@ -385,6 +464,7 @@ fn new_state(swissnum: String, nickname: String, stopping: watch::Receiver<bool>
         subscribers: Mutex::new(BTreeMap::new()),
         counters: Counters::default(),
         generation: watch::Sender::new(0),
+        epoch: rand::random(),
     })
 }
 
@@ -392,6 +472,7 @@ fn router(state: Arc<IntroducerState>) -> Router {
     Router::new()
         .route("/introducer/v1/publish", post(publish))
         .route("/introducer/v1/announcements", get(announcements))
+        .route("/introducer/v1/epoch", get(epoch))
         .with_state(state)
 }
 
@@ -688,11 +769,21 @@ impl StatusSource for IntroducerState {
             "Announcements sent in those lists (Tahoe's outbound_announcements).",
             &[("", read(&c.sent) as f64)],
         );
+        out.counter(
+            "tessera_introducer_list_bytes_sent",
+            "Bytes of the announcement lists served (a subscriber of this run gets only what changed).",
+            &[("", read(&c.list_bytes) as f64)],
+        );
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
         let c = &self.counters;
         let refused: u64 = c.refused.iter().map(read).sum();
+        let servers = self
+            .announcements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         vec![
             ("introducer.inbound_message".into(), read(&c.received)),
             ("introducer.inbound_subscribe".into(), read(&c.subscribes)),
@@ -701,6 +792,8 @@ impl StatusSource for IntroducerState {
             ("introducer.announcements_stale".into(), read(&c.stale)),
             ("introducer.announcements_refused".into(), refused),
             ("introducer.polls".into(), read(&c.polls)),
+            ("introducer.list_bytes_sent".into(), read(&c.list_bytes)),
+            ("introducer.servers".into(), servers as u64),
         ]
     }
 
@@ -800,12 +893,37 @@ pub(crate) fn parse_address(text: &str) -> anyhow::Result<storage::nurl::Nurl> {
         .map_err(|e| anyhow::anyhow!("introducer.furl is not a pb://…#v=1 address: {e}"))
 }
 
-/// Publishes this storage node's announcement now and every few minutes.
+/// Publishes one signed announcement to the introducer at `address` (`tessera debug
+/// bench-hundred` re-announces its nodes with it).
+pub(crate) async fn publish_once(
+    address: &storage::nurl::Nurl,
+    signed: &SignedAnnouncement,
+) -> anyhow::Result<()> {
+    let body = Bytes::from(serde_json::to_vec(signed)?);
+    let (status, reply) = request(
+        address,
+        hyper::Method::POST,
+        "/introducer/v1/publish",
+        body,
+        Duration::from_secs(30),
+        MAX_PUBLISH_REPLY,
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("HTTP {status}: {:?}", String::from_utf8_lossy(&reply).trim());
+    }
+    Ok(())
+}
+
+/// Publishes this storage node's announcement to `introducer` now and every few minutes (one task
+/// per introducer: one that is down costs only its own retries).
 pub(crate) fn spawn_publisher(
-    address: storage::nurl::Nurl,
+    introducer: crate::introducer_config::IntroducerConfig,
     signed_for: impl Fn(u64) -> anyhow::Result<SignedAnnouncement> + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let address = introducer.address;
+    let petname = introducer.petname;
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         loop {
@@ -826,17 +944,27 @@ pub(crate) fn spawn_publisher(
                     )
                     .await
                     {
-                        Ok((status, _)) if status.is_success() => {
-                            debug!("announcement published");
+                        Ok((status, body)) if status.is_success() => {
+                            debug!(introducer = %petname, "announcement published");
                             delay = Duration::from_millis(200);
-                            REPUBLISH
+                            // An introducer before epochs answers 204 without one.
+                            match serde_json::from_slice::<Epoch>(&body) {
+                                Ok(Epoch { epoch }) => {
+                                    tokio::select! {
+                                        _ = shutdown.changed() => return,
+                                        _ = watch_epoch(&address, epoch, REPUBLISH) => {}
+                                    }
+                                    Duration::ZERO
+                                }
+                                Err(_) => REPUBLISH,
+                            }
                         }
                         Ok((status, body)) => {
-                            warn!(status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
+                            warn!(introducer = %petname, status = %status, reason = ?String::from_utf8_lossy(&body).trim(), "introducer refused the announcement");
                             REPUBLISH
                         }
                         Err(e) => {
-                            debug!(error = %e, "cannot reach the introducer; retrying");
+                            debug!(introducer = %petname, error = %e, "cannot reach the introducer; retrying");
                             delay = (delay * 2).min(Duration::from_secs(10));
                             delay
                         }
@@ -855,19 +983,68 @@ pub(crate) fn spawn_publisher(
     });
 }
 
-/// What a client learned from its introducer.
-pub(crate) type Learned = BTreeMap<String, AnnouncementBody>;
-
-fn cache_path(dir: &Path) -> PathBuf {
-    dir.join("private").join("introducer_default_cache.yaml")
+/// Waits until `within` has passed, or the introducer at `address` is of another run than `epoch`
+/// (restarted, or replaced), whichever comes first, holding a long poll of its epoch. While it is
+/// unreachable it is asked again every few seconds; one without the epoch poll (404) is simply
+/// waited for.
+async fn watch_epoch(address: &storage::nurl::Nurl, epoch: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait = left.min(MAX_WAIT - Duration::from_secs(5)).as_secs().max(1);
+        let path = format!("/introducer/v1/epoch?known={epoch}&wait={wait}");
+        let asked = request(
+            address,
+            hyper::Method::GET,
+            &path,
+            Bytes::new(),
+            Duration::from_secs(wait) + Duration::from_secs(10),
+            MAX_PUBLISH_REPLY,
+        );
+        let pause = match tokio::time::timeout_at(deadline, asked).await {
+            Err(_) => return,
+            Ok(Ok((status, body))) if status.is_success() => match serde_json::from_slice::<Epoch>(&body) {
+                Ok(now) if now.epoch == epoch => {
+                    delay = Duration::from_millis(200);
+                    Duration::ZERO
+                }
+                Ok(_) => return,
+                Err(_) => left,
+            },
+            Ok(Ok((StatusCode::NOT_FOUND, _))) => left,
+            Ok(_) => {
+                delay = (delay * 2).min(Duration::from_secs(10));
+                delay
+            }
+        };
+        if !pause.is_zero() {
+            let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(pause)).await;
+        }
+    }
 }
 
-/// Announcements cached by an earlier run.
-pub(crate) fn load_cache(dir: &Path) -> Vec<SignedAnnouncement> {
-    std::fs::read_to_string(cache_path(dir))
+/// What a client learned from an introducer.
+pub(crate) type Learned = BTreeMap<String, AnnouncementBody>;
+
+/// Where the announcements learned from introducer `petname` are cached (Tahoe's name).
+pub(crate) fn cache_path(dir: &Path, petname: &str) -> PathBuf {
+    dir.join("private")
+        .join(format!("introducer_{petname}_cache.yaml"))
+}
+
+/// Announcements cached by an earlier run: at most [`MAX_LIST_BODY`] bytes of file and
+/// [`MAX_SERVERS`] announcements (a larger file is not read).
+pub(crate) fn load_cache(path: &Path) -> Vec<SignedAnnouncement> {
+    let mut list: Vec<SignedAnnouncement> = frontends::textfile::read_bounded(path, MAX_LIST_BODY as u64)
         .ok()
         .and_then(|text| serde_yaml_ng::from_str(&text).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    list.truncate(MAX_SERVERS);
+    list
 }
 
 /// Verifies announcements, dropping (and logging) bad ones.
@@ -888,17 +1065,20 @@ pub(crate) fn verified(list: &[SignedAnnouncement]) -> Learned {
 }
 
 /// One long poll: the introducer's announcements once its generation passes `generation` (or its
-/// wait ends). The answer is read up to [`MAX_LIST_BODY`] bytes.
+/// wait ends); of run `epoch`, only those kept since. The answer is read up to [`MAX_LIST_BODY`]
+/// bytes. The poll names the subscriber (`me`), which the introducer lists.
 async fn poll(
     address: &storage::nurl::Nurl,
     generation: u64,
+    epoch: Option<u64>,
     me: &SubscriberInfo,
 ) -> anyhow::Result<AnnouncementList> {
     let encode = |text: &str| {
         percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
+    let epoch = epoch.map(|e| format!("&epoch={e}")).unwrap_or_default();
     let path = format!(
-        "/introducer/v1/announcements?since={generation}&wait={}&subscriber={}&nickname={}&version={}",
+        "/introducer/v1/announcements?since={generation}{epoch}&wait={}&subscriber={}&nickname={}&version={}",
         MAX_WAIT.as_secs() - 5,
         me.id,
         encode(&bounded(&me.nickname, crate::announcement::MAX_NICKNAME)),
@@ -936,18 +1116,35 @@ impl SubscriberInfo {
     }
 }
 
-/// Subscribes to the introducer, calling `update` with every announcement known so far (the cache
-/// first, then each change), and keeps the cache file current.
+/// Subscribes to `introducer` as `me`, calling `update` with every announcement it knows so far
+/// (the cache first, then each change), and keeps its cache file (`cache_path`) current.
 pub(crate) fn spawn_subscriber(
     dir: PathBuf,
-    address: storage::nurl::Nurl,
+    introducer: crate::introducer_config::IntroducerConfig,
     me: SubscriberInfo,
     update: impl Fn(&Learned) + Send + 'static,
+    statuses: frontends::web::IntroducerStatuses,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cache = cache_path(&dir, &introducer.petname);
+    let (address, petname) = (introducer.address, introducer.petname);
+    // The address without its swissnum (a secret).
+    let shown = format!("{}:{}", address.host, address.port);
+    let set_status = move |petname: &str, connected: bool| {
+        let summary = if connected {
+            format!("{petname}: Connected to {shown}")
+        } else {
+            format!("{petname}: Not connected to {shown}")
+        };
+        statuses
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(petname.to_owned(), summary);
+    };
+    set_status(&petname, false);
     tokio::spawn(async move {
         let mut known: BTreeMap<String, SignedAnnouncement> = BTreeMap::new();
-        for signed in load_cache(&dir) {
+        for signed in load_cache(&cache) {
             if let Ok((id, _)) = verify(&signed) {
                 known.insert(id, signed);
             }
@@ -956,16 +1153,20 @@ pub(crate) fn spawn_subscriber(
             update(&verified(&known.values().cloned().collect::<Vec<_>>()));
         }
         let mut generation = 0u64;
+        let mut epoch = None;
         let mut delay = Duration::from_millis(200);
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return,
-                outcome = poll(&address, generation, &me) => outcome,
+                outcome = poll(&address, generation, epoch, &me) => outcome,
             };
             let pause = match outcome {
                 Ok(list) => {
-                    // A restarted introducer starts again at generation 0.
+                    set_status(&petname, true);
+                    // A restarted introducer starts again at generation 0, in a new epoch (and
+                    // answers a subscriber of its earlier run with everything).
                     generation = list.generation;
+                    epoch = list.epoch;
                     delay = Duration::from_millis(200);
                     let mut changed = false;
                     for signed in list.announcements {
@@ -987,7 +1188,7 @@ pub(crate) fn spawn_subscriber(
                         let all: Vec<SignedAnnouncement> = known.values().cloned().collect();
                         update(&verified(&all));
                         if let Ok(text) = serde_yaml_ng::to_string(&all)
-                            && let Err(e) = crate::nodedir::write_private(&cache_path(&dir), text.as_bytes())
+                            && let Err(e) = crate::nodedir::write_private(&cache, text.as_bytes())
                         {
                             warn!(error = %e, "cannot write the introducer cache");
                         }
@@ -995,7 +1196,8 @@ pub(crate) fn spawn_subscriber(
                     Duration::ZERO
                 }
                 Err(e) => {
-                    debug!(error = %e, "introducer poll failed; retrying");
+                    set_status(&petname, false);
+                    debug!(introducer = %petname, error = %e, "introducer poll failed; retrying");
                     delay = (delay * 2).min(Duration::from_secs(10));
                     delay
                 }
@@ -1022,11 +1224,15 @@ mod tests {
     const SWISSNUM: &str = "test-swissnum";
 
     fn announcement(seed: u8, nickname: &str) -> SignedAnnouncement {
+        announcement_at(seed, nickname, 1)
+    }
+
+    fn announcement_at(seed: u8, nickname: &str, seqnum: u64) -> SignedAnnouncement {
         let spki = storage::tls::TlsIdentity::generate().unwrap().spki_hash();
         let body = AnnouncementBody {
             version: 0,
             service_name: "storage".into(),
-            seqnum: 1,
+            seqnum,
             nonce: "n".into(),
             my_version: "tessera/0".into(),
             oldest_supported: "tessera/0".into(),
@@ -1080,7 +1286,7 @@ mod tests {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
         assert_eq!(reply, "an announcement is at most 16384 bytes\n");
         let signed = serde_json::to_vec(&announcement(1, "fine")).unwrap();
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::OK);
         let long = serde_json::to_vec(&announcement(2, &"n".repeat(300))).unwrap();
         let (status, reply) = publish_raw(&address, long).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -1097,6 +1303,92 @@ mod tests {
         }
         assert_eq!(keep(&state, "v0-new", body, signed.clone()), None);
         assert!(keep(&state, "v0-7", newer, signed).unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_introducer_counts_what_it_is_asked_and_sends() {
+        let me = SubscriberInfo::new("me");
+        use frontends::web::status::StatusSource;
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "i".into(), stopping);
+        let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
+        let signed = announcement(5, "counted");
+        publish_once(&address, &signed).await.unwrap();
+        // The same announcement again is answered but not kept; a hostile body is answered too.
+        publish_once(&address, &signed).await.unwrap();
+        assert_eq!(
+            publish_raw(&address, b"{}".to_vec()).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let list = poll(&address, 0, None, &me).await.unwrap();
+        assert_eq!(list.announcements.len(), 1);
+        let sent = serde_json::to_vec(&list).unwrap().len() as u64;
+        let counters: BTreeMap<String, u64> = state.counters().into_iter().collect();
+        assert_eq!(counters["introducer.servers"], 1);
+        assert_eq!(counters["introducer.inbound_message"], 3);
+        assert_eq!(counters["introducer.announcements_accepted"], 1);
+        assert_eq!(counters["introducer.announcements_stale"], 1);
+        assert_eq!(counters["introducer.polls"], 1);
+        assert_eq!(counters["introducer.outbound_announcements"], 1);
+        assert_eq!(counters["introducer.list_bytes_sent"], sent);
+        let mut metrics = frontends::web::Exposition::new(frontends::web::MetricsFormat::Prometheus);
+        state.write_metrics(&mut metrics);
+        let text = metrics.finish();
+        assert!(
+            text.contains("tessera_introducer_announcements_received_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tessera_introducer_list_bytes_sent_total {sent}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("tessera_introducer_announcements{service=\"storage\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_of_this_run_gets_only_what_changed() {
+        let me = SubscriberInfo::new("me");
+        let (_stopping_tx, stopping) = watch::channel(false);
+        let state = new_state(SWISSNUM.into(), "i".into(), stopping);
+        let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
+        let nicknames = |list: &AnnouncementList| -> Vec<String> {
+            let mut names: Vec<String> = verified(&list.announcements)
+                .into_values()
+                .map(|body| body.storage.nickname)
+                .collect();
+            names.sort();
+            names
+        };
+        publish_once(&address, &announcement(1, "a")).await.unwrap();
+        publish_once(&address, &announcement(2, "b")).await.unwrap();
+        let first = poll(&address, 0, None, &me).await.unwrap();
+        assert_eq!(
+            (first.generation, nicknames(&first)),
+            (2, vec!["a".into(), "b".into()])
+        );
+        let epoch = first.epoch.unwrap();
+        publish_once(&address, &announcement(3, "c")).await.unwrap();
+        let next = poll(&address, 2, Some(epoch), &me).await.unwrap();
+        assert_eq!((next.generation, nicknames(&next)), (3, vec!["c".into()]));
+        // A re-announcement is a change too; an old one is not.
+        publish_once(&address, &announcement_at(1, "a", 5)).await.unwrap();
+        publish_once(&address, &announcement_at(2, "b", 1)).await.unwrap();
+        let next = poll(&address, 3, Some(epoch), &me).await.unwrap();
+        assert_eq!((next.generation, nicknames(&next)), (4, vec!["a".into()]));
+        // A subscriber of another run (a restarted introducer) gets everything, at once.
+        let started = std::time::Instant::now();
+        let other = poll(&address, 9, Some(epoch.wrapping_add(1)), &me).await.unwrap();
+        assert_eq!(nicknames(&other), ["a", "b", "c"]);
+        assert_eq!(other.epoch, Some(epoch));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // One that names no run gets everything once the generation has passed its own.
+        assert_eq!(
+            nicknames(&poll(&address, 3, None, &me).await.unwrap()),
+            ["a", "b", "c"]
+        );
     }
 
     #[tokio::test]
@@ -1117,7 +1409,7 @@ mod tests {
                 post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(MAX_PUBLISH_REPLY + 1)) }),
             );
         let (address, _stop) = serve_router(hostile).await;
-        let error = poll(&address, 0, &SubscriberInfo::new("me"))
+        let error = poll(&address, 0, None, &SubscriberInfo::new("me"))
             .await
             .unwrap_err()
             .to_string();
@@ -1147,6 +1439,7 @@ mod tests {
         assert_eq!(keep(&state, &id, body, signed), Some(true));
         let query = PollQuery {
             since: None,
+            epoch: None,
             wait: None,
             subscriber: Some("abc123".into()),
             nickname: Some(format!("<b>bold</b>{}", "é".repeat(400))),
@@ -1222,6 +1515,7 @@ mod tests {
                 &state,
                 &PollQuery {
                     since: None,
+                    epoch: None,
                     wait: None,
                     subscriber: Some(format!("s{i}")),
                     nickname: None,
@@ -1245,11 +1539,13 @@ mod tests {
         let state = new_state(SWISSNUM.into(), "intro".into(), stopping);
         let (address, _stop) = serve_router(router(Arc::clone(&state))).await;
         let signed = serde_json::to_vec(&announcement(6, "counted")).unwrap();
+        // Kept or stale, a publish is answered with the introducer's epoch.
+        let epoch = format!("{{\"epoch\":{}}}", state.epoch);
         assert_eq!(
-            publish_raw(&address, signed.clone()).await.0,
-            StatusCode::NO_CONTENT
+            publish_raw(&address, signed.clone()).await,
+            (StatusCode::OK, epoch.clone())
         );
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await, (StatusCode::OK, epoch));
         assert_eq!(
             publish_raw(&address, b"{}".to_vec()).await.0,
             StatusCode::BAD_REQUEST
@@ -1310,7 +1606,7 @@ mod tests {
             serve_router(router(new_state(SWISSNUM.into(), "i".into(), stopping.clone()))).await;
         let forged = "evil\n2026-01-01T00:00:00.000000Z  INFO tessera: FORGED admin logged in";
         let signed = serde_json::to_vec(&announcement(4, forged)).unwrap();
-        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(publish_raw(&address, signed).await.0, StatusCode::OK);
 
         // A client learns the server from the introducer and logs it too.
         let dir = tempfile::tempdir().unwrap();
@@ -1322,10 +1618,14 @@ mod tests {
             },
             filenode::grid::upload::UploadParams::default(),
         ));
-        crate::client::follow_introducer(
+        crate::client::follow_introducers(
             dir.path(),
-            address,
+            &[crate::introducer_config::IntroducerConfig {
+                petname: "default".into(),
+                address,
+            }],
             Arc::clone(&grid),
+            Default::default(),
             Default::default(),
             Default::default(),
             "client",

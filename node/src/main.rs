@@ -10,6 +10,7 @@ mod announcement;
 mod bench;
 mod bench_dir;
 mod bench_grid;
+mod bench_hundred;
 mod cli_check;
 mod cli_client;
 mod cli_fs;
@@ -22,6 +23,7 @@ mod ftpd;
 #[cfg(test)]
 mod fuzz;
 mod introducer;
+mod introducer_config;
 mod logging;
 mod nodedir;
 mod output;

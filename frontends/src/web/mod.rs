@@ -41,6 +41,10 @@ pub const DEFAULT_SPOOL_QUOTA: u64 = 10 << 30;
 /// server's `/storage` status through them.
 pub type ServerLinks = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
 
+/// Each introducer's connection summary by petname (`default: Connected to HOST:PORT`), kept
+/// current by the node's subscribers: Tahoe's `introducers.statuses` in the welcome page's JSON.
+pub type IntroducerStatuses = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct WebState {
@@ -67,6 +71,8 @@ pub struct WebState {
     pub api_token: Option<Arc<str>>,
     /// The storage servers' web addresses (status links on the welcome page).
     pub server_links: ServerLinks,
+    /// The introducers' connection summaries (the welcome page's JSON).
+    pub introducer_statuses: IntroducerStatuses,
 }
 
 impl WebState {
@@ -83,6 +89,7 @@ impl WebState {
             mutable_format: filenode::cap::MutableFormat::Sdmf,
             api_token: None,
             server_links: ServerLinks::default(),
+            introducer_statuses: IntroducerStatuses::default(),
         }
     }
 
@@ -171,8 +178,16 @@ async fn welcome(State(state): State<WebState>, Query(query): Query<TQuery>) -> 
                 })
                 .collect();
             let params = state.grid.params();
+            let introducers: Vec<String> = state
+                .introducer_statuses
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
             let body = serde_json::json!({
                 "nickname": state.nickname,
+                "introducers": { "statuses": introducers },
                 "version": concat!("tessera/", env!("CARGO_PKG_VERSION")),
                 "encoding": { "needed": params.needed, "happy": params.happy, "total": params.total },
                 "servers": servers,
