@@ -59,8 +59,9 @@ fn promtool(text: &str) -> Option<(bool, String)> {
     Some((out.status.success(), report))
 }
 
-#[test]
-fn every_node_shows_its_status_and_metrics() {
+/// A devgrid of 3 storage nodes in a new temporary directory (its `grid/`), with `contents`
+/// uploaded through `tessera put`; the grid stops when the guard is dropped.
+fn devgrid_with_a_file(contents: Vec<u8>) -> (tempfile::TempDir, StopOnDrop) {
     let root = tempfile::tempdir().unwrap();
     let grid_dir = root.path().join("grid");
     let mut grid = None;
@@ -70,18 +71,25 @@ fn every_node_shows_its_status_and_metrics() {
             break;
         }
     }
-    let _grid = StopOnDrop(grid.expect("devgrid started"));
-    let gateway = grid_dir.join("gateway");
+    let grid = StopOnDrop(grid.expect("devgrid started"));
     let file = root.path().join("f");
-    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    std::fs::write(&file, contents).unwrap();
     let put = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("-d")
-        .arg(&gateway)
+        .arg(grid_dir.join("gateway"))
         .arg("put")
         .arg(&file)
         .output()
         .unwrap();
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    (root, grid)
+}
+
+#[test]
+fn every_node_shows_its_status_and_metrics() {
+    let (root, _grid) = devgrid_with_a_file(vec![7u8; 100_000]);
+    let grid_dir = root.path().join("grid");
+    let gateway = grid_dir.join("gateway");
 
     let storage01 = node_url(&grid_dir.join("storage01"));
     assert!(storage01.starts_with("http://127.0.0.1:"), "{storage01}");
@@ -500,27 +508,9 @@ fn a_prometheus_server_scrapes_every_node_of_a_devgrid() {
         );
         return;
     }
-    let root = tempfile::tempdir().unwrap();
+    let (root, _grid) = devgrid_with_a_file(vec![3u8; 50_000]);
     let grid_dir = root.path().join("grid");
-    let mut grid = None;
-    for _ in 0..3 {
-        grid = common::start_devgrid(&grid_dir, 3, common::free_port());
-        if grid.is_some() {
-            break;
-        }
-    }
-    let _grid = StopOnDrop(grid.expect("devgrid started"));
     let gateway = grid_dir.join("gateway");
-    let file = root.path().join("f");
-    std::fs::write(&file, vec![3u8; 50_000]).unwrap();
-    let put = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("-d")
-        .arg(&gateway)
-        .arg("put")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
 
     let storage01 = node_url(&grid_dir.join("storage01"));
     let gateway_url = node_url(&gateway);
