@@ -38,6 +38,18 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// Every kind.
+    pub const ALL: [OpKind; 4] = [
+        OpKind::Upload,
+        OpKind::Download,
+        OpKind::Publish,
+        OpKind::Retrieve,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// Tahoe's name: `upload`, `download`, `publish`, `retrieve`.
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +70,37 @@ pub struct Operations {
     /// `downloader.files_downloaded` and `downloader.bytes_downloaded`).
     downloads: AtomicU64,
     downloaded_bytes: AtomicU64,
+    /// How long finished operations took, per kind ([`OpKind::ALL`] order).
+    durations: [Histogram; 4],
+    /// Operations that ended failed, per kind.
+    failures: [AtomicU64; 4],
+}
+
+/// The upper bounds, in seconds, of [`Operations::durations`]' buckets (the last, `+Inf`, is
+/// implied): from a loopback round trip to a large file over a slow link.
+pub const DURATION_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Counts of durations per bucket (not cumulative; the last counts those above every bound), and
+/// their sum in microseconds.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// A histogram as the metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationHistogram {
+    /// The kind of operation.
+    pub kind: OpKind,
+    /// Cumulative counts, one per bound of [`DURATION_BUCKETS`], then the count of all (`+Inf`).
+    pub cumulative: Vec<u64>,
+    /// The sum of the durations, in seconds.
+    pub sum_seconds: f64,
+    /// Operations that ended failed (not counted in the histogram).
+    pub failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -173,10 +216,51 @@ impl Operations {
         )
     }
 
+    /// How long finished operations took, per kind, and how many failed.
+    pub fn duration_histograms(&self) -> Vec<DurationHistogram> {
+        OpKind::ALL
+            .iter()
+            .map(|&kind| {
+                let histogram = &self.durations[kind.index()];
+                let mut total = 0;
+                let cumulative = histogram
+                    .buckets
+                    .iter()
+                    .map(|count| {
+                        total += count.load(Ordering::Relaxed);
+                        total
+                    })
+                    .collect();
+                DurationHistogram {
+                    kind,
+                    cumulative,
+                    sum_seconds: histogram.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+                    failures: self.failures[kind.index()].load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
     fn finish(&self, snapshot: OpSnapshot, delivered: u64) {
-        if snapshot.kind == OpKind::Download && !snapshot.status.starts_with("Failed") {
+        let failed = snapshot.status.starts_with("Failed");
+        if snapshot.kind == OpKind::Download && !failed {
             self.downloads.fetch_add(1, Ordering::Relaxed);
             self.downloaded_bytes.fetch_add(delivered, Ordering::Relaxed);
+        }
+        if failed {
+            self.failures[snapshot.kind.index()].fetch_add(1, Ordering::Relaxed);
+        } else if snapshot.status == "Finished" {
+            // (An operation whose caller went away is neither.)
+            let histogram = &self.durations[snapshot.kind.index()];
+            let seconds = snapshot.elapsed.as_secs_f64();
+            let bucket = DURATION_BUCKETS
+                .iter()
+                .position(|&bound| seconds <= bound)
+                .unwrap_or(DURATION_BUCKETS.len());
+            histogram.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            histogram
+                .sum_us
+                .fetch_add(snapshot.elapsed.as_micros() as u64, Ordering::Relaxed);
         }
         let mut lists = self.lock();
         lists.active.remove(&snapshot.id);
@@ -502,6 +586,31 @@ mod tests {
         // Newest first.
         assert!(recent[0].id > recent[1].id);
         assert_eq!(recent[0].id, 253);
+    }
+
+    /// Finished operations land in their kind's duration histogram, failed ones are counted apart,
+    /// and one whose caller went away is in neither.
+    #[test]
+    fn durations_and_failures_are_counted_per_kind() {
+        let ops = Arc::new(Operations::new());
+        for _ in 0..3 {
+            ops.start(OpKind::Upload).finished();
+        }
+        ops.start(OpKind::Upload).failed(&"no servers");
+        ops.start(OpKind::Retrieve).finished();
+        drop(ops.start(OpKind::Download));
+        let histograms = ops.duration_histograms();
+        let of = |kind| histograms.iter().find(|h| h.kind == kind).unwrap().clone();
+        let upload = of(OpKind::Upload);
+        assert_eq!(upload.cumulative.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(*upload.cumulative.last().unwrap(), 3);
+        // Ended at once: in the first bucket already.
+        assert_eq!(upload.cumulative[0], 3);
+        assert_eq!(upload.failures, 1);
+        assert!(upload.sum_seconds < 1.0);
+        assert_eq!(*of(OpKind::Retrieve).cumulative.last().unwrap(), 1);
+        let download = of(OpKind::Download);
+        assert_eq!((*download.cumulative.last().unwrap(), download.failures), (0, 0));
     }
 
     /// Many operations starting, reporting and ending on several threads while status pages read

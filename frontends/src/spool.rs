@@ -44,6 +44,11 @@ impl SpoolQuota {
         self.lock().get(user).copied().unwrap_or(0)
     }
 
+    /// Bytes all users' open spools hold now.
+    pub fn total(&self) -> u64 {
+        self.lock().values().sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         self.used
             .lock()

@@ -420,6 +420,42 @@ async fn openmetrics_statistics() {
         text.contains("tessera_web_responses_total{class=\"2xx\"} 1\n"),
         "{text}"
     );
+    // The upload's duration is in the operations histogram: one upload, in some bucket and +Inf.
+    assert!(
+        text.contains("# TYPE tessera_operation_duration_seconds histogram\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tessera_operation_duration_seconds_bucket{op=\"upload\",le=\"+Inf\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tessera_operation_duration_seconds_count{op=\"upload\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tessera_operation_failures_total{op=\"upload\"} 0\n"),
+        "{text}"
+    );
+    // The upload is stored: its spool holds nothing any more.
+    assert!(text.contains("tessera_web_spool_bytes 0\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "tessera_web_spool_quota_bytes {}\n",
+            frontends::web::DEFAULT_SPOOL_QUOTA
+        )),
+        "{text}"
+    );
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("tessera_operation_duration_seconds_bucket{op=\"upload\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), filenode::operations::DURATION_BUCKETS.len() + 1);
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {buckets:?}"
+    );
     assert!(text.ends_with("# EOF\n"));
     let (status, _, _) = gw.get("/statistics", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -225,6 +225,17 @@ async fn web_uploads_in_progress_share_a_spool_quota() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The metrics show what the spool holds.
+    let (status, _, metrics) = gw.get("/statistics?t=openmetrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let held: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_web_spool_bytes "))
+        .expect("the spool gauge")
+        .parse()
+        .unwrap();
+    assert!((512 << 10..=QUOTA).contains(&held), "{held}");
     // ...so the next 512 KiB, as a PUT or a form, are refused.
     let (status, _, body) = gw
         .send(

@@ -90,6 +90,37 @@ impl Metrics {
         );
     }
 
+    /// How long the grid operations of this gateway (every frontend's) took, and how many failed.
+    pub fn write_operations(out: &mut Exposition, operations: &filenode::operations::Operations) {
+        let histograms = operations.duration_histograms();
+        let series: Vec<(String, Vec<u64>, f64)> = histograms
+            .iter()
+            .map(|h| {
+                (
+                    format!("op=\"{}\"", h.kind.name()),
+                    h.cumulative.clone(),
+                    h.sum_seconds,
+                )
+            })
+            .collect();
+        out.histogram(
+            "tessera_operation_duration_seconds",
+            "How long finished uploads, downloads, publishes and retrieves took (every frontend's).",
+            &filenode::operations::DURATION_BUCKETS,
+            &series,
+        );
+        let failures: Vec<(String, f64)> = histograms
+            .iter()
+            .map(|h| (format!("{{op=\"{}\"}}", h.kind.name()), h.failures as f64))
+            .collect();
+        let failures: Vec<(&str, f64)> = failures.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        out.counter(
+            "tessera_operation_failures",
+            "Uploads, downloads, publishes and retrieves that failed.",
+            &failures,
+        );
+    }
+
     /// The figures of `/statistics?t=json` (Tahoe's `counters`).
     pub fn tahoe_counters(&self) -> Vec<(&'static str, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -212,6 +243,36 @@ impl Exposition {
         }
         self.sample(&format!("{name}_sum"), "", sum);
         self.sample(&format!("{name}_count"), "", count as f64);
+    }
+
+    /// A histogram family: per series (its labels without braces, e.g. `op="upload"`), the
+    /// cumulative counts for each of `bounds` and then for `+Inf`, and the sum.
+    pub fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], series: &[(String, Vec<u64>, f64)]) {
+        self.header(name, "histogram", help);
+        for (labels, cumulative, sum) in series {
+            let sep = if labels.is_empty() { "" } else { "," };
+            for (i, count) in cumulative.iter().enumerate() {
+                let le = bounds
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |b| value_text(*b));
+                self.sample(
+                    &format!("{name}_bucket"),
+                    &format!("{{{labels}{sep}le=\"{le}\"}}"),
+                    *count as f64,
+                );
+            }
+            let braced = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            self.sample(&format!("{name}_sum"), &braced, *sum);
+            self.sample(
+                &format!("{name}_count"),
+                &braced,
+                cumulative.last().copied().unwrap_or(0) as f64,
+            );
+        }
     }
 
     /// The finished text (OpenMetrics ends with `# EOF`).

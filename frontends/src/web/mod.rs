@@ -448,6 +448,17 @@ async fn statistics(
             |out| {
                 status::write_uptime(out, state.started);
                 state.metrics.write(out, servers.len(), connected);
+                metrics::Metrics::write_operations(out, state.grid.operations());
+                out.gauge(
+                    "tessera_web_spool_bytes",
+                    "Bytes the web gateway's uploads in progress hold in its spool.",
+                    &[("", state.spool_quota.total() as f64)],
+                );
+                out.gauge(
+                    "tessera_web_spool_quota_bytes",
+                    "The web gateway's spool quota ([node] web.spool.quota).",
+                    &[("", state.spool_quota.limit() as f64)],
+                );
                 if let Some(server) = &state.storage {
                     status::write_storage_metrics(out, server);
                 }
