@@ -171,7 +171,9 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
             nickname: None,
             listen_port: None,
             location: None,
-            webport: None,
+            // Any free port, chosen when the introducer binds it (a port chosen now could be
+            // taken by another process before then); node.url tells where.
+            webport: Some("tcp:0:interface=127.0.0.1".into()),
             dir: introducer_dir.clone(),
         })?;
     }
