@@ -172,8 +172,10 @@ const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 /// least `e` plus this) before a read from another share covers it: a server far slower than the
 /// others (a 1 Mbit/s uplink among 100 Mbit/s ones) then costs a segment about one more block
 /// read, not [`HEDGE_AFTER`] or its whole transfer. (Measured from the first arrival instead, it
-/// fired on blocks only queued behind other segments' on a busy link, and reads thrashed.)
-const HEDGE_BEHIND_OTHERS: std::time::Duration = std::time::Duration::from_millis(30);
+/// fired on blocks only queued behind other segments' on a busy link, and reads thrashed.) At
+/// least 100 ms: on a loaded machine a healthy local server's read can take tens of milliseconds
+/// more than its peers', and a read left behind is one whose corruption nobody then reports.
+const HEDGE_BEHIND_OTHERS: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A share that passed validation.
 struct ValidShare {
