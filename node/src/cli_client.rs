@@ -608,9 +608,10 @@ fn ago(unix_seconds: u64) -> String {
 mod tests {
     use super::*;
 
-    /// A one-connection HTTP server on 127.0.0.1 that answers with `head` and then `body_len`
-    /// bytes of `{` padding (or, with `None`, reads the request and never answers).
-    fn server(answer: Option<(&'static str, usize)>) -> String {
+    /// A one-connection HTTP server on 127.0.0.1 that answers with `head` and then a body of
+    /// `body_len` bytes: `text`, padded with spaces (or, with `None`, reads the request and never
+    /// answers).
+    fn server(answer: Option<(&'static str, &'static str, usize)>) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -619,10 +620,10 @@ mod tests {
             let mut request = [0u8; 4096];
             let _ = stream.read(&mut request);
             match answer {
-                Some((head, body_len)) => {
-                    let _ = write!(stream, "{head}Content-Length: {body_len}\r\n\r\n");
+                Some((head, text, body_len)) => {
+                    let _ = write!(stream, "{head}Content-Length: {body_len}\r\n\r\n{text}");
                     let chunk = vec![b' '; 64 << 10];
-                    let mut sent = 0;
+                    let mut sent = text.len().min(body_len);
                     while sent < body_len {
                         let n = chunk.len().min(body_len - sent);
                         if stream.write_all(&chunk[..n]).is_err() {
@@ -643,29 +644,14 @@ mod tests {
     /// show their figure.
     #[test]
     fn servers_status_pages_are_read_at_once_and_bounded() {
-        let good = {
-            use std::io::{Read, Write};
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let url = format!("http://{}/", listener.local_addr().unwrap());
-            std::thread::spawn(move || {
-                let (mut stream, _) = listener.accept().unwrap();
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let body = r#"{"tessera": {"used_space": 1234}}"#;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-            url
-        };
+        let body = r#"{"tessera": {"used_space": 1234}}"#;
+        let good = server(Some(("HTTP/1.1 200 OK\r\n", body, body.len())));
         let servers: Vec<serde_json::Value> = [
             Some(good),
             Some(server(None)),
             Some(server(None)),
-            Some(server(Some(("HTTP/1.1 200 OK\r\n", 64 << 20)))),
-            Some(server(Some(("HTTP/1.1 500 Oops\r\n", 10)))),
+            Some(server(Some(("HTTP/1.1 200 OK\r\n", "", 64 << 20)))),
+            Some(server(Some(("HTTP/1.1 500 Oops\r\n", "", 10)))),
             None,
         ]
         .into_iter()

@@ -158,14 +158,7 @@ pub(crate) fn create_node(args: &CreateNodeArgs) -> anyhow::Result<()> {
         None if args.no_client => format!("tcp:{}:interface=127.0.0.1", choose_port(None)?),
         None => "tcp:3456:interface=127.0.0.1".to_owned(),
     };
-    let web_line = if webport == "none" {
-        String::new()
-    } else {
-        if crate::config::Endpoint::parse(&webport).is_none() {
-            bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
-        }
-        format!("web.port = {webport}\n")
-    };
+    let web_line = web_port_line(&webport)?;
     let client_line = if args.no_client {
         "# No client: the web port serves only this node's status.\nenabled = false\n"
     } else {
@@ -404,6 +397,17 @@ pub(crate) struct CreateIntroducerArgs {
 /// The file whose presence makes a node directory an introducer (Tahoe's marker).
 pub(crate) const INTRODUCER_MARKER: &str = "tahoe-introducer.tac";
 
+/// The `web.port = …` line of `--webport` (none for `none`), refusing what is not an endpoint.
+fn web_port_line(webport: &str) -> anyhow::Result<String> {
+    if webport == "none" {
+        return Ok(String::new());
+    }
+    if crate::config::Endpoint::parse(webport).is_none() {
+        bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
+    }
+    Ok(format!("web.port = {webport}\n"))
+}
+
 /// Creates an introducer directory; its address is written to `private/introducer.furl` when it
 /// first runs.
 pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<()> {
@@ -421,14 +425,7 @@ pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<(
         Some(webport) => webport.clone(),
         None => format!("tcp:{}:interface=127.0.0.1", choose_port(None)?),
     };
-    let web_line = if webport == "none" {
-        String::new()
-    } else {
-        if crate::config::Endpoint::parse(&webport).is_none() {
-            bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
-        }
-        format!("web.port = {webport}\n")
-    };
+    let web_line = web_port_line(&webport)?;
     fs::create_dir_all(dir.join("private"))?;
     fs::set_permissions(dir.join("private"), fs::Permissions::from_mode(0o700))?;
     fs::create_dir_all(dir.join("logs"))?;

@@ -429,3 +429,77 @@ fn reads_prefer_fast_shares() {
         );
     }
 }
+
+/// Sources that arrive late (servers slower to list their shares than the others) are taken when
+/// the first ones are not enough: at open, and by segment reads racing each other after a share
+/// proves corrupt. The late sources are looked for once, whoever needs them first, and every
+/// racing read comes back right.
+#[test]
+fn late_sources_are_taken_once_by_racing_reads() {
+    use futures::FutureExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let params = ChkParams {
+        needed: 3,
+        total: 10,
+        max_segment_size: 3000,
+    };
+    let plaintext = data(60_000, 4);
+    let (encoded, sink) = encode_bytes(&plaintext, [5; 16], &params).unwrap();
+    let late_sources = |from: usize, runs: Arc<AtomicU64>| {
+        let late = sources(&sink.shares, &(from..10).collect::<Vec<_>>());
+        async move {
+            runs.fetch_add(1, Ordering::Relaxed);
+            late
+        }
+        .boxed()
+        .shared()
+    };
+    futures::executor::block_on(async {
+        // Two sources at first, fewer than k: opening takes the late ones.
+        let runs = Arc::new(AtomicU64::new(0));
+        let reader = ChkReader::open_with_late(
+            encoded.cap,
+            sources(&sink.shares, &[0, 1]),
+            Some(late_sources(2, Arc::clone(&runs))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reader.read_to_vec(0, encoded.cap.size).await.unwrap(), plaintext);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+
+        // Three sources, one corrupt in every block: the segments read at once each find it
+        // and race for the late sources.
+        let mut corrupt = sink.shares[2].clone();
+        let header = 0x24;
+        let block = 1000;
+        for segment in 0..20 {
+            corrupt[header + segment * block + 7] ^= 0x40;
+        }
+        let mut first = sources(&sink.shares, &[0, 1]);
+        first.push(Arc::new(MemoryShare {
+            shnum: 2,
+            data: Arc::new(corrupt),
+        }));
+        let runs = Arc::new(AtomicU64::new(0));
+        let reader = ChkReader::open_with_late(encoded.cap, first, Some(late_sources(3, Arc::clone(&runs))))
+            .await
+            .unwrap();
+        let reads = (0..20u64).map(|segment| reader.read_to_vec(segment * 3000, 3000));
+        let got = futures::future::join_all(reads).await;
+        for (segment, read) in got.into_iter().enumerate() {
+            assert_eq!(
+                read.unwrap(),
+                plaintext[segment * 3000..(segment + 1) * 3000],
+                "segment {segment}"
+            );
+        }
+        let bad = reader.bad_shares();
+        assert!(bad.iter().any(|b| b.contains("share 2")), "{bad:?}");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "the late sources were looked for once"
+        );
+    });
+}
