@@ -163,6 +163,20 @@ pub enum CorruptShareRemoval {
     },
 }
 
+/// What a server did with a whole small share sent in one request
+/// ([`StorageClient::put_whole_share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeShare {
+    /// The share is stored, complete and readable, with the client's lease.
+    Stored,
+    /// The server already held this share, byte for byte the same; the client's lease is on it.
+    AlreadyHeld,
+}
+
+/// The largest share [`StorageClient::put_whole_share`] sends in one request; a Tessera server
+/// refuses longer bodies (413).
+pub const WHOLE_SHARE_LIMIT: u64 = 1 << 20;
+
 /// Every way a storage operation can fail. Each protocol maps these to its status codes in exactly
 /// one place (`http::server` for HTTP).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -200,6 +214,10 @@ pub enum StorageError {
     /// The server is read-only.
     #[error("this storage server is read-only")]
     ReadOnly,
+    /// The server would not take a share (another client is uploading it, or there is no room),
+    /// for the reason it gave.
+    #[error("the storage server refused the share: {0}")]
+    Refused(String),
     /// The server cannot hold this much. `needed` 0 means the disk filled while writing (ENOSPC,
     /// EDQUOT, EFBIG), which the server reports the same way as a refusal by `reserved_space`.
     #[error("{}", no_space_message(*needed, *available))]
@@ -324,6 +342,22 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         reason: &str,
     ) -> Result<CorruptShareRemoval, StorageError>;
 
+    /// Stores immutable share `shnum` of `storage_index`, all of `data` (at most
+    /// [`WHOLE_SHARE_LIMIT`] bytes), with the client's lease: allocation, write and close in one
+    /// request where the server has Tessera's `PUT /storage/v1/tessera/immutable/:si/:shnum`, else
+    /// as Tahoe's protocol does it ([`put_whole_share_in_steps`]). A share the server already
+    /// holds counts only if it is byte for byte `data` ([`WholeShare::AlreadyHeld`]); a different
+    /// one is [`StorageError::Conflict`].
+    async fn put_whole_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        data: Bytes,
+    ) -> Result<WholeShare, StorageError> {
+        put_whole_share_in_steps(self, storage_index, shnum, lease, data).await
+    }
+
     /// `PUT /storage/v1/lease/:si`: add a lease or renew the one with the same renew secret.
     async fn add_or_renew_lease(
         &self,
@@ -340,4 +374,55 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         test_write_vectors: &BTreeMap<ShareNum, TestWriteVectors>,
         read_vector: &[ReadVector],
     ) -> Result<ReadTestWriteResult, StorageError>;
+}
+
+/// [`StorageClient::put_whole_share`] in Tahoe's requests: allocate, then write (which closes the
+/// share), or, when the server already holds the share, read it back to compare.
+pub async fn put_whole_share_in_steps<C: StorageClient + ?Sized>(
+    client: &C,
+    storage_index: StorageIndex,
+    shnum: ShareNum,
+    lease: &LeaseSecrets,
+    data: Bytes,
+) -> Result<WholeShare, StorageError> {
+    let size = data.len() as u64;
+    let upload = UploadSecret(rand::random::<[u8; 32]>().to_vec());
+    let asked = BTreeSet::from([shnum]);
+    let allocation = client
+        .allocate_buckets(storage_index, lease, &upload, &asked, size)
+        .await?;
+    if allocation.allocated.contains(&shnum) {
+        let written = client.write_share(storage_index, shnum, &upload, 0, data).await;
+        return match written {
+            Ok(progress) if progress.complete => Ok(WholeShare::Stored),
+            Ok(_) => {
+                let _ = client.abort_upload(storage_index, shnum, &upload).await;
+                Err(StorageError::Protocol {
+                    status: 200,
+                    message: "the server took the whole share but says it is incomplete".to_owned(),
+                })
+            }
+            Err(e) => {
+                let _ = client.abort_upload(storage_index, shnum, &upload).await;
+                Err(e)
+            }
+        };
+    }
+    if allocation.already_have.contains(&shnum) {
+        let held = client
+            .read_share(ShareKind::Immutable, storage_index, shnum, 0, size + 1)
+            .await?;
+        return if held == data {
+            Ok(WholeShare::AlreadyHeld)
+        } else {
+            Err(StorageError::Conflict { offset: 0 })
+        };
+    }
+    Err(StorageError::Refused(
+        allocation
+            .refused
+            .get(&shnum)
+            .cloned()
+            .unwrap_or_else(|| "the server neither allocated the share nor holds it".to_owned()),
+    ))
 }

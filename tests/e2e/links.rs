@@ -285,6 +285,54 @@ async fn a_new_directory_is_one_request_per_server() {
     );
 }
 
+/// A small file costs one request per server: each share goes whole (Tessera's one-request
+/// allocation, write and close), share r to the ring's r-th server. Sent again, each server finds
+/// its share byte for byte the same, again in one request, and the file reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_is_one_request_per_server() {
+    let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
+    let entries = grid.entries();
+    // The version says a server is Tessera's (and warms the connections).
+    for entry in &entries {
+        entry.client.version().await.expect("version");
+    }
+    let plain = data(5000);
+    for round in 0..2 {
+        let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
+        let uploaded = upload_bytes(&entries, &grid.secrets, &UploadParams::default(), plain.clone())
+            .await
+            .expect("upload a small file");
+        let made: Vec<_> = (0..10).map(|i| grid.link(i).stats().since(&before[i])).collect();
+        assert!(
+            made.iter().all(|s| s.requests == 1 && s.connections == 0),
+            "round {round}: one request per server on warm connections: {made:?}"
+        );
+        assert_eq!(uploaded.happiness, 10, "round {round}: {uploaded:?}");
+        assert!(uploaded.unplaced_shares().is_empty() && uploaded.stragglers.is_empty());
+        let FileCap::Chk(cap) = uploaded.cap else {
+            panic!("a CHK cap was expected")
+        };
+        let mut holders: Vec<usize> = grid
+            .find_shares(cap.storage_index())
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        holders.sort_unstable();
+        assert_eq!(
+            holders,
+            (0..10).collect::<Vec<_>>(),
+            "round {round}: one share per server"
+        );
+        let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
+        let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
+            .map(|piece| piece.expect("read"))
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        assert!(read == plain, "round {round}: the file reads back");
+    }
+}
+
 /// A download does not keep waiting for a server far slower than the others: once the other
 /// blocks of a segment are in, a slow block read is covered by a spare share's, and a share that
 /// had to be covered is not chosen again while others answer (counted as requests on its link).

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use filenode::grid::{ClientSecrets, ServerEntry};
 use storage::api::{
     Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, ShareKind,
-    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
+    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WholeShare, WriteEnabler,
+    put_whole_share_in_steps,
 };
 use storage::server::{LocalStorageClient, StorageConfig, StorageServer};
 use storage::{ShareNum, StorageClient, StorageError, StorageIndex};
@@ -141,6 +142,19 @@ impl StorageClient for FaultyClient {
             return Err(StorageError::NotFound("404 Not Found".into()));
         }
         inner.remove_corrupt_share(si, shnum, reason).await
+    }
+    async fn put_whole_share(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        data: Bytes,
+    ) -> Result<WholeShare, StorageError> {
+        if self.tahoe_like.load(Ordering::SeqCst) {
+            // Tahoe's requests, each through this client's faults.
+            return put_whole_share_in_steps(self, si, shnum, lease, data).await;
+        }
+        self.gate().await?.put_whole_share(si, shnum, lease, data).await
     }
     async fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
         self.gate().await?.add_or_renew_lease(si, lease).await

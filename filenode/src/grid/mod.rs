@@ -8,6 +8,7 @@ pub mod check;
 pub mod download;
 pub mod mutable;
 pub mod placement;
+mod small_upload;
 mod stragglers;
 pub mod upload;
 pub mod verify;

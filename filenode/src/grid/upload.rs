@@ -23,6 +23,7 @@ use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
+use super::small_upload::{self, Small};
 use super::stragglers::{Admit, Flow, LaneState};
 use super::{ClientSecrets, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers, run_blocking};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
@@ -260,6 +261,29 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     let encoder = ChkEncoder::new(key, &chk_params, size)?;
     let share_size = encoder.share_size();
     let storage_index = StorageIndex(crate::hashes::storage_index_hash(&key));
+    let mut input = input;
+    let mut progress = progress;
+    if small_upload::eligible(servers, params, share_size, &known) {
+        let start = input.stream_position().map_err(UploadError::Read)?;
+        match small_upload::upload_small(
+            servers,
+            secrets,
+            params,
+            &chk_params,
+            input,
+            key,
+            size,
+            &mut progress,
+        )
+        .await?
+        {
+            Small::Done(result) => return Ok(result),
+            Small::Fallback(mut returned) => {
+                returned.seek(SeekFrom::Start(start)).map_err(UploadError::Read)?;
+                input = returned;
+            }
+        }
+    }
 
     let mut known = known;
     let (mut kept, mut buckets) =
@@ -272,8 +296,6 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     let mut failed_servers: BTreeSet<String> = BTreeSet::new();
     let mut stragglers: Vec<String> = Vec::new();
     let mut straggler_ids: BTreeSet<String> = BTreeSet::new();
-    let mut input = input;
-    let mut progress = progress;
     let mut cap = None;
     // Round 0 sends every allocated share. If servers fail mid-upload, or shares already stored
     // turn out corrupt, round 1 re-places those shares on the servers that did not fail (shares

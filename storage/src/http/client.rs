@@ -26,6 +26,7 @@
 //! are read up to 10 KB and become the error message.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,8 @@ use super::wire::{
 };
 use crate::api::{
     Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, TestWriteVectors,
-    UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
+    UploadProgress, UploadSecret, VersionInfo, WHOLE_SHARE_LIMIT, WholeShare, WriteEnabler,
+    put_whole_share_in_steps,
 };
 use crate::nurl::{Nurl, NurlScheme};
 use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
@@ -111,7 +113,15 @@ struct Inner {
     server_name: ServerName<'static>,
     options: HttpClientOptions,
     idle: Mutex<Vec<IdleConnection>>,
+    /// Whether the server has Tessera's whole-share request: [`UNKNOWN`] until its version says
+    /// (a Tessera server's application version starts `tessera/`), [`WITHOUT`] once it answered
+    /// that request 404 or 405 (an older Tessera).
+    whole_share: AtomicU8,
 }
+
+const UNKNOWN: u8 = 0;
+const WITH: u8 = 1;
+const WITHOUT: u8 = 2;
 
 struct IdleConnection {
     sender: SendRequest<Full<Bytes>>,
@@ -140,6 +150,7 @@ enum Operation {
     Read,
     Corrupt,
     RemoveCorrupt,
+    PutWhole,
     Lease,
     ReadTestWrite,
     Status,
@@ -158,6 +169,7 @@ impl Operation {
             | Operation::Abort { .. }
             | Operation::Corrupt
             | Operation::RemoveCorrupt
+            | Operation::PutWhole
             | Operation::ReadTestWrite => false,
         }
     }
@@ -212,6 +224,7 @@ impl HttpStorageClient {
                 server_name,
                 options,
                 idle: Mutex::new(Vec::new()),
+                whole_share: AtomicU8::new(UNKNOWN),
             }),
         })
     }
@@ -555,6 +568,11 @@ fn error_from_response(
     };
     match (status.as_u16(), operation) {
         (400, _) => StorageError::BadRequest(message_or("the server refused the request")),
+        // A server without the extension (Tahoe, an older Tessera) has no such route.
+        (404 | 405, Operation::PutWhole) => StorageError::Protocol {
+            status: status.as_u16(),
+            message: "the server has no whole-share request".to_owned(),
+        },
         (401, Operation::Write { .. } | Operation::Abort { .. }) => StorageError::UploadSecretMismatch,
         (401, Operation::ReadTestWrite) => StorageError::WriteEnablerMismatch,
         (401, _) => StorageError::Unauthorized,
@@ -596,6 +614,12 @@ fn parse_error_tag(tag: &str, message: &str) -> Option<StorageError> {
         },
         "write-enabler-mismatch" => StorageError::WriteEnablerMismatch,
         "read-only" => StorageError::ReadOnly,
+        "refused" => StorageError::Refused(
+            message
+                .strip_prefix("the storage server refused the share: ")
+                .unwrap_or(message)
+                .to_owned(),
+        ),
         "no-space" => StorageError::NoSpace {
             needed: field("needed")?,
             available: field("available")?,
@@ -622,7 +646,16 @@ impl StorageClient for HttpStorageClient {
             ))
             .await?;
         expect_status(&answer, &[StatusCode::OK])?;
-        wire::decode_version(&answer.body).map_err(bad_answer)
+        let info = wire::decode_version(&answer.body).map_err(bad_answer)?;
+        if info.application_version.starts_with(b"tessera/") {
+            let _ =
+                self.inner
+                    .whole_share
+                    .compare_exchange(UNKNOWN, WITH, Ordering::Relaxed, Ordering::Relaxed);
+        } else {
+            self.inner.whole_share.store(WITHOUT, Ordering::Relaxed);
+        }
+        Ok(info)
     }
 
     async fn allocate_buckets(
@@ -818,6 +851,41 @@ impl StorageClient for HttpStorageClient {
         let answer = self.call(call).await?;
         expect_status(&answer, &[StatusCode::OK])?;
         wire::decode_removal(&answer.body).map_err(bad_answer)
+    }
+
+    async fn put_whole_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        data: Bytes,
+    ) -> Result<WholeShare, StorageError> {
+        if self.inner.whole_share.load(Ordering::Relaxed) != WITH || data.len() as u64 > WHOLE_SHARE_LIMIT {
+            return put_whole_share_in_steps(self, storage_index, shnum, lease, data).await;
+        }
+        let call = Call {
+            operation: Operation::PutWhole,
+            method: Method::PUT,
+            path: format!("/storage/v1/tessera/immutable/{storage_index}/{shnum}"),
+            headers: vec![(CONTENT_TYPE, OCTET_STREAM.to_owned())],
+            body: data.clone(),
+            body_cap: MAX_ERROR_BODY,
+        }
+        .lease(lease);
+        match self.call(call).await {
+            Ok(answer) if answer.status == StatusCode::CREATED => Ok(WholeShare::Stored),
+            Ok(answer) => {
+                expect_status(&answer, &[StatusCode::OK])?;
+                Ok(WholeShare::AlreadyHeld)
+            }
+            Err(StorageError::Protocol {
+                status: 404 | 405, ..
+            }) => {
+                self.inner.whole_share.store(WITHOUT, Ordering::Relaxed);
+                put_whole_share_in_steps(self, storage_index, shnum, lease, data).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn add_or_renew_lease(

@@ -32,7 +32,7 @@ use super::wire::{
     self, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind, Secrets,
     StatusReport,
 };
-use crate::api::UploadProgress;
+use crate::api::{UploadProgress, WHOLE_SHARE_LIMIT, WholeShare};
 use crate::server::{ShareReader, StorageServer};
 use crate::tls::constant_time_eq;
 use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
@@ -125,6 +125,7 @@ pub fn router_with_limits(server: Arc<StorageServer>, swissnum: String, limits: 
         .route("/storage/v1/mutable/{si}/{shnum}/corrupt", post(corrupt_mutable))
         .route("/storage/v1/lease/{si}", put(add_or_renew_lease))
         .route("/storage/v1/tessera/status", get(tessera_status))
+        .route("/storage/v1/tessera/immutable/{si}/{shnum}", put(put_whole_share))
         .route(
             "/storage/v1/tessera/immutable/{si}/{shnum}/remove-corrupt",
             post(remove_corrupt),
@@ -213,6 +214,7 @@ pub(crate) fn storage_error_status(error: &StorageError) -> HttpError {
             error.to_string(),
         ),
         StorageError::ReadOnly => (StatusCode::FORBIDDEN, "read-only".to_owned(), error.to_string()),
+        StorageError::Refused(_) => (StatusCode::CONFLICT, "refused".to_owned(), error.to_string()),
         StorageError::NoSpace { needed, available } => (
             StatusCode::INSUFFICIENT_STORAGE,
             format!("no-space needed={needed} available={available}"),
@@ -662,6 +664,36 @@ async fn advise_corrupt(
 
 /// The Tessera extension: remove an immutable share if the server's own check proves it corrupt
 /// (`StorageServer::remove_corrupt_share`). The body is a corruption advisory's.
+/// `PUT /storage/v1/tessera/immutable/:si/:shnum` (a Tessera extension): the body is the whole
+/// share, at most [`WHOLE_SHARE_LIMIT`] bytes; allocated, written and closed at once with the
+/// request's lease. 201 when stored, 200 when the same share was already held.
+async fn put_whole_share(
+    State(state): Shared,
+    Path((si, shnum)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Handled {
+    authorize(&state, &headers)?;
+    let si = parse_storage_index(&si)?;
+    let shnum = parse_share_number(&shnum)?;
+    check_accept(&headers)?;
+    let lease = secrets(&headers, &[SecretKind::LeaseRenew, SecretKind::LeaseCancel])?.lease();
+    let room = declared_length(&headers)?
+        .unwrap_or(WHOLE_SHARE_LIMIT)
+        .min(WHOLE_SHARE_LIMIT);
+    let _room = reserve_body_memory(&state, room).await?;
+    let data = read_body(&headers, body, WHOLE_SHARE_LIMIT).await?;
+    let outcome = blocking(&state.store, move |store| {
+        store.put_whole_share(si, shnum, &lease, &data)
+    })
+    .await?;
+    let status = match outcome {
+        WholeShare::Stored => StatusCode::CREATED,
+        WholeShare::AlreadyHeld => StatusCode::OK,
+    };
+    Ok(status.into_response())
+}
+
 async fn remove_corrupt(
     State(state): Shared,
     Path((si, shnum)): Path<(String, String)>,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::StorageServer;
 use crate::api::{
     Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, StorageClient,
-    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WriteEnabler,
+    TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WholeShare, WriteEnabler,
 };
 use crate::{ShareKind, ShareNum, StorageError, StorageIndex};
 
@@ -130,6 +130,18 @@ impl StorageClient for LocalStorageClient {
     ) -> Result<CorruptShareRemoval, StorageError> {
         let reason = reason.to_owned();
         self.run(move |server| server.remove_corrupt_share(storage_index, shnum, &reason))
+            .await
+    }
+
+    async fn put_whole_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        data: Bytes,
+    ) -> Result<WholeShare, StorageError> {
+        let lease = lease.clone();
+        self.run(move |server| server.put_whole_share(storage_index, shnum, &lease, &data))
             .await
     }
 

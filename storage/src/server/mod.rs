@@ -91,6 +91,7 @@ mod stats;
 mod store;
 #[cfg(test)]
 mod tests;
+mod whole_share;
 
 pub use advisory::CorruptionAdvisory;
 pub use config::{

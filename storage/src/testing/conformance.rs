@@ -23,7 +23,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{lease_secrets, pattern, storage_index, upload_secret, write_enabler};
-use crate::api::{CorruptShareRemoval, ReadVector, TestVector, TestWriteVectors, WriteVector};
+use crate::api::{CorruptShareRemoval, ReadVector, TestVector, TestWriteVectors, WholeShare, WriteVector};
 use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
 
 /// One scenario: runs against a client of a fresh, empty server and panics on a violation.
@@ -113,6 +113,7 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("large_share_round_trip", large_share_round_trip),
         ("corruption_advisories", corruption_advisories),
         ("corrupt_share_removal", corrupt_share_removal),
+        ("whole_shares", whole_shares),
         ("leases", leases),
         (
             "mutable_create_and_compare_and_swap",
@@ -685,6 +686,69 @@ fn large_share_round_trip(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
 
 /// Tessera's removal of a corrupt immutable share: only a share the server can prove corrupt goes
 /// (here, a layout-1 header whose offsets run backwards); one it cannot judge stays.
+/// A whole share in one call: stored and readable; sent again, found identical; a different share
+/// of the same number conflicts and changes nothing; a share another client is uploading is
+/// refused, and that upload goes on.
+fn whole_shares(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        // Over HTTPS, the version tells the client the server has the one-request form.
+        client.version().await.expect("version");
+        let si = storage_index(23);
+        let data = Bytes::from(pattern(3000, 23));
+        let stored = client
+            .put_whole_share(si, 2, &lease_secrets(1), data.clone())
+            .await
+            .expect("store a whole share");
+        assert_eq!(stored, WholeShare::Stored);
+        assert_eq!(
+            read(client, ShareKind::Immutable, si, 2, 0, 4000).await,
+            data.to_vec()
+        );
+        assert_eq!(
+            client.list_shares(ShareKind::Immutable, si).await.expect("list"),
+            shares(&[2])
+        );
+        let again = client
+            .put_whole_share(si, 2, &lease_secrets(2), data.clone())
+            .await
+            .expect("send the same share again");
+        assert_eq!(again, WholeShare::AlreadyHeld);
+        let other = Bytes::from(pattern(3000, 24));
+        let conflict = client.put_whole_share(si, 2, &lease_secrets(1), other).await;
+        assert!(
+            matches!(conflict, Err(StorageError::Conflict { .. })),
+            "a different share of a held number must conflict: {conflict:?}"
+        );
+        assert_eq!(
+            read(client, ShareKind::Immutable, si, 2, 0, 4000).await,
+            data.to_vec()
+        );
+
+        // Share 5 is being uploaded by another client: refused, and its upload is untouched.
+        let allocation = client
+            .allocate_buckets(si, &lease_secrets(1), &upload_secret(1), &shares(&[5]), 10)
+            .await
+            .expect("allocate");
+        assert!(allocation.allocated.contains(&5));
+        let refused = client
+            .put_whole_share(si, 5, &lease_secrets(1), Bytes::from(pattern(10, 5)))
+            .await;
+        assert!(
+            matches!(refused, Err(StorageError::Refused(_))),
+            "a share being uploaded must be refused: {refused:?}"
+        );
+        let progress = client
+            .write_share(si, 5, &upload_secret(1), 0, Bytes::from(pattern(10, 6)))
+            .await
+            .expect("the other upload goes on");
+        assert!(progress.complete);
+        assert_eq!(
+            read(client, ShareKind::Immutable, si, 5, 0, 10).await,
+            pattern(10, 6)
+        );
+    })
+}
+
 fn corrupt_share_removal(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         let si = storage_index(21);
