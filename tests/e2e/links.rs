@@ -333,6 +333,88 @@ async fn a_small_file_is_one_request_per_server() {
     }
 }
 
+/// Adding a small file to a directory this client wrote last is two requests per server: the
+/// file's share, sent whole, and the directory's new version, written to every share at once (no
+/// primary first: the map of the client's own last write). Once another client has written the
+/// directory, the first write tests against a stale map and fails having changed nothing, and the
+/// retry (from a servermap read from the servers) lands the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_small_file_is_two_requests_per_server() {
+    let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
+    let client = Arc::new(filenode::grid::Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams::default(),
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    client.set_servers(grid.entries());
+    client.probe().await;
+    let dir = client
+        .create_directory(filenode::cap::MutableFormat::Sdmf)
+        .await
+        .expect("mkdir");
+    let add = |name: &'static str, seed: usize| {
+        let client = Arc::clone(&client);
+        let dir = dir.clone();
+        async move {
+            let body: Vec<u8> = data(1024 + seed);
+            let uploaded = client
+                .upload(std::io::Cursor::new(body), None)
+                .await
+                .expect("upload");
+            dir.set_child(
+                name,
+                &filenode::cap::Cap::File(uploaded.cap),
+                None,
+                filenode::node::Replace::Always,
+            )
+            .await
+            .expect("link")
+        }
+    };
+    add("first", 0).await;
+    let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
+    add("second", 1).await;
+    let made: Vec<_> = (0..10).map(|i| grid.link(i).stats().since(&before[i])).collect();
+    assert!(
+        made.iter().all(|s| s.requests == 2 && s.connections == 0),
+        "a whole share and a directory share per server: {made:?}"
+    );
+    // Another client changes the directory; this one's next add starts from a stale map.
+    let other = Arc::new(filenode::grid::Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams::default(),
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    other.set_servers(grid.entries());
+    let theirs = filenode::node::DirNode::new(&other, dir.cap().clone());
+    theirs
+        .set_child(
+            "theirs",
+            &filenode::cap::Cap::File(filenode::cap::FileCap::Lit(filenode::cap::LitCap {
+                data: b"theirs".to_vec(),
+            })),
+            None,
+            filenode::node::Replace::Always,
+        )
+        .await
+        .expect("the other client's change");
+    add("third", 2).await;
+    let mut names: Vec<String> = child_names(&other, &dir).await;
+    names.sort();
+    assert_eq!(names, ["first", "second", "theirs", "third"]);
+}
+
+/// The names in `dir` as `client` lists them.
+async fn child_names(client: &Arc<filenode::grid::Grid>, dir: &filenode::node::DirNode) -> Vec<String> {
+    filenode::node::DirNode::new(client, dir.cap().clone())
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|child| child.name)
+        .collect()
+}
+
 /// A download does not keep waiting for a server far slower than the others: once the other
 /// blocks of a segment are in, a slow block read is covered by a spare share's, and a share that
 /// had to be covered is not chosen again while others answer (counted as requests on its link).

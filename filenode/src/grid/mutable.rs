@@ -5,7 +5,9 @@
 //!
 //! Publishing writes the *primary* share (the first one in ring order) before any other: its
 //! test-and-set write is the point where two writers that started from the same version are
-//! ordered, so the loser fails there, having written nothing. Large MDMF writes go in batches; the
+//! ordered, so the loser fails there, having written nothing. (Two publishes skip it: a new slot's,
+//! which no one else can know, and a small one from the servermap of this client's own last
+//! write, which no one else can share; see [`ServerMap::written_here`].) Large MDMF writes go in batches; the
 //! first batch replaces the share's checkstring with an in-progress marker (the new seqnum and an
 //! all-zero root, which no signature covers), later batches test for that marker, and the last
 //! writes the signed header.
@@ -178,6 +180,15 @@ pub struct ServerMap {
     /// Made without asking anyone ([`ServerMap::for_new_slot`]): the slot of a key made for it,
     /// which no server can hold yet.
     pub fresh: bool,
+    /// Made by this client's own last publish of the slot ([`Published::as_servermap`]), which
+    /// met no other writer: the next single-request publish writes every share at once, each
+    /// still tested against the checkstring this map expects, with no primary first. A writer who
+    /// got in between fails those tests; the publish then reports an uncoordinated write, and the
+    /// retry starts from a servermap read from the servers, which puts the primary first again.
+    /// (Two clients can race this way only when one of them read the other's version, so a
+    /// directory with one writer costs one round trip per change, and a contended one loses at
+    /// most one attempt to it.)
+    pub written_here: bool,
 }
 
 impl ServerMap {
@@ -1051,6 +1062,9 @@ struct WriteSession<'a> {
     /// A new slot's publish ([`ServerMap::for_new_slot`]): no primary first, and servers that
     /// fail at once do not count towards the quorum (as a servermap would not have counted them).
     fresh: bool,
+    /// The map came from this client's own last publish ([`ServerMap::written_here`]): a
+    /// single-batch publish has no primary first.
+    written_here: bool,
     /// Servers whose write failed at once (not a timeout): down, or refusing us.
     down: BTreeSet<String>,
     /// Servers that answered (or, for a new slot, are thought up) but hold no target, in ring
@@ -1146,7 +1160,11 @@ impl WriteSession<'_> {
             .filter(|&i| self.targets[i].state == TargetState::Alive)
             .collect();
         let mut rest = live.as_slice();
-        if first && !self.fresh {
+        // A batch that is the whole publish, from the map of this client's own last write, has no
+        // primary either: see `ServerMap::written_here`. (Later batches of a large write test for
+        // a marker that a concurrent writer of the same seqnum would write too, so a write of
+        // several batches always orders writers at its primary.)
+        if first && !self.fresh && !(self.written_here && last) {
             // Find a primary that answers: its test decides whether this publish goes ahead.
             while let Some((&i, tail)) = rest.split_first() {
                 rest = tail;
@@ -1442,6 +1460,7 @@ impl Published {
             failures: Vec::new(),
             timed_out: 0,
             fresh: false,
+            written_here: true,
         }
     }
 }
@@ -1475,6 +1494,7 @@ impl WriteContext<'_> {
             servers_required: self.happy.min(queried).min(shares),
             queried,
             fresh: map.fresh,
+            written_here: map.written_here,
             down: BTreeSet::new(),
             spare,
             secrets: self.secrets,
