@@ -358,6 +358,13 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         put_whole_share_in_steps(self, storage_index, shnum, lease, data).await
     }
 
+    /// Opens connections in the background until `connections` are ready for requests at once
+    /// (an upload about to write to this server in parallel), so that its writes do not wait for
+    /// handshakes. A transport without connections does nothing.
+    fn warm(&self, connections: usize) {
+        let _ = connections;
+    }
+
     /// `PUT /storage/v1/lease/:si`: add a lease or renew the one with the same renew secret.
     async fn add_or_renew_lease(
         &self,

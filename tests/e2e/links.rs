@@ -415,6 +415,38 @@ async fn child_names(client: &Arc<filenode::grid::Grid>, dir: &filenode::node::D
         .collect()
 }
 
+/// Warming a client opens connections ahead of use, up to the number asked for, and requests
+/// that then run at once open none of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmed_connections_are_ready_for_parallel_requests() {
+    let grid = TestGrid::with_links(1, LinkConfig::with_rtt_and_rate(Duration::from_millis(20), None)).await;
+    let entry = grid.entries().remove(0);
+    entry.client.version().await.expect("version");
+    let before = grid.link(0).stats();
+    entry.client.warm(4);
+    entry.client.warm(4);
+    let started = Instant::now();
+    while grid.link(0).stats().since(&before).connections < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "warm opened no connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let any extra connection show (there must be none: one was idle, three were opened).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(grid.link(0).stats().since(&before).connections, 3);
+    let warmed = grid.link(0).stats();
+    let si = storage::StorageIndex([7; 16]);
+    let lists = futures::future::join_all(
+        (0..4).map(|_| entry.client.list_shares(storage::ShareKind::Immutable, si)),
+    )
+    .await;
+    assert!(lists.iter().all(Result::is_ok), "{lists:?}");
+    let made = grid.link(0).stats().since(&warmed);
+    assert_eq!((made.connections, made.requests), (0, 4), "{made:?}");
+}
+
 /// A download does not keep waiting for a server far slower than the others: once the other
 /// blocks of a segment are in, a slow block read is covered by a spare share's, and a share that
 /// had to be covered is not chosen again while others answer (counted as requests on its link).

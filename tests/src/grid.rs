@@ -156,6 +156,17 @@ impl StorageClient for FaultyClient {
         }
         self.gate().await?.put_whole_share(si, shnum, lease, data).await
     }
+    fn warm(&self, connections: usize) {
+        if self.state.load(Ordering::SeqCst) == HEALTHY
+            && let Some(inner) = self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+        {
+            inner.warm(connections);
+        }
+    }
     async fn add_or_renew_lease(&self, si: StorageIndex, lease: &LeaseSecrets) -> Result<(), StorageError> {
         self.gate().await?.add_or_renew_lease(si, lease).await
     }

@@ -285,6 +285,14 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         }
     }
 
+    // The servers where placement puts shares on a grid that holds nothing of the file: their
+    // extra connections open during the allocation round instead of during the first writes.
+    for server in permuted_servers(storage_index.as_bytes(), servers)
+        .into_iter()
+        .take(usize::from(params.total))
+    {
+        server.client.warm(WRITES_IN_FLIGHT);
+    }
     let mut known = known;
     let (mut kept, mut buckets) =
         allocate(servers, secrets, params, storage_index, share_size, &known).await?;

@@ -26,7 +26,7 @@
 //! are read up to 10 KB and become the error message.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,8 @@ struct Inner {
     /// (a Tessera server's application version starts `tessera/`), [`WITHOUT`] once it answered
     /// that request 404 or 405 (an older Tessera).
     whole_share: AtomicU8,
+    /// Connections being opened by [`StorageClient::warm`].
+    opening: AtomicUsize,
 }
 
 const UNKNOWN: u8 = 0;
@@ -225,6 +227,7 @@ impl HttpStorageClient {
                 options,
                 idle: Mutex::new(Vec::new()),
                 whole_share: AtomicU8::new(UNKNOWN),
+                opening: AtomicUsize::new(0),
             }),
         })
     }
@@ -885,6 +888,26 @@ impl StorageClient for HttpStorageClient {
                 put_whole_share_in_steps(self, storage_index, shnum, lease, data).await
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn warm(&self, connections: usize) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let wanted = connections.min(self.inner.options.max_idle_connections);
+        let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let opening = self.inner.opening.load(Ordering::Relaxed);
+        for _ in (idle + opening)..wanted {
+            self.inner.opening.fetch_add(1, Ordering::Relaxed);
+            let client = self.clone();
+            runtime.spawn(async move {
+                match client.connect().await {
+                    Ok(sender) => client.put_idle(sender),
+                    Err(error) => tracing::debug!(%error, "a connection opened ahead of use failed"),
+                }
+                client.inner.opening.fetch_sub(1, Ordering::Relaxed);
+            });
         }
     }
 
