@@ -33,6 +33,10 @@ use storage::testing::{EmulatedLink, LinkConfig, LinkStats};
 use crate::devgrid::{Children, spawn_node, wait_for_file};
 use crate::nodedir::{CreateNodeArgs, create_node};
 
+/// The pause after a figure that abandons a download after its first byte, so that the reads it
+/// left in flight are not counted in the next figure.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// Options of `tessera debug bench-grid`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchGridArgs {
@@ -51,6 +55,10 @@ pub(crate) struct BenchGridArgs {
     /// File sizes in MiB.
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
     sizes_mib: Vec<u64>,
+    /// Also take the figures through the web API: a gateway in this process, on 127.0.0.1, over
+    /// the same client (PUT /uri, GET /uri/CAP, POST /uri?t=mkdir, PUT /uri/DIR/name, ?t=json).
+    #[arg(long)]
+    web: bool,
 }
 
 pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -411,6 +419,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                         Ok(())
                     })
                     .await?;
+                tokio::time::sleep(SETTLE).await;
                 let before = links.as_ref().map(Links::snapshot);
                 let start = Instant::now();
                 // 1 MiB from the middle (less where the file is smaller: up to its end).
@@ -499,6 +508,10 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
             })
             .await?;
         anyhow::ensure!(listed.len() == 200, "listed {} children", listed.len());
+        if args.web {
+            let bounds = (Some(upload_bound), link_bound);
+            web_figures(&meter, &grid, &args.sizes_mib, bounds).await?;
+        }
         Ok::<(), anyhow::Error>(())
     });
     drop(links);
@@ -509,5 +522,133 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
             "client peak memory (VmHWM of this process): {peak:.0} MB"
         ))?;
     }
+    Ok(())
+}
+
+/// Throughput and round trips through the web API: a gateway over `grid` on 127.0.0.1, asked by
+/// an HTTP client in this process. `bounds` are the upload's and the download's.
+async fn web_figures(
+    meter: &Meter<'_>,
+    grid: &Arc<Grid>,
+    sizes_mib: &[u64],
+    bounds: (Option<f64>, Option<f64>),
+) -> anyhow::Result<()> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Method, Request};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = frontends::web::router(frontends::web::WebState::new(Arc::clone(grid), "bench-grid"));
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    // Sends a request; returns the status and the body (or only its first piece).
+    let call = |method: Method, path: String, body: Bytes, first_piece_only: bool| {
+        let http = http.clone();
+        async move {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .body(Full::new(body))?;
+            let response = http.request(request).await?;
+            let status = response.status();
+            let mut body = response.into_body();
+            let mut got = Vec::new();
+            let mut length = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    length += data.len() as u64;
+                    if got.len() < 4096 {
+                        got.extend_from_slice(&data[..data.len().min(4096 - got.len())]);
+                    }
+                    if first_piece_only && length > 0 {
+                        break;
+                    }
+                }
+            }
+            anyhow::ensure!(
+                status.is_success(),
+                "{path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            Ok::<_, anyhow::Error>((got, length))
+        }
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    let ratio = |rate: f64, bound: Option<f64>| {
+        bound.map_or(String::new(), |b| {
+            format!(" ({:3.0}% of the {b:.1} MB/s bound)", 100.0 * rate / b)
+        })
+    };
+    crate::output::line(&format!(
+        "through the web API (a gateway in this process at http://{addr}, over the same client):"
+    ))?;
+    for &mib in sizes_mib {
+        let size = mib << 20;
+        let mut body = vec![0u8; usize::try_from(size)?];
+        AesCtr::new(&rand::random()).apply(&mut body);
+        let body = Bytes::from(body);
+        crate::output::line(&format!("{mib} MiB:"))?;
+        let ((cap, _), seconds) = meter
+            .measure("web PUT /uri", call(Method::PUT, "/uri".to_owned(), body, false))
+            .await?;
+        let cap = text(&cap);
+        let up = mb_per_s(size, seconds);
+        crate::output::line(&format!("    upload {up:.1} MB/s{}", ratio(up, bounds.0)))?;
+        let ((_, read), seconds) = meter
+            .measure(
+                "web GET /uri/CAP",
+                call(Method::GET, format!("/uri/{cap}"), Bytes::new(), false),
+            )
+            .await?;
+        anyhow::ensure!(read == size, "read {read} of {size} bytes through the web API");
+        let down = mb_per_s(size, seconds);
+        crate::output::line(&format!("    download {down:.1} MB/s{}", ratio(down, bounds.1)))?;
+        meter
+            .measure(
+                "web GET /uri/CAP, first byte",
+                call(Method::GET, format!("/uri/{cap}"), Bytes::new(), true),
+            )
+            .await?;
+        // The abandoned download's reads in flight end before the next figure starts.
+        tokio::time::sleep(SETTLE).await;
+    }
+    let ((dir, _), _) = meter
+        .measure(
+            "web POST /uri?t=mkdir",
+            call(Method::POST, "/uri?t=mkdir".to_owned(), Bytes::new(), false),
+        )
+        .await?;
+    let dir = text(&dir);
+    let kib: [u8; 1024] = std::array::from_fn(|_| rand::random());
+    meter
+        .measure(
+            "web PUT /uri/DIR/name (a 1 KiB file)",
+            call(
+                Method::PUT,
+                format!("/uri/{dir}/one-kib.bin"),
+                Bytes::copy_from_slice(&kib),
+                false,
+            ),
+        )
+        .await?;
+    let ((listing, _), _) = meter
+        .measure(
+            "web GET /uri/DIR?t=json",
+            call(Method::GET, format!("/uri/{dir}?t=json"), Bytes::new(), false),
+        )
+        .await?;
+    anyhow::ensure!(
+        text(&listing).contains("one-kib.bin"),
+        "the listing lacks the file just added"
+    );
+    server.abort();
     Ok(())
 }
