@@ -72,6 +72,7 @@ async fn start_with(limits: SftpLimits) -> Server {
         host_keys: vec![PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()],
         spool_dir: Some(dir.path().to_owned()),
         limits,
+        counters: frontends::Counters::new(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, config, async move {

@@ -175,6 +175,7 @@ async fn listings_leave_out_names_no_path_or_line_can_carry() {
         grid: Arc::clone(&grid),
         spool_dir: None,
         spool_quota: crate::SpoolQuota::new(1 << 30),
+        counters: Arc::default(),
     };
     let user = super::auth::GridUser {
         name: "alice".into(),

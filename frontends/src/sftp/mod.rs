@@ -55,6 +55,8 @@ pub struct SftpConfig {
     pub spool_dir: Option<PathBuf>,
     /// What one user, connection and session may hold.
     pub limits: SftpLimits,
+    /// The node's frontend figures (the SFTP server counts into its own).
+    pub counters: Arc<crate::Counters>,
 }
 
 /// The SFTP server's bounds (`[sftpd]` keys): what a peer may make the gateway hold.
@@ -98,6 +100,10 @@ pub async fn serve(
     config: SftpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    config
+        .counters
+        .frontend(crate::counters::Frontend::Sftp)
+        .set_spool(&config.limits.spool_quota);
     let methods = login_methods();
     let ssh_config = Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard(format!("SSH-2.0-Tessera_{}", env!("CARGO_PKG_VERSION")).into()),
@@ -342,10 +348,18 @@ impl russh::server::Handler for Connection {
             spool_dir: self.shared.config.spool_dir.clone(),
             limits: self.shared.config.limits.clone(),
             reading_ahead: Arc::clone(&self.reading_ahead),
+            counters: Arc::clone(
+                self.shared
+                    .config
+                    .counters
+                    .frontend(crate::counters::Frontend::Sftp),
+            ),
         };
+        let open = context.counters.session();
         let handle = session.handle();
         tokio::spawn(async move {
             session::run(channel.into_stream(), context).await;
+            drop(open);
             let _ = handle.close(channel_id).await;
             drop(place);
         });
