@@ -113,7 +113,7 @@ impl Metrics {
             .collect();
         out.histogram(
             "tessera_operation_duration_seconds",
-            "How long finished uploads, downloads, publishes and retrieves took (every frontend's).",
+            "How long finished uploads, downloads, publishes and retrieves (every frontend's) and checks, verifies and repairs took.",
             &filenode::operations::DURATION_BUCKETS,
             &series,
         );
@@ -124,7 +124,7 @@ impl Metrics {
         let failures: Vec<(&str, f64)> = failures.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         out.counter(
             "tessera_operation_failures",
-            "Uploads, downloads, publishes and retrieves that failed.",
+            "Uploads, downloads, publishes, retrieves and repairs that failed.",
             &failures,
         );
     }
