@@ -361,6 +361,10 @@ fn operation_of(method: &Method, path: &str, query: Option<&str>) -> Option<Op> 
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("t="))
         .unwrap_or("");
+    if path == "/uri" && matches!(*method, Method::GET | Method::HEAD) {
+        // `GET /uri?uri=CAP`: the "open a cap" form's redirect.
+        return Some(Op::Other);
+    }
     Some(match (method.as_str(), t) {
         (_, "check" | "start-deep-check" | "stream-deep-check") => Op::Check,
         (_, "mkdir" | "mkdir-with-children" | "mkdir-immutable") => Op::Mkdir,
@@ -433,6 +437,53 @@ impl HttpBody for CountingBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_as_the_operation_they_ask_for() {
+        let op = |method: Method, path: &str, query: Option<&str>| operation_of(&method, path, query);
+        assert_eq!(op(Method::PUT, "/uri", None), Some(Op::Upload));
+        assert_eq!(op(Method::PUT, "/uri", Some("t=mkdir")), Some(Op::Mkdir));
+        assert_eq!(
+            op(Method::GET, "/uri", Some("uri=URI%3ALIT%3Aab")),
+            Some(Op::Other)
+        );
+        assert_eq!(op(Method::POST, "/uri", Some("t=upload")), Some(Op::Upload));
+        assert_eq!(op(Method::GET, "/uri/URI%3ACHK%3Aa/b", None), Some(Op::Download));
+        assert_eq!(
+            op(Method::HEAD, "/named/URI%3ACHK%3Aa/b.txt", None),
+            Some(Op::Download)
+        );
+        assert_eq!(
+            op(Method::GET, "/uri/X", Some("filename=a&t=json")),
+            Some(Op::Stat)
+        );
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=check&verify=true")),
+            Some(Op::Check)
+        );
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=stream-deep-check")),
+            Some(Op::Check)
+        );
+        assert_eq!(op(Method::DELETE, "/uri/X/a", None), Some(Op::Delete));
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=unlink&name=a")),
+            Some(Op::Delete)
+        );
+        assert_eq!(op(Method::POST, "/uri/X/", Some("t=relink")), Some(Op::Rename));
+        assert_eq!(op(Method::GET, "/uri/X/", Some("t=manifest")), Some(Op::List));
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=set_children")),
+            Some(Op::Other)
+        );
+        // The gateway's own pages are not operations.
+        assert_eq!(op(Method::GET, "/statistics", Some("t=openmetrics")), None);
+        assert_eq!(op(Method::GET, "/", None), None);
+        assert_eq!(op(Method::GET, "/uripath", None), None);
+        assert_eq!(error_kind_of_status(404), ErrorKind::NotFound);
+        assert_eq!(error_kind_of_status(422), ErrorKind::BadRequest);
+        assert_eq!(error_kind_of_status(502), ErrorKind::Internal);
+    }
 
     #[test]
     fn caps_never_reach_the_log() {
