@@ -195,6 +195,7 @@ pub struct FrontendCounters {
     operations: [AtomicU64; Op::ALL.len()],
     errors: [AtomicU64; ErrorKind::ALL.len()],
     sessions: AtomicU64,
+    login_failures: AtomicU64,
     spool: Mutex<Option<Arc<SpoolQuota>>>,
 }
 
@@ -217,6 +218,17 @@ impl FrontendCounters {
     /// Counts a failed operation.
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed login (wrong or missing credentials, or a source refused for failing too
+    /// often).
+    pub fn login_failed(&self) {
+        self.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed logins so far.
+    pub fn login_failures(&self) -> u64 {
+        self.login_failures.load(Ordering::Relaxed)
     }
 
     /// Counts a session as open until the guard is dropped.
@@ -357,6 +369,21 @@ impl Counters {
             "Operations of each frontend that failed, by why.",
             &errors,
         );
+        let logins: Vec<(String, f64)> = [Frontend::Sftp, Frontend::Ftp]
+            .iter()
+            .map(|f| {
+                (
+                    format!("{{frontend=\"{}\"}}", f.name()),
+                    self.frontend(*f).login_failures() as f64,
+                )
+            })
+            .collect();
+        write_counter(
+            out,
+            "tessera_frontend_login_failures",
+            "Failed SFTP and FTP logins (wrong credentials, or a source refused for failing too often).",
+            &logins,
+        );
         let sessions: Vec<(String, f64)> = [Frontend::Sftp, Frontend::Ftp]
             .iter()
             .map(|f| {
@@ -398,6 +425,7 @@ impl Counters {
                 counters.push((format!("{prefix}.errors.{}", kind.name()), c.errors(kind)));
             }
             if frontend != Frontend::Web {
+                counters.push((format!("{prefix}.login_failures"), c.login_failures()));
                 gauges.push((format!("{prefix}.sessions"), c.open_sessions()));
             }
             gauges.push((format!("{prefix}.spool_bytes"), c.spool_bytes()));
@@ -428,6 +456,7 @@ mod tests {
         sftp.operation(Op::Upload);
         sftp.operation(Op::Upload);
         sftp.error(ErrorKind::NotFound);
+        sftp.login_failed();
         let ftp = counters.frontend(Frontend::Ftp);
         let session = ftp.session();
         let quota = SpoolQuota::new(1 << 20);
@@ -444,6 +473,8 @@ mod tests {
             "tessera_frontend_errors_total{frontend=\"sftp\",kind=\"not_found\"} 1",
             "tessera_frontend_errors_total{frontend=\"sftp\",kind=\"internal\"} 0",
             "tessera_frontend_sessions{frontend=\"ftp\"} 1",
+            "tessera_frontend_login_failures_total{frontend=\"sftp\"} 1",
+            "tessera_frontend_login_failures_total{frontend=\"ftp\"} 0",
             "tessera_frontend_sessions{frontend=\"sftp\"} 0",
             "tessera_frontend_spool_bytes{frontend=\"ftp\"} 0",
         ] {

@@ -856,6 +856,12 @@ fn sftp_and_ftp_transfers_errors_and_sessions_reach_the_gateways_metrics() {
         );
     }
 
+    // A wrong password counts as a failed login.
+    let failures = "tessera_frontend_login_failures_total{frontend=\"ftp\"}";
+    assert_eq!(sample(&metrics(), failures), 0.0);
+    assert!(!curl_ftp(&["-u", "demo:wrong", &format!("{ftp_url}/")]));
+    assert_eq!(sample(&metrics(), failures), 1.0);
+
     // An FTP control connection counts while it is open.
     let sessions = "tessera_frontend_sessions{frontend=\"ftp\"}";
     let address = ftp_url.trim_start_matches("ftp://").to_owned();

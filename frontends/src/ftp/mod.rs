@@ -101,6 +101,7 @@ pub async fn serve(
         accounts: Arc::clone(&config.accounts),
         limiter: LoginLimiter::new(auth::MAX_FAILURES, auth::FAILURE_WINDOW),
         failure_delay: config.failed_login_delay,
+        counters: Arc::clone(config.counters.frontend(Frontend::Ftp)),
     });
     let backend = GridBackend {
         grid: Arc::clone(&config.grid),

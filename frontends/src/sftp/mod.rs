@@ -149,6 +149,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn counters(&self) -> &Arc<crate::counters::FrontendCounters> {
+        self.config.counters.frontend(crate::counters::Frontend::Sftp)
+    }
+
     /// Whether this source has failed too often recently.
     fn refused(&self, peer: Option<SocketAddr>) -> bool {
         peer.is_some_and(|peer| self.limiter.is_blocked(peer.ip(), Instant::now()))
@@ -167,6 +171,7 @@ impl Shared {
             Some(attempt) => Ok(Some(attempt)),
             None => {
                 tracing::warn!(user = ?user, source = %peer.ip(), method, "SFTP login refused: too many failed logins from this source");
+                self.counters().login_failed();
                 Err(())
             }
         }
@@ -181,6 +186,7 @@ impl Shared {
     ) {
         let source = peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let failures = attempt.map_or(0, Attempt::failed);
+        self.counters().login_failed();
         tracing::warn!(user = ?user, %source, method, failures, "SFTP login failed");
         if failures == self.limiter.max_failures() {
             tracing::warn!(%source, window = ?self.limiter.window(), "too many failed SFTP logins; refusing this source for a while");
