@@ -35,28 +35,42 @@ pub enum OpKind {
     Publish,
     /// A read of a mutable file (or directory).
     Retrieve,
+    /// A check of an object's shares (timed only: checks are not listed in `/status`, as in
+    /// Tahoe).
+    Check,
+    /// A check that read and verified every share (`verify=true`; timed only).
+    Verify,
+    /// A check and repair (timed only).
+    Repair,
 }
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 4] = [
+    pub const ALL: [OpKind; 7] = [
         OpKind::Upload,
         OpKind::Download,
         OpKind::Publish,
         OpKind::Retrieve,
+        OpKind::Check,
+        OpKind::Verify,
+        OpKind::Repair,
     ];
 
     fn index(self) -> usize {
         self as usize
     }
 
-    /// Tahoe's name: `upload`, `download`, `publish`, `retrieve`.
+    /// Tahoe's name: `upload`, `download`, `publish`, `retrieve`; ours `check`, `verify`,
+    /// `repair`.
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Upload => "upload",
             OpKind::Download => "download",
             OpKind::Publish => "publish",
             OpKind::Retrieve => "retrieve",
+            OpKind::Check => "check",
+            OpKind::Verify => "verify",
+            OpKind::Repair => "repair",
         }
     }
 }
@@ -71,9 +85,9 @@ pub struct Operations {
     downloads: AtomicU64,
     downloaded_bytes: AtomicU64,
     /// How long finished operations took, per kind ([`OpKind::ALL`] order).
-    durations: [Histogram; 4],
+    durations: [Histogram; OpKind::ALL.len()],
     /// Operations that ended failed, per kind.
-    failures: [AtomicU64; 4],
+    failures: [AtomicU64; OpKind::ALL.len()],
 }
 
 /// The upper bounds, in seconds, of [`Operations::durations`]' buckets (the last, `+Inf`, is
@@ -241,6 +255,16 @@ impl Operations {
             .collect()
     }
 
+    /// Records an operation that is timed but not listed (a check, verify or repair): how long
+    /// it took, or that it failed.
+    pub fn record_duration(&self, kind: OpKind, took: Duration, failed: bool) {
+        if failed {
+            self.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.durations[kind.index()].record(took);
+        }
+    }
+
     fn finish(&self, snapshot: OpSnapshot, delivered: u64) {
         let failed = snapshot.status.starts_with("Failed");
         if snapshot.kind == OpKind::Download && !failed {
@@ -251,16 +275,7 @@ impl Operations {
             self.failures[snapshot.kind.index()].fetch_add(1, Ordering::Relaxed);
         } else if snapshot.status == "Finished" {
             // (An operation whose caller went away is neither.)
-            let histogram = &self.durations[snapshot.kind.index()];
-            let seconds = snapshot.elapsed.as_secs_f64();
-            let bucket = DURATION_BUCKETS
-                .iter()
-                .position(|&bound| seconds <= bound)
-                .unwrap_or(DURATION_BUCKETS.len());
-            histogram.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-            histogram
-                .sum_us
-                .fetch_add(snapshot.elapsed.as_micros() as u64, Ordering::Relaxed);
+            self.durations[snapshot.kind.index()].record(snapshot.elapsed);
         }
         let mut lists = self.lock();
         lists.active.remove(&snapshot.id);
@@ -268,6 +283,18 @@ impl Operations {
             lists.recent.pop_front();
         }
         lists.recent.push_back(snapshot);
+    }
+}
+
+impl Histogram {
+    fn record(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -611,6 +638,25 @@ mod tests {
         assert_eq!(*of(OpKind::Retrieve).cumulative.last().unwrap(), 1);
         let download = of(OpKind::Download);
         assert_eq!((*download.cumulative.last().unwrap(), download.failures), (0, 0));
+
+        // Checks are timed without being listed.
+        ops.record_duration(OpKind::Check, Duration::from_millis(30), false);
+        ops.record_duration(OpKind::Repair, Duration::from_secs(100), false);
+        ops.record_duration(OpKind::Repair, Duration::ZERO, true);
+        let histograms = ops.duration_histograms();
+        let of = |kind| histograms.iter().find(|h| h.kind == kind).unwrap().clone();
+        let check = of(OpKind::Check);
+        // 30 ms: above 0.025 s, within 0.05 s.
+        assert_eq!((check.cumulative[2], check.cumulative[3]), (0, 1));
+        assert!((check.sum_seconds - 0.03).abs() < 1e-9);
+        let repair = of(OpKind::Repair);
+        assert_eq!(
+            repair.cumulative[DURATION_BUCKETS.len() - 1],
+            0,
+            "past the last bound"
+        );
+        assert_eq!((*repair.cumulative.last().unwrap(), repair.failures), (1, 1));
+        assert!(ops.snapshot().1.iter().all(|op| op.kind != OpKind::Check));
     }
 
     /// Many operations starting, reporting and ending on several threads while status pages read

@@ -3,6 +3,7 @@
 //! file both write uploads to. Frontends reach the grid only through `filenode`.
 
 pub mod accounts;
+pub mod counters;
 pub mod ftp;
 mod login_limit;
 mod prefetch;
@@ -14,6 +15,7 @@ pub mod textfile;
 pub mod web;
 mod whole;
 
+pub use counters::Counters;
 pub use spool::{SpoolQuota, set_default_spool_dir};
 
 /// The largest SDMF file any frontend writes. An SDMF file is one segment, encoded and published

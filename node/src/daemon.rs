@@ -253,11 +253,14 @@ async fn start_gateway(
         )?;
     }
     let mut tasks = Vec::new();
+    // One set of figures for every frontend, shown by the web gateway's /statistics.
+    let counters = frontends::Counters::new();
     if config.sftp.enabled {
-        tasks.push(start_sftp(dir, config, Arc::clone(&grid), shutdown.clone()).await?);
+        tasks.push(start_sftp(dir, config, Arc::clone(&grid), &counters, shutdown.clone()).await?);
     }
     if config.ftp.enabled {
-        tasks.push(crate::ftpd::start(dir, &config.ftp, Arc::clone(&grid), shutdown.clone()).await?);
+        let ftp = crate::ftpd::start(dir, &config.ftp, Arc::clone(&grid), &counters, shutdown.clone());
+        tasks.push(ftp.await?);
     }
     grid.probe().await;
     crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
@@ -268,7 +271,8 @@ async fn start_gateway(
     let token = nodedir::write_api_auth_token(dir)?;
     let mut state = frontends::web::WebState::new(grid, config.nickname.clone())
         .with_api_token(token)
-        .with_spool_quota(config.web_spool_quota);
+        .with_spool_quota(config.web_spool_quota)
+        .with_counters(counters);
     state.mutable_format = config.mutable_format;
     state.server_links = links;
     state.introducer_statuses = introducer_statuses;
@@ -367,6 +371,7 @@ async fn start_sftp(
     dir: &Path,
     config: &NodeConfig,
     grid: Arc<filenode::grid::Grid>,
+    counters: &Arc<frontends::Counters>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<ServerTask> {
     let sftp = &config.sftp;
@@ -402,6 +407,7 @@ async fn start_sftp(
             max_queued_bytes: usize::try_from(sftp.max_queued_bytes).unwrap_or(usize::MAX),
             max_reading_ahead: sftp.max_reading_ahead,
         },
+        counters: Arc::clone(counters),
     };
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {

@@ -24,6 +24,7 @@ pub(crate) async fn start(
     dir: &Path,
     ftp: &FtpdConfig,
     grid: Arc<filenode::grid::Grid>,
+    counters: &Arc<frontends::Counters>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<crate::daemon::ServerTask> {
     let tls = match ftp.tls {
@@ -76,6 +77,7 @@ pub(crate) async fn start(
         failed_login_delay: std::time::Duration::from_secs(1),
         spool_dir: None,
         spool_quota: frontends::SpoolQuota::new(ftp.spool_quota),
+        counters: Arc::clone(counters),
     };
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {

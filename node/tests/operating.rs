@@ -631,3 +631,283 @@ fn a_prometheus_server_scrapes_every_node_of_a_devgrid() {
         "Prometheus scraped: reserved {reserved}, immutable shares {shares}, uploads 1, announcements 3, accepted {accepted}"
     );
 }
+
+/// The value of the sample `series` (name and labels, as the text writes them) in a metrics text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits until the gateway's figure `series` satisfies `want`; its last value.
+fn wait_for_sample(gateway_url: &str, series: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = curl(&format!("{gateway_url}statistics?t=openmetrics"), None);
+        let value = sample(&text, series);
+        if want(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed at {value}:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The devgrid's demo SFTP account: `sftp` with its key and known_hosts, and the user's own
+/// configuration and agent kept out, then `extra` options.
+fn demo_sftp(gateway: &Path, extra: &[&str]) -> Command {
+    let url = std::fs::read_to_string(gateway.join("sftp.url")).unwrap();
+    let port = url
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let private = gateway.join("private");
+    let config = gateway.join("empty_ssh_config");
+    std::fs::write(&config, "").unwrap();
+    let mut command = Command::new("sftp");
+    command.arg("-F").arg(&config);
+    command
+        .args(["-P", &port, "-i"])
+        .arg(private.join("demo_ssh_key"));
+    command.arg("-o").arg(format!(
+        "UserKnownHostsFile={}",
+        private.join("known_hosts").display()
+    ));
+    command.args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]);
+    command.args(["-o", "StrictHostKeyChecking=yes"]);
+    command.args(extra).arg("demo@127.0.0.1");
+    command
+}
+
+/// Runs `commands` through `sftp -b -` (every command must succeed unless `may_fail`).
+fn sftp_batch(gateway: &Path, commands: &str, may_fail: bool) {
+    use std::io::Write;
+    let mut child = demo_sftp(gateway, &["-b", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        may_fail || out.status.success(),
+        "sftp {commands}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn curl_ftp(args: &[&str]) -> bool {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Issue 16: SFTP and FTP put and get through a devgrid's gateway show in its
+/// `/statistics?t=openmetrics` (bytes each way at least the file's size, the operations), a failed
+/// get counts as a `not_found` error of its frontend, the open-sessions gauge rises while a session
+/// is open and falls after, and promtool still passes; `?t=json` carries the same figures.
+#[test]
+fn sftp_and_ftp_transfers_errors_and_sessions_reach_the_gateways_metrics() {
+    if Command::new("sftp").arg("-V").output().is_err() {
+        eprintln!("SKIP: the OpenSSH sftp client is not installed (apt-get install openssh-client)");
+        return;
+    }
+    let (root, _grid) = devgrid_with_a_file(vec![1u8; 1000]);
+    let gateway = root.path().join("grid").join("gateway");
+    let gateway_url = node_url(&gateway);
+    const SIZE: usize = 300_000;
+    let local = root.path().join("local");
+    let contents: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &contents).unwrap();
+    let back = root.path().join("back");
+    let metrics = || curl(&format!("{gateway_url}statistics?t=openmetrics"), None);
+    let before = metrics();
+    for frontend in ["sftp", "ftp"] {
+        for direction in ["in", "out"] {
+            let series =
+                format!("tessera_frontend_bytes_total{{frontend=\"{frontend}\",direction=\"{direction}\"}}");
+            assert_eq!(sample(&before, &series), 0.0, "{before}");
+        }
+    }
+
+    // SFTP: a put and a get, then a get of a name that is not there.
+    sftp_batch(
+        &gateway,
+        &format!("put {} f.bin\nget f.bin {}\n", local.display(), back.display()),
+        false,
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), contents);
+    // (A put looks for the name first: not finding it is an error of its own.)
+    let not_found = "tessera_frontend_errors_total{frontend=\"sftp\",kind=\"not_found\"}";
+    let not_found_before = sample(&metrics(), not_found);
+    sftp_batch(&gateway, &format!("get missing.bin {}\n", back.display()), true);
+    let text = metrics();
+    assert!(sample(&text, not_found) > not_found_before, "{text}");
+    let sftp = |text: &str, labels: &str| sample(text, &format!("tessera_frontend_{labels}"));
+    assert!(
+        sftp(&text, "bytes_total{frontend=\"sftp\",direction=\"in\"}") >= SIZE as f64,
+        "{text}"
+    );
+    assert!(
+        sftp(&text, "bytes_total{frontend=\"sftp\",direction=\"out\"}") >= SIZE as f64,
+        "{text}"
+    );
+    assert!(
+        sftp(&text, "operations_total{frontend=\"sftp\",op=\"upload\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sftp(&text, "operations_total{frontend=\"sftp\",op=\"download\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sftp(&text, "errors_total{frontend=\"sftp\",kind=\"not_found\"}") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sftp(&text, "errors_total{frontend=\"ftp\",kind=\"not_found\"}"),
+        0.0,
+        "{text}"
+    );
+
+    // An interactive SFTP session counts while it is open.
+    let sessions = "tessera_frontend_sessions{frontend=\"sftp\"}";
+    assert_eq!(sample(&text, sessions), 0.0, "{text}");
+    let mut open = demo_sftp(&gateway, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_sample(&gateway_url, sessions, |v| v == 1.0);
+    drop(open.stdin.take());
+    open.wait().unwrap();
+    wait_for_sample(&gateway_url, sessions, |v| v == 0.0);
+
+    // FTP: the demo account (plain FTP on loopback), a put, a get and a get of a missing name.
+    let ftp_url = std::fs::read_to_string(gateway.join("ftp.url")).unwrap();
+    let ftp_url = ftp_url.trim().trim_end_matches('/').to_owned();
+    let password = std::fs::read_to_string(gateway.join("private").join("demo_ftp_password")).unwrap();
+    let login = format!("demo:{}", password.trim());
+    assert!(curl_ftp(&[
+        "-u",
+        &login,
+        "-T",
+        local.to_str().unwrap(),
+        &format!("{ftp_url}/g.bin")
+    ]));
+    std::fs::remove_file(&back).unwrap();
+    assert!(curl_ftp(&[
+        "-u",
+        &login,
+        "-o",
+        back.to_str().unwrap(),
+        &format!("{ftp_url}/g.bin")
+    ]));
+    assert_eq!(std::fs::read(&back).unwrap(), contents);
+    let not_found = "tessera_frontend_errors_total{frontend=\"ftp\",kind=\"not_found\"}";
+    let not_found_before = sample(&metrics(), not_found);
+    let missing = format!("{ftp_url}/missing.bin");
+    assert!(!curl_ftp(&["-u", &login, "-o", "/dev/null", &missing]));
+    assert!(sample(&metrics(), not_found) > not_found_before);
+    let text = metrics();
+    let ftp = |labels: &str| sample(&text, &format!("tessera_frontend_{labels}"));
+    assert!(
+        ftp("bytes_total{frontend=\"ftp\",direction=\"in\"}") >= SIZE as f64,
+        "{text}"
+    );
+    assert!(
+        ftp("bytes_total{frontend=\"ftp\",direction=\"out\"}") >= SIZE as f64,
+        "{text}"
+    );
+    assert!(
+        ftp("operations_total{frontend=\"ftp\",op=\"upload\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        ftp("operations_total{frontend=\"ftp\",op=\"download\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        ftp("errors_total{frontend=\"ftp\",kind=\"not_found\"}") >= 1.0,
+        "{text}"
+    );
+    // The spools are empty once the uploads are stored; each frontend's is shown.
+    for frontend in ["web", "sftp", "ftp"] {
+        assert_eq!(
+            ftp(&format!("spool_bytes{{frontend=\"{frontend}\"}}")),
+            0.0,
+            "{text}"
+        );
+    }
+
+    // A wrong password counts as a failed login.
+    let failures = "tessera_frontend_login_failures_total{frontend=\"ftp\"}";
+    assert_eq!(sample(&metrics(), failures), 0.0);
+    assert!(!curl_ftp(&["-u", "demo:wrong", &format!("{ftp_url}/")]));
+    assert_eq!(sample(&metrics(), failures), 1.0);
+
+    // An FTP control connection counts while it is open.
+    let sessions = "tessera_frontend_sessions{frontend=\"ftp\"}";
+    let address = ftp_url.trim_start_matches("ftp://").to_owned();
+    let connection = std::net::TcpStream::connect(&address).unwrap();
+    wait_for_sample(&gateway_url, sessions, |v| v == 1.0);
+    drop(connection);
+    wait_for_sample(&gateway_url, sessions, |v| v == 0.0);
+
+    // The web's own figures: the file put through the web API at the start.
+    let text = metrics();
+    assert!(
+        sample(
+            &text,
+            "tessera_frontend_bytes_total{frontend=\"web\",direction=\"in\"}"
+        ) >= 1000.0
+    );
+    assert!(
+        sample(
+            &text,
+            "tessera_frontend_operations_total{frontend=\"web\",op=\"upload\"}"
+        ) >= 1.0
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{gateway_url}statistics?t=json"), None)).unwrap();
+    assert!(
+        json["counters"]["tessera.frontend.sftp.bytes_in"]
+            .as_u64()
+            .unwrap()
+            >= SIZE as u64,
+        "{json}"
+    );
+    assert!(
+        json["counters"]["tessera.frontend.ftp.errors.not_found"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{json}"
+    );
+    assert_eq!(json["stats"]["tessera.frontend.ftp.sessions"], 0, "{json}");
+
+    let text = curl(
+        &format!("{gateway_url}statistics?t=openmetrics"),
+        Some("text/plain; version=0.0.4"),
+    );
+    if let Some((ok, report)) = promtool(&text) {
+        assert!(ok, "promtool check metrics:\n{report}\n{text}");
+    }
+}

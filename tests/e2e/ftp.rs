@@ -117,6 +117,7 @@ async fn start(
         failed_login_delay: Duration::from_millis(10),
         spool_dir: Some(dir.path().to_owned()),
         spool_quota: quota,
+        counters: frontends::Counters::new(),
     };
     tokio::spawn(serve(listener, config, std::future::pending()));
     let root = DirNode::new(&grid, root.cap().clone());

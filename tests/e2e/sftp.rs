@@ -30,6 +30,8 @@ struct Server {
     accounts_file: Arc<AccountsFile>,
     root: DirCap,
     alice: Arc<PrivateKey>,
+    /// The figures the server counts into.
+    counters: Arc<frontends::Counters>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -72,7 +74,9 @@ async fn start_with(limits: SftpLimits) -> Server {
         host_keys: vec![PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()],
         spool_dir: Some(dir.path().to_owned()),
         limits,
+        counters: frontends::Counters::new(),
     };
+    let counters = Arc::clone(&config.counters);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, config, async move {
         let _ = stopped.await;
@@ -86,6 +90,7 @@ async fn start_with(limits: SftpLimits) -> Server {
         accounts,
         accounts_file,
         alice,
+        counters,
         _stop: stop,
     }
 }
@@ -476,6 +481,16 @@ async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
     first.write_all(&data(3 << 20, 1)).await.unwrap();
     first.flush().await.unwrap();
     assert_eq!(quota.used("alice"), 3 << 20);
+    // The frontend figures see the spool, the two sessions and the refusals so far.
+    let figures = server.counters.frontend(frontends::counters::Frontend::Sftp);
+    assert_eq!(figures.spool_bytes(), 3 << 20);
+    assert_eq!(figures.open_sessions(), 2);
+    let quota_errors = figures.errors(frontends::counters::ErrorKind::Quota);
+    assert!(
+        quota_errors >= 3,
+        "the write, the setstat and the close: {quota_errors}"
+    );
+    assert!(figures.total_in() >= 3 << 20);
     let mut second = other.create("/second.bin").await.unwrap();
     let err = write_refused(&mut second, &data(2 << 20, 2)).await;
     assert!(err.to_string().contains("quota"), "{err}");
@@ -492,6 +507,7 @@ async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
     assert!(err.to_string().contains("not stored"), "{err}");
     first.shutdown().await.unwrap();
     assert_eq!(quota.used("alice"), 0, "a closed upload gives its space back");
+    assert_eq!(figures.spool_bytes(), 0);
     assert_eq!(get(&other, "/first.bin").await, data(3 << 20, 1));
     put(&other, "/second.bin", &data(2 << 20, 2)).await;
     assert_eq!(get(&session, "/second.bin").await, data(2 << 20, 2));
@@ -513,6 +529,7 @@ async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
     assert!(channel.is_err(), "a fourth session on one connection is refused");
     assert_eq!(get(&third, "/kept.txt").await, b"kept");
     assert_eq!(get(&session, "/kept.txt").await, b"kept");
+    assert_eq!(figures.open_sessions(), 3);
     // A session that ends gives its place back.
     third.close().await.unwrap();
     drop(third);
@@ -528,6 +545,11 @@ async fn hostile_writes_meet_the_quota_and_sessions_are_capped() {
     channel.request_subsystem(true, "sftp").await.unwrap();
     let again = SftpSession::new(channel.into_stream()).await.unwrap();
     assert_eq!(get(&again, "/kept.txt").await, b"kept");
+    assert_eq!(
+        figures.open_sessions(),
+        3,
+        "the third session ended, a new one began"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

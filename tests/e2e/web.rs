@@ -459,6 +459,53 @@ async fn openmetrics_statistics() {
     assert!(text.ends_with("# EOF\n"));
     let (status, _, _) = gw.get("/statistics", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A check, a verify and a check-and-repair through the web API are timed in the same
+    // histogram (op="check", "verify", "repair"), and count as the web frontend's check operations.
+    let cap = gw.put(&data(20_000)).await;
+    let encoded = cap.replace(':', "%3A");
+    for query in [
+        "t=check",
+        "t=check&verify=true",
+        "t=check&repair=true&output=JSON",
+    ] {
+        let (status, _, body) = gw
+            .send(
+                Request::post(format!("/uri/{encoded}?{query}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{query}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // A cap that does not parse: the web's bad_request error.
+    let (status, _, _) = gw.get("/uri/URI%3ANOPE", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, _, body) = gw.get("/statistics?t=openmetrics", &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "tessera_operation_duration_seconds_count{op=\"check\"} 1\n",
+        "tessera_operation_duration_seconds_count{op=\"verify\"} 1\n",
+        "tessera_operation_duration_seconds_count{op=\"repair\"} 1\n",
+        "tessera_operation_duration_seconds_bucket{op=\"check\",le=\"+Inf\"} 1\n",
+        "tessera_operation_failures_total{op=\"repair\"} 0\n",
+        "tessera_frontend_operations_total{frontend=\"web\",op=\"check\"} 3\n",
+        "tessera_frontend_operations_total{frontend=\"web\",op=\"upload\"} 2\n",
+        "tessera_frontend_errors_total{frontend=\"web\",kind=\"bad_request\"} 1\n",
+        "tessera_frontend_errors_total{frontend=\"web\",kind=\"not_found\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    let bytes_in = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_frontend_bytes_total{frontend=\"web\",direction=\"in\"} "))
+        .unwrap();
+    assert!(bytes_in.parse::<u64>().unwrap() >= 21_000, "{text}");
 }
 
 /// A file whose first segment cannot be read fails with 410 and its reason before any header is

@@ -52,6 +52,8 @@ pub(crate) struct GridAuth {
     pub(crate) limiter: LoginLimiter,
     /// How long a failed login waits before its reply (slows guessing on one connection).
     pub(crate) failure_delay: Duration,
+    /// The FTP server's figures (failed logins).
+    pub(crate) counters: Arc<crate::counters::FrontendCounters>,
 }
 
 impl std::fmt::Debug for GridAuth {
@@ -69,6 +71,7 @@ impl GridAuth {
         why: &'static str,
     ) -> AuthenticationError {
         let count = attempt.failed();
+        self.counters.login_failed();
         tracing::warn!(user = %username.escape_debug(), %ip, failures = count, why, "FTP login failed");
         tokio::time::sleep(self.failure_delay).await;
         AuthenticationError::BadPassword
@@ -86,6 +89,7 @@ impl Authenticator for GridAuth {
         // Reserved before the (slow) hash: parallel guesses count while they run.
         let Some(attempt) = self.limiter.begin(ip, username, Instant::now()) else {
             tracing::warn!(user = %username.escape_debug(), %ip, "FTP login refused: too many failed logins from this address");
+            self.counters.login_failed();
             tokio::time::sleep(self.failure_delay).await;
             return Err(AuthenticationError::IpDisallowed);
         };

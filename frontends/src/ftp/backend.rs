@@ -28,6 +28,7 @@ use unftp_core::storage::{FEATURE_RESTART, Fileinfo, Metadata, Permissions, Resu
 use super::auth::GridUser;
 use super::error::FtpError;
 use super::paths::{self, Base, GridPath};
+use crate::counters::{FrontendCounters, Op};
 use crate::prefetch::prefetch;
 use crate::spool::Spool;
 
@@ -39,6 +40,8 @@ pub(crate) struct GridBackend {
     pub(crate) spool_dir: Option<PathBuf>,
     /// Bytes of uploads in progress per user (`[ftpd] spool.quota`).
     pub(crate) spool_quota: Arc<crate::SpoolQuota>,
+    /// The FTP server's figures (bytes, operations, errors, sessions).
+    pub(crate) counters: Arc<FrontendCounters>,
 }
 
 // libunftp formats the backend with every command (docs/crates.md §2b): one word.
@@ -104,6 +107,15 @@ fn link_modified(child: &Child) -> Option<SystemTime> {
 type FtpResult<T> = std::result::Result<T, FtpError>;
 
 impl GridBackend {
+    /// Counts an operation and, when it failed, why; the answer as libunftp takes it.
+    fn counted<T>(&self, op: Op, result: FtpResult<T>) -> Result<T> {
+        self.counters.operation(op);
+        result.map_err(|e| {
+            self.counters.error(e.counted_kind());
+            e.into()
+        })
+    }
+
     fn parse(path: &Path) -> FtpResult<GridPath> {
         paths::parse(path).ok_or(FtpError::BadPath)
     }
@@ -271,6 +283,7 @@ impl GridBackend {
         Ok(GridReader {
             stream: Mutex::new(self.open_stream(user, path, start).await?),
             chunk: Bytes::new(),
+            counters: Arc::clone(&self.counters),
         })
     }
 
@@ -361,6 +374,7 @@ impl GridBackend {
             if n == 0 {
                 break;
             }
+            self.counters.bytes_in(n as u64);
             let at = spool.size();
             if let Err(e) = spool.write_at(at, &buffer[..n]).await {
                 if e.kind() == std::io::ErrorKind::QuotaExceeded {
@@ -438,6 +452,7 @@ pub(crate) struct GridReader {
     // it is never locked (`get_mut`).
     stream: Mutex<BoxStream<'static, std::result::Result<Bytes, NodeError>>>,
     chunk: Bytes,
+    counters: Arc<FrontendCounters>,
 }
 
 impl AsyncRead for GridReader {
@@ -455,6 +470,7 @@ impl AsyncRead for GridReader {
             match stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => this.chunk = chunk,
                 Poll::Ready(Some(Err(e))) => {
+                    this.counters.error(crate::counters::ErrorKind::of_node(&e));
                     tracing::warn!(reason = %e, "FTP download failed");
                     return Poll::Ready(Err(std::io::Error::other(e)));
                 }
@@ -464,6 +480,7 @@ impl AsyncRead for GridReader {
         }
         let n = this.chunk.len().min(buf.remaining());
         buf.put_slice(&this.chunk.split_to(n));
+        this.counters.bytes_out(n as u64);
         Poll::Ready(Ok(()))
     }
 }
@@ -481,7 +498,11 @@ impl StorageBackend<GridUser> for GridBackend {
         user: &GridUser,
         path: P,
     ) -> Result<Meta> {
-        Ok(self.metadata_of(user, &Self::parse(path.as_ref())?).await?)
+        let result = match Self::parse(path.as_ref()) {
+            Ok(path) => self.metadata_of(user, &path).await,
+            Err(e) => Err(e),
+        };
+        self.counted(Op::Stat, result)
     }
 
     async fn list<P: AsRef<Path> + Send + std::fmt::Debug>(
@@ -489,7 +510,8 @@ impl StorageBackend<GridUser> for GridBackend {
         user: &GridUser,
         path: P,
     ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        Ok(self.list_of(user, path.as_ref()).await?)
+        let result = self.list_of(user, path.as_ref()).await;
+        self.counted(Op::List, result)
     }
 
     async fn get<P: AsRef<Path> + Send + std::fmt::Debug>(
@@ -498,7 +520,8 @@ impl StorageBackend<GridUser> for GridBackend {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
-        Ok(Box::new(self.get_reader(user, path.as_ref(), start_pos).await?))
+        let result = self.get_reader(user, path.as_ref(), start_pos).await;
+        Ok(Box::new(self.counted(Op::Download, result)?))
     }
 
     /// RETR: each decoded chunk (a segment or so) is written whole, rather than through
@@ -514,11 +537,20 @@ impl StorageBackend<GridUser> for GridBackend {
         W: tokio::io::AsyncWrite + Unpin + Sync + Send + ?Sized,
         P: AsRef<Path> + Send + std::fmt::Debug,
     {
-        let mut stream = self.open_stream(user, path.as_ref(), start_pos).await?;
+        let opened = self.open_stream(user, path.as_ref(), start_pos).await;
+        let mut stream = self.counted(Op::Download, opened)?;
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(FtpError::Node)?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let e = FtpError::Node(e);
+                    self.counters.error(e.counted_kind());
+                    return Err(e.into());
+                }
+            };
             output.write_all(&chunk).await?;
+            self.counters.bytes_out(chunk.len() as u64);
             total += chunk.len() as u64;
         }
         output.flush().await?;
@@ -532,15 +564,18 @@ impl StorageBackend<GridUser> for GridBackend {
         path: P,
         start_pos: u64,
     ) -> Result<u64> {
-        Ok(self.put_from(user, input, path.as_ref(), start_pos).await?)
+        let result = self.put_from(user, input, path.as_ref(), start_pos).await;
+        self.counted(Op::Upload, result)
     }
 
     async fn del<P: AsRef<Path> + Send + std::fmt::Debug>(&self, user: &GridUser, path: P) -> Result<()> {
-        Ok(self.del_at(user, path.as_ref()).await?)
+        let result = self.del_at(user, path.as_ref()).await;
+        self.counted(Op::Delete, result)
     }
 
     async fn mkd<P: AsRef<Path> + Send + std::fmt::Debug>(&self, user: &GridUser, path: P) -> Result<()> {
-        Ok(self.mkd_at(user, path.as_ref()).await?)
+        let result = self.mkd_at(user, path.as_ref()).await;
+        self.counted(Op::Mkdir, result)
     }
 
     async fn rename<P: AsRef<Path> + Send + std::fmt::Debug>(
@@ -549,14 +584,17 @@ impl StorageBackend<GridUser> for GridBackend {
         from: P,
         to: P,
     ) -> Result<()> {
-        Ok(self.rename_at(user, from.as_ref(), to.as_ref()).await?)
+        let result = self.rename_at(user, from.as_ref(), to.as_ref()).await;
+        self.counted(Op::Rename, result)
     }
 
     async fn rmd<P: AsRef<Path> + Send + std::fmt::Debug>(&self, user: &GridUser, path: P) -> Result<()> {
-        Ok(self.rmd_at(user, path.as_ref()).await?)
+        let result = self.rmd_at(user, path.as_ref()).await;
+        self.counted(Op::Delete, result)
     }
 
     async fn cwd<P: AsRef<Path> + Send + std::fmt::Debug>(&self, user: &GridUser, path: P) -> Result<()> {
-        Ok(self.cwd_at(user, path.as_ref()).await?)
+        let result = self.cwd_at(user, path.as_ref()).await;
+        self.counted(Op::Other, result)
     }
 }

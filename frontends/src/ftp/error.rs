@@ -79,6 +79,24 @@ impl FtpError {
     }
 }
 
+impl FtpError {
+    /// Why, as the frontends' error figures count it.
+    pub(crate) fn counted_kind(&self) -> crate::counters::ErrorKind {
+        use crate::counters::ErrorKind as Kind;
+        match self {
+            FtpError::Node(e) => Kind::of_node(e),
+            FtpError::NoParent => Kind::Permission,
+            FtpError::IsADirectory | FtpError::NotADirectory | FtpError::BadPath => Kind::BadRequest,
+            FtpError::NotEmpty => Kind::Conflict,
+            FtpError::NoAppend => Kind::Unsupported,
+            FtpError::Transfer(e) if e.kind() == std::io::ErrorKind::TimedOut => Kind::Timeout,
+            FtpError::Transfer(_) => Kind::BadRequest,
+            FtpError::Spool(e) => Kind::of_io(e),
+            FtpError::Exceeded(_) => Kind::Quota,
+        }
+    }
+}
+
 impl From<FtpError> for Error {
     fn from(e: FtpError) -> Self {
         let kind = e.kind();

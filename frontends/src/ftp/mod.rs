@@ -35,6 +35,7 @@ use libunftp::options::{FtpsRequired, PassiveHost};
 use tokio::net::TcpListener;
 
 use crate::accounts::AccountsFile;
+use crate::counters::Frontend;
 use crate::login_limit::LoginLimiter;
 use auth::GridAuth;
 pub use auth::GridUser;
@@ -83,6 +84,8 @@ pub struct FtpConfig {
     /// Bytes of uploads in progress per user, across their sessions (`[ftpd] spool.quota`); past
     /// it a STOR gets 552.
     pub spool_quota: Arc<crate::SpoolQuota>,
+    /// The node's frontend figures (the FTP server counts into its own).
+    pub counters: Arc<crate::Counters>,
 }
 
 /// The greeting.
@@ -98,12 +101,15 @@ pub async fn serve(
         accounts: Arc::clone(&config.accounts),
         limiter: LoginLimiter::new(auth::MAX_FAILURES, auth::FAILURE_WINDOW),
         failure_delay: config.failed_login_delay,
+        counters: Arc::clone(config.counters.frontend(Frontend::Ftp)),
     });
     let backend = GridBackend {
         grid: Arc::clone(&config.grid),
         spool_dir: config.spool_dir.clone(),
         spool_quota: Arc::clone(&config.spool_quota),
+        counters: Arc::clone(config.counters.frontend(Frontend::Ftp)),
     };
+    backend.counters.set_spool(&config.spool_quota);
     let loopback = relay::Loopback::new().await?;
     let mut sessions = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -152,7 +158,9 @@ pub async fn serve(
             }
         }
         tracing::debug!(%peer, "FTP connection");
+        let open = backend.counters.session();
         sessions.spawn(async move {
+            let _open = open;
             let session = server.service(session_end);
             let relayed = relay::relay(stream, relay_end, relay::MAX_UNANSWERED);
             tokio::pin!(session, relayed);

@@ -91,6 +91,7 @@ fn auth_with_two_users() -> (tempfile::TempDir, Arc<GridAuth>) {
         accounts: Arc::new(AccountsFile::new(&path)),
         limiter: LoginLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
         failure_delay: Duration::ZERO,
+        counters: Arc::default(),
     };
     (dir, Arc::new(auth))
 }
@@ -125,6 +126,8 @@ async fn parallel_guesses_get_no_more_password_checks_than_the_limit() {
         login(&auth, "bob", "bob-pw").await,
         Err(AuthenticationError::IpDisallowed)
     ));
+    // Every failure is counted, checked or refused outright.
+    assert_eq!(auth.counters.login_failures(), 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +178,7 @@ async fn listings_leave_out_names_no_path_or_line_can_carry() {
         grid: Arc::clone(&grid),
         spool_dir: None,
         spool_quota: crate::SpoolQuota::new(1 << 30),
+        counters: Arc::default(),
     };
     let user = super::auth::GridUser {
         name: "alice".into(),

@@ -4,19 +4,36 @@
 use filenode::node::NodeError;
 use russh_sftp::protocol::{Packet, Status, StatusCode};
 
+use crate::counters::ErrorKind;
+
 /// An SFTP request's failure: the status code and the message the client shows.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SftpError {
     pub(crate) code: StatusCode,
     pub(crate) message: String,
+    /// Why, as the frontends' error figures count it (a status code alone says too little).
+    pub(crate) kind: ErrorKind,
 }
 
 impl SftpError {
     pub(crate) fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        let kind = match code {
+            StatusCode::NoSuchFile => ErrorKind::NotFound,
+            StatusCode::PermissionDenied => ErrorKind::Permission,
+            StatusCode::OpUnsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::BadRequest,
+        };
         SftpError {
             code,
             message: message.into(),
+            kind,
         }
+    }
+
+    /// The same error, counted as `kind`.
+    pub(crate) fn counted_as(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub(crate) fn eof() -> Self {
@@ -57,6 +74,7 @@ impl SftpError {
 impl From<NodeError> for SftpError {
     fn from(error: NodeError) -> Self {
         let message = error.to_string();
+        let kind = ErrorKind::of_node(&error);
         let code = match error {
             NodeError::NoSuchChild(_) | NodeError::NotADirectory(_) => StatusCode::NoSuchFile,
             NodeError::NotWritable(_) => StatusCode::PermissionDenied,
@@ -74,16 +92,17 @@ impl From<NodeError> for SftpError {
             | NodeError::Input(_)
             | NodeError::BadOffset(_) => StatusCode::Failure,
         };
-        SftpError { code, message }
+        SftpError { code, message, kind }
     }
 }
 
 impl From<std::io::Error> for SftpError {
     fn from(error: std::io::Error) -> Self {
         // The spool is the only local file: its errors (quota or disk full) are worth telling.
+        let kind = ErrorKind::of_io(&error);
         if error.kind() == std::io::ErrorKind::QuotaExceeded {
-            return SftpError::failure(error.to_string());
+            return SftpError::failure(error.to_string()).counted_as(kind);
         }
-        SftpError::failure(format!("the gateway's temporary spool failed: {error}"))
+        SftpError::failure(format!("the gateway's temporary spool failed: {error}")).counted_as(kind)
     }
 }

@@ -55,6 +55,8 @@ pub struct SftpConfig {
     pub spool_dir: Option<PathBuf>,
     /// What one user, connection and session may hold.
     pub limits: SftpLimits,
+    /// The node's frontend figures (the SFTP server counts into its own).
+    pub counters: Arc<crate::Counters>,
 }
 
 /// The SFTP server's bounds (`[sftpd]` keys): what a peer may make the gateway hold.
@@ -98,6 +100,10 @@ pub async fn serve(
     config: SftpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    config
+        .counters
+        .frontend(crate::counters::Frontend::Sftp)
+        .set_spool(&config.limits.spool_quota);
     let methods = login_methods();
     let ssh_config = Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard(format!("SSH-2.0-Tessera_{}", env!("CARGO_PKG_VERSION")).into()),
@@ -143,6 +149,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn counters(&self) -> &Arc<crate::counters::FrontendCounters> {
+        self.config.counters.frontend(crate::counters::Frontend::Sftp)
+    }
+
     /// Whether this source has failed too often recently.
     fn refused(&self, peer: Option<SocketAddr>) -> bool {
         peer.is_some_and(|peer| self.limiter.is_blocked(peer.ip(), Instant::now()))
@@ -161,6 +171,7 @@ impl Shared {
             Some(attempt) => Ok(Some(attempt)),
             None => {
                 tracing::warn!(user = ?user, source = %peer.ip(), method, "SFTP login refused: too many failed logins from this source");
+                self.counters().login_failed();
                 Err(())
             }
         }
@@ -175,6 +186,7 @@ impl Shared {
     ) {
         let source = peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let failures = attempt.map_or(0, Attempt::failed);
+        self.counters().login_failed();
         tracing::warn!(user = ?user, %source, method, failures, "SFTP login failed");
         if failures == self.limiter.max_failures() {
             tracing::warn!(%source, window = ?self.limiter.window(), "too many failed SFTP logins; refusing this source for a while");
@@ -342,10 +354,18 @@ impl russh::server::Handler for Connection {
             spool_dir: self.shared.config.spool_dir.clone(),
             limits: self.shared.config.limits.clone(),
             reading_ahead: Arc::clone(&self.reading_ahead),
+            counters: Arc::clone(
+                self.shared
+                    .config
+                    .counters
+                    .frontend(crate::counters::Frontend::Sftp),
+            ),
         };
+        let open = context.counters.session();
         let handle = session.handle();
         tokio::spawn(async move {
             session::run(channel.into_stream(), context).await;
+            drop(open);
             let _ = handle.close(channel_id).await;
             drop(place);
         });

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::SftpError;
 use super::paths::{self, Start};
 use super::reader::ReadAhead;
+use crate::counters::{ErrorKind, FrontendCounters, Op};
 use crate::spool::Spool;
 
 /// The largest packet a client may send: a 255 KiB write (what `limits@openssh.com` offers) plus
@@ -50,6 +51,8 @@ pub(crate) struct SessionContext {
     pub(crate) limits: super::SftpLimits,
     /// The connection's places for files that read ahead.
     pub(crate) reading_ahead: Arc<tokio::sync::Semaphore>,
+    /// The SFTP server's figures (bytes, operations, errors).
+    pub(crate) counters: Arc<FrontendCounters>,
 }
 
 type Reply = Result<Packet, SftpError>;
@@ -253,6 +256,29 @@ fn user_metadata(metadata: Option<&Metadata>) -> Metadata {
     user
 }
 
+/// The operation a request asks for, for the figures (reads, writes and closes of open handles
+/// are parts of the open's operation).
+fn operation_of(packet: &Packet) -> Option<Op> {
+    Some(match packet {
+        Packet::Open(p)
+            if p.pflags
+                .intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE) =>
+        {
+            Op::Upload
+        }
+        Packet::Open(_) => Op::Download,
+        Packet::OpenDir(_) => Op::List,
+        Packet::Stat(_) | Packet::Lstat(_) | Packet::Fstat(_) | Packet::RealPath(_) => Op::Stat,
+        Packet::MkDir(_) => Op::Mkdir,
+        Packet::Remove(_) | Packet::RmDir(_) => Op::Delete,
+        Packet::Rename(_) => Op::Rename,
+        Packet::Extended(p) if p.request == "posix-rename@openssh.com" => Op::Rename,
+        Packet::SetStat(_) | Packet::FSetStat(_) | Packet::Extended(_) => Op::Other,
+        Packet::ReadLink(_) | Packet::Symlink(_) => Op::Other,
+        _ => return None,
+    })
+}
+
 fn float(value: f64) -> Value {
     serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
 }
@@ -280,14 +306,24 @@ impl Session {
             return None;
         }
         let id = packet.get_request_id();
+        if let Some(op) = operation_of(&packet) {
+            self.context.counters.operation(op);
+        }
         let reply: Reply = match packet {
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,
             Packet::Read(p) => match self.read(&p.handle, p.offset, p.len).await {
-                Ok(data) => return Some(Outgoing::Data { id: p.id, data }),
+                Ok(data) => {
+                    let len: usize = data.iter().map(Bytes::len).sum();
+                    self.context.counters.bytes_out(len as u64);
+                    return Some(Outgoing::Data { id: p.id, data });
+                }
                 Err(e) => Err(e),
             },
-            Packet::Write(p) => self.write(p.id, &p.handle, p.offset, &p.data).await,
+            Packet::Write(p) => {
+                self.context.counters.bytes_in(p.data.len() as u64);
+                self.write(p.id, &p.handle, p.offset, &p.data).await
+            }
             Packet::Lstat(p) => self.stat(p.id, &p.path).await,
             Packet::Stat(p) => self.stat(p.id, &p.path).await,
             Packet::Fstat(p) => self.fstat(p.id, &p.handle).await,
@@ -313,12 +349,20 @@ impl Session {
             | Packet::Attrs(_)
             | Packet::ExtendedReply(_) => return None,
         };
-        Some(Outgoing::Packet(reply.unwrap_or_else(|e| e.into_packet(id))))
+        Some(Outgoing::Packet(reply.unwrap_or_else(|e| {
+            // The end of a file or a listing is an answer, not a failure.
+            if e.code != StatusCode::Eof {
+                self.context.counters.error(e.kind);
+            }
+            e.into_packet(id)
+        })))
     }
 
     fn new_handle(&mut self, handle: OpenHandle) -> Result<String, SftpError> {
         if self.handles.len() >= self.context.limits.max_handles {
-            return Err(SftpError::failure("too many open files in this session"));
+            return Err(
+                SftpError::failure("too many open files in this session").counted_as(ErrorKind::Quota)
+            );
         }
         self.next_handle += 1;
         let name = self.next_handle.to_string();
@@ -719,7 +763,8 @@ impl Session {
             Some(OpenHandle::Write(write)) => {
                 if let Some(reason) = &write.refused {
                     // Part of the upload was refused: storing the rest would store a wrong file.
-                    return Err(SftpError::failure(format!("the file was not stored: {reason}")));
+                    return Err(SftpError::failure(format!("the file was not stored: {reason}"))
+                        .counted_as(ErrorKind::Quota));
                 }
                 if let Err(e) = self.commit(*write).await {
                     tracing::warn!(user = ?self.context.user, error = %e.message, "SFTP upload failed at close");

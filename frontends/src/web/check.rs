@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use filenode::cap::Cap;
 use filenode::grid::check::{CheckOptions, CheckReport, RepairReport};
 use filenode::node::DirNode;
+use filenode::operations::OpKind;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -109,19 +110,33 @@ pub(crate) fn report_json(report: &CheckReport) -> Value {
 }
 
 /// Checks an object, or checks and repairs it: the (post-repair) check and the repair report.
-/// `None` for a cap of a kind this version cannot check.
+/// `None` for a cap of a kind this version cannot check. Every check, verify and repair (of one
+/// object, or each of a deep check's) is timed into the operation duration histogram; a repair
+/// attempted and not successful counts as a failed repair.
 async fn check_or_repair(
     grid: &std::sync::Arc<filenode::grid::Grid>,
     cap: &Cap,
     options: CheckOptions,
     repair: bool,
 ) -> Option<(CheckReport, Option<RepairReport>)> {
-    if repair {
+    let started = std::time::Instant::now();
+    let kind = match (repair, options.verify) {
+        (true, _) => OpKind::Repair,
+        (false, true) => OpKind::Verify,
+        (false, false) => OpKind::Check,
+    };
+    let result = if repair {
         let repaired = grid.check_and_repair(cap, options).await?;
-        Some((repaired.post.clone(), Some(repaired)))
+        (repaired.post.clone(), Some(repaired))
     } else {
-        Some((grid.check(cap, options).await?, None))
-    }
+        (grid.check(cap, options).await?, None)
+    };
+    let failed = result
+        .1
+        .as_ref()
+        .is_some_and(|repaired| repaired.attempted && !repaired.successful);
+    grid.operations().record_duration(kind, started.elapsed(), failed);
+    Some(result)
 }
 
 /// `t=check` on one object.

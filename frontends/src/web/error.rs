@@ -9,6 +9,8 @@ use filenode::grid::upload::UploadError;
 use filenode::immutable::DownloadError;
 use filenode::node::NodeError;
 
+use crate::counters::ErrorKind;
+
 /// A failed web API request.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -92,9 +94,29 @@ impl WebError {
     }
 }
 
+impl WebError {
+    /// Why the request failed, as the frontends' error figures count it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WebError::BadCap(_) | WebError::BadRequest(_) | WebError::Body(_) => ErrorKind::BadRequest,
+            WebError::Unsupported(_) => ErrorKind::Unsupported,
+            WebError::TooLarge(_) | WebError::SpoolFull(_) => ErrorKind::Quota,
+            WebError::Download(DownloadError::RangeNotSatisfiable { .. }) => ErrorKind::BadRequest,
+            WebError::Download(_) => ErrorKind::NotEnoughShares,
+            WebError::Upload(UploadError::NotHappy { .. }) => ErrorKind::NotEnoughServers,
+            WebError::Upload(_) => ErrorKind::BadRequest,
+            WebError::Forbidden(_) => ErrorKind::Permission,
+            WebError::NotFound(_) => ErrorKind::NotFound,
+            WebError::Node(e) => ErrorKind::of_node(e),
+            WebError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let kind = self.kind();
         let message = match &self {
             WebError::Internal(detail) => {
                 tracing::error!(%detail, "web request failed");
@@ -105,11 +127,14 @@ impl IntoResponse for WebError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{message}\n"),
         )
-            .into_response()
+            .into_response();
+        // For the access log's error figures (`metrics::access_log`).
+        response.extensions_mut().insert(kind);
+        response
     }
 }

@@ -514,9 +514,11 @@ async fn get(
                 if method == Method::HEAD {
                     return Ok(super::html(String::new()));
                 }
-                super::browse::directory_page(state, &dir, &target.path).await
+                super::browse::directory_page(state, &dir, &target.path)
+                    .await
+                    .map(listing)
             }
-            "json" => Ok(json(dir_json(&dir, link.as_ref()).await?)),
+            "json" => Ok(listing(json(dir_json(&dir, link.as_ref()).await?))),
             "uri" => Ok(text(StatusCode::OK, dir.cap().to_string())),
             "readonly-uri" => Ok(text(
                 StatusCode::OK,
@@ -658,6 +660,13 @@ fn file_format(file: &FileCap) -> &'static str {
         FileCap::Mutable(m) if m.format == MutableFormat::Mdmf => "MDMF",
         FileCap::Mutable(_) => "SDMF",
     }
+}
+
+/// Marks a response as a directory listing for the operation figures (the access log cannot tell
+/// a directory's path from a file's).
+fn listing(mut response: Response) -> Response {
+    response.extensions_mut().insert(crate::counters::Op::List);
+    response
 }
 
 /// Tahoe's `["dirnode", {...}]`.

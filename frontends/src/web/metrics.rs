@@ -1,12 +1,20 @@
 //! The gateway's counters and `/statistics?t=openmetrics` (Prometheus text format), plus the access
 //! log, which records every request with caps in the path replaced by their kind.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use hyper::body::{Frame, SizeHint};
+
+use crate::counters::{ErrorKind, Frontend, FrontendCounters, Op};
 
 use super::WebState;
 
@@ -105,7 +113,7 @@ impl Metrics {
             .collect();
         out.histogram(
             "tessera_operation_duration_seconds",
-            "How long finished uploads, downloads, publishes and retrieves took (every frontend's).",
+            "How long finished uploads, downloads, publishes and retrieves (every frontend's) and checks, verifies and repairs took.",
             &filenode::operations::DURATION_BUCKETS,
             &series,
         );
@@ -116,7 +124,7 @@ impl Metrics {
         let failures: Vec<(&str, f64)> = failures.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         out.counter(
             "tessera_operation_failures",
-            "Uploads, downloads, publishes and retrieves that failed.",
+            "Uploads, downloads, publishes, retrieves and repairs that failed.",
             &failures,
         );
     }
@@ -304,22 +312,178 @@ pub fn redact_path(path: &str) -> String {
 }
 
 /// Counts requests and responses and writes the access log (no caps, no query strings: `uri=` and
-/// `filename=` may carry secrets or private names).
+/// `filename=` may carry secrets or private names). The web's frontend figures are kept here too:
+/// request and response body bytes as they stream, the operation a request under `/uri` or
+/// `/named` asks for, and a failed one's [`ErrorKind`] (which [`super::WebError`] puts in its
+/// response; otherwise the status's).
 pub(super) async fn access_log(State(state): State<WebState>, request: Request, next: Next) -> Response {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let web = Arc::clone(state.counters.frontend(Frontend::Web));
     let method = request.method().clone();
+    let op = operation_of(&method, request.uri().path(), request.uri().query());
     let path = redact_path(request.uri().path());
     let started = Instant::now();
+    let request = request.map(|body| {
+        Body::new(CountingBody {
+            inner: body,
+            counters: Arc::clone(&web),
+            incoming: true,
+        })
+    });
     let response = next.run(request).await;
     let status = response.status().as_u16();
     state.metrics.record_response(status);
+    if let Some(op) = op {
+        web.operation(response.extensions().get::<Op>().copied().unwrap_or(op));
+        if status >= 400 {
+            let kind = response.extensions().get::<ErrorKind>().copied();
+            web.error(kind.unwrap_or_else(|| error_kind_of_status(status)));
+        }
+    }
     tracing::info!(target: "tessera::access", %method, %path, status, ms = started.elapsed().as_millis() as u64, "request");
-    response
+    response.map(|body| {
+        Body::new(CountingBody {
+            inner: body,
+            counters: web,
+            incoming: false,
+        })
+    })
+}
+
+/// The operation a request under `/uri` or `/named` asks for (`None` for the gateway's own pages).
+/// A directory's handler marks its listing itself (a path does not say what it names).
+fn operation_of(method: &Method, path: &str, query: Option<&str>) -> Option<Op> {
+    if !(path == "/uri" || path.starts_with("/uri/") || path.starts_with("/named/")) {
+        return None;
+    }
+    let t = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("t="))
+        .unwrap_or("");
+    if path == "/uri" && matches!(*method, Method::GET | Method::HEAD) {
+        // `GET /uri?uri=CAP`: the "open a cap" form's redirect.
+        return Some(Op::Other);
+    }
+    Some(match (method.as_str(), t) {
+        (_, "check" | "start-deep-check" | "stream-deep-check") => Op::Check,
+        (_, "mkdir" | "mkdir-with-children" | "mkdir-immutable") => Op::Mkdir,
+        ("DELETE", _) | ("POST", "unlink" | "delete") => Op::Delete,
+        ("POST", "rename" | "relink") => Op::Rename,
+        ("PUT", "") | ("POST", "upload") => Op::Upload,
+        ("GET" | "HEAD", "") => Op::Download,
+        ("GET" | "HEAD", "json" | "info" | "uri" | "readonly-uri") => Op::Stat,
+        ("GET" | "HEAD", "manifest" | "deep-size" | "deep-stats" | "stream-manifest") => Op::List,
+        _ => Op::Other,
+    })
+}
+
+/// The kind of a failure answered without a [`super::WebError`] (axum's own refusals, the
+/// server's limits).
+fn error_kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::Permission,
+        404 | 405 => ErrorKind::NotFound,
+        408 | 504 => ErrorKind::Timeout,
+        409 | 412 => ErrorKind::Conflict,
+        410 => ErrorKind::NotEnoughShares,
+        413 | 507 => ErrorKind::Quota,
+        501 => ErrorKind::Unsupported,
+        503 => ErrorKind::NotEnoughServers,
+        400..=499 => ErrorKind::BadRequest,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// A body whose data bytes are counted (in or out) as they pass; its size and end are the inner
+/// body's, so `Content-Length` and `HEAD` answers are unchanged.
+struct CountingBody {
+    inner: Body,
+    counters: Arc<FrontendCounters>,
+    incoming: bool,
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if self.incoming {
+                self.counters.bytes_in(len);
+            } else {
+                self.counters.bytes_out(len);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_as_the_operation_they_ask_for() {
+        let op = |method: Method, path: &str, query: Option<&str>| operation_of(&method, path, query);
+        assert_eq!(op(Method::PUT, "/uri", None), Some(Op::Upload));
+        assert_eq!(op(Method::PUT, "/uri", Some("t=mkdir")), Some(Op::Mkdir));
+        assert_eq!(
+            op(Method::GET, "/uri", Some("uri=URI%3ALIT%3Aab")),
+            Some(Op::Other)
+        );
+        assert_eq!(op(Method::POST, "/uri", Some("t=upload")), Some(Op::Upload));
+        assert_eq!(op(Method::GET, "/uri/URI%3ACHK%3Aa/b", None), Some(Op::Download));
+        assert_eq!(
+            op(Method::HEAD, "/named/URI%3ACHK%3Aa/b.txt", None),
+            Some(Op::Download)
+        );
+        assert_eq!(
+            op(Method::GET, "/uri/X", Some("filename=a&t=json")),
+            Some(Op::Stat)
+        );
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=check&verify=true")),
+            Some(Op::Check)
+        );
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=stream-deep-check")),
+            Some(Op::Check)
+        );
+        assert_eq!(op(Method::DELETE, "/uri/X/a", None), Some(Op::Delete));
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=unlink&name=a")),
+            Some(Op::Delete)
+        );
+        assert_eq!(op(Method::POST, "/uri/X/", Some("t=relink")), Some(Op::Rename));
+        assert_eq!(op(Method::GET, "/uri/X/", Some("t=manifest")), Some(Op::List));
+        assert_eq!(
+            op(Method::POST, "/uri/X/", Some("t=set_children")),
+            Some(Op::Other)
+        );
+        // The gateway's own pages are not operations.
+        assert_eq!(op(Method::GET, "/statistics", Some("t=openmetrics")), None);
+        assert_eq!(op(Method::GET, "/", None), None);
+        assert_eq!(op(Method::GET, "/uripath", None), None);
+        assert_eq!(error_kind_of_status(404), ErrorKind::NotFound);
+        assert_eq!(error_kind_of_status(422), ErrorKind::BadRequest);
+        assert_eq!(error_kind_of_status(502), ErrorKind::Internal);
+    }
 
     #[test]
     fn caps_never_reach_the_log() {

@@ -56,6 +56,9 @@ pub struct WebState {
     pub pages: Arc<Pages>,
     /// Counters for `/statistics`.
     pub metrics: Arc<Metrics>,
+    /// Every frontend's figures (bytes, operations, errors, sessions, spools), which the node
+    /// shares with its SFTP and FTP servers.
+    pub counters: Arc<crate::Counters>,
     /// This node's storage server, when it runs one (`/storage`, storage figures in `/statistics`).
     pub storage: Option<Arc<storage::server::StorageServer>>,
     /// When the gateway started (`node.uptime`).
@@ -83,6 +86,7 @@ impl WebState {
             nickname: nickname.into(),
             pages: Arc::new(Pages::new()),
             metrics: Arc::default(),
+            counters: crate::Counters::new(),
             storage: None,
             started: std::time::Instant::now(),
             spool_quota: crate::spool::SpoolQuota::new(DEFAULT_SPOOL_QUOTA),
@@ -105,6 +109,13 @@ impl WebState {
         self
     }
 
+    /// The same gateway, counting into (and showing) `counters`, which the node's other frontends
+    /// share.
+    pub fn with_counters(mut self, counters: Arc<crate::Counters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// The same gateway, also showing this node's storage server.
     pub fn with_storage(mut self, storage: Arc<storage::server::StorageServer>) -> Self {
         self.storage = Some(storage);
@@ -114,6 +125,10 @@ impl WebState {
 
 /// The gateway's router.
 pub fn router(state: WebState) -> Router {
+    state
+        .counters
+        .frontend(crate::counters::Frontend::Web)
+        .set_spool(&state.spool_quota);
     Router::new()
         .route("/", get(welcome))
         .route(
@@ -400,6 +415,7 @@ async fn html_errors(
         return Response::from_parts(parts, Body::empty());
     };
     let message = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let kind = parts.extensions.get::<crate::counters::ErrorKind>().copied();
     let page = state.pages.render(
         "error.html",
         minijinja::context! {
@@ -413,6 +429,9 @@ async fn html_errors(
         Ok(page) => {
             let mut response = html(page);
             *response.status_mut() = status;
+            if let Some(kind) = kind {
+                response.extensions_mut().insert(kind);
+            }
             response
         }
         Err(_) => Response::from_parts(parts, Body::from(bytes)),
@@ -459,6 +478,7 @@ async fn statistics(
                     "The web gateway's spool quota ([node] web.spool.quota).",
                     &[("", state.spool_quota.limit() as f64)],
                 );
+                state.counters.write(out);
                 if let Some(server) = &state.storage {
                     status::write_storage_metrics(out, server);
                 }
@@ -473,7 +493,13 @@ async fn statistics(
                 let (files, bytes) = state.grid.operations().download_totals();
                 counters.push(("downloader.files_downloaded".into(), files));
                 counters.push(("downloader.bytes_downloaded".into(), bytes));
-                status::statistics_json(state.started, state.storage.as_deref(), counters)
+                let (frontend_counters, frontend_gauges) = state.counters.json();
+                counters.extend(frontend_counters);
+                let mut json = status::statistics_json(state.started, state.storage.as_deref(), counters);
+                for (name, value) in frontend_gauges {
+                    json["stats"][name] = value.into();
+                }
+                json
             },
         )
     })

@@ -116,6 +116,10 @@ fn link_prefix(kind: OpKind) -> &'static str {
         OpKind::Download => "down",
         OpKind::Publish => "publish",
         OpKind::Retrieve => "retrieve",
+        // Timed only, never listed; named for completeness.
+        OpKind::Check => "check",
+        OpKind::Verify => "verify",
+        OpKind::Repair => "repair",
     }
 }
 
@@ -199,7 +203,12 @@ fn op_json(op: &OpSnapshot) -> Value {
             item.insert("progress-ciphertext".into(), op.progress[1].into());
             item.insert("progress-encode-push".into(), op.progress[2].into());
         }
-        OpKind::Download | OpKind::Publish | OpKind::Retrieve => {
+        OpKind::Download
+        | OpKind::Publish
+        | OpKind::Retrieve
+        | OpKind::Check
+        | OpKind::Verify
+        | OpKind::Repair => {
             item.insert("progress".into(), op.progress[0].into());
         }
     }

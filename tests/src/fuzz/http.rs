@@ -873,6 +873,7 @@ fn ftp_fixture() -> &'static FtpFixture {
                 failed_login_delay: Duration::ZERO,
                 spool_dir: Some(dir.path().to_owned()),
                 spool_quota: frontends::SpoolQuota::new(1 << 30),
+                counters: frontends::Counters::new(),
             };
             tokio::spawn(frontends::ftp::serve(listener, config, std::future::pending()));
             FtpFixture {
