@@ -12,6 +12,7 @@ mod spool;
 mod testing;
 pub mod textfile;
 pub mod web;
+pub mod webdav;
 mod whole;
 
 pub use spool::{SpoolQuota, set_default_spool_dir};

@@ -12,6 +12,7 @@
 //! - `web`: the web gateway's router over a real grid;
 //! - `web_limits`: the web gateway's bounds (form fields, SDMF bodies, the encrypted spool, the
 //!   served socket's header timeout and connection cap);
+//! - `fs`: the file-system layer beneath the frontends (`filenode::fs`) over a real grid;
 //! - `ftp`: the FTP server's spool quota over a real grid with a minimal FTP client;
 //! - `sftp`: the SFTP server over a real grid with a pure-Rust client (russh, russh-sftp).
 
@@ -21,6 +22,7 @@ mod check;
 mod chk;
 mod concurrency;
 mod corruption;
+mod fs;
 mod ftp;
 mod grid;
 mod hung;
