@@ -33,10 +33,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dav_server::DavHandler;
 use dav_server::davpath::DavPath;
 use dav_server::ls::{DavLock, DavLockSystem, LsFuture};
 use dav_server::memls::MemLs;
+use dav_server::{DavHandler, DavMethod, DavMethodSet};
 use filenode::fs::Fs;
 use filenode::grid::Grid;
 use filenode::node::DirNode;
@@ -248,7 +248,11 @@ impl Server {
         handlers
             .entry(user.to_owned())
             .or_insert_with(|| {
+                // No PATCH (SabreDAV's partial update): a file is written whole.
+                let mut methods = DavMethodSet::all();
+                methods.remove(DavMethod::Patch);
                 DavHandler::builder()
+                    .methods(methods)
                     .filesystem(Box::new(GridDav))
                     .locksystem(Box::new(BoundedLocks::new()))
                     .read_buf_size(256 * 1024)
