@@ -2,8 +2,9 @@
 //! (PROPFIND depth 0 and 1 (and infinity refused), PUT, ranged GET, MKCOL, MOVE, COPY, DELETE of a
 //! collection linked twice (its link goes, its children stay), LOCK/UNLOCK, a wrong password's
 //! 401 and the login limit's 429) and rclone's webdav backend (a tree with UTF-8 names copied up
-//! and back byte for byte, then `sync` with a deletion). Skipped, with a note, when a client is
-//! not installed (.ci/run installs curl and rclone).
+//! and back byte for byte, then `sync` with a deletion), cadaver (MKCOL, PUT, LS, GET) and a
+//! davfs2 kernel mount (skipped, with the reason, where mounting is not allowed). Each is skipped,
+//! with a note, when its client is not installed (.ci/run installs them).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -493,4 +494,130 @@ fn rclone_copies_and_syncs_a_tree() {
     assert!(listing.lines().any(|l| l == "new.txt"), "{listing}");
     assert!(listing.lines().any(|l| l == "a/b/日本語 ファイル"), "{listing}");
     rclone(&["check", source.to_str().unwrap(), &tree]);
+}
+
+/// cadaver (a command-line WebDAV client of its own: neon) reading commands from stdin, with the
+/// password from `~/.netrc`: MKCOL, PUT, LS, GET.
+#[test]
+fn cadaver_puts_lists_and_gets() {
+    if Command::new("cadaver").arg("--version").output().is_err() {
+        eprintln!("skipping: cadaver is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let home = scratch.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let netrc = home.join(".netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login demo password {}\n", grid.password()),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&netrc).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&netrc, permissions).unwrap();
+    let local = scratch.path().join("local.bin");
+    let contents = data(200_000, 42);
+    std::fs::write(&local, &contents).unwrap();
+    let fetched = scratch.path().join("fetched.bin");
+    let script = format!(
+        "mkcol cad\nput {} cad/f.bin\nls cad\nget cad/f.bin {}\nquit\n",
+        local.display(),
+        fetched.display()
+    );
+    let mut child = Command::new("cadaver")
+        .arg(grid.url())
+        .env("HOME", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("f.bin"), "{printed}");
+    assert!(
+        std::fs::read(&fetched).is_ok_and(|f| f == contents),
+        "cadaver's GET came back different: {printed}"
+    );
+}
+
+/// Unmounts a davfs2 mount when the test ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// davfs2, the kernel mount (FUSE): files written through the mount reach the grid when they are
+/// closed and the mount is flushed, and read back through it. Skipped, with the reason, where
+/// mounting is not allowed.
+#[test]
+fn davfs2_mount_writes_and_reads() {
+    if !Path::new("/usr/sbin/mount.davfs").exists() && !Path::new("/sbin/mount.davfs").exists() {
+        eprintln!("skipping: davfs2 is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let url = grid.url();
+    let secrets = scratch.path().join("secrets");
+    std::fs::write(&secrets, format!("{url} demo {}\n", grid.password())).unwrap();
+    let mut permissions = std::fs::metadata(&secrets).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&secrets, permissions).unwrap();
+    let conf = scratch.path().join("davfs2.conf");
+    // buf_size 64: davfs2 before 1.7.2 answers directory reads with a buffer Linux 6.16 and later
+    // refuse (EINVAL), unless it is at least 64 KiB (alisarctl/davfs2#22).
+    std::fs::write(
+        &conf,
+        format!(
+            "secrets {}\nuse_locks 1\ndelay_upload 0\nbuf_size 64\n",
+            secrets.display()
+        ),
+    )
+    .unwrap();
+    let mountpoint = scratch.path().join("mnt");
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "davfs", &url])
+        .arg(&mountpoint)
+        .arg("-o")
+        .arg(format!("conf={}", conf.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "skipping: davfs2 could not mount here (no mount privileges or FUSE?): {}",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+        return;
+    }
+    let guard = Mounted(mountpoint.clone());
+    let contents = data(300_000, 9);
+    std::fs::create_dir(mountpoint.join("davfs")).unwrap();
+    std::fs::write(mountpoint.join("davfs/naïve.bin"), &contents).unwrap();
+    let listed: Vec<String> = std::fs::read_dir(mountpoint.join("davfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed, ["naïve.bin"]);
+    // Unmounting uploads what is still cached; the server then has it.
+    drop(guard);
+    let user = format!("demo:{}", grid.password());
+    let get = curl(&user, &[&format!("{url}davfs/na%C3%AFve.bin")]);
+    assert_eq!(get.status, 200);
+    assert!(
+        get.body == contents,
+        "the file written through davfs2 came back different"
+    );
 }
