@@ -150,14 +150,16 @@ async fn a_writable_mutable_file_is_written_in_place() {
         .set_child("alias", &cap, None, Replace::Never)
         .await
         .unwrap();
+    let before = fs.stat(&p("/m")).await.unwrap().mtime;
     let target = fs.prepare_write(&p("/m"), Replace::Always).await.unwrap();
     assert!(target.in_place().is_some() && !target.is_new());
     target
         .commit(Cursor::new(b"version two".to_vec()), 11, None)
         .await
         .unwrap();
-    // Same cap: the other link sees the new contents.
+    // Same cap: the other link sees the new contents; the written link's mtime moved.
     assert_eq!(read(fs, "/alias").await, b"version two");
+    assert!(fs.stat(&p("/m")).await.unwrap().mtime > before, "{before:?}");
     assert_eq!(s.root.get("m").await.unwrap().cap, cap);
     // And through /uri/CAP with no names at all.
     let by_cap = format!("/uri/{cap}");

@@ -310,7 +310,7 @@ impl Fs {
                 Node::Dir(_) => return Err(is_a_directory()),
                 Node::File(file) if file.is_mutable() && !file.is_readonly() => Destination::InPlace {
                     file,
-                    link: Some((parent, child.name)),
+                    link: Some((parent, child.name, child.metadata)),
                 },
                 // An immutable file, a read-only mutable file or an unknown object: replaced by a
                 // new immutable file under the same name.
@@ -531,13 +531,24 @@ async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, 
     }
 }
 
+/// The user part of a link's metadata with `mtime` now.
+fn with_mtime_now(old: &Metadata) -> Metadata {
+    let mut user = user_metadata(old);
+    user.insert(
+        "mtime".into(),
+        serde_json::Number::from_f64(crate::node::metadata::now())
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+    );
+    user
+}
+
 /// Where a prepared write goes.
 #[derive(Debug)]
 enum Destination {
     /// A new version of a writable mutable file (and the link to it, if any).
     InPlace {
         file: FileNode,
-        link: Option<(DirNode, String)>,
+        link: Option<(DirNode, String, Metadata)>,
     },
     /// A new immutable file linked as `name`.
     Link {
@@ -594,7 +605,8 @@ impl WriteTarget {
 
     /// Stores `len` bytes of `input` (read twice for an immutable upload: convergent key, then
     /// encoding) and links them; returns once the grid holds them. `metadata`: the user metadata
-    /// of the link (default: the old link's, with `mtime` now).
+    /// of the link (default: the old link's, with `mtime` now; a mutable file written in place
+    /// through a link gets its link's `mtime` updated so too).
     pub async fn commit<R>(self, input: R, len: u64, metadata: Option<Metadata>) -> Result<(), FsError>
     where
         R: std::io::Read + std::io::Seek + Send + 'static,
@@ -603,7 +615,10 @@ impl WriteTarget {
         match self.destination {
             Destination::InPlace { file, link } => {
                 file.overwrite(len, chunks_from_read(input)).await?;
-                if let (Some(metadata), Some((parent, name))) = (metadata, link) {
+                // The link's times say the contents changed (clients compare them, and WebDAV's
+                // ETag holds them): one more write, of the directory.
+                if let Some((parent, name, old)) = link {
+                    let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old));
                     parent
                         .set_child(
                             &name,
@@ -621,15 +636,7 @@ impl WriteTarget {
                 replace,
             } => {
                 let result = self.grid.upload(input, None).await.map_err(NodeError::from)?;
-                let metadata = metadata.unwrap_or_else(|| {
-                    let mut user = old_metadata.as_ref().map(user_metadata).unwrap_or_default();
-                    user.insert(
-                        "mtime".into(),
-                        serde_json::Number::from_f64(crate::node::metadata::now())
-                            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-                    );
-                    user
-                });
+                let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old_metadata.unwrap_or_default()));
                 let replace = if replace == Replace::Never {
                     Replace::Never
                 } else {
