@@ -187,6 +187,30 @@ async fn logins_bounds_and_users_kept_apart() {
     let (status, _, _) = call(&s, ALICE, "PUT", "/uri/not-a-cap", &[], Body::from("x")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(s.alice.get("uri").await.is_ok());
+
+    // DELETE of the root (or of any path's base) is refused whole: nothing below it is unlinked.
+    // (Bob: alice's lock would refuse it with 423 first.)
+    let (status, _, _) = call(&s, BOB, "MKCOL", "/sub", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = s.bob.list().await.unwrap().len();
+    let (status, _, _) = call(&s, BOB, "DELETE", "/", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let root_cap = s.bob.cap().to_string();
+    let (status, _, _) = call(
+        &s,
+        BOB,
+        "DELETE",
+        &format!("/uri/{root_cap}/"),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(s.bob.list().await.unwrap().len(), before);
+    let (status, _, body) = call(&s, BOB, "GET", "/a.txt", &[], Body::empty()).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"bob's"[..]));
+    let (status, _, _) = call(&s, BOB, "PROPFIND", "/sub", &[("depth", "0")], Body::empty()).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
 }
 
 #[tokio::test]

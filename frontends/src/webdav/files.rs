@@ -4,7 +4,8 @@
 //! - A directory's *link* is what DELETE removes and what a MOVE or COPY over it replaces: its
 //!   `symlink_metadata` calls it a link (dav-server then removes it with one `remove_file`), so a
 //!   DELETE of a collection unlinks it as Tahoe does, and never empties a directory that may be
-//!   linked elsewhere too. Listings (`read_dir`) and `metadata` show directories as collections.
+//!   linked elsewhere too; the root (any path's base) has no link, so its DELETE is refused
+//!   whole. Listings (`read_dir`) and `metadata` show directories as collections.
 //! - GET streams the requested range ([`FileReader::stream`], fetched a few segments ahead).
 //! - PUT is checked when the file is opened (a directory, a read-only parent, an SDMF bound),
 //!   spooled encrypted ([`Spool`], per-user quota) as it arrives, and stored when dav-server
@@ -498,11 +499,12 @@ impl GuardedFileSystem<DavUser> for GridDav {
         user: &'a DavUser,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
         async move {
-            let fs_path = fs_path(path)?;
-            let stat = user.fs.stat(&fs_path).await.map_err(dav_error)?;
+            let stat = user.fs.stat(&fs_path(path)?).await.map_err(dav_error)?;
             let mut meta = Meta::of(&stat);
-            // A directory below a base is reached through a link (see the module).
-            meta.link = meta.dir && fs_path.name().is_some();
+            // Every directory is reached through a link (see the module). A path's base (the
+            // root, `/uri/CAP`) too: it has no link to remove, so a DELETE of it is refused
+            // whole, instead of dav-server unlinking every child below it one by one.
+            meta.link = meta.dir;
             Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
