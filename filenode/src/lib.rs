@@ -10,6 +10,7 @@ pub mod cap;
 pub mod codec;
 pub mod crypto;
 pub mod dirnode;
+pub mod fs;
 pub mod grid;
 pub mod hashes;
 pub mod hashtree;

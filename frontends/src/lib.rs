@@ -13,6 +13,7 @@ mod spool;
 mod testing;
 pub mod textfile;
 pub mod web;
+pub mod webdav;
 mod whole;
 
 pub use counters::Counters;
@@ -22,8 +23,9 @@ pub use spool::{SpoolQuota, set_default_spool_dir};
 /// whole in memory (plaintext, ciphertext and N/k times that in shares: about 5 times its size at
 /// 3-of-10), so the gateway bounds it; larger mutable files are MDMF, which streams. Tahoe's SDMF
 /// files are directories and small files (its publisher once refused SDMF over 3.5 MB); 16 MiB
-/// leaves room for directories of tens of thousands of entries.
-pub const SDMF_MAX_SIZE: u64 = 16 << 20;
+/// leaves room for directories of tens of thousands of entries. The file-system layer's bound
+/// (`filenode::fs`, which WebDAV writes through), so that the frontends cannot drift apart.
+pub const SDMF_MAX_SIZE: u64 = filenode::fs::SDMF_MAX_SIZE;
 
 /// Why an SDMF file larger than [`SDMF_MAX_SIZE`] is refused (the start of every such message).
 pub(crate) const SDMF_TOO_LARGE: &str = "an SDMF file is one segment, encoded in memory, and is bounded \

@@ -258,6 +258,7 @@ pub(crate) struct NodeConfig {
     pub(crate) timeouts: crate::client::Timeouts,
     pub(crate) sftp: SftpdConfig,
     pub(crate) ftp: FtpdConfig,
+    pub(crate) webdav: WebdavConfig,
     /// `[node] log_level`, `log_format`, `log_max_size`, `log_keep` (Tessera's).
     pub(crate) log: crate::logging::LogConfig,
     /// `[node] web.static` (Tahoe's, default `public_html`): served at `/static` when it exists.
@@ -421,6 +422,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "spool.quota",
         ],
     ),
+    ("webdav", &["enabled", "port", "accounts.file", "spool.quota"]),
     ("helper", &[]),
     ("connections", &[]),
 ];
@@ -800,6 +802,10 @@ impl NodeConfig {
                 spool_quota: ftp_quota,
                 ..FtpdConfig::resolve(node_dir, &get, &invalid, boolean("ftpd", "enabled", false)?)?
             },
+            webdav: WebdavConfig {
+                spool_quota: positive_size("webdav", "spool.quota", frontends::sftp::DEFAULT_SPOOL_QUOTA)?,
+                ..WebdavConfig::resolve(node_dir, &get, &invalid, boolean("webdav", "enabled", false)?)?
+            },
             log,
             web_static: match get("node", "web.static") {
                 None => node_dir.join("public_html"),
@@ -961,6 +967,46 @@ impl FtpdConfig {
     }
 }
 
+/// `[webdav]`: the WebDAV frontend of a client node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebdavConfig {
+    pub(crate) enabled: bool,
+    /// `port`: `HOST:PORT` or Tahoe's `tcp:8080:interface=127.0.0.1` (default 127.0.0.1:8080).
+    pub(crate) port: Endpoint,
+    /// `accounts.file` (default `private/accounts`, shared with `[sftpd]` and `[ftpd]`).
+    pub(crate) accounts_file: PathBuf,
+    /// `spool.quota` (Tessera's): bytes of uploads in progress per user (default 10 GiB).
+    pub(crate) spool_quota: u64,
+}
+
+impl WebdavConfig {
+    fn resolve<'a>(
+        node_dir: &Path,
+        get: &Lookup<'a>,
+        invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
+        enabled: bool,
+    ) -> anyhow::Result<Self> {
+        let port = match get("webdav", "port") {
+            None => Endpoint {
+                port: 8080,
+                interface: "127.0.0.1".into(),
+            },
+            Some((v, line)) => Endpoint::parse_listen(v)
+                .ok_or_else(|| invalid("webdav", "port", line, "HOST:PORT or tcp:PORT:interface=HOST"))?,
+        };
+        let accounts_file = match get("webdav", "accounts.file") {
+            Some((v, _)) => node_dir.join(v),
+            None => node_dir.join("private").join("accounts"),
+        };
+        Ok(WebdavConfig {
+            enabled,
+            port,
+            accounts_file,
+            spool_quota: frontends::sftp::DEFAULT_SPOOL_QUOTA,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1054,6 +1100,33 @@ mod tests {
             );
         }
         assert!(load("[storage]\nupload.takeover_after = soon\n").is_err());
+    }
+
+    #[test]
+    fn webdav_defaults_and_keys() {
+        let config = load("[node]\nnickname = x\n").unwrap();
+        assert!(!config.webdav.enabled);
+        assert_eq!(config.webdav.port.socket_address(), "127.0.0.1:8080");
+        assert_eq!(config.webdav.accounts_file, Path::new("/n/private/accounts"));
+        assert_eq!(config.webdav.spool_quota, frontends::sftp::DEFAULT_SPOOL_QUOTA);
+        let config = load(
+            "[webdav]\nenabled = true\nport = tcp:0:interface=127.0.0.1\naccounts.file = dav-users\n\
+             spool.quota = 1MiB\n",
+        )
+        .unwrap();
+        assert!(config.webdav.enabled);
+        assert_eq!(config.webdav.port.socket_address(), "127.0.0.1:0");
+        assert_eq!(config.webdav.accounts_file, Path::new("/n/dav-users"));
+        assert_eq!(config.webdav.spool_quota, 1 << 20);
+        for (text, key) in [
+            ("[webdav]\nenabled = maybe\n", "[webdav] enabled"),
+            ("[webdav]\nport = nowhere\n", "[webdav] port must be"),
+            ("[webdav]\nspool.quota = 0\n", "[webdav] spool.quota"),
+            ("[webdav]\ntls = on\n", "unknown key `tls`"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

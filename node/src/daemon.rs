@@ -79,7 +79,9 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         None
     };
     let gateway = config.client_enabled && !introducer;
-    if gateway && (config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled) {
+    if gateway
+        && (config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled || config.webdav.enabled)
+    {
         let listener = web.map(|(listener, web, _)| (listener, web));
         tasks.extend(start_gateway(&dir, &config, storage, listener, shutdown_rx.clone()).await?);
     } else if let Some((listener, web, _)) = web {
@@ -220,7 +222,7 @@ pub(crate) async fn bind(
 }
 
 /// The client gateway: the grid from the configured servers, the web API on `web.port` and, when
-/// enabled, the SFTP (`[sftpd]`) and FTP (`[ftpd]`) servers.
+/// enabled, the SFTP (`[sftpd]`), FTP (`[ftpd]`) and WebDAV (`[webdav]`) servers.
 async fn start_gateway(
     dir: &Path,
     config: &NodeConfig,
@@ -261,6 +263,9 @@ async fn start_gateway(
     if config.ftp.enabled {
         let ftp = crate::ftpd::start(dir, &config.ftp, Arc::clone(&grid), &counters, shutdown.clone());
         tasks.push(ftp.await?);
+    }
+    if config.webdav.enabled {
+        tasks.push(crate::webdavd::start(dir, &config.webdav, Arc::clone(&grid), shutdown.clone()).await?);
     }
     grid.probe().await;
     crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());

@@ -32,6 +32,10 @@ pub(crate) struct DevgridArgs {
     /// The gateway's FTP port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 8021)]
     ftp_port: u16,
+    /// Turns on the gateway's WebDAV server on this port on 127.0.0.1 (0: any free port), with
+    /// the demo account.
+    #[arg(long)]
+    webdav_port: Option<u16>,
 }
 
 /// Set once Ctrl-C or SIGTERM arrives (see [`watch_stop_signals`]); the startup's waits end on it.
@@ -243,6 +247,9 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     )?;
     enable_frontend(&gateway_dir, "sftpd", args.sftp_port)?;
     enable_frontend(&gateway_dir, "ftpd", args.ftp_port)?;
+    if let Some(port) = args.webdav_port {
+        enable_frontend(&gateway_dir, "webdav", port)?;
+    }
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {
         let cfg = gateway_dir.join("tahoe.cfg");
@@ -277,6 +284,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(gateway_dir.join("node.url"));
     let _ = std::fs::remove_file(gateway_dir.join("sftp.url"));
     let _ = std::fs::remove_file(gateway_dir.join("ftp.url"));
+    let _ = std::fs::remove_file(gateway_dir.join("webdav.url"));
     children
         .0
         .push(("gateway".into(), spawn_node(&gateway_dir, "gateway")?));
@@ -287,6 +295,10 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         .to_owned();
     wait_for_file(&gateway_dir.join("sftp.url"), gateway, name, &gateway_dir)?;
     wait_for_file(&gateway_dir.join("ftp.url"), gateway, name, &gateway_dir)?;
+    let webdav = crate::config::NodeConfig::load(&gateway_dir)?.webdav.enabled;
+    if webdav {
+        wait_for_file(&gateway_dir.join("webdav.url"), gateway, name, &gateway_dir)?;
+    }
     wait_until_connected(&gateway_dir, args.servers)?;
     let sftp = demo_account(&gateway_dir)?;
     let ftp_config = crate::config::NodeConfig::load(&gateway_dir)?.ftp;
@@ -307,6 +319,12 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         format!("  ftp:         {ftp}"),
     ] {
         crate::output::line(&line)?;
+    }
+    // The demo account is the FTP one (the accounts file is shared).
+    if webdav {
+        for line in crate::webdavd::demo_lines(&gateway_dir)? {
+            crate::output::line(&line)?;
+        }
     }
     for line in status_urls {
         crate::output::line(&line)?;

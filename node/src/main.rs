@@ -28,6 +28,7 @@ mod logging;
 mod nodedir;
 mod output;
 mod refused;
+mod webdavd;
 mod weblayers;
 
 use clap::{Parser, Subcommand};

@@ -12,7 +12,9 @@
 //! - `web`: the web gateway's router over a real grid;
 //! - `web_limits`: the web gateway's bounds (form fields, SDMF bodies, the encrypted spool, the
 //!   served socket's header timeout and connection cap);
+//! - `fs`: the file-system layer beneath the frontends (`filenode::fs`) over a real grid;
 //! - `ftp`: the FTP server's spool quota over a real grid with a minimal FTP client;
+//! - `webdav`: the WebDAV router's bounds, logins and per-user roots and locks over a real grid;
 //! - `sftp`: the SFTP server over a real grid with a pure-Rust client (russh, russh-sftp).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
@@ -21,6 +23,7 @@ mod check;
 mod chk;
 mod concurrency;
 mod corruption;
+mod fs;
 mod ftp;
 mod grid;
 mod hung;
@@ -32,3 +35,4 @@ mod vectors;
 mod web;
 mod web_fs;
 mod web_limits;
+mod webdav;

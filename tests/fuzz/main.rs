@@ -61,6 +61,7 @@ targets!(
     web,
     sftp_packet,
     ftp_path,
+    fs_path,
     accounts,
 );
 

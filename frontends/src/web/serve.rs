@@ -65,12 +65,12 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => match Arc::clone(&places).try_acquire_owned() {
+                Ok((tcp, peer)) => match Arc::clone(&places).try_acquire_owned() {
                     Ok(place) => {
                         let _ = tcp.set_nodelay(true);
                         let (router, stop) = (router.clone(), stop.clone());
                         connections.spawn(async move {
-                            serve_connection(tcp, router, limits.header_read_timeout, stop).await;
+                            serve_connection(tcp, peer, router, limits.header_read_timeout, stop).await;
                             drop(place);
                         });
                     }
@@ -111,12 +111,16 @@ fn refuse(tcp: TcpStream, max: usize, last_warning: &mut Option<std::time::Insta
 
 async fn serve_connection(
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service =
-        hyper::service::service_fn(move |request: Request<Incoming>| router.clone().oneshot(request));
+    // The peer's address as axum's `ConnectInfo` (the WebDAV login limit counts by it).
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        router.clone().oneshot(request)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -119,6 +119,12 @@ pub const TARGETS: &[Target] = &[
         max_len: 1024,
     },
     Target {
+        name: "fs_path",
+        body: fs_path,
+        runs: 20_000,
+        max_len: 1024,
+    },
+    Target {
         name: "ftp_session",
         body: ftp_session,
         // Each run is a real session with a reply awaited per line: about 0.2 s.
@@ -332,6 +338,25 @@ pub fn ftp_path(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         frontends::ftp::fuzzing::path(text);
     }
+}
+
+/// Paths as the file-system layer parses them (`filenode::fs::FsPath`, WebDAV's paths): what
+/// parses has only usable names, and its text parses to the same path again.
+pub fn fs_path(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(path) = filenode::fs::FsPath::parse(text) else {
+        return;
+    };
+    for name in path.names() {
+        assert!(!name.is_empty() && name != "." && name != "..", "{name:?}");
+        assert!(!name.contains(['/', '\0']), "{name:?}");
+    }
+    assert_eq!(
+        filenode::fs::FsPath::parse(&path.to_text()).ok().as_ref(),
+        Some(&path)
+    );
 }
 
 /// Accounts files: every line is an account or an error naming its line.

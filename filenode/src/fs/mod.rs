@@ -1,0 +1,694 @@
+//! The file-system layer beneath the frontends: one user's view of the grid as paths (their root
+//! directory, plus any cap named by `/uri/CAP/...`), with the policy every protocol shares written
+//! once.
+//!
+//! - [`FsPath`]: the one path parser (see [`path`] for the rules and the `/uri/not-a-cap`
+//!   decision).
+//! - [`Fs::stat`], [`Fs::list`]: what a path is, with the link's times. A link's modification time
+//!   is the user's `mtime` (set by an SFTP SETSTAT, a WebDAV client, …), else Tahoe's
+//!   `linkmotime`: the user's is what their client last set (SFTP read it so; FTP read
+//!   `linkmotime` first, which a client's own time could not change).
+//! - [`Fs::open`]: a file for ranged reads streamed in bounded memory ([`FileReader::stream`]
+//!   fetches only the segments a range needs).
+//! - [`Fs::prepare_write`] and [`WriteTarget::commit`] (or [`Fs::write`]): Tahoe's replace
+//!   semantics and the mutable-in-place rule: writing a name that holds a writable mutable file
+//!   publishes a new version of that file (its cap, and every other link to it, see the new
+//!   contents); a directory is never replaced by a write; anything else (no child, an immutable
+//!   file, a read-only mutable file) is uploaded as a new immutable file and linked under the
+//!   name, keeping the old link's user metadata. The input is any `Read + Seek` (the frontends'
+//!   encrypted spool), read once for the convergent key and once to encode.
+//! - [`Fs::mkdir`], [`Fs::mkdir_all`], [`Fs::unlink`] (files), [`Fs::rmdir`] (empty
+//!   directories), [`Fs::remove`] (any link, as Tahoe's unlink), [`Fs::rename`] (within and
+//!   across directories, one call), [`Fs::copy`].
+//! - [`FsError`]: one error type, whose [`FsErrorKind`] each protocol maps in its one place; no
+//!   message holds a cap.
+
+mod error;
+pub mod path;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+pub use error::{FsError, FsErrorKind};
+pub use path::{Base, FsPath};
+
+use crate::cap::{Cap, FileCap, MutableFormat};
+use crate::grid::Grid;
+use crate::grid::mutable::{ChunkSource, chunks_from_read};
+use crate::node::metadata::Metadata;
+use crate::node::{Child, DirNode, FileNode, FileReader, Node, NodeError, Replace, unusable_as_path};
+
+/// The largest SDMF file written: an SDMF file is one segment, encoded and published in memory
+/// (MDMF files have no such bound).
+pub const SDMF_MAX_SIZE: u64 = 16 << 20;
+
+/// The most objects one [`Fs::copy`] of a directory tree creates or links.
+pub const MAX_COPY_ENTRIES: usize = 10_000;
+/// The deepest directory tree one [`Fs::copy`] copies.
+pub const MAX_COPY_DEPTH: usize = 64;
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A file.
+    File,
+    /// A cap this version cannot interpret.
+    Unknown,
+}
+
+/// What [`Fs::stat`] and [`Fs::list`] tell of an object and its link.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    /// File, directory or unknown.
+    pub kind: EntryKind,
+    /// The size of a file (0 for a directory or an unknown object; for a mutable file, its current
+    /// version's, 0 if that could not be read).
+    pub size: u64,
+    /// Whether the object can change (a mutable file or directory).
+    pub mutable: bool,
+    /// Whether this cap can change the object itself (a directory's children, a mutable file's
+    /// contents).
+    pub writable: bool,
+    /// Whether the link can be changed (renamed, removed, replaced): its directory is writable.
+    /// False for a path's base (the root, a cap).
+    pub link_writable: bool,
+    /// The link's modification time (Unix seconds): the user's `mtime`, else `linkmotime`.
+    pub mtime: Option<f64>,
+    /// The link's creation time: the user's `ctime`, else `linkcrtime`.
+    pub ctime: Option<f64>,
+    /// The `CHK`/`SDMF`/`MDMF` format of a file (directories: of their file).
+    pub format: &'static str,
+}
+
+/// One child in a listing.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The name (usable as a path segment: names that are not are left out of listings).
+    pub name: String,
+    /// What it is.
+    pub stat: Stat,
+}
+
+/// An object found at a path, with the link that led to it (none for a path's base).
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The object.
+    pub node: Node,
+    /// The directory that holds the link and the link itself.
+    pub link: Option<(DirNode, Child)>,
+}
+
+/// One user's file system: their root directory over a grid.
+#[derive(Clone)]
+pub struct Fs {
+    grid: Arc<Grid>,
+    root: DirNode,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the root cap.
+        f.debug_struct("Fs").finish_non_exhaustive()
+    }
+}
+
+/// Unix seconds in a metadata value.
+fn seconds(metadata: &Metadata, user: &str, tahoe: &str) -> Option<f64> {
+    metadata
+        .get(user)
+        .and_then(serde_json::Value::as_f64)
+        .or_else(|| {
+            metadata
+                .get("tahoe")
+                .and_then(|t| t.get(tahoe))
+                .and_then(serde_json::Value::as_f64)
+        })
+        .filter(|s| s.is_finite() && *s >= 0.0)
+}
+
+/// The user part of a link's metadata (without Tahoe's own `tahoe` key).
+fn user_metadata(metadata: &Metadata) -> Metadata {
+    let mut user = metadata.clone();
+    user.shift_remove("tahoe");
+    user
+}
+
+fn not_a_directory() -> FsError {
+    FsError::new(FsErrorKind::NotADirectory, "not a directory")
+}
+
+fn is_a_directory() -> FsError {
+    FsError::new(FsErrorKind::IsADirectory, "is a directory")
+}
+
+fn no_link() -> FsError {
+    FsError::new(
+        FsErrorKind::ReadOnly,
+        "the root directory (or an object reached by its cap) has no link to change",
+    )
+}
+
+impl Fs {
+    /// The file system of a user whose root directory is `root`.
+    pub fn new(grid: &Arc<Grid>, root: DirNode) -> Self {
+        Fs {
+            grid: Arc::clone(grid),
+            root,
+        }
+    }
+
+    /// The grid.
+    pub fn grid(&self) -> &Arc<Grid> {
+        &self.grid
+    }
+
+    /// The node a path starts at.
+    fn base_node(&self, base: &Base) -> Node {
+        match base {
+            Base::Root => Node::Dir(self.root.clone()),
+            Base::Cap(cap) => self.grid.node(cap.clone()),
+        }
+    }
+
+    /// Follows a path.
+    pub async fn find(&self, path: &FsPath) -> Result<Found, FsError> {
+        let mut node = self.base_node(path.base());
+        let mut link = None;
+        for name in path.names() {
+            let Node::Dir(dir) = node else {
+                return Err(not_a_directory());
+            };
+            let child = dir.get(name).await?;
+            node = child.node(&self.grid);
+            link = Some((dir, child));
+        }
+        Ok(Found { node, link })
+    }
+
+    /// The directory at a path.
+    pub async fn dir(&self, path: &FsPath) -> Result<DirNode, FsError> {
+        match self.find(path).await?.node {
+            Node::Dir(dir) => Ok(dir),
+            _ => Err(not_a_directory()),
+        }
+    }
+
+    /// The directory that holds (or would hold) a path's last name, and that name.
+    pub async fn parent(&self, path: &FsPath) -> Result<(DirNode, String), FsError> {
+        let (Some(parent), Some(name)) = (path.parent(), path.name()) else {
+            return Err(no_link());
+        };
+        Ok((self.dir(&parent).await?, name.to_owned()))
+    }
+
+    /// What a path names. A mutable file's size is its current version's (one read of the grid).
+    pub async fn stat(&self, path: &FsPath) -> Result<Stat, FsError> {
+        let found = self.find(path).await?;
+        let (link_writable, metadata) = match &found.link {
+            Some((dir, child)) => (!dir.is_readonly(), Some(&child.metadata)),
+            None => (false, None),
+        };
+        if let (Node::Unknown(_), None) = (&found.node, &found.link) {
+            return Err(FsError::bad_path("this version cannot open that kind of object"));
+        }
+        Ok(stat_of(&found.node, metadata, link_writable, true).await)
+    }
+
+    /// The children of the directory at `path`, sorted by name, each with its stat. Names that
+    /// cannot be path segments (empty, `.`, `..`, holding `/` or NUL: only a directory written by
+    /// hand holds such) are left out. Mutable files' sizes are read a few at a time.
+    pub async fn list(&self, path: &FsPath) -> Result<Vec<Entry>, FsError> {
+        let dir = self.dir(path).await?;
+        let writable = !dir.is_readonly();
+        let children: Vec<Child> = dir
+            .list()
+            .await?
+            .into_iter()
+            .filter(|child| unusable_as_path(&child.name).is_none())
+            .collect();
+        // Owned items: a future that borrows from the listing would not be `Send` for every
+        // lifetime, which a frontend that boxes it needs.
+        let items: Vec<(Node, Metadata)> = children
+            .iter()
+            .map(|child| (child.node(&self.grid), child.metadata.clone()))
+            .collect();
+        let stats =
+            futures::stream::iter(items.into_iter().map(|(node, metadata)| async move {
+                stat_of(&node, Some(&metadata), writable, true).await
+            }))
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await;
+        Ok(children
+            .into_iter()
+            .zip(stats)
+            .map(|(child, stat)| Entry {
+                name: child.name,
+                stat,
+            })
+            .collect())
+    }
+
+    /// The file at `path`.
+    pub async fn file(&self, path: &FsPath) -> Result<FileNode, FsError> {
+        match self.find(path).await?.node {
+            Node::File(file) => Ok(file),
+            Node::Dir(_) => Err(is_a_directory()),
+            Node::Unknown(_) => Err(FsError::new(
+                FsErrorKind::Other,
+                "this version cannot read that kind of object",
+            )),
+        }
+    }
+
+    /// Opens the file at `path` for ranged reads (one version of a mutable file):
+    /// [`FileReader::stream`] streams any range in bounded memory.
+    pub async fn open(&self, path: &FsPath) -> Result<FileReader, FsError> {
+        Ok(self.file(path).await?.open().await?)
+    }
+
+    /// Where a write of `path` goes, checked before any byte is received: refuses a directory, a
+    /// read-only directory or file, a missing parent, and (with [`Replace::Never`]) a taken name.
+    /// [`Replace::Always`] and [`Replace::OnlyFiles`] mean the same here: a write never replaces
+    /// a directory.
+    pub async fn prepare_write(&self, path: &FsPath, replace: Replace) -> Result<WriteTarget, FsError> {
+        if path.names().is_empty() {
+            // `/uri/CAP` of a mutable file: a new version of that file.
+            return match self.base_node(path.base()) {
+                Node::File(file) if file.is_mutable() && !file.is_readonly() => Ok(WriteTarget {
+                    grid: Arc::clone(&self.grid),
+                    destination: Destination::InPlace { file, link: None },
+                }),
+                Node::Dir(_) => Err(is_a_directory()),
+                _ => Err(FsError::new(
+                    FsErrorKind::ReadOnly,
+                    "that object cannot be written",
+                )),
+            };
+        }
+        let (parent, name) = self.parent(path).await?;
+        if parent.is_readonly() {
+            return Err(FsError::new(FsErrorKind::ReadOnly, "the directory is read-only"));
+        }
+        let existing = parent.lookup(&name).await?;
+        let destination = match existing {
+            None => Destination::Link {
+                parent,
+                name,
+                old_metadata: None,
+                replace,
+            },
+            Some(_) if replace == Replace::Never => {
+                return Err(FsError::new(FsErrorKind::Exists, "the name exists already"));
+            }
+            Some(child) => match child.node(&self.grid) {
+                Node::Dir(_) => return Err(is_a_directory()),
+                Node::File(file) if file.is_mutable() && !file.is_readonly() => Destination::InPlace {
+                    file,
+                    link: Some((parent, child.name, child.metadata)),
+                },
+                // An immutable file, a read-only mutable file or an unknown object: replaced by a
+                // new immutable file under the same name.
+                _ => Destination::Link {
+                    parent,
+                    name,
+                    old_metadata: Some(child.metadata),
+                    replace: Replace::OnlyFiles,
+                },
+            },
+        };
+        Ok(WriteTarget {
+            grid: Arc::clone(&self.grid),
+            destination,
+        })
+    }
+
+    /// Writes `len` bytes of `input` as `path` ([`Fs::prepare_write`], then
+    /// [`WriteTarget::commit`]). Returns whether the name is new.
+    pub async fn write<R>(&self, path: &FsPath, input: R, len: u64, replace: Replace) -> Result<bool, FsError>
+    where
+        R: std::io::Read + std::io::Seek + Send + 'static,
+    {
+        let target = self.prepare_write(path, replace).await?;
+        let created = target.is_new();
+        target.commit(input, len, None).await?;
+        Ok(created)
+    }
+
+    /// Creates an empty directory at `path`; its parent must exist, its name must be free.
+    pub async fn mkdir(&self, path: &FsPath) -> Result<DirNode, FsError> {
+        if path.names().is_empty() {
+            return Err(FsError::new(FsErrorKind::Exists, "the directory already exists"));
+        }
+        let (parent, name) = self.parent(path).await?;
+        Ok(parent
+            .create_subdirectory(&name, MutableFormat::Sdmf, Replace::Never)
+            .await?)
+    }
+
+    /// Creates the directory at `path` and any missing parents (Tahoe's SFTP mkdir); an existing
+    /// directory at `path` is not an error, a file in the way is.
+    pub async fn mkdir_all(&self, path: &FsPath) -> Result<DirNode, FsError> {
+        match self.base_node(path.base()) {
+            Node::Dir(dir) => Ok(dir.create_path(path.names(), MutableFormat::Sdmf).await?),
+            _ => Err(not_a_directory()),
+        }
+    }
+
+    /// Removes the link to the file at `path`; a directory is refused ([`Fs::rmdir`]).
+    pub async fn unlink(&self, path: &FsPath) -> Result<(), FsError> {
+        let (parent, name) = self.parent(path).await?;
+        if parent.get(&name).await?.is_dir() {
+            return Err(is_a_directory());
+        }
+        parent.unlink(&name).await?;
+        Ok(())
+    }
+
+    /// Removes the link to the empty directory at `path` (unlike Tahoe, a directory must be empty
+    /// to be removed this way, as with rmdir(2)).
+    pub async fn rmdir(&self, path: &FsPath) -> Result<(), FsError> {
+        let (parent, name) = self.parent(path).await?;
+        let Node::Dir(dir) = parent.get(&name).await?.node(&self.grid) else {
+            return Err(not_a_directory());
+        };
+        if !dir.list().await?.is_empty() {
+            return Err(FsError::new(FsErrorKind::NotEmpty, "the directory is not empty"));
+        }
+        parent.unlink(&name).await?;
+        Ok(())
+    }
+
+    /// Removes the link at `path` whatever it names (Tahoe's unlink: a directory's children are
+    /// not visited; they stay wherever else they are linked).
+    pub async fn remove(&self, path: &FsPath) -> Result<(), FsError> {
+        let (parent, name) = self.parent(path).await?;
+        parent.unlink(&name).await?;
+        Ok(())
+    }
+
+    /// Moves the link at `from` to `to`, within one directory or across two, keeping its
+    /// metadata; one call whatever the directories are (the same directory is recognised by its
+    /// storage index, not by comparing caps). `replace` as Tahoe's: [`Replace::OnlyFiles`] never
+    /// replaces a directory. A directory cannot be moved below itself.
+    pub async fn rename(&self, from: &FsPath, to: &FsPath, replace: Replace) -> Result<(), FsError> {
+        let (from_dir, from_name) = self.parent(from).await?;
+        let (to_dir, to_name) = self.parent(to).await?;
+        if to.is_within(from) && from != to {
+            return Err(FsError::bad_path("a directory cannot be moved below itself"));
+        }
+        from_dir
+            .move_child_to(&from_name, &to_dir, &to_name, replace)
+            .await?;
+        Ok(())
+    }
+
+    /// Copies the object at `from` to the name `to`. An immutable object (a CHK or LIT file, an
+    /// immutable directory) is linked again: its contents cannot change, so the copy is the same
+    /// cap. A mutable file becomes a new mutable file of the same format with the current
+    /// contents (streamed, never whole in memory); a directory becomes a new directory whose
+    /// children are copied so, at most [`MAX_COPY_DEPTH`] deep and [`MAX_COPY_ENTRIES`] objects.
+    /// Returns whether the name is new.
+    pub async fn copy(&self, from: &FsPath, to: &FsPath, replace: Replace) -> Result<bool, FsError> {
+        if to.is_within(from) {
+            return Err(FsError::bad_path("an object cannot be copied into itself"));
+        }
+        let found = self.find(from).await?;
+        let (parent, name) = self.parent(to).await?;
+        if parent.is_readonly() {
+            return Err(FsError::new(FsErrorKind::ReadOnly, "the directory is read-only"));
+        }
+        if let Some(existing) = parent.lookup(&name).await?
+            && (replace == Replace::Never || (replace == Replace::OnlyFiles && existing.is_dir()))
+        {
+            return Err(FsError::new(FsErrorKind::Exists, "the name exists already"));
+        }
+        let mut budget = MAX_COPY_ENTRIES;
+        let cap = Box::pin(self.copy_node(&found.node, 0, &mut budget)).await?;
+        let metadata = found
+            .link
+            .as_ref()
+            .map(|(_, child)| user_metadata(&child.metadata));
+        Ok(parent.set_child(&name, &cap, metadata, replace).await?)
+    }
+
+    /// A cap holding a copy of `node` (see [`Fs::copy`]).
+    async fn copy_node(&self, node: &Node, depth: usize, budget: &mut usize) -> Result<Cap, FsError> {
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            FsError::new(
+                FsErrorKind::TooLarge,
+                format!("a copy makes at most {MAX_COPY_ENTRIES} objects"),
+            )
+        })?;
+        match node {
+            Node::File(file) if file.is_mutable() => {
+                let FileCap::Mutable(cap) = file.cap() else {
+                    return Err(FsError::new(FsErrorKind::Other, "not a mutable file"));
+                };
+                let reader = file.open().await?;
+                let len = reader.size();
+                let copy = self
+                    .grid
+                    .create_mutable(cap.format, len, chunks_from_stream(reader.stream(0, len)))
+                    .await?;
+                Ok(Cap::File(FileCap::Mutable(copy)))
+            }
+            Node::File(file) => Ok(Cap::File(file.cap().clone())),
+            Node::Dir(dir) if !dir.is_mutable() => Ok(Cap::Dir(dir.cap().clone())),
+            Node::Dir(dir) => {
+                if depth >= MAX_COPY_DEPTH {
+                    return Err(FsError::new(
+                        FsErrorKind::TooLarge,
+                        format!("a copy goes at most {MAX_COPY_DEPTH} directories deep"),
+                    ));
+                }
+                let mut children = Vec::new();
+                for child in dir.list().await? {
+                    let cap = Box::pin(self.copy_node(&child.node(&self.grid), depth + 1, budget)).await?;
+                    children.push((child.name.clone(), cap, Some(user_metadata(&child.metadata))));
+                }
+                let copy = self.grid.create_directory(MutableFormat::Sdmf).await?;
+                if !children.is_empty() {
+                    copy.set_children(children, Replace::Never).await?;
+                }
+                Ok(Cap::Dir(copy.cap().clone()))
+            }
+            Node::Unknown(_) => Err(FsError::new(
+                FsErrorKind::Other,
+                "this version cannot copy that kind of object",
+            )),
+        }
+    }
+}
+
+/// The stat of a node with its link's metadata.
+async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, exact: bool) -> Stat {
+    let mtime = metadata.and_then(|m| seconds(m, "mtime", "linkmotime"));
+    let ctime = metadata.and_then(|m| seconds(m, "ctime", "linkcrtime"));
+    match node {
+        Node::Dir(dir) => Stat {
+            kind: EntryKind::Dir,
+            size: 0,
+            mutable: dir.is_mutable(),
+            writable: !dir.is_readonly(),
+            link_writable,
+            mtime,
+            ctime,
+            format: dir.format(),
+        },
+        Node::File(file) => {
+            let size = match file.cap().size() {
+                Some(size) => size,
+                None if exact => file.size().await.unwrap_or(0),
+                None => 0,
+            };
+            Stat {
+                kind: EntryKind::File,
+                size,
+                mutable: file.is_mutable(),
+                writable: !file.is_readonly(),
+                link_writable,
+                mtime,
+                ctime,
+                format: file.format(),
+            }
+        }
+        Node::Unknown(_) => Stat {
+            kind: EntryKind::Unknown,
+            size: 0,
+            mutable: false,
+            writable: false,
+            link_writable,
+            mtime,
+            ctime,
+            format: "unknown",
+        },
+    }
+}
+
+/// The user part of a link's metadata with `mtime` now.
+fn with_mtime_now(old: &Metadata) -> Metadata {
+    let mut user = user_metadata(old);
+    user.insert(
+        "mtime".into(),
+        serde_json::Number::from_f64(crate::node::metadata::now())
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+    );
+    user
+}
+
+/// Where a prepared write goes.
+#[derive(Debug)]
+enum Destination {
+    /// A new version of a writable mutable file (and the link to it, if any).
+    InPlace {
+        file: FileNode,
+        link: Option<(DirNode, String, Metadata)>,
+    },
+    /// A new immutable file linked as `name`.
+    Link {
+        parent: DirNode,
+        name: String,
+        old_metadata: Option<Metadata>,
+        replace: Replace,
+    },
+}
+
+/// A write checked by [`Fs::prepare_write`], waiting for its bytes.
+#[derive(Debug)]
+pub struct WriteTarget {
+    grid: Arc<Grid>,
+    destination: Destination,
+}
+
+impl WriteTarget {
+    /// Whether the write makes a new name (nothing was linked there).
+    pub fn is_new(&self) -> bool {
+        matches!(
+            self.destination,
+            Destination::Link {
+                old_metadata: None,
+                ..
+            }
+        )
+    }
+
+    /// The mutable file the write replaces in place, if it does.
+    pub fn in_place(&self) -> Option<&FileNode> {
+        match &self.destination {
+            Destination::InPlace { file, .. } => Some(file),
+            Destination::Link { .. } => None,
+        }
+    }
+
+    /// Refuses `len` bytes before they arrive, when the destination cannot take them (an SDMF
+    /// file is bounded by [`SDMF_MAX_SIZE`]).
+    pub fn check_size(&self, len: u64) -> Result<(), FsError> {
+        match &self.destination {
+            Destination::InPlace { file, .. } if file.format() == "SDMF" && len > SDMF_MAX_SIZE => {
+                Err(FsError::new(
+                    FsErrorKind::TooLarge,
+                    format!(
+                        "an SDMF file is one segment, encoded in memory, and is bounded at {SDMF_MAX_SIZE} \
+                         bytes (write MDMF for larger mutable files)"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stores `len` bytes of `input` (read twice for an immutable upload: convergent key, then
+    /// encoding) and links them; returns once the grid holds them. `metadata`: the user metadata
+    /// of the link (default: the old link's, with `mtime` now; a mutable file written in place
+    /// through a link gets its link's `mtime` updated so too).
+    pub async fn commit<R>(self, input: R, len: u64, metadata: Option<Metadata>) -> Result<(), FsError>
+    where
+        R: std::io::Read + std::io::Seek + Send + 'static,
+    {
+        self.check_size(len)?;
+        match self.destination {
+            Destination::InPlace { file, link } => {
+                file.overwrite(len, chunks_from_read(input)).await?;
+                // The link's times say the contents changed (clients compare them, and WebDAV's
+                // ETag holds them): one more write, of the directory.
+                if let Some((parent, name, old)) = link {
+                    let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old));
+                    parent
+                        .set_child(
+                            &name,
+                            &Cap::File(file.cap().clone()),
+                            Some(metadata),
+                            Replace::OnlyFiles,
+                        )
+                        .await?;
+                }
+            }
+            Destination::Link {
+                parent,
+                name,
+                old_metadata,
+                replace,
+            } => {
+                let result = self.grid.upload(input, None).await.map_err(NodeError::from)?;
+                let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old_metadata.unwrap_or_default()));
+                let replace = if replace == Replace::Never {
+                    Replace::Never
+                } else {
+                    Replace::OnlyFiles
+                };
+                match parent
+                    .set_child(&name, &Cap::File(result.cap), Some(metadata), replace)
+                    .await
+                {
+                    // A directory linked under the name since the write was prepared.
+                    Err(NodeError::ExistingChild(_)) if replace == Replace::OnlyFiles => {
+                        return Err(is_a_directory());
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`ChunkSource`] over a stream of chunks (a file's ranged read): each call gathers up to the
+/// bytes asked for, so at most one segment is held.
+fn chunks_from_stream(stream: BoxStream<'static, Result<Bytes, NodeError>>) -> ChunkSource {
+    struct State {
+        stream: BoxStream<'static, Result<Bytes, NodeError>>,
+        left: Bytes,
+    }
+    let state = Arc::new(futures::lock::Mutex::new(State {
+        stream,
+        left: Bytes::new(),
+    }));
+    Box::new(move |n| {
+        let state = Arc::clone(&state);
+        Box::pin(async move {
+            let mut state = state.lock().await;
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            let mut out = Vec::with_capacity(n.min(1 << 20));
+            while out.len() < n {
+                if state.left.is_empty() {
+                    match state.stream.next().await {
+                        Some(Ok(chunk)) => state.left = chunk,
+                        Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                        None => break,
+                    }
+                }
+                let take = (n - out.len()).min(state.left.len());
+                out.extend_from_slice(&state.left.split_to(take));
+            }
+            Ok(out)
+        })
+    })
+}

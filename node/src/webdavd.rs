@@ -1,0 +1,70 @@
+//! The WebDAV server (`[webdav]`): the accounts file shared with SFTP and FTP, the listener, and
+//! `webdav.url` telling where it listens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::config::WebdavConfig;
+use crate::nodedir;
+
+/// Starts the WebDAV server on `[webdav] port`.
+pub(crate) async fn start(
+    dir: &Path,
+    webdav: &WebdavConfig,
+    grid: Arc<filenode::grid::Grid>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<crate::daemon::ServerTask> {
+    let accounts = Arc::new(frontends::accounts::AccountsFile::new(&webdav.accounts_file));
+    if accounts.current().is_empty() {
+        warn!(
+            file = %webdav.accounts_file.display(),
+            "the WebDAV accounts file has no usable account yet; add one with `tessera admin add-user`"
+        );
+    }
+    if !webdav.port.interface.starts_with("127.") && webdav.port.interface != "localhost" {
+        warn!(
+            "[webdav] port is beyond loopback and WebDAV is served without TLS: passwords and caps cross the network in the clear"
+        );
+    }
+    let listener = crate::daemon::bind(&webdav.port, dir, "[webdav] port").await?;
+    let local = listener.local_addr()?;
+    nodedir::write_private(&dir.join("webdav.url"), format!("http://{local}/\n").as_bytes())?;
+    info!(address = %local, "WebDAV server listening");
+    let config = frontends::webdav::WebdavConfig {
+        grid,
+        accounts,
+        spool_dir: None,
+        spool_quota: frontends::SpoolQuota::new(webdav.spool_quota),
+        limits: frontends::web::ServeLimits::default(),
+        failure_delay: std::time::Duration::from_secs(1),
+    };
+    let mut stop = shutdown;
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        frontends::webdav::serve(listener, config, stopped)
+            .await
+            .context("the WebDAV server failed")
+    }))
+}
+
+/// How to reach the devgrid's WebDAV server as its demo user (the FTP demo account, whose
+/// password is in `private/demo_ftp_password`): the lines `tessera devgrid` prints.
+pub(crate) fn demo_lines(gateway_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let url = std::fs::read_to_string(gateway_dir.join("webdav.url"))?;
+    let url = url.trim();
+    let password = std::fs::read_to_string(gateway_dir.join("private").join("demo_ftp_password"))?;
+    let password = password.trim();
+    Ok(vec![
+        format!("  webdav:      {url} (user demo, password {password})"),
+        format!("               curl -u demo:{password} -X PROPFIND -H 'Depth: 1' {url}"),
+        format!(
+            "               rclone lsf :webdav: --webdav-url {url} --webdav-user demo --webdav-pass $(rclone obscure {password})"
+        ),
+        format!("               cadaver {url}   |   sudo mount -t davfs {url} /mnt/tessera"),
+    ])
+}

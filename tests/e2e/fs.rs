@@ -1,0 +1,433 @@
+//! The file-system layer (`filenode::fs`) over a real in-process grid: paths from the root and
+//! from `/uri/CAP`, stat and list, ranged reads, writes with Tahoe's replace semantics and the
+//! mutable-in-place rule, mkdir, unlink, rmdir, remove, rename within and across directories,
+//! copy, and the error kinds (never with a cap in the message).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use filenode::cap::{Cap, FileCap, MutableFormat};
+use filenode::fs::{EntryKind, Fs, FsErrorKind, FsPath};
+use filenode::grid::Grid;
+use filenode::grid::upload::UploadParams;
+use filenode::node::{DirNode, Replace};
+use futures::StreamExt;
+use tests::grid::TestGrid;
+
+struct Setup {
+    _grid: TestGrid,
+    client: Arc<Grid>,
+    root: DirNode,
+    fs: Fs,
+}
+
+async fn setup() -> Setup {
+    let grid = TestGrid::new(5);
+    let params = UploadParams {
+        needed: 2,
+        happy: 3,
+        total: 4,
+        max_segment_size: 16 * 1024,
+    };
+    let client = Arc::new(Grid::with_key_pool(
+        grid.secrets.clone(),
+        params,
+        filenode::mutable::keys::KeyPool::new(1),
+    ));
+    client.set_servers(grid.entries());
+    let root = client.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let fs = Fs::new(&client, root.clone());
+    Setup {
+        _grid: grid,
+        client,
+        root,
+        fs,
+    }
+}
+
+fn p(text: &str) -> FsPath {
+    FsPath::parse(text).unwrap()
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn put(fs: &Fs, path: &str, contents: &[u8]) -> bool {
+    fs.write(
+        &p(path),
+        Cursor::new(contents.to_vec()),
+        contents.len() as u64,
+        Replace::Always,
+    )
+    .await
+    .unwrap()
+}
+
+async fn read(fs: &Fs, path: &str) -> Vec<u8> {
+    fs.open(&p(path)).await.unwrap().read(0, u64::MAX).await.unwrap()
+}
+
+fn names(entries: &[filenode::fs::Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn writes_reads_and_the_replace_rules() {
+    let s = setup().await;
+    let fs = &s.fs;
+    let big = data(100_000, 1);
+    assert!(put(fs, "/big.bin", &big).await);
+    assert_eq!(read(fs, "/big.bin").await, big);
+    // A ranged read streams only the range, in chunks no larger than a segment.
+    let reader = fs.open(&p("/big.bin")).await.unwrap();
+    let mut stream = reader.stream(40_000, 30_000);
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= 16 * 1024);
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, big[40_000..70_000]);
+
+    // Replacing an immutable file makes a new one under the same name, keeping user metadata.
+    assert!(!put(fs, "/big.bin", b"small now").await);
+    assert_eq!(read(fs, "/big.bin").await, b"small now");
+    let stat = fs.stat(&p("/big.bin")).await.unwrap();
+    assert_eq!((stat.kind, stat.size, stat.mutable), (EntryKind::File, 9, false));
+    assert!(stat.link_writable && stat.mtime.is_some() && stat.ctime.is_some());
+
+    // Replace::Never refuses a taken name before any byte is sent.
+    let refused = fs
+        .prepare_write(&p("/big.bin"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), FsErrorKind::Exists);
+
+    // A directory is never replaced by a write.
+    fs.mkdir(&p("/d")).await.unwrap();
+    let refused = fs.prepare_write(&p("/d"), Replace::Always).await.unwrap_err();
+    assert_eq!(refused.kind(), FsErrorKind::IsADirectory);
+    // A missing parent, a file as parent.
+    assert_eq!(
+        fs.prepare_write(&p("/nope/x"), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.prepare_write(&p("/big.bin/x"), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::NotADirectory
+    );
+    // The root has no link to write.
+    assert_eq!(
+        fs.prepare_write(&FsPath::root(), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::IsADirectory
+    );
+}
+
+#[tokio::test]
+async fn a_writable_mutable_file_is_written_in_place() {
+    let s = setup().await;
+    let fs = &s.fs;
+    let cap = s
+        .client
+        .create_mutable_file(MutableFormat::Mdmf, b"version one".to_vec())
+        .await
+        .unwrap();
+    let cap = Cap::File(FileCap::Mutable(cap));
+    s.root.set_child("m", &cap, None, Replace::Never).await.unwrap();
+    s.root
+        .set_child("alias", &cap, None, Replace::Never)
+        .await
+        .unwrap();
+    let before = fs.stat(&p("/m")).await.unwrap().mtime;
+    let target = fs.prepare_write(&p("/m"), Replace::Always).await.unwrap();
+    assert!(target.in_place().is_some() && !target.is_new());
+    target
+        .commit(Cursor::new(b"version two".to_vec()), 11, None)
+        .await
+        .unwrap();
+    // Same cap: the other link sees the new contents; the written link's mtime moved.
+    assert_eq!(read(fs, "/alias").await, b"version two");
+    assert!(fs.stat(&p("/m")).await.unwrap().mtime > before, "{before:?}");
+    assert_eq!(s.root.get("m").await.unwrap().cap, cap);
+    // And through /uri/CAP with no names at all.
+    let by_cap = format!("/uri/{cap}");
+    fs.write(&p(&by_cap), Cursor::new(b"three".to_vec()), 5, Replace::Always)
+        .await
+        .unwrap();
+    assert_eq!(read(fs, "/m").await, b"three");
+    let stat = fs.stat(&p("/m")).await.unwrap();
+    assert_eq!(
+        (stat.size, stat.mutable, stat.writable, stat.format),
+        (5, true, true, "MDMF")
+    );
+
+    // A read-only mutable file is not written in place: a new immutable file takes the name.
+    let ro = cap.readonly().unwrap();
+    s.root.set_child("ro", &ro, None, Replace::Never).await.unwrap();
+    let target = fs.prepare_write(&p("/ro"), Replace::Always).await.unwrap();
+    assert!(target.in_place().is_none());
+    target
+        .commit(Cursor::new(b"new".to_vec()), 3, None)
+        .await
+        .unwrap();
+    assert!(!s.root.get("ro").await.unwrap().cap.is_mutable());
+    assert_eq!(read(fs, "/m").await, b"three");
+
+    // An SDMF file refuses more than its bound before the bytes come.
+    let sdmf = s
+        .client
+        .create_mutable_file(MutableFormat::Sdmf, b"s".to_vec())
+        .await
+        .unwrap();
+    s.root
+        .set_child("sdmf", &Cap::File(FileCap::Mutable(sdmf)), None, Replace::Never)
+        .await
+        .unwrap();
+    let target = fs.prepare_write(&p("/sdmf"), Replace::Always).await.unwrap();
+    assert_eq!(
+        target
+            .check_size(filenode::fs::SDMF_MAX_SIZE + 1)
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::TooLarge
+    );
+}
+
+#[tokio::test]
+async fn directories_listing_removal_and_read_only_caps() {
+    let s = setup().await;
+    let fs = &s.fs;
+    fs.mkdir(&p("/a")).await.unwrap();
+    assert_eq!(fs.mkdir(&p("/a")).await.unwrap_err().kind(), FsErrorKind::Exists);
+    assert_eq!(
+        fs.mkdir(&p("/x/y")).await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+    fs.mkdir_all(&p("/x/y/z")).await.unwrap();
+    put(fs, "/a/f", b"file").await;
+    // NFC: the decomposed name finds the composed one.
+    put(fs, "/a/caf\u{e9}", b"coffee").await;
+    assert_eq!(read(fs, "/a/cafe\u{301}").await, b"coffee");
+    let listing = fs.list(&p("/a")).await.unwrap();
+    assert_eq!(names(&listing), ["caf\u{e9}", "f"]);
+    assert!(
+        listing
+            .iter()
+            .all(|e| e.stat.kind == EntryKind::File && e.stat.link_writable)
+    );
+    let root = fs.list(&FsPath::root()).await.unwrap();
+    assert_eq!(names(&root), ["a", "x"]);
+    assert_eq!(root[0].stat.kind, EntryKind::Dir);
+    assert_eq!(
+        fs.list(&p("/a/f")).await.unwrap_err().kind(),
+        FsErrorKind::NotADirectory
+    );
+    assert_eq!(
+        fs.open(&p("/a")).await.unwrap_err().kind(),
+        FsErrorKind::IsADirectory
+    );
+    assert_eq!(
+        fs.stat(&p("/a/none")).await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+
+    // unlink takes files only; rmdir empty directories only; remove anything.
+    assert_eq!(
+        fs.unlink(&p("/a")).await.unwrap_err().kind(),
+        FsErrorKind::IsADirectory
+    );
+    assert_eq!(
+        fs.rmdir(&p("/a")).await.unwrap_err().kind(),
+        FsErrorKind::NotEmpty
+    );
+    assert_eq!(
+        fs.rmdir(&p("/a/f")).await.unwrap_err().kind(),
+        FsErrorKind::NotADirectory
+    );
+    fs.unlink(&p("/a/f")).await.unwrap();
+    assert_eq!(
+        fs.unlink(&p("/a/f")).await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+    fs.remove(&p("/x")).await.unwrap();
+    assert_eq!(
+        fs.unlink(&FsPath::root()).await.unwrap_err().kind(),
+        FsErrorKind::ReadOnly
+    );
+
+    // A read-only view: reads work, every change is ReadOnly.
+    let ro_cap = Cap::Dir(s.root.cap().readonly().unwrap());
+    let ro = format!("/uri/{ro_cap}");
+    assert_eq!(read(fs, &format!("{ro}/a/caf\u{e9}")).await, b"coffee");
+    let stat = fs.stat(&p(&format!("{ro}/a"))).await.unwrap();
+    assert!(!stat.writable && !stat.link_writable);
+    let tries = [
+        fs.prepare_write(&p(&format!("{ro}/new")), Replace::Always)
+            .await
+            .map(|_| ()),
+        fs.mkdir(&p(&format!("{ro}/new"))).await.map(|_| ()),
+        fs.unlink(&p(&format!("{ro}/a/caf\u{e9}"))).await,
+        fs.remove(&p(&format!("{ro}/a"))).await,
+        fs.rename(&p(&format!("{ro}/a")), &p("/b"), Replace::Never).await,
+    ];
+    for (i, tried) in tries.into_iter().enumerate() {
+        let e = tried.unwrap_err();
+        assert_eq!(e.kind(), FsErrorKind::ReadOnly, "attempt {i}: {e}");
+        assert!(!e.to_string().contains("URI:"), "attempt {i}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn renames_within_and_across_directories_and_copies() {
+    let s = setup().await;
+    let fs = &s.fs;
+    fs.mkdir(&p("/a")).await.unwrap();
+    fs.mkdir(&p("/b")).await.unwrap();
+    put(fs, "/a/one", b"one").await;
+    put(fs, "/a/two", b"two").await;
+    // Within a directory.
+    fs.rename(&p("/a/one"), &p("/a/uno"), Replace::OnlyFiles)
+        .await
+        .unwrap();
+    assert_eq!(names(&fs.list(&p("/a")).await.unwrap()), ["two", "uno"]);
+    // Replace::Never refuses a taken name; OnlyFiles replaces a file but not a directory.
+    let e = fs
+        .rename(&p("/a/uno"), &p("/a/two"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::Exists);
+    fs.rename(&p("/a/uno"), &p("/a/two"), Replace::OnlyFiles)
+        .await
+        .unwrap();
+    assert_eq!(read(fs, "/a/two").await, b"one");
+    let e = fs
+        .rename(&p("/a/two"), &p("/b"), Replace::OnlyFiles)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::Exists);
+    // Across directories, and the same directory named through its cap.
+    fs.rename(&p("/a/two"), &p("/b/moved"), Replace::Never)
+        .await
+        .unwrap();
+    assert!(fs.list(&p("/a")).await.unwrap().is_empty());
+    let b_cap = s.root.get("b").await.unwrap().cap;
+    fs.rename(&p("/b/moved"), &p(&format!("/uri/{b_cap}/again")), Replace::Never)
+        .await
+        .unwrap();
+    assert_eq!(read(fs, "/b/again").await, b"one");
+    // Not below itself; not from a missing name.
+    let e = fs
+        .rename(&p("/b"), &p("/b/inner"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::BadPath);
+    let e = fs
+        .rename(&p("/a/none"), &p("/a/x"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::NotFound);
+
+    // Copy: an immutable file is the same cap; a mutable file and a directory are new objects.
+    fs.copy(&p("/b/again"), &p("/a/copy"), Replace::Never)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.root.get("b").await.unwrap().node(&s.client).cap(),
+        b_cap,
+        "the source is untouched"
+    );
+    let a = fs.dir(&p("/a")).await.unwrap();
+    let b = fs.dir(&p("/b")).await.unwrap();
+    assert_eq!(
+        a.get("copy").await.unwrap().cap,
+        b.get("again").await.unwrap().cap
+    );
+    let big = data(50_000, 7);
+    let mutable = s
+        .client
+        .create_mutable_file(MutableFormat::Mdmf, big.clone())
+        .await
+        .unwrap();
+    b.set_child("m", &Cap::File(FileCap::Mutable(mutable)), None, Replace::Never)
+        .await
+        .unwrap();
+    fs.copy(&p("/b"), &p("/a/b-copy"), Replace::Never).await.unwrap();
+    assert_eq!(read(fs, "/a/b-copy/m").await, big);
+    assert_eq!(read(fs, "/a/b-copy/again").await, b"one");
+    // The copy is independent: writing it leaves the original alone.
+    put(fs, "/a/b-copy/m", b"changed").await;
+    assert_eq!(read(fs, "/b/m").await, big);
+    assert_ne!(
+        fs.dir(&p("/a/b-copy")).await.unwrap().cap(),
+        fs.dir(&p("/b")).await.unwrap().cap()
+    );
+    let e = fs
+        .copy(&p("/b"), &p("/a/b-copy"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::Exists);
+    let e = fs
+        .copy(&p("/a"), &p("/a/inside"), Replace::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::BadPath);
+}
+
+#[tokio::test]
+async fn uri_paths_and_their_errors() {
+    let s = setup().await;
+    let fs = &s.fs;
+    // A root child named `uri` is reachable as `/uri`; `/uri/not-a-cap` is refused, never taken
+    // for its child (the FTP server's old reading).
+    fs.mkdir(&p("/uri")).await.unwrap();
+    put(fs, "/uri/../uri-file", b"x").await;
+    assert_eq!(fs.stat(&p("/uri")).await.unwrap().kind, EntryKind::Dir);
+    assert_eq!(
+        FsPath::parse("/uri/not-a-cap").unwrap_err().kind(),
+        FsErrorKind::BadPath
+    );
+    // A file reached by cap: its stat has no link.
+    put(fs, "/f", &data(1000, 3)).await;
+    let cap = s.root.get("f").await.unwrap().cap;
+    let stat = fs.stat(&p(&format!("/uri/{cap}"))).await.unwrap();
+    assert_eq!((stat.size, stat.link_writable), (1000, false));
+    let e = fs.stat(&p(&format!("/uri/{cap}/below"))).await.unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::NotADirectory);
+    assert!(!e.to_string().contains("URI:"));
+    // A cap whose shares are nowhere: unavailable, and the message holds no cap.
+    let other = TestGrid::new(3);
+    let elsewhere = Arc::new(Grid::with_key_pool(
+        other.secrets.clone(),
+        UploadParams {
+            needed: 2,
+            happy: 2,
+            total: 3,
+            ..UploadParams::default()
+        },
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    elsewhere.set_servers(other.entries());
+    let lost = elsewhere.upload_bytes(data(5000, 9)).await.unwrap();
+    let path = p(&format!("/uri/{}", Cap::File(lost.clone())));
+    let e = match fs.open(&path).await {
+        Ok(reader) => match reader.read(0, u64::MAX).await {
+            Ok(_) => panic!("a file with no shares read"),
+            Err(e) => filenode::fs::FsError::from(e),
+        },
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), FsErrorKind::Unavailable, "{e}");
+    assert!(!e.to_string().contains(&Cap::File(lost).to_string()));
+}

@@ -1,0 +1,275 @@
+//! The WebDAV router (`frontends::webdav`) over a real in-process grid: its bounds (the spool
+//! quota, a body that ends early, request targets, non-PUT bodies), logins (401 with a challenge,
+//! a remembered login that costs no second argon2id), and users kept apart (each has their own
+//! root and their own locks). The real clients are in `node/tests/webdav.rs`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use filenode::cap::MutableFormat;
+use filenode::grid::Grid;
+use filenode::grid::upload::UploadParams;
+use filenode::node::DirNode;
+use frontends::SpoolQuota;
+use frontends::accounts::{AccountsFile, Credential, add_user};
+use frontends::webdav::{WebdavConfig, router};
+use http_body_util::BodyExt;
+use tests::grid::TestGrid;
+use tower::ServiceExt;
+
+struct Setup {
+    _grid: TestGrid,
+    _dir: tempfile::TempDir,
+    router: axum::Router,
+    accounts: Arc<AccountsFile>,
+    alice: DirNode,
+    bob: DirNode,
+}
+
+async fn setup(quota: u64) -> Setup {
+    let grid = TestGrid::new(5);
+    let client = Arc::new(Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams {
+            needed: 2,
+            happy: 3,
+            total: 4,
+            max_segment_size: 64 * 1024,
+        },
+        filenode::mutable::keys::KeyPool::new(1),
+    ));
+    client.set_servers(grid.entries());
+    let alice = client.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let bob = client.create_directory(MutableFormat::Sdmf).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts");
+    add_user(
+        &path,
+        "alice",
+        &Credential::Password("alice pw".into()),
+        alice.cap(),
+    )
+    .unwrap();
+    add_user(&path, "bob", &Credential::Password("bob pw".into()), bob.cap()).unwrap();
+    let accounts = Arc::new(AccountsFile::new(&path));
+    let router = router(WebdavConfig {
+        grid: Arc::clone(&client),
+        accounts: Arc::clone(&accounts),
+        spool_dir: Some(dir.path().to_owned()),
+        spool_quota: SpoolQuota::new(quota),
+        limits: frontends::web::ServeLimits::default(),
+        failure_delay: std::time::Duration::ZERO,
+    });
+    Setup {
+        _grid: grid,
+        _dir: dir,
+        router,
+        accounts,
+        alice,
+        bob,
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
+    )
+}
+
+async fn call(
+    s: &Setup,
+    who: Option<(&str, &str)>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some((user, password)) = who {
+        request = request.header(header::AUTHORIZATION, basic(user, password));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = s
+        .router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, body)
+}
+
+const ALICE: Option<(&str, &str)> = Some(("alice", "alice pw"));
+const BOB: Option<(&str, &str)> = Some(("bob", "bob pw"));
+
+#[tokio::test]
+async fn logins_bounds_and_users_kept_apart() {
+    let s = setup(1 << 20).await;
+    // No credentials, a wrong password: 401 with a Basic challenge.
+    for who in [None, Some(("alice", "wrong")), Some(("nobody", "x"))] {
+        let (status, headers, _) = call(&s, who, "PROPFIND", "/", &[("depth", "0")], Body::empty()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic realm=")
+        );
+    }
+    // A login is checked once, then remembered (no second argon2id for the same password).
+    let (status, _, _) = call(&s, ALICE, "PUT", "/a.txt", &[], Body::from("alice's")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let checks = s.accounts.password_checks();
+    let (status, _, body) = call(&s, ALICE, "GET", "/a.txt", &[], Body::empty()).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"alice's"[..]));
+    assert_eq!(s.accounts.password_checks(), checks);
+    // A wrong password for a remembered user is still checked, and refused.
+    let (status, _, _) = call(&s, Some(("alice", "guess")), "GET", "/a.txt", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Each user's `/` is their root; locks are per user, so alice's lock on /a.txt does not
+    // touch bob's /a.txt.
+    let lockinfo = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#;
+    let (status, _, _) = call(&s, ALICE, "LOCK", "/a.txt", &[], Body::from(lockinfo)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&s, ALICE, "PUT", "/a.txt", &[], Body::from("again")).await;
+    assert_eq!(status, StatusCode::LOCKED);
+    let (status, _, _) = call(&s, BOB, "PUT", "/a.txt", &[], Body::from("bob's")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let alice_file = s.alice.get("a.txt").await.unwrap().cap;
+    assert_ne!(alice_file, s.bob.get("a.txt").await.unwrap().cap);
+
+    // Bounds: a target too long (414), a non-PUT body over 64 KiB (413), depth infinity (403).
+    let long = format!("/{}", "a".repeat(9000));
+    let (status, _, _) = call(&s, ALICE, "GET", &long, &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+    let (status, _, _) = call(
+        &s,
+        ALICE,
+        "PROPFIND",
+        "/",
+        &[("depth", "1")],
+        Body::from(vec![b' '; 70_000]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _, body) = call(
+        &s,
+        ALICE,
+        "PROPFIND",
+        "/",
+        &[("depth", "infinity"), ("x-litmus", "1")],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("propfind-finite-depth"));
+    // A name longer than the layer takes: refused, nothing made.
+    let (status, _, _) = call(
+        &s,
+        ALICE,
+        "MKCOL",
+        &format!("/{}", "n".repeat(1100)),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // `/uri/not-a-cap` is refused, not taken for a child of a directory named `uri`.
+    let (status, _, _) = call(&s, ALICE, "MKCOL", "/uri", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = call(&s, ALICE, "PUT", "/uri/not-a-cap", &[], Body::from("x")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(s.alice.get("uri").await.is_ok());
+
+    // DELETE of the root (or of any path's base) is refused whole: nothing below it is unlinked.
+    // (Bob: alice's lock would refuse it with 423 first.)
+    let (status, _, _) = call(&s, BOB, "MKCOL", "/sub", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = s.bob.list().await.unwrap().len();
+    let (status, _, _) = call(&s, BOB, "DELETE", "/", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let root_cap = s.bob.cap().to_string();
+    let (status, _, _) = call(
+        &s,
+        BOB,
+        "DELETE",
+        &format!("/uri/{root_cap}/"),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(s.bob.list().await.unwrap().len(), before);
+    let (status, _, body) = call(&s, BOB, "GET", "/a.txt", &[], Body::empty()).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"bob's"[..]));
+    let (status, _, _) = call(&s, BOB, "PROPFIND", "/sub", &[("depth", "0")], Body::empty()).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+}
+
+#[tokio::test]
+async fn uploads_past_the_quota_or_cut_short_store_nothing() {
+    let s = setup(100_000).await;
+    // Announced past the quota: refused before any byte is spooled.
+    let (status, _, _) = call(
+        &s,
+        ALICE,
+        "PUT",
+        "/big.bin",
+        &[("content-length", "200000")],
+        Body::from(vec![7u8; 200_000]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    // Unannounced (chunked) and past the quota: refused when the spool is full.
+    let chunks = futures::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![1u8; 10_000]))),
+    );
+    let (status, _, _) = call(&s, ALICE, "PUT", "/big.bin", &[], Body::from_stream(chunks)).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    // A body that ends before its Content-Length: not stored.
+    let (status, _, _) = call(
+        &s,
+        ALICE,
+        "PUT",
+        "/short.bin",
+        &[("content-length", "5000")],
+        Body::from(vec![2u8; 3000]),
+    )
+    .await;
+    assert!(!status.is_success(), "{status}");
+    let names: Vec<String> = s
+        .alice
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    // Within the quota: stored, and the quota is free again afterwards.
+    let contents: Vec<u8> = (0..90_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, _, _) = call(&s, ALICE, "PUT", "/ok.bin", &[], Body::from(contents.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, body) = call(
+        &s,
+        ALICE,
+        "GET",
+        "/ok.bin",
+        &[("range", "bytes=80000-")],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &contents[80_000..])
+    );
+    let (status, _, _) = call(&s, ALICE, "PUT", "/ok2.bin", &[], Body::from(contents.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
