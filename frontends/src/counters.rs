@@ -26,18 +26,21 @@ pub enum Frontend {
     Sftp,
     /// The FTP server.
     Ftp,
+    /// The WebDAV server.
+    Webdav,
 }
 
 impl Frontend {
     /// Every frontend, in the order the figures show them.
-    pub const ALL: [Frontend; 3] = [Frontend::Web, Frontend::Sftp, Frontend::Ftp];
+    pub const ALL: [Frontend; 4] = [Frontend::Web, Frontend::Sftp, Frontend::Ftp, Frontend::Webdav];
 
-    /// The label value: `web`, `sftp`, `ftp`.
+    /// The label value: `web`, `sftp`, `ftp`, `webdav`.
     pub fn name(self) -> &'static str {
         match self {
             Frontend::Web => "web",
             Frontend::Sftp => "sftp",
             Frontend::Ftp => "ftp",
+            Frontend::Webdav => "webdav",
         }
     }
 
@@ -369,7 +372,7 @@ impl Counters {
             "Operations of each frontend that failed, by why.",
             &errors,
         );
-        let logins: Vec<(String, f64)> = [Frontend::Sftp, Frontend::Ftp]
+        let logins: Vec<(String, f64)> = [Frontend::Sftp, Frontend::Ftp, Frontend::Webdav]
             .iter()
             .map(|f| {
                 (
@@ -381,7 +384,7 @@ impl Counters {
         write_counter(
             out,
             "tessera_frontend_login_failures",
-            "Failed SFTP and FTP logins (wrong credentials, or a source refused for failing too often).",
+            "Failed SFTP, FTP and WebDAV logins (wrong credentials, or a source refused for failing too often).",
             &logins,
         );
         let sessions: Vec<(String, f64)> = [Frontend::Sftp, Frontend::Ftp]
@@ -426,6 +429,8 @@ impl Counters {
             }
             if frontend != Frontend::Web {
                 counters.push((format!("{prefix}.login_failures"), c.login_failures()));
+            }
+            if matches!(frontend, Frontend::Sftp | Frontend::Ftp) {
                 gauges.push((format!("{prefix}.sessions"), c.open_sessions()));
             }
             gauges.push((format!("{prefix}.spool_bytes"), c.spool_bytes()));

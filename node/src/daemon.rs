@@ -265,7 +265,14 @@ async fn start_gateway(
         tasks.push(ftp.await?);
     }
     if config.webdav.enabled {
-        tasks.push(crate::webdavd::start(dir, &config.webdav, Arc::clone(&grid), shutdown.clone()).await?);
+        let webdav = crate::webdavd::start(
+            dir,
+            &config.webdav,
+            Arc::clone(&grid),
+            &counters,
+            shutdown.clone(),
+        );
+        tasks.push(webdav.await?);
     }
     grid.probe().await;
     crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());

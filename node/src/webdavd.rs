@@ -15,6 +15,7 @@ pub(crate) async fn start(
     dir: &Path,
     webdav: &WebdavConfig,
     grid: Arc<filenode::grid::Grid>,
+    counters: &Arc<frontends::Counters>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<crate::daemon::ServerTask> {
     let accounts = Arc::new(frontends::accounts::AccountsFile::new(&webdav.accounts_file));
@@ -40,6 +41,7 @@ pub(crate) async fn start(
         spool_quota: frontends::SpoolQuota::new(webdav.spool_quota),
         limits: frontends::web::ServeLimits::default(),
         failure_delay: std::time::Duration::from_secs(1),
+        counters: Arc::clone(counters),
     };
     let mut stop = shutdown;
     Ok(tokio::spawn(async move {

@@ -13,6 +13,7 @@ use filenode::grid::upload::UploadParams;
 use filenode::node::DirNode;
 use frontends::SpoolQuota;
 use frontends::accounts::{AccountsFile, Credential, add_user};
+use frontends::counters::{ErrorKind, Frontend, Op};
 use frontends::webdav::{WebdavConfig, router};
 use http_body_util::BodyExt;
 use tests::grid::TestGrid;
@@ -23,6 +24,7 @@ struct Setup {
     _dir: tempfile::TempDir,
     router: axum::Router,
     accounts: Arc<AccountsFile>,
+    counters: Arc<frontends::Counters>,
     alice: DirNode,
     bob: DirNode,
 }
@@ -53,6 +55,7 @@ async fn setup(quota: u64) -> Setup {
     .unwrap();
     add_user(&path, "bob", &Credential::Password("bob pw".into()), bob.cap()).unwrap();
     let accounts = Arc::new(AccountsFile::new(&path));
+    let counters = frontends::Counters::new();
     let router = router(WebdavConfig {
         grid: Arc::clone(&client),
         accounts: Arc::clone(&accounts),
@@ -60,11 +63,13 @@ async fn setup(quota: u64) -> Setup {
         spool_quota: SpoolQuota::new(quota),
         limits: frontends::web::ServeLimits::default(),
         failure_delay: std::time::Duration::ZERO,
+        counters: Arc::clone(&counters),
     });
     Setup {
         _grid: grid,
         _dir: dir,
         router,
+        counters,
         accounts,
         alice,
         bob,
@@ -211,6 +216,32 @@ async fn logins_bounds_and_users_kept_apart() {
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"bob's"[..]));
     let (status, _, _) = call(&s, BOB, "PROPFIND", "/sub", &[("depth", "0")], Body::empty()).await;
     assert_eq!(status, StatusCode::MULTI_STATUS);
+
+    // The node's figures: three wrong passwords (a request without any is a challenge, not a
+    // failure), the uploads and downloads, their bytes, the refusals by kind.
+    let dav = s.counters.frontend(Frontend::Webdav);
+    assert_eq!(dav.login_failures(), 3);
+    assert!(dav.operations(Op::Upload) >= 3 && dav.operations(Op::Download) >= 2);
+    assert!(dav.operations(Op::Mkdir) >= 2 && dav.operations(Op::Stat) >= 1);
+    assert!(
+        dav.total_in() >= 12 && dav.total_out() >= 12,
+        "{} in, {} out",
+        dav.total_in(),
+        dav.total_out()
+    );
+    assert!(
+        dav.errors(ErrorKind::Permission) >= 4,
+        "403s: {}",
+        dav.errors(ErrorKind::Permission)
+    );
+    assert_eq!(dav.errors(ErrorKind::Conflict), 1, "the locked PUT");
+    let mut text = frontends::web::Exposition::new(frontends::web::MetricsFormat::OpenMetrics);
+    s.counters.write(&mut text);
+    let text = text.finish();
+    assert!(
+        text.contains("tessera_frontend_login_failures_total{frontend=\"webdav\"} 3"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -379,13 +379,13 @@ fn operation_of(method: &Method, path: &str, query: Option<&str>) -> Option<Op> 
 }
 
 /// The kind of a failure answered without a [`super::WebError`] (axum's own refusals, the
-/// server's limits).
-fn error_kind_of_status(status: u16) -> ErrorKind {
+/// server's limits), and of every WebDAV failure.
+pub(crate) fn error_kind_of_status(status: u16) -> ErrorKind {
     match status {
         401 | 403 => ErrorKind::Permission,
         404 | 405 => ErrorKind::NotFound,
         408 | 504 => ErrorKind::Timeout,
-        409 | 412 => ErrorKind::Conflict,
+        409 | 412 | 423 => ErrorKind::Conflict,
         410 => ErrorKind::NotEnoughShares,
         413 | 507 => ErrorKind::Quota,
         501 => ErrorKind::Unsupported,
@@ -393,6 +393,15 @@ fn error_kind_of_status(status: u16) -> ErrorKind {
         400..=499 => ErrorKind::BadRequest,
         _ => ErrorKind::Internal,
     }
+}
+
+/// `body`, its data bytes counted into `counters` (in or out) as they pass.
+pub(crate) fn counting_body(body: Body, counters: Arc<FrontendCounters>, incoming: bool) -> Body {
+    Body::new(CountingBody {
+        inner: body,
+        counters,
+        incoming,
+    })
 }
 
 /// A body whose data bytes are counted (in or out) as they pass; its size and end are the inner

@@ -10,6 +10,7 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub(crate) use metrics::{counting_body, error_kind_of_status};
 mod operations;
 mod pages;
 mod serve;

@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 
 use crate::SpoolQuota;
 use crate::accounts::AccountsFile;
+use crate::counters::{Frontend, FrontendCounters, Op};
 use crate::login_limit::LoginLimiter;
 use files::{DavUser, GridDav};
 
@@ -75,6 +76,9 @@ pub struct WebdavConfig {
     pub limits: crate::web::ServeLimits,
     /// How long a failed login waits before its 401 (slows guessing on one connection).
     pub failure_delay: Duration,
+    /// The node's frontend figures (shared with the web gateway, which shows them), counted
+    /// under `frontend="webdav"`.
+    pub counters: Arc<crate::Counters>,
 }
 
 impl std::fmt::Debug for WebdavConfig {
@@ -122,7 +126,49 @@ pub fn router(config: WebdavConfig) -> Router {
         remembered: Mutex::new(HashMap::new()),
         handlers: Mutex::new(HashMap::new()),
     });
-    Router::new().fallback(handle).with_state(server)
+    let counters = Arc::clone(server.config.counters.frontend(Frontend::Webdav));
+    counters.set_spool(&server.config.spool_quota);
+    Router::new()
+        .fallback(handle)
+        .with_state(server)
+        .layer(axum::middleware::from_fn_with_state(counters, count))
+}
+
+/// Counts a request's body bytes in and out as they stream, the operation its method asks for
+/// and, when it fails, why. A 401 is a login's challenge (every client's first request gets one)
+/// or a failed login, counted as such, not as a failed operation.
+async fn count(
+    State(counters): State<Arc<FrontendCounters>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let op = match request.method().as_str() {
+        "PUT" => Op::Upload,
+        "GET" | "HEAD" => Op::Download,
+        "PROPFIND"
+            if request
+                .headers()
+                .get("depth")
+                .is_some_and(|d| d.as_bytes() == b"0") =>
+        {
+            Op::Stat
+        }
+        "PROPFIND" => Op::List,
+        "MKCOL" => Op::Mkdir,
+        "DELETE" => Op::Delete,
+        "MOVE" => Op::Rename,
+        _ => Op::Other,
+    };
+    let request = request.map(|body| crate::web::counting_body(body, Arc::clone(&counters), true));
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    if status != 401 {
+        counters.operation(op);
+        if status >= 400 && status != 429 {
+            counters.error(crate::web::error_kind_of_status(status));
+        }
+    }
+    response.map(|body| crate::web::counting_body(body, counters, false))
 }
 
 fn challenge() -> Response {
@@ -202,6 +248,7 @@ impl Server {
         }
         let ip = peer.ip();
         let Some(attempt) = self.limiter.begin(ip, &user, Instant::now()) else {
+            self.config.counters.frontend(Frontend::Webdav).login_failed();
             tracing::warn!(user = %user.escape_debug(), %ip, "WebDAV login refused: too many failed logins from this address");
             tokio::time::sleep(self.config.failure_delay).await;
             let mut response = (
@@ -231,6 +278,7 @@ impl Server {
                 Ok((account.name, account.root))
             }
             None => {
+                self.config.counters.frontend(Frontend::Webdav).login_failed();
                 let failures = attempt.failed();
                 tracing::warn!(user = %user.escape_debug(), %ip, failures, "WebDAV login failed");
                 tokio::time::sleep(self.config.failure_delay).await;
