@@ -206,6 +206,13 @@ head -c 2500000 /dev/urandom > c.bin
 CAP_C=$("$TESSERA" --node-directory gw2 put c.bin)
 "$TESSERA" --node-directory gw2 get "$CAP_C" c.tessera
 check_same c.bin c.tessera "Tessera put/get through Tahoe storage servers"
+# A small file goes whole to Tessera's servers; Tahoe's are sent allocate and write (in steps),
+# and sent again, each finds its share held and compares it.
+head -c 5000 /dev/urandom > small.bin
+CAP_S=$("$TESSERA" --node-directory gw2 put small.bin)
+[ "$("$TESSERA" --node-directory gw2 put small.bin)" = "$CAP_S" ] || fail "the same small file gave another cap"
+"$TESSERA" --node-directory gw2 get "$CAP_S" small.tessera
+check_same small.bin small.tessera "Tessera puts a small file on Tahoe storage servers, twice"
 
 # A corrupt share on a Tahoe storage server: Tessera's verify names it; Tahoe has no request to
 # remove it (404), so the repair puts a good copy on another server and the file is healthy; a
