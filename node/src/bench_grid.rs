@@ -620,6 +620,10 @@ async fn web_figures(
         // The abandoned download's reads in flight end before the next figure starts.
         tokio::time::sleep(SETTLE).await;
     }
+    // As for the client's own mkdir: a gateway in steady state has keys in its pool.
+    while grid.key_pool().ready() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ((dir, _), _) = meter
         .measure(
             "web POST /uri?t=mkdir",
