@@ -68,6 +68,27 @@ async fn grid_with_file() -> (TestGrid, Vec<ServerEntry>, filenode::cap::ChkCap,
     (grid, entries, cap, plain)
 }
 
+/// The whole file, read through a fresh reader.
+async fn read_whole(entries: &[ServerEntry], cap: filenode::cap::ChkCap) -> Vec<u8> {
+    let reader = Arc::new(open_chk(entries, cap).await.expect("open"));
+    Box::pin(reader.stream_range(0, cap.size).expect("range"))
+        .map(|piece| piece.expect("read"))
+        .collect::<Vec<_>>()
+        .await
+        .concat()
+}
+
+/// A grid client of `grid`'s servers (no key-generating thread: its keys are made when asked).
+fn client_of(grid: &TestGrid) -> Arc<filenode::grid::Grid> {
+    let client = Arc::new(filenode::grid::Grid::with_key_pool(
+        grid.secrets.clone(),
+        UploadParams::default(),
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    client.set_servers(grid.entries());
+    client
+}
+
 /// What a download partitioned from servers did after the partition.
 struct AfterPartition {
     /// The time from the partition to the end (the last byte, or the error).
@@ -246,12 +267,7 @@ async fn an_upload_leaves_a_slow_server_behind_once_the_others_are_happy() {
     assert!(!holders.contains(&0));
     // The file reads back from the nine.
     grid.link(0).set_config(LinkConfig::unlimited());
-    let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
-    let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
-        .map(|piece| piece.expect("read"))
-        .collect::<Vec<_>>()
-        .await
-        .concat();
+    let read = read_whole(&entries, cap).await;
     assert!(read == plain, "the file reads back");
 }
 
@@ -284,12 +300,7 @@ async fn an_upload_waits_for_a_slow_server_that_happiness_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_directory_is_one_request_per_server() {
     let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
-    let client = Arc::new(filenode::grid::Grid::with_key_pool(
-        grid.secrets.clone(),
-        UploadParams::default(),
-        filenode::mutable::keys::KeyPool::new(0),
-    ));
-    client.set_servers(grid.entries());
+    let client = client_of(&grid);
     // Warm the connections.
     let first = client
         .create_directory(filenode::cap::MutableFormat::Sdmf)
@@ -310,12 +321,7 @@ async fn a_new_directory_is_one_request_per_server() {
         made.iter().all(|s| s.requests == 1),
         "one request per server: {made:?}"
     );
-    let fresh = Arc::new(filenode::grid::Grid::with_key_pool(
-        grid.secrets.clone(),
-        UploadParams::default(),
-        filenode::mutable::keys::KeyPool::new(0),
-    ));
-    fresh.set_servers(grid.entries());
+    let fresh = client_of(&grid);
     let reader = filenode::node::DirNode::new(&fresh, dir.cap().clone());
     assert!(reader.list().await.expect("list").is_empty());
     let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
@@ -365,12 +371,7 @@ async fn a_small_file_is_one_request_per_server() {
             (0..10).collect::<Vec<_>>(),
             "round {round}: one share per server"
         );
-        let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
-        let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
-            .map(|piece| piece.expect("read"))
-            .collect::<Vec<_>>()
-            .await
-            .concat();
+        let read = read_whole(&entries, cap).await;
         assert!(read == plain, "round {round}: the file reads back");
     }
 }
@@ -383,12 +384,7 @@ async fn a_small_file_is_one_request_per_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_small_file_is_two_requests_per_server() {
     let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
-    let client = Arc::new(filenode::grid::Grid::with_key_pool(
-        grid.secrets.clone(),
-        UploadParams::default(),
-        filenode::mutable::keys::KeyPool::new(0),
-    ));
-    client.set_servers(grid.entries());
+    let client = client_of(&grid);
     client.probe().await;
     let dir = client
         .create_directory(filenode::cap::MutableFormat::Sdmf)
@@ -422,12 +418,7 @@ async fn adding_a_small_file_is_two_requests_per_server() {
         "a whole share and a directory share per server: {made:?}"
     );
     // Another client changes the directory; this one's next add starts from a stale map.
-    let other = Arc::new(filenode::grid::Grid::with_key_pool(
-        grid.secrets.clone(),
-        UploadParams::default(),
-        filenode::mutable::keys::KeyPool::new(0),
-    ));
-    other.set_servers(grid.entries());
+    let other = client_of(&grid);
     let theirs = filenode::node::DirNode::new(&other, dir.cap().clone());
     theirs
         .set_child(
@@ -507,12 +498,7 @@ async fn a_download_leaves_a_slow_share_behind() {
     ));
     let before = grid.link(slow).stats();
     let started = Instant::now();
-    let reader = Arc::new(open_chk(&entries, cap).await.expect("open"));
-    let read: Vec<u8> = Box::pin(reader.stream_range(0, cap.size).expect("range"))
-        .map(|piece| piece.expect("read"))
-        .collect::<Vec<_>>()
-        .await
-        .concat();
+    let read = read_whole(&entries, cap).await;
     let elapsed = started.elapsed();
     assert!(read == plain, "the file reads back");
     let used = grid.link(slow).stats().since(&before);
