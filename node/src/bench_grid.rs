@@ -34,7 +34,8 @@ use crate::devgrid::{Children, spawn_node, wait_for_file};
 use crate::nodedir::{CreateNodeArgs, create_node};
 
 /// The pause after a figure that abandons a download after its first byte, so that the reads it
-/// left in flight are not counted in the next figure.
+/// left in flight are not counted in the next figure (a probe then reconnects where they closed
+/// connections, as the gateway's prober would).
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// Options of `tessera debug bench-grid`.
@@ -420,6 +421,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                     })
                     .await?;
                 tokio::time::sleep(SETTLE).await;
+                grid.probe().await;
                 let before = links.as_ref().map(Links::snapshot);
                 let start = Instant::now();
                 // 1 MiB from the middle (less where the file is smaller: up to its end).
@@ -617,8 +619,11 @@ async fn web_figures(
                 call(Method::GET, format!("/uri/{cap}"), Bytes::new(), true),
             )
             .await?;
-        // The abandoned download's reads in flight end before the next figure starts.
+        // The abandoned download's reads in flight end before the next figure starts, and a
+        // probe (as the gateway's prober makes every 10 s) reconnects to servers whose
+        // connection the abandoned reads closed.
         tokio::time::sleep(SETTLE).await;
+        grid.probe().await;
     }
     // As for the client's own mkdir: a gateway in steady state has keys in its pool.
     while grid.key_pool().ready() == 0 {

@@ -47,6 +47,9 @@ pub struct ServerEntry {
     pub speed: Arc<ServerSpeed>,
 }
 
+/// Connections to each connected server that every probe leaves ready (see [`Grid::probe`]).
+pub const IDLE_CONNECTIONS_KEPT: usize = 2;
+
 /// The smallest deadline of a small request (version, listing, allocation, block read): a server
 /// that has not answered in this long while it usually answers in milliseconds is taken for hung.
 pub const QUICK_DEADLINE: Duration = Duration::from_secs(3);
@@ -418,7 +421,8 @@ impl Grid {
         }
     }
 
-    /// Probes every server once (`GET /version`) and records the outcome.
+    /// Probes every server once (`GET /version`) and records the outcome; a server that answers
+    /// is left with [`IDLE_CONNECTIONS_KEPT`] connections ready.
     pub async fn probe(&self) {
         let servers = self.servers_with_status();
         let answers = futures::future::join_all(
@@ -448,6 +452,10 @@ impl Grid {
                     status.last_seen = Some(now);
                     status.available_space = Some(version.available_space);
                     status.last_error = None;
+                    // A read asks each server for its listing and a share at once: two
+                    // connections ready, so the first read after a quiet spell does not wait
+                    // for a handshake.
+                    entry.client.warm(IDLE_CONNECTIONS_KEPT);
                 }
                 Err(e) => {
                     status.connected = false;
