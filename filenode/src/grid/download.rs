@@ -4,7 +4,7 @@
 //! Round trips: a share's layout follows from its cap's k, N and size once the segment size is
 //! known, and uploaders use one of two (ours and Tahoe's default), and a healthy grid holds share
 //! `r` on the `r`-th server of the file's permuted ring. So [`open_chk_at`] asks for each of the
-//! first 2k guessed shares' header and trailer (and, for the first k, the block the read will
+//! first 2k guessed shares' header and trailer (and, for the first k + 1, the block the read will
 //! start with) in the same round trip as it asks every server which shares it holds. Where the
 //! guesses hold, validating the shares and reading the first segment take no further round trip:
 //! the first byte comes one round trip after the request. Where they do not, the guessed reads
@@ -291,7 +291,7 @@ fn likely_geometries(cap: &ChkCap) -> Vec<ChkGeometry> {
 
 /// The guessed shares of a file: share `r` on the `r`-th server of the ring for the first 2k
 /// (the first round of [`ChkReader::open`] validates 2k), with their validation reads under each
-/// likely layout started, and for the first k also the block of the segment holding `offset`.
+/// likely layout started, and for the first k + 1 also the block of the segment holding `offset`.
 fn guess_shares(ordered: &[&ServerEntry], cap: &ChkCap, offset: u64) -> Vec<GuessedShare> {
     let geometries = likely_geometries(cap);
     let storage_index = cap.storage_index();
@@ -314,7 +314,10 @@ fn guess_shares(ordered: &[&ServerEntry], cap: &ChkCap, offset: u64) -> Vec<Gues
                 let [header, trailer] = validation_reads(&offsets);
                 wanted.push(header);
                 wanted.push(trailer);
-                if rank < usize::from(cap.needed) {
+                // k + 1 blocks: the first segment is then complete with the fastest k of them,
+                // so one slow server among the first k does not set the first byte's pace
+                // (its share is not validated in time, and another's block is on the way).
+                if rank <= usize::from(cap.needed) {
                     let segnum = (offset.min(cap.size.saturating_sub(1))) / geometry.segment_size;
                     wanted.push((
                         offsets.data + segnum * geometry.block_size(),
