@@ -136,7 +136,66 @@ fn endpoints(si: StorageIndex) -> Vec<(&'static str, String)> {
             "POST",
             format!("/storage/v1/tessera/immutable/{si}/0/remove-corrupt"),
         ),
+        ("PUT", format!("/storage/v1/tessera/immutable/{si}/0")),
     ]
+}
+
+/// Tessera's whole-share request: the lease secrets and nothing else, a body of 1 byte to 1 MiB
+/// (413 past it, 400 when empty), and nothing stored by a refusal; 201 when stored, 200 when the
+/// same share is sent again.
+#[tokio::test]
+async fn whole_shares_are_bounded_and_need_exactly_the_lease_secrets() {
+    let f = fixture().await;
+    let si = storage_index(9);
+    let path = format!("/storage/v1/tessera/immutable/{si}/4");
+    let put = |lease: bool| {
+        let request = f.raw.authorized("PUT", &path);
+        if lease {
+            let [renew, cancel] = lease_headers(1);
+            request
+                .header("x-tahoe-authorization", renew)
+                .header("x-tahoe-authorization", cancel)
+        } else {
+            request
+        }
+    };
+    let response = f
+        .raw
+        .send_with(put(true), vec![7u8; 1024 * 1024 + 1])
+        .await
+        .unwrap();
+    assert_eq!(response.status, 413, "{}", response.text());
+    let response = f.raw.send_with(put(true), Vec::new()).await.unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    let response = f.raw.send_with(put(false), vec![7u8; 100]).await.unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    let with_upload_secret = put(true).header(
+        "x-tahoe-authorization",
+        secret("upload-secret", &upload_secret(1).0),
+    );
+    let response = f.raw.send_with(with_upload_secret, vec![7u8; 100]).await.unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        f.client
+            .list_shares(ShareKind::Immutable, si)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.store.status().uploads_in_progress, 0);
+    let response = f.raw.send_with(put(true), vec![7u8; 1024 * 1024]).await.unwrap();
+    assert_eq!(response.status, 201, "{}", response.text());
+    let response = f.raw.send_with(put(true), vec![7u8; 1024 * 1024]).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let response = f.raw.send_with(put(true), vec![8u8; 1024 * 1024]).await.unwrap();
+    assert_eq!(response.status, 409, "{}", response.text());
+    assert_eq!(f.store.status().uploads_in_progress, 0);
+    let held = f
+        .client
+        .read_share(ShareKind::Immutable, si, 4, 0, 2 << 20)
+        .await
+        .unwrap();
+    assert!(held.len() == 1 << 20 && held.iter().all(|&b| b == 7));
 }
 
 #[tokio::test]

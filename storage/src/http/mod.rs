@@ -26,6 +26,7 @@
 //! | `POST /storage/v1/mutable/:si/read-test-write` | 200 `{success, data}` (failed tests are not an error) | 401 write enabler mismatch |
 //! | `PUT /storage/v1/lease/:si` | 204 | 404 no shares for the index |
 //! | `GET /storage/v1/tessera/status` (Tessera) | 200 CBOR [`StatusReport`] | |
+//! | `PUT /storage/v1/tessera/immutable/:si/:shnum` (Tessera), the whole share as the body, with the lease secrets | 201 stored (allocated, written and closed); 200 the same share already held, byte for byte (the lease added) | 413 body over 1 MiB; 400 empty body; 409 a different share of that number held (tag `conflict`) or allocation refused: another client's upload, no room (tag `refused`); 403 read-only server; 404 from servers without the route (Tahoe) |
 //! | `POST /storage/v1/tessera/immutable/:si/:shnum/remove-corrupt` (Tessera) | 200 `{removed, detail}`: removed only when the server's own check proves the share corrupt (`server::share_check`), else kept with the reason | 404 no such share (and from Tahoe servers, which lack the route); 403 read-only server |
 //!
 //! Store errors map to statuses in one exhaustive match (`server::storage_error_status`): `NotFound`
