@@ -15,7 +15,8 @@ impl StorageServer {
     /// Stores `data` as the whole of immutable share `shnum` of `si` with `lease`. A share already
     /// held counts ([`WholeShare::AlreadyHeld`], the lease added or renewed) only when it is
     /// byte for byte `data`; a different one is [`StorageError::Conflict`], as a conflicting write
-    /// is. [`StorageError::Refused`] when allocation refuses (another client's upload, no room).
+    /// is. [`StorageError::Refused`] when allocation refuses (another client's upload, no room);
+    /// [`StorageError::ReadOnly`] on a read-only server, which still finds a share it holds.
     pub fn put_whole_share(
         &self,
         si: StorageIndex,
@@ -53,6 +54,9 @@ impl StorageServer {
             } else {
                 Err(StorageError::Conflict { offset: 0 })
             };
+        }
+        if self.config.readonly {
+            return Err(StorageError::ReadOnly);
         }
         Err(StorageError::Refused(
             allocation

@@ -116,6 +116,15 @@ fn readonly_refuses_writes_but_answers_reads() {
         .unwrap();
     assert_eq!(allocation.already_have, shnums(&[0]));
     assert!(allocation.allocated.is_empty());
+    // A whole share: one it holds is found; a new one is refused as read-only.
+    assert_eq!(
+        server.put_whole_share(si(1), 0, &lease(1), b"immutable").unwrap(),
+        crate::api::WholeShare::AlreadyHeld
+    );
+    assert!(matches!(
+        server.put_whole_share(si(1), 1, &lease(1), b"immutable"),
+        Err(StorageError::ReadOnly)
+    ));
     // Mutable writes are refused (Tahoe accepts them: bug #390); tests-only requests answer.
     let before = std::fs::read(h.share_path(si(2), 0)).unwrap();
     assert!(matches!(
