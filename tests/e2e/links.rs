@@ -57,15 +57,21 @@ async fn grid_with_file() -> (TestGrid, Vec<ServerEntry>, filenode::cap::ChkCap,
     };
     assert_eq!((cap.needed, cap.total), (3, 10));
     // One share per server.
+    let mut holders = servers_holding(&grid, cap);
+    holders.dedup();
+    assert_eq!(holders.len(), 10);
+    (grid, entries, cap, plain)
+}
+
+/// The server of each of `cap`'s shares, sorted (a server holding two shares shows twice).
+fn servers_holding(grid: &TestGrid, cap: filenode::cap::ChkCap) -> Vec<usize> {
     let mut holders: Vec<usize> = grid
         .find_shares(cap.storage_index())
         .iter()
         .map(|(s, _)| *s)
         .collect();
     holders.sort_unstable();
-    holders.dedup();
-    assert_eq!(holders.len(), 10);
-    (grid, entries, cap, plain)
+    holders
 }
 
 /// The whole file, read through a fresh reader.
@@ -256,12 +262,7 @@ async fn an_upload_leaves_a_slow_server_behind_once_the_others_are_happy() {
         panic!("a CHK cap was expected")
     };
     // Nine shares are stored whole (the slow server's partial bucket is not a share).
-    let mut holders: Vec<usize> = grid
-        .find_shares(cap.storage_index())
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
-    holders.sort_unstable();
+    let mut holders = servers_holding(&grid, cap);
     holders.dedup();
     assert_eq!(holders.len(), 9, "{holders:?}");
     assert!(!holders.contains(&0));
@@ -360,12 +361,7 @@ async fn a_small_file_is_one_request_per_server() {
         let FileCap::Chk(cap) = uploaded.cap else {
             panic!("a CHK cap was expected")
         };
-        let mut holders: Vec<usize> = grid
-            .find_shares(cap.storage_index())
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        holders.sort_unstable();
+        let holders = servers_holding(&grid, cap);
         assert_eq!(
             holders,
             (0..10).collect::<Vec<_>>(),

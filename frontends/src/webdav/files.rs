@@ -298,12 +298,9 @@ impl DavFile for OpenFile {
             let OpenFile::Write(file) = self else {
                 return Err(DavError::Forbidden);
             };
-            while buf.has_remaining() {
-                let chunk = buf.chunk().to_vec();
-                buf.advance(chunk.len());
-                file.write(&chunk).await?;
-            }
-            Ok(())
+            // One copy at most (none when the buffer is already `Bytes`).
+            let bytes = buf.copy_to_bytes(buf.remaining());
+            file.write(&bytes).await
         }
         .boxed()
     }

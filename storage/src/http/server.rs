@@ -662,8 +662,6 @@ async fn advise_corrupt(
     Ok(StatusCode::OK.into_response())
 }
 
-/// The Tessera extension: remove an immutable share if the server's own check proves it corrupt
-/// (`StorageServer::remove_corrupt_share`). The body is a corruption advisory's.
 /// `PUT /storage/v1/tessera/immutable/:si/:shnum` (a Tessera extension): the body is the whole
 /// share, at most [`WHOLE_SHARE_LIMIT`] bytes; allocated, written and closed at once with the
 /// request's lease. 201 when stored, 200 when the same share was already held.
@@ -694,6 +692,8 @@ async fn put_whole_share(
     Ok(status.into_response())
 }
 
+/// The Tessera extension: remove an immutable share if the server's own check proves it corrupt
+/// (`StorageServer::remove_corrupt_share`). The body is a corruption advisory's.
 async fn remove_corrupt(
     State(state): Shared,
     Path((si, shnum)): Path<(String, String)>,

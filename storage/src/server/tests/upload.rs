@@ -516,3 +516,53 @@ fn a_disk_filling_mid_write_is_no_space() {
     assert!(format!("{http:?}").contains("status: 507"), "{http:?}");
     println!("disk-full child: {error}");
 }
+
+/// Clients racing to send the same share whole: exactly one stores it; each other finds it held
+/// (the same bytes), conflicts (other bytes) or is refused while the first upload is open. The
+/// share read back is the one stored, whole, and no upload is left open.
+#[test]
+fn whole_shares_sent_at_once_store_one_and_refuse_or_find_the_rest() {
+    let h = Harness::new();
+    let server = h.server();
+    for (round, s) in [si(40), si(41)].into_iter().enumerate() {
+        let ours = content(s, 0, 50_000);
+        let theirs = content(s, 1, 50_000);
+        // Round 0: everyone sends the same share; round 1: half send other bytes.
+        let bodies: Vec<&[u8]> = (0..8)
+            .map(|i| {
+                if round == 1 && i % 2 == 1 {
+                    &theirs[..]
+                } else {
+                    &ours[..]
+                }
+            })
+            .collect();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let runs: Vec<_> = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, body)| scope.spawn(move || server.put_whole_share(s, 0, &lease(i as u8), body)))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let stored: Vec<usize> = (0..8)
+            .filter(|&i| matches!(outcomes[i], Ok(crate::api::WholeShare::Stored)))
+            .collect();
+        assert_eq!(stored.len(), 1, "round {round}: {outcomes:?}");
+        let winner = bodies[stored[0]];
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match outcome {
+                Ok(crate::api::WholeShare::Stored) => {}
+                Ok(crate::api::WholeShare::AlreadyHeld) => assert!(bodies[i] == winner, "round {round}"),
+                Err(StorageError::Conflict { .. }) => assert!(bodies[i] != winner, "round {round}"),
+                Err(StorageError::Refused(_)) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            server.read_share(ShareKind::Immutable, s, 0, 0, 60_000).unwrap(),
+            winner
+        );
+        assert_eq!(server.status().uploads_in_progress, 0, "round {round}");
+    }
+}
