@@ -894,6 +894,24 @@ fn is_loopback(interface: &str) -> bool {
 /// A key's value and line (`get` of [`NodeConfig::from_ini`]).
 type Lookup<'a> = dyn Fn(&str, &str) -> Option<(&'a str, usize)> + 'a;
 
+/// `[section] port`: `HOST:PORT` or Tahoe's `tcp:PORT:interface=HOST`; `127.0.0.1:default_port`
+/// when absent.
+fn listen_port(
+    get: &Lookup<'_>,
+    invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
+    section: &str,
+    default_port: u16,
+) -> anyhow::Result<Endpoint> {
+    match get(section, "port") {
+        None => Ok(Endpoint {
+            port: default_port,
+            interface: "127.0.0.1".into(),
+        }),
+        Some((v, line)) => Endpoint::parse_listen(v)
+            .ok_or_else(|| invalid(section, "port", line, "HOST:PORT or tcp:PORT:interface=HOST")),
+    }
+}
+
 impl FtpdConfig {
     fn resolve<'a>(
         node_dir: &Path,
@@ -901,14 +919,7 @@ impl FtpdConfig {
         invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
         enabled: bool,
     ) -> anyhow::Result<Self> {
-        let port = match get("ftpd", "port") {
-            None => Endpoint {
-                port: 8021,
-                interface: "127.0.0.1".into(),
-            },
-            Some((v, line)) => Endpoint::parse_listen(v)
-                .ok_or_else(|| invalid("ftpd", "port", line, "HOST:PORT or tcp:PORT:interface=HOST"))?,
-        };
+        let port = listen_port(get, invalid, "ftpd", 8021)?;
         let passive_ports = match get("ftpd", "passive_ports") {
             None => 49152..=65535,
             Some((v, line)) => v
@@ -986,14 +997,7 @@ impl WebdavConfig {
         invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
         enabled: bool,
     ) -> anyhow::Result<Self> {
-        let port = match get("webdav", "port") {
-            None => Endpoint {
-                port: 8080,
-                interface: "127.0.0.1".into(),
-            },
-            Some((v, line)) => Endpoint::parse_listen(v)
-                .ok_or_else(|| invalid("webdav", "port", line, "HOST:PORT or tcp:PORT:interface=HOST"))?,
-        };
+        let port = listen_port(get, invalid, "webdav", 8080)?;
         let accounts_file = match get("webdav", "accounts.file") {
             Some((v, _)) => node_dir.join(v),
             None => node_dir.join("private").join("accounts"),
