@@ -110,6 +110,26 @@ pub(crate) fn load_signing_key(dir: &std::path::Path) -> anyhow::Result<SigningK
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// A storage announcement for tests: server `nickname` at 127.0.0.1:`port`, its TLS key `spki`.
+#[cfg(test)]
+pub(crate) fn test_body(seqnum: u64, nickname: &str, spki: &str, port: u16) -> AnnouncementBody {
+    AnnouncementBody {
+        version: 0,
+        service_name: "storage".into(),
+        seqnum,
+        nonce: "n".into(),
+        my_version: "tessera/0".into(),
+        oldest_supported: "tessera/0".into(),
+        storage: Announcement {
+            nickname: nickname.into(),
+            furl: format!("pb://{}@tcp:127.0.0.1:{port}/swiss", "a".repeat(32)),
+            nurls: vec![storage::nurl::Nurl::new(spki, "127.0.0.1", port, "swiss").to_string()],
+            permutation_seed_base32: None,
+            web_url: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

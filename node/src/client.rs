@@ -393,21 +393,7 @@ mod tests {
     fn body(seqnum: u64, nickname: &str, port: u16) -> crate::announcement::AnnouncementBody {
         static SPKI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let spki = SPKI.get_or_init(|| storage::tls::TlsIdentity::generate().unwrap().spki_hash());
-        crate::announcement::AnnouncementBody {
-            version: 0,
-            service_name: "storage".into(),
-            seqnum,
-            nonce: "n".into(),
-            my_version: "tessera/0".into(),
-            oldest_supported: "tessera/0".into(),
-            storage: Announcement {
-                nickname: nickname.into(),
-                furl: format!("pb://{}@tcp:127.0.0.1:{port}/swiss", "a".repeat(32)),
-                nurls: vec![storage::nurl::Nurl::new(spki.as_str(), "127.0.0.1", port, "swiss").to_string()],
-                permutation_seed_base32: None,
-                web_url: None,
-            },
-        }
+        crate::announcement::test_body(seqnum, nickname, spki, port)
     }
 
     #[test]

@@ -1219,7 +1219,6 @@ mod tests {
 
     use super::*;
     use crate::announcement::sign;
-    use crate::client::Announcement;
 
     const SWISSNUM: &str = "test-swissnum";
 
@@ -1229,21 +1228,7 @@ mod tests {
 
     fn announcement_at(seed: u8, nickname: &str, seqnum: u64) -> SignedAnnouncement {
         let spki = storage::tls::TlsIdentity::generate().unwrap().spki_hash();
-        let body = AnnouncementBody {
-            version: 0,
-            service_name: "storage".into(),
-            seqnum,
-            nonce: "n".into(),
-            my_version: "tessera/0".into(),
-            oldest_supported: "tessera/0".into(),
-            storage: Announcement {
-                nickname: nickname.into(),
-                furl: format!("pb://{}@tcp:127.0.0.1:1/swiss", "a".repeat(32)),
-                nurls: vec![storage::nurl::Nurl::new(spki, "127.0.0.1", 1, "swiss").to_string()],
-                permutation_seed_base32: None,
-                web_url: None,
-            },
-        };
+        let body = crate::announcement::test_body(seqnum, nickname, &spki, 1);
         sign(&body, &SigningKey::from_bytes(&[seed; 32])).unwrap()
     }
 
