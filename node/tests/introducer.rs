@@ -56,32 +56,6 @@ impl Drop for Node {
     }
 }
 
-fn connected(gateway: &Path) -> usize {
-    let out = tessera()
-        .arg("--node-directory")
-        .arg(gateway)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_connected(gateway: &Path, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected(gateway) < count {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not see {count} servers"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The gateway's welcome page as JSON (`/?t=json`).
 fn welcome_json(gateway: &Path) -> serde_json::Value {
     use std::io::{Read, Write};
@@ -178,7 +152,7 @@ fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
         .replace("shares.happy = 7", "shares.happy = 3");
     std::fs::write(&cfg, text).unwrap();
     let client = Node::start(&gateway, "node.url");
-    wait_connected(&gateway, 3);
+    common::wait_connected(&gateway, 3);
     put_get(&gateway, tmp.path(), 3);
     assert!(gateway.join("private/introducer_default_cache.yaml").exists());
     assert!(!introducer_dir.join("node.url").exists());
@@ -190,7 +164,7 @@ fn the_gateway_learns_servers_and_survives_the_introducer_going_away() {
     // A restarted gateway, with the introducer still down, works from its cache.
     drop(client);
     let _client = Node::start(&gateway, "node.url");
-    wait_connected(&gateway, 3);
+    common::wait_connected(&gateway, 3);
     put_get(&gateway, tmp.path(), 7);
     drop(storage);
 }
@@ -260,7 +234,7 @@ fn two_introducers_are_merged_and_either_may_go_away() {
         .replace("shares.happy = 7", "shares.happy = 3");
     std::fs::write(&cfg, text).unwrap();
     let _client = Node::start(&gateway, "node.url");
-    wait_connected(&gateway, 4);
+    common::wait_connected(&gateway, 4);
     put_get(&gateway, tmp.path(), 3);
     // One cache per introducer, named as Tahoe names them.
     for petname in ["default", "second"] {
@@ -305,7 +279,7 @@ fn two_introducers_are_merged_and_either_may_go_away() {
     create_storage(&late, &first_address, "late");
     write_introducers_yaml(&late, &[("second", &second_address)]);
     storage.push(Node::start(&late, "private/storage.nurl"));
-    wait_connected(&gateway, 5);
+    common::wait_connected(&gateway, 5);
     put_get(&gateway, tmp.path(), 5);
     let cache = std::fs::read_to_string(gateway.join("private/introducer_second_cache.yaml")).unwrap();
     assert!(cache.contains("late"), "{cache}");
@@ -401,7 +375,7 @@ fn a_restarted_introducer_is_announced_to_at_once() {
     };
     let first = client("first");
     let _first = Node::start(&first, "node.url");
-    wait_connected(&first, 2);
+    common::wait_connected(&first, 2);
 
     // The introducer restarts (same address, nothing remembered). The storage nodes, which
     // re-announce every 5 minutes, announce to it again at once: a new client without a cache
@@ -412,6 +386,6 @@ fn a_restarted_introducer_is_announced_to_at_once() {
     assert_eq!(restarted.trim(), address);
     let second = client("second");
     let _second = Node::start(&second, "node.url");
-    wait_connected(&second, 2);
+    common::wait_connected(&second, 2);
     drop(storage);
 }

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const STORAGE_NODES: usize = 3;
 const STORAGE_PORT: u16 = 3457;
 
@@ -218,33 +220,6 @@ fn http_get(url: &str) -> String {
     text
 }
 
-fn connected(gateway: &Path) -> usize {
-    let out = tessera()
-        .arg("--node-directory")
-        .arg(gateway)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_connected(gateway: &Path, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected(gateway) < count {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not see {count} servers",
-            gateway.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A gateway in this namespace with its web port on `address`, shares 2-of-3.
 fn create_gateway(dir: &Path, address: &str, introducer: Option<&str>) -> u16 {
     let port = free_port(address);
@@ -360,7 +335,7 @@ fn storage_nodes_in_their_own_network_namespaces_are_reached_at_their_own_addres
     let _gateway_node = Node::start(&gateway, None, "node.url");
     let node_url = std::fs::read_to_string(gateway.join("node.url")).unwrap();
     assert_eq!(node_url.trim(), format!("http://{here}:{web_port}/"));
-    wait_connected(&gateway, STORAGE_NODES);
+    common::wait_connected(&gateway, STORAGE_NODES);
 
     // What the gateway learned names the nodes' own addresses: their NURLs, and their web
     // addresses (a port on every interface is announced at the location's host).
@@ -443,7 +418,7 @@ fn storage_nodes_in_their_own_network_namespaces_are_reached_at_their_own_addres
     assert!(!yaml.contains("127.0.0.1"), "{yaml}");
     std::fs::write(second.join("private/servers.yaml"), yaml).unwrap();
     let _second_node = Node::start(&second, None, "node.url");
-    wait_connected(&second, STORAGE_NODES);
+    common::wait_connected(&second, STORAGE_NODES);
     assert!(
         get(&second, "out2") == data,
         "the download through servers.yaml differs"

@@ -2,6 +2,7 @@
 //! includes this module with `mod common;`).
 
 /// A port on 127.0.0.1 that was free a moment ago (a test that loses the race retries).
+#[allow(dead_code, reason = "not every test file needs a free port")]
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
@@ -72,4 +73,38 @@ pub(crate) fn read_logs(node_dir: &std::path::Path) -> String {
     }
     text.push_str(&std::fs::read_to_string(logs.join("tessera.log")).expect("logs/tessera.log"));
     text
+}
+
+/// How many storage servers `tessera status` says the gateway in `gateway` is connected to (0
+/// when it cannot tell).
+#[allow(dead_code, reason = "not every test file runs a gateway with several servers")]
+pub(crate) fn connected(gateway: &std::path::Path) -> usize {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_LOG")
+        .arg("--node-directory")
+        .arg(gateway)
+        .arg("status")
+        .output()
+        .expect("run tessera status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (30 s at most) until the gateway in `gateway` is connected to `count` servers.
+#[allow(dead_code, reason = "not every test file runs a gateway with several servers")]
+pub(crate) fn wait_connected(gateway: &std::path::Path, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while connected(gateway) < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not see {count} servers",
+            gateway.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
