@@ -380,21 +380,7 @@ fn rclone_copies_syncs_moves_and_purges_a_tree() {
         private.join("demo_ssh_key").display(),
         private.join("known_hosts").display()
     );
-    let rclone = |args: &[&str]| {
-        let out = Command::new("rclone")
-            .args(["--config", "/nonexistent/rclone.conf", "-q", "--retries", "1"])
-            .args(args)
-            .env("HOME", scratch.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rclone {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rclone = |args: &[&str]| common::rclone(scratch.path(), args);
     let source = scratch.path().join("source");
     std::fs::create_dir_all(source.join("a/b")).unwrap();
     let big = random_file(&source.join("big.bin"), 3_000_000, 1);

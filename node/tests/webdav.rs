@@ -14,7 +14,6 @@ use common::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A running `tessera devgrid` with WebDAV on any free port, stopped on drop.
 struct Devgrid {
@@ -100,19 +99,7 @@ impl Drop for Devgrid {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.wait();
+        common::interrupt_and_wait(&mut child);
     }
 }
 
@@ -446,21 +433,7 @@ fn rclone_copies_and_syncs_a_tree() {
         .unwrap();
     let obscured = String::from_utf8(obscured.stdout).unwrap().trim().to_owned();
     let remote = format!(":webdav,url='{}',user=demo,pass='{obscured}':", grid.url());
-    let rclone = |args: &[&str]| {
-        let out = Command::new("rclone")
-            .args(["--config", "/nonexistent/rclone.conf", "-q", "--retries", "1"])
-            .args(args)
-            .env("HOME", scratch.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rclone {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rclone = |args: &[&str]| common::rclone(scratch.path(), args);
     let source = scratch.path().join("source");
     std::fs::create_dir_all(source.join("a/b")).unwrap();
     let names = [

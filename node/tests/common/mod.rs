@@ -108,3 +108,39 @@ pub(crate) fn wait_connected(gateway: &std::path::Path, count: usize) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Interrupts `child` (SIGINT, as Ctrl-C does) and waits for it to exit: 60 s at most, then kills it.
+#[allow(dead_code, reason = "not every test file runs a long-lived process")]
+pub(crate) fn interrupt_and_wait(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait for the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.wait();
+}
+
+/// Runs rclone with no config file and `home` as its home, asserting that it succeeds; its output.
+#[allow(dead_code, reason = "not every test file drives rclone")]
+pub(crate) fn rclone(home: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("rclone")
+        .args(["--config", "/nonexistent/rclone.conf", "-q", "--retries", "1"])
+        .args(args)
+        .env("HOME", home)
+        .output()
+        .expect("run rclone");
+    assert!(
+        out.status.success(),
+        "rclone {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("rclone's output is UTF-8")
+}
