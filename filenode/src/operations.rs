@@ -509,6 +509,22 @@ impl<R> ReportedInput<R> {
             sized: false,
         }
     }
+
+    /// Reports `inner`'s reads into `op` for an upload whose key was computed as its plaintext
+    /// arrived ([`crate::immutable::ConvergentHasher`]): the hashing is done, and the upload goes
+    /// straight to placing shares.
+    pub fn hashed(inner: R, op: Arc<Op>, size: u64) -> Self {
+        op.set_size(size);
+        op.set_progress(0, size);
+        op.phase("placing shares");
+        ReportedInput {
+            inner,
+            op,
+            convergent: true,
+            pass: 1,
+            sized: true,
+        }
+    }
 }
 
 impl<R: std::io::Read + std::io::Seek> std::io::Read for ReportedInput<R> {

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use filenode::crypto::aes_ctr_at;
+use filenode::immutable::ConvergentHasher;
 
 /// Bytes each user's open spools may hold together (SFTP's `[sftpd] spool.quota`, FTP's
 /// `[ftpd] spool.quota`). One quota is shared by all of a frontend's sessions.
@@ -106,6 +107,9 @@ pub(crate) struct Spool {
     pending_at: u64,
     /// The quota the contents are counted against, if any.
     charge: Option<Charge>,
+    /// The convergent key of the contents, hashed as they are written, while they are written in
+    /// order from the start (dropped at the first write elsewhere).
+    hashing: Option<ConvergentHasher>,
 }
 
 impl Drop for Charge {
@@ -147,7 +151,17 @@ impl Spool {
             pending: Vec::new(),
             pending_at: 0,
             charge: None,
+            hashing: None,
         })
+    }
+
+    /// Hashes the contents for their convergent key as they are written
+    /// ([`SpoolReader::convergent_key`]), so that the upload reads the spool once, not twice.
+    /// Only contents written in order from the start are hashed: a write anywhere else (an SFTP
+    /// client's out-of-order writes, a rewrite, a truncation) stops the hashing, and the upload
+    /// then hashes the spool itself.
+    pub(crate) fn hash_with(&mut self, hasher: Option<ConvergentHasher>) {
+        self.hashing = hasher.filter(|_| self.size == 0);
     }
 
     /// An empty spool in `dir` whose contents count against `user`'s share of `quota`.
@@ -215,12 +229,18 @@ impl Spool {
         self.pending_at += block.len() as u64;
         let file = Arc::clone(&self.file);
         let key = self.key;
-        let mut block = tokio::task::spawn_blocking(move || {
+        // The hash goes on only from where it stopped.
+        let mut hashing = self.hashing.take().filter(|hasher| hasher.size() == at);
+        let (mut block, hashing) = tokio::task::spawn_blocking(move || {
+            if let Some(hasher) = &mut hashing {
+                hasher.update(&block);
+            }
             aes_ctr_at(&key, at, &mut block);
-            file.write_all_at(&block, at).map(|()| block)
+            file.write_all_at(&block, at).map(|()| (block, hashing))
         })
         .await
         .map_err(io::Error::other)??;
+        self.hashing = hashing;
         block.clear();
         self.pending = block;
         Ok(())
@@ -255,6 +275,9 @@ impl Spool {
             .await
             .map_err(io::Error::other)??;
         self.size = size;
+        if self.hashing.as_ref().is_some_and(|hasher| hasher.size() > size) {
+            self.hashing = None;
+        }
         if let Some(charge) = &mut self.charge
             && charge.bytes > size
         {
@@ -272,6 +295,7 @@ impl Spool {
             size: self.size,
             position: 0,
             _charge: None,
+            hashed: None,
         }
     }
 
@@ -280,6 +304,11 @@ impl Spool {
     pub(crate) fn into_reader(mut self) -> SpoolReader {
         let mut reader = self.reader();
         reader._charge = self.charge.take();
+        reader.hashed = self
+            .hashing
+            .take()
+            .filter(|hasher| hasher.size() == self.size)
+            .map(Box::new);
         reader
     }
 }
@@ -292,12 +321,20 @@ pub(crate) struct SpoolReader {
     position: u64,
     /// What the spool charged to its quota, released when the reader is dropped.
     _charge: Option<Charge>,
+    /// The whole contents' convergent key, when the spool hashed them as they were written.
+    hashed: Option<Box<ConvergentHasher>>,
 }
 
 impl SpoolReader {
     /// The plaintext's length.
     pub(crate) fn len(&self) -> u64 {
         self.size
+    }
+
+    /// The contents' convergent key and length, when the spool hashed all of them as they were
+    /// written ([`Spool::hash_with`]).
+    pub(crate) fn convergent_key(&mut self) -> Option<([u8; 16], u64)> {
+        self.hashed.take().map(|hasher| hasher.finish())
     }
 }
 
@@ -453,5 +490,82 @@ mod tests {
         assert_eq!(quota.used("alice"), accepted);
         drop(spools);
         assert_eq!(quota.used("alice"), 0);
+    }
+
+    fn hasher() -> ConvergentHasher {
+        let params = filenode::immutable::ChkParams {
+            needed: 3,
+            total: 10,
+            max_segment_size: 128 << 10,
+        };
+        ConvergentHasher::new(b"spool secret", &params).unwrap()
+    }
+
+    fn expected_key(plaintext: &[u8]) -> ([u8; 16], u64) {
+        let params = filenode::immutable::ChkParams {
+            needed: 3,
+            total: 10,
+            max_segment_size: 128 << 10,
+        };
+        filenode::immutable::convergent_key(plaintext, b"spool secret", &params).unwrap()
+    }
+
+    /// Written in order from the start (a gap included, which reads as zeros), the contents are
+    /// hashed on the way to the disk and the key is that of the whole plaintext.
+    #[tokio::test]
+    async fn contents_written_in_order_are_hashed_as_they_arrive() {
+        let data: Vec<u8> = (0..2_700_000u32).map(|i| (i % 253) as u8).collect();
+        let mut spool = Spool::new(None).unwrap();
+        spool.hash_with(Some(hasher()));
+        for chunk in data.chunks(65_537) {
+            let at = spool.size();
+            spool.write_at(at, chunk).await.unwrap();
+        }
+        spool.write_at(2_800_000, b"after a gap").await.unwrap();
+        spool.flush().await.unwrap();
+        let mut expected = data.clone();
+        expected.resize(2_800_000, 0);
+        expected.extend_from_slice(b"after a gap");
+        let mut reader = spool.into_reader();
+        assert_eq!(reader.convergent_key(), Some(expected_key(&expected)));
+        assert_eq!(reader.convergent_key(), None, "taken once");
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        assert_eq!(all, expected);
+    }
+
+    /// A write out of order, a rewrite or a truncation stops the hashing: no key, so the upload
+    /// hashes the spool itself; a hasher set after the first write is not used either.
+    #[tokio::test]
+    async fn contents_not_written_in_order_have_no_key() {
+        let data = vec![7u8; 3 << 20];
+        // Out of order.
+        let mut spool = Spool::new(None).unwrap();
+        spool.hash_with(Some(hasher()));
+        spool.write_at(1 << 20, &data[1 << 20..]).await.unwrap();
+        spool.write_at(0, &data[..1 << 20]).await.unwrap();
+        spool.flush().await.unwrap();
+        assert_eq!(spool.into_reader().convergent_key(), None);
+        // A rewrite of bytes already hashed.
+        let mut spool = Spool::new(None).unwrap();
+        spool.hash_with(Some(hasher()));
+        spool.write_at(0, &data).await.unwrap();
+        spool.write_at(10, b"changed").await.unwrap();
+        spool.flush().await.unwrap();
+        assert_eq!(spool.into_reader().convergent_key(), None);
+        // A truncation.
+        let mut spool = Spool::new(None).unwrap();
+        spool.hash_with(Some(hasher()));
+        spool.write_at(0, &data).await.unwrap();
+        spool.set_size(1000).await.unwrap();
+        spool.flush().await.unwrap();
+        assert_eq!(spool.into_reader().convergent_key(), None);
+        // Hashing asked for after the start.
+        let mut spool = Spool::new(None).unwrap();
+        spool.write_at(0, b"first").await.unwrap();
+        spool.hash_with(Some(hasher()));
+        spool.write_at(5, b"second").await.unwrap();
+        spool.flush().await.unwrap();
+        assert_eq!(spool.into_reader().convergent_key(), None);
     }
 }

@@ -477,7 +477,35 @@ impl Grid {
         input: R,
         progress: Option<upload::UploadProgress>,
     ) -> Result<upload::UploadResult, upload::UploadError> {
-        self.reported_upload(self.secrets.clone(), input, progress).await
+        self.reported_upload(self.secrets.clone(), input, None, progress)
+            .await
+    }
+
+    /// A hasher for the convergent key of a plaintext as it arrives, when this client uploads
+    /// convergently: feed it the whole plaintext, in order, then hand its key to
+    /// [`Grid::upload_hashed`] with the same plaintext.
+    pub fn convergent_hasher(&self) -> Option<crate::immutable::ConvergentHasher> {
+        let secret = self.secrets.convergence.as_ref()?;
+        let params = crate::immutable::ChkParams {
+            needed: self.params.needed,
+            total: self.params.total,
+            max_segment_size: self.params.max_segment_size,
+        };
+        crate::immutable::ConvergentHasher::new(secret, &params).ok()
+    }
+
+    /// Uploads `input` (`size` bytes) as [`Grid::upload`] would, under the convergent key a
+    /// [`Grid::convergent_hasher`] computed from the same bytes as they arrived: the input is read
+    /// once, to encode it, instead of once more to hash it.
+    pub async fn upload_hashed<R: std::io::Read + std::io::Seek + Send + 'static>(
+        &self,
+        input: R,
+        key: [u8; 16],
+        size: u64,
+        progress: Option<upload::UploadProgress>,
+    ) -> Result<upload::UploadResult, upload::UploadError> {
+        self.reported_upload(self.secrets.clone(), input, Some((key, size)), progress)
+            .await
     }
 
     /// Uploads an immutable file with a fresh random key, whatever the client's convergence setting
@@ -491,7 +519,7 @@ impl Grid {
             convergence: None,
             ..self.secrets.clone()
         };
-        self.reported_upload(secrets, input, progress).await
+        self.reported_upload(secrets, input, None, progress).await
     }
 
     /// An upload reported to the operations registry: its phases are seen from how the upload
@@ -501,13 +529,19 @@ impl Grid {
         &self,
         secrets: ClientSecrets,
         input: R,
+        hashed: Option<([u8; 16], u64)>,
         progress: Option<upload::UploadProgress>,
     ) -> Result<upload::UploadResult, upload::UploadError> {
-        use crate::operations::OpKind;
+        use crate::operations::{OpKind, ReportedInput};
         let op = Arc::new(self.operations.start(OpKind::Upload));
         let convergent = secrets.convergence.is_some();
-        op.phase(if convergent { "hashing" } else { "choosing a key" });
-        let input = crate::operations::ReportedInput::new(input, Arc::clone(&op), convergent);
+        let input = match hashed {
+            Some((_, size)) => ReportedInput::hashed(input, Arc::clone(&op), size),
+            None => {
+                op.phase(if convergent { "hashing" } else { "choosing a key" });
+                ReportedInput::new(input, Arc::clone(&op), convergent)
+            }
+        };
         let reporting = Arc::clone(&op);
         let mut progress = progress;
         let progress: upload::UploadProgress = Box::new(move |done| {
@@ -516,14 +550,23 @@ impl Grid {
                 callback(done);
             }
         });
-        let result = upload::upload(
-            &self.usable_servers(),
-            &secrets,
-            &self.params,
-            input,
-            Some(progress),
-        )
-        .await;
+        let servers = self.usable_servers();
+        let result = match hashed {
+            Some((key, size)) => {
+                upload::upload_with_key(
+                    &servers,
+                    &secrets,
+                    &self.params,
+                    input,
+                    key,
+                    size,
+                    Some(progress),
+                    upload::KnownShares::default(),
+                )
+                .await
+            }
+            None => upload::upload(&servers, &secrets, &self.params, input, Some(progress)).await,
+        };
         if let Ok(uploaded) = &result {
             if let Some(si) = uploaded.cap.storage_index() {
                 op.set_storage_index(si);

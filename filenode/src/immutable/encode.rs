@@ -47,48 +47,111 @@ pub enum EncodeError {
     Write(#[source] io::Error),
 }
 
-/// Computes the convergent key of a stream in one pass, returning the key and the stream's length.
-///
-/// The hash tag depends on the effective segment size, which depends on the length only while the
-/// file is shorter than the maximum segment size; so up to one maximum segment is buffered before
-/// hashing starts.
+/// Computes the convergent key of a stream in one pass, returning the key and the stream's length
+/// (a [`ConvergentHasher`] fed the whole stream).
 pub fn convergent_key<R: Read>(
     mut reader: R,
     convergence_secret: &[u8],
     params: &ChkParams,
 ) -> Result<([u8; 16], u64), EncodeError> {
-    params.validate()?;
-    let limit = params.max_segment_size;
-    let mut head = Vec::new();
-    (&mut reader)
-        .take(limit)
-        .read_to_end(&mut head)
-        .map_err(EncodeError::Read)?;
-    let head_len = head.len() as u64;
-    let hash_len = if head_len < limit { head_len.max(1) } else { limit };
-    let segment_size = ChkGeometry::new(params, hash_len).segment_size;
-    let mut hasher = convergence_hasher(
-        convergence_secret,
-        params.needed as usize,
-        params.total as usize,
-        segment_size,
-    );
-    hasher.update(&head);
-    let mut size = head_len;
-    if head_len == limit {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(EncodeError::Read(e)),
-            };
-            hasher.update(&buf[..n]);
-            size += n as u64;
+    let mut hasher = ConvergentHasher::new(convergence_secret, params)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(EncodeError::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish())
+}
+
+/// The convergent key of a plaintext fed to it in pieces as it arrives (a frontend's spool hashes
+/// an upload while receiving it, so the upload itself reads the plaintext once, not twice).
+///
+/// The hash tag depends on the effective segment size, which depends on the length only while the
+/// file is shorter than the maximum segment size; so up to one maximum segment is buffered before
+/// hashing starts. The same key as [`convergent_key`] over the same bytes, however they are cut.
+pub struct ConvergentHasher {
+    secret: Vec<u8>,
+    params: ChkParams,
+    /// The first bytes, until they reach the maximum segment size.
+    head: Vec<u8>,
+    /// Set once the head is full: the tag is then that of the maximum segment size.
+    hasher: Option<TaggedHasher>,
+    size: u64,
+}
+
+impl std::fmt::Debug for ConvergentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, nor the plaintext held in the head.
+        f.debug_struct("ConvergentHasher")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConvergentHasher {
+    /// A hasher for a file encoded with `params` under `convergence_secret`.
+    pub fn new(convergence_secret: &[u8], params: &ChkParams) -> Result<ConvergentHasher, EncodeError> {
+        params.validate()?;
+        Ok(ConvergentHasher {
+            secret: convergence_secret.to_vec(),
+            params: *params,
+            head: Vec::new(),
+            hasher: None,
+            size: 0,
+        })
+    }
+
+    /// Feeds the next bytes of the plaintext.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.size += data.len() as u64;
+        if self.hasher.is_none() {
+            let limit = self.params.max_segment_size;
+            let room = (limit - self.head.len() as u64).min(data.len() as u64) as usize;
+            self.head.extend_from_slice(&data[..room]);
+            data = &data[room..];
+            if self.head.len() as u64 == limit {
+                let mut hasher = self.tagged(limit);
+                hasher.update(&std::mem::take(&mut self.head));
+                self.hasher = Some(hasher);
+            }
+        }
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
         }
     }
-    Ok((truncate16(hasher.finalize()), size))
+
+    /// The bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The key and the plaintext's length.
+    pub fn finish(self) -> ([u8; 16], u64) {
+        let hasher = match self.hasher {
+            Some(hasher) => hasher,
+            None => {
+                let mut hasher = self.tagged((self.head.len() as u64).max(1));
+                hasher.update(&self.head);
+                hasher
+            }
+        };
+        (truncate16(hasher.finalize()), self.size)
+    }
+
+    fn tagged(&self, hash_len: u64) -> TaggedHasher {
+        let segment_size = ChkGeometry::new(&self.params, hash_len).segment_size;
+        convergence_hasher(
+            &self.secret,
+            self.params.needed as usize,
+            self.params.total as usize,
+            segment_size,
+        )
+    }
 }
 
 /// A fresh random key, for uploads with convergence off.
@@ -590,4 +653,43 @@ pub fn encode_bytes(
     let mut sink = MemorySink::default();
     let encoded = encode_stream(plaintext, plaintext.len() as u64, key, params, &mut sink, None)?;
     Ok((encoded, sink))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashes::convergence_hash;
+
+    /// The key fed in pieces is the one-shot hash of the whole plaintext under the segment size of
+    /// its length, for lengths around the maximum segment and however the pieces are cut.
+    #[test]
+    fn hashing_in_pieces_is_hashing_the_whole() {
+        let params = ChkParams {
+            needed: 3,
+            total: 10,
+            max_segment_size: 4096,
+        };
+        let data: Vec<u8> = (0..3 * 4096 + 77).map(|i| (i * 7 + i / 251) as u8).collect();
+        for len in [0, 1, 55, 56, 4095, 4096, 4097, 8192, data.len()] {
+            let plaintext = &data[..len];
+            let hash_len = (len as u64).clamp(1, 4096);
+            let segment_size = ChkGeometry::new(&params, hash_len).segment_size;
+            let expected = convergence_hash(3, 10, segment_size, plaintext, b"secret");
+            for piece in [1, 100, 4096, 5000, usize::MAX] {
+                let mut hasher = ConvergentHasher::new(b"secret", &params).expect("params");
+                for chunk in plaintext.chunks(piece.min(len.max(1))) {
+                    hasher.update(chunk);
+                }
+                assert_eq!(
+                    hasher.finish(),
+                    (expected, len as u64),
+                    "len {len}, pieces of {piece}"
+                );
+            }
+            let (key, size) = convergent_key(plaintext, b"secret", &params).expect("key");
+            assert_eq!((key, size), (expected, len as u64), "convergent_key, len {len}");
+            let (other, _) = convergent_key(plaintext, b"other secret", &params).expect("key");
+            assert_ne!(other, expected, "the secret is part of the key");
+        }
+    }
 }

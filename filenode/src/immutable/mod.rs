@@ -10,7 +10,7 @@ pub use decode::{
     ShareSource, validation_reads, verify_share,
 };
 pub use encode::{
-    ChkEncoded, ChkEncoder, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress, SegmentBuffers,
-    ShareSink, ShareTrailerBuilder, convergent_key, encode_bytes, encode_stream, random_key,
+    ChkEncoded, ChkEncoder, ConvergentHasher, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress,
+    SegmentBuffers, ShareSink, ShareTrailerBuilder, convergent_key, encode_bytes, encode_stream, random_key,
 };
 pub use params::{ChkGeometry, ChkParams, DEFAULT_MAX_SEGMENT_SIZE};

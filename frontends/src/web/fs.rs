@@ -173,7 +173,7 @@ async fn read_form(state: &WebState, request: Request, args: &mut Args) -> Resul
                 ));
             }
             let filename = field.file_name().map(str::to_owned);
-            file = Some((spool(state, field, None).await?, filename));
+            file = Some((spool(state, field, None, true).await?, filename));
         } else {
             let shown: String = name.chars().take(64).collect();
             held += name.len();
@@ -229,12 +229,16 @@ pub(crate) async fn spool<E: std::fmt::Display>(
     state: &WebState,
     chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
     limit: Option<(u64, &str)>,
+    hash: bool,
 ) -> Result<Spooled, WebError> {
     let quota = std::sync::Arc::clone(&state.spool_quota);
     let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(None, &quota, WEB_SPOOL_USER))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(|e| WebError::Internal(format!("cannot create a spool file: {e}")))?;
+    if hash {
+        spool.hash_with(state.grid.convergent_hasher());
+    }
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
@@ -707,8 +711,12 @@ pub(crate) async fn store_new_file(
 ) -> Result<FileCap, WebError> {
     match format {
         Format::Chk => {
+            let mut spooled = spooled;
             let result = if convergent {
-                state.grid.upload(spooled, None).await?
+                match spooled.convergent_key() {
+                    Some((key, size)) => state.grid.upload_hashed(spooled, key, size, None).await?,
+                    None => state.grid.upload(spooled, None).await?,
+                }
             } else {
                 state.grid.upload_without_convergence(spooled, None).await?
             };
@@ -802,7 +810,7 @@ async fn put(
                 } else {
                     None
                 };
-                let spooled = spool(state, body.into_data_stream(), limit).await?;
+                let spooled = spool(state, body.into_data_stream(), limit, false).await?;
                 update_mutable(&node, spooled, offset_arg(args)?).await?;
                 Ok(text(StatusCode::OK, file.to_string()))
             }
@@ -865,7 +873,7 @@ async fn put(
                 } else {
                     None
                 };
-                let spooled = spool(state, body.into_data_stream(), limit).await?;
+                let spooled = spool(state, body.into_data_stream(), limit, false).await?;
                 update_mutable(&file, spooled, offset_arg(args)?).await?;
                 return Ok(text(StatusCode::OK, file.cap().to_string()));
             }
@@ -885,9 +893,10 @@ async fn put(
                     )));
                 }
             }
-            let spooled = spool(state, body.into_data_stream(), body_limit(format)).await?;
-            let cap =
-                store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergence(args)?).await?;
+            let convergent = convergence(args)?;
+            let hash = convergent && matches!(format, None | Some(Format::Chk));
+            let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
+            let cap = store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?;
             let created = parent
                 .set_child(&name, &Cap::File(cap.clone()), None, replace)
                 .await?;
@@ -1251,6 +1260,7 @@ pub(crate) async fn put_unlinked_mutable(
         state,
         body.into_data_stream(),
         body_limit(Some(Format::Mutable(format))),
+        false,
     )
     .await?;
     let cap = store_new_file(state, spooled, Format::Mutable(format), true).await?;

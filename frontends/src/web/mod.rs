@@ -242,9 +242,10 @@ async fn put_uri(
             )));
         }
     };
-    // Spooled to an unlinked temporary file as it arrives (convergent encryption reads the input
-    // twice; nothing is held in memory), then uploaded.
-    let spooled = fs::spool(&state, body.into_data_stream(), None).await?;
+    // Spooled to an unlinked temporary file as it arrives, encrypted under the spool's own key and
+    // hashed for the convergent key on the way (nothing is held in memory), then read once to
+    // encode it.
+    let spooled = fs::spool(&state, body.into_data_stream(), None, convergent).await?;
     let cap = fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?;
     Ok((
         StatusCode::OK,
