@@ -515,6 +515,8 @@ impl<R> ReportedInput<R> {
     /// straight to placing shares.
     pub fn hashed(inner: R, op: Arc<Op>, size: u64) -> Self {
         op.set_size(size);
+        // The hashing phase is there, and took no time of the upload's own.
+        op.phase("hashing");
         op.set_progress(0, size);
         op.phase("placing shares");
         ReportedInput {

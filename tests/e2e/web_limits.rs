@@ -441,3 +441,109 @@ async fn a_body_hashed_as_it_arrives_makes_the_convergent_cap() {
         assert_eq!(String::from_utf8(body).unwrap(), expected, "cut as {cuts:?}");
     }
 }
+
+/// Sends `data` as a PUT body of known length through a channel, calling `midway` after half of it.
+async fn put_streamed(
+    gw: &std::sync::Arc<Gateway>,
+    uri: &str,
+    data: &[u8],
+    midway: impl FnOnce(),
+) -> (StatusCode, String) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let request = Request::put(uri)
+        .header(header::CONTENT_LENGTH, data.len())
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let upload = tokio::spawn({
+        let gw = std::sync::Arc::clone(gw);
+        async move { gw.send(request).await }
+    });
+    let half = data.len() / 2;
+    for chunk in data[..half].chunks(64 << 10) {
+        sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .unwrap();
+        assert_eq!(gw.spool_quota.used("web"), 0, "a streamed upload is not spooled");
+    }
+    midway();
+    for chunk in data[half..].chunks(64 << 10) {
+        if sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .is_err()
+        {
+            break; // The upload gave up.
+        }
+    }
+    drop(sender);
+    let (status, _, body) = upload.await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Issue 17: an upload with convergence off and a known length streams into the encoder with no
+/// spool (nothing is charged to the spool quota), large or small, to /uri or to a path; the file
+/// reads back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_convergence_off_streams_without_a_spool() {
+    let gw = std::sync::Arc::new(Gateway::new());
+    let dir = {
+        let (status, _, body) = gw
+            .send(Request::post("/uri?t=mkdir").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body).unwrap()
+    };
+    for (len, uri) in [
+        (5 << 20, "/uri?convergence=false".to_owned()),
+        (100_000, "/uri?convergence=false".to_owned()),
+        (3 << 20, format!("/uri/{dir}/streamed?convergence=false")),
+    ] {
+        let data: Vec<u8> = (0..len).map(|i: u32| (i * 13 % 251) as u8).collect();
+        let (status, cap) = put_streamed(&gw, &uri, &data, || {}).await;
+        // 201 for a new name under a directory.
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CREATED,
+            "{uri}: {status} {cap}"
+        );
+        assert!(cap.starts_with("URI:CHK:"), "{cap}");
+        let (status, _, back) = gw.get(&format!("/uri/{cap}"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(back == data, "{uri}: {len} bytes read back");
+        // A random key: the same bytes again are another file.
+        let (_, again) = put_streamed(&gw, &uri, &data, || {}).await;
+        assert_ne!(again, cap, "{uri}: convergence is off");
+    }
+}
+
+/// A streamed upload cannot send shares again: when servers fail mid-upload it keeps what it
+/// placed if that is still happy (the file reads back), and otherwise fails with 503 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_upload_survives_servers_failing_while_happiness_holds() {
+    let gw = std::sync::Arc::new(Gateway::new());
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
+    // Two of ten fail: eight shares placed, happy = 7.
+    let (status, cap) = put_streamed(&gw, "/uri?convergence=false", &data, || {
+        gw.grid.break_server(3);
+        gw.grid.break_server(7);
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cap}");
+    let (status, _, back) = gw.get(&format!("/uri/{cap}"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(back == data, "read back after two servers failed");
+    gw.grid.restore_server(3);
+    gw.grid.restore_server(7);
+    // Four fail: six shares, fewer than happy.
+    let (status, body) = put_streamed(&gw, "/uri?convergence=false", &data, || {
+        for i in [1, 4, 6, 8] {
+            gw.grid.break_server(i);
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("happ"), "{body}");
+}

@@ -494,6 +494,48 @@ impl Grid {
         crate::immutable::ConvergentHasher::new(secret, &params).ok()
     }
 
+    /// Uploads `size` bytes read once from `input` as they arrive, with a fresh random key (no
+    /// convergence: that would need a first pass), and no spool: what a web upload with
+    /// convergence off does with its body. An upload small enough for one request per share is
+    /// read into memory first (at most [`upload::streamed_in_memory_limit`]). A larger one cannot
+    /// be read again, so shares of servers that fail mid-upload are not re-placed: the upload
+    /// succeeds if the shares placed still make it happy, and fails saying so otherwise.
+    /// `input` is read on a blocking thread.
+    pub async fn upload_streamed<R: std::io::Read + Send + 'static>(
+        &self,
+        input: R,
+        size: u64,
+        progress: Option<upload::UploadProgress>,
+    ) -> Result<upload::UploadResult, upload::UploadError> {
+        let secrets = ClientSecrets {
+            convergence: None,
+            ..self.secrets.clone()
+        };
+        let key = crate::immutable::random_key();
+        if size <= upload::streamed_in_memory_limit(&self.params) {
+            let data = run_blocking(move || -> std::io::Result<Vec<u8>> {
+                let mut data = Vec::with_capacity(size as usize);
+                std::io::Read::read_to_end(&mut std::io::Read::take(input, size), &mut data)?;
+                Ok(data)
+            })
+            .await
+            .map_err(upload::UploadError::Read)?;
+            if data.len() as u64 != size {
+                return Err(upload::UploadError::Encode(
+                    crate::immutable::EncodeError::ShortInput {
+                        got: data.len() as u64,
+                        expected: size,
+                    },
+                ));
+            }
+            return self
+                .reported_upload(secrets, std::io::Cursor::new(data), Some((key, size)), progress)
+                .await;
+        }
+        self.reported_upload(secrets, upload::OnePass::new(input), Some((key, size)), progress)
+            .await
+    }
+
     /// Uploads `input` (`size` bytes) as [`Grid::upload`] would, under the convergent key a
     /// [`Grid::convergent_hasher`] computed from the same bytes as they arrived: the input is read
     /// once, to encode it, instead of once more to hash it.

@@ -173,6 +173,51 @@ struct Bucket {
     shares: BTreeSet<ShareNum>,
 }
 
+/// An input read once, front to back, as it arrives (a web upload with convergence off streams its
+/// body straight into the encoder, with no spool): it can tell its position, and every other seek
+/// fails with [`io::ErrorKind::Unsupported`], so an upload that would have to read it again (to
+/// re-place the shares of servers that failed mid-upload) keeps what it placed instead.
+#[derive(Debug)]
+pub struct OnePass<R> {
+    inner: R,
+    position: u64,
+}
+
+impl<R> OnePass<R> {
+    /// `inner`, read from its start.
+    pub fn new(inner: R) -> Self {
+        OnePass { inner, position: 0 }
+    }
+}
+
+impl<R: Read> Read for OnePass<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Seek for OnePass<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match to {
+            SeekFrom::Current(0) => Ok(self.position),
+            SeekFrom::Start(at) if at == self.position => Ok(at),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a streamed upload cannot be read again",
+            )),
+        }
+    }
+}
+
+/// The largest streamed upload ([`crate::grid::Grid::upload_streamed`]) held in memory instead:
+/// one whose shares are small enough for the one-request path (which may fall back to the general
+/// one and read the input again), with room for the shares' hashes.
+pub fn streamed_in_memory_limit(params: &UploadParams) -> u64 {
+    small_upload::SMALL_SHARE_LIMIT * u64::from(params.needed) + (64 << 10)
+}
+
 /// The encoding parameters of `params`, checked.
 fn chk_params(params: &UploadParams) -> Result<ChkParams, UploadError> {
     let chk_params = ChkParams {
@@ -404,7 +449,16 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             .collect();
         match allocate(&remaining, secrets, params, storage_index, share_size, &known).await {
             Ok((more_kept, more)) if !more.is_empty() => {
-                input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
+                match input.seek(SeekFrom::Start(0)) {
+                    Ok(_) => {}
+                    // A streamed upload ([`OnePass`]) cannot send its shares again: it keeps what
+                    // round 0 placed, and the happiness check below says whether that is enough.
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        warn!("servers failed during a streamed upload; its shares cannot be sent again");
+                        break;
+                    }
+                    Err(e) => return Err(UploadError::Read(e)),
+                }
                 debug!(
                     servers = more.len(),
                     "re-placing shares of failed servers or corrupt shares"

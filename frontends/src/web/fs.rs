@@ -894,9 +894,18 @@ async fn put(
                 }
             }
             let convergent = convergence(args)?;
-            let hash = convergent && matches!(format, None | Some(Format::Chk));
-            let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
-            let cap = store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?;
+            let chk = matches!(format, None | Some(Format::Chk));
+            let cap = match super::streamed::known_length(headers, &body) {
+                // With a random key and a known length, straight into the encoder.
+                Some(size) if chk && !convergent => {
+                    super::streamed::store_streamed(state, body, size).await?
+                }
+                _ => {
+                    let hash = convergent && chk;
+                    let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
+                    store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?
+                }
+            };
             let created = parent
                 .set_child(&name, &Cap::File(cap.clone()), None, replace)
                 .await?;

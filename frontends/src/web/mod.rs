@@ -15,6 +15,7 @@ mod operations;
 mod pages;
 mod serve;
 pub mod status;
+mod streamed;
 
 use std::sync::Arc;
 
@@ -229,7 +230,7 @@ async fn put_uri(
         Some("mkdir") => return fs::make_unlinked_directory(&state, query, request).await,
         Some(other) => return Err(WebError::BadRequest(format!("PUT /uri: bad t={other}"))),
     }
-    let body = request.into_body();
+    let (parts, body) = request.into_parts();
     if let Some(fs::Format::Mutable(format)) = fs::upload_format(&query, state.mutable_format)? {
         return fs::put_unlinked_mutable(&state, format, body).await;
     }
@@ -242,11 +243,17 @@ async fn put_uri(
             )));
         }
     };
-    // Spooled to an unlinked temporary file as it arrives, encrypted under the spool's own key and
-    // hashed for the convergent key on the way (nothing is held in memory), then read once to
-    // encode it.
-    let spooled = fs::spool(&state, body.into_data_stream(), None, convergent).await?;
-    let cap = fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?;
+    let cap = match streamed::known_length(&parts.headers, &body) {
+        // With a random key and a known length, straight into the encoder.
+        Some(size) if !convergent => streamed::store_streamed(&state, body, size).await?,
+        // Spooled to an unlinked temporary file as it arrives, encrypted under the spool's own key
+        // and hashed for the convergent key on the way (nothing is held in memory), then read
+        // once to encode it.
+        _ => {
+            let spooled = fs::spool(&state, body.into_data_stream(), None, convergent).await?;
+            fs::store_new_file(&state, spooled, fs::Format::Chk, convergent).await?
+        }
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
