@@ -62,7 +62,8 @@ pub(crate) struct SessionState {
     /// Whether the session has changed its working directory away from `/` (SITE commands see no
     /// working directory).
     moved: AtomicBool,
-    /// The path whose last stat failed for another reason than a missing name. libunftp's APPE
+    /// The path whose last stat failed for another reason than the path itself (the grid could not
+    /// be read, or the like). libunftp's APPE
     /// stats the file for its size and, when that fails, calls `put` from 0, which would replace
     /// the file with the appended bytes alone: a `put` from 0 right after such a failure is
     /// refused (451) instead, once.
@@ -177,7 +178,9 @@ impl GridBackend {
         let parsed = paths::parse(path)?;
         let stat = self.fs(user).stat(&parsed).await;
         *self.session.failed_stat() = match &stat {
-            Err(e) if e.kind() != FsErrorKind::NotFound => Some(path.to_path_buf()),
+            Err(e) if matches!(e.kind(), FsErrorKind::Unavailable | FsErrorKind::Other) => {
+                Some(path.to_path_buf())
+            }
             _ => None,
         };
         Ok(Meta::of(&stat?, parsed.names().is_empty()))
