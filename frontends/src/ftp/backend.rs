@@ -521,11 +521,10 @@ pub(crate) fn parse_time(text: &str) -> Option<f64> {
     let number = |range: std::ops::Range<usize>| whole[range].parse::<u32>().ok();
     let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
     let (hour, minute, second) = (number(8..10)?, number(10..12)?, number(12..14)?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     let month_days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
+        2 if is_leap(year) => 29,
         2 => 28,
         _ => return None,
     };
@@ -543,13 +542,17 @@ pub(crate) fn parse_time(text: &str) -> Option<f64> {
     Some((days * 86_400 + u64::from(hour * 3600 + minute * 60 + second)) as f64 + fraction)
 }
 
+/// Whether a year of the Gregorian calendar has 29 February.
+fn is_leap(year: u32) -> bool {
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
+}
+
 /// Days from 1970-01-01 to a date of the Gregorian calendar (1970 or later).
 fn days_since_epoch(year: u32, month: u32, day: u32) -> u64 {
-    let leap = |y: u32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let whole_years: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    let whole_years: u64 = (1970..year).map(|y| if is_leap(y) { 366 } else { 365 }).sum();
     const BEFORE: [u64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
     let mut days = whole_years + BEFORE[(month - 1) as usize] + u64::from(day - 1);
-    if month > 2 && leap(year) {
+    if month > 2 && is_leap(year) {
         days += 1;
     }
     days
