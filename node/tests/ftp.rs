@@ -1,7 +1,9 @@
 //! The FTP frontend with real clients against a real `tessera devgrid`: curl (upload, download,
-//! listing, resume with `-C -`, FTPS with `--ssl-reqd`, APPE refused), lftp (a tree mirrored both
-//! ways with UTF-8 names, plain and TLS, resume, rename, `rm -r`), Python's ftplib (every
-//! command, plain and TLS, PASV and EPSV: `ftp/ftplib_check.py`), an upload that fails because too
+//! listing, resumed downloads and uploads with `-C -`, FTPS with `--ssl-reqd`, APPE), lftp (a tree
+//! mirrored both ways with UTF-8 names, plain and TLS, resume, rename, `rm -r`; uploads resumed
+//! with `put -c` and `reput`, keeping the file's time through `SITE UTIME`), Python's ftplib (every command, plain and TLS, PASV and EPSV,
+//! `REST`+`STOR`, APPE, `SITE MFMT` then MDTM, and the hostile cases: `ftp/ftplib_check.py`), an
+//! upload that fails because too
 //! few servers are up, idle sessions, rate-limited failed logins, and (slow tier,
 //! `TESSERA_SLOW_TESTS=1`) 256 MiB each way compared byte for byte.
 
@@ -257,8 +259,9 @@ fn curl_uploads_downloads_lists_resumes_and_speaks_ftps() {
         data
     );
 
-    // APPE (curl -a) onto an existing file: 502, immutable files cannot grow.
-    let out = curl(&[
+    // APPE (curl -a) onto an existing file appends (the immutable file is uploaded again with
+    // its bytes and the new ones).
+    curl_ok(&[
         "-u",
         &user,
         "-a",
@@ -266,12 +269,31 @@ fn curl_uploads_downloads_lists_resumes_and_speaks_ftps() {
         small.to_str().unwrap(),
         &format!("{url}/dir/tls.txt"),
     ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("502"), "{out:?}");
     assert_eq!(
         curl_ok(&["-u", &user, &format!("{url}/dir/tls.txt")]),
-        b"over TLS"
+        b"over TLSover TLS"
     );
+
+    // Resume an upload with -C - (SIZE, then APPE of the rest): the server holds the first part.
+    let head = scratch.path().join("head.bin");
+    std::fs::write(&head, &data[..1_000_003]).unwrap();
+    curl_ok(&[
+        "-u",
+        &user,
+        "-T",
+        head.to_str().unwrap(),
+        &format!("{url}/dir/resumed.bin"),
+    ]);
+    curl_ok(&[
+        "-u",
+        &user,
+        "-C",
+        "-",
+        "-T",
+        input,
+        &format!("{url}/dir/resumed.bin"),
+    ]);
+    assert!(curl_ok(&["-u", &user, &format!("{url}/dir/resumed.bin")]) == data);
 
     // A wrong password: 530, and nothing is served.
     let out = curl(&["-u", "demo:wrong", &format!("{url}/dir/")]);
@@ -539,6 +561,80 @@ fn lftp_mirrors_a_tree_both_ways_over_tls_and_plain() {
             !String::from_utf8_lossy(&listing).contains(name),
             "rm -r left {name} behind"
         );
+    }
+    assert_log_clean(&grid);
+}
+
+#[test]
+fn lftp_resumes_uploads_with_put_c_and_reput() {
+    if Command::new("lftp").arg("--version").output().is_err() {
+        eprintln!("skipped: lftp is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&scratch.path().join("grid"), 3);
+    let user = format!("demo:{}", grid.password());
+    let data = random_bytes(3_000_000);
+    let full = scratch.path().join("full.bin");
+    std::fs::write(&full, &data).unwrap();
+    // lftp keeps the file's modification time (SITE UTIME, as libunftp does not dispatch MFMT).
+    std::fs::File::options()
+        .write(true)
+        .open(&full)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
+    let full = full.to_str().unwrap();
+    for (name, settings, kept) in [
+        (
+            "tls",
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true",
+            1_234_567,
+        ),
+        ("plain", "set ftp:ssl-allow false", 2_000_000),
+    ] {
+        // An interrupted upload: the server holds the first part of the file.
+        let head = scratch.path().join(format!("head-{name}.bin"));
+        std::fs::write(&head, &data[..kept]).unwrap();
+        let head = head.to_str().unwrap();
+        for (command, remote) in [
+            ("put -c", format!("put-c-{name}.bin")),
+            ("reput", format!("reput-{name}.bin")),
+        ] {
+            let log = scratch.path().join(format!("lftp-{remote}.log"));
+            let out = lftp(
+                &grid,
+                settings,
+                &format!(
+                    "debug -o {} 9; put {head} -o {remote}; {command} {full} -o {remote}",
+                    log.display()
+                ),
+            );
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                out.status.success(),
+                "lftp {name} {command}: {}{}\n{said}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // It resumed where the server's copy ends, rather than sending the file again.
+            assert!(
+                said.contains(&format!("REST {kept}")) || said.contains("APPE "),
+                "lftp {name} {command} did not resume: {said}"
+            );
+            let back = curl_ok(&["-u", &user, &format!("{}/{remote}", grid.url())]);
+            assert!(
+                back == data,
+                "{name} {command}: the file differs after the resume"
+            );
+            // curl shows MDTM's answer as Last-Modified.
+            let head = String::from_utf8(curl_ok(&["-I", "-u", &user, &format!("{}/{remote}", grid.url())]))
+                .unwrap();
+            assert!(
+                head.contains("Last-Modified: Sun, 09 Sep 2001 01:46:40 GMT"),
+                "{name} {command}: {head}\n{said}"
+            );
+        }
     }
     assert_log_clean(&grid);
 }

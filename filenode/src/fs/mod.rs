@@ -23,6 +23,7 @@
 //! - [`FsError`]: one error type, whose [`FsErrorKind`] each protocol maps in its one place; no
 //!   message holds a cap.
 
+pub mod append;
 mod error;
 pub mod path;
 

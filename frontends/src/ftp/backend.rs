@@ -1,36 +1,46 @@
-//! The libunftp storage backend over `filenode::node`: every FTP command that touches files goes
-//! through [`DirNode`] and [`FileNode`], as the web and SFTP frontends do.
+//! The libunftp storage backend: a thin adapter over the file-system layer (`filenode::fs`), as the
+//! WebDAV frontend is. Paths go through [`FsPath`] ([`super::paths`]), operations through [`Fs`],
+//! failures through [`FtpError`] (one mapping to reply codes, [`super::error`]).
 //!
-//! - Paths are resolved from the user's root (or a `/uri/CAP` prefix) by [`super::paths`].
 //! - `get` opens the file once and streams `offset..` of it ([`FileReader::stream`], so REST is a
 //!   ranged read that fetches only the segments it needs).
-//! - `put` streams the data connection into an encrypted spool file, then uploads it (CHK), or
-//!   replaces the contents of a writable mutable file in place, and links it: the reply to STOR
-//!   comes only after the file is on the grid and linked, and a failure is a failure reply.
+//! - `put` is checked before any byte arrives ([`Fs::prepare_resume`]: a directory, a read-only
+//!   directory, a missing parent, a start past the end of the file), streams the data connection
+//!   into an encrypted spool, and stores the result ([`Resume::commit`]: a new immutable file
+//!   linked under the name, or a new version of a writable mutable file in place); the reply to
+//!   STOR comes only after the file is on the grid and linked, and a failure is a failure reply.
+//! - A non-zero start (`REST n` + `STOR`, and APPE, for which libunftp passes the file's size)
+//!   keeps the file's first `n` bytes: they stream from the grid into a second spool while the
+//!   upload arrives, and the two spools are stored as one file.
+//! - `SITE MFMT` and `SITE UTIME` set a link's modification time ([`SetModTime`]; libunftp 0.24
+//!   does not dispatch `MFMT` itself, see `mod.rs`).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use filenode::cap::{Cap, MutableFormat};
+use filenode::fs::append::Resume;
+use filenode::fs::{EntryKind, Fs, FsError, FsErrorKind, FsPath, Stat};
 use filenode::grid::Grid;
-use filenode::grid::mutable::chunks_from_read;
-use filenode::node::{Child, DirNode, FileNode, Node, NodeError, Replace, normalize_name, unusable_as_path};
+use filenode::node::{DirNode, NodeError, Replace};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use libunftp::options::{Reply, ReplyCode, SiteCommandContext, SiteCommandHandler};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use unftp_core::storage::{FEATURE_RESTART, Fileinfo, Metadata, Permissions, Result, StorageBackend};
 
 use super::auth::GridUser;
 use super::error::FtpError;
-use super::paths::{self, Base, GridPath};
+use super::paths;
 use crate::counters::{FrontendCounters, Op};
 use crate::prefetch::prefetch;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolReader};
 
 /// One FTP session's view of the grid (libunftp makes one per session; they share the grid).
 #[derive(Clone)]
@@ -42,6 +52,30 @@ pub(crate) struct GridBackend {
     pub(crate) spool_quota: Arc<crate::SpoolQuota>,
     /// The FTP server's figures (bytes, operations, errors, sessions).
     pub(crate) counters: Arc<FrontendCounters>,
+    /// What this session's commands leave for later ones (see [`GridBackend::session`]).
+    pub(crate) session: Arc<SessionState>,
+}
+
+/// What one session remembers between commands.
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    /// Whether the session has changed its working directory away from `/` (SITE commands see no
+    /// working directory).
+    moved: AtomicBool,
+    /// The path whose last stat failed for another reason than the path itself (the grid could not
+    /// be read, or the like). libunftp's APPE
+    /// stats the file for its size and, when that fails, calls `put` from 0, which would replace
+    /// the file with the appended bytes alone: a `put` from 0 right after such a failure is
+    /// refused (451) instead, once.
+    failed_stat: Mutex<Option<PathBuf>>,
+}
+
+impl SessionState {
+    fn failed_stat(&self) -> std::sync::MutexGuard<'_, Option<PathBuf>> {
+        self.failed_stat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 // libunftp formats the backend with every command (docs/crates.md §2b): one word.
@@ -58,6 +92,27 @@ pub(crate) struct Meta {
     dir: bool,
     writable: bool,
     modified: Option<SystemTime>,
+}
+
+impl Meta {
+    /// A stat as FTP shows it. A file's write bit says whether STOR, RNFR and DELE may change its
+    /// link (its directory is writable); a directory's, whether it takes new children. A path's
+    /// base (the root, an object reached by its cap) has no link: its own cap says.
+    fn of(stat: &Stat, base: bool) -> Meta {
+        let dir = stat.kind == EntryKind::Dir;
+        Meta {
+            size: stat.size,
+            dir,
+            writable: if dir || base {
+                stat.writable
+            } else {
+                stat.link_writable
+            },
+            modified: stat
+                .mtime
+                .map(|seconds| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)),
+        }
+    }
 }
 
 impl Metadata for Meta {
@@ -93,20 +148,18 @@ impl Metadata for Meta {
     }
 }
 
-/// `tahoe.linkmotime` (or the user's `mtime`) of a link, as a time.
-fn link_modified(child: &Child) -> Option<SystemTime> {
-    let seconds = child
-        .metadata
-        .get("tahoe")
-        .and_then(|t| t.get("linkmotime"))
-        .or_else(|| child.metadata.get("mtime"))
-        .and_then(serde_json::Value::as_f64)?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds))
-}
-
 type FtpResult<T> = std::result::Result<T, FtpError>;
 
 impl GridBackend {
+    /// A fresh backend for one session (libunftp asks for one per session): the same grid,
+    /// spool and figures, its own working-directory flag.
+    pub(crate) fn session(&self) -> GridBackend {
+        GridBackend {
+            session: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     /// Counts an operation and, when it failed, why; the answer as libunftp takes it.
     fn counted<T>(&self, op: Op, result: FtpResult<T>) -> Result<T> {
         self.counters.operation(op);
@@ -116,141 +169,61 @@ impl GridBackend {
         })
     }
 
-    fn parse(path: &Path) -> FtpResult<GridPath> {
-        paths::parse(path).ok_or(FtpError::BadPath)
+    /// The user's file system.
+    fn fs(&self, user: &GridUser) -> Fs {
+        Fs::new(&self.grid, DirNode::new(&self.grid, user.root.clone()))
     }
 
-    /// The node a base stands for.
-    fn base_node(&self, user: &GridUser, base: &Base) -> Node {
-        match base {
-            Base::Root => Node::Dir(DirNode::new(&self.grid, user.root.clone())),
-            Base::Cap(cap) => self.grid.node(cap.clone()),
-        }
-    }
-
-    /// The node at a path.
-    async fn resolve(&self, user: &GridUser, path: &GridPath) -> FtpResult<Node> {
-        let base = self.base_node(user, &path.base);
-        if path.names.is_empty() {
-            return Ok(base);
-        }
-        match base {
-            Node::Dir(dir) => Ok(dir.walk(&path.names).await?),
-            _ => Err(FtpError::NotADirectory),
-        }
-    }
-
-    /// The directory at a path.
-    async fn resolve_dir(&self, user: &GridUser, path: &GridPath) -> FtpResult<DirNode> {
-        match self.resolve(user, path).await {
-            Ok(Node::Dir(dir)) => Ok(dir),
-            Ok(_) | Err(FtpError::Node(NodeError::NotADirectory(_))) => Err(FtpError::NotADirectory),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The parent directory of a path and the (normalised) last name.
-    async fn resolve_parent(&self, user: &GridUser, path: &Path) -> FtpResult<(DirNode, String)> {
-        let path = Self::parse(path)?;
-        let (parent, name) = path.split_last().ok_or(FtpError::NoParent)?;
-        let name = normalize_name(name)?;
-        Ok((self.resolve_dir(user, &parent).await?, name))
-    }
-
-    /// The metadata of a link.
-    async fn child_meta(child: &Child, grid: &Arc<Grid>, parent_writable: bool) -> Meta {
-        // A file in a writable directory can be replaced (STOR), renamed and deleted; a directory
-        // can take new children when its own cap is writable.
-        let writable = if child.is_dir() {
-            !child.cap.is_readonly()
-        } else {
-            parent_writable
+    async fn metadata_of(&self, user: &GridUser, path: &Path) -> FtpResult<Meta> {
+        let parsed = paths::parse(path)?;
+        let stat = self.fs(user).stat(&parsed).await;
+        *self.session.failed_stat() = match &stat {
+            Err(e) if matches!(e.kind(), FsErrorKind::Unavailable | FsErrorKind::Other) => {
+                Some(path.to_path_buf())
+            }
+            _ => None,
         };
-        let size = match (&child.cap, child.size()) {
-            (_, Some(size)) => size,
-            (Cap::File(file), None) if file.is_mutable() => {
-                FileNode::new(grid, file.clone()).size().await.unwrap_or(0)
-            }
-            _ => 0,
-        };
-        Meta {
-            size,
-            dir: child.is_dir(),
-            writable,
-            modified: link_modified(child),
-        }
-    }
-
-    async fn metadata_of(&self, user: &GridUser, path: &GridPath) -> FtpResult<Meta> {
-        match path.split_last() {
-            Some((parent, name)) => {
-                let parent = self.resolve_dir(user, &parent).await?;
-                let child = parent.get(name).await?;
-                Ok(Self::child_meta(&child, &self.grid, !parent.is_readonly()).await)
-            }
-            None => {
-                let node = self.base_node(user, &path.base);
-                Ok(match node {
-                    Node::Dir(dir) => Meta {
-                        size: 0,
-                        dir: true,
-                        writable: !dir.is_readonly(),
-                        modified: None,
-                    },
-                    Node::File(file) => Meta {
-                        size: file.size().await?,
-                        dir: false,
-                        writable: !file.is_readonly(),
-                        modified: None,
-                    },
-                    Node::Unknown(_) => return Err(FtpError::BadPath),
-                })
-            }
-        }
+        Ok(Meta::of(&stat?, parsed.names().is_empty()))
     }
 
     async fn list_of(&self, user: &GridUser, path: &Path) -> FtpResult<Vec<Fileinfo<PathBuf, Meta>>> {
-        let path = Self::parse(path)?;
-        let dir = match self.resolve(user, &path).await? {
-            Node::Dir(dir) => dir,
+        let path = paths::parse(path)?;
+        let fs = self.fs(user);
+        let entries = match fs.list(&path).await {
+            Ok(entries) => entries,
             // `LIST file` lists the file itself, as Unix servers do.
-            Node::File(_) | Node::Unknown(_) => {
-                let name = path.names.last().cloned().unwrap_or_default();
-                let meta = self.metadata_of(user, &path).await?;
+            Err(e) if e.kind() == FsErrorKind::NotADirectory => {
+                let stat = fs.stat(&path).await?;
+                if stat.kind == EntryKind::Dir {
+                    return Err(e.into());
+                }
                 return Ok(vec![Fileinfo {
-                    path: PathBuf::from(name),
-                    metadata: meta,
+                    path: PathBuf::from(path.name().unwrap_or_default()),
+                    metadata: Meta::of(&stat, path.names().is_empty()),
                 }]);
             }
+            Err(e) => return Err(e.into()),
         };
-        let writable = !dir.is_readonly();
-        let mut children = dir.list().await?;
-        // A name no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand
-        // holds one) is left out, as is one with a line break, which would end the LIST line (and
-        // start a forged one) and which no FTP command can carry.
-        let before = children.len();
-        children
-            .retain(|child| unusable_as_path(&child.name).is_none() && !child.name.contains(['\r', '\n']));
-        if children.len() < before {
-            let left_out = before - children.len();
+        // The layer leaves out names no path can reach (`..`, `a/b`, empty, NUL; only a directory
+        // written by hand holds one); a name with a line break would end the LIST line (and start
+        // a forged one), and no FTP command can carry it: left out too.
+        let before = entries.len();
+        let entries: Vec<_> = entries
+            .into_iter()
+            .filter(|entry| !entry.name.contains(['\r', '\n']))
+            .collect();
+        if entries.len() < before {
+            let left_out = before - entries.len();
             tracing::info!(
                 left_out,
-                "FTP listing: left out entries whose names cannot be paths"
+                "FTP listing: left out entries whose names cannot be carried on a line"
             );
         }
-        let metas = futures::stream::iter(children.iter().cloned().map(|child| {
-            let grid = Arc::clone(&self.grid);
-            async move { Self::child_meta(&child, &grid, writable).await }
-        }))
-        .buffered(8)
-        .collect::<Vec<_>>()
-        .await;
-        Ok(children
+        Ok(entries
             .into_iter()
-            .zip(metas)
-            .map(|(child, metadata)| Fileinfo {
-                path: PathBuf::from(child.name),
-                metadata,
+            .map(|entry| Fileinfo {
+                metadata: Meta::of(&entry.stat, false),
+                path: PathBuf::from(entry.name),
             })
             .collect())
     }
@@ -262,12 +235,8 @@ impl GridBackend {
         path: &Path,
         start: u64,
     ) -> FtpResult<BoxStream<'static, std::result::Result<Bytes, NodeError>>> {
-        let path = Self::parse(path)?;
-        let file = match self.resolve(user, &path).await? {
-            Node::File(file) => file,
-            Node::Dir(_) => return Err(FtpError::IsADirectory),
-            Node::Unknown(_) => return Err(FtpError::BadPath),
-        };
+        let path = paths::parse(path)?;
+        let file = self.fs(user).file(&path).await?;
         // Fetching runs ahead of the data connection (which may be slower, e.g. over TLS). A small
         // mutable file is read whole first, so the transfer is one version whole.
         let opened = crate::whole::open(&file).await?;
@@ -294,9 +263,27 @@ impl GridBackend {
         path: &Path,
         start: u64,
     ) -> FtpResult<u64> {
-        let checked = self.check_put(user, path, start).await;
-        let (parent, name, existing) = match checked {
-            Ok(found) => found,
+        let unsure = self
+            .session
+            .failed_stat()
+            .take()
+            .is_some_and(|failed| failed == path);
+        let prepared = match paths::parse(path) {
+            // Perhaps an APPE whose size could not be read (see `SessionState::failed_stat`).
+            Ok(_) if start == 0 && unsure => Err(FtpError::Fs(FsError::new(
+                FsErrorKind::Unavailable,
+                "the file could not be looked at just before: an APPE of it cannot be told from a \
+                 STOR now, and is not taken as one (try again)",
+            ))),
+            Ok(path) => self
+                .fs(user)
+                .prepare_resume(&path, start)
+                .await
+                .map_err(FtpError::from),
+            Err(e) => Err(e.into()),
+        };
+        let resume = match prepared {
+            Ok(resume) => resume,
             Err(e) => {
                 // Read (and drop) what the client sends, so that it sees the refusal as a reply
                 // rather than as a broken data connection.
@@ -304,70 +291,69 @@ impl GridBackend {
                 return Err(e);
             }
         };
-        let spool = self.spool(user, input).await?;
-        let len = spool.size();
-        match existing {
-            Some(file) => {
-                if let Some(message) = crate::sdmf_too_large(&file, len) {
-                    return Err(FtpError::Exceeded(std::io::Error::new(
-                        std::io::ErrorKind::FileTooLarge,
-                        message,
-                    )));
-                }
-                file.overwrite(len, chunks_from_read(spool.reader())).await?;
-            }
-            None => {
-                let result = self
-                    .grid
-                    .upload(spool.reader(), None)
-                    .await
-                    .map_err(NodeError::from)?;
-                parent
-                    .set_child(&name, &Cap::File(result.cap), None, Replace::OnlyFiles)
-                    .await?;
-            }
-        }
-        Ok(len)
+        // The kept bytes come from the grid while the new ones arrive.
+        let (kept, new) = tokio::join!(self.spool_kept(user, &resume), self.spool(user, input));
+        let new = new?;
+        let kept = kept?;
+        let new_len = new.size();
+        resume.check_size(new_len)?;
+        let input = Joined {
+            first: kept,
+            second: new.into_reader(),
+            position: 0,
+        };
+        let len = input.len();
+        resume.commit(input, len, None).await.map_err(FtpError::Store)?;
+        Ok(new_len)
     }
 
-    /// Where a STOR goes: the parent, the name, and the mutable file to overwrite in place if the
-    /// name holds a writable one. Refuses appends, directories and read-only parents.
-    async fn check_put(
-        &self,
-        user: &GridUser,
-        path: &Path,
-        start: u64,
-    ) -> FtpResult<(DirNode, String, Option<FileNode>)> {
-        if start > 0 {
-            return Err(FtpError::NoAppend);
+    /// The first [`Resume::offset`] bytes of the file, from the grid into an encrypted spool
+    /// charged to the user's quota (none when nothing is kept).
+    async fn spool_kept(&self, user: &GridUser, resume: &Resume) -> FtpResult<Option<SpoolReader>> {
+        if resume.offset() == 0 {
+            return Ok(None);
         }
-        let (parent, name) = self.resolve_parent(user, path).await?;
-        if parent.is_readonly() {
-            return Err(NodeError::NotWritable("the directory's cap is read-only").into());
+        let mut spool = self.new_spool(user).await?;
+        let mut stream = prefetch(resume.prefix(), READ_AHEAD);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let at = spool.size();
+            spool.write_at(at, &chunk).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::QuotaExceeded {
+                    FtpError::Exceeded(e)
+                } else {
+                    FtpError::Spool(e)
+                }
+            })?;
         }
-        let existing = match parent.get(&name).await {
-            Ok(child) => match child.node(&self.grid) {
-                Node::Dir(_) => return Err(FtpError::IsADirectory),
-                Node::File(file) if file.is_mutable() && !file.is_readonly() => Some(file),
-                _ => None,
-            },
-            Err(NodeError::NoSuchChild(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        Ok((parent, name, existing))
+        spool.flush().await.map_err(FtpError::Spool)?;
+        if spool.size() != resume.offset() {
+            return Err(NodeError::Unrecoverable("the file ended before the bytes to keep".into()).into());
+        }
+        Ok(Some(spool.into_reader()))
+    }
+
+    async fn new_spool(&self, user: &GridUser) -> FtpResult<Spool> {
+        let dir = self.spool_dir.clone();
+        let quota = Arc::clone(&self.spool_quota);
+        let name = user.name.clone();
+        tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
+            .await
+            .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
+            .map_err(FtpError::Spool)
     }
 
     /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).
     /// Past the user's spool quota the rest of the upload is read and dropped (so that the client
     /// sees the 552 reply rather than a broken data connection) and nothing more is written.
     async fn spool<R: AsyncRead + Unpin>(&self, user: &GridUser, mut input: R) -> FtpResult<Spool> {
-        let dir = self.spool_dir.clone();
-        let quota = Arc::clone(&self.spool_quota);
-        let name = user.name.clone();
-        let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
-            .await
-            .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
-            .map_err(FtpError::Spool)?;
+        let mut spool = match self.new_spool(user).await {
+            Ok(spool) => spool,
+            Err(e) => {
+                let _ = tokio::io::copy(&mut input, &mut tokio::io::sink()).await;
+                return Err(e);
+            }
+        };
         let mut buffer = vec![0u8; SPOOL_CHUNK];
         loop {
             let n = input.read(&mut buffer).await.map_err(FtpError::Transfer)?;
@@ -389,55 +375,187 @@ impl GridBackend {
         Ok(spool)
     }
 
-    async fn mkd_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
-        let (parent, name) = self.resolve_parent(user, path).await?;
-        parent
-            .create_subdirectory(&name, MutableFormat::Sdmf, Replace::Never)
-            .await?;
-        Ok(())
+    async fn del_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
+        Ok(self.fs(user).unlink(&paths::parse(path)?).await?)
     }
 
-    async fn del_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
-        let (parent, name) = self.resolve_parent(user, path).await?;
-        if parent.get(&name).await?.is_dir() {
-            return Err(FtpError::IsADirectory);
-        }
-        parent.unlink(&name).await?;
+    async fn mkd_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
+        self.fs(user).mkdir(&paths::parse(path)?).await?;
         Ok(())
     }
 
     async fn rmd_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
-        let (parent, name) = self.resolve_parent(user, path).await?;
-        match parent.get(&name).await?.node(&self.grid) {
-            Node::Dir(dir) => {
-                if !dir.list().await?.is_empty() {
-                    return Err(FtpError::NotEmpty);
-                }
-            }
-            _ => return Err(FtpError::NotADirectory),
-        }
-        parent.unlink(&name).await?;
-        Ok(())
+        Ok(self.fs(user).rmdir(&paths::parse(path)?).await?)
     }
 
+    /// RNFR/RNTO: within or across directories; replaces files, never directories.
     async fn rename_at(&self, user: &GridUser, from: &Path, to: &Path) -> FtpResult<()> {
-        let (from_dir, from_name) = self.resolve_parent(user, from).await?;
-        let (to_dir, to_name) = self.resolve_parent(user, to).await?;
-        // RNTO replaces files, never directories.
-        if from_dir.cap().to_string() == to_dir.cap().to_string() {
-            from_dir.rename(&from_name, &to_name, Replace::OnlyFiles).await?;
-        } else {
-            from_dir
-                .move_child_to(&from_name, &to_dir, &to_name, Replace::OnlyFiles)
-                .await?;
-        }
-        Ok(())
+        let (from, to) = (paths::parse(from)?, paths::parse(to)?);
+        Ok(self.fs(user).rename(&from, &to, Replace::OnlyFiles).await?)
     }
 
     async fn cwd_at(&self, user: &GridUser, path: &Path) -> FtpResult<()> {
-        let path = Self::parse(path)?;
-        self.resolve_dir(user, &path).await.map(|_| ())
+        let path = paths::parse(path)?;
+        self.fs(user).dir(&path).await?;
+        // libunftp now keeps the path as the session's working directory.
+        self.session
+            .moved
+            .store(path != FsPath::root(), Ordering::Relaxed);
+        Ok(())
     }
+
+    /// `SITE MFMT` / `SITE UTIME`: the reply.
+    async fn set_time(&self, user: &GridUser, command: &str, arguments: &str) -> Reply {
+        let Some((path, mtime)) = set_time_arguments(command, arguments) else {
+            return Reply::new(
+                ReplyCode::ParameterSyntaxError,
+                "Syntax: SITE MFMT YYYYMMDDHHMMSS path, SITE UTIME YYYYMMDDHHMMSS path, or \
+                 SITE UTIME path atime mtime ctime UTC (times in UTC)",
+            );
+        };
+        // libunftp gives SITE commands no working directory: a relative path is the user's root's
+        // only while the session has not left it.
+        if !path.starts_with('/') && self.session.moved.load(Ordering::Relaxed) {
+            return Reply::new(
+                ReplyCode::ParameterSyntaxError,
+                "SITE MFMT and SITE UTIME take an absolute path after CWD (they cannot see the \
+                 working directory)",
+            );
+        }
+        let result = match paths::parse(Path::new(path)) {
+            Ok(parsed) => self
+                .fs(user)
+                .set_mtime(&parsed, mtime)
+                .await
+                .map_err(FtpError::from),
+            Err(e) => Err(e.into()),
+        };
+        match self.counted(Op::Other, result) {
+            Ok(()) => match command {
+                // The draft's MFMT reply, which clients parse.
+                "MFMT" => Reply::new_with_string(
+                    ReplyCode::FileStatus,
+                    format!(
+                        "Modify={}; {path}",
+                        arguments.split(' ').next().unwrap_or_default()
+                    ),
+                ),
+                _ => Reply::new(ReplyCode::CommandOkay, "Modification time set"),
+            },
+            Err(e) => match e.kind() {
+                unftp_core::storage::ErrorKind::FileNameNotAllowedError => {
+                    Reply::new(ReplyCode::BadFileName, "File name not allowed")
+                }
+                unftp_core::storage::ErrorKind::PermissionDenied => {
+                    Reply::new(ReplyCode::FileError, "Permission denied")
+                }
+                unftp_core::storage::ErrorKind::LocalError => {
+                    Reply::new(ReplyCode::LocalError, "Local error")
+                }
+                _ => Reply::new(ReplyCode::FileError, "File not found"),
+            },
+        }
+    }
+}
+
+/// `SITE MFMT` and `SITE UTIME` (lftp's two forms): what they name and the time they set.
+#[derive(Debug)]
+pub(crate) struct SetModTime;
+
+#[async_trait]
+impl SiteCommandHandler<GridBackend, GridUser> for SetModTime {
+    async fn handle(&self, context: &SiteCommandContext<GridBackend, GridUser>) -> Reply {
+        match context.user.as_ref() {
+            Some(user) => {
+                context
+                    .storage
+                    .set_time(user, &context.command, &context.arguments)
+                    .await
+            }
+            None => Reply::new(ReplyCode::NotLoggedIn, "Log in first"),
+        }
+    }
+}
+
+/// The path and the time (Unix seconds) of a `SITE MFMT` or `SITE UTIME`:
+/// - `MFMT YYYYMMDDHHMMSS[.sss] path` (draft-somers-ftp-mfxx's MFMT, as a SITE command);
+/// - `UTIME YYYYMMDDHHMMSS path` (lftp's `site-utime2`);
+/// - `UTIME path atime mtime ctime UTC` (lftp's `site-utime`, ProFTPD's form): the mtime is set.
+///
+/// Paths may hold spaces. Times are UTC.
+pub(crate) fn set_time_arguments<'a>(command: &str, arguments: &'a str) -> Option<(&'a str, f64)> {
+    if command == "UTIME"
+        && let Some(rest) = arguments.strip_suffix(" UTC")
+    {
+        let mut fields = rest.rsplitn(4, ' ');
+        let (ctime, mtime, atime, path) = (fields.next(), fields.next(), fields.next(), fields.next());
+        if let (Some(_), Some(mtime), Some(_), Some(path)) = (
+            ctime.and_then(parse_time),
+            mtime.and_then(parse_time),
+            atime.and_then(parse_time),
+            path,
+        ) && !path.is_empty()
+        {
+            return Some((path, mtime));
+        }
+    }
+    if command != "MFMT" && command != "UTIME" {
+        return None;
+    }
+    let (time, path) = arguments.split_once(' ')?;
+    if path.is_empty() {
+        return None;
+    }
+    Some((path, parse_time(time)?))
+}
+
+/// `YYYYMMDDHHMMSS[.sss]` (UTC) as Unix seconds; `None` unless it is a real time from 1970 to 9999.
+pub(crate) fn parse_time(text: &str) -> Option<f64> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    if whole.len() != 14 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| whole[range].parse::<u32>().ok();
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(8..10)?, number(10..12)?, number(12..14)?);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(year) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let fraction = match fraction {
+        None => 0.0,
+        Some(digits) if (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("0.{digits}").parse::<f64>().ok()?
+        }
+        Some(_) => return None,
+    };
+    let days = days_since_epoch(year, month, day);
+    Some((days * 86_400 + u64::from(hour * 3600 + minute * 60 + second)) as f64 + fraction)
+}
+
+/// Whether a year of the Gregorian calendar has 29 February.
+fn is_leap(year: u32) -> bool {
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
+}
+
+/// Days from 1970-01-01 to a date of the Gregorian calendar (1970 or later).
+fn days_since_epoch(year: u32, month: u32, day: u32) -> u64 {
+    let whole_years: u64 = (1970..year).map(|y| if is_leap(y) { 366 } else { 365 }).sum();
+    const BEFORE: [u64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let mut days = whole_years + BEFORE[(month - 1) as usize] + u64::from(day - 1);
+    if month > 2 && is_leap(year) {
+        days += 1;
+    }
+    days
 }
 
 /// Chunks (about a segment each) fetched ahead of the data connection.
@@ -445,6 +563,56 @@ const READ_AHEAD: usize = 4;
 
 /// How much of the data connection is read at once (the spool gathers reads into larger writes).
 const SPOOL_CHUNK: usize = 256 << 10;
+
+/// The kept bytes of a resumed upload followed by the new ones: one input for the layer.
+struct Joined {
+    first: Option<SpoolReader>,
+    second: SpoolReader,
+    position: u64,
+}
+
+impl Joined {
+    fn first_len(&self) -> u64 {
+        self.first.as_ref().map_or(0, SpoolReader::len)
+    }
+
+    fn len(&self) -> u64 {
+        self.first_len() + self.second.len()
+    }
+}
+
+impl Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let first_len = self.first_len();
+        let n = match &mut self.first {
+            Some(first) if self.position < first_len => {
+                let room = usize::try_from(first_len - self.position).unwrap_or(usize::MAX);
+                let take = buf.len().min(room);
+                first.seek(SeekFrom::Start(self.position))?;
+                first.read(&mut buf[..take])?
+            }
+            _ => {
+                self.second.seek(SeekFrom::Start(self.position - first_len))?;
+                self.second.read(buf)?
+            }
+        };
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Joined {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let position = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.position.checked_add_signed(d),
+        };
+        self.position = position
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.position)
+    }
+}
 
 /// A file's bytes as an `AsyncRead` (what libunftp sends on the data connection).
 pub(crate) struct GridReader {
@@ -498,10 +666,7 @@ impl StorageBackend<GridUser> for GridBackend {
         user: &GridUser,
         path: P,
     ) -> Result<Meta> {
-        let result = match Self::parse(path.as_ref()) {
-            Ok(path) => self.metadata_of(user, &path).await,
-            Err(e) => Err(e),
-        };
+        let result = self.metadata_of(user, path.as_ref()).await;
         self.counted(Op::Stat, result)
     }
 
@@ -544,7 +709,7 @@ impl StorageBackend<GridUser> for GridBackend {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    let e = FtpError::Node(e);
+                    let e = FtpError::from(e);
                     self.counters.error(e.counted_kind());
                     return Err(e.into());
                 }
@@ -557,6 +722,7 @@ impl StorageBackend<GridUser> for GridBackend {
         Ok(total)
     }
 
+    /// STOR, `REST n` + STOR and APPE (libunftp passes the file's size as the start).
     async fn put<P: AsRef<Path> + Send + std::fmt::Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
         &self,
         user: &GridUser,

@@ -1,94 +1,104 @@
-//! Every FTP failure mapped to a libunftp [`ErrorKind`] (and so to an FTP reply code), in one place.
+//! Every FTP failure mapped to a libunftp [`ErrorKind`] (and so to an FTP reply code), in one place:
+//! the file-system layer's [`FsErrorKind`] for everything that touches the grid, plus what only
+//! FTP has (the data connection, the spool, a resume past the end).
 //!
-//! libunftp chooses the reply text from the kind alone, so the kind carries the reason: a grid that
-//! has too few servers for an upload answers `452 Insufficient storage space`, a write through a
-//! read-only cap `550 Permission denied`, a name that cannot be a child `553 File name not
-//! allowed`. The full reason goes to the node's log (never with a cap or a path, which may hold
-//! one).
+//! libunftp chooses the reply text from the kind alone, so the kind carries the reason: an upload
+//! that finds too few servers answers `452 Insufficient storage space`, a write through a read-only
+//! cap `550 Permission denied`, a name that cannot be a path `553 File name not allowed`, a
+//! `REST n` + `STOR` or an APPE past the end of the file `551` (libunftp's text for it is "Page
+//! type unknown"; RFC 1123's 554 is not among its kinds). The full reason goes to the node's log
+//! (never with a cap or a path, which may hold one).
 
+use filenode::fs::append::ResumeError;
+use filenode::fs::{FsError, FsErrorKind};
 use filenode::node::NodeError;
 use unftp_core::storage::{Error, ErrorKind};
 
 /// Why an FTP operation failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FtpError {
-    /// A filesystem operation on the grid failed.
+    /// A file-system operation failed.
     #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The path is the user's root or a cap itself, which has no parent to change.
-    #[error("the root of a path cannot be changed")]
-    NoParent,
-    /// A file operation on a directory (RETR, DELE, STOR over a directory).
-    #[error("that is a directory")]
-    IsADirectory,
-    /// A directory operation on something else (CWD, RMD, LIST of a file's children).
-    #[error("that is not a directory")]
-    NotADirectory,
-    /// RMD of a directory that still has children.
-    #[error("the directory is not empty")]
-    NotEmpty,
-    /// Appending, or resuming an upload: immutable files cannot be extended.
-    #[error("files cannot be appended to or resumed (immutable files)")]
-    NoAppend,
-    /// A path that is not UTF-8 or names a cap this version cannot open.
-    #[error("unusable path")]
-    BadPath,
+    Fs(#[from] FsError),
+    /// Storing an upload on the grid failed (too few servers is then 452, not 451).
+    #[error("storing the upload failed: {0}")]
+    Store(FsError),
+    /// A resumed upload (`REST n` + `STOR`, APPE) would start past the end of the file.
+    #[error("the upload starts at byte {offset}, past the end of the file ({size} bytes)")]
+    PastEnd { offset: u64, size: u64 },
     /// Reading the upload from the client failed.
     #[error("reading the upload failed: {0}")]
     Transfer(std::io::Error),
     /// The spool file failed.
     #[error("local spool file failed: {0}")]
     Spool(std::io::Error),
-    /// The upload would pass the user's spool quota (`[ftpd] spool.quota`) or the SDMF size bound.
+    /// The upload would pass the user's spool quota (`[ftpd] spool.quota`).
     #[error("{0}")]
     Exceeded(std::io::Error),
+}
+
+impl From<NodeError> for FtpError {
+    fn from(e: NodeError) -> Self {
+        FtpError::Fs(e.into())
+    }
+}
+
+impl From<ResumeError> for FtpError {
+    fn from(e: ResumeError) -> Self {
+        match e {
+            ResumeError::PastEnd { offset, size } => FtpError::PastEnd { offset, size },
+            ResumeError::Fs(e) => FtpError::Fs(e),
+        }
+    }
+}
+
+/// The reply to a layer failure.
+fn fs_kind(kind: FsErrorKind, storing: bool) -> ErrorKind {
+    match kind {
+        FsErrorKind::NotFound | FsErrorKind::Exists | FsErrorKind::IsADirectory => {
+            ErrorKind::PermanentFileNotAvailable
+        }
+        FsErrorKind::NotADirectory => ErrorKind::PermanentDirectoryNotAvailable,
+        FsErrorKind::NotEmpty => ErrorKind::PermanentDirectoryNotEmpty,
+        FsErrorKind::ReadOnly => ErrorKind::PermissionDenied,
+        FsErrorKind::BadPath => ErrorKind::FileNameNotAllowedError,
+        // Too few servers to place an upload; too few shares to read something.
+        FsErrorKind::Unavailable if storing => ErrorKind::InsufficientStorageSpaceError,
+        FsErrorKind::Unavailable | FsErrorKind::Other => ErrorKind::LocalError,
+        FsErrorKind::TooLarge => ErrorKind::ExceededStorageAllocationError,
+    }
 }
 
 impl FtpError {
     /// The libunftp error kind, and so the FTP reply.
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
-            FtpError::Node(e) => match e {
-                // BadOffset: a write or read beyond what the file allows (FTP's REST is checked
-                // before it reaches the grid, so this is unexpected; 550 rather than a syntax code).
-                NodeError::NoSuchChild(_)
-                | NodeError::WrongType(_)
-                | NodeError::ExistingChild(_)
-                | NodeError::BadOffset(_) => ErrorKind::PermanentFileNotAvailable,
-                NodeError::NotADirectory(_) => ErrorKind::PermanentDirectoryNotAvailable,
-                NodeError::NotWritable(_) => ErrorKind::PermissionDenied,
-                NodeError::BadName { .. } | NodeError::BadChild(_) => ErrorKind::FileNameNotAllowedError,
-                NodeError::UncoordinatedWrite | NodeError::Conflict(_) | NodeError::VersionChanged(_) => {
-                    ErrorKind::TransientFileNotAvailable
-                }
-                NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => ErrorKind::LocalError,
-                NodeError::NotEnoughServers(_) => ErrorKind::InsufficientStorageSpaceError,
-                NodeError::Unsupported(_) => ErrorKind::CommandNotImplemented,
-                NodeError::Input(_) => ErrorKind::ConnectionClosed,
-            },
-            FtpError::NoParent => ErrorKind::PermissionDenied,
-            FtpError::IsADirectory => ErrorKind::PermanentFileNotAvailable,
-            FtpError::NotADirectory => ErrorKind::PermanentDirectoryNotAvailable,
-            FtpError::NotEmpty => ErrorKind::PermanentDirectoryNotEmpty,
-            FtpError::NoAppend => ErrorKind::CommandNotImplemented,
-            FtpError::BadPath => ErrorKind::FileNameNotAllowedError,
+            FtpError::Fs(e) => fs_kind(e.kind(), false),
+            FtpError::Store(e) => fs_kind(e.kind(), true),
+            FtpError::PastEnd { .. } => ErrorKind::PageTypeUnknown,
             FtpError::Transfer(_) => ErrorKind::ConnectionClosed,
             FtpError::Spool(_) => ErrorKind::LocalError,
             FtpError::Exceeded(_) => ErrorKind::ExceededStorageAllocationError,
         }
     }
-}
 
-impl FtpError {
     /// Why, as the frontends' error figures count it.
     pub(crate) fn counted_kind(&self) -> crate::counters::ErrorKind {
         use crate::counters::ErrorKind as Kind;
+        let fs = |kind: FsErrorKind, storing: bool| match kind {
+            FsErrorKind::NotFound => Kind::NotFound,
+            FsErrorKind::ReadOnly => Kind::Permission,
+            FsErrorKind::NotADirectory | FsErrorKind::IsADirectory | FsErrorKind::BadPath => Kind::BadRequest,
+            FsErrorKind::Exists | FsErrorKind::NotEmpty => Kind::Conflict,
+            FsErrorKind::Unavailable if storing => Kind::NotEnoughServers,
+            FsErrorKind::Unavailable => Kind::NotEnoughShares,
+            FsErrorKind::TooLarge => Kind::Quota,
+            FsErrorKind::Other => Kind::Internal,
+        };
         match self {
-            FtpError::Node(e) => Kind::of_node(e),
-            FtpError::NoParent => Kind::Permission,
-            FtpError::IsADirectory | FtpError::NotADirectory | FtpError::BadPath => Kind::BadRequest,
-            FtpError::NotEmpty => Kind::Conflict,
-            FtpError::NoAppend => Kind::Unsupported,
+            FtpError::Fs(e) => fs(e.kind(), false),
+            FtpError::Store(e) => fs(e.kind(), true),
+            FtpError::PastEnd { .. } => Kind::BadRequest,
             FtpError::Transfer(e) if e.kind() == std::io::ErrorKind::TimedOut => Kind::Timeout,
             FtpError::Transfer(_) => Kind::BadRequest,
             FtpError::Spool(e) => Kind::of_io(e),

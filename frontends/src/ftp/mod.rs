@@ -1,5 +1,6 @@
-//! The FTP server (explicit FTPS): libunftp with our own storage backend ([`backend`]) over
-//! `filenode::node` and our own authenticator ([`auth`]) over the shared accounts file.
+//! The FTP server (explicit FTPS): libunftp with our own storage backend ([`backend`]) over the
+//! file-system layer (`filenode::fs`) and our own authenticator ([`auth`]) over the shared
+//! accounts file.
 //!
 //! - [`serve`] takes an already-bound listener and a shutdown future (house style); each control
 //!   connection gets its own libunftp `Server` (cheap: the TLS configuration and the
@@ -12,6 +13,14 @@
 //! - TLS: `AUTH TLS` with the node's FTP certificate; [`TlsPolicy`] says whether it is required
 //!   (control and data channels) or offered.
 //! - Errors map to reply codes in one place: [`error`].
+//! - Upload resume: `REST n` + `STOR` and `APPE` keep the file's first `n` bytes (libunftp passes
+//!   the start to the backend's `put`; for APPE, the size its `metadata` reports).
+//! - Modification times: libunftp 0.24 parses no `MFMT` (it answers `500 Command not
+//!   implemented` before any backend sees it, and its FEAT cannot list it), so the time is set
+//!   through its SITE hook: `SITE MFMT YYYYMMDDHHMMSS path` (MFMT's syntax) and lftp's two
+//!   `SITE UTIME` forms, stored as the link's `mtime` (what SFTP's SETSTAT sets), which MDTM,
+//!   LIST and MLSD show. SITE handlers get no working directory: a relative path is refused once
+//!   the session has changed directory.
 //! - libunftp logs paths (which may hold caps) and Debug-formats the backend and the user on every
 //!   command: it gets a discarding logger, and the backend and user print a word.
 
@@ -39,7 +48,7 @@ use crate::counters::Frontend;
 use crate::login_limit::LoginLimiter;
 use auth::GridAuth;
 pub use auth::GridUser;
-use backend::GridBackend;
+use backend::{GridBackend, SetModTime};
 
 /// Whether clients must use TLS.
 #[derive(Clone)]
@@ -108,6 +117,7 @@ pub async fn serve(
         spool_dir: config.spool_dir.clone(),
         spool_quota: Arc::clone(&config.spool_quota),
         counters: Arc::clone(config.counters.frontend(Frontend::Ftp)),
+        session: Arc::default(),
     };
     backend.counters.set_spool(&config.spool_quota);
     let loopback = relay::Loopback::new().await?;
@@ -211,9 +221,11 @@ fn build_server(
         peer: peer.ip(),
     };
     let mut builder =
-        libunftp::ServerBuilder::with_user_detail_provider(Box::new(move || backend.clone()), provider)
+        libunftp::ServerBuilder::with_user_detail_provider(Box::new(move || backend.session()), provider)
             // Never libunftp's default (anonymous) authenticator.
             .authenticator(Arc::new(authenticator) as Arc<dyn unftp_core::auth::Authenticator + Send + Sync>)
+            .site_command("MFMT", SetModTime)
+            .site_command("UTIME", SetModTime)
             .greeting(GREETING)
             .logger(Some(slog::Logger::root(slog::Discard, slog::o!())))
             .passive_ports(config.passive_ports.clone())

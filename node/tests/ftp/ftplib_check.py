@@ -180,7 +180,81 @@ def utf8_names():
 
 
 check("UTF-8 names", utf8_names)
-check("APPE to an existing file is refused with 502", lambda: expect_error("502", lambda: stor(ftp, "small.bin", b"more", "APPE")))
+
+
+def resumed_uploads():
+    # An interrupted upload: the server holds the first part, REST n + STOR sends the rest.
+    stor(ftp, "resumed.bin", medium[:100_000])
+    ftp.storbinary("STOR resumed.bin", io.BytesIO(medium[100_000:]), rest=100_000)
+    assert ftp.size("resumed.bin") == len(medium), ftp.size("resumed.bin")
+    assert retr(ftp, "resumed.bin") == medium
+    # Resumed before the end: what came after the offset is replaced.
+    ftp.storbinary("STOR resumed.bin", io.BytesIO(b"end"), rest=10)
+    assert retr(ftp, "resumed.bin") == medium[:10] + b"end"
+    # APPE appends; APPE of a new name makes it.
+    stor(ftp, "resumed.bin", b"more", "APPE")
+    assert retr(ftp, "resumed.bin") == medium[:10] + b"endmore"
+    stor(ftp, "appended.bin", b"new", "APPE")
+    stor(ftp, "appended.bin", b" and more", "APPE")
+    assert retr(ftp, "appended.bin") == b"new and more"
+    ftp.delete("appended.bin")
+
+
+check("REST + STOR resumes an upload, APPE appends", resumed_uploads)
+
+
+def hostile_resumes():
+    before = retr(ftp, "resumed.bin")
+    # A start past the end of the file (or of a missing one): 551, and nothing changes. libunftp
+    # keeps a REST offset after a failed transfer, so the next transfer is given REST 0 first.
+    expect_error("551", lambda: ftp.storbinary("STOR resumed.bin", io.BytesIO(b"gap"), rest=len(before) + 1))
+    ftp.sendcmd("REST 0")
+    expect_error("551", lambda: ftp.storbinary("STOR no-such-file.bin", io.BytesIO(b"x"), rest=5))
+    ftp.sendcmd("REST 0")
+    assert retr(ftp, "resumed.bin") == before
+    assert "no-such-file.bin" not in ftp.nlst()
+    # APPE to a directory: 550, the directory stays one.
+    ftp.mkd("appe-dir")
+    expect_error("550", lambda: stor(ftp, "appe-dir", b"x", "APPE"))
+    expect_error("550", lambda: ftp.storbinary("STOR appe-dir", io.BytesIO(b"x"), rest=0))
+    assert dict(ftp.mlsd())["appe-dir"]["type"] == "dir"
+    ftp.rmd("appe-dir")
+    ftp.delete("resumed.bin")
+
+
+check("REST past the end is 551, APPE to a directory 550", hostile_resumes)
+
+
+def modification_times():
+    # libunftp 0.24 answers MFMT itself (500); SITE MFMT is the same command through its SITE hook.
+    expect_error("500", lambda: ftp.sendcmd(f"MFMT 20010909014640 /{top}/small.bin"))
+    reply = ftp.sendcmd(f"SITE MFMT 20010909014640 /{top}/small.bin")
+    assert reply.startswith("213 Modify=20010909014640"), reply
+    assert ftp.sendcmd("MDTM small.bin") == "213 20010909014640", ftp.sendcmd("MDTM small.bin")
+    facts = dict(ftp.mlsd())
+    assert facts["small.bin"]["modify"].startswith("20010909014640"), facts["small.bin"]
+    lines = []
+    ftp.retrlines("LIST", lines.append)
+    assert any(line.endswith(" small.bin") and " 2001 " in line for line in lines), lines
+    # lftp's SITE UTIME forms, on a file and on a directory; the file's bytes are unchanged.
+    ftp.sendcmd(f"SITE UTIME 20200229120000 /{top}/medium.bin")
+    assert ftp.sendcmd("MDTM medium.bin") == "213 20200229120000"
+    ftp.sendcmd(f"SITE UTIME /{top} 20200101000000 20210101000000 20200101000000 UTC")
+    assert ftp.sendcmd(f"MDTM /{top}") == "213 20210101000000"
+    assert retr(ftp, "small.bin") == small and retr(ftp, "medium.bin") == medium
+    # Hostile: bad times, a relative path after CWD (SITE sees no working directory), a missing
+    # name, the root (no link to hold a time), a bad cap path.
+    for bad in ["20230229000000", "20241301000000", "19691231235959", "yesterday", "2001090901464"]:
+        expect_error("501", lambda: ftp.sendcmd(f"SITE MFMT {bad} /{top}/small.bin"))
+    expect_error("501", lambda: ftp.sendcmd(f"SITE MFMT 20010909014640"))
+    expect_error("501", lambda: ftp.sendcmd("SITE MFMT 20010909014640 small.bin"))
+    expect_error("550", lambda: ftp.sendcmd(f"SITE MFMT 20010909014640 /{top}/no-such-file"))
+    expect_error("550", lambda: ftp.sendcmd("SITE MFMT 20010909014640 /"))
+    expect_error("553", lambda: ftp.sendcmd("SITE MFMT 20010909014640 /uri/not-a-cap"))
+    assert ftp.sendcmd("MDTM small.bin") == "213 20010909014640"
+
+
+check("SITE MFMT / SITE UTIME set the time MDTM, MLSD and LIST show", modification_times)
 check("STOR over a directory is refused", lambda: (ftp.mkd("sub"), expect_error("550", lambda: stor(ftp, "sub", b"x"))))
 
 
@@ -238,10 +312,14 @@ def uri_paths():
     assert retr(ftp, f"/uri/{cap}/by-cap.bin") == b"reached by its cap"
     listing = urllib.request.urlopen(f"{node_url.rstrip('/')}/uri/{cap}?t=json", timeout=30).read().decode()
     assert "by-cap.bin" in listing, listing
+    # After /uri/ comes a cap: anything else is refused (553), never taken for a child of a root
+    # child named `uri`.
+    expect_error("553", lambda: ftp.size("/uri/not-a-cap"))
+    expect_error("553", lambda: ftp.mkd("/uri/not-a-cap"))
     ftp.cwd(f"/{top}")
 
 
-check("/uri/CAP paths reach caps directly", uri_paths)
+check("/uri/CAP paths reach caps directly, /uri/not-a-cap is refused", uri_paths)
 
 
 def malformed():
