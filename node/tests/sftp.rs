@@ -359,7 +359,11 @@ fn openssh_chmod_444_makes_a_file_read_only_until_chmod_644() {
     let report = text(&out);
     assert!(out.status.success(), "{report}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let listings: Vec<&str> = stdout.lines().filter(|line| line.ends_with("f.txt")).collect();
+    // The listings' lines (the batch echoes each command after "sftp> ").
+    let listings: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with('-') && line.ends_with(" f.txt"))
+        .collect();
     assert_eq!(listings.len(), 2, "{report}");
     assert!(listings[0].starts_with("-rw-rw-rw-"), "{report}");
     assert!(listings[1].starts_with("-r--r--r--"), "{report}");
@@ -386,7 +390,7 @@ fn openssh_chmod_444_makes_a_file_read_only_until_chmod_644() {
     assert!(
         stdout
             .lines()
-            .any(|line| line.ends_with("f.txt") && line.starts_with("-rw-rw-rw-")),
+            .any(|line| line.ends_with(" f.txt") && line.starts_with("-rw-rw-rw-")),
         "{report}"
     );
     assert_eq!(

@@ -30,7 +30,9 @@
 //! Tahoe's SFTP server sets it; [`Fs::set_metadata`] with [`MetadataChange::no_write`]) is
 //! read-only for every frontend on this layer:
 //! - writing its name ([`Fs::prepare_write`], so also a mutable file written in place through it)
-//!   and replacing it (a rename or copy over it) are refused with [`FsErrorKind::ReadOnly`];
+//!   and replacing it (a rename or copy over it) are refused with [`FsErrorKind::ReadOnly`]; a
+//!   write is checked when it is prepared (before any byte arrives, as Tahoe checks at open), so
+//!   a mark set while an upload is under way does not stop that upload;
 //! - removing it ([`Fs::unlink`], [`Fs::rmdir`], [`Fs::remove`]) is refused too, as Windows
 //!   refuses to delete a read-only file (Tahoe, like POSIX, lets the link be deleted: it only
 //!   refuses to open it for writing). Clearing the mark first (`chmod u+w`) allows both;
