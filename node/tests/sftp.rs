@@ -1,7 +1,8 @@
 //! The SFTP frontend with the real OpenSSH `sftp` client against a real `tessera devgrid`: the demo
 //! account's key in batch mode (every operation, a resumed download, an upload that fails when too
 //! few servers are up), and password logins through SSH_ASKPASS for an account added with
-//! `tessera admin add-user`; rclone copying, syncing, moving and purging a tree; an sshfs mount used
+//! `tessera admin add-user`; `chmod 444` marking a file read-only (Tahoe's `no-write`) and
+//! `chmod 644` clearing it; rclone copying, syncing, moving and purging a tree; an sshfs mount used
 //! with ordinary file operations. The 256 MiB put and
 //! get are in the slow tier (TESSERA_SLOW_TESTS=1). Skipped, with a note, when `sftp` (or rclone)
 //! is not installed.
@@ -334,6 +335,67 @@ fn openssh_sftp_against_the_devgrid() {
         !String::from_utf8_lossy(&out.stdout).contains("doomed"),
         "{}",
         text(&out)
+    );
+}
+
+/// Tahoe's `no-write` with OpenSSH's `sftp`: `chmod 444` marks a file read-only (`ls -l` shows
+/// `r--r--r--`), so a `put` over it and an `rm` of it fail with "Permission denied" and the
+/// contents stay; `chmod 644` clears the mark (`rw-rw-rw-`) and the `put` works.
+#[test]
+fn openssh_chmod_444_makes_a_file_read_only_until_chmod_644() {
+    if !have_sftp() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = Devgrid::start(&tmp.path().join("grid"), 3);
+    let local = tmp.path();
+    std::fs::write(local.join("first.txt"), b"first\n").unwrap();
+    std::fs::write(local.join("second.txt"), b"second version\n").unwrap();
+    let l = local.display();
+
+    let out = grid.batch(&format!(
+        "put {l}/first.txt f.txt\nls -l\nchmod 444 f.txt\nls -l\n"
+    ));
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The listings' lines (the batch echoes each command after "sftp> ").
+    let listings: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with('-') && line.ends_with(" f.txt"))
+        .collect();
+    assert_eq!(listings.len(), 2, "{report}");
+    assert!(listings[0].starts_with("-rw-rw-rw-"), "{report}");
+    assert!(listings[1].starts_with("-r--r--r--"), "{report}");
+
+    for commands in [format!("put {l}/second.txt f.txt\n"), "rm f.txt\n".to_owned()] {
+        let out = grid.batch(&commands);
+        assert!(!out.status.success(), "{commands}: {}", text(&out));
+        assert!(
+            text(&out).contains("Permission denied"),
+            "{commands}: {}",
+            text(&out)
+        );
+    }
+    let out = grid.batch(&format!("get f.txt {l}/back.txt\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(local.join("back.txt")).unwrap(), b"first\n");
+
+    let out = grid.batch(&format!(
+        "chmod 644 f.txt\nls -l\nput {l}/second.txt f.txt\nget f.txt {l}/back.txt\n"
+    ));
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.ends_with(" f.txt") && line.starts_with("-rw-rw-rw-")),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read(local.join("back.txt")).unwrap(),
+        b"second version\n"
     );
 }
 

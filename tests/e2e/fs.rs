@@ -1,13 +1,14 @@
 //! The file-system layer (`filenode::fs`) over a real in-process grid: paths from the root and
 //! from `/uri/CAP`, stat and list, ranged reads, writes with Tahoe's replace semantics and the
 //! mutable-in-place rule, mkdir, unlink, rmdir, remove, rename within and across directories,
-//! copy, and the error kinds (never with a cap in the message).
+//! copy, links marked read-only (Tahoe's `no-write`), and the error kinds (never with a cap in the
+//! message).
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use filenode::cap::{Cap, FileCap, MutableFormat};
-use filenode::fs::{EntryKind, Fs, FsErrorKind, FsPath};
+use filenode::fs::{EntryKind, Fs, FsErrorKind, FsPath, MetadataChange};
 use filenode::grid::Grid;
 use filenode::grid::upload::UploadParams;
 use filenode::node::{DirNode, Replace};
@@ -430,4 +431,162 @@ async fn uri_paths_and_their_errors() {
     };
     assert_eq!(e.kind(), FsErrorKind::Unavailable, "{e}");
     assert!(!e.to_string().contains(&Cap::File(lost).to_string()));
+}
+
+const MARK: MetadataChange = MetadataChange {
+    mtime: None,
+    no_write: Some(true),
+};
+const CLEAR: MetadataChange = MetadataChange {
+    mtime: None,
+    no_write: Some(false),
+};
+
+/// Tahoe's `no-write` on a link: set and cleared through `set_metadata` (as SFTP's chmod does),
+/// stored as Tahoe's key, and honoured by every operation: writes, unlinks and replacements of the
+/// link are refused (and change nothing) while a rename away keeps the mark; once cleared, writes
+/// work again.
+#[tokio::test]
+async fn a_link_marked_no_write_refuses_writes_until_cleared() {
+    let s = setup().await;
+    let fs = &s.fs;
+    put(fs, "/f", b"first").await;
+    put(fs, "/other", b"other").await;
+    fs.set_metadata(&p("/f"), MARK).await.unwrap();
+    assert!(fs.stat(&p("/f")).await.unwrap().no_write);
+    assert!(!fs.stat(&p("/other")).await.unwrap().no_write);
+    let link = s.root.get("f").await.unwrap();
+    assert_eq!(
+        link.metadata.get("no-write"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    assert!(
+        link.metadata.contains_key("mtime"),
+        "the other user metadata stays"
+    );
+
+    let refused = fs
+        .write(&p("/f"), Cursor::new(b"second".to_vec()), 6, Replace::Always)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), FsErrorKind::ReadOnly);
+    assert!(refused.message().contains("no-write"), "{refused}");
+    let kinds = [
+        fs.unlink(&p("/f")).await.unwrap_err().kind(),
+        fs.remove(&p("/f")).await.unwrap_err().kind(),
+        fs.rename(&p("/other"), &p("/f"), Replace::OnlyFiles)
+            .await
+            .unwrap_err()
+            .kind(),
+        fs.copy(&p("/other"), &p("/f"), Replace::OnlyFiles)
+            .await
+            .unwrap_err()
+            .kind(),
+    ];
+    assert_eq!(kinds, [FsErrorKind::ReadOnly; 4]);
+    assert_eq!(read(fs, "/f").await, b"first");
+    assert_eq!(read(fs, "/other").await, b"other");
+
+    // A rename away moves the mark with the link; the mtime can still be set, keeping the mark.
+    fs.rename(&p("/f"), &p("/g"), Replace::Never).await.unwrap();
+    fs.set_metadata(
+        &p("/g"),
+        MetadataChange {
+            mtime: Some(1_000_000.0),
+            no_write: None,
+        },
+    )
+    .await
+    .unwrap();
+    let stat = fs.stat(&p("/g")).await.unwrap();
+    assert!(stat.no_write);
+    assert_eq!(stat.mtime, Some(1_000_000.0));
+
+    // Cleared: the key is gone and writing, then unlinking, work.
+    fs.set_metadata(&p("/g"), CLEAR).await.unwrap();
+    assert!(!s.root.get("g").await.unwrap().metadata.contains_key("no-write"));
+    assert!(!fs.stat(&p("/g")).await.unwrap().no_write);
+    assert!(!put(fs, "/g", b"second").await);
+    assert_eq!(read(fs, "/g").await, b"second");
+    fs.unlink(&p("/g")).await.unwrap();
+
+    // A path's base has no link to mark; a missing name is not found.
+    assert_eq!(
+        fs.set_metadata(&FsPath::root(), MARK).await.unwrap_err().kind(),
+        FsErrorKind::ReadOnly
+    );
+    assert_eq!(
+        fs.set_metadata(&p("/missing"), MARK).await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+}
+
+/// Through a marked link a writable mutable file is not written in place (its other links still
+/// write it), and a directory is read-only below it: nothing is created, written or removed in
+/// it, and the marked directory link itself is not removed.
+#[tokio::test]
+async fn no_write_on_a_mutable_file_or_directory_link() {
+    let s = setup().await;
+    let fs = &s.fs;
+    let cap = s
+        .client
+        .create_mutable_file(MutableFormat::Sdmf, b"one".to_vec())
+        .await
+        .unwrap();
+    let cap = Cap::File(FileCap::Mutable(cap));
+    s.root.set_child("m", &cap, None, Replace::Never).await.unwrap();
+    s.root
+        .set_child("alias", &cap, None, Replace::Never)
+        .await
+        .unwrap();
+    fs.set_metadata(&p("/m"), MARK).await.unwrap();
+    let stat = fs.stat(&p("/m")).await.unwrap();
+    assert!(stat.no_write && stat.mutable && !stat.writable);
+    assert_eq!(
+        fs.prepare_write(&p("/m"), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::ReadOnly
+    );
+    put(fs, "/alias", b"two").await;
+    assert_eq!(read(fs, "/m").await, b"two");
+    // The write cap stays in the directory: clearing the mark gives write access back.
+    assert_eq!(s.root.get("m").await.unwrap().cap, cap);
+    fs.set_metadata(&p("/m"), CLEAR).await.unwrap();
+    assert!(fs.stat(&p("/m")).await.unwrap().writable);
+    put(fs, "/m", b"three").await;
+    assert_eq!(read(fs, "/alias").await, b"three");
+
+    fs.mkdir(&p("/d")).await.unwrap();
+    put(fs, "/d/inner", b"inner").await;
+    fs.set_metadata(&p("/d"), MARK).await.unwrap();
+    assert!(!fs.stat(&p("/d")).await.unwrap().writable);
+    let kinds = [
+        fs.prepare_write(&p("/d/new"), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        fs.prepare_write(&p("/d/inner"), Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        fs.unlink(&p("/d/inner")).await.unwrap_err().kind(),
+        fs.mkdir(&p("/d/sub")).await.unwrap_err().kind(),
+        fs.mkdir_all(&p("/d/sub/deeper")).await.unwrap_err().kind(),
+        fs.remove(&p("/d")).await.unwrap_err().kind(),
+    ];
+    assert_eq!(kinds, [FsErrorKind::ReadOnly; 6]);
+    assert!(
+        fs.list(&p("/d"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.stat.link_writable)
+    );
+    assert_eq!(read(fs, "/d/inner").await, b"inner");
+    fs.set_metadata(&p("/d"), CLEAR).await.unwrap();
+    put(fs, "/d/new", b"new").await;
+    fs.mkdir_all(&p("/d/sub/deeper")).await.unwrap();
+    assert_eq!(names(&fs.list(&p("/d")).await.unwrap()), ["inner", "new", "sub"]);
 }

@@ -1,7 +1,8 @@
 //! The WebDAV router (`frontends::webdav`) over a real in-process grid: its bounds (the spool
 //! quota, a body that ends early, request targets, non-PUT bodies), logins (401 with a challenge,
 //! a remembered login that costs no second argon2id), and users kept apart (each has their own
-//! root and their own locks). The real clients are in `node/tests/webdav.rs`.
+//! root and their own locks), and links marked read-only (Tahoe's `no-write`, as SFTP's chmod sets
+//! it) refused with 403. The real clients are in `node/tests/webdav.rs`.
 
 use std::sync::Arc;
 
@@ -303,4 +304,52 @@ async fn uploads_past_the_quota_or_cut_short_store_nothing() {
     );
     let (status, _, _) = call(&s, ALICE, "PUT", "/ok2.bin", &[], Body::from(contents.clone())).await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+/// A link marked `no-write` (through the file-system layer, as SFTP's `chmod 444` marks it): a
+/// PUT over it, a DELETE of it and a MOVE over it are refused with 403 and change nothing; once
+/// the mark is cleared (`chmod 644`), the PUT works.
+#[tokio::test]
+async fn a_file_marked_no_write_is_forbidden_to_put_until_cleared() {
+    use filenode::fs::{Fs, FsPath, MetadataChange};
+    let s = setup(1 << 20).await;
+    let (status, _, _) = call(&s, ALICE, "PUT", "/locked.txt", &[], Body::from("original")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = call(&s, ALICE, "PUT", "/other.txt", &[], Body::from("other")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let fs = Fs::new(s.alice.grid(), s.alice.clone());
+    let path = FsPath::parse("/locked.txt").unwrap();
+    let mark = |no_write| MetadataChange {
+        mtime: None,
+        no_write: Some(no_write),
+    };
+    fs.set_metadata(&path, mark(true)).await.unwrap();
+
+    let (status, _, _) = call(&s, ALICE, "PUT", "/locked.txt", &[], Body::from("replaced")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = call(&s, ALICE, "DELETE", "/locked.txt", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // dav-server removes a MOVE's destination first and reports that removal's refusal in a
+    // multistatus.
+    let (status, _, body) = call(
+        &s,
+        ALICE,
+        "MOVE",
+        "/other.txt",
+        &[("destination", "/locked.txt"), ("overwrite", "T")],
+        Body::empty(),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{body}");
+    assert!(body.contains("403 Forbidden"), "{body}");
+    let (status, _, body) = call(&s, ALICE, "GET", "/locked.txt", &[], Body::empty()).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"original"[..]));
+    assert!(fs.stat(&path).await.unwrap().no_write);
+
+    fs.set_metadata(&path, mark(false)).await.unwrap();
+    let (status, _, _) = call(&s, ALICE, "PUT", "/locked.txt", &[], Body::from("replaced")).await;
+    assert!(status.is_success(), "{status}");
+    let (_, _, body) = call(&s, ALICE, "GET", "/locked.txt", &[], Body::empty()).await;
+    assert_eq!(body, b"replaced");
 }

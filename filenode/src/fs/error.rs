@@ -17,8 +17,8 @@ pub enum FsErrorKind {
     IsADirectory,
     /// A directory that must be empty is not (rmdir).
     NotEmpty,
-    /// A write through a read-only cap, or a change to a link that does not exist (the root, an
-    /// object reached by its cap).
+    /// A write through a read-only cap, a change to a link marked read-only (Tahoe's `no-write`),
+    /// or a change to a link that does not exist (the root, an object reached by its cap).
     ReadOnly,
     /// A path or name that cannot be used (a bad cap after `/uri/`, NUL, too long, not UTF-8).
     BadPath,

@@ -20,8 +20,32 @@
 //! - [`Fs::mkdir`], [`Fs::mkdir_all`], [`Fs::unlink`] (files), [`Fs::rmdir`] (empty
 //!   directories), [`Fs::remove`] (any link, as Tahoe's unlink), [`Fs::rename`] (within and
 //!   across directories, one call), [`Fs::copy`].
+//! - [`Fs::set_metadata`]: a link's user metadata (a client's `mtime`, the read-only mark).
 //! - [`FsError`]: one error type, whose [`FsErrorKind`] each protocol maps in its one place; no
 //!   message holds a cap.
+//!
+//! ## Read-only links (Tahoe's `no-write`)
+//!
+//! A link whose metadata holds `"no-write": true` (set by SFTP's `chmod` without write bits, as
+//! Tahoe's SFTP server sets it; [`Fs::set_metadata`] with [`MetadataChange::no_write`]) is
+//! read-only for every frontend on this layer:
+//! - writing its name ([`Fs::prepare_write`], so also a mutable file written in place through it)
+//!   and replacing it (a rename or copy over it) are refused with [`FsErrorKind::ReadOnly`]; a
+//!   write is checked when it is prepared (before any byte arrives, as Tahoe checks at open), so
+//!   a mark set while an upload is under way does not stop that upload;
+//! - removing it ([`Fs::unlink`], [`Fs::rmdir`], [`Fs::remove`]) is refused too, as Windows
+//!   refuses to delete a read-only file (Tahoe, like POSIX, lets the link be deleted: it only
+//!   refuses to open it for writing). Clearing the mark first (`chmod u+w`) allows both;
+//! - renaming it *away* is allowed: the link keeps its metadata, so the mark moves with it and
+//!   nothing is lost or replaced;
+//! - a directory or mutable file reached through it is seen through its read-only cap, so nothing
+//!   below a marked directory link can be changed through that path ([`Stat::writable`] is false).
+//!
+//! Tahoe's directories go further and replace a marked link's write cap by its read-only cap when
+//! the mark is set, for good; here the write cap stays in the directory, so clearing the mark
+//! gives write access back. Tahoe reads the mark the same way (its SFTP server refuses writes
+//! through it), but its web API does not honour it, and neither does Tessera's web API yet, which
+//! does not go through this layer.
 
 pub mod append;
 mod error;
@@ -84,6 +108,8 @@ pub struct Stat {
     pub ctime: Option<f64>,
     /// The `CHK`/`SDMF`/`MDMF` format of a file (directories: of their file).
     pub format: &'static str,
+    /// Whether the link is marked read-only (Tahoe's `no-write`; see the module).
+    pub no_write: bool,
 }
 
 /// One child in a listing.
@@ -102,6 +128,39 @@ pub struct Found {
     pub node: Node,
     /// The directory that holds the link and the link itself.
     pub link: Option<(DirNode, Child)>,
+}
+
+/// The metadata key of Tahoe's read-only mark on a link.
+pub const NO_WRITE: &str = "no-write";
+
+/// Whether a link's metadata marks it read-only (Tahoe's `no-write`, read as Python's truth of the
+/// value: `true`, a non-zero number, a non-empty string, list or object).
+pub fn is_no_write(metadata: &Metadata) -> bool {
+    match metadata.get(NO_WRITE) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+/// Changes to a link's user metadata ([`Fs::set_metadata`]): each `Some` is applied, each `None`
+/// leaves what is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MetadataChange {
+    /// The modification time a client gives (Unix seconds), stored as the user's `mtime`.
+    pub mtime: Option<f64>,
+    /// `true` marks the link read-only (`"no-write": true`), `false` removes the mark.
+    pub no_write: Option<bool>,
+}
+
+fn no_write_refused(what: &str) -> FsError {
+    FsError::new(
+        FsErrorKind::ReadOnly,
+        format!("{what} is marked read-only (no-write): clear the mark first (chmod u+w)"),
+    )
 }
 
 /// One user's file system: their root directory over a grid.
@@ -185,10 +244,22 @@ impl Fs {
                 return Err(not_a_directory());
             };
             let child = dir.get(name).await?;
-            node = child.node(&self.grid);
+            node = self.through_link(&child);
             link = Some((dir, child));
         }
         Ok(Found { node, link })
+    }
+
+    /// The object a link leads to, as the link allows: through a link marked `no-write`, a
+    /// writable directory or mutable file is seen through its read-only cap.
+    fn through_link(&self, child: &Child) -> Node {
+        if is_no_write(&child.metadata)
+            && !child.cap.is_readonly()
+            && let Some(readonly) = child.cap.readonly()
+        {
+            return self.grid.node(readonly);
+        }
+        child.node(&self.grid)
     }
 
     /// The directory at a path.
@@ -236,7 +307,7 @@ impl Fs {
         // lifetime, which a frontend that boxes it needs.
         let items: Vec<(Node, Metadata)> = children
             .iter()
-            .map(|child| (child.node(&self.grid), child.metadata.clone()))
+            .map(|child| (self.through_link(child), child.metadata.clone()))
             .collect();
         let stats =
             futures::stream::iter(items.into_iter().map(|(node, metadata)| async move {
@@ -284,6 +355,7 @@ impl Fs {
                 Node::File(file) if file.is_mutable() && !file.is_readonly() => Ok(WriteTarget {
                     grid: Arc::clone(&self.grid),
                     destination: Destination::InPlace { file, link: None },
+                    mtime: None,
                 }),
                 Node::Dir(_) => Err(is_a_directory()),
                 _ => Err(FsError::new(
@@ -302,10 +374,18 @@ impl Fs {
                 parent,
                 name,
                 old_metadata: None,
+                old: None,
                 replace,
             },
             Some(_) if replace == Replace::Never => {
                 return Err(FsError::new(FsErrorKind::Exists, "the name exists already"));
+            }
+            Some(child) if is_no_write(&child.metadata) => {
+                return Err(if child.is_dir() {
+                    is_a_directory()
+                } else {
+                    no_write_refused("the file")
+                });
             }
             Some(child) => match child.node(&self.grid) {
                 Node::Dir(_) => return Err(is_a_directory()),
@@ -315,10 +395,11 @@ impl Fs {
                 },
                 // An immutable file, a read-only mutable file or an unknown object: replaced by a
                 // new immutable file under the same name.
-                _ => Destination::Link {
+                old => Destination::Link {
                     parent,
                     name,
                     old_metadata: Some(child.metadata),
+                    old: Some(old),
                     replace: Replace::OnlyFiles,
                 },
             },
@@ -326,6 +407,7 @@ impl Fs {
         Ok(WriteTarget {
             grid: Arc::clone(&self.grid),
             destination,
+            mtime: None,
         })
     }
 
@@ -353,26 +435,50 @@ impl Fs {
     }
 
     /// Creates the directory at `path` and any missing parents (Tahoe's SFTP mkdir); an existing
-    /// directory at `path` is not an error, a file in the way is.
+    /// directory at `path` is not an error, a file in the way is. A directory reached through a
+    /// link marked `no-write` is read-only here as everywhere.
     pub async fn mkdir_all(&self, path: &FsPath) -> Result<DirNode, FsError> {
-        match self.base_node(path.base()) {
-            Node::Dir(dir) => Ok(dir.create_path(path.names(), MutableFormat::Sdmf).await?),
-            _ => Err(not_a_directory()),
+        let Node::Dir(mut dir) = self.base_node(path.base()) else {
+            return Err(not_a_directory());
+        };
+        for name in path.names() {
+            let child = match dir.lookup(name).await? {
+                Some(child) => child,
+                None => match dir
+                    .create_subdirectory(name, MutableFormat::Sdmf, Replace::Never)
+                    .await
+                {
+                    Ok(created) => {
+                        dir = created;
+                        continue;
+                    }
+                    // Linked meanwhile by another writer: follow theirs.
+                    Err(NodeError::ExistingChild(_)) => dir.get(name).await?,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            dir = match self.through_link(&child) {
+                Node::Dir(next) => next,
+                _ => {
+                    return Err(FsError::new(
+                        FsErrorKind::NotADirectory,
+                        "a file is in the way of the directory",
+                    ));
+                }
+            };
         }
+        Ok(dir)
     }
 
-    /// Removes the link to the file at `path`; a directory is refused ([`Fs::rmdir`]).
+    /// Removes the link to the file at `path`; a directory is refused ([`Fs::rmdir`]), and so is
+    /// a link marked `no-write` (see the module). One directory write, which checks both.
     pub async fn unlink(&self, path: &FsPath) -> Result<(), FsError> {
         let (parent, name) = self.parent(path).await?;
-        if parent.get(&name).await?.is_dir() {
-            return Err(is_a_directory());
-        }
-        parent.unlink(&name).await?;
-        Ok(())
+        unlink_checked(&parent, name, Want::File).await
     }
 
     /// Removes the link to the empty directory at `path` (unlike Tahoe, a directory must be empty
-    /// to be removed this way, as with rmdir(2)).
+    /// to be removed this way, as with rmdir(2)); a link marked `no-write` is refused.
     pub async fn rmdir(&self, path: &FsPath) -> Result<(), FsError> {
         let (parent, name) = self.parent(path).await?;
         let Node::Dir(dir) = parent.get(&name).await?.node(&self.grid) else {
@@ -381,30 +487,81 @@ impl Fs {
         if !dir.list().await?.is_empty() {
             return Err(FsError::new(FsErrorKind::NotEmpty, "the directory is not empty"));
         }
-        parent.unlink(&name).await?;
-        Ok(())
+        unlink_checked(&parent, name, Want::Dir).await
     }
 
     /// Removes the link at `path` whatever it names (Tahoe's unlink: a directory's children are
-    /// not visited; they stay wherever else they are linked).
+    /// not visited; they stay wherever else they are linked), unless it is marked `no-write`.
     pub async fn remove(&self, path: &FsPath) -> Result<(), FsError> {
         let (parent, name) = self.parent(path).await?;
-        parent.unlink(&name).await?;
-        Ok(())
+        unlink_checked(&parent, name, Want::Any).await
     }
 
     /// Moves the link at `from` to `to`, within one directory or across two, keeping its
     /// metadata; one call whatever the directories are (the same directory is recognised by its
     /// storage index, not by comparing caps). `replace` as Tahoe's: [`Replace::OnlyFiles`] never
-    /// replaces a directory. A directory cannot be moved below itself.
+    /// replaces a directory. A directory cannot be moved below itself. A link marked `no-write`
+    /// at `to` is not replaced; one at `from` moves with its mark (see the module).
     pub async fn rename(&self, from: &FsPath, to: &FsPath, replace: Replace) -> Result<(), FsError> {
         let (from_dir, from_name) = self.parent(from).await?;
         let (to_dir, to_name) = self.parent(to).await?;
         if to.is_within(from) && from != to {
             return Err(FsError::bad_path("a directory cannot be moved below itself"));
         }
+        if replace != Replace::Never
+            && from != to
+            && let Some(existing) = to_dir.lookup(&to_name).await?
+            && is_no_write(&existing.metadata)
+        {
+            return Err(no_write_refused("the target"));
+        }
         from_dir
             .move_child_to(&from_name, &to_dir, &to_name, replace)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the user metadata of the link at `path` (one directory write, which reads the link
+    /// as it is then, so a concurrent write of the file is kept): its `mtime`, and Tahoe's
+    /// `no-write` mark. Tahoe's `linkmotime` becomes now, as Tahoe's `set_metadata_for` makes it.
+    /// A path's base has no link to change ([`FsErrorKind::ReadOnly`]).
+    pub async fn set_metadata(&self, path: &FsPath, change: MetadataChange) -> Result<(), FsError> {
+        let (parent, name) = self.parent(path).await?;
+        if change == MetadataChange::default() {
+            // Nothing to change; the link must still exist.
+            parent.get(&name).await?;
+            return Ok(());
+        }
+        if parent.is_readonly() {
+            return Err(FsError::new(FsErrorKind::ReadOnly, "the directory is read-only"));
+        }
+        parent
+            .modify(move |entries| {
+                let Some(entry) = entries.iter_mut().find(|e| e.name == name) else {
+                    return Err(NodeError::NoSuchChild(name.clone()));
+                };
+                let old = parse_metadata(&entry.metadata_json);
+                let mut user = user_metadata(&old);
+                if let Some(mtime) = change.mtime {
+                    user.insert("mtime".into(), float(mtime));
+                }
+                match change.no_write {
+                    Some(true) => {
+                        user.insert(NO_WRITE.into(), serde_json::Value::Bool(true));
+                    }
+                    Some(false) => {
+                        user.shift_remove(NO_WRITE);
+                    }
+                    None => {}
+                }
+                let metadata = crate::node::metadata::update_metadata(
+                    Some(&old),
+                    Some(user),
+                    crate::node::metadata::now(),
+                );
+                entry.metadata_json = crate::node::python_json(&serde_json::Value::Object(metadata));
+                Ok((true, ()))
+            })
             .await?;
         Ok(())
     }
@@ -424,10 +581,13 @@ impl Fs {
         if parent.is_readonly() {
             return Err(FsError::new(FsErrorKind::ReadOnly, "the directory is read-only"));
         }
-        if let Some(existing) = parent.lookup(&name).await?
-            && (replace == Replace::Never || (replace == Replace::OnlyFiles && existing.is_dir()))
-        {
-            return Err(FsError::new(FsErrorKind::Exists, "the name exists already"));
+        if let Some(existing) = parent.lookup(&name).await? {
+            if replace == Replace::Never || (replace == Replace::OnlyFiles && existing.is_dir()) {
+                return Err(FsError::new(FsErrorKind::Exists, "the name exists already"));
+            }
+            if is_no_write(&existing.metadata) {
+                return Err(no_write_refused("the target"));
+            }
         }
         let mut budget = MAX_COPY_ENTRIES;
         let cap = Box::pin(self.copy_node(&found.node, 0, &mut budget)).await?;
@@ -487,10 +647,66 @@ impl Fs {
     }
 }
 
+/// What a link must name to be unlinked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    File,
+    Dir,
+    Any,
+}
+
+/// A link's metadata from its JSON text (empty when it is not an object).
+fn parse_metadata(json: &str) -> Metadata {
+    match serde_json::from_str(json) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => Metadata::new(),
+    }
+}
+
+/// Removes the link `name` of `parent` in one directory write that first checks, on the
+/// directory as it is then, what the link names and that it is not marked `no-write`; a refusal
+/// writes nothing.
+async fn unlink_checked(parent: &DirNode, name: String, want: Want) -> Result<(), FsError> {
+    parent
+        .modify(move |entries| {
+            // As `DirNode::unlink` finds a name: exactly, else normalised (a hand-written entry).
+            let Some(i) = entries.iter().position(|e| e.name == name).or_else(|| {
+                entries
+                    .iter()
+                    .position(|e| crate::node::normalize_name(&e.name).is_ok_and(|n| n == name))
+            }) else {
+                return Err(NodeError::NoSuchChild(name.clone()));
+            };
+            let entry = &entries[i];
+            let is_dir = Cap::parse_lenient(entry.rw_uri.as_deref().unwrap_or(&entry.ro_uri))
+                .kind()
+                .starts_with("URI:DIR2");
+            let refusal = match want {
+                Want::File if is_dir => Some(is_a_directory()),
+                Want::Dir if !is_dir => Some(not_a_directory()),
+                _ if is_no_write(&parse_metadata(&entry.metadata_json)) => {
+                    Some(no_write_refused(if is_dir {
+                        "the directory's link"
+                    } else {
+                        "the file"
+                    }))
+                }
+                _ => None,
+            };
+            if let Some(refusal) = refusal {
+                return Ok((false, Err(refusal)));
+            }
+            entries.remove(i);
+            Ok((true, Ok(())))
+        })
+        .await?
+}
+
 /// The stat of a node with its link's metadata.
 async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, exact: bool) -> Stat {
     let mtime = metadata.and_then(|m| seconds(m, "mtime", "linkmotime"));
     let ctime = metadata.and_then(|m| seconds(m, "ctime", "linkcrtime"));
+    let no_write = metadata.is_some_and(is_no_write);
     match node {
         Node::Dir(dir) => Stat {
             kind: EntryKind::Dir,
@@ -501,6 +717,7 @@ async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, 
             mtime,
             ctime,
             format: dir.format(),
+            no_write,
         },
         Node::File(file) => {
             let size = match file.cap().size() {
@@ -517,6 +734,7 @@ async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, 
                 mtime,
                 ctime,
                 format: file.format(),
+                no_write,
             }
         }
         Node::Unknown(_) => Stat {
@@ -528,19 +746,23 @@ async fn stat_of(node: &Node, metadata: Option<&Metadata>, link_writable: bool, 
             mtime,
             ctime,
             format: "unknown",
+            no_write,
         },
     }
 }
 
-/// The user part of a link's metadata with `mtime` now.
-fn with_mtime_now(old: &Metadata) -> Metadata {
+/// The user part of a link's metadata with `mtime` set (now, unless given).
+fn with_mtime(old: &Metadata, mtime: Option<f64>) -> Metadata {
     let mut user = user_metadata(old);
     user.insert(
         "mtime".into(),
-        serde_json::Number::from_f64(crate::node::metadata::now())
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        float(mtime.unwrap_or_else(crate::node::metadata::now)),
     );
     user
+}
+
+fn float(value: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 /// Where a prepared write goes.
@@ -551,11 +773,12 @@ enum Destination {
         file: FileNode,
         link: Option<(DirNode, String, Metadata)>,
     },
-    /// A new immutable file linked as `name`.
+    /// A new immutable file linked as `name`, replacing `old` (a file, or an unknown object).
     Link {
         parent: DirNode,
         name: String,
         old_metadata: Option<Metadata>,
+        old: Option<Node>,
         replace: Replace,
     },
 }
@@ -565,9 +788,36 @@ enum Destination {
 pub struct WriteTarget {
     grid: Arc<Grid>,
     destination: Destination,
+    /// The link's `mtime` at commit (default: the commit's time).
+    mtime: Option<f64>,
 }
 
 impl WriteTarget {
+    /// What the write replaces: the file there now (a writable mutable file written in place, or
+    /// the file or unknown object a new immutable file replaces), for writers that start from the
+    /// old contents (SFTP without `TRUNCATE`). `None` for a new name.
+    pub fn existing(&self) -> Option<Node> {
+        match &self.destination {
+            Destination::InPlace { file, .. } => Some(Node::File(file.clone())),
+            Destination::Link { old, .. } => old.clone(),
+        }
+    }
+
+    /// The modification time the link gets at [`WriteTarget::commit`] when no metadata is given
+    /// (a client's, e.g. SFTP's FSETSTAT on the open file; default: the commit's time).
+    pub fn set_mtime(&mut self, mtime: Option<f64>) {
+        self.mtime = mtime;
+    }
+
+    /// The directory and name of the link the write goes to (none for `/uri/CAP` of a mutable
+    /// file).
+    pub fn link(&self) -> Option<(&DirNode, &str)> {
+        match &self.destination {
+            Destination::InPlace { link, .. } => link.as_ref().map(|(dir, name, _)| (dir, name.as_str())),
+            Destination::Link { parent, name, .. } => Some((parent, name.as_str())),
+        }
+    }
+
     /// Whether the write makes a new name (nothing was linked there).
     pub fn is_new(&self) -> bool {
         matches!(
@@ -619,7 +869,7 @@ impl WriteTarget {
                 // The link's times say the contents changed (clients compare them, and WebDAV's
                 // ETag holds them): one more write, of the directory.
                 if let Some((parent, name, old)) = link {
-                    let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old));
+                    let metadata = metadata.unwrap_or_else(|| with_mtime(&old, self.mtime));
                     parent
                         .set_child(
                             &name,
@@ -635,9 +885,11 @@ impl WriteTarget {
                 name,
                 old_metadata,
                 replace,
+                ..
             } => {
                 let result = self.grid.upload(input, None).await.map_err(NodeError::from)?;
-                let metadata = metadata.unwrap_or_else(|| with_mtime_now(&old_metadata.unwrap_or_default()));
+                let metadata =
+                    metadata.unwrap_or_else(|| with_mtime(&old_metadata.unwrap_or_default(), self.mtime));
                 let replace = if replace == Replace::Never {
                     Replace::Never
                 } else {

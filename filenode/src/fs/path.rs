@@ -8,8 +8,8 @@
 //! `/uri/CAP/rest` names `rest` below any cap (Tahoe's SFTP and FTP convention: holding a cap is
 //! the authority to use it). **A path whose first name is `uri` and that has a second name always
 //! names a cap**: when the second name is not a cap this version can open, the path is refused
-//! ([`FsErrorKind::BadPath`](super::FsErrorKind::BadPath)), as Tahoe's SFTP server does and as
-//! Tessera's SFTP server did. (Tessera's FTP server took `/uri/not-a-cap` for the child
+//! ([`FsErrorKind::BadPath`](super::FsErrorKind::BadPath)), as Tahoe's SFTP server does (and
+//! Tessera's, which parses its paths here). (Tessera's FTP server took `/uri/not-a-cap` for the child
 //! `not-a-cap` of a root child named `uri`; that made one path mean two things depending on what
 //! the text after `uri/` happens to parse as, and a cap's typo silently wrote under the root.)
 //! `/uri` alone is the root's child named `uri`.

@@ -341,7 +341,7 @@ impl DirNode {
 
     /// Applies `change` to the children under this client's lock for the directory, retrying if
     /// another client wrote at the same time. `change` returns whether it changed anything.
-    async fn modify<T, F>(&self, mut change: F) -> Result<T, NodeError>
+    pub(crate) async fn modify<T, F>(&self, mut change: F) -> Result<T, NodeError>
     where
         F: FnMut(&mut Vec<DirEntry>) -> Result<(bool, T), NodeError> + Send,
         T: Send,

@@ -1,6 +1,8 @@
-//! The one mapping from filesystem errors to SFTP status codes (SFTP v3 has only a few: a failure
-//! carries its reason in the status message).
+//! The one mapping from the file-system layer's errors (`FsErrorKind`) to SFTP status codes (SFTP
+//! v3 has only a few: a failure carries its reason in the status message), plus the errors of the
+//! reads that go to a file directly (the read-ahead window) and of the spool.
 
+use filenode::fs::{FsError, FsErrorKind};
 use filenode::node::NodeError;
 use russh_sftp::protocol::{Packet, Status, StatusCode};
 
@@ -68,6 +70,31 @@ impl SftpError {
             error_message: self.message,
             language_tag: "en-US".into(),
         })
+    }
+}
+
+impl From<FsError> for SftpError {
+    fn from(error: FsError) -> Self {
+        // Tahoe's SFTP codes: a missing name (or a path that is no path: a bad cap after /uri/,
+        // not UTF-8) is "no such file", a read-only cap or link is "permission denied", and
+        // everything else a failure with its reason.
+        let (code, kind) = match error.kind() {
+            FsErrorKind::NotFound | FsErrorKind::NotADirectory => {
+                (StatusCode::NoSuchFile, ErrorKind::NotFound)
+            }
+            FsErrorKind::BadPath => (StatusCode::NoSuchFile, ErrorKind::BadRequest),
+            FsErrorKind::ReadOnly => (StatusCode::PermissionDenied, ErrorKind::Permission),
+            FsErrorKind::Exists => (StatusCode::Failure, ErrorKind::Conflict),
+            FsErrorKind::IsADirectory | FsErrorKind::NotEmpty => (StatusCode::Failure, ErrorKind::BadRequest),
+            FsErrorKind::Unavailable => (StatusCode::Failure, ErrorKind::NotEnoughShares),
+            FsErrorKind::TooLarge => (StatusCode::Failure, ErrorKind::Quota),
+            FsErrorKind::Other => (StatusCode::Failure, ErrorKind::Conflict),
+        };
+        SftpError {
+            code,
+            message: error.message().to_owned(),
+            kind,
+        }
     }
 }
 

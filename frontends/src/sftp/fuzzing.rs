@@ -5,12 +5,13 @@
 use bytes::Bytes;
 use russh_sftp::protocol::Packet;
 
-use super::paths;
+use filenode::fs::FsPath;
+
 use super::session::{MAX_PACKET, ssh_string};
 
 /// One packet as the session's reader sees it (after the length prefix, which it bounds): decoded
-/// by russh-sftp, and every path in it resolved as the session resolves paths. A resolved path's
-/// canonical text resolves to itself, and never climbs above the root.
+/// by russh-sftp, and every path in it parsed as the session parses paths (the layer's `FsPath`).
+/// A parsed path's text parses to itself, and never climbs above the root.
 #[doc(hidden)]
 pub fn packet(bytes: &[u8]) {
     if bytes.is_empty() || bytes.len() > MAX_PACKET as usize {
@@ -45,20 +46,17 @@ pub fn packet(bytes: &[u8]) {
     }
 }
 
-/// Resolves a path as the session does.
+/// Parses a path as the session does.
 #[doc(hidden)]
 pub fn path_text(path: &str) {
-    let Ok(parts) = paths::canonical(path) else {
+    let Ok(parsed) = FsPath::parse(path) else {
         return;
     };
     assert!(
-        parts
+        parsed
+            .names()
             .iter()
-            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('/'))
+            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\0']))
     );
-    assert_eq!(
-        paths::canonical(&paths::display(&parts)).ok().as_deref(),
-        Some(parts.as_slice())
-    );
-    let _ = paths::start(&parts);
+    assert_eq!(FsPath::parse(&parsed.to_text()).ok().as_ref(), Some(&parsed));
 }

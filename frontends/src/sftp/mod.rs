@@ -5,9 +5,10 @@
 //! - `mod.rs`: the listener, logins (public key or argon2id password, per-source rate limit on
 //!   failures shared with FTP in `crate::login_limit`, one answer for unknown users and wrong
 //!   credentials), channels.
-//! - `session.rs`: the SFTP operations over `filenode::node`.
-//! - `paths.rs`: path resolution (`.`/`..`, `/uri/CAP`). `reader.rs`: read-ahead.
-//!   `spool.rs`: the encrypted write spool. `error.rs`: `NodeError` → SFTP status.
+//! - `session.rs`: the SFTP operations, a thin adapter over the file-system layer
+//!   (`filenode::fs`: paths, replace rules, renames, read-only links) with SFTP's own handles,
+//!   permissions and SETSTAT. `reader.rs`: read-ahead. `crate::spool`: the encrypted write
+//!   spool. `error.rs`: `FsErrorKind` → SFTP status, in one place.
 //! - `keys.rs`: host and user key files.
 //!
 //! **Boundary:** a session reaches only its user's root and caps the user names in a path.
@@ -17,7 +18,6 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
-mod paths;
 mod reader;
 mod session;
 

@@ -1,5 +1,8 @@
-//! One SFTP session (protocol version 3) over an SSH channel: the packet loop and every operation,
-//! mapped onto the filenode interface (`DirNode`, `FileNode`).
+//! One SFTP session (protocol version 3) over an SSH channel: the packet loop, and every operation
+//! as a thin adapter over the file-system layer (`filenode::fs`): paths are `FsPath`s, operations
+//! are `Fs` calls, and errors map from `FsErrorKind` in `error.rs`. What stays here is SFTP's own:
+//! handles, the read-ahead window, the write spool, Tahoe's synthetic permissions, and SETSTAT's
+//! permissions as Tahoe's `no-write` mark.
 //!
 //! The loop is ours rather than `russh_sftp::server::run` so that an oversized or malformed packet
 //! closes the channel (russh-sftp logs and carries on reading mid-packet) and so that no request is
@@ -16,19 +19,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use filenode::cap::{Cap, FileCap, MutableFormat};
+use filenode::fs::{EntryKind, Fs, FsError, FsErrorKind, FsPath, MetadataChange, Stat, WriteTarget};
 use filenode::grid::Grid;
-use filenode::grid::mutable::chunks_from_read;
-use filenode::node::{DirNode, FileNode, Metadata, Node, NodeError, Replace, unusable_as_path};
+use filenode::node::{DirNode, Node, Replace};
 use futures::StreamExt;
 use russh_sftp::protocol::{
     Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
 };
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::SftpError;
-use super::paths::{self, Start};
 use super::reader::ReadAhead;
 use crate::counters::{ErrorKind, FrontendCounters, Op};
 use crate::spool::Spool;
@@ -102,6 +102,7 @@ where
         }
     });
     let mut session = Session {
+        fs: Fs::new(&context.grid, context.root.clone()),
         context,
         handles: HashMap::new(),
         next_handle: 0,
@@ -159,37 +160,26 @@ enum OpenHandle {
     },
     Read {
         file: Box<ReadAhead>,
-        link: Option<(DirNode, String)>,
+        /// The path it was opened by, when it names a link (whose metadata FSETSTAT changes).
+        link: Option<FsPath>,
     },
     Write(Box<WriteHandle>),
 }
 
-/// Where a written file goes on close.
-enum Destination {
-    /// A new immutable file linked as `name` (replacing a file there).
-    Link {
-        parent: DirNode,
-        name: String,
-        old_metadata: Option<Metadata>,
-    },
-    /// A new version of an existing mutable file (and its link, when reached through one).
-    Mutable {
-        file: FileNode,
-        link: Option<(DirNode, String, Metadata)>,
-    },
-}
-
 struct WriteHandle {
-    /// The path it was opened by (canonical), so that a `stat` of it sees the file being written.
-    path: Vec<String>,
+    /// The path it was opened by, so that a `stat` of it sees the file being written.
+    path: FsPath,
     spool: Spool,
-    destination: Destination,
+    /// Where the bytes go at close (checked by the layer when the file was opened).
+    target: WriteTarget,
     /// Whether there is anything to commit on close.
     changed: bool,
     append: bool,
     readable: bool,
     /// An mtime set through fsetstat, stored in the link at close.
     mtime: Option<f64>,
+    /// A read-only mark set through fsetstat (permissions without a write bit), stored at close.
+    no_write: Option<bool>,
     /// Why a write was refused (the spool quota): the upload is then not stored at close.
     refused: Option<String>,
 }
@@ -213,16 +203,37 @@ fn write_attributes(write: &WriteHandle) -> FileAttributes {
     attrs
 }
 
-/// What a path leads to.
-struct Found {
-    node: Node,
-    /// The directory holding the link and the link's name (none for the root and bare caps).
-    link: Option<(DirNode, String)>,
-    metadata: Option<Metadata>,
+/// Tahoe's `no-write` as SFTP permissions say it: no owner write bit marks the link read-only,
+/// one clears the mark (Tahoe's `_attrs_to_metadata` reads `S_IWUSR`).
+fn no_write_of(permissions: Option<u32>) -> Option<bool> {
+    permissions.map(|p| p & 0o200 == 0)
+}
+
+/// The metadata a SETSTAT or FSETSTAT changes: the mtime and the read-only mark.
+fn change_of(attrs: &FileAttributes) -> MetadataChange {
+    MetadataChange {
+        mtime: attrs.mtime.map(f64::from),
+        no_write: no_write_of(attrs.permissions),
+    }
+}
+
+/// A path's text as the layer parses it.
+fn parse(text: &str) -> Result<FsPath, SftpError> {
+    Ok(FsPath::parse(text)?)
+}
+
+/// A path that names a directory where a file was asked for is a failure (not "no such file").
+fn not_a_directory_fails(e: FsError) -> SftpError {
+    if e.kind() == FsErrorKind::NotADirectory {
+        SftpError::failure("not a directory")
+    } else {
+        e.into()
+    }
 }
 
 struct Session {
     context: SessionContext,
+    fs: Fs,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
     initialised: bool,
@@ -235,25 +246,6 @@ fn ok(id: u32) -> Packet {
         error_message: "Ok".into(),
         language_tag: "en-US".into(),
     })
-}
-
-/// Unix seconds in a metadata value.
-fn seconds(value: Option<&Value>) -> Option<f64> {
-    value.and_then(Value::as_f64)
-}
-
-/// The mtime of a link: the user's `mtime`, else Tahoe's `linkmotime`.
-fn mtime_of(metadata: Option<&Metadata>) -> Option<f64> {
-    let metadata = metadata?;
-    seconds(metadata.get("mtime"))
-        .or_else(|| seconds(metadata.get("tahoe").and_then(|t| t.get("linkmotime"))))
-}
-
-/// The user's part of a link's metadata (without Tahoe's own `tahoe` key).
-fn user_metadata(metadata: Option<&Metadata>) -> Metadata {
-    let mut user = metadata.cloned().unwrap_or_default();
-    user.shift_remove("tahoe");
-    user
 }
 
 /// The operation a request asks for, for the figures (reads, writes and closes of open handles
@@ -279,8 +271,46 @@ fn operation_of(packet: &Packet) -> Option<Op> {
     })
 }
 
-fn float(value: f64) -> Value {
-    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+/// The SFTP attributes of what a path names (Tahoe's synthetic permissions): directories
+/// `rwxrwxrwx`, files `rw-rw-rw-`, never executable; the write bits are cleared for a link marked
+/// `no-write`, below a read-only directory, for a read-only mutable file or directory, and for an
+/// immutable file reached by its cap (`/uri/CAP`, which has no link to replace). Unknown objects
+/// have no permission bits.
+fn attributes(stat: &Stat, is_base: bool, user: &str) -> FileAttributes {
+    let parent_readonly = !is_base && !stat.link_writable;
+    let mut attrs = FileAttributes::empty();
+    match stat.kind {
+        EntryKind::Dir => {
+            attrs.set_dir(true);
+            let bits = if !stat.writable || parent_readonly || stat.no_write {
+                0o555
+            } else {
+                0o777
+            };
+            attrs.permissions = Some(0o040000 | bits);
+            attrs.size = Some(0);
+        }
+        EntryKind::File => {
+            let read_only =
+                parent_readonly || stat.no_write || if stat.mutable { !stat.writable } else { is_base };
+            let bits = if read_only { 0o444 } else { 0o666 };
+            attrs.permissions = Some(0o100000 | bits);
+            attrs.size = Some(stat.size);
+        }
+        EntryKind::Unknown => {
+            attrs.permissions = Some(0o100000);
+            attrs.size = Some(0);
+        }
+    }
+    if let Some(mtime) = stat.mtime {
+        attrs.mtime = Some(mtime as u32);
+        attrs.atime = Some(mtime as u32);
+    }
+    attrs.uid = Some(0);
+    attrs.gid = Some(0);
+    attrs.user = Some(user.to_owned());
+    attrs.group = Some(user.to_owned());
+    attrs
 }
 
 impl Session {
@@ -370,116 +400,20 @@ impl Session {
         Ok(name)
     }
 
-    /// The node where a path starts and the names to follow from it.
-    fn start(&self, parts: &[String]) -> Result<(Node, Vec<String>), SftpError> {
-        let (start, rest) = paths::start(parts)?;
-        let node = match start {
-            Start::Root => Node::Dir(self.context.root.clone()),
-            Start::Cap(cap) => self.context.grid.node(cap),
-        };
-        Ok((node, rest.to_vec()))
-    }
-
-    /// Follows a path.
-    async fn lookup(&self, path: &str) -> Result<Found, SftpError> {
-        let parts = paths::canonical(path)?;
-        let (mut node, rest) = self.start(&parts)?;
-        let mut link = None;
-        let mut metadata = None;
-        for name in rest {
-            let Node::Dir(dir) = node else {
-                return Err(SftpError::no_such_file());
-            };
-            let child = dir.get(&name).await?;
-            node = child.node(&self.context.grid);
-            metadata = Some(child.metadata);
-            link = Some((dir, name));
-        }
-        Ok(Found { node, link, metadata })
-    }
-
-    /// The directory that holds (or would hold) the last name of `path`, and that name.
-    async fn parent_of(&self, path: &str) -> Result<(DirNode, String), SftpError> {
-        let parts = paths::canonical(path)?;
-        let (mut node, mut rest) = self.start(&parts)?;
-        let Some(name) = rest.pop() else {
-            return Err(SftpError::denied(
-                "the root directory (or an object reached by its cap) has no link to change",
-            ));
-        };
-        for part in rest {
-            let Node::Dir(dir) = &node else {
-                return Err(SftpError::no_such_file());
-            };
-            node = dir.get(&part).await?.node(&self.context.grid);
-        }
-        match node {
-            Node::Dir(dir) => Ok((dir, name)),
-            _ => Err(SftpError::no_such_file()),
-        }
-    }
-
-    async fn attributes(&self, found: &Found, exact_size: bool) -> Result<FileAttributes, SftpError> {
-        let parent_readonly = found
-            .link
-            .as_ref()
-            .is_some_and(|(parent, _)| parent.is_readonly());
-        let mut attrs = FileAttributes::empty();
-        match &found.node {
-            Node::Dir(dir) => {
-                attrs.set_dir(true);
-                let bits = if dir.is_readonly() || parent_readonly {
-                    0o555
-                } else {
-                    0o777
-                };
-                attrs.permissions = Some(0o040000 | bits);
-                attrs.size = Some(0);
-            }
-            Node::File(file) => {
-                let bits = if file.is_readonly() || parent_readonly {
-                    0o444
-                } else {
-                    0o666
-                };
-                attrs.permissions = Some(0o100000 | bits);
-                attrs.size = match file.cap() {
-                    FileCap::Mutable(_) if exact_size => Some(file.size().await?),
-                    FileCap::Mutable(_) => None,
-                    cap => cap.size(),
-                };
-            }
-            Node::Unknown(_) => {
-                attrs.permissions = Some(0o100000);
-                attrs.size = Some(0);
-            }
-        }
-        if let Some(mtime) = mtime_of(found.metadata.as_ref()) {
-            attrs.mtime = Some(mtime as u32);
-            attrs.atime = Some(mtime as u32);
-        }
-        attrs.uid = Some(0);
-        attrs.gid = Some(0);
-        attrs.user = Some(self.context.user.clone());
-        attrs.group = Some(self.context.user.clone());
-        Ok(attrs)
-    }
-
     async fn stat(&mut self, id: u32, path: &str) -> Reply {
+        let path = parse(path)?;
         // A file open for writing is what its path names until it is closed (and uploaded), as
         // clients that stat a file right after creating it expect (sshfs does; Tahoe's
         // "heisenfiles").
-        if let Ok(parts) = paths::canonical(path)
-            && let Some(write) = self.handles.values().find_map(|handle| match handle {
-                OpenHandle::Write(write) if write.path == parts => Some(write),
-                _ => None,
-            })
-        {
+        if let Some(write) = self.handles.values().find_map(|handle| match handle {
+            OpenHandle::Write(write) if write.path == path => Some(write),
+            _ => None,
+        }) {
             let attrs = write_attributes(write);
             return Ok(Packet::Attrs(Attrs { id, attrs }));
         }
-        let found = self.lookup(path).await?;
-        let attrs = self.attributes(&found, true).await?;
+        let stat = self.fs.stat(&path).await?;
+        let attrs = attributes(&stat, path.names().is_empty(), &self.context.user);
         Ok(Packet::Attrs(Attrs { id, attrs }))
     }
 
@@ -503,30 +437,21 @@ impl Session {
         Ok(Packet::Attrs(Attrs { id, attrs }))
     }
 
-    /// Stores `mtime` in the link's metadata (one directory write).
-    async fn set_link_mtime(&self, parent: &DirNode, name: &str, mtime: f64) -> Result<(), SftpError> {
-        let child = parent.get(name).await?;
-        let mut user = user_metadata(Some(&child.metadata));
-        user.insert("mtime".into(), float(mtime));
-        parent
-            .set_child(name, &child.cap, Some(user), Replace::Always)
-            .await?;
-        Ok(())
-    }
-
+    /// SETSTAT: the link's mtime, and Tahoe's `no-write` from the permissions (`chmod 444` marks
+    /// the link read-only, `chmod 644` clears the mark). A path's base (the root, `/uri/CAP`) has
+    /// no link: nothing is stored for it.
     async fn setstat(&mut self, id: u32, path: &str, attrs: &FileAttributes) -> Reply {
         if attrs.size.is_some() {
             return Err(SftpError::unsupported(
                 "changing the size of a file by path is not supported (open it and write instead)",
             ));
         }
-        let found = self.lookup(path).await?;
-        if let (Some(mtime), Some((parent, name))) = (attrs.mtime, &found.link) {
-            if parent.is_readonly() {
-                return Err(SftpError::denied("the directory is read-only"));
-            }
-            self.set_link_mtime(parent, name, f64::from(mtime)).await?;
+        let path = parse(path)?;
+        if path.names().is_empty() {
+            self.fs.stat(&path).await?;
+            return Ok(ok(id));
         }
+        self.fs.set_metadata(&path, change_of(attrs)).await?;
         Ok(ok(id))
     }
 
@@ -541,14 +466,20 @@ impl Session {
                 if let Some(mtime) = attrs.mtime {
                     write.mtime = Some(f64::from(mtime));
                 }
+                if let Some(no_write) = no_write_of(attrs.permissions) {
+                    write.no_write = Some(no_write);
+                }
                 Ok(ok(id))
             }
             Some(OpenHandle::Read { link, .. }) => {
                 if attrs.size.is_some() {
                     return Err(SftpError::denied("the file is open for reading only"));
                 }
-                if let (Some(mtime), Some((parent, name))) = (attrs.mtime, link.clone()) {
-                    self.set_link_mtime(&parent, &name, f64::from(mtime)).await?;
+                let change = change_of(attrs);
+                if let Some(path) = link.clone()
+                    && change != MetadataChange::default()
+                {
+                    self.fs.set_metadata(&path, change).await?;
                 }
                 Ok(ok(id))
             }
@@ -558,34 +489,17 @@ impl Session {
     }
 
     async fn opendir(&mut self, id: u32, path: &str) -> Reply {
-        let found = self.lookup(path).await?;
-        let Node::Dir(dir) = &found.node else {
-            return Err(SftpError::failure("not a directory"));
-        };
-        let children = dir.list().await?;
-        let mut entries = Vec::with_capacity(children.len());
-        let mut left_out = 0usize;
-        for child in children {
-            // A name no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand
-            // holds one) is left out: a client would join it to a local path.
-            if unusable_as_path(&child.name).is_some() {
-                left_out += 1;
-                continue;
-            }
-            let child_found = Found {
-                node: child.node(&self.context.grid),
-                link: Some((dir.clone(), child.name.clone())),
-                metadata: Some(child.metadata),
-            };
-            let attrs = self.attributes(&child_found, false).await?;
-            entries.push(File::new(child.name, attrs));
-        }
-        if left_out > 0 {
-            tracing::info!(
-                left_out,
-                "SFTP listing: left out entries whose names cannot be paths"
-            );
-        }
+        let path = parse(path)?;
+        let listing = self.fs.list(&path).await.map_err(not_a_directory_fails)?;
+        // Names no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand holds
+        // one) are left out by the layer: a client would join them to a local path.
+        let entries = listing
+            .into_iter()
+            .map(|entry| {
+                let attrs = attributes(&entry.stat, false, &self.context.user);
+                File::new(entry.name, attrs)
+            })
+            .collect();
         let handle = self.new_handle(OpenHandle::Dir { entries, next: 0 })?;
         Ok(Packet::Handle(Handle { id, handle }))
     }
@@ -606,10 +520,11 @@ impl Session {
     async fn open(&mut self, id: u32, path: &str, flags: OpenFlags) -> Reply {
         let writing =
             flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
+        let path = parse(path)?;
         let handle = if writing {
             OpenHandle::Write(Box::new(self.open_for_write(path, flags).await?))
         } else {
-            let found = self.lookup(path).await?;
+            let found = self.fs.find(&path).await?;
             match found.node {
                 // A small mutable file is read whole now: the handle reads one version.
                 Node::File(file) => OpenHandle::Read {
@@ -617,7 +532,7 @@ impl Session {
                         crate::whole::open(&file).await?,
                         Some(Arc::clone(&self.context.reading_ahead)),
                     )),
-                    link: found.link,
+                    link: found.link.is_some().then_some(path),
                 },
                 Node::Dir(_) => return Err(SftpError::failure("is a directory")),
                 Node::Unknown(_) => {
@@ -629,68 +544,29 @@ impl Session {
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
-    async fn open_for_write(&self, path: &str, flags: OpenFlags) -> Result<WriteHandle, SftpError> {
-        let parts = paths::canonical(path)?;
-        let (start, rest) = self.start(&parts)?;
-        // `/uri/CAP` of a mutable file: a new version of that file.
-        let (destination, existing) = if rest.is_empty() {
-            match start {
-                Node::File(file) if file.is_mutable() && !file.is_readonly() => {
-                    let destination = Destination::Mutable {
-                        file: file.clone(),
-                        link: None,
-                    };
-                    (destination, Some(file))
-                }
-                Node::Dir(_) => return Err(SftpError::failure("is a directory")),
-                _ => return Err(SftpError::denied("that object cannot be written")),
-            }
+    /// Opens a file for writing: the layer decides where the bytes go (Tahoe's replace semantics,
+    /// the mutable-in-place rule, read-only directories and links marked `no-write` refused) before
+    /// anything is received.
+    async fn open_for_write(&self, path: FsPath, flags: OpenFlags) -> Result<WriteHandle, SftpError> {
+        let replace = if flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUDE) {
+            Replace::Never
         } else {
-            let (parent, name) = self.parent_of(path).await?;
-            if parent.is_readonly() {
-                return Err(SftpError::denied("the directory is read-only"));
+            Replace::Always
+        };
+        let target = self.fs.prepare_write(&path, replace).await?;
+        if target.is_new() && !flags.contains(OpenFlags::CREATE) {
+            return Err(SftpError::no_such_file());
+        }
+        // Tahoe's SFTP rules beyond the layer's: an unknown object or a read-only mutable file is
+        // not opened for writing (the layer would replace it by a new immutable file).
+        let existing = match target.existing() {
+            Some(Node::Unknown(_)) => return Err(SftpError::denied("that object cannot be written")),
+            Some(Node::File(file)) if file.is_mutable() && file.is_readonly() => {
+                return Err(SftpError::denied("the file's cap is read-only"));
             }
-            match parent.get(&name).await {
-                Ok(child) => {
-                    if flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUDE) {
-                        return Err(SftpError::failure("the file already exists"));
-                    }
-                    match child.node(&self.context.grid) {
-                        Node::Dir(_) => return Err(SftpError::failure("is a directory")),
-                        Node::Unknown(_) => return Err(SftpError::denied("that object cannot be written")),
-                        Node::File(file) if file.is_mutable() => {
-                            if file.is_readonly() {
-                                return Err(SftpError::denied("the file's cap is read-only"));
-                            }
-                            let destination = Destination::Mutable {
-                                file: file.clone(),
-                                link: Some((parent, name, child.metadata)),
-                            };
-                            (destination, Some(file))
-                        }
-                        Node::File(file) => {
-                            let destination = Destination::Link {
-                                parent,
-                                name,
-                                old_metadata: Some(child.metadata),
-                            };
-                            (destination, Some(file))
-                        }
-                    }
-                }
-                Err(NodeError::NoSuchChild(_)) => {
-                    if !flags.contains(OpenFlags::CREATE) {
-                        return Err(SftpError::no_such_file());
-                    }
-                    let destination = Destination::Link {
-                        parent,
-                        name,
-                        old_metadata: None,
-                    };
-                    (destination, None)
-                }
-                Err(e) => return Err(e.into()),
-            }
+            Some(Node::File(file)) => Some(file),
+            Some(Node::Dir(_)) => return Err(SftpError::failure("is a directory")),
+            None => None,
         };
         let mut spool = Spool::with_quota(
             self.context.spool_dir.as_deref(),
@@ -710,20 +586,14 @@ impl Session {
             }
         }
         Ok(WriteHandle {
-            path: parts.clone(),
+            path,
             spool,
-            changed: truncate
-                || matches!(
-                    destination,
-                    Destination::Link {
-                        old_metadata: None,
-                        ..
-                    }
-                ),
-            destination,
+            changed: truncate || target.is_new(),
+            target,
             append: flags.contains(OpenFlags::APPEND),
             readable: flags.contains(OpenFlags::READ),
             mtime: None,
+            no_write: None,
             refused: None,
         })
     }
@@ -777,127 +647,103 @@ impl Session {
         }
     }
 
-    /// Uploads a written file and links it; returns once the grid holds it.
+    /// Uploads a written file and links it (through the layer); returns once the grid holds it.
     async fn commit(&self, write: WriteHandle) -> Result<(), SftpError> {
         let WriteHandle {
+            path,
             mut spool,
-            destination,
+            mut target,
             changed,
             mtime,
+            no_write,
             ..
         } = write;
         if !changed {
-            if let Some(mtime) = mtime {
-                let link = match &destination {
-                    Destination::Link { parent, name, .. } => Some((parent, name)),
-                    Destination::Mutable { link, .. } => link.as_ref().map(|(p, n, _)| (p, n)),
-                };
-                if let Some((parent, name)) = link {
-                    self.set_link_mtime(parent, name, mtime).await?;
-                }
+            // Nothing written: only what FSETSTAT set, on the link (if the path has one).
+            let change = MetadataChange { mtime, no_write };
+            if change != MetadataChange::default() && target.link().is_some() {
+                self.fs.set_metadata(&path, change).await?;
             }
             return Ok(());
         }
         spool.flush().await?;
         let size = spool.size();
-        match destination {
-            Destination::Link {
-                parent,
-                name,
-                old_metadata,
-            } => {
-                let result = self
-                    .context
-                    .grid
-                    .upload(spool.reader(), None)
-                    .await
-                    .map_err(NodeError::from)?;
-                let mut user = user_metadata(old_metadata.as_ref());
-                user.insert(
-                    "mtime".into(),
-                    float(mtime.unwrap_or_else(filenode::node::metadata::now)),
-                );
-                parent
-                    .set_child(&name, &Cap::File(result.cap), Some(user), Replace::OnlyFiles)
-                    .await?;
-            }
-            Destination::Mutable { file, link } => {
-                if let Some(message) = crate::sdmf_too_large(&file, size) {
-                    return Err(SftpError::failure(message));
+        let has_link = target.link().is_some();
+        target.set_mtime(mtime);
+        target
+            .commit(spool.into_reader(), size, None)
+            .await
+            .map_err(|e| {
+                let unavailable = e.kind() == FsErrorKind::Unavailable;
+                let error = SftpError::from(e);
+                if unavailable {
+                    error.counted_as(ErrorKind::NotEnoughServers)
+                } else {
+                    error
                 }
-                file.overwrite(size, chunks_from_read(spool.reader())).await?;
-                if let (Some(mtime), Some((parent, name, _))) = (mtime, link) {
-                    self.set_link_mtime(&parent, &name, mtime).await?;
-                }
-            }
+            })?;
+        // A read-only mark set on the open file (`put -p` of a file without write bits), as
+        // Tahoe stores the attributes of a file at close. (The layer refused the open when the
+        // link was marked already, so there is no mark to clear.)
+        if no_write == Some(true) && has_link {
+            self.fs
+                .set_metadata(
+                    &path,
+                    MetadataChange {
+                        mtime: None,
+                        no_write: Some(true),
+                    },
+                )
+                .await?;
         }
         Ok(())
     }
 
     async fn remove(&mut self, id: u32, path: &str) -> Reply {
-        let (parent, name) = self.parent_of(path).await?;
-        let child = parent.get(&name).await?;
-        if child.is_dir() {
-            return Err(SftpError::failure("is a directory (use rmdir)"));
-        }
-        parent.unlink(&name).await?;
+        let path = parse(path)?;
+        self.fs.unlink(&path).await.map_err(|e| {
+            if e.kind() == FsErrorKind::IsADirectory {
+                SftpError::failure("is a directory (use rmdir)")
+            } else {
+                e.into()
+            }
+        })?;
         Ok(ok(id))
     }
 
+    /// MKDIR, with Tahoe's rule that missing parents are created too; the name itself must be
+    /// free.
     async fn mkdir(&mut self, id: u32, path: &str) -> Reply {
-        let parts = paths::canonical(path)?;
-        let (start, mut rest) = self.start(&parts)?;
-        let Some(name) = rest.pop() else {
+        let path = parse(path)?;
+        let Some(parent) = path.parent() else {
             return Err(SftpError::failure("the directory already exists"));
         };
-        let Node::Dir(start) = start else {
-            return Err(SftpError::no_such_file());
-        };
-        // Tahoe's rule: missing parents are created too.
-        let parent = start.create_path(&rest, MutableFormat::Sdmf).await?;
-        match parent
-            .create_subdirectory(&name, MutableFormat::Sdmf, Replace::Never)
-            .await
-        {
-            Ok(_) => Ok(ok(id)),
-            Err(NodeError::ExistingChild(_)) => Err(SftpError::failure("that name exists already")),
-            Err(e) => Err(e.into()),
-        }
+        self.fs.mkdir_all(&parent).await.map_err(|e| match e.kind() {
+            FsErrorKind::NotADirectory => SftpError::failure("a file is in the way"),
+            _ => e.into(),
+        })?;
+        self.fs.mkdir(&path).await?;
+        Ok(ok(id))
     }
 
     async fn rmdir(&mut self, id: u32, path: &str) -> Reply {
-        let (parent, name) = self.parent_of(path).await?;
-        let child = parent.get(&name).await?;
-        let Node::Dir(dir) = child.node(&self.context.grid) else {
-            return Err(SftpError::failure("not a directory"));
-        };
-        // Unlike Tahoe, a directory must be empty to be removed (as rmdir(2)).
-        if !dir.list().await?.is_empty() {
-            return Err(SftpError::failure("the directory is not empty"));
-        }
-        parent.unlink(&name).await?;
+        let path = parse(path)?;
+        self.fs.rmdir(&path).await.map_err(not_a_directory_fails)?;
         Ok(ok(id))
     }
 
     fn realpath(&mut self, id: u32, path: &str) -> Reply {
-        let parts = paths::canonical(path)?;
+        let path = parse(path)?;
         Ok(Packet::Name(Name {
             id,
-            files: vec![File::dummy(paths::display(&parts))],
+            files: vec![File::dummy(path.to_text())],
         }))
     }
 
     async fn rename(&mut self, id: u32, from: &str, to: &str, replace: Replace) -> Reply {
-        let (from_dir, from_name) = self.parent_of(from).await?;
-        let (to_dir, to_name) = self.parent_of(to).await?;
-        match from_dir
-            .move_child_to(&from_name, &to_dir, &to_name, replace)
-            .await
-        {
-            Ok(()) => Ok(ok(id)),
-            Err(NodeError::ExistingChild(_)) => Err(SftpError::failure("the target exists already")),
-            Err(e) => Err(e.into()),
-        }
+        let (from, to) = (parse(from)?, parse(to)?);
+        self.fs.rename(&from, &to, replace).await?;
+        Ok(ok(id))
     }
 
     async fn extended(&mut self, id: u32, request: &str, data: Vec<u8>) -> Reply {
