@@ -36,10 +36,3 @@ pub(crate) fn sdmf_size_error(len: u64) -> Option<String> {
     (len > SDMF_MAX_SIZE)
         .then(|| format!("{SDMF_TOO_LARGE}: this file would be {len} bytes, more than {SDMF_MAX_SIZE}"))
 }
-
-/// Refuses to publish `len` bytes as a new version of `file` when it is SDMF and larger than
-/// [`SDMF_MAX_SIZE`]: the message for the client.
-pub(crate) fn sdmf_too_large(file: &filenode::node::FileNode, len: u64) -> Option<String> {
-    let sdmf = matches!(file.cap(), filenode::cap::FileCap::Mutable(m) if m.format == filenode::cap::MutableFormat::Sdmf);
-    if sdmf { sdmf_size_error(len) } else { None }
-}

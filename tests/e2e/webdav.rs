@@ -353,3 +353,40 @@ async fn a_file_marked_no_write_is_forbidden_to_put_until_cleared() {
     let (_, _, body) = call(&s, ALICE, "GET", "/locked.txt", &[], Body::empty()).await;
     assert_eq!(body, b"replaced");
 }
+
+/// A PUT's convergent key is hashed from the body as it is spooled (through the layer's
+/// `WriteTarget::convergent_hasher`): the file linked is the one the grid makes from the same
+/// bytes in one piece, body cut unevenly or not.
+#[tokio::test]
+async fn a_put_hashed_as_it_arrives_links_the_convergent_file() {
+    use filenode::grid::upload::upload_bytes;
+    let s = setup(16 << 20).await;
+    let data: Vec<u8> = (0..400_003u32).map(|i| (i * 17 % 253) as u8).collect();
+    let params = UploadParams {
+        needed: 2,
+        happy: 3,
+        total: 4,
+        max_segment_size: 64 * 1024,
+    };
+    let expected = upload_bytes(&s._grid.entries(), &s._grid.secrets, &params, data.clone())
+        .await
+        .unwrap()
+        .cap;
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = data
+        .chunks(65_537)
+        .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
+        .collect();
+    let length = data.len().to_string();
+    let (status, _, _) = call(
+        &s,
+        ALICE,
+        "PUT",
+        "/converged.bin",
+        &[("content-length", length.as_str())],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let child = s.alice.get("converged.bin").await.unwrap();
+    assert_eq!(child.cap.to_string(), expected.to_string());
+}

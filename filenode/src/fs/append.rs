@@ -45,6 +45,19 @@ pub struct Resume {
 }
 
 impl Resume {
+    /// A hasher for the convergent key of the bytes to commit ([`WriteTarget::convergent_hasher`]),
+    /// when nothing is kept (a resume's bytes arrive in two parts).
+    pub fn convergent_hasher(&self) -> Option<crate::immutable::ConvergentHasher> {
+        (self.offset == 0)
+            .then(|| self.target.convergent_hasher())
+            .flatten()
+    }
+
+    /// The convergent key of the bytes to commit ([`WriteTarget::set_convergent_key`]).
+    pub fn set_convergent_key(&mut self, hashed: Option<([u8; 16], u64)>) {
+        self.target.set_convergent_key(hashed);
+    }
+
     /// How many bytes of the existing file are kept.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -356,6 +356,7 @@ impl Fs {
                     grid: Arc::clone(&self.grid),
                     destination: Destination::InPlace { file, link: None },
                     mtime: None,
+                    hashed: None,
                 }),
                 Node::Dir(_) => Err(is_a_directory()),
                 _ => Err(FsError::new(
@@ -408,6 +409,7 @@ impl Fs {
             grid: Arc::clone(&self.grid),
             destination,
             mtime: None,
+            hashed: None,
         })
     }
 
@@ -790,9 +792,28 @@ pub struct WriteTarget {
     destination: Destination,
     /// The link's `mtime` at commit (default: the commit's time).
     mtime: Option<f64>,
+    /// The convergent key of the bytes to commit, hashed as they arrived.
+    hashed: Option<([u8; 16], u64)>,
 }
 
 impl WriteTarget {
+    /// A hasher for the convergent key of the bytes this write will commit, when the commit
+    /// uploads a new immutable file convergently (not for a mutable file written in place): a
+    /// frontend's spool feeds it as the bytes arrive ([`WriteTarget::set_convergent_key`]), so
+    /// the commit reads them once instead of twice.
+    pub fn convergent_hasher(&self) -> Option<crate::immutable::ConvergentHasher> {
+        match self.destination {
+            Destination::Link { .. } => self.grid.convergent_hasher(),
+            Destination::InPlace { .. } => None,
+        }
+    }
+
+    /// The convergent key and length of the bytes to commit, from
+    /// [`WriteTarget::convergent_hasher`]: used when the commit's length is the same.
+    pub fn set_convergent_key(&mut self, hashed: Option<([u8; 16], u64)>) {
+        self.hashed = hashed;
+    }
+
     /// What the write replaces: the file there now (a writable mutable file written in place, or
     /// the file or unknown object a new immutable file replaces), for writers that start from the
     /// old contents (SFTP without `TRUNCATE`). `None` for a new name.
@@ -855,7 +876,7 @@ impl WriteTarget {
     }
 
     /// Stores `len` bytes of `input` (read twice for an immutable upload: convergent key, then
-    /// encoding) and links them; returns once the grid holds them. `metadata`: the user metadata
+    /// encoding; once when [`WriteTarget::set_convergent_key`] gave the key) and links them; returns once the grid holds them. `metadata`: the user metadata
     /// of the link (default: the old link's, with `mtime` now; a mutable file written in place
     /// through a link gets its link's `mtime` updated so too).
     pub async fn commit<R>(self, input: R, len: u64, metadata: Option<Metadata>) -> Result<(), FsError>
@@ -887,7 +908,11 @@ impl WriteTarget {
                 replace,
                 ..
             } => {
-                let result = self.grid.upload(input, None).await.map_err(NodeError::from)?;
+                let result = match self.hashed.filter(|(_, size)| *size == len) {
+                    Some((key, size)) => self.grid.upload_hashed(input, key, size, None).await,
+                    None => self.grid.upload(input, None).await,
+                }
+                .map_err(NodeError::from)?;
                 let metadata =
                     metadata.unwrap_or_else(|| with_mtime(&old_metadata.unwrap_or_default(), self.mtime));
                 let replace = if replace == Replace::Never {

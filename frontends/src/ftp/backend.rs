@@ -28,6 +28,7 @@ use bytes::Bytes;
 use filenode::fs::append::Resume;
 use filenode::fs::{EntryKind, Fs, FsError, FsErrorKind, FsPath, Stat};
 use filenode::grid::Grid;
+use filenode::immutable::ConvergentHasher;
 use filenode::node::{DirNode, NodeError, Replace};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -292,14 +293,24 @@ impl GridBackend {
             }
         };
         // The kept bytes come from the grid while the new ones arrive.
-        let (kept, new) = tokio::join!(self.spool_kept(user, &resume), self.spool(user, input));
+        let hasher = resume.convergent_hasher();
+        let (kept, new) = tokio::join!(self.spool_kept(user, &resume), self.spool(user, input, hasher));
         let new = new?;
         let kept = kept?;
         let new_len = new.size();
         resume.check_size(new_len)?;
+        let mut second = new.into_reader();
+        // Hashed as it arrived: only a whole new file (nothing kept).
+        let hashed = if kept.is_none() {
+            second.convergent_key()
+        } else {
+            None
+        };
+        let mut resume = resume;
+        resume.set_convergent_key(hashed);
         let input = Joined {
             first: kept,
-            second: new.into_reader(),
+            second,
             position: 0,
         };
         let len = input.len();
@@ -346,7 +357,14 @@ impl GridBackend {
     /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).
     /// Past the user's spool quota the rest of the upload is read and dropped (so that the client
     /// sees the 552 reply rather than a broken data connection) and nothing more is written.
-    async fn spool<R: AsyncRead + Unpin>(&self, user: &GridUser, mut input: R) -> FtpResult<Spool> {
+    /// The data connection's bytes into a new spool, hashed for their convergent key as they
+    /// arrive when `hasher` is given.
+    async fn spool<R: AsyncRead + Unpin>(
+        &self,
+        user: &GridUser,
+        mut input: R,
+        hasher: Option<ConvergentHasher>,
+    ) -> FtpResult<Spool> {
         let mut spool = match self.new_spool(user).await {
             Ok(spool) => spool,
             Err(e) => {
@@ -354,6 +372,7 @@ impl GridBackend {
                 return Err(e);
             }
         };
+        spool.hash_with(hasher);
         let mut buffer = vec![0u8; SPOOL_CHUNK];
         loop {
             let n = input.read(&mut buffer).await.map_err(FtpError::Transfer)?;

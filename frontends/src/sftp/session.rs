@@ -573,6 +573,9 @@ impl Session {
             &self.context.limits.spool_quota,
             &self.context.user,
         )?;
+        // Hashed for the convergent key while the client writes in order from the start (the
+        // old contents first, when kept), so that close reads the spool once.
+        spool.hash_with(target.convergent_hasher());
         let truncate = flags.contains(OpenFlags::TRUNCATE);
         if let Some(file) = existing.filter(|_| !truncate) {
             // Tahoe's rule: writing into an existing file starts from its contents.
@@ -670,18 +673,17 @@ impl Session {
         let size = spool.size();
         let has_link = target.link().is_some();
         target.set_mtime(mtime);
-        target
-            .commit(spool.into_reader(), size, None)
-            .await
-            .map_err(|e| {
-                let unavailable = e.kind() == FsErrorKind::Unavailable;
-                let error = SftpError::from(e);
-                if unavailable {
-                    error.counted_as(ErrorKind::NotEnoughServers)
-                } else {
-                    error
-                }
-            })?;
+        let mut reader = spool.into_reader();
+        target.set_convergent_key(reader.convergent_key());
+        target.commit(reader, size, None).await.map_err(|e| {
+            let unavailable = e.kind() == FsErrorKind::Unavailable;
+            let error = SftpError::from(e);
+            if unavailable {
+                error.counted_as(ErrorKind::NotEnoughServers)
+            } else {
+                error
+            }
+        })?;
         // A read-only mark set on the open file (`put -p` of a file without write bits), as
         // Tahoe stores the attributes of a file at close. (The layer refused the open when the
         // link was marked already, so there is no mark to clear.)

@@ -268,10 +268,10 @@ impl WriteFile {
         }
         spool.flush().await.map_err(spool_error)?;
         let len = spool.size();
-        target
-            .commit(spool.into_reader(), len, None)
-            .await
-            .map_err(dav_error)?;
+        let mut reader = spool.into_reader();
+        let mut target = target;
+        target.set_convergent_key(reader.convergent_key());
+        target.commit(reader, len, None).await.map_err(dav_error)?;
         self.meta.len = len;
         self.meta.modified = Some(SystemTime::now());
         Ok(())
@@ -428,10 +428,13 @@ impl GuardedFileSystem<DavUser> for GridDav {
                 Arc::clone(&user.spool_quota),
                 user.name.clone(),
             );
-            let spool = tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
-                .await
-                .map_err(|_| DavError::GeneralFailure)?
-                .map_err(spool_error)?;
+            let mut spool =
+                tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
+                    .await
+                    .map_err(|_| DavError::GeneralFailure)?
+                    .map_err(spool_error)?;
+            // Hashed for the convergent key as the body arrives, so the commit reads it once.
+            spool.hash_with(target.convergent_hasher());
             let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
                 target: Some(target),
                 spool: Some(spool),
