@@ -494,9 +494,10 @@ fn mutable_cap(text: &str) -> filenode::cap::MutableCap {
     }
 }
 
-#[test]
-fn tahoe_1_20_mutable_shares_verify_and_decode() {
-    use filenode::mutable::layout::{MutableShare, decode_mutable};
+#[tokio::test]
+async fn tahoe_1_20_mutable_shares_verify_and_decode() {
+    use filenode::mutable::layout::MutableShare;
+    use tests::grid::retrieve_from_shares;
     for name in ["sdmf_small", "sdmf_big", "mdmf_small", "mdmf_big", "dirnode"] {
         let Some(path) = shared(&format!("vectors/golden/mutable/{name}.json")) else {
             return;
@@ -531,12 +532,12 @@ fn tahoe_1_20_mutable_shares_verify_and_decode() {
                 );
             }
         }
-        let plaintext = decode_mutable(&read, &shares).unwrap();
+        let plaintext = retrieve_from_shares(&read, &shares).await.unwrap();
         if let Some(expected) = &golden.plaintext_b64 {
             assert_eq!(plaintext, b64(expected), "{name}");
         }
         assert_eq!(
-            decode_mutable(&write, &shares).unwrap(),
+            retrieve_from_shares(&write, &shares).await.unwrap(),
             plaintext,
             "{name}: write cap reads too"
         );
@@ -550,8 +551,8 @@ struct OldSdmf {
     share_files_b64: BTreeMap<String, String>,
 }
 
-#[test]
-fn old_sdmf_share_files_decode() {
+#[tokio::test]
+async fn old_sdmf_share_files_decode() {
     let Some(path) = shared("vectors/tahoe/sdmf_old_shares.json") else {
         return;
     };
@@ -567,7 +568,7 @@ fn old_sdmf_share_files_decode() {
         })
         .collect();
     let cap = mutable_cap(&old.cap);
-    let plaintext = filenode::mutable::layout::decode_mutable(&cap, &shares).unwrap();
+    let plaintext = tests::grid::retrieve_from_shares(&cap, &shares).await.unwrap();
     assert_eq!(plaintext, b64(&old.plaintext_b64));
 }
 
