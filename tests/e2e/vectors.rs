@@ -572,8 +572,8 @@ async fn old_sdmf_share_files_decode() {
     assert_eq!(plaintext, b64(&old.plaintext_b64));
 }
 
-#[test]
-fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
+#[tokio::test]
+async fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
     use filenode::dirnode::{pack, unpack};
     let Some(path) = shared("vectors/golden/mutable/dirnode.json") else {
         return;
@@ -586,7 +586,7 @@ fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
         .map(|(n, b)| (n.parse().unwrap(), b64(b.as_str().unwrap())))
         .collect();
     let cap = mutable_cap(value["cap"].as_str().unwrap());
-    let plaintext = filenode::mutable::layout::decode_mutable(&cap, &shares).unwrap();
+    let plaintext = tests::grid::retrieve_from_shares(&cap, &shares).await.unwrap();
     let writekey = cap.writekey().unwrap();
     let entries = unpack(&plaintext, Some(&writekey)).unwrap();
     assert!(!entries.is_empty());
