@@ -35,6 +35,9 @@ pub enum OpKind {
     Publish,
     /// A read of a mutable file (or directory).
     Retrieve,
+    /// A servermap update: every server asked which shares of a mutable file it holds (before a
+    /// retrieve, or before a publish that has no map of its own last write).
+    Mapupdate,
     /// A check of an object's shares (timed only: checks are not listed in `/status`, as in
     /// Tahoe).
     Check,
@@ -46,11 +49,12 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Upload,
         OpKind::Download,
         OpKind::Publish,
         OpKind::Retrieve,
+        OpKind::Mapupdate,
         OpKind::Check,
         OpKind::Verify,
         OpKind::Repair,
@@ -60,14 +64,15 @@ impl OpKind {
         self as usize
     }
 
-    /// Tahoe's name: `upload`, `download`, `publish`, `retrieve`; ours `check`, `verify`,
-    /// `repair`.
+    /// Tahoe's name: `upload`, `download`, `publish`, `retrieve`, `mapupdate`; ours `check`,
+    /// `verify`, `repair`.
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Upload => "upload",
             OpKind::Download => "download",
             OpKind::Publish => "publish",
             OpKind::Retrieve => "retrieve",
+            OpKind::Mapupdate => "mapupdate",
             OpKind::Check => "check",
             OpKind::Verify => "verify",
             OpKind::Repair => "repair",
@@ -134,7 +139,9 @@ pub struct OpSnapshot {
     pub started: SystemTime,
     /// The file's storage index, once known (a LIT file has none).
     pub storage_index: Option<StorageIndex>,
-    /// The file's size (or the range's, for a read), once known.
+    /// The file's size (or the range's, for a read), once known; for a servermap update, the
+    /// number of servers asked (its progress counts those that have answered; Tahoe shows no
+    /// size for it).
     pub size: Option<u64>,
     /// Whether it is still running.
     pub active: bool,
@@ -149,6 +156,11 @@ pub struct OpSnapshot {
     pub elapsed: Duration,
     /// The servers it used (by name), for a write with the share numbers each holds.
     pub servers: Vec<String>,
+    /// What a servermap update was for, in Tahoe's words (`MODE_READ`, `MODE_WRITE`).
+    pub mode: Option<&'static str>,
+    /// Per server (by name), each request timed on its own, in the order they ended: what it was
+    /// (Tahoe's `query`, or how it failed) and how long it took. Servermap updates only.
+    pub server_timings: Vec<(String, &'static str, Duration)>,
 }
 
 #[derive(Debug)]
@@ -169,6 +181,8 @@ struct Detail {
     phase_started: Option<(&'static str, Instant)>,
     timings: Vec<(&'static str, Duration)>,
     servers: Vec<String>,
+    mode: Option<&'static str>,
+    server_timings: Vec<(String, &'static str, Duration)>,
     outcome: Option<String>,
     ended: Option<Duration>,
     success_on_drop: bool,
@@ -337,6 +351,8 @@ impl Entry {
             timings,
             elapsed: detail.ended.unwrap_or_else(|| self.started_at.elapsed()),
             servers: detail.servers.clone(),
+            mode: detail.mode,
+            server_timings: detail.server_timings.clone(),
         }
     }
 }
@@ -424,6 +440,20 @@ impl Op {
     pub fn set_servers(&self, servers: impl IntoIterator<Item = String>) {
         let servers: Vec<String> = servers.into_iter().take(SERVERS_KEPT).collect();
         self.entry.detail().servers = servers;
+    }
+
+    /// What a servermap update is for (Tahoe's mode: `MODE_READ`, `MODE_WRITE`).
+    pub fn set_mode(&self, mode: &'static str) {
+        self.entry.detail().mode = Some(mode);
+    }
+
+    /// Records one server's request: what it was (`query`, or how it failed) and how long it
+    /// took (kept for the first few hundred).
+    pub fn server_time(&self, server: String, what: &'static str, took: Duration) {
+        let mut detail = self.entry.detail();
+        if detail.server_timings.len() < SERVERS_KEPT {
+            detail.server_timings.push((server, what, took));
+        }
     }
 
     /// The operation succeeded.

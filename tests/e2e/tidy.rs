@@ -42,23 +42,69 @@ fn crate_dependencies_point_one_way() {
             );
         }
     }
-    // filenode is pure client logic: no web, SSH, FTP, CLI or runtime-specific server crates.
+    // filenode is pure client logic: no web, SSH, FTP, CLI or runtime-specific server crates, and
+    // none of those .ci/run keeps it from reaching at all.
     let filenode = normal_dependencies("filenode");
-    for forbidden in [
-        "axum",
-        "russh",
-        "russh-sftp",
-        "libunftp",
-        "clap",
-        "tokio",
-        "hyper",
-    ] {
+    let direct = ["russh-sftp", "tokio", "hyper"];
+    for forbidden in ci_boundary_crates().iter().map(String::as_str).chain(direct) {
         assert!(
             !filenode.contains(forbidden),
             "filenode must not depend on {forbidden}"
         );
     }
     assert!(normal_dependencies("filenode").contains("storage"));
+}
+
+/// The crates `.ci/run`'s boundary loop (`for dep in ...; do`, checked with `cargo tree`) keeps
+/// filenode from reaching.
+fn ci_boundary_crates() -> BTreeSet<String> {
+    let ci = std::fs::read_to_string(workspace_root().join(".ci/run")).unwrap();
+    let line = ci
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("for dep in "))
+        .expect(".ci/run has the boundary loop `for dep in ...; do`");
+    let list = line
+        .strip_prefix("for dep in ")
+        .and_then(|rest| rest.split_once("; do"))
+        .expect("the loop reads `for dep in A B C; do`")
+        .0;
+    list.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The crates ARCHITECTURE.md says `.ci/run` keeps filenode from reaching (the sentence "...
+/// `filenode` reaches none of A, B, C.").
+fn architecture_boundary_crates() -> BTreeSet<String> {
+    let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();
+    let flat = architecture.split_whitespace().collect::<Vec<_>>().join(" ");
+    let marker = "`filenode` reaches none of ";
+    let at = flat
+        .find(marker)
+        .expect("ARCHITECTURE.md names the crates filenode must not reach (\"`filenode` reaches none of\")");
+    let list = flat[at + marker.len()..]
+        .split_once('.')
+        .expect("the list ends with a full stop")
+        .0;
+    list.split(',')
+        .map(|name| {
+            name.trim()
+                .trim_start_matches("and ")
+                .trim_matches('`')
+                .to_owned()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+#[test]
+fn architecture_names_the_crates_ci_keeps_filenode_from() {
+    let ci = ci_boundary_crates();
+    assert!(ci.len() >= 4, "the boundary loop in .ci/run parsed to {ci:?}");
+    assert_eq!(
+        architecture_boundary_crates(),
+        ci,
+        "ARCHITECTURE.md's list of crates filenode must not reach differs from .ci/run's boundary loop"
+    );
 }
 
 #[test]

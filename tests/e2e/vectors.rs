@@ -494,9 +494,10 @@ fn mutable_cap(text: &str) -> filenode::cap::MutableCap {
     }
 }
 
-#[test]
-fn tahoe_1_20_mutable_shares_verify_and_decode() {
-    use filenode::mutable::layout::{MutableShare, decode_mutable};
+#[tokio::test]
+async fn tahoe_1_20_mutable_shares_verify_and_decode() {
+    use filenode::mutable::layout::MutableShare;
+    use tests::grid::retrieve_from_shares;
     for name in ["sdmf_small", "sdmf_big", "mdmf_small", "mdmf_big", "dirnode"] {
         let Some(path) = shared(&format!("vectors/golden/mutable/{name}.json")) else {
             return;
@@ -531,12 +532,12 @@ fn tahoe_1_20_mutable_shares_verify_and_decode() {
                 );
             }
         }
-        let plaintext = decode_mutable(&read, &shares).unwrap();
+        let plaintext = retrieve_from_shares(&read, &shares).await.unwrap();
         if let Some(expected) = &golden.plaintext_b64 {
             assert_eq!(plaintext, b64(expected), "{name}");
         }
         assert_eq!(
-            decode_mutable(&write, &shares).unwrap(),
+            retrieve_from_shares(&write, &shares).await.unwrap(),
             plaintext,
             "{name}: write cap reads too"
         );
@@ -550,8 +551,8 @@ struct OldSdmf {
     share_files_b64: BTreeMap<String, String>,
 }
 
-#[test]
-fn old_sdmf_share_files_decode() {
+#[tokio::test]
+async fn old_sdmf_share_files_decode() {
     let Some(path) = shared("vectors/tahoe/sdmf_old_shares.json") else {
         return;
     };
@@ -567,12 +568,12 @@ fn old_sdmf_share_files_decode() {
         })
         .collect();
     let cap = mutable_cap(&old.cap);
-    let plaintext = filenode::mutable::layout::decode_mutable(&cap, &shares).unwrap();
+    let plaintext = tests::grid::retrieve_from_shares(&cap, &shares).await.unwrap();
     assert_eq!(plaintext, b64(&old.plaintext_b64));
 }
 
-#[test]
-fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
+#[tokio::test]
+async fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
     use filenode::dirnode::{pack, unpack};
     let Some(path) = shared("vectors/golden/mutable/dirnode.json") else {
         return;
@@ -585,7 +586,7 @@ fn tahoe_directory_unpacks_and_packs_back_byte_for_byte() {
         .map(|(n, b)| (n.parse().unwrap(), b64(b.as_str().unwrap())))
         .collect();
     let cap = mutable_cap(value["cap"].as_str().unwrap());
-    let plaintext = filenode::mutable::layout::decode_mutable(&cap, &shares).unwrap();
+    let plaintext = tests::grid::retrieve_from_shares(&cap, &shares).await.unwrap();
     let writekey = cap.writekey().unwrap();
     let entries = unpack(&plaintext, Some(&writekey)).unwrap();
     assert!(!entries.is_empty());

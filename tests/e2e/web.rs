@@ -634,8 +634,10 @@ async fn mutable_true_makes_the_configured_default_format() {
 }
 
 /// `/status` after known operations: an immutable upload and its download, a mutable file's
-/// publish and retrieve, each in Tahoe's `/status?t=json` shape with its size, progress, phases
-/// and servers; the page lists them; neither holds any cap. A `POST` needs the node's token.
+/// publish and retrieve (with the retrieve's servermap update), each in Tahoe's `/status?t=json`
+/// shape with its size, progress, phases and servers (a servermap update: its mode, each server's
+/// answer time and the shares found); the page lists them; neither holds any cap. A `POST` needs
+/// the node's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_operations_without_caps() {
     let grid = TestGrid::new(10);
@@ -739,30 +741,62 @@ async fn status_lists_operations_without_caps() {
     let retrieve = find("retrieve", &si(&mutable_cap));
     assert_eq!(retrieve["total-size"], 3_000, "{retrieve}");
     assert_eq!(retrieve["status"], "Finished", "{retrieve}");
-    // Newest first.
+    // The retrieve's servermap update (Tahoe's mapupdate): every server asked and timed, the
+    // shares found on each (the new file's ten, one a server), no size (Tahoe's "-NA-").
+    let mapupdate = find("mapupdate", &si(&mutable_cap));
+    assert_eq!(mapupdate["mode"], "MODE_READ", "{mapupdate}");
+    assert_eq!(mapupdate["total-size"], "-NA-", "{mapupdate}");
+    assert_eq!(mapupdate["status"], "Finished", "{mapupdate}");
+    assert_eq!(mapupdate["progress"], 1.0, "{mapupdate}");
+    assert!(mapupdate["timings"]["querying servers"].is_f64(), "{mapupdate}");
+    let per_server = mapupdate["per-server"].as_array().unwrap();
+    assert_eq!(per_server.len(), 10, "{mapupdate}");
+    for answer in per_server {
+        assert_eq!(answer["op"], "query", "{mapupdate}");
+        assert!(
+            answer["server"].as_str().unwrap().starts_with("server"),
+            "{mapupdate}"
+        );
+        assert!(answer["time"].as_f64().unwrap() >= 0.0, "{mapupdate}");
+    }
+    let found = mapupdate["servers"].as_array().unwrap();
+    assert_eq!(found.len(), 10, "{mapupdate}");
+    let mut shnums: Vec<u64> = found
+        .iter()
+        .map(|line| {
+            let (_, shares) = line.as_str().unwrap().split_once(": shares ").unwrap();
+            shares.parse().unwrap()
+        })
+        .collect();
+    shnums.sort_unstable();
+    assert_eq!(shnums, (0..10).collect::<Vec<_>>(), "{mapupdate}");
+    // Newest first (the servermap update ends before the retrieve that made it).
     let position = |op: &serde_json::Value| recent.iter().position(|o| o == op).unwrap();
+    assert!(position(&retrieve) < position(&mapupdate));
+    assert!(position(&mapupdate) < position(&publish));
     assert!(position(&retrieve) < position(&publish));
     assert!(position(&download) < position(&upload));
 
     let (status, _, page) = gw.get("/status", &[]).await;
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page).unwrap();
-    assert!(page.contains("Recent operations (4)"), "{page}");
+    assert!(page.contains("Recent operations (5)"), "{page}");
     assert!(page.contains(&si(&cap)) && page.contains(&si(&mutable_cap)));
-    for kind in ["upload", "download", "publish", "retrieve"] {
+    for kind in ["upload", "download", "publish", "retrieve", "mapupdate"] {
         assert!(page.contains(&format!("op-{kind}")), "{kind}: {page}");
     }
     assert!(page.contains("hash: 100.0%, ciphertext: 100.0%, encode: 100.0%"));
     assert!(page.contains("No active operations."));
 
-    // Each operation's own page (Tahoe's /status/up-N, down-N, publish-N, retrieve-N), linked
-    // from /status, as HTML and as its /status?t=json item.
+    // Each operation's own page (Tahoe's /status/up-N, down-N, publish-N, retrieve-N,
+    // mapupdate-N), linked from /status, as HTML and as its /status?t=json item.
     let mut op_pages = String::new();
     for (op, prefix) in [
         (&upload, "up"),
         (&download, "down"),
         (&publish, "publish"),
         (&retrieve, "retrieve"),
+        (&mapupdate, "mapupdate"),
     ] {
         let link = format!("/status/{prefix}-{}", op["id"]);
         assert!(
@@ -791,17 +825,13 @@ async fn status_lists_operations_without_caps() {
         op_pages.push_str(&String::from_utf8(gw.get(&format!("{link}?t=json"), &[]).await.2).unwrap());
     }
     assert!(op_pages.contains("hashing") && op_pages.contains("first byte"));
+    assert!(op_pages.contains("MODE_READ") && op_pages.contains(r#"id="server-timings""#));
     // The id of an upload is not a download's; unknown, malformed and unkept ones are errors.
     let (status, _, _) = gw.get(&format!("/status/down-{}", upload["id"]), &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = gw.get("/status/up-999999", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    for bad in [
-        "/status/up",
-        "/status/up-x",
-        "/status/mapupdate-1",
-        "/status/up--1",
-    ] {
+    for bad in ["/status/up", "/status/up-x", "/status/check-1", "/status/up--1"] {
         let (status, _, _) = gw.get(bad, &[]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     }
@@ -837,7 +867,7 @@ async fn status_lists_operations_without_caps() {
     let (status, _, body) = gw.send(post("t=json&token=sesame-token")).await;
     assert_eq!(status, StatusCode::OK);
     let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(posted["recent"].as_array().unwrap().len(), 4);
+    assert_eq!(posted["recent"].as_array().unwrap().len(), 5);
     let (status, _, body) = gw
         .send(
             Request::post("/statistics")

@@ -480,3 +480,44 @@ impl TestGrid {
         std::fs::remove_file(self.share_path(server, si, shnum)).expect("delete share file");
     }
 }
+
+/// Reads a mutable file from whole shares (share number, share data) through the production
+/// retrieve path: the shares are written into the slot of one in-process storage server, and
+/// [`filenode::grid::mutable::read_latest`] finds them, checks their signatures, verifies every
+/// block tree and chain, picks the newest recoverable version and decodes it, as it does on a grid.
+/// Shares that are not valid shares of `cap` are stored too (the reader must pass them over).
+pub async fn retrieve_from_shares(
+    cap: &filenode::cap::MutableCap,
+    shares: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>, filenode::grid::mutable::MutableError> {
+    use std::collections::BTreeMap;
+    use storage::api::WriteVector;
+    let grid = TestGrid::new(1);
+    let writes: BTreeMap<ShareNum, TestWriteVectors> = shares
+        .iter()
+        .map(|(shnum, data)| {
+            let shnum = ShareNum::try_from(*shnum).expect("a share number fits in 16 bits");
+            let write = TestWriteVectors {
+                test: Vec::new(),
+                write: vec![WriteVector {
+                    offset: 0,
+                    data: data.clone(),
+                }],
+                new_length: None,
+            };
+            (shnum, write)
+        })
+        .collect();
+    let lease = LeaseSecrets {
+        renew: [1; 32],
+        cancel: [2; 32],
+    };
+    let written = grid.servers[0]
+        .server
+        .read_test_write(cap.storage_index(), &WriteEnabler([3; 32]), &lease, &writes, &[])
+        .expect("the shares are stored");
+    assert!(written.success, "a new slot takes every share");
+    filenode::grid::mutable::read_latest(&grid.entries(), cap, 1, None)
+        .await
+        .map(|(_, contents)| contents)
+}

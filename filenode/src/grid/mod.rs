@@ -6,12 +6,15 @@
 
 pub mod check;
 pub mod download;
+mod key_pool;
 pub mod mutable;
 pub mod placement;
 mod small_upload;
 mod stragglers;
 pub mod upload;
 pub mod verify;
+
+pub use key_pool::KeyPool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,7 +267,7 @@ pub struct Grid {
     servers: std::sync::RwLock<Vec<(ServerEntry, ServerStatus)>>,
     secrets: ClientSecrets,
     params: upload::UploadParams,
-    keys: crate::mutable::keys::KeyPool,
+    keys: KeyPool,
     mutable_states: std::sync::Mutex<
         std::collections::HashMap<storage::StorageIndex, std::sync::Arc<futures::lock::Mutex<MutableState>>>,
     >,
@@ -297,15 +300,11 @@ pub struct MutableState {
 impl Grid {
     /// A grid client with no servers yet.
     pub fn new(secrets: ClientSecrets, params: upload::UploadParams) -> Self {
-        Grid::with_key_pool(secrets, params, crate::mutable::keys::KeyPool::new(2))
+        Grid::with_key_pool(secrets, params, KeyPool::new(2))
     }
 
     /// A grid client with its own key pool (tests use `KeyPool::new(0)` to avoid a keygen thread).
-    pub fn with_key_pool(
-        secrets: ClientSecrets,
-        params: upload::UploadParams,
-        keys: crate::mutable::keys::KeyPool,
-    ) -> Self {
+    pub fn with_key_pool(secrets: ClientSecrets, params: upload::UploadParams, keys: KeyPool) -> Self {
         Grid {
             servers: Default::default(),
             secrets,
@@ -347,7 +346,7 @@ impl Grid {
     }
 
     /// The pool of pre-generated signing keys.
-    pub fn key_pool(&self) -> &crate::mutable::keys::KeyPool {
+    pub fn key_pool(&self) -> &KeyPool {
         &self.keys
     }
 

@@ -1,18 +1,16 @@
-//! SDMF and MDMF share data (tahoe-formats.md §6.2–6.3): parsing, verification against a read cap,
-//! and decoding, for shares already fetched. Pure: no IO. Publishing and the servermap protocol come
-//! with the mutable-files work.
+//! SDMF and MDMF share data (tahoe-formats.md §6.2–6.3): parsing and verification against a read
+//! cap. Pure: no IO. [`ShareHeader`] and the hash-list parsers are what the servermap and the
+//! reader (`grid::mutable`) use on the bytes they fetch; [`MutableShare`] parses and verifies a
+//! whole share at once (tests, the fuzz targets and debugging tools). Decoding a version is the
+//! reader's: `grid::mutable::retrieve`.
 
 use std::collections::BTreeMap;
 
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 
-use crate::cap::{MutableCap, MutableFormat};
-use crate::codec::Codec;
-use crate::crypto::aes_ctr_at;
-use crate::hashes::{
-    Hash, block_hash, salted_block_hash, ssk_pubkey_fingerprint_hash, ssk_readkey_data_hash,
-};
+use crate::cap::MutableFormat;
+use crate::hashes::{Hash, block_hash, salted_block_hash, ssk_pubkey_fingerprint_hash};
 use crate::hashtree;
 
 /// Why a mutable share cannot be used.
@@ -36,17 +34,6 @@ pub enum MutableShareError {
     /// A block, block tree or share hash chain does not verify.
     #[error("hash tree does not verify: {0}")]
     HashTree(String),
-    /// Shares disagree on the version, or too few good ones.
-    #[error("not enough good shares of one version (needed {needed}, found {found})")]
-    NotEnoughShares {
-        /// k.
-        needed: usize,
-        /// Good shares of the best version.
-        found: usize,
-    },
-    /// The cap cannot read (a verify cap) or is of the wrong format.
-    #[error("this cap cannot read the file")]
-    CannotRead,
 }
 
 /// One parsed mutable share.
@@ -267,55 +254,6 @@ impl MutableShare {
         )
         .map_err(|e| MutableShareError::HashTree(format!("share hash chain: {e}")))
     }
-}
-
-/// Decodes a mutable file from fetched shares: verifies each, keeps the highest version (seqnum,
-/// then root hash) that has k good shares, erasure-decodes and decrypts it.
-pub fn decode_mutable(cap: &MutableCap, shares: &[(usize, Vec<u8>)]) -> Result<Vec<u8>, MutableShareError> {
-    let readkey = cap.readkey().ok_or(MutableShareError::CannotRead)?;
-    let mut versions: BTreeMap<(u64, Hash), BTreeMap<usize, MutableShare>> = BTreeMap::new();
-    for (shnum, bytes) in shares {
-        let Ok(share) = MutableShare::parse(bytes) else {
-            continue;
-        };
-        if share.format != cap.format || share.verify(*shnum, &cap.fingerprint).is_err() {
-            continue;
-        }
-        versions
-            .entry((share.seqnum, share.root_hash))
-            .or_default()
-            .insert(*shnum, share);
-    }
-    let best = versions.into_iter().rev().find(|(_, good)| {
-        good.values()
-            .next()
-            .is_some_and(|s| good.len() >= s.needed as usize)
-    });
-    let Some((_, good)) = best else {
-        return Err(MutableShareError::NotEnoughShares { needed: 0, found: 0 });
-    };
-    let first = good.values().next().expect("invariant: a version has shares");
-    let (k, n) = (first.needed as usize, first.total as usize);
-    let codec = Codec::new(k, n).map_err(|_| MutableShareError::BadOffsets)?;
-    let chosen: Vec<(&usize, &MutableShare)> = good.iter().take(k).collect();
-    let mut plaintext = Vec::with_capacity(first.data_length as usize);
-    for segnum in 0..first.blocks.len() {
-        let blocks: Vec<(usize, &[u8])> = chosen
-            .iter()
-            .map(|(shnum, share)| (**shnum, share.blocks[segnum].1.as_slice()))
-            .collect();
-        let mut segment = codec
-            .decode(&blocks)
-            .map_err(|_| MutableShareError::BadOffsets)?
-            .concat();
-        let start = segnum as u64 * first.segment_size;
-        let len = (first.data_length - start).min(first.segment_size) as usize;
-        segment.truncate(len);
-        let datakey = ssk_readkey_data_hash(&first.blocks[segnum].0, &readkey);
-        aes_ctr_at(&datakey, 0, &mut segment);
-        plaintext.extend_from_slice(&segment);
-    }
-    Ok(plaintext)
 }
 
 const SDMF_HEADER_LEN: u64 = 107;

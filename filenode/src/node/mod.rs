@@ -26,7 +26,7 @@ pub use metadata::{Metadata, python_json};
 use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};
 use crate::grid::check::{CheckOptions, RepairReport};
 use crate::grid::mutable::{
-    self as gm, ChunkSource, MutableError, MutableReader, WriteContext, chunks_from_bytes, update_servermap,
+    self as gm, ChunkSource, MutableError, MutableReader, WriteContext, chunks_from_bytes,
 };
 use crate::grid::upload::UploadError;
 use crate::grid::{Grid, MUTABLE_CONTENTS_KEPT, MutableState};
@@ -367,6 +367,7 @@ impl FileNode {
                     &self.grid.usable_servers(),
                     cap,
                     usize::from(self.grid.params().happy),
+                    Some(self.grid.operations()),
                 )
                 .await;
                 match opened {
@@ -659,7 +660,12 @@ where
         Some(map) => map,
         None => {
             op.phase("updating the servermap");
-            update_servermap(&grid.usable_servers(), cap).await
+            gm::update_servermap_reported(
+                &grid.usable_servers(),
+                cap,
+                Some((grid.operations(), gm::MapMode::Write)),
+            )
+            .await
         }
     };
     let key = match &state.key {
@@ -705,7 +711,13 @@ async fn retrieve_whole(grid: &Arc<Grid>, cap: &MutableCap) -> Result<(gm::Serve
     let op = grid.operations().start(OpKind::Retrieve);
     op.set_storage_index(cap.storage_index());
     op.phase("retrieving");
-    let result = gm::read_latest(&grid.usable_servers(), cap, usize::from(grid.params().happy)).await;
+    let result = gm::read_latest(
+        &grid.usable_servers(),
+        cap,
+        usize::from(grid.params().happy),
+        Some(grid.operations()),
+    )
+    .await;
     if let Ok((map, contents)) = &result {
         op.set_size(contents.len() as u64);
         op.set_progress(0, contents.len() as u64);

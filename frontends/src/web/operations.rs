@@ -4,8 +4,8 @@
 //! ([`filenode::operations`]). Items hold storage indexes, sizes, timings and server names:
 //! never a cap.
 //!
-//! Each operation has its own page at Tahoe's address, `/status/up-N`, `down-N`, `publish-N` or
-//! `retrieve-N` (N is the operation's `id`), linked from `/status`; Tahoe serves these in HTML
+//! Each operation has its own page at Tahoe's address, `/status/up-N`, `down-N`, `publish-N`,
+//! `retrieve-N` or `mapupdate-N` (N is the operation's `id`), linked from `/status`; Tahoe serves these in HTML
 //! only, Tessera also as `?t=json` (the operation's `/status?t=json` item). An operation's page
 //! lives as long as the registry keeps it (while active, then among the last [`RECENT_KEPT`]).
 //!
@@ -116,6 +116,7 @@ fn link_prefix(kind: OpKind) -> &'static str {
         OpKind::Download => "down",
         OpKind::Publish => "publish",
         OpKind::Retrieve => "retrieve",
+        OpKind::Mapupdate => "mapupdate",
         // Timed only, never listed; named for completeness.
         OpKind::Check => "check",
         OpKind::Verify => "verify",
@@ -140,10 +141,10 @@ pub(super) async fn operation(
     let wanted = name
         .split_once('-')
         .and_then(|(prefix, id)| Some((prefix, id.parse::<u64>().ok()?)))
-        .filter(|(prefix, _)| ["up", "down", "publish", "retrieve"].contains(prefix));
+        .filter(|(prefix, _)| ["up", "down", "publish", "retrieve", "mapupdate"].contains(prefix));
     let Some((prefix, id)) = wanted else {
         return Err(WebError::BadRequest(
-            "an operation's page is /status/up-N, down-N, publish-N or retrieve-N".into(),
+            "an operation's page is /status/up-N, down-N, publish-N, retrieve-N or mapupdate-N".into(),
         ));
     };
     let (active, recent) = state.grid.operations().snapshot();
@@ -180,7 +181,7 @@ pub(super) async fn operation(
 }
 
 /// Tahoe's `/status?t=json` (plus Tessera's `id`, `started`, `active`, `elapsed`, `timings` and
-/// `servers` in each item).
+/// `servers` in each item, and a servermap update's `progress` and `per-server` times).
 pub(super) fn status_json(active: &[OpSnapshot], recent: &[OpSnapshot]) -> Value {
     json!({
         "active": active.iter().map(op_json).collect::<Vec<_>>(),
@@ -194,7 +195,12 @@ fn op_json(op: &OpSnapshot) -> Value {
         "storage-index-string".into(),
         op.storage_index.map(|si| si.to_string()).into(),
     );
-    item.insert("total-size".into(), op.size.into());
+    // Tahoe gives a servermap update no size.
+    let size = match op.kind {
+        OpKind::Mapupdate => "-NA-".into(),
+        _ => op.size.into(),
+    };
+    item.insert("total-size".into(), size);
     item.insert("status".into(), op.status.clone().into());
     item.insert("type".into(), op.kind.name().into());
     match op.kind {
@@ -202,6 +208,10 @@ fn op_json(op: &OpSnapshot) -> Value {
             item.insert("progress-hash".into(), op.progress[0].into());
             item.insert("progress-ciphertext".into(), op.progress[1].into());
             item.insert("progress-encode-push".into(), op.progress[2].into());
+        }
+        OpKind::Mapupdate => {
+            item.insert("mode".into(), op.mode.unwrap_or("?").into());
+            item.insert("progress".into(), op.progress[0].into());
         }
         OpKind::Download
         | OpKind::Publish
@@ -230,6 +240,14 @@ fn op_json(op: &OpSnapshot) -> Value {
     }
     item.insert("timings".into(), timings.into());
     item.insert("servers".into(), op.servers.clone().into());
+    if op.kind == OpKind::Mapupdate {
+        let per_server: Vec<Value> = op
+            .server_timings
+            .iter()
+            .map(|(server, what, took)| json!({"server": server, "op": what, "time": took.as_secs_f64()}))
+            .collect();
+        item.insert("per-server".into(), per_server.into());
+    }
     Value::Object(item)
 }
 
@@ -261,11 +279,21 @@ fn op_row(op: &OpSnapshot) -> minijinja::Value {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let size = match op.kind {
+        OpKind::Mapupdate => "-NA-".to_owned(),
+        _ => op.size.map(human_size).unwrap_or_else(|| "(unknown)".into()),
+    };
     minijinja::context! {
         started => super::status::iso_time(started),
         type => op.kind.name(),
         si => op.storage_index.map(|si| si.to_string()).unwrap_or_else(|| "(None)".into()),
-        size => op.size.map(human_size).unwrap_or_else(|| "(unknown)".into()),
+        size => size,
+        mode => op.mode,
+        server_timings => op.server_timings.iter().map(|(server, what, took)| minijinja::context! {
+            server => server.clone(),
+            what => *what,
+            time => short_time(*took),
+        }).collect::<Vec<_>>(),
         progress => progress,
         status => op.status.clone(),
         failed => op.status.starts_with("Failed"),

@@ -24,8 +24,11 @@
 //!   tells them apart and gives the server one view of their leases; `lease`: lease records and
 //!   secret hashing.
 //! - `index`: the sled lease index, ordered by expiry, and when it is trusted.
-//! - `store`: [`StorageServer`] itself; `ranges`: written ranges of an upload; `advisory`:
-//!   corruption reports; `fsutil`: paths and fsync helpers; `local`: [`LocalStorageClient`].
+//! - `store/`: [`StorageServer`] itself (`mod.rs`: opening, stripe locks, space, counters,
+//!   corruption advisories) and its operations as Tahoe's server splits them: `reads` (either
+//!   kind), `uploads` (immutable buckets), `slots` (mutable read-test-write), `leases` and `expiry`.
+//!   `ranges`: written ranges of an upload; `advisory`: corruption reports; `fsutil`: paths and
+//!   fsync helpers; `local`: [`LocalStorageClient`].
 //! - `share_check`: what the server can prove about an immutable share on its own (its hashes
 //!   against its contents); `remove_corrupt`: the Tessera extension that removes a share only when
 //!   that check proves it corrupt.

@@ -20,7 +20,7 @@ use filenode::cap::{Cap, MutableCap};
 use filenode::dirnode::{self, DirEntry};
 use filenode::immutable::MemoryShare;
 use filenode::immutable::layout::{ShareOffsets, UriExtension};
-use filenode::mutable::layout::{MutableShare, ShareHeader as MutableShareHeader, decode_mutable};
+use filenode::mutable::layout::{MutableShare, ShareHeader as MutableShareHeader, parse_chain, parse_hashes};
 
 pub use http::{ftp_session, storage_http, web};
 
@@ -217,27 +217,42 @@ fn mutable_cap(text: &str) -> Option<MutableCap> {
 }
 
 /// Mutable share data (first byte: the share number, modulo 10; then the share, SDMF or MDMF by
-/// its first byte): the header and the whole share are parsed, verified against the golden
-/// file's fingerprint (key, signature, block and share hash trees) and decoded.
+/// its first byte), read as the client reads shares from servers: the header parsed and its
+/// signature checked against the golden file's fingerprint (the servermap's work), the share hash
+/// chain and block hash tree parsed from where the header says they lie (retrieve's next
+/// reads); and the whole share parsed and verified (key, signature, block and share hash trees).
 pub fn mutable_share(data: &[u8]) {
     let Some((&shnum, share)) = data.split_first() else {
         return;
     };
     let shnum = usize::from(shnum % 10);
-    if let Ok(header) = MutableShareHeader::parse(share) {
-        let _ = (header.version(), header.fixed_region_end());
-    }
-    let Ok(parsed) = MutableShare::parse(share) else {
-        return;
-    };
     let text = if share.first() == Some(&0) {
         SDMF_CAP
     } else {
         MDMF_CAP
     };
     let cap = mutable_cap(text).expect("the golden read caps parse");
+    if let Ok(header) = MutableShareHeader::parse(share) {
+        let _ = (header.version(), header.fixed_region_end());
+        let _ = header.verify_signature(share, &cap.fingerprint);
+        let o = header.offsets;
+        let region =
+            |start: u64, end: u64| share.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?);
+        if let Some(chain) = region(o.share_hash_chain, o.share_hash_chain_end) {
+            let _ = parse_chain(chain);
+        }
+        let tree_end = match header.format {
+            filenode::cap::MutableFormat::Sdmf => o.share_data,
+            filenode::cap::MutableFormat::Mdmf => o.eof,
+        };
+        if let Some(tree) = region(o.block_hash_tree, tree_end) {
+            let _ = parse_hashes(tree);
+        }
+    }
+    let Ok(parsed) = MutableShare::parse(share) else {
+        return;
+    };
     let _ = parsed.verify(shnum, &cap.fingerprint);
-    let _ = decode_mutable(&cap, &[(shnum, share.to_vec())]);
 }
 
 /// The write key the `dirnode` target decrypts children's write caps with.
