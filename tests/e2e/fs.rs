@@ -46,6 +46,22 @@ async fn setup() -> Setup {
     }
 }
 
+/// A new mutable file holding `contents`, linked in the root as `m` and as `alias`.
+async fn linked_twice(s: &Setup, format: MutableFormat, contents: &[u8]) -> Cap {
+    let cap = s
+        .client
+        .create_mutable_file(format, contents.to_vec())
+        .await
+        .unwrap();
+    let cap = Cap::File(FileCap::Mutable(cap));
+    s.root.set_child("m", &cap, None, Replace::Never).await.unwrap();
+    s.root
+        .set_child("alias", &cap, None, Replace::Never)
+        .await
+        .unwrap();
+    cap
+}
+
 fn p(text: &str) -> FsPath {
     FsPath::parse(text).unwrap()
 }
@@ -140,17 +156,7 @@ async fn writes_reads_and_the_replace_rules() {
 async fn a_writable_mutable_file_is_written_in_place() {
     let s = setup().await;
     let fs = &s.fs;
-    let cap = s
-        .client
-        .create_mutable_file(MutableFormat::Mdmf, b"version one".to_vec())
-        .await
-        .unwrap();
-    let cap = Cap::File(FileCap::Mutable(cap));
-    s.root.set_child("m", &cap, None, Replace::Never).await.unwrap();
-    s.root
-        .set_child("alias", &cap, None, Replace::Never)
-        .await
-        .unwrap();
+    let cap = linked_twice(&s, MutableFormat::Mdmf, b"version one").await;
     let before = fs.stat(&p("/m")).await.unwrap().mtime;
     let target = fs.prepare_write(&p("/m"), Replace::Always).await.unwrap();
     assert!(target.in_place().is_some() && !target.is_new());
@@ -528,17 +534,7 @@ async fn a_link_marked_no_write_refuses_writes_until_cleared() {
 async fn no_write_on_a_mutable_file_or_directory_link() {
     let s = setup().await;
     let fs = &s.fs;
-    let cap = s
-        .client
-        .create_mutable_file(MutableFormat::Sdmf, b"one".to_vec())
-        .await
-        .unwrap();
-    let cap = Cap::File(FileCap::Mutable(cap));
-    s.root.set_child("m", &cap, None, Replace::Never).await.unwrap();
-    s.root
-        .set_child("alias", &cap, None, Replace::Never)
-        .await
-        .unwrap();
+    let cap = linked_twice(&s, MutableFormat::Sdmf, b"one").await;
     fs.set_metadata(&p("/m"), MARK).await.unwrap();
     let stat = fs.stat(&p("/m")).await.unwrap();
     assert!(stat.no_write && stat.mutable && !stat.writable);
