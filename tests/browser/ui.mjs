@@ -1,7 +1,7 @@
 // Drives Tessera's web UI in headless Chromium, as a person would: the welcome page, an upload
 // through the form, the file's page, a download compared byte for byte, a video that plays and
 // seeks, the directory browser (create, make a folder, upload, download, rename, link, unlink, a
-// read-only view), /status and an operation's page, the introducer's page, and screenshots that
+// read-only view), /status and an operation's page, a storage server's /storage, the introducer's page, and screenshots that
 // must not be blank. Usage: node ui.mjs GATEWAY_URL OUTPUT_DIR [INTRODUCER_URL]
 import { chromium } from "playwright-core";
 import { randomBytes, createHash } from "node:crypto";
@@ -101,6 +101,19 @@ try {
   // operations above (uploads and downloads, with their phases and servers) and no cap.
   await page.goto(url);
   if ((await page.locator("a.server-status").count()) < 1) fail("the welcome page links no server's status");
+  // A storage server's own status page (another origin: its own tab, outside the gateway's check),
+  // from the gateway's link: space, shares (the uploads above left some), the lease checker.
+  const storageHref = await page.locator("a.server-status").first().getAttribute("href");
+  const storage = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await storage.goto(new URL(storageHref, url).href);
+  const storageText = await storage.textContent("body");
+  for (const want of ["Storage server", "Accepting new shares", "Disk available to shares", "Immutable shares", "Lease expiration"]) {
+    if (!storageText.includes(want)) fail(`the storage server's page shows no ${want}: ${storageText}`);
+  }
+  if (storageText.includes("URI:")) fail("a cap on a storage server's page");
+  await storage.screenshot({ path: join(outDir, "storage.png"), fullPage: true });
+  await storage.close();
+  console.log(`ok: a storage server's /storage page, linked from the welcome page (${new URL(storageHref, url).pathname})`);
   await page.goto(new URL("/status", url).href);
   const ops = await page.textContent("#recent");
   for (const kind of ["upload", "download", "publish", "retrieve", "Finished", "encoding and pushing"]) {
