@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use filenode::cap::{Cap, DirCap};
@@ -299,6 +299,17 @@ impl AccountsFile {
             *cached = Some((now, std::sync::Arc::clone(&accounts)));
         }
         accounts
+    }
+
+    /// [`AccountsFile::check_password`] on a blocking thread: argon2id is slow on purpose, and
+    /// must not hold up the async runtime. What every frontend's login calls.
+    pub async fn check_password_off_runtime(self: &Arc<Self>, user: &str, password: &str) -> Option<Account> {
+        let accounts = Arc::clone(self);
+        let (user, password) = (user.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || accounts.check_password(&user, &password))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Checks a password login. Unknown users, users without a password and wrong passwords all

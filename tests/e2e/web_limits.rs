@@ -547,3 +547,22 @@ async fn a_streamed_upload_survives_servers_failing_while_happiness_holds() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("happ"), "{body}");
 }
+
+/// A client's `Content-Length` is its word: an upload with convergence off announcing far more than
+/// `web.spool.quota` (2^50 bytes here) is not streamed on that word (the encoder would size its
+/// hash trees by it) but spooled, where the bytes that arrive are counted: the 1,000 sent are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_length_past_the_quota_is_not_believed() {
+    let gw = Gateway::with_spool_quota(1 << 20);
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let request = Request::put("/uri?convergence=false")
+        .header(header::CONTENT_LENGTH, (1u64 << 50).to_string())
+        .body(Body::from(data.clone()))
+        .unwrap();
+    let (status, _, body) = gw.send(request).await;
+    let cap = String::from_utf8(body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{cap}");
+    let (status, _, back) = gw.get(&format!("/uri/{cap}"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(back, data);
+}

@@ -96,13 +96,10 @@ impl Authenticator for GridAuth {
         let Some(password) = creds.password.clone() else {
             return Err(self.refuse(attempt, username, ip, "no password").await);
         };
-        let accounts = Arc::clone(&self.accounts);
-        let user = username.to_owned();
-        // argon2id is slow on purpose: off the async runtime.
-        let checked = tokio::task::spawn_blocking(move || accounts.check_password(&user, &password))
-            .await
-            .ok()
-            .flatten();
+        let checked = self
+            .accounts
+            .check_password_off_runtime(username, &password)
+            .await;
         match checked {
             Some(account) => {
                 attempt.succeeded();

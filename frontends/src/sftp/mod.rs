@@ -281,12 +281,12 @@ impl russh::server::Handler for Connection {
         let Ok(attempt) = self.shared.begin(self.peer, user, "password") else {
             return Ok(reject());
         };
-        let accounts = Arc::clone(&self.shared.config.accounts);
-        let (name, secret) = (user.to_owned(), password.to_owned());
-        let account = tokio::task::spawn_blocking(move || accounts.check_password(&name, &secret))
-            .await
-            .ok()
-            .flatten();
+        let account = self
+            .shared
+            .config
+            .accounts
+            .check_password_off_runtime(user, password)
+            .await;
         match account {
             Some(account) => {
                 if let Some(attempt) = attempt {

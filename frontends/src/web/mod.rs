@@ -243,7 +243,7 @@ async fn put_uri(
             )));
         }
     };
-    let cap = match streamed::known_length(&parts.headers, &body) {
+    let cap = match streamed::known_length(&state, &parts.headers, &body) {
         // With a random key and a known length, straight into the encoder.
         Some(size) if !convergent => streamed::store_streamed(&state, body, size).await?,
         // Spooled to an unlinked temporary file as it arrives, encrypted under the spool's own key

@@ -20,14 +20,18 @@ use filenode::cap::FileCap;
 /// takes beyond the encoder's own pipeline is at most this many of hyper's chunks.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// The body's length, when it is known before it arrives: `Content-Length`, else the body's exact
-/// size (a body built in this process).
-pub(crate) fn known_length(headers: &HeaderMap, body: &Body) -> Option<u64> {
+/// The length of a body that may be streamed: known before it arrives (`Content-Length`, else the
+/// body's exact size, for a body built in this process) and at most what the gateway lets web
+/// uploads spool (`[node] web.spool.quota`). The length is the client's word: the encoder sizes
+/// its hash trees by it, so a larger one is not believed, and the body goes through the spool,
+/// which counts the bytes that really arrive.
+pub(crate) fn known_length(state: &WebState, headers: &HeaderMap, body: &Body) -> Option<u64> {
     headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse().ok())
         .or_else(|| body.size_hint().exact())
+        .filter(|len| *len <= state.spool_quota.limit())
 }
 
 /// Uploads `body` (`size` bytes) with a random key as it arrives ([`filenode::grid::Grid::upload_streamed`]).

@@ -261,13 +261,11 @@ impl Server {
                 .insert(header::RETRY_AFTER, HeaderValue::from(FAILURE_WINDOW.as_secs()));
             return Err(response);
         };
-        let accounts = Arc::clone(&self.config.accounts);
-        let (name, secret) = (user.clone(), password.clone());
-        // argon2id is slow on purpose: off the async runtime.
-        let checked = tokio::task::spawn_blocking(move || accounts.check_password(&name, &secret))
-            .await
-            .ok()
-            .flatten();
+        let checked = self
+            .config
+            .accounts
+            .check_password_off_runtime(&user, &password)
+            .await;
         match checked {
             Some(account) => {
                 attempt.succeeded();

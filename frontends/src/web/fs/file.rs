@@ -268,7 +268,7 @@ pub(super) async fn put(
             }
             let convergent = convergence(args)?;
             let chk = matches!(format, None | Some(Format::Chk));
-            let cap = match crate::web::streamed::known_length(headers, &body) {
+            let cap = match crate::web::streamed::known_length(state, headers, &body) {
                 // With a random key and a known length, straight into the encoder.
                 Some(size) if chk && !convergent => {
                     crate::web::streamed::store_streamed(state, body, size).await?
