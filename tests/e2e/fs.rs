@@ -586,3 +586,31 @@ async fn no_write_on_a_mutable_file_or_directory_link() {
     fs.mkdir_all(&p("/d/sub/deeper")).await.unwrap();
     assert_eq!(names(&fs.list(&p("/d")).await.unwrap()), ["inner", "new", "sub"]);
 }
+
+/// A link's metadata change (SFTP's SETSTAT) racing a write of the same name: the change is made
+/// inside the directory's own update, so it never puts the old file back over the write. After
+/// each race the name holds what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_change_racing_a_write_never_undoes_it() {
+    let s = setup().await;
+    let fs = &s.fs;
+    fs.write(&p("/f"), Cursor::new(b"first".to_vec()), 5, Replace::Always)
+        .await
+        .unwrap();
+    for i in 0..6u32 {
+        let contents = format!("version {i}").into_bytes();
+        let len = contents.len() as u64;
+        let change = MetadataChange {
+            mtime: Some(1_000_000.0 + f64::from(i)),
+            no_write: None,
+        };
+        let path = p("/f");
+        let (written, changed) = tokio::join!(
+            fs.write(&path, Cursor::new(contents.clone()), len, Replace::Always),
+            fs.set_metadata(&path, change),
+        );
+        written.unwrap();
+        changed.unwrap();
+        assert_eq!(read(fs, "/f").await, contents, "race {i}: the write was undone");
+    }
+}
