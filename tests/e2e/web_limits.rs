@@ -187,10 +187,14 @@ async fn no_plaintext_of_a_web_upload_reaches_the_disk() {
     });
     let assert_no_plaintext = |when: &str, files: &[(String, Vec<u8>)]| {
         for (name, data) in files {
-            assert!(
-                !data.windows(marker.len()).any(|w| w == marker.as_slice()),
-                "{when}: plaintext of the upload is on disk in {name}"
-            );
+            // Only where the first byte matches is the rest compared: hundreds of MB per scan,
+            // while other tests share the cores.
+            let found = data
+                .iter()
+                .enumerate()
+                .filter(|(_, byte)| **byte == marker[0])
+                .any(|(at, _)| data[at..].starts_with(&marker));
+            assert!(!found, "{when}: plaintext of the upload is on disk in {name}");
         }
     };
     // 32 MiB sent, then 64: with a channel of one, all but the last chunk or two have been spooled.
