@@ -467,7 +467,11 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
                             grid.check(&file, options).await.context("no report")
                         })
                         .await?;
-                    anyhow::ensure!(report.healthy, "the file is not healthy: {}", report.summary());
+                    anyhow::ensure!(
+                        report.healthy || args.slow_servers > 0,
+                        "the file is not healthy: {}",
+                        report.summary()
+                    );
                 }
             }
         }

@@ -430,6 +430,61 @@ fn reads_prefer_fast_shares() {
     }
 }
 
+/// Equally fast shares take turns: a download reads its segments from every good share the reader
+/// validated (2k at first), each carrying an equal part, not from the same k (Tahoe's way, which
+/// bounds a download by k servers' links), and the shares beyond the first k decode right.
+#[test]
+fn segments_are_read_from_every_fast_share_in_turn() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    let params = ChkParams {
+        needed: 3,
+        total: 10,
+        max_segment_size: 999,
+    };
+    let plaintext = data(60_000, 23);
+    let (encoded, sink) = encode_bytes(&plaintext, [9; 16], &params).unwrap();
+    let counters: Vec<Arc<AtomicU64>> = (0..10).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sources: Vec<Arc<dyn ShareSource>> = (0..10)
+        .map(|i| {
+            let share = MemoryShare {
+                shnum: i as u16,
+                data: Arc::new(sink.shares[i].clone()),
+            };
+            let bytes = Arc::new(AtomicU64::new(0));
+            Arc::new(Instrumented::new(
+                share,
+                Duration::ZERO,
+                Arc::clone(&counters[i]),
+                bytes,
+            )) as Arc<dyn ShareSource>
+        })
+        .collect();
+    let (got, opened, after) = futures::executor::block_on(async {
+        let reader = ChkReader::open(encoded.cap, sources).await.unwrap();
+        let opened: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let got = reader.read_to_vec(0, encoded.cap.size).await.unwrap();
+        let after: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        (got, opened, after)
+    });
+    assert_eq!(got, plaintext);
+    let segments = encoded.uri_extension.num_segments;
+    assert!(segments > 50);
+    let block_reads: Vec<u64> = after.iter().zip(&opened).map(|(a, o)| a - o).collect();
+    let used: Vec<usize> = (0..10).filter(|&i| block_reads[i] > 0).collect();
+    assert_eq!(used.len(), 6, "block reads per share: {block_reads:?}");
+    // An equal part each: k blocks per segment over six shares.
+    let part = segments * 3 / 6;
+    for &i in &used {
+        assert!(
+            block_reads[i].abs_diff(part) <= 2,
+            "share {i} served {} of {segments} segments' blocks (an equal part: {part}); all: {block_reads:?}",
+            block_reads[i]
+        );
+    }
+}
+
 /// Sources that arrive late (servers slower to list their shares than the others) are taken when
 /// the first ones are not enough: at open, and by segment reads racing each other after a share
 /// proves corrupt. The late sources are looked for once, whoever needs them first, and every
@@ -462,6 +517,7 @@ fn late_sources_are_taken_once_by_racing_reads() {
             encoded.cap,
             sources(&sink.shares, &[0, 1]),
             Some(late_sources(2, Arc::clone(&runs))),
+            0,
         )
         .await
         .unwrap();
@@ -482,9 +538,10 @@ fn late_sources_are_taken_once_by_racing_reads() {
             data: Arc::new(corrupt),
         }));
         let runs = Arc::new(AtomicU64::new(0));
-        let reader = ChkReader::open_with_late(encoded.cap, first, Some(late_sources(3, Arc::clone(&runs))))
-            .await
-            .unwrap();
+        let reader =
+            ChkReader::open_with_late(encoded.cap, first, Some(late_sources(3, Arc::clone(&runs))), 0)
+                .await
+                .unwrap();
         let reads = (0..20u64).map(|segment| reader.read_to_vec(segment * 3000, 3000));
         let got = futures::future::join_all(reads).await;
         for (segment, read) in got.into_iter().enumerate() {

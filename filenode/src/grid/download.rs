@@ -184,7 +184,7 @@ async fn locate(
 }
 
 /// The sources of the shares `found`; a share whose reads were started on a guess (in `guessed`,
-/// by server rank and share number) keeps them.
+/// by server rank and share number) keeps them, and those come first.
 fn sources(
     ordered: &[&ServerEntry],
     storage_index: StorageIndex,
@@ -192,6 +192,7 @@ fn sources(
     guessed: &mut Vec<GuessedShare>,
 ) -> Vec<Arc<dyn ShareSource>> {
     let mut sources: Vec<Arc<dyn ShareSource>> = Vec::new();
+    let mut others: Vec<Arc<dyn ShareSource>> = Vec::new();
     for (rank, shares) in found {
         for shnum in shares {
             match guessed
@@ -199,7 +200,7 @@ fn sources(
                 .position(|g| g.rank == rank && g.share.shnum == shnum)
             {
                 Some(i) => sources.push(Arc::new(guessed.swap_remove(i))),
-                None => sources.push(Arc::new(RemoteShare {
+                None => others.push(Arc::new(RemoteShare {
                     server: ordered[rank].clone(),
                     storage_index,
                     shnum,
@@ -207,6 +208,7 @@ fn sources(
             }
         }
     }
+    sources.extend(others);
     sources
 }
 
@@ -249,7 +251,10 @@ pub async fn open_chk_at(
             futures::future::Either::Left((found, _)) => found,
             futures::future::Either::Right((_, locating)) => locating.await,
         };
+    let guesses = guessed.len();
     let first = sources(&ordered, storage_index, found, &mut guessed);
+    // The guessed shares found (first in `first`): their validation reads are on the way already.
+    let prefetched = guesses - guessed.len();
     let late = (!unanswered.is_empty()).then(|| {
         let servers: Vec<ServerEntry> = ordered.iter().map(|s| (*s).clone()).collect();
         async move {
@@ -265,7 +270,7 @@ pub async fn open_chk_at(
         .boxed()
         .shared()
     });
-    ChkReader::open_with_late(cap, first, late).await
+    ChkReader::open_with_late(cap, first, late, prefetched).await
 }
 
 /// The segment sizes uploaders pick: ours (1 MiB) and Tahoe's default (128 KiB), each as the cap

@@ -31,8 +31,12 @@ use crate::immutable::{
     ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key,
 };
 
-/// Concurrent writes per server.
-pub const WRITES_IN_FLIGHT: usize = 4;
+/// Concurrent writes per server. Each is a block of a segment (a third of a MiB at 3-of-10), and a
+/// write's answer comes a round trip after its last byte: eight keep about 2.8 MB on the way, well
+/// past the bandwidth-delay product of a 100 Mbit/s link at 50 ms (625 KB), so the link does not
+/// idle while answers travel. With four, writes finished in bunches and the link idled between
+/// them: a 16 MiB upload to ten servers at 50 ms took 690–740 ms; with eight, 636–646 ms.
+pub const WRITES_IN_FLIGHT: usize = 8;
 
 /// Encoding and placement parameters (`[client] shares.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
