@@ -19,7 +19,11 @@
 //!   encrypted spool), read once for the convergent key and once to encode.
 //! - [`Fs::mkdir`], [`Fs::mkdir_all`], [`Fs::unlink`] (files), [`Fs::rmdir`] (empty
 //!   directories), [`Fs::remove`] (any link, as Tahoe's unlink), [`Fs::rename`] (within and
-//!   across directories, one call), [`Fs::copy`].
+//!   across directories, one call), [`Fs::copy`]; for protocols that name a child apart from a
+//!   path (the web API's `name=`), [`Fs::remove_child`] and [`Fs::rename_child`], which find it as
+//!   stored; [`Fs::link`] links objects that exist (Tahoe's `t=uri`, `set_children`).
+//! - [`Fs::without_root`]: a file system whose every path starts at a cap ([`FsPath::at_cap`]),
+//!   the web API's.
 //! - [`Fs::set_metadata`]: a link's user metadata (a client's `mtime`, the read-only mark).
 //! - [`FsError`]: one error type, whose [`FsErrorKind`] each protocol maps in its one place; no
 //!   message holds a cap.
@@ -41,11 +45,13 @@
 //! - a directory or mutable file reached through it is seen through its read-only cap, so nothing
 //!   below a marked directory link can be changed through that path ([`Stat::writable`] is false).
 //!
+//! Every change that would replace or remove a marked link checks the mark inside the directory
+//! write that makes it (a [`crate::node::EntryGuard`]), on the directory as it is then.
+//!
 //! Tahoe's directories go further and replace a marked link's write cap by its read-only cap when
 //! the mark is set, for good; here the write cap stays in the directory, so clearing the mark
 //! gives write access back. Tahoe reads the mark the same way (its SFTP server refuses writes
-//! through it), but its web API does not honour it, and neither does Tessera's web API yet, which
-//! does not go through this layer.
+//! through it), but its web API does not honour it; Tessera's web API, on this layer, does.
 
 pub mod append;
 mod error;
@@ -806,13 +812,15 @@ fn parse_metadata(json: &str) -> Metadata {
 async fn unlink_checked(parent: &DirNode, name: String, want: Want) -> Result<Cap, FsError> {
     parent
         .modify(move |entries| {
-            // As `DirNode::unlink` finds a name: exactly, else normalised (a hand-written entry).
-            let Some(i) = entries.iter().position(|e| e.name == name).or_else(|| {
-                entries
+            // As `DirNode::unlink` finds a name: exactly (a hand-written entry), else normalised
+            // (a name that normalising refuses, and nothing holds, is a bad name); else a
+            // hand-written entry whose normalised name it is (the layer's paths are NFC).
+            let i = match crate::node::find_child(entries, &name) {
+                Ok(i) => i,
+                Err(e) => entries
                     .iter()
-                    .position(|e| crate::node::normalize_name(&e.name).is_ok_and(|n| n == name))
-            }) else {
-                return Err(NodeError::NoSuchChild(name.clone()));
+                    .position(|entry| crate::node::normalize_name(&entry.name).is_ok_and(|n| n == name))
+                    .ok_or(e)?,
             };
             let entry = &entries[i];
             let is_dir = Cap::parse_lenient(entry.rw_uri.as_deref().unwrap_or(&entry.ro_uri))

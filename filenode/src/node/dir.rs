@@ -97,7 +97,7 @@ pub fn normalize_name(name: &str) -> Result<String, NodeError> {
 
 /// The index of the child `name` in `entries`: the name exactly as given (a directory may hold
 /// names [`normalize_name`] would refuse or change), else as normalized.
-fn find_child(entries: &[DirEntry], name: &str) -> Result<usize, NodeError> {
+pub(crate) fn find_child(entries: &[DirEntry], name: &str) -> Result<usize, NodeError> {
     if let Some(i) = entries.iter().position(|e| e.name == name) {
         return Ok(i);
     }

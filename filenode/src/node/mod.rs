@@ -20,8 +20,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-pub(crate) use dir::entry_to_child;
 pub use dir::{Child, DirNode, EntryGuard, ManifestEntry, Replace, normalize_name, unusable_as_path};
+pub(crate) use dir::{entry_to_child, find_child};
 pub use metadata::{Metadata, python_json};
 
 use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};
