@@ -164,7 +164,7 @@ impl ErrorKind {
     pub fn of_node(error: &NodeError) -> ErrorKind {
         match error {
             NodeError::NoSuchChild(_) | NodeError::NotADirectory(_) => ErrorKind::NotFound,
-            NodeError::NotWritable(_) => ErrorKind::Permission,
+            NodeError::NotWritable(_) | NodeError::MarkedReadOnly(_) => ErrorKind::Permission,
             NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => ErrorKind::NotEnoughShares,
             NodeError::NotEnoughServers(_) => ErrorKind::NotEnoughServers,
             NodeError::ExistingChild(_)

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use filenode::cap::{Cap, FileCap, MutableFormat};
-use filenode::fs::{EntryKind, Fs, FsErrorKind, FsPath, MetadataChange};
+use filenode::fs::{EntryKind, Fs, FsErrorKind, FsPath, MetadataChange, WriteOptions};
 use filenode::grid::Grid;
 use filenode::grid::upload::UploadParams;
 use filenode::node::{DirNode, Replace};
@@ -435,7 +435,7 @@ async fn uri_paths_and_their_errors() {
         },
         Err(e) => e,
     };
-    assert_eq!(e.kind(), FsErrorKind::Unavailable, "{e}");
+    assert_eq!(e.kind(), FsErrorKind::Gone, "{e}");
     assert!(!e.to_string().contains(&Cap::File(lost).to_string()));
 }
 
@@ -613,4 +613,310 @@ async fn a_metadata_change_racing_a_write_never_undoes_it() {
         changed.unwrap();
         assert_eq!(read(fs, "/f").await, contents, "race {i}: the write was undone");
     }
+}
+
+/// A file system of caps only (the web API's): every path starts at a cap given apart from the
+/// names, which are taken whole; a path from the root is refused.
+#[tokio::test]
+async fn a_file_system_without_a_root_takes_paths_at_caps() {
+    let s = setup().await;
+    s.fs.mkdir(&p("/sub")).await.unwrap();
+    put(&s.fs, "/sub/f", b"below a cap").await;
+    let caps = Fs::without_root(&s.client);
+    let base = Cap::Dir(s.root.cap().clone());
+    let at = |names: &[&str]| FsPath::at_cap(base.clone(), names).unwrap();
+    assert_eq!(
+        caps.open(&at(&["sub", "f"]))
+            .await
+            .unwrap()
+            .read(0, u64::MAX)
+            .await
+            .unwrap(),
+        b"below a cap"
+    );
+    assert_eq!(names(&caps.list(&at(&["sub"])).await.unwrap()), ["f"]);
+    assert_eq!(
+        caps.stat(&p("/sub")).await.unwrap_err().kind(),
+        FsErrorKind::BadPath
+    );
+    // A walk through a file names what is missing, as Tahoe's web API words it.
+    let e = caps.find(&at(&["sub", "f", "x"])).await.unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::NotADirectory);
+    assert!(e.message().contains("no children"), "{e}");
+}
+
+/// `remove_child` and `rename_child` find a name as stored, so names no path can carry (planted
+/// by a directory's owner) can be unlinked, or renamed to one that can; a marked link is still
+/// refused by both, in the directory write itself; a rename away from a marked link is allowed.
+#[tokio::test]
+async fn children_named_apart_from_paths_are_removed_and_renamed_by_their_stored_names() {
+    let s = setup().await;
+    let file = Cap::File(s.client.upload_bytes(b"planted".to_vec()).await.unwrap());
+    tests::write_raw_children(
+        &s.client,
+        s.root.cap(),
+        &[("", &file), ("..", &file), ("a/b", &file), ("ok", &file)],
+    )
+    .await;
+    let root = FsPath::root();
+    assert_eq!(s.fs.remove_child(&root, "").await.unwrap(), file);
+    s.fs.remove_child(&root, "a/b").await.unwrap();
+    s.fs.rename_child(&root, "..", &root, "dots", Replace::Never)
+        .await
+        .unwrap();
+    let mut left: Vec<String> = s.root.list().await.unwrap().into_iter().map(|c| c.name).collect();
+    left.sort();
+    assert_eq!(left, ["dots", "ok"]);
+    assert_eq!(
+        s.fs.remove_child(&root, "gone").await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+    // The new name must be one a path can carry.
+    assert_eq!(
+        s.fs.rename_child(&root, "ok", &root, "..", Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::BadPath
+    );
+
+    s.fs.set_metadata(&p("/ok"), MARK).await.unwrap();
+    let refused = [
+        s.fs.remove_child(&root, "ok").await.unwrap_err(),
+        s.fs.rename_child(&root, "dots", &root, "ok", Replace::Always)
+            .await
+            .unwrap_err(),
+    ];
+    for e in &refused {
+        assert_eq!(e.kind(), FsErrorKind::ReadOnly, "{e}");
+        assert!(e.message().contains("no-write"), "{e}");
+    }
+    // Across directories too (the target's write checks it).
+    s.fs.mkdir(&p("/d")).await.unwrap();
+    put(&s.fs, "/d/x", b"x").await;
+    assert_eq!(
+        s.fs.rename_child(&p("/d"), "x", &root, "ok", Replace::Always)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::ReadOnly
+    );
+    assert_eq!(read(&s.fs, "/d/x").await, b"x");
+    // Away: allowed, and the mark moves with the link.
+    s.fs.rename_child(&root, "ok", &p("/d"), "moved", Replace::Never)
+        .await
+        .unwrap();
+    assert!(s.fs.stat(&p("/d/moved")).await.unwrap().no_write);
+    assert_eq!(
+        s.fs.stat(&p("/ok")).await.unwrap_err().kind(),
+        FsErrorKind::NotFound
+    );
+}
+
+/// `link`: objects that exist already linked under names in one write (Tahoe's `t=uri`,
+/// `set_children`): `replace` as the directory takes it, missing directories made when asked,
+/// names that paths cannot carry refused, and a link marked `no-write` never replaced.
+#[tokio::test]
+async fn link_makes_links_to_existing_objects_and_keeps_marked_ones() {
+    let s = setup().await;
+    let fs = &s.fs;
+    let one = Cap::File(s.client.upload_bytes(data(100, 1)).await.unwrap());
+    let two = Cap::File(s.client.upload_bytes(data(100, 2)).await.unwrap());
+    let created = fs
+        .link(
+            &p("/new/dir"),
+            vec![("a".into(), one.clone(), None), ("b".into(), two.clone(), None)],
+            Replace::Never,
+            Some(MutableFormat::Sdmf),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, [true, true]);
+    assert_eq!(read(fs, "/new/dir/b").await, data(100, 2));
+    let dir = p("/new/dir");
+    assert_eq!(
+        fs.link(&dir, vec![("a".into(), two.clone(), None)], Replace::Never, None)
+            .await
+            .unwrap_err()
+            .kind(),
+        FsErrorKind::Exists
+    );
+    assert_eq!(
+        fs.link(&dir, vec![("a".into(), two.clone(), None)], Replace::Always, None)
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert_eq!(read(fs, "/new/dir/a").await, data(100, 2));
+    // Replace::Always replaces a directory's link (Tahoe's t=uri); only-files does not.
+    fs.mkdir(&p("/new/dir/sub")).await.unwrap();
+    assert_eq!(
+        fs.link(
+            &dir,
+            vec![("sub".into(), one.clone(), None)],
+            Replace::OnlyFiles,
+            None
+        )
+        .await
+        .unwrap_err()
+        .kind(),
+        FsErrorKind::Exists
+    );
+    fs.link(
+        &dir,
+        vec![("sub".into(), one.clone(), None)],
+        Replace::Always,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(fs, "/new/dir/sub").await, data(100, 1));
+    assert_eq!(
+        fs.link(
+            &dir,
+            vec![("..".into(), one.clone(), None)],
+            Replace::Always,
+            None
+        )
+        .await
+        .unwrap_err()
+        .kind(),
+        FsErrorKind::BadPath
+    );
+    fs.set_metadata(&p("/new/dir/b"), MARK).await.unwrap();
+    let e = fs
+        .link(&dir, vec![("b".into(), one.clone(), None)], Replace::Always, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::ReadOnly, "{e}");
+    assert_eq!(read(fs, "/new/dir/b").await, data(100, 2));
+    // A file in the way of the directories to make.
+    assert_eq!(
+        fs.link(
+            &p("/new/dir/a/deeper"),
+            vec![],
+            Replace::Always,
+            Some(MutableFormat::Sdmf)
+        )
+        .await
+        .unwrap_err()
+        .kind(),
+        FsErrorKind::NotADirectory
+    );
+}
+
+/// `prepare_write_with`: missing parents made (in the format asked), a new object instead of a
+/// new version of a writable mutable file (`in_place: false`), an object the caller stored linked
+/// with `WriteTarget::link_stored`, and `keep_link`, which leaves a link as Tahoe's web API does (no
+/// `mtime` added, and no directory write after a write in place).
+#[tokio::test]
+async fn prepare_write_with_options_and_caller_stored_objects() {
+    let s = setup().await;
+    let fs = &s.fs;
+    let options = |replace| WriteOptions {
+        create_parents: Some(MutableFormat::Mdmf),
+        ..WriteOptions::new(replace)
+    };
+    let mut write = fs
+        .prepare_write_with(&p("/made/here/f"), options(Replace::Always))
+        .await
+        .unwrap();
+    assert!(write.is_new());
+    write.keep_link();
+    assert!(
+        write
+            .commit(Cursor::new(b"hello".to_vec()), 5, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(fs.stat(&p("/made/here")).await.unwrap().format, "MDMF");
+    let link = fs.find(&p("/made/here/f")).await.unwrap().link.unwrap().1;
+    assert!(!link.metadata.contains_key("mtime"), "{:?}", link.metadata);
+
+    // A writable mutable file: written in place by default, replaced when asked not to.
+    let cap = linked_twice(&s, MutableFormat::Sdmf, b"one").await;
+    let before = s.root.get("m").await.unwrap().metadata;
+    let mut write = fs.prepare_write(&p("/m"), Replace::Always).await.unwrap();
+    assert!(write.in_place().is_some());
+    write.keep_link();
+    assert!(!write.commit(Cursor::new(b"two".to_vec()), 3, None).await.unwrap());
+    assert_eq!(read(fs, "/alias").await, b"two");
+    assert_eq!(
+        s.root.get("m").await.unwrap().metadata,
+        before,
+        "the link is untouched"
+    );
+    let replacement = Cap::File(s.client.upload_bytes(data(500, 3)).await.unwrap());
+    let write = fs
+        .prepare_write_with(
+            &p("/m"),
+            WriteOptions {
+                in_place: false,
+                ..WriteOptions::new(Replace::Always)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(write.in_place().is_none() && !write.is_new());
+    assert!(!write.link_stored(&replacement, None).await.unwrap());
+    assert_eq!(read(fs, "/m").await, data(500, 3));
+    assert_eq!(
+        read(fs, "/alias").await,
+        b"two",
+        "the mutable file itself is unchanged"
+    );
+    assert_eq!(s.root.get("alias").await.unwrap().cap, cap);
+    // A write that goes in place cannot link another object.
+    let write = fs.prepare_write(&p("/alias"), Replace::Always).await.unwrap();
+    assert_eq!(
+        write.link_stored(&replacement, None).await.unwrap_err().kind(),
+        FsErrorKind::Other
+    );
+    // Marked meanwhile: the link is refused in the directory write that would replace it.
+    let write = fs
+        .prepare_write(&p("/made/here/f"), Replace::Always)
+        .await
+        .unwrap();
+    fs.set_metadata(&p("/made/here/f"), MARK).await.unwrap();
+    assert_eq!(
+        write.link_stored(&replacement, None).await.unwrap_err().kind(),
+        FsErrorKind::ReadOnly
+    );
+    assert_eq!(read(fs, "/made/here/f").await, b"hello");
+}
+
+/// A write into a directory this client has not written (another client made it) reads the
+/// directory once: the commit's directory write starts from the read `prepare_write` made
+/// (issue 15's round trips: it read it twice).
+#[tokio::test]
+async fn a_write_reads_the_directory_once() {
+    let s = setup().await;
+    put(&s.fs, "/existing", b"old").await;
+    let other = Arc::new(Grid::with_key_pool(
+        s._grid.secrets.clone(),
+        UploadParams {
+            needed: 2,
+            happy: 3,
+            total: 4,
+            max_segment_size: 16 * 1024,
+        },
+        filenode::mutable::keys::KeyPool::new(0),
+    ));
+    other.set_servers(s._grid.entries());
+    let fs = Fs::new(&other, DirNode::new(&other, s.root.cap().clone()));
+    let retrieves = || {
+        let (active, recent) = other.operations().snapshot();
+        active
+            .iter()
+            .chain(&recent)
+            .filter(|op| op.kind == filenode::operations::OpKind::Retrieve)
+            .count()
+    };
+    assert_eq!(retrieves(), 0);
+    put(&fs, "/new", b"a new file").await;
+    assert_eq!(retrieves(), 1, "one read of the directory for a new name");
+    assert!(!put(&fs, "/existing", b"replaced").await);
+    assert_eq!(retrieves(), 2);
+    assert_eq!(read(&s.fs, "/new").await, b"a new file");
+    assert_eq!(read(&s.fs, "/existing").await, b"replaced");
 }

@@ -800,3 +800,84 @@ async fn names_no_path_can_carry_are_listed_and_linked_by_cap() {
         );
     }
 }
+
+/// A link marked read-only (Tahoe's `no-write`, as SFTP's `chmod 444` marks it; here planted with
+/// `set_children` metadata) is honoured through the web API as by every frontend on the
+/// file-system layer: a `PUT` over it, a `DELETE` or `t=unlink` of it, and a `t=rename` or
+/// `t=relink` over it are refused with 403 saying the link is read-only, and change nothing;
+/// renaming the marked link away is allowed and keeps the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_marked_no_write_are_refused_changes_through_the_web_api() {
+    let gw = Gateway::new();
+    let root_cap = ok(&gw, "POST", "/uri?t=mkdir", Body::empty()).await;
+    let root = format!("/uri/{}", enc(&root_cap));
+    let kept = ok(&gw, "PUT", "/uri", "kept contents").await;
+    let mutable = ok(&gw, "PUT", "/uri?format=MDMF", "mutable contents").await;
+    let children = serde_json::json!({
+        "ro.txt": ["filenode", {"ro_uri": kept, "metadata": {"no-write": true}}],
+        "ro-mutable": ["filenode", {"rw_uri": mutable, "metadata": {"no-write": true}}],
+    });
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=set_children"),
+        children.to_string(),
+    )
+    .await;
+    ok(&gw, "PUT", &format!("{root}/other.txt"), "other").await;
+    ok(&gw, "PUT", &format!("{root}/sub?t=mkdir"), Body::empty()).await;
+    ok(&gw, "PUT", &format!("{root}/sub/x"), "x").await;
+    let before = listing(&gw, &root).await;
+
+    let to_dir = enc(&root_cap);
+    let refused: Vec<(&str, String)> = vec![
+        ("PUT", format!("{root}/ro.txt")),
+        ("PUT", format!("{root}/ro-mutable")),
+        ("PUT", format!("{root}/ro-mutable?offset=2")),
+        ("DELETE", format!("{root}/ro.txt")),
+        ("POST", format!("{root}?t=unlink&name=ro.txt")),
+        (
+            "POST",
+            format!("{root}?t=rename&from_name=other.txt&to_name=ro.txt"),
+        ),
+        (
+            "POST",
+            format!("{root}/sub?t=relink&from_name=x&to_dir={to_dir}&to_name=ro.txt"),
+        ),
+        ("POST", format!("{root}?t=uri&name=ro.txt&uri={}", enc(&kept))),
+    ];
+    for (method, uri) in refused {
+        let (status, text) = call(&gw, method, &uri, "new contents").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}: {text}");
+        assert!(
+            text.contains("read-only") && text.contains("no-write"),
+            "{method} {uri}: {text}"
+        );
+    }
+    assert_eq!(listing(&gw, &root).await, before, "nothing changed");
+    let (_, _, body) = gw.get(&format!("{root}/ro.txt"), &[]).await;
+    assert_eq!(body, b"kept contents");
+    let (_, _, body) = gw.get(&format!("{root}/ro-mutable"), &[]).await;
+    assert_eq!(body, b"mutable contents");
+    assert_eq!(
+        names(&listing(&gw, &format!("{root}/sub")).await),
+        ["x"],
+        "the relinked file stayed"
+    );
+
+    // Renaming the marked link away is allowed; the mark goes with it.
+    ok(
+        &gw,
+        "POST",
+        &format!("{root}?t=rename&from_name=ro.txt&to_name=moved.txt"),
+        Body::empty(),
+    )
+    .await;
+    let after = listing(&gw, &root).await;
+    assert!(!after.contains_key("ro.txt"));
+    assert_eq!(after["moved.txt"][1]["metadata"]["no-write"], true);
+    let (status, _) = call(&gw, "DELETE", &format!("{root}/moved.txt"), Body::empty()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The name it left is free again.
+    ok(&gw, "PUT", &format!("{root}/ro.txt"), "a new file").await;
+}

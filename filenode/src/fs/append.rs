@@ -99,7 +99,7 @@ impl Resume {
                 "the input is shorter than the bytes it was to keep",
             ));
         }
-        self.target.commit(input, len, metadata).await
+        self.target.commit(input, len, metadata).await.map(|_| ())
     }
 }
 

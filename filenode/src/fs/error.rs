@@ -22,12 +22,19 @@ pub enum FsErrorKind {
     ReadOnly,
     /// A path or name that cannot be used (a bad cap after `/uri/`, NUL, too long, not UTF-8).
     BadPath,
-    /// Too few servers answered or hold shares: reading or writing cannot be done now.
+    /// Too few servers answered or have room: reading or writing cannot be done now (or another
+    /// client's write kept replacing what was being read).
     Unavailable,
+    /// The object cannot be read: too few of its shares exist or verify, or a directory's
+    /// contents are damaged.
+    Gone,
+    /// Other clients' writes of the same directory or file kept overtaking this change for the
+    /// whole retry budget: try again later.
+    Conflict,
     /// Past a size bound (an SDMF file's size, a quota, a copy's entry bound).
     TooLarge,
-    /// Anything else (another client's concurrent write, a damaged directory, an unknown kind of
-    /// object, reading the input failed).
+    /// Anything else (an unknown kind of object, a child an immutable directory cannot hold,
+    /// reading the input failed).
     Other,
 }
 
@@ -68,18 +75,16 @@ impl From<NodeError> for FsError {
         let kind = match &e {
             NodeError::NoSuchChild(_) => FsErrorKind::NotFound,
             NodeError::ExistingChild(_) => FsErrorKind::Exists,
-            NodeError::NotWritable(_) => FsErrorKind::ReadOnly,
+            NodeError::NotWritable(_) | NodeError::MarkedReadOnly(_) => FsErrorKind::ReadOnly,
             NodeError::NotADirectory(_) => FsErrorKind::NotADirectory,
             // Only "a file was in the way" of a directory path.
             NodeError::WrongType(_) => FsErrorKind::NotADirectory,
             NodeError::BadName { .. } => FsErrorKind::BadPath,
-            NodeError::Unrecoverable(_) | NodeError::NotEnoughServers(_) => FsErrorKind::Unavailable,
+            NodeError::NotEnoughServers(_) | NodeError::VersionChanged(_) => FsErrorKind::Unavailable,
+            NodeError::Unrecoverable(_) | NodeError::CorruptDirectory(_) => FsErrorKind::Gone,
+            NodeError::Conflict(_) | NodeError::UncoordinatedWrite => FsErrorKind::Conflict,
             NodeError::BadChild(_)
-            | NodeError::Conflict(_)
-            | NodeError::VersionChanged(_)
-            | NodeError::UncoordinatedWrite
             | NodeError::Unsupported(_)
-            | NodeError::CorruptDirectory(_)
             | NodeError::Input(_)
             | NodeError::BadOffset(_) => FsErrorKind::Other,
         };

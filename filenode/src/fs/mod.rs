@@ -19,7 +19,11 @@
 //!   encrypted spool), read once for the convergent key and once to encode.
 //! - [`Fs::mkdir`], [`Fs::mkdir_all`], [`Fs::unlink`] (files), [`Fs::rmdir`] (empty
 //!   directories), [`Fs::remove`] (any link, as Tahoe's unlink), [`Fs::rename`] (within and
-//!   across directories, one call), [`Fs::copy`].
+//!   across directories, one call), [`Fs::copy`]; for protocols that name a child apart from a
+//!   path (the web API's `name=`), [`Fs::remove_child`] and [`Fs::rename_child`], which find it as
+//!   stored; [`Fs::link`] links objects that exist (Tahoe's `t=uri`, `set_children`).
+//! - [`Fs::without_root`]: a file system whose every path starts at a cap ([`FsPath::at_cap`]),
+//!   the web API's.
 //! - [`Fs::set_metadata`]: a link's user metadata (a client's `mtime`, the read-only mark).
 //! - [`FsError`]: one error type, whose [`FsErrorKind`] each protocol maps in its one place; no
 //!   message holds a cap.
@@ -41,11 +45,13 @@
 //! - a directory or mutable file reached through it is seen through its read-only cap, so nothing
 //!   below a marked directory link can be changed through that path ([`Stat::writable`] is false).
 //!
+//! Every change that would replace or remove a marked link checks the mark inside the directory
+//! write that makes it (a [`crate::node::EntryGuard`]), on the directory as it is then.
+//!
 //! Tahoe's directories go further and replace a marked link's write cap by its read-only cap when
 //! the mark is set, for good; here the write cap stays in the directory, so clearing the mark
 //! gives write access back. Tahoe reads the mark the same way (its SFTP server refuses writes
-//! through it), but its web API does not honour it, and neither does Tessera's web API yet, which
-//! does not go through this layer.
+//! through it), but its web API does not honour it; Tessera's web API, on this layer, does.
 
 pub mod append;
 mod error;
@@ -167,7 +173,8 @@ fn no_write_refused(what: &str) -> FsError {
 #[derive(Clone)]
 pub struct Fs {
     grid: Arc<Grid>,
-    root: DirNode,
+    /// None for a file system of caps only ([`Fs::without_root`]).
+    root: Option<DirNode>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -218,7 +225,17 @@ impl Fs {
     pub fn new(grid: &Arc<Grid>, root: DirNode) -> Self {
         Fs {
             grid: Arc::clone(grid),
-            root,
+            root: Some(root),
+        }
+    }
+
+    /// A file system with no root directory, where every path starts at a cap
+    /// ([`FsPath::at_cap`]): the web API's, whose every URL names its cap (`/uri/$CAP/...`; the
+    /// gateway has no accounts). A path from the root is refused ([`FsErrorKind::BadPath`]).
+    pub fn without_root(grid: &Arc<Grid>) -> Self {
+        Fs {
+            grid: Arc::clone(grid),
+            root: None,
         }
     }
 
@@ -228,20 +245,27 @@ impl Fs {
     }
 
     /// The node a path starts at.
-    fn base_node(&self, base: &Base) -> Node {
-        match base {
-            Base::Root => Node::Dir(self.root.clone()),
-            Base::Cap(cap) => self.grid.node(cap.clone()),
+    fn base_node(&self, base: &Base) -> Result<Node, FsError> {
+        match (base, &self.root) {
+            (Base::Root, Some(root)) => Ok(Node::Dir(root.clone())),
+            (Base::Root, None) => Err(FsError::bad_path(
+                "here every path starts at a cap (/uri/CAP/...)",
+            )),
+            (Base::Cap(cap), _) => Ok(self.grid.node(cap.clone())),
         }
     }
 
     /// Follows a path.
     pub async fn find(&self, path: &FsPath) -> Result<Found, FsError> {
-        let mut node = self.base_node(path.base());
+        let mut node = self.base_node(path.base())?;
         let mut link = None;
         for name in path.names() {
             let Node::Dir(dir) = node else {
-                return Err(not_a_directory());
+                // Tahoe's words (the web API's "Files have no children named ...").
+                return Err(FsError::new(
+                    FsErrorKind::NotADirectory,
+                    format!("a file is not a directory: files have no children (no {name:?})"),
+                ));
             };
             let child = dir.get(name).await?;
             node = self.through_link(&child);
@@ -349,14 +373,28 @@ impl Fs {
     /// [`Replace::Always`] and [`Replace::OnlyFiles`] mean the same here: a write never replaces
     /// a directory.
     pub async fn prepare_write(&self, path: &FsPath, replace: Replace) -> Result<WriteTarget, FsError> {
+        self.prepare_write_with(path, WriteOptions::new(replace)).await
+    }
+
+    /// [`Fs::prepare_write`] with [`WriteOptions`]: missing parent directories created (Tahoe's
+    /// web `PUT`), or a new object instead of a new version of a writable mutable file there.
+    /// The directory read that finds what is at the name is kept for the commit's directory
+    /// write ([`DirNode::lookup_for_update`]), which then does not read the directory again.
+    pub async fn prepare_write_with(
+        &self,
+        path: &FsPath,
+        options: WriteOptions,
+    ) -> Result<WriteTarget, FsError> {
+        let create_parents = options.create_parents;
         if path.names().is_empty() {
             // `/uri/CAP` of a mutable file: a new version of that file.
-            return match self.base_node(path.base()) {
+            return match self.base_node(path.base())? {
                 Node::File(file) if file.is_mutable() && !file.is_readonly() => Ok(WriteTarget {
                     grid: Arc::clone(&self.grid),
                     destination: Destination::InPlace { file, link: None },
                     mtime: None,
                     hashed: None,
+                    keep_link: false,
                 }),
                 Node::Dir(_) => Err(is_a_directory()),
                 _ => Err(FsError::new(
@@ -365,11 +403,34 @@ impl Fs {
                 )),
             };
         }
-        let (parent, name) = self.parent(path).await?;
+        let (parent, name) = match (create_parents, path.parent(), path.name()) {
+            (Some(format), Some(parent), Some(name)) => {
+                (self.mkdir_all_as(&parent, format).await?, name.to_owned())
+            }
+            _ => self.parent(path).await?,
+        };
+        self.prepare_write_in(&parent, &name, options).await
+    }
+
+    /// [`Fs::prepare_write_with`] of the child `name` of a directory already found (by
+    /// [`Fs::find`] or [`Fs::dir`]: a protocol that names the directory and the child apart, as
+    /// the web API's `POST t=upload&name=` does, finds the directory once). `name` must be
+    /// usable as a path segment.
+    pub async fn prepare_write_in(
+        &self,
+        parent: &DirNode,
+        name: &str,
+        options: WriteOptions,
+    ) -> Result<WriteTarget, FsError> {
+        let WriteOptions {
+            replace, in_place, ..
+        } = options;
+        let name = FsPath::root().join(name)?.name().unwrap_or(name).to_owned();
+        let parent = parent.clone();
         if parent.is_readonly() {
             return Err(FsError::new(FsErrorKind::ReadOnly, "the directory is read-only"));
         }
-        let existing = parent.lookup(&name).await?;
+        let existing = parent.lookup_for_update(&name).await?;
         let destination = match existing {
             None => Destination::Link {
                 parent,
@@ -390,10 +451,12 @@ impl Fs {
             }
             Some(child) => match child.node(&self.grid) {
                 Node::Dir(_) => return Err(is_a_directory()),
-                Node::File(file) if file.is_mutable() && !file.is_readonly() => Destination::InPlace {
-                    file,
-                    link: Some((parent, child.name, child.metadata)),
-                },
+                Node::File(file) if in_place && file.is_mutable() && !file.is_readonly() => {
+                    Destination::InPlace {
+                        file,
+                        link: Some((parent, child.name, child.metadata)),
+                    }
+                }
                 // An immutable file, a read-only mutable file or an unknown object: replaced by a
                 // new immutable file under the same name.
                 old => Destination::Link {
@@ -410,6 +473,7 @@ impl Fs {
             destination,
             mtime: None,
             hashed: None,
+            keep_link: false,
         })
     }
 
@@ -420,9 +484,7 @@ impl Fs {
         R: std::io::Read + std::io::Seek + Send + 'static,
     {
         let target = self.prepare_write(path, replace).await?;
-        let created = target.is_new();
-        target.commit(input, len, None).await?;
-        Ok(created)
+        target.commit(input, len, None).await
     }
 
     /// Creates an empty directory at `path`; its parent must exist, its name must be free.
@@ -440,16 +502,19 @@ impl Fs {
     /// directory at `path` is not an error, a file in the way is. A directory reached through a
     /// link marked `no-write` is read-only here as everywhere.
     pub async fn mkdir_all(&self, path: &FsPath) -> Result<DirNode, FsError> {
-        let Node::Dir(mut dir) = self.base_node(path.base()) else {
+        self.mkdir_all_as(path, MutableFormat::Sdmf).await
+    }
+
+    /// [`Fs::mkdir_all`], making each missing directory in `format` (Tahoe's web API takes
+    /// `format=MDMF` for `t=mkdir`).
+    pub async fn mkdir_all_as(&self, path: &FsPath, format: MutableFormat) -> Result<DirNode, FsError> {
+        let Node::Dir(mut dir) = self.base_node(path.base())? else {
             return Err(not_a_directory());
         };
         for name in path.names() {
             let child = match dir.lookup(name).await? {
                 Some(child) => child,
-                None => match dir
-                    .create_subdirectory(name, MutableFormat::Sdmf, Replace::Never)
-                    .await
-                {
+                None => match dir.create_subdirectory(name, format, Replace::Never).await {
                     Ok(created) => {
                         dir = created;
                         continue;
@@ -464,7 +529,7 @@ impl Fs {
                 _ => {
                     return Err(FsError::new(
                         FsErrorKind::NotADirectory,
-                        "a file is in the way of the directory",
+                        format!("Unable to create directory {name:?}: a file was in the way"),
                     ));
                 }
             };
@@ -476,7 +541,7 @@ impl Fs {
     /// a link marked `no-write` (see the module). One directory write, which checks both.
     pub async fn unlink(&self, path: &FsPath) -> Result<(), FsError> {
         let (parent, name) = self.parent(path).await?;
-        unlink_checked(&parent, name, Want::File).await
+        unlink_checked(&parent, name, Want::File).await.map(|_| ())
     }
 
     /// Removes the link to the empty directory at `path` (unlike Tahoe, a directory must be empty
@@ -489,14 +554,24 @@ impl Fs {
         if !dir.list().await?.is_empty() {
             return Err(FsError::new(FsErrorKind::NotEmpty, "the directory is not empty"));
         }
-        unlink_checked(&parent, name, Want::Dir).await
+        unlink_checked(&parent, name, Want::Dir).await.map(|_| ())
     }
 
     /// Removes the link at `path` whatever it names (Tahoe's unlink: a directory's children are
     /// not visited; they stay wherever else they are linked), unless it is marked `no-write`.
     pub async fn remove(&self, path: &FsPath) -> Result<(), FsError> {
         let (parent, name) = self.parent(path).await?;
-        unlink_checked(&parent, name, Want::Any).await
+        unlink_checked(&parent, name, Want::Any).await.map(|_| ())
+    }
+
+    /// Removes the link `name` of the directory at `dir` whatever it names, as [`Fs::remove`],
+    /// and returns the cap it held. `name` is the child's name exactly as stored (else
+    /// normalised): for a protocol that names a child apart from any path (the web API's
+    /// `t=unlink&name=`), so that a name no path can carry (empty, `..`, holding `/`: only a
+    /// directory written by hand holds such) can still be unlinked.
+    pub async fn remove_child(&self, dir: &FsPath, name: &str) -> Result<Cap, FsError> {
+        let parent = self.dir(dir).await?;
+        unlink_checked(&parent, name.to_owned(), Want::Any).await
     }
 
     /// Moves the link at `from` to `to`, within one directory or across two, keeping its
@@ -505,22 +580,88 @@ impl Fs {
     /// replaces a directory. A directory cannot be moved below itself. A link marked `no-write`
     /// at `to` is not replaced; one at `from` moves with its mark (see the module).
     pub async fn rename(&self, from: &FsPath, to: &FsPath, replace: Replace) -> Result<(), FsError> {
-        let (from_dir, from_name) = self.parent(from).await?;
-        let (to_dir, to_name) = self.parent(to).await?;
-        if to.is_within(from) && from != to {
+        let (Some(from_dir), Some(from_name), Some(to_dir), Some(to_name)) =
+            (from.parent(), from.name(), to.parent(), to.name())
+        else {
+            return Err(no_link());
+        };
+        self.rename_child(&from_dir, from_name, &to_dir, to_name, replace)
+            .await
+    }
+
+    /// Moves the link `from_name` of the directory at `from_dir` to `to_name` in the directory at
+    /// `to_dir`, as [`Fs::rename`]. `from_name` is found as [`Fs::remove_child`] finds a name
+    /// (exactly as stored, else normalised), so that a name no path can carry can be renamed to
+    /// one that can (the web API's `t=rename&from_name=`); `to_name` must be a usable name. A
+    /// link marked `no-write` at the target is refused in the same directory write that would
+    /// replace it.
+    pub async fn rename_child(
+        &self,
+        from_dir: &FsPath,
+        from_name: &str,
+        to_dir: &FsPath,
+        to_name: &str,
+        replace: Replace,
+    ) -> Result<(), FsError> {
+        let to = to_dir.join(to_name)?;
+        // The source as a path, when its name can be one: a directory cannot go below itself.
+        if let Ok(from) = from_dir.join(from_name)
+            && to.is_within(&from)
+            && from != to
+        {
             return Err(FsError::bad_path("a directory cannot be moved below itself"));
         }
-        if replace != Replace::Never
-            && from != to
-            && let Some(existing) = to_dir.lookup(&to_name).await?
-            && is_no_write(&existing.metadata)
-        {
-            return Err(no_write_refused("the target"));
-        }
-        from_dir
-            .move_child_to(&from_name, &to_dir, &to_name, replace)
+        let source = self.dir(from_dir).await?;
+        let target = if to_dir == from_dir {
+            source.clone()
+        } else {
+            self.dir(to_dir).await?
+        };
+        source
+            .move_child_to_guarded(
+                from_name,
+                &target,
+                to.name().unwrap_or(to_name),
+                replace,
+                Some(refuse_marked),
+            )
             .await?;
         Ok(())
+    }
+
+    /// Links `children` (name, cap, user metadata) in the directory at `dir` in one write: Tahoe's
+    /// `set_children` and `t=uri` (the objects exist already; only links are made). `replace` as
+    /// [`DirNode::set_children`] takes it ([`Replace::Always`] replaces a directory's link too),
+    /// except that a link marked `no-write` is never replaced (checked in the same directory
+    /// write). `create`: missing directories on the way to `dir` are made first (in `format`).
+    /// Returns, per child, whether the name is new.
+    pub async fn link(
+        &self,
+        dir: &FsPath,
+        children: Vec<(String, Cap, Option<Metadata>)>,
+        replace: Replace,
+        create: Option<MutableFormat>,
+    ) -> Result<Vec<bool>, FsError> {
+        let parent = match create {
+            Some(format) => self.mkdir_all_as(dir, format).await?,
+            None => self.dir(dir).await?,
+        };
+        self.link_in(&parent, children, replace).await
+    }
+
+    /// [`Fs::link`] in a directory already found. Each name must be usable as a path segment.
+    pub async fn link_in(
+        &self,
+        parent: &DirNode,
+        children: Vec<(String, Cap, Option<Metadata>)>,
+        replace: Replace,
+    ) -> Result<Vec<bool>, FsError> {
+        for (name, _, _) in &children {
+            FsPath::root().join(name)?;
+        }
+        Ok(parent
+            .set_children_guarded(children, replace, Some(refuse_marked))
+            .await?)
     }
 
     /// Changes the user metadata of the link at `path` (one directory write, which reads the link
@@ -668,16 +809,18 @@ fn parse_metadata(json: &str) -> Metadata {
 /// Removes the link `name` of `parent` in one directory write that first checks, on the
 /// directory as it is then, what the link names and that it is not marked `no-write`; a refusal
 /// writes nothing.
-async fn unlink_checked(parent: &DirNode, name: String, want: Want) -> Result<(), FsError> {
+async fn unlink_checked(parent: &DirNode, name: String, want: Want) -> Result<Cap, FsError> {
     parent
         .modify(move |entries| {
-            // As `DirNode::unlink` finds a name: exactly, else normalised (a hand-written entry).
-            let Some(i) = entries.iter().position(|e| e.name == name).or_else(|| {
-                entries
+            // As `DirNode::unlink` finds a name: exactly (a hand-written entry), else normalised
+            // (a name that normalising refuses, and nothing holds, is a bad name); else a
+            // hand-written entry whose normalised name it is (the layer's paths are NFC).
+            let i = match crate::node::find_child(entries, &name) {
+                Ok(i) => i,
+                Err(e) => entries
                     .iter()
-                    .position(|e| crate::node::normalize_name(&e.name).is_ok_and(|n| n == name))
-            }) else {
-                return Err(NodeError::NoSuchChild(name.clone()));
+                    .position(|entry| crate::node::normalize_name(&entry.name).is_ok_and(|n| n == name))
+                    .ok_or(e)?,
             };
             let entry = &entries[i];
             let is_dir = Cap::parse_lenient(entry.rw_uri.as_deref().unwrap_or(&entry.ro_uri))
@@ -698,8 +841,8 @@ async fn unlink_checked(parent: &DirNode, name: String, want: Want) -> Result<()
             if let Some(refusal) = refusal {
                 return Ok((false, Err(refusal)));
             }
-            entries.remove(i);
-            Ok((true, Ok(())))
+            let removed = crate::node::entry_to_child(entries.remove(i));
+            Ok((true, Ok(removed.cap)))
         })
         .await?
 }
@@ -767,6 +910,41 @@ fn float(value: f64) -> serde_json::Value {
     serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// How [`Fs::prepare_write_with`] prepares a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Tahoe's replace semantics ([`Fs::prepare_write`]).
+    pub replace: Replace,
+    /// Missing directories on the way to the name are made (in this format), as Tahoe's web
+    /// `PUT` to a path makes them; `None`: the parent must exist.
+    pub create_parents: Option<MutableFormat>,
+    /// A writable mutable file at the name gets a new version (the mutable-in-place rule, the
+    /// default); `false`: a new object replaces its link, as a file of another kind would (the web
+    /// API's `PUT ?format=`, which asks for a new file).
+    pub in_place: bool,
+}
+
+impl WriteOptions {
+    /// The defaults: `replace`, parents must exist, mutable files written in place.
+    pub fn new(replace: Replace) -> Self {
+        WriteOptions {
+            replace,
+            create_parents: None,
+            in_place: true,
+        }
+    }
+}
+
+/// The [`crate::node::EntryGuard`] of every change that replaces a link: a link marked
+/// `no-write` is not replaced.
+fn refuse_marked(entry: &crate::dirnode::DirEntry) -> Result<(), NodeError> {
+    if is_no_write(&parse_metadata(&entry.metadata_json)) {
+        Err(NodeError::MarkedReadOnly("the target".into()))
+    } else {
+        Ok(())
+    }
+}
+
 /// Where a prepared write goes.
 #[derive(Debug)]
 enum Destination {
@@ -794,6 +972,8 @@ pub struct WriteTarget {
     mtime: Option<f64>,
     /// The convergent key of the bytes to commit, hashed as they arrived.
     hashed: Option<([u8; 16], u64)>,
+    /// The link is left as Tahoe's web API leaves it ([`WriteTarget::keep_link`]).
+    keep_link: bool,
 }
 
 impl WriteTarget {
@@ -828,6 +1008,14 @@ impl WriteTarget {
     /// (a client's, e.g. SFTP's FSETSTAT on the open file; default: the commit's time).
     pub fn set_mtime(&mut self, mtime: Option<f64>) {
         self.mtime = mtime;
+    }
+
+    /// Leaves the link as Tahoe's web API leaves it: a mutable file written in place keeps its
+    /// link untouched (no second write, of the directory, for the link's `mtime`), and a new file
+    /// linked over an old one gets the old link's user metadata as it is (no `mtime` added;
+    /// Tahoe's `linkmotime` still becomes now).
+    pub fn keep_link(&mut self) {
+        self.keep_link = true;
     }
 
     /// The directory and name of the link the write goes to (none for `/uri/CAP` of a mutable
@@ -878,8 +1066,8 @@ impl WriteTarget {
     /// Stores `len` bytes of `input` (read twice for an immutable upload: convergent key, then
     /// encoding; once when [`WriteTarget::set_convergent_key`] gave the key) and links them; returns once the grid holds them. `metadata`: the user metadata
     /// of the link (default: the old link's, with `mtime` now; a mutable file written in place
-    /// through a link gets its link's `mtime` updated so too).
-    pub async fn commit<R>(self, input: R, len: u64, metadata: Option<Metadata>) -> Result<(), FsError>
+    /// through a link gets its link's `mtime` updated so too). Returns whether the name is new.
+    pub async fn commit<R>(self, input: R, len: u64, metadata: Option<Metadata>) -> Result<bool, FsError>
     where
         R: std::io::Read + std::io::Seek + Send + 'static,
     {
@@ -889,7 +1077,7 @@ impl WriteTarget {
                 file.overwrite(len, chunks_from_read(input)).await?;
                 // The link's times say the contents changed (clients compare them, and WebDAV's
                 // ETag holds them): one more write, of the directory.
-                if let Some((parent, name, old)) = link {
+                if let Some((parent, name, old)) = link.filter(|_| !self.keep_link) {
                     let metadata = metadata.unwrap_or_else(|| with_mtime(&old, self.mtime));
                     parent
                         .set_child(
@@ -900,41 +1088,59 @@ impl WriteTarget {
                         )
                         .await?;
                 }
+                Ok(false)
             }
-            Destination::Link {
-                parent,
-                name,
-                old_metadata,
-                replace,
-                ..
-            } => {
+            Destination::Link { .. } => {
                 let result = match self.hashed.filter(|(_, size)| *size == len) {
                     Some((key, size)) => self.grid.upload_hashed(input, key, size, None).await,
                     None => self.grid.upload(input, None).await,
                 }
                 .map_err(NodeError::from)?;
-                let metadata =
-                    metadata.unwrap_or_else(|| with_mtime(&old_metadata.unwrap_or_default(), self.mtime));
-                let replace = if replace == Replace::Never {
-                    Replace::Never
-                } else {
-                    Replace::OnlyFiles
-                };
-                match parent
-                    .set_child(&name, &Cap::File(result.cap), Some(metadata), replace)
-                    .await
-                {
-                    // A directory linked under the name since the write was prepared.
-                    Err(NodeError::ExistingChild(_)) if replace == Replace::OnlyFiles => {
-                        return Err(is_a_directory());
-                    }
-                    other => {
-                        other?;
-                    }
-                }
+                self.link_stored(&Cap::File(result.cap), metadata).await
             }
         }
-        Ok(())
+    }
+
+    /// Links `cap`, an object the caller stored itself (a new mutable file, an upload streamed
+    /// without convergence), under the prepared name, with the same rules as
+    /// [`WriteTarget::commit`]: a directory linked there meanwhile is not replaced, nor is a
+    /// link marked `no-write` (both checked in the directory write that links it). Not for a
+    /// write that goes in place ([`WriteTarget::in_place`]; prepare with
+    /// [`WriteOptions::in_place`] false). Returns whether the name is new.
+    pub async fn link_stored(self, cap: &Cap, metadata: Option<Metadata>) -> Result<bool, FsError> {
+        let Destination::Link {
+            parent,
+            name,
+            old_metadata,
+            replace,
+            ..
+        } = self.destination
+        else {
+            return Err(FsError::new(
+                FsErrorKind::Other,
+                "this write goes in place, into the mutable file at the name",
+            ));
+        };
+        let metadata = match metadata {
+            Some(metadata) => Some(metadata),
+            // `None` keeps the old link's user metadata (`update_metadata`).
+            None if self.keep_link => None,
+            None => Some(with_mtime(&old_metadata.unwrap_or_default(), self.mtime)),
+        };
+        let replace = if replace == Replace::Never {
+            Replace::Never
+        } else {
+            Replace::OnlyFiles
+        };
+        match parent
+            .set_children_guarded(vec![(name, cap.clone(), metadata)], replace, Some(refuse_marked))
+            .await
+        {
+            Ok(created) => Ok(created[0]),
+            // A directory linked under the name since the write was prepared.
+            Err(NodeError::ExistingChild(_)) if replace == Replace::OnlyFiles => Err(is_a_directory()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -106,6 +106,39 @@ impl FsPath {
         })
     }
 
+    /// The path `names` below `cap`, for a protocol whose requests carry the cap apart from the
+    /// names (the web API's `/uri/$CAP/a/b`, whose URL holds the cap in a segment of its own; any
+    /// cap, also one this version cannot open: what it is shows when the path is followed). Each
+    /// name is checked as [`FsPath::parse`] checks names, and more strictly, as a name is given
+    /// whole here: an empty name, `.`, `..`, a `/`, NUL or U+FFFD is refused (it is not resolved
+    /// or dropped), and so is one longer than [`MAX_NAME_BYTES`] or names longer than
+    /// [`MAX_PATH_BYTES`] together.
+    pub fn at_cap<S: AsRef<str>>(cap: Cap, names: &[S]) -> Result<Self, FsError> {
+        let total: usize = names.iter().map(|n| n.as_ref().len() + 1).sum();
+        if total > MAX_PATH_BYTES {
+            return Err(FsError::bad_path(format!(
+                "the path is longer than {MAX_PATH_BYTES} bytes"
+            )));
+        }
+        let mut checked = Vec::with_capacity(names.len());
+        for name in names {
+            let name = name.as_ref();
+            if let Some(why) = crate::node::unusable_as_path(name) {
+                return Err(FsError::bad_path(format!(
+                    "a name in the path cannot be used: {why}"
+                )));
+            }
+            if name.contains('\u{FFFD}') {
+                return Err(FsError::bad_path("the path is not UTF-8"));
+            }
+            checked.push(check_name(name)?);
+        }
+        Ok(FsPath {
+            base: Base::Cap(cap),
+            names: checked,
+        })
+    }
+
     /// Where the path starts.
     pub fn base(&self) -> &Base {
         &self.base
@@ -238,6 +271,38 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("NOPE")
+        );
+    }
+
+    #[test]
+    fn paths_at_a_cap_take_names_whole() {
+        let cap = Cap::parse("URI:LIT:mfrgg").unwrap();
+        let path = FsPath::at_cap(cap.clone(), &["a", "caf\u{65}\u{301}"]).unwrap();
+        assert_eq!(path.base(), &Base::Cap(cap.clone()));
+        assert_eq!(path.names(), ["a", "caf\u{e9}"]);
+        assert!(
+            FsPath::at_cap::<&str>(cap.clone(), &[])
+                .unwrap()
+                .names()
+                .is_empty()
+        );
+        // Nothing is resolved or dropped: each of these is refused.
+        for bad in ["", ".", "..", "a/b", "nul\0", "bad\u{FFFD}"] {
+            assert_eq!(
+                FsPath::at_cap(cap.clone(), &["x", bad]).unwrap_err().kind(),
+                FsErrorKind::BadPath,
+                "{bad:?}"
+            );
+        }
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            FsPath::at_cap(cap.clone(), &[long.as_str()]).unwrap_err().kind(),
+            FsErrorKind::BadPath
+        );
+        let many = vec!["n".repeat(1000); 5];
+        assert_eq!(
+            FsPath::at_cap(cap, &many).unwrap_err().kind(),
+            FsErrorKind::BadPath
         );
     }
 

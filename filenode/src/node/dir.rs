@@ -97,7 +97,7 @@ pub fn normalize_name(name: &str) -> Result<String, NodeError> {
 
 /// The index of the child `name` in `entries`: the name exactly as given (a directory may hold
 /// names [`normalize_name`] would refuse or change), else as normalized.
-fn find_child(entries: &[DirEntry], name: &str) -> Result<usize, NodeError> {
+pub(crate) fn find_child(entries: &[DirEntry], name: &str) -> Result<usize, NodeError> {
     if let Some(i) = entries.iter().position(|e| e.name == name) {
         return Ok(i);
     }
@@ -131,6 +131,11 @@ pub fn unusable_as_path(name: &str) -> Option<&'static str> {
     }
 }
 
+/// A check of a directory entry that a change would replace, run inside the directory write
+/// that replaces it (so on the directory as it is then): an error refuses the change, which then
+/// writes nothing.
+pub type EntryGuard = fn(&DirEntry) -> Result<(), NodeError>;
+
 /// A directory.
 #[derive(Debug, Clone)]
 pub struct DirNode {
@@ -138,7 +143,7 @@ pub struct DirNode {
     cap: DirCap,
 }
 
-fn entry_to_child(entry: DirEntry) -> Child {
+pub(crate) fn entry_to_child(entry: DirEntry) -> Child {
     let ro_cap = (!entry.ro_uri.is_empty()).then(|| Cap::parse_lenient(&entry.ro_uri));
     let cap = match (&entry.rw_uri, &ro_cap) {
         (Some(rw), _) => Cap::parse_lenient(rw),
@@ -318,6 +323,17 @@ impl DirNode {
             .ok_or(NodeError::NoSuchChild(name))
     }
 
+    /// One child, or `None` when the name is free, read for a change that follows
+    /// ([`FileNode::read_for_update`]: the change starts from this read instead of reading again).
+    pub async fn lookup_for_update(&self, name: &str) -> Result<Option<Child>, NodeError> {
+        let name = normalize_name(name)?;
+        let plaintext = self.file().read_for_update().await?;
+        let writekey = self.writekey();
+        let entries = dirnode::unpack(&plaintext, writekey.as_ref())
+            .map_err(|e| NodeError::CorruptDirectory(e.to_string()))?;
+        Ok(entries.into_iter().find(|e| e.name == name).map(entry_to_child))
+    }
+
     /// One child, or `None` when the name is free.
     pub async fn lookup(&self, name: &str) -> Result<Option<Child>, NodeError> {
         match self.get(name).await {
@@ -382,11 +398,23 @@ impl DirNode {
         children: Vec<(String, Cap, Option<Metadata>)>,
         replace: Replace,
     ) -> Result<Vec<bool>, NodeError> {
+        self.set_children_guarded(children, replace, None).await
+    }
+
+    /// [`DirNode::set_children`], where each link that would be replaced is first shown to
+    /// `guard` in the same directory write (the file-system layer refuses links marked
+    /// `no-write` so); a refusal writes nothing.
+    pub async fn set_children_guarded(
+        &self,
+        children: Vec<(String, Cap, Option<Metadata>)>,
+        replace: Replace,
+        guard: Option<EntryGuard>,
+    ) -> Result<Vec<bool>, NodeError> {
         let mut prepared = Vec::with_capacity(children.len());
         for (name, cap, metadata) in children {
             prepared.push((name, slots_for(&cap, false)?, metadata));
         }
-        self.link_slots(prepared, replace).await
+        self.link_slots(prepared, replace, guard).await
     }
 
     /// Links children given by their (read-only, write) slots, as stored in a directory entry.
@@ -394,6 +422,7 @@ impl DirNode {
         &self,
         children: Vec<(String, Slots, Option<Metadata>)>,
         replace: Replace,
+        guard: Option<EntryGuard>,
     ) -> Result<Vec<bool>, NodeError> {
         let mut prepared = Vec::with_capacity(children.len());
         for (name, slots, metadata) in children {
@@ -412,6 +441,9 @@ impl DirNode {
                             .starts_with("URI:DIR2");
                         if replace == Replace::Never || (replace == Replace::OnlyFiles && old_is_dir) {
                             return Err(NodeError::ExistingChild(name.clone()));
+                        }
+                        if let Some(guard) = guard {
+                            guard(old)?;
                         }
                         serde_json::from_str::<Metadata>(&old.metadata_json).ok()
                     }
@@ -500,6 +532,18 @@ impl DirNode {
     /// as [`DirNode::unlink`] finds a name (so a name no frontend could write can be renamed to
     /// one it can); `to` is normalized.
     pub async fn rename(&self, from: &str, to: &str, replace: Replace) -> Result<(), NodeError> {
+        self.rename_guarded(from, to, replace, None).await
+    }
+
+    /// [`DirNode::rename`], where a link the rename would replace is first shown to `guard` in
+    /// the same directory write.
+    pub async fn rename_guarded(
+        &self,
+        from: &str,
+        to: &str,
+        replace: Replace,
+        guard: Option<EntryGuard>,
+    ) -> Result<(), NodeError> {
         let to = normalize_name(to)?;
         if from == to {
             return self.get(&to).await.map(|_| ());
@@ -516,6 +560,9 @@ impl DirNode {
                     .starts_with("URI:DIR2");
                 if replace == Replace::Never || (replace == Replace::OnlyFiles && old_is_dir) {
                     return Err(NodeError::ExistingChild(to.clone()));
+                }
+                if let Some(guard) = guard {
+                    guard(old)?;
                 }
             }
             let mut entry = entries.remove(i);
@@ -540,8 +587,21 @@ impl DirNode {
         to: &str,
         replace: Replace,
     ) -> Result<(), NodeError> {
+        self.move_child_to_guarded(from, target, to, replace, None).await
+    }
+
+    /// [`DirNode::move_child_to`], where a link the move would replace in `target` is first
+    /// shown to `guard` in the same directory write.
+    pub async fn move_child_to_guarded(
+        &self,
+        from: &str,
+        target: &DirNode,
+        to: &str,
+        replace: Replace,
+        guard: Option<EntryGuard>,
+    ) -> Result<(), NodeError> {
         if target.cap.file().storage_index() == self.cap.file().storage_index() {
-            return self.rename(from, to, replace).await;
+            return self.rename_guarded(from, to, replace, guard).await;
         }
         if target.is_readonly() {
             return Err(NodeError::NotWritable("the target directory's cap is read-only"));
@@ -562,6 +622,7 @@ impl DirNode {
             .link_slots(
                 vec![(to.to_owned(), slots, Some(user_metadata(&child.metadata)))],
                 replace,
+                guard,
             )
             .await?;
         self.unlink(from).await.map(|_| ())

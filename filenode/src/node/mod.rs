@@ -20,7 +20,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-pub use dir::{Child, DirNode, ManifestEntry, Replace, normalize_name, unusable_as_path};
+pub use dir::{Child, DirNode, EntryGuard, ManifestEntry, Replace, normalize_name, unusable_as_path};
+pub(crate) use dir::{entry_to_child, find_child};
 pub use metadata::{Metadata, python_json};
 
 use crate::cap::{Cap, DirCap, FileCap, LitCap, MutableAccess, MutableCap, MutableFormat};
@@ -74,6 +75,10 @@ pub enum NodeError {
          the other write won (re-read and try again)"
     )]
     UncoordinatedWrite,
+    /// A change to a link whose metadata marks it read-only (Tahoe's `no-write`), refused by a
+    /// caller that honours the mark (the file-system layer, `crate::fs`).
+    #[error("{0} is marked read-only (no-write): clear the mark first (chmod u+w)")]
+    MarkedReadOnly(String),
     /// Not enough shares to read.
     #[error("{0}")]
     Unrecoverable(String),
@@ -395,6 +400,30 @@ impl FileNode {
             return Ok(retrieve_whole(&self.grid, cap).await?.1);
         }
         self.open().await?.read(0, u64::MAX).await
+    }
+
+    /// Reads the whole current version, as [`FileNode::read_all`]; for a writable mutable file
+    /// the read (its servermap and contents) is also kept for this client's next write of the
+    /// file, which then starts from it instead of reading again (its test-and-set still catches
+    /// another client's write in between, which is then re-read and the change applied again).
+    /// For a write that first looks at the contents (the file-system layer's `prepare_write`
+    /// reads the directory, then links the new file in it): one read instead of two.
+    pub async fn read_for_update(&self) -> Result<Arc<Vec<u8>>, NodeError> {
+        let Ok(cap) = self.mutable_write_cap() else {
+            return self.read_all().await.map(Arc::new);
+        };
+        let cap = *cap;
+        let state = self.grid.mutable_state(cap.storage_index());
+        let mut state = state.lock().await;
+        let (map, contents) = retrieve_whole(&self.grid, &cap).await?;
+        let contents = Arc::new(contents);
+        // A map that sees another writer's newer version half-written is not one to write from:
+        // the write reads again and waits for it (`modify_once`).
+        if map.newer_unreadable().is_none() && contents.len() <= MUTABLE_CONTENTS_KEPT {
+            state.map = Some(map);
+            state.contents = Some(Arc::clone(&contents));
+        }
+        Ok(contents)
     }
 
     fn mutable_write_cap(&self) -> Result<&MutableCap, NodeError> {

@@ -179,7 +179,12 @@ impl GridBackend {
         let parsed = paths::parse(path)?;
         let stat = self.fs(user).stat(&parsed).await;
         *self.session.failed_stat() = match &stat {
-            Err(e) if matches!(e.kind(), FsErrorKind::Unavailable | FsErrorKind::Other) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    FsErrorKind::Unavailable | FsErrorKind::Gone | FsErrorKind::Conflict | FsErrorKind::Other
+                ) =>
+            {
                 Some(path.to_path_buf())
             }
             _ => None,

@@ -64,7 +64,9 @@ fn fs_kind(kind: FsErrorKind, storing: bool) -> ErrorKind {
         FsErrorKind::BadPath => ErrorKind::FileNameNotAllowedError,
         // Too few servers to place an upload; too few shares to read something.
         FsErrorKind::Unavailable if storing => ErrorKind::InsufficientStorageSpaceError,
-        FsErrorKind::Unavailable | FsErrorKind::Other => ErrorKind::LocalError,
+        FsErrorKind::Unavailable | FsErrorKind::Gone | FsErrorKind::Conflict | FsErrorKind::Other => {
+            ErrorKind::LocalError
+        }
         FsErrorKind::TooLarge => ErrorKind::ExceededStorageAllocationError,
     }
 }
@@ -89,9 +91,9 @@ impl FtpError {
             FsErrorKind::NotFound => Kind::NotFound,
             FsErrorKind::ReadOnly => Kind::Permission,
             FsErrorKind::NotADirectory | FsErrorKind::IsADirectory | FsErrorKind::BadPath => Kind::BadRequest,
-            FsErrorKind::Exists | FsErrorKind::NotEmpty => Kind::Conflict,
+            FsErrorKind::Exists | FsErrorKind::NotEmpty | FsErrorKind::Conflict => Kind::Conflict,
             FsErrorKind::Unavailable if storing => Kind::NotEnoughServers,
-            FsErrorKind::Unavailable => Kind::NotEnoughShares,
+            FsErrorKind::Unavailable | FsErrorKind::Gone => Kind::NotEnoughShares,
             FsErrorKind::TooLarge => Kind::Quota,
             FsErrorKind::Other => Kind::Internal,
         };

@@ -86,9 +86,9 @@ impl From<FsError> for SftpError {
             FsErrorKind::ReadOnly => (StatusCode::PermissionDenied, ErrorKind::Permission),
             FsErrorKind::Exists => (StatusCode::Failure, ErrorKind::Conflict),
             FsErrorKind::IsADirectory | FsErrorKind::NotEmpty => (StatusCode::Failure, ErrorKind::BadRequest),
-            FsErrorKind::Unavailable => (StatusCode::Failure, ErrorKind::NotEnoughShares),
+            FsErrorKind::Unavailable | FsErrorKind::Gone => (StatusCode::Failure, ErrorKind::NotEnoughShares),
             FsErrorKind::TooLarge => (StatusCode::Failure, ErrorKind::Quota),
-            FsErrorKind::Other => (StatusCode::Failure, ErrorKind::Conflict),
+            FsErrorKind::Conflict | FsErrorKind::Other => (StatusCode::Failure, ErrorKind::Conflict),
         };
         SftpError {
             code,
@@ -104,7 +104,7 @@ impl From<NodeError> for SftpError {
         let kind = ErrorKind::of_node(&error);
         let code = match error {
             NodeError::NoSuchChild(_) | NodeError::NotADirectory(_) => StatusCode::NoSuchFile,
-            NodeError::NotWritable(_) => StatusCode::PermissionDenied,
+            NodeError::NotWritable(_) | NodeError::MarkedReadOnly(_) => StatusCode::PermissionDenied,
             NodeError::Unsupported(_) => StatusCode::OpUnsupported,
             NodeError::ExistingChild(_)
             | NodeError::WrongType(_)

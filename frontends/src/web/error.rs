@@ -5,6 +5,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use filenode::cap::CapError;
+use filenode::fs::{FsError, FsErrorKind};
 use filenode::grid::upload::UploadError;
 use filenode::immutable::DownloadError;
 use filenode::node::NodeError;
@@ -42,6 +43,13 @@ pub enum WebError {
     /// A filesystem operation failed.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// An operation of the file-system layer (`filenode::fs`, beneath every frontend) failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The name is taken by something the operation cannot use (a file where a directory was
+    /// to be made).
+    #[error("{0}")]
+    Conflict(String),
     /// The request is not allowed (a write through a read-only cap).
     #[error("{0}")]
     Forbidden(String),
@@ -71,13 +79,28 @@ impl WebError {
             WebError::Upload(UploadError::Read(_)) => StatusCode::BAD_REQUEST,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            // The one mapping of the file-system layer's kinds, as Tahoe's `humanize_exception`
+            // maps the same failures (and as the node layer's are mapped below).
+            WebError::Fs(e) => match e.kind() {
+                FsErrorKind::NotFound => StatusCode::NOT_FOUND,
+                FsErrorKind::Exists | FsErrorKind::NotEmpty | FsErrorKind::Conflict => StatusCode::CONFLICT,
+                FsErrorKind::ReadOnly => StatusCode::FORBIDDEN,
+                FsErrorKind::NotADirectory
+                | FsErrorKind::IsADirectory
+                | FsErrorKind::BadPath
+                | FsErrorKind::Other => StatusCode::BAD_REQUEST,
+                FsErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                FsErrorKind::Gone => StatusCode::GONE,
+                FsErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            },
             WebError::Node(e) => match e {
                 NodeError::NoSuchChild(_) => StatusCode::NOT_FOUND,
                 NodeError::ExistingChild(_)
                 | NodeError::WrongType(_)
                 | NodeError::UncoordinatedWrite
                 | NodeError::Conflict(_) => StatusCode::CONFLICT,
-                NodeError::NotWritable(_) => StatusCode::FORBIDDEN,
+                NodeError::NotWritable(_) | NodeError::MarkedReadOnly(_) => StatusCode::FORBIDDEN,
                 NodeError::NotADirectory(_)
                 | NodeError::BadName { .. }
                 | NodeError::BadChild(_)
@@ -107,7 +130,20 @@ impl WebError {
             WebError::Upload(_) => ErrorKind::BadRequest,
             WebError::Forbidden(_) => ErrorKind::Permission,
             WebError::NotFound(_) => ErrorKind::NotFound,
+            WebError::Conflict(_) => ErrorKind::Conflict,
             WebError::Node(e) => ErrorKind::of_node(e),
+            WebError::Fs(e) => match e.kind() {
+                FsErrorKind::NotFound => ErrorKind::NotFound,
+                FsErrorKind::Exists | FsErrorKind::NotEmpty | FsErrorKind::Conflict => ErrorKind::Conflict,
+                FsErrorKind::ReadOnly => ErrorKind::Permission,
+                FsErrorKind::NotADirectory
+                | FsErrorKind::IsADirectory
+                | FsErrorKind::BadPath
+                | FsErrorKind::Other => ErrorKind::BadRequest,
+                FsErrorKind::Unavailable => ErrorKind::NotEnoughServers,
+                FsErrorKind::Gone => ErrorKind::NotEnoughShares,
+                FsErrorKind::TooLarge => ErrorKind::Quota,
+            },
             WebError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -62,7 +62,9 @@ fn dav_error(e: FsError) -> DavError {
             DavError::Forbidden
         }
         FsErrorKind::TooLarge => DavError::TooLarge,
-        FsErrorKind::Unavailable | FsErrorKind::Other => DavError::GeneralFailure,
+        FsErrorKind::Unavailable | FsErrorKind::Gone | FsErrorKind::Conflict | FsErrorKind::Other => {
+            DavError::GeneralFailure
+        }
     };
     if mapped != DavError::NotFound {
         tracing::info!(kind = ?e.kind(), error = %e, "WebDAV request refused");

@@ -4,12 +4,13 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use filenode::cap::Cap;
+use filenode::fs::{Fs, FsErrorKind, WriteOptions};
 use filenode::node::{Child, DirNode, Node, NodeError, Replace};
 
 use crate::web::{WebError, WebState};
 
 use super::args::{Args, Format, Payload, body_bytes, convergence, required};
-use super::file::{file_format, store_new_file, update_mutable};
+use super::file::{file_format, store_new_file};
 use super::unlinked::resolve_dir_path;
 use super::{Target, text, when_done};
 
@@ -167,6 +168,20 @@ async fn post_dir(state: &WebState, target: &Target) -> Result<DirNode, WebError
     }
 }
 
+/// Links a new directory as `name` in `parent` through the layer (a link marked `no-write` is not
+/// replaced).
+async fn link_dir(
+    fs: &Fs,
+    parent: &DirNode,
+    name: String,
+    dir: &DirNode,
+    replace: Replace,
+) -> Result<(), WebError> {
+    fs.link_in(parent, vec![(name, Cap::Dir(dir.cap().clone()), None)], replace)
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn post(
     state: &WebState,
     target: &Target,
@@ -174,6 +189,8 @@ pub(super) async fn post(
     payload: Payload,
 ) -> Result<Response, WebError> {
     let replace = args.replace()?;
+    let fs = super::fs(state);
+    let fs = &fs;
     match args.t() {
         "check" => {
             let options =
@@ -217,16 +234,18 @@ pub(super) async fn post(
                             .await?
                     }
                 };
-                parent
-                    .set_child(&name, &Cap::Dir(dir.cap().clone()), None, replace)
-                    .await?;
+                link_dir(fs, &parent, name, &dir, replace).await?;
                 Ok::<_, WebError>(text(StatusCode::OK, dir.cap().to_string()))
             };
             match args.get("name") {
                 Some(name) => make(post_dir(state, target).await?, name.to_owned()).await,
                 None if !target.path.is_empty() => {
                     // The path names the new directory: an existing one is simply returned.
-                    let (parent, name) = target.parent(state, true, args.dir_format()?).await?;
+                    let (parent_path, name) = target.link_path()?;
+                    let parent = fs
+                        .mkdir_all_as(&parent_path, args.dir_format()?)
+                        .await
+                        .map_err(super::file_in_the_way)?;
                     match parent.get(&name).await {
                         Ok(existing) => match existing.node(&state.grid) {
                             Node::Dir(dir) if args.t() == "mkdir" => {
@@ -261,7 +280,16 @@ pub(super) async fn post(
                     if !file.is_mutable() {
                         return Err(WebError::BadRequest("this file is immutable".into()));
                     }
-                    update_mutable(&file, spooled, None).await?;
+                    // Through the layer: a link marked `no-write` is refused.
+                    let mut write = fs
+                        .prepare_write_with(&target.fs_path()?, WriteOptions::new(Replace::Always))
+                        .await?;
+                    if write.in_place().is_none() {
+                        return Err(NodeError::NotWritable("the file's cap is read-only").into());
+                    }
+                    write.keep_link();
+                    let len = spooled.len();
+                    write.commit(spooled, len, None).await?;
                     Ok(text(StatusCode::OK, file.cap().to_string()))
                 }
                 Node::Dir(dir) => {
@@ -271,77 +299,81 @@ pub(super) async fn post(
                         .map(str::to_owned)
                         .or(filename)
                         .ok_or_else(|| WebError::BadRequest("t=upload needs name= or a file name".into()))?;
-                    let existing = dir.lookup(&name).await?;
                     let format = args.format(state.mutable_format)?;
-                    if let Some(child) = &existing {
-                        if replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()) {
+                    let options = WriteOptions {
+                        in_place: format.is_none(),
+                        ..WriteOptions::new(replace)
+                    };
+                    let mut write = match fs.prepare_write_in(&dir, &name, options).await {
+                        Err(e) if e.kind() == FsErrorKind::IsADirectory && replace != Replace::Always => {
                             return Err(NodeError::ExistingChild(name).into());
                         }
-                        if let Node::File(file) = child.node(&state.grid)
-                            && file.is_mutable()
-                            && !file.is_readonly()
-                            && format.is_none()
-                        {
-                            update_mutable(&file, spooled, None).await?;
-                            return Ok(text(StatusCode::OK, file.cap().to_string()));
-                        }
+                        other => other?,
+                    };
+                    write.keep_link();
+                    if let Some(file) = write.in_place().cloned() {
+                        let len = spooled.len();
+                        write.commit(spooled, len, None).await?;
+                        return Ok(text(StatusCode::OK, file.cap().to_string()));
                     }
                     let cap =
                         store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergence(args)?)
                             .await?;
-                    dir.set_child(&name, &Cap::File(cap.clone()), None, replace)
-                        .await?;
+                    write.link_stored(&Cap::File(cap.clone()), None).await?;
                     Ok(text(StatusCode::OK, cap.to_string()))
                 }
                 Node::Unknown(_) => Err(WebError::BadRequest("cannot upload to an unknown object".into())),
             }
         }
         "uri" => {
-            let dir = post_dir(state, target).await?;
             let name = required(args, "name")?;
             let cap = Cap::parse(required(args, "uri")?.trim())?;
-            dir.set_child(name, &cap, None, replace).await?;
+            fs.link(
+                &target.fs_path()?,
+                vec![(name.to_owned(), cap.clone(), None)],
+                replace,
+                None,
+            )
+            .await?;
             Ok(text(StatusCode::OK, cap.to_string()))
         }
         "unlink" | "delete" => {
-            let dir = post_dir(state, target).await?;
             // Given but empty names the child whose name is empty (only a hand-written directory
-            // holds one): it can be unlinked like any other.
+            // holds one): it can be unlinked like any other (the layer finds names exactly).
             let name = args
                 .get("name")
                 .ok_or_else(|| WebError::BadRequest("this operation needs name=".into()))?;
-            dir.unlink(name).await?;
+            fs.remove_child(&target.fs_path()?, name).await?;
             Ok(text(StatusCode::OK, "thing unlinked".into()))
         }
         "rename" => {
-            let dir = post_dir(state, target).await?;
             let from = required(args, "from_name")?;
             let to = required(args, "to_name")?;
             if to.contains('/') {
                 return Err(WebError::BadRequest("to_name= may not contain a slash".into()));
             }
-            dir.rename(from, to, replace).await?;
+            let dir = target.fs_path()?;
+            fs.rename_child(&dir, from, &dir, to, replace).await?;
             Ok(text(StatusCode::OK, "thing renamed".into()))
         }
         "relink" => {
-            let dir = post_dir(state, target).await?;
             let from = required(args, "from_name")?;
             let to_name = args.get("to_name").filter(|n| !n.is_empty()).unwrap_or(from);
             if to_name.contains('/') {
                 return Err(WebError::BadRequest("to_name= may not contain a slash".into()));
             }
+            let dir = target.fs_path()?;
             let to_dir = match args.get("to_dir").filter(|d| !d.is_empty()) {
                 None => dir.clone(),
-                Some(text) => resolve_dir_path(state, text).await?,
+                Some(text) => resolve_dir_path(text)?,
             };
-            dir.move_child_to(from, &to_dir, to_name, replace).await?;
+            fs.rename_child(&dir, from, &to_dir, to_name, replace).await?;
             Ok(text(StatusCode::OK, "thing moved".into()))
         }
         "set_children" | "set-children" => {
-            let dir = post_dir(state, target).await?;
             let children = parse_children(&body_bytes(payload).await?)?;
             let overwrite = args.replace_named("overwrite")?;
-            dir.set_children(children, overwrite).await?;
+            fs.link(&target.fs_path()?, children, overwrite, None).await?;
             Ok(text(StatusCode::OK, "Okay set children".into()))
         }
         "" => Err(WebError::BadRequest("POST needs t=".into())),

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use filenode::cap::{Cap, FileCap, MutableFormat};
+use filenode::fs::{Fs, FsErrorKind, WriteOptions};
 use filenode::grid::mutable::chunks_from_read;
 use filenode::node::{Child, FileNode, Node, NodeError, Replace};
 
@@ -194,6 +195,7 @@ pub(super) async fn put(
         };
     }
     let replace = args.replace()?;
+    let fs = super::fs(state);
     match t {
         "uri" => {
             let bytes = axum::body::to_bytes(body, 64 * 1024)
@@ -201,94 +203,120 @@ pub(super) async fn put(
                 .map_err(|e| WebError::Body(e.to_string()))?;
             let cap_text = String::from_utf8_lossy(&bytes).trim().to_owned();
             let cap = Cap::parse(&cap_text)?;
-            let (parent, name) = target.parent(state, true, MutableFormat::Sdmf).await?;
-            parent.set_child(&name, &cap, None, replace).await?;
+            let (parent, name) = target.link_path()?;
+            fs.link(
+                &parent,
+                vec![(name, cap.clone(), None)],
+                replace,
+                Some(MutableFormat::Sdmf),
+            )
+            .await
+            .map_err(super::file_in_the_way)?;
             Ok(text(StatusCode::OK, cap.to_string()))
         }
         "mkdir" => {
-            let format = args.dir_format()?;
-            let (parent, name) = target.parent(state, true, format).await?;
-            match parent.get(&name).await {
-                Ok(existing) => match existing.node(&state.grid) {
-                    Node::Dir(dir) => Ok(text(StatusCode::OK, dir.cap().to_string())),
-                    _ => Err(NodeError::WrongType(format!(
-                        "Unable to create directory {name:?}: a file was in the way"
-                    ))
-                    .into()),
-                },
-                Err(NodeError::NoSuchChild(_)) => {
-                    let dir = parent.create_subdirectory(&name, format, replace).await?;
-                    Ok(text(StatusCode::OK, dir.cap().to_string()))
-                }
-                Err(e) => Err(e.into()),
-            }
+            // An existing directory is returned; a file in the way is a 409.
+            let dir = fs
+                .mkdir_all_as(&target.fs_path()?, args.dir_format()?)
+                .await
+                .map_err(super::file_in_the_way)?;
+            Ok(text(StatusCode::OK, dir.cap().to_string()))
         }
-        "" => {
-            let format = args.format(state.mutable_format)?;
-            let (parent, name) = target.parent(state, true, MutableFormat::Sdmf).await?;
-            let existing = parent.lookup(&name).await?;
-            if existing.is_none() && headers.contains_key(header::CONTENT_RANGE) {
-                return Err(WebError::Unsupported(
-                    "Content-Range in PUT not yet supported".into(),
-                ));
-            }
-            // An existing mutable file is updated in place (unless a format asks for a new file).
-            if let Some(child) = &existing
-                && let Node::File(file) = child.node(&state.grid)
-                && file.is_mutable()
-                && (format.is_none() || args.get("offset").is_some())
-            {
-                if file.is_readonly() {
-                    return Err(NodeError::NotWritable("the file's cap is read-only").into());
-                }
-                let limit = if offset_arg(args)?.is_none() {
-                    body_limit(mutable_format(&file))
-                } else {
-                    None
-                };
-                let spooled = spool(state, body.into_data_stream(), limit, false).await?;
-                update_mutable(&file, spooled, offset_arg(args)?).await?;
-                return Ok(text(StatusCode::OK, file.cap().to_string()));
-            }
-            if args.get("offset").is_some() {
-                return Err(WebError::BadRequest(
-                    "offset= needs an existing mutable file".into(),
-                ));
-            }
-            if let Some(child) = &existing {
-                if replace == Replace::Never || (replace == Replace::OnlyFiles && child.is_dir()) {
-                    return Err(NodeError::ExistingChild(name).into());
-                }
-                if child.is_dir() {
-                    // Tahoe: a file never replaces a directory by PUT.
-                    return Err(WebError::BadRequest(format!(
-                        "PUT to a directory: {name:?} is a directory; unlink it first or use another name"
-                    )));
-                }
-            }
-            let convergent = convergence(args)?;
-            let chk = matches!(format, None | Some(Format::Chk));
-            let cap = match crate::web::streamed::known_length(state, headers, &body) {
-                // With a random key and a known length, straight into the encoder.
-                Some(size) if chk && !convergent => {
-                    crate::web::streamed::store_streamed(state, body, size).await?
-                }
-                _ => {
-                    let hash = convergent && chk;
-                    let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
-                    store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?
-                }
-            };
-            let created = parent
-                .set_child(&name, &Cap::File(cap.clone()), None, replace)
-                .await?;
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok(text(status, cap.to_string()))
-        }
+        "" => put_into_path(state, &fs, target, args, headers, body, replace).await,
         other => Err(WebError::BadRequest(format!("PUT: bad t={other}"))),
     }
+}
+
+/// `PUT /uri/$CAP/path`: a file stored and linked at the path (missing directories made), or a
+/// writable mutable file there written in place, as the file-system layer decides
+/// ([`Fs::prepare_write_with`], which also refuses a link marked `no-write`); the web API's own
+/// rules on top: `format=` asks for a new file, `?offset=` writes into the mutable file there, a
+/// read-only mutable file is refused (403, as Tahoe refuses it) rather than replaced, and the link
+/// is left as Tahoe's web API leaves it (`WriteTarget::keep_link`).
+async fn put_into_path(
+    state: &WebState,
+    fs: &Fs,
+    target: &Target,
+    args: &Args,
+    headers: &HeaderMap,
+    body: Body,
+    replace: Replace,
+) -> Result<Response, WebError> {
+    let format = args.format(state.mutable_format)?;
+    let offset = offset_arg(args)?;
+    let options = WriteOptions {
+        replace,
+        create_parents: Some(MutableFormat::Sdmf),
+        // An existing mutable file is updated in place unless a format asks for a new file.
+        in_place: format.is_none() || offset.is_some(),
+    };
+    let mut write = match fs.prepare_write_with(&target.fs_path()?, options).await {
+        Ok(write) => write,
+        Err(e) if e.kind() == FsErrorKind::IsADirectory && replace == Replace::OnlyFiles => {
+            return Err(WebError::Conflict(format!(
+                "There was already a child named {:?}, and you asked not to replace it.",
+                target.path.last().cloned().unwrap_or_default()
+            )));
+        }
+        Err(e) if e.kind() == FsErrorKind::IsADirectory => {
+            // Tahoe: a file never replaces a directory by PUT.
+            return Err(WebError::BadRequest(format!(
+                "PUT to a directory: {:?} is a directory; unlink it first or use another name",
+                target.path.last().cloned().unwrap_or_default()
+            )));
+        }
+        Err(e) => return Err(super::file_in_the_way(e)),
+    };
+    write.keep_link();
+    if write.is_new() && headers.contains_key(header::CONTENT_RANGE) {
+        return Err(WebError::Unsupported(
+            "Content-Range in PUT not yet supported".into(),
+        ));
+    }
+    if let Some(file) = write.in_place().cloned() {
+        let limit = if offset.is_none() {
+            body_limit(mutable_format(&file))
+        } else {
+            None
+        };
+        let spooled = spool(state, body.into_data_stream(), limit, false).await?;
+        match offset {
+            Some(_) => update_mutable(&file, spooled, offset).await?,
+            None => {
+                let len = spooled.len();
+                write.commit(spooled, len, None).await?;
+            }
+        }
+        return Ok(text(StatusCode::OK, file.cap().to_string()));
+    }
+    if let Some(Node::File(old)) = write.existing()
+        && old.is_mutable()
+        && (format.is_none() || offset.is_some())
+    {
+        // Tahoe's web API does not replace a mutable file it cannot write.
+        return Err(NodeError::NotWritable("the file's cap is read-only").into());
+    }
+    if offset.is_some() {
+        return Err(WebError::BadRequest(
+            "offset= needs an existing mutable file".into(),
+        ));
+    }
+    let convergent = convergence(args)?;
+    let chk = matches!(format, None | Some(Format::Chk));
+    let cap = match crate::web::streamed::known_length(state, headers, &body) {
+        // With a random key and a known length, straight into the encoder.
+        Some(size) if chk && !convergent => crate::web::streamed::store_streamed(state, body, size).await?,
+        _ => {
+            let hash = convergent && chk;
+            let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
+            store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?
+        }
+    };
+    let created = write.link_stored(&Cap::File(cap.clone()), None).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(text(status, cap.to_string()))
 }

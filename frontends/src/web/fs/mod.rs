@@ -9,6 +9,15 @@
 //! redirects within this gateway.
 
 //!
+//! Every path walk and every change of a link goes through the file-system layer beneath every
+//! frontend (`filenode::fs`: [`Fs`], [`FsPath`], `prepare_write`/`commit`, `rename_child`,
+//! `remove_child`, `link`), so the web API keeps the same policy as SFTP, FTP and WebDAV: Tahoe's
+//! replace rules, the mutable-in-place rule, and links marked read-only (`no-write`, set by an
+//! SFTP `chmod`) refused to a `PUT` over them, a `DELETE`/`t=unlink` of them and a rename over
+//! them (403). The web API's own rules stay here: the cap in the URL is the path's base, URL path
+//! names are taken whole (`.` and `..` are not resolved: a 400), a read-only mutable file is not
+//! replaced by a `PUT` (403, as Tahoe refuses it), `format=` asks for a new file, `?offset=`.
+//!
 //! Here: the routes' entry points, the dispatch by method, the spool and the helpers every handler
 //! shares. [`args`] is the one parser of a request's arguments; [`file`] holds the file handlers
 //! (reads, `PUT` into a path, storing a new file), [`directory`] the listings and every `POST`
@@ -25,7 +34,8 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use filenode::cap::{Cap, DirCap, FileCap, MutableFormat};
-use filenode::node::{Child, DirNode, FileNode, Node, NodeError};
+use filenode::fs::{Fs, FsError, FsErrorKind, FsPath};
+use filenode::node::{Child, FileNode, Node};
 use futures::StreamExt;
 
 use super::{WebError, WebState};
@@ -148,52 +158,41 @@ struct Target {
 }
 
 impl Target {
-    fn root_dir(&self, state: &WebState) -> Result<DirNode, WebError> {
-        match &self.root {
-            Cap::Dir(dir) => Ok(DirNode::new(&state.grid, dir.clone())),
-            Cap::File(_) if !self.path.is_empty() => {
-                Err(NodeError::NotADirectory(self.path[0].clone()).into())
-            }
-            _ => Err(WebError::BadRequest("this cap is not a directory".into())),
+    /// The layer's path: the URL's cap as the base, its names below it.
+    fn fs_path(&self) -> Result<FsPath, WebError> {
+        Ok(FsPath::at_cap(self.root.clone(), &self.path)?)
+    }
+
+    /// The path of the directory holding the named link, and the link's name (a request that
+    /// names a link: `DELETE`, `PUT` to a path).
+    fn link_path(&self) -> Result<(FsPath, String), WebError> {
+        let path = self.fs_path()?;
+        match (path.parent(), path.name()) {
+            (Some(parent), Some(name)) => Ok((parent, name.to_owned())),
+            _ => Err(WebError::BadRequest("this needs a child name in the path".into())),
         }
     }
 
     /// The node the path names, with its link (when reached through a directory).
     async fn resolve(&self, state: &WebState) -> Result<(Node, Option<Child>), WebError> {
-        if self.path.is_empty() {
-            return Ok((state.grid.node(self.root.clone()), None));
-        }
-        let root = self.root_dir(state)?;
-        let (last, parents) = self.path.split_last().expect("invariant: non-empty path");
-        let parent = match root.walk(parents).await? {
-            Node::Dir(dir) => dir,
-            _ => return Err(NodeError::NotADirectory(parents.last().cloned().unwrap_or_default()).into()),
-        };
-        let child = parent.get(last).await?;
-        Ok((child.node(&state.grid), Some(child)))
+        let found = fs(state).find(&self.fs_path()?).await?;
+        Ok((found.node, found.link.map(|(_, child)| child)))
     }
+}
 
-    /// The parent directory of the last segment (walking, or creating missing directories), and
-    /// the last segment.
-    async fn parent(
-        &self,
-        state: &WebState,
-        create: bool,
-        format: MutableFormat,
-    ) -> Result<(DirNode, String), WebError> {
-        let root = self.root_dir(state)?;
-        let (last, parents) = self.path.split_last().expect("invariant: non-empty path");
-        let parent = if create {
-            root.create_path(parents, format).await?
-        } else {
-            match root.walk(parents).await? {
-                Node::Dir(dir) => dir,
-                _ => {
-                    return Err(NodeError::NotADirectory(parents.last().cloned().unwrap_or_default()).into());
-                }
-            }
-        };
-        Ok((parent, last.clone()))
+/// The file system the web API's requests go through: every path starts at the cap its URL
+/// names (the gateway has no accounts, so no root of its own).
+fn fs(state: &WebState) -> Fs {
+    Fs::without_root(&state.grid)
+}
+
+/// A failure to make a directory because a file holds a name on the way: 409, as Tahoe answers
+/// (a file in the way of a path walk is a 400 elsewhere).
+fn file_in_the_way(e: FsError) -> WebError {
+    if e.kind() == FsErrorKind::NotADirectory {
+        WebError::Conflict(e.message().to_owned())
+    } else {
+        e.into()
     }
 }
 
@@ -264,9 +263,9 @@ async fn dispatch(
                     "DELETE needs a child name in the path".into(),
                 ));
             }
-            let (parent, name) = target.parent(&state, false, MutableFormat::Sdmf).await?;
-            let child = parent.unlink(&name).await?;
-            Ok(text(StatusCode::OK, child.cap.to_string()))
+            let (parent, name) = target.link_path()?;
+            let cap = fs(&state).remove_child(&parent, &name).await?;
+            Ok(text(StatusCode::OK, cap.to_string()))
         }
         other => Err(WebError::BadRequest(format!("{other} is not supported here"))),
     }

@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use filenode::cap::{Cap, MutableFormat};
-use filenode::node::{DirNode, Node};
+use filenode::fs::FsPath;
 
 use crate::web::{WebError, WebState};
 
@@ -17,20 +17,17 @@ use super::directory::parse_children;
 use super::file::store_new_file;
 use super::{body_limit, check_when_done, path_segments, spool, text, when_done};
 
-/// `to_dir=`: a directory cap, optionally followed by `/child/names` (also as a `/uri/...` URL).
-pub(super) async fn resolve_dir_path(state: &WebState, text: &str) -> Result<DirNode, WebError> {
+/// `to_dir=`: a directory cap, optionally followed by `/child/names` (also as a `/uri/...` URL), as
+/// the layer's path (whether it names a directory shows when it is used).
+pub(super) fn resolve_dir_path(text: &str) -> Result<FsPath, WebError> {
     let text = text.strip_prefix("/uri/").unwrap_or(text);
     let decoded = percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned();
     let (cap_text, rest) = decoded.split_once('/').unwrap_or((&decoded, ""));
     let (path, _) = path_segments(rest)?;
-    let dir = match Cap::parse(cap_text)? {
-        Cap::Dir(dir) => DirNode::new(&state.grid, dir),
-        _ => return Err(WebError::BadRequest("to_dir= must name a directory".into())),
-    };
-    match dir.walk(&path).await? {
-        Node::Dir(dir) => Ok(dir),
+    match Cap::parse(cap_text)? {
+        cap @ Cap::Dir(_) => Ok(FsPath::at_cap(cap, &path)?),
         _ => Err(WebError::BadRequest("to_dir= must name a directory".into())),
     }
 }
