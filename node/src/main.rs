@@ -29,6 +29,7 @@ mod nodedir;
 mod output;
 mod refused;
 mod webdavd;
+mod webtls;
 mod weblayers;
 
 use clap::{Parser, Subcommand};

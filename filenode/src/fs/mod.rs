@@ -884,57 +884,71 @@ impl WriteTarget {
         R: std::io::Read + std::io::Seek + Send + 'static,
     {
         self.check_size(len)?;
-        match self.destination {
-            Destination::InPlace { file, link } => {
-                file.overwrite(len, chunks_from_read(input)).await?;
-                // The link's times say the contents changed (clients compare them, and WebDAV's
-                // ETag holds them): one more write, of the directory.
-                if let Some((parent, name, old)) = link {
-                    let metadata = metadata.unwrap_or_else(|| with_mtime(&old, self.mtime));
-                    parent
-                        .set_child(
-                            &name,
-                            &Cap::File(file.cap().clone()),
-                            Some(metadata),
-                            Replace::OnlyFiles,
-                        )
-                        .await?;
-                }
+        let Destination::InPlace { file, link } = self.destination else {
+            let result = match self.hashed.filter(|(_, size)| *size == len) {
+                Some((key, size)) => self.grid.upload_hashed(input, key, size, None).await,
+                None => self.grid.upload(input, None).await,
             }
-            Destination::Link {
-                parent,
-                name,
-                old_metadata,
-                replace,
-                ..
-            } => {
-                let result = match self.hashed.filter(|(_, size)| *size == len) {
-                    Some((key, size)) => self.grid.upload_hashed(input, key, size, None).await,
-                    None => self.grid.upload(input, None).await,
-                }
-                .map_err(NodeError::from)?;
-                let metadata =
-                    metadata.unwrap_or_else(|| with_mtime(&old_metadata.unwrap_or_default(), self.mtime));
-                let replace = if replace == Replace::Never {
-                    Replace::Never
-                } else {
-                    Replace::OnlyFiles
-                };
-                match parent
-                    .set_child(&name, &Cap::File(result.cap), Some(metadata), replace)
-                    .await
-                {
-                    // A directory linked under the name since the write was prepared.
-                    Err(NodeError::ExistingChild(_)) if replace == Replace::OnlyFiles => {
-                        return Err(is_a_directory());
-                    }
-                    other => {
-                        other?;
-                    }
-                }
-            }
+            .map_err(NodeError::from)?;
+            return self.link_uploaded(result.cap, metadata).await;
+        };
+        file.overwrite(len, chunks_from_read(input)).await?;
+        // The link's times say the contents changed (clients compare them, and WebDAV's ETag
+        // holds them): one more write, of the directory.
+        if let Some((parent, name, old)) = link {
+            let metadata = metadata.unwrap_or_else(|| with_mtime(&old, self.mtime));
+            parent
+                .set_child(
+                    &name,
+                    &Cap::File(file.cap().clone()),
+                    Some(metadata),
+                    Replace::OnlyFiles,
+                )
+                .await?;
         }
         Ok(())
+    }
+
+    /// Whether [`WriteTarget::commit`] would upload a new immutable file with a random key (the
+    /// grid's convergence is off, and no mutable file is written in place): the bytes may then
+    /// stream into the encoder as they arrive ([`Grid::upload_streamed`], which needs their
+    /// length first), and the file so made be linked with [`WriteTarget::link_uploaded`].
+    pub fn uploads_without_convergence(&self) -> bool {
+        matches!(self.destination, Destination::Link { .. }) && self.grid.secrets().convergence.is_none()
+    }
+
+    /// Links `cap`, an immutable file the caller uploaded for this write (see
+    /// [`WriteTarget::uploads_without_convergence`]), as [`WriteTarget::commit`] links the file it
+    /// uploads: `metadata` or the old link's with `mtime` now, never over a directory. A write
+    /// to a mutable file in place is not a link, and is refused.
+    pub async fn link_uploaded(self, cap: FileCap, metadata: Option<Metadata>) -> Result<(), FsError> {
+        let Destination::Link {
+            parent,
+            name,
+            old_metadata,
+            replace,
+            ..
+        } = self.destination
+        else {
+            return Err(FsError::new(
+                FsErrorKind::Other,
+                "a writable mutable file is written in place, not replaced by a new file".to_owned(),
+            ));
+        };
+        let metadata = metadata.unwrap_or_else(|| with_mtime(&old_metadata.unwrap_or_default(), self.mtime));
+        let replace = if replace == Replace::Never {
+            Replace::Never
+        } else {
+            Replace::OnlyFiles
+        };
+        match parent
+            .set_child(&name, &Cap::File(cap), Some(metadata), replace)
+            .await
+        {
+            // A directory linked under the name since the write was prepared.
+            Err(NodeError::ExistingChild(_)) if replace == Replace::OnlyFiles => Err(is_a_directory()),
+            other => other.map(|_| ()).map_err(FsError::from),
+        }
     }
 }
 
