@@ -811,15 +811,17 @@ impl NodeConfig {
                 .unwrap_or_default(),
             web_port: match get("node", "web.port") {
                 None => None,
-                Some((v, line)) => Some(Endpoint::parse_web(v, node_dir, Endpoint::parse).ok_or_else(|| {
-                    invalid(
-                        "node",
-                        "web.port",
-                        line,
-                        "an endpoint such as tcp:3456:interface=127.0.0.1, or \
+                Some((v, line)) => {
+                    Some(Endpoint::parse_web(v, node_dir, Endpoint::parse).ok_or_else(|| {
+                        invalid(
+                            "node",
+                            "web.port",
+                            line,
+                            "an endpoint such as tcp:3456:interface=127.0.0.1, or \
                          ssl:3456:privateKey=KEY.pem:certKey=CERT.pem:interface=127.0.0.1",
-                    )
-                })?),
+                        )
+                    })?)
+                }
             },
             web_limits,
             web_spool_quota,
@@ -1251,7 +1253,10 @@ mod tests {
             })
         );
         let dav = config.webdav.port;
-        assert_eq!((dav.port, dav.interface.as_str(), dav.scheme()), (0, "0.0.0.0", "https"));
+        assert_eq!(
+            (dav.port, dav.interface.as_str(), dav.scheme()),
+            (0, "0.0.0.0", "https")
+        );
         assert_eq!(
             dav.tls,
             Some(TlsFiles {
@@ -1266,14 +1271,38 @@ mod tests {
         assert_eq!(plain.webdav.port.socket_address(), "[::1]:8080");
         for (text, needle) in [
             ("[node]\nweb.port = ssl:3456\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:3456:certKey=c.pem\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:privateKey=k.pem\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:3456:privateKey=k.pem:sslmethod=TLSv1\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:3456:privateKey=k.pem:privateKey=j.pem\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:99999:privateKey=k.pem\n", "[node] web.port must be"),
-            ("[node]\nweb.port = ssl:3456:privateKey=\n", "[node] web.port must be"),
-            ("[webdav]\nport = ssl:8080:interface=127.0.0.1\n", "[webdav] port must be"),
-            ("[node]\ntub.port = ssl:3457:privateKey=k.pem\n", "[node] tub.port must be"),
+            (
+                "[node]\nweb.port = ssl:3456:certKey=c.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:privateKey=k.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=k.pem:sslmethod=TLSv1\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=k.pem:privateKey=j.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:99999:privateKey=k.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[webdav]\nport = ssl:8080:interface=127.0.0.1\n",
+                "[webdav] port must be",
+            ),
+            (
+                "[node]\ntub.port = ssl:3457:privateKey=k.pem\n",
+                "[node] tub.port must be",
+            ),
             ("[ftpd]\nport = ssl:21:privateKey=k.pem\n", "[ftpd] port must be"),
         ] {
             let error = format!("{:#}", load(text).expect_err(text));

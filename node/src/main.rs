@@ -29,8 +29,8 @@ mod nodedir;
 mod output;
 mod refused;
 mod webdavd;
-mod webtls;
 mod weblayers;
+mod webtls;
 
 use clap::{Parser, Subcommand};
 

@@ -131,12 +131,30 @@ mod tests {
         server_config(&files("both.pem", "both.pem"), "[node] web.port", cfg).unwrap();
         let key_body = key.lines().nth(1).unwrap().to_owned();
         for (files, needles) in [
-            (files("missing.pem", "cert.pem"), vec!["missing.pem", "privateKey=", "cannot be read"]),
-            (files("key.pem", "missing.pem"), vec!["missing.pem", "certKey=", "cannot be read"]),
-            (files("junk.pem", "cert.pem"), vec!["junk.pem", "no PEM private key"]),
-            (files("key.pem", "junk.pem"), vec!["junk.pem", "no PEM certificate"]),
-            (files("cert.pem", "cert.pem"), vec!["cert.pem", "no PEM private key"]),
-            (files("key.pem", "other.pem"), vec!["does not match", "other.pem", "key.pem"]),
+            (
+                files("missing.pem", "cert.pem"),
+                vec!["missing.pem", "privateKey=", "cannot be read"],
+            ),
+            (
+                files("key.pem", "missing.pem"),
+                vec!["missing.pem", "certKey=", "cannot be read"],
+            ),
+            (
+                files("junk.pem", "cert.pem"),
+                vec!["junk.pem", "no PEM private key"],
+            ),
+            (
+                files("key.pem", "junk.pem"),
+                vec!["junk.pem", "no PEM certificate"],
+            ),
+            (
+                files("cert.pem", "cert.pem"),
+                vec!["cert.pem", "no PEM private key"],
+            ),
+            (
+                files("key.pem", "other.pem"),
+                vec!["does not match", "other.pem", "key.pem"],
+            ),
         ] {
             let error = format!("{:#}", server_config(&files, "[node] web.port", cfg).unwrap_err());
             assert!(error.starts_with("/n/tahoe.cfg: [node] web.port"), "{error}");

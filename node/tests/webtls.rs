@@ -149,7 +149,13 @@ fn web_and_webdav_over_tls_with_real_clients() {
     let node = scratch.path().join("tls-gateway");
     let endpoint = "ssl:0:privateKey=private/web.key:certKey=web.crt:interface=127.0.0.1";
     let created = tessera(
-        &["create-client", "--introducer", furl.trim(), "--webport", endpoint],
+        &[
+            "create-client",
+            "--introducer",
+            furl.trim(),
+            "--webport",
+            endpoint,
+        ],
         &node,
     );
     assert!(created.status.success(), "{created:?}");
@@ -163,7 +169,10 @@ fn web_and_webdav_over_tls_with_real_clients() {
         .replace("shares.happy = 7", "shares.happy = 3")
         .replace("shares.needed = 3", "shares.needed = 2")
         .replace("[client]\n", "[client]\nconvergence = false\n");
-    assert!(text.contains("convergence = false") && text.contains("shares.happy = 3"), "{text}");
+    assert!(
+        text.contains("convergence = false") && text.contains("shares.happy = 3"),
+        "{text}"
+    );
     std::fs::write(
         &cfg,
         format!(
@@ -173,8 +182,14 @@ fn web_and_webdav_over_tls_with_real_clients() {
     )
     .unwrap();
     let running = run_node(&node);
-    let web = std::fs::read_to_string(node.join("node.url")).unwrap().trim().to_owned();
-    let dav = std::fs::read_to_string(node.join("webdav.url")).unwrap().trim().to_owned();
+    let web = std::fs::read_to_string(node.join("node.url"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dav = std::fs::read_to_string(node.join("webdav.url"))
+        .unwrap()
+        .trim()
+        .to_owned();
     assert!(web.starts_with("https://127.0.0.1:"), "node.url: {web}");
     assert!(dav.starts_with("https://127.0.0.1:"), "webdav.url: {dav}");
     let ca = Some(cacert.as_path());
@@ -212,10 +227,29 @@ fn web_and_webdav_over_tls_with_real_clients() {
     // WebDAV over TLS with basic auth: PROPFIND, PUT (streamed: convergence is off), GET.
     let user = format!("demo:{password}");
     let propfind = curl(ca, &["-u", &user, "-X", "PROPFIND", "-H", "Depth: 1", &dav]).unwrap();
-    assert_eq!(propfind.status, 207, "{}", String::from_utf8_lossy(&propfind.body));
-    let denied = curl(ca, &["-u", "demo:wrong", "-X", "PROPFIND", "-H", "Depth: 0", &dav]).unwrap();
+    assert_eq!(
+        propfind.status,
+        207,
+        "{}",
+        String::from_utf8_lossy(&propfind.body)
+    );
+    let denied = curl(
+        ca,
+        &["-u", "demo:wrong", "-X", "PROPFIND", "-H", "Depth: 0", &dav],
+    )
+    .unwrap();
     assert_eq!(denied.status, 401);
-    let put = curl(ca, &["-u", &user, "-T", upload.to_str().unwrap(), &format!("{dav}tls.bin")]).unwrap();
+    let put = curl(
+        ca,
+        &[
+            "-u",
+            &user,
+            "-T",
+            upload.to_str().unwrap(),
+            &format!("{dav}tls.bin"),
+        ],
+    )
+    .unwrap();
     assert_eq!(put.status, 201);
     let get = curl(ca, &["-u", &user, &format!("{dav}tls.bin")]).unwrap();
     assert_eq!(get.status, 200);
@@ -225,7 +259,10 @@ fn web_and_webdav_over_tls_with_real_clients() {
 
     // rclone's webdav backend over https, trusting the certificate: a tree up and back.
     if installed("rclone") {
-        let obscured = Command::new("rclone").args(["obscure", &password]).output().unwrap();
+        let obscured = Command::new("rclone")
+            .args(["obscure", &password])
+            .output()
+            .unwrap();
         let obscured = String::from_utf8(obscured.stdout).unwrap().trim().to_owned();
         let remote = format!(":webdav,url='{dav}',user=demo,pass='{obscured}':tree");
         let source = scratch.path().join("source");

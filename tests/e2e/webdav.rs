@@ -462,7 +462,11 @@ async fn put_streamed(s: &Arc<Setup>, name: &str, data: &[u8], announced: usize)
         }
     });
     for chunk in data.chunks(64 << 10) {
-        if sender.send(Ok(bytes::Bytes::copy_from_slice(chunk))).await.is_err() {
+        if sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .is_err()
+        {
             break;
         }
         assert_eq!(s.quota.used("alice"), 0, "a streamed PUT is not spooled");

@@ -247,7 +247,7 @@ impl std::fmt::Debug for WriteFile {
 /// Where a PUT's bytes go.
 enum Sink {
     /// The encrypted spool, stored at the flush.
-    Spool(Spool),
+    Spool(Box<Spool>),
     /// Straight into the encoder (convergence off, the length announced).
     Stream(StreamedUpload),
 }
@@ -271,7 +271,10 @@ fn spool_error(e: std::io::Error) -> DavError {
 impl WriteFile {
     async fn write(&mut self, data: Bytes) -> Result<(), DavError> {
         let len = data.len() as u64;
-        if self.expected.is_some_and(|expected| self.written + len > expected) {
+        if self
+            .expected
+            .is_some_and(|expected| self.written + len > expected)
+        {
             // Past the announced length: nothing more is taken (and nothing will be stored).
             self.sink = None;
             return Err(DavError::GeneralFailure);
@@ -305,7 +308,7 @@ impl WriteFile {
             return Err(DavError::GeneralFailure);
         }
         let mut spool = match sink {
-            Sink::Spool(spool) => spool,
+            Sink::Spool(spool) => *spool,
             Sink::Stream(upload) => {
                 let result = upload.finish().await.map_err(upload_error)?;
                 target.link_uploaded(result.cap, None).await.map_err(dav_error)?;
@@ -506,7 +509,7 @@ impl GuardedFileSystem<DavUser> for GridDav {
             spool.hash_with(target.convergent_hasher());
             let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
                 target: Some(target),
-                sink: Some(Sink::Spool(spool)),
+                sink: Some(Sink::Spool(Box::new(spool))),
                 expected: options.size,
                 written: 0,
                 meta,
