@@ -622,5 +622,22 @@ mod tests {
             announced("::", &["[fd00::5]:3457".to_owned()]),
             format!("http://[fd00::5]:{port}/")
         );
+        // An `ssl:` web port is https:// in node.url and in what is announced (and linked).
+        let tls = crate::config::Endpoint {
+            tls: Some(crate::config::TlsFiles {
+                private_key: "k.pem".into(),
+                certificate: "c.pem".into(),
+                extra_chain: None,
+            }),
+            ..endpoint("0.0.0.0")
+        };
+        assert_eq!(
+            announced_web_url(&listener, &tls, &hints).unwrap(),
+            format!("https://10.231.7.12:{port}/")
+        );
+        assert_eq!(
+            web_url(&listener, &tls).unwrap(),
+            format!("https://127.0.0.1:{port}/")
+        );
     }
 }
