@@ -9,6 +9,7 @@ mod login_limit;
 mod prefetch;
 pub mod sftp;
 mod spool;
+mod streamed;
 #[cfg(test)]
 mod testing;
 pub mod textfile;

@@ -33,6 +33,14 @@ fn node_url(node_dir: &Path) -> anyhow::Result<String> {
         )
     })?;
     let url = url.trim().trim_end_matches('/').to_owned();
+    if url.starts_with("https://") {
+        // A web port over TLS (`ssl:` endpoint): the CLI's client speaks plain HTTP only.
+        bail!(
+            "{} holds an https:// URL (web.port is served over TLS), which the tessera CLI cannot use yet: \
+             use the web API with curl or a browser, or give the gateway a tcp: web.port",
+            path.display()
+        );
+    }
     if !url.starts_with("http://") {
         bail!("{} does not hold an http:// URL", path.display());
     }

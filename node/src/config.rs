@@ -150,11 +150,47 @@ fn parse_date(text: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// A Twisted-style endpoint as Tahoe writes `tub.port` and `web.port`: `tcp:PORT[:interface=ADDR]`.
+/// A Twisted-style endpoint as Tahoe writes `tub.port` and `web.port`: `tcp:PORT[:interface=ADDR]`,
+/// and for the web ports (`[node] web.port`, `[webdav] port`) Twisted's TLS form
+/// `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:interface=ADDR]` ([`Endpoint::parse_web`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     pub(crate) port: u16,
     pub(crate) interface: String,
+    /// The key and certificate files of an `ssl:` endpoint (served over TLS).
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+/// The files of an `ssl:` endpoint, resolved against the node directory (Tahoe runs in it, so
+/// Twisted opens relative names there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// `privateKey=`: the PEM private key.
+    pub(crate) private_key: PathBuf,
+    /// `certKey=`: the PEM certificate (and any chain after it); Twisted's default is the
+    /// `privateKey` file itself.
+    pub(crate) certificate: PathBuf,
+    /// `extraCertChain=`: PEM certificates sent after the certificate.
+    pub(crate) extra_chain: Option<PathBuf>,
+}
+
+/// Splits a Twisted endpoint description at its colons; `\` escapes the next character (so a
+/// path may hold `\:`), as Twisted's `serverFromString` reads it.
+fn endpoint_fields(text: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().expect("never empty").push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().expect("never empty").push(c),
+        }
+    }
+    fields
 }
 
 impl Endpoint {
@@ -164,6 +200,7 @@ impl Endpoint {
             return Some(Endpoint {
                 port,
                 interface: "0.0.0.0".to_owned(),
+                tls: None,
             });
         }
         let mut parts = text.split(':');
@@ -175,7 +212,66 @@ impl Endpoint {
         for option in parts {
             interface = option.strip_prefix("interface=")?.to_owned();
         }
-        Some(Endpoint { port, interface })
+        Some(Endpoint {
+            port,
+            interface,
+            tls: None,
+        })
+    }
+
+    /// A web port: [`Endpoint::parse`]'s forms (`plain`: [`Endpoint::parse_listen`]'s), or
+    /// Twisted's `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem]
+    /// [:interface=ADDR]` (the port may also be given as `port=PORT`), whose file names are
+    /// resolved against `node_dir`. Other `ssl:` options (`sslmethod`, `dhParameters`, …) are
+    /// refused rather than ignored.
+    pub(crate) fn parse_web(text: &str, node_dir: &Path, plain: fn(&str) -> Option<Self>) -> Option<Self> {
+        let text = text.trim();
+        if !text.starts_with("ssl:") {
+            return plain(text);
+        }
+        let mut fields = endpoint_fields(text);
+        fields.remove(0);
+        let (mut port, mut interface, mut key, mut cert, mut chain) = (None, None, None, None, None);
+        if fields.first().is_some_and(|first| !first.contains('=')) {
+            port = Some(fields.remove(0).parse::<u16>().ok()?);
+        }
+        for field in fields {
+            let (name, value) = field.split_once('=')?;
+            if value.is_empty() {
+                return None;
+            }
+            let slot = match name {
+                "port" if port.is_none() => {
+                    port = Some(value.parse::<u16>().ok()?);
+                    continue;
+                }
+                "interface" => &mut interface,
+                "privateKey" => &mut key,
+                "certKey" => &mut cert,
+                "extraCertChain" => &mut chain,
+                _ => return None,
+            };
+            if slot.replace(value.to_owned()).is_some() {
+                return None;
+            }
+        }
+        let private_key = node_dir.join(key?);
+        Some(Endpoint {
+            port: port?,
+            interface: interface
+                .map(|i| i.trim_matches(['[', ']']).to_owned())
+                .unwrap_or_else(|| "0.0.0.0".to_owned()),
+            tls: Some(TlsFiles {
+                certificate: cert.map_or_else(|| private_key.clone(), |c| node_dir.join(c)),
+                private_key,
+                extra_chain: chain.map(|c| node_dir.join(c)),
+            }),
+        })
+    }
+
+    /// The URL scheme of this port: `https` when it is served over TLS.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// A frontend's listening address: Tahoe's `tcp:PORT:interface=HOST` or plain `HOST:PORT`.
@@ -185,6 +281,7 @@ impl Endpoint {
             Some(Endpoint {
                 port: port.parse().ok()?,
                 interface: host.trim_matches(['[', ']']).to_owned(),
+                tls: None,
             })
         })
     }
@@ -322,6 +419,7 @@ impl SftpdConfig {
             port: Endpoint {
                 port: 8022,
                 interface: "127.0.0.1".into(),
+                tls: None,
             },
             host_privkey_file: node_dir.join("private").join("ssh_host_ed25519_key"),
             host_pubkey_file: node_dir.join("private").join("ssh_host_ed25519_key.pub"),
@@ -711,7 +809,20 @@ impl NodeConfig {
             nickname: get("node", "nickname")
                 .map(|(v, _)| v.to_owned())
                 .unwrap_or_default(),
-            web_port: endpoint("web.port")?,
+            web_port: match get("node", "web.port") {
+                None => None,
+                Some((v, line)) => {
+                    Some(Endpoint::parse_web(v, node_dir, Endpoint::parse).ok_or_else(|| {
+                        invalid(
+                            "node",
+                            "web.port",
+                            line,
+                            "an endpoint such as tcp:3456:interface=127.0.0.1, or \
+                         ssl:3456:privateKey=KEY.pem:certKey=CERT.pem:interface=127.0.0.1",
+                        )
+                    })?)
+                }
+            },
             web_limits,
             web_spool_quota,
             tub_port,
@@ -884,7 +995,7 @@ pub(crate) enum FtpTls {
 }
 
 /// Whether an interface name is a loopback address.
-fn is_loopback(interface: &str) -> bool {
+pub(crate) fn is_loopback(interface: &str) -> bool {
     interface == "localhost"
         || interface
             .parse::<std::net::IpAddr>()
@@ -906,6 +1017,7 @@ fn listen_port(
         None => Ok(Endpoint {
             port: default_port,
             interface: "127.0.0.1".into(),
+            tls: None,
         }),
         Some((v, line)) => Endpoint::parse_listen(v)
             .ok_or_else(|| invalid(section, "port", line, "HOST:PORT or tcp:PORT:interface=HOST")),
@@ -982,7 +1094,9 @@ impl FtpdConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WebdavConfig {
     pub(crate) enabled: bool,
-    /// `port`: `HOST:PORT` or Tahoe's `tcp:8080:interface=127.0.0.1` (default 127.0.0.1:8080).
+    /// `port`: `HOST:PORT` or Tahoe's `tcp:8080:interface=127.0.0.1` (default 127.0.0.1:8080), or
+    /// `ssl:8080:privateKey=KEY.pem:certKey=CERT.pem:interface=HOST` for WebDAV over TLS (as
+    /// `[node] web.port`).
     pub(crate) port: Endpoint,
     /// `accounts.file` (default `private/accounts`, shared with `[sftpd]` and `[ftpd]`).
     pub(crate) accounts_file: PathBuf,
@@ -997,7 +1111,18 @@ impl WebdavConfig {
         invalid: &dyn Fn(&str, &str, usize, &str) -> anyhow::Error,
         enabled: bool,
     ) -> anyhow::Result<Self> {
-        let port = listen_port(get, invalid, "webdav", 8080)?;
+        let port = match get("webdav", "port") {
+            Some((v, line)) => Endpoint::parse_web(v, node_dir, Endpoint::parse_listen).ok_or_else(|| {
+                invalid(
+                    "webdav",
+                    "port",
+                    line,
+                    "HOST:PORT, tcp:PORT:interface=HOST or \
+                     ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem:interface=HOST",
+                )
+            })?,
+            None => listen_port(get, invalid, "webdav", 8080)?,
+        };
         let accounts_file = match get("webdav", "accounts.file") {
             Some((v, _)) => node_dir.join(v),
             None => node_dir.join("private").join("accounts"),
@@ -1106,6 +1231,85 @@ mod tests {
         assert!(load("[storage]\nupload.takeover_after = soon\n").is_err());
     }
 
+    /// Tahoe's `ssl:` endpoint (Twisted's) for the web ports: files resolved against the node
+    /// directory, `certKey` defaulting to `privateKey`, `port=` and escaped colons; storage's
+    /// `tub.port` and the FTP/SFTP ports stay plain; anything else in an `ssl:` endpoint is refused.
+    #[test]
+    fn web_ports_take_tahoes_ssl_endpoint() {
+        let config = load(
+            "[node]\nweb.port = ssl:3456:privateKey=private/web.key:certKey=/etc/web.crt:interface=127.0.0.1\n\
+             [webdav]\nport = ssl:port=0:privateKey=both.pem:extraCertChain=chain\\:1.pem\n",
+        )
+        .unwrap();
+        let web = config.web_port.unwrap();
+        assert_eq!(web.socket_address(), "127.0.0.1:3456");
+        assert_eq!(web.scheme(), "https");
+        assert_eq!(
+            web.tls,
+            Some(TlsFiles {
+                private_key: "/n/private/web.key".into(),
+                certificate: "/etc/web.crt".into(),
+                extra_chain: None,
+            })
+        );
+        let dav = config.webdav.port;
+        assert_eq!(
+            (dav.port, dav.interface.as_str(), dav.scheme()),
+            (0, "0.0.0.0", "https")
+        );
+        assert_eq!(
+            dav.tls,
+            Some(TlsFiles {
+                private_key: "/n/both.pem".into(),
+                certificate: "/n/both.pem".into(),
+                extra_chain: Some("/n/chain:1.pem".into()),
+            })
+        );
+        let plain = load("[node]\nweb.port = tcp:3456\n[webdav]\nport = [::1]:8080\n").unwrap();
+        assert_eq!(plain.web_port.unwrap().scheme(), "http");
+        assert_eq!(plain.webdav.port.tls, None);
+        assert_eq!(plain.webdav.port.socket_address(), "[::1]:8080");
+        for (text, needle) in [
+            ("[node]\nweb.port = ssl:3456\n", "[node] web.port must be"),
+            (
+                "[node]\nweb.port = ssl:3456:certKey=c.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:privateKey=k.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=k.pem:sslmethod=TLSv1\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=k.pem:privateKey=j.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:99999:privateKey=k.pem\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[node]\nweb.port = ssl:3456:privateKey=\n",
+                "[node] web.port must be",
+            ),
+            (
+                "[webdav]\nport = ssl:8080:interface=127.0.0.1\n",
+                "[webdav] port must be",
+            ),
+            (
+                "[node]\ntub.port = ssl:3457:privateKey=k.pem\n",
+                "[node] tub.port must be",
+            ),
+            ("[ftpd]\nport = ssl:21:privateKey=k.pem\n", "[ftpd] port must be"),
+        ] {
+            let error = format!("{:#}", load(text).expect_err(text));
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
     #[test]
     fn webdav_defaults_and_keys() {
         let config = load("[node]\nnickname = x\n").unwrap();
@@ -1204,7 +1408,8 @@ mod tests {
             config.tub_port,
             Some(Endpoint {
                 port: 3457,
-                interface: "127.0.0.1".into()
+                interface: "127.0.0.1".into(),
+                tls: None,
             })
         );
         assert_eq!(config.tub_location, vec!["example.org:3457".to_owned()]);

@@ -64,14 +64,20 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     // The web port is taken first: a storage node announces its address (tcp:0 picks it now).
     let web = match &config.web_port {
         Some(web) => {
+            // The key and certificate of an `ssl:` web port are read before anything listens.
+            let tls = web
+                .tls
+                .as_ref()
+                .map(|files| crate::webtls::server_config(files, "[node] web.port", &dir.join("tahoe.cfg")))
+                .transpose()?;
             let listener = bind(web, &dir, "[node] web.port").await?;
             let url = announced_web_url(&listener, web, &config.tub_location)?;
-            Some((listener, web, url))
+            Some((WebListener { listener, web, tls }, url))
         }
         None => None,
     };
     let storage = if config.storage_enabled {
-        let url = web.as_ref().map(|(_, _, url)| url.clone());
+        let url = web.as_ref().map(|(_, url)| url.clone());
         let (task, server) = start_storage(&dir, &config, url, shutdown_rx.clone()).await?;
         tasks.push(task);
         Some(server)
@@ -82,9 +88,9 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     if gateway
         && (config.web_port.is_some() || config.sftp.enabled || config.ftp.enabled || config.webdav.enabled)
     {
-        let listener = web.map(|(listener, web, _)| (listener, web));
+        let listener = web.map(|(listener, _)| listener);
         tasks.extend(start_gateway(&dir, &config, storage, listener, shutdown_rx.clone()).await?);
-    } else if let Some((listener, web, _)) = web {
+    } else if let Some((listener, _)) = web {
         let mut status = frontends::web::status::NodeStatus::new(config.nickname.clone());
         status.storage = storage;
         // An introducer's web port shows its announcements, subscribers and counters.
@@ -93,7 +99,6 @@ async fn run_node(dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         tasks.push(serve_on(
             &dir,
             listener,
-            web,
             &config,
             router,
             "node status",
@@ -227,7 +232,7 @@ async fn start_gateway(
     dir: &Path,
     config: &NodeConfig,
     storage: Option<Arc<StorageServer>>,
-    web_listener: Option<(tokio::net::TcpListener, &crate::config::Endpoint)>,
+    web_listener: Option<WebListener<'_>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<ServerTask>> {
     let grid = crate::client::build_grid(dir, config)?;
@@ -276,9 +281,15 @@ async fn start_gateway(
     }
     grid.probe().await;
     crate::client::spawn_prober(std::sync::Arc::clone(&grid), shutdown.clone());
-    let Some((listener, web)) = web_listener else {
+    let Some(listener) = web_listener else {
         return Ok(tasks);
     };
+    if listener.tls.is_none() && !crate::config::is_loopback(&listener.web.interface) {
+        warn!(
+            "[node] web.port is beyond loopback and the web gateway is served without TLS: caps cross the \
+             network in the clear (Tahoe's ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem serves it over TLS)"
+        );
+    }
     // Tahoe makes the token anew each time a client node starts.
     let token = nodedir::write_api_auth_token(dir)?;
     let mut state = frontends::web::WebState::new(grid, config.nickname.clone())
@@ -292,16 +303,15 @@ async fn start_gateway(
         state = state.with_storage(storage);
     }
     let router = frontends::web::router(state);
-    tasks.push(serve_on(
-        dir,
-        listener,
-        web,
-        config,
-        router,
-        "web gateway",
-        shutdown,
-    )?);
+    tasks.push(serve_on(dir, listener, config, router, "web gateway", shutdown)?);
     Ok(tasks)
+}
+
+/// The node's bound web port, its configuration, and its TLS configuration when it is `ssl:`.
+struct WebListener<'a> {
+    listener: tokio::net::TcpListener,
+    web: &'a crate::config::Endpoint,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The URL of a node's web port as `node.url` gives it (127.0.0.1 for a port on every interface).
@@ -312,7 +322,7 @@ fn web_url(listener: &tokio::net::TcpListener, web: &crate::config::Endpoint) ->
     } else {
         web.interface.as_str()
     };
-    Ok(format!("http://{}:{port}/", url_host(host)))
+    Ok(format!("{}://{}:{port}/", web.scheme(), url_host(host)))
 }
 
 /// An address as a URL's host: an IPv6 address in brackets.
@@ -340,7 +350,8 @@ fn announced_web_url(
         .filter(|host| !host.is_empty());
     match location_host {
         Some(host) if every_interface => Ok(format!(
-            "http://{}:{}/",
+            "{}://{}:{}/",
+            web.scheme(),
             url_host(host),
             listener.local_addr()?.port()
         )),
@@ -352,24 +363,24 @@ fn announced_web_url(
 /// URL of the node's web port).
 fn serve_on(
     dir: &Path,
-    listener: tokio::net::TcpListener,
-    web: &crate::config::Endpoint,
+    web: WebListener<'_>,
     config: &NodeConfig,
     router: axum::Router,
     what: &'static str,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<ServerTask> {
+    let WebListener { listener, web, tls } = web;
     let port = listener.local_addr()?.port();
     nodedir::write_private(
         &dir.join("node.url"),
         format!("{}\n", web_url(&listener, web)?).as_bytes(),
     )?;
-    info!(port, "{what} listening");
+    info!(port, tls = tls.is_some(), "{what} listening");
     let router = crate::weblayers::wrap(router, Some(&config.web_static));
     let mut stop = shutdown;
     let limits = config.web_limits;
     Ok(tokio::spawn(async move {
-        frontends::web::serve(listener, router, limits, async move {
+        frontends::web::serve_tls(listener, router, limits, tls, async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         })
         .await
@@ -588,6 +599,7 @@ mod tests {
         let endpoint = |interface: &str| crate::config::Endpoint {
             port: 0,
             interface: interface.to_owned(),
+            tls: None,
         };
         let hints = ["10.231.7.12:3457".to_owned(), "example.org:3457".to_owned()];
         let announced = |interface: &str, hints: &[String]| {
@@ -609,6 +621,23 @@ mod tests {
         assert_eq!(
             announced("::", &["[fd00::5]:3457".to_owned()]),
             format!("http://[fd00::5]:{port}/")
+        );
+        // An `ssl:` web port is https:// in node.url and in what is announced (and linked).
+        let tls = crate::config::Endpoint {
+            tls: Some(crate::config::TlsFiles {
+                private_key: "k.pem".into(),
+                certificate: "c.pem".into(),
+                extra_chain: None,
+            }),
+            ..endpoint("0.0.0.0")
+        };
+        assert_eq!(
+            announced_web_url(&listener, &tls, &hints).unwrap(),
+            format!("https://10.231.7.12:{port}/")
+        );
+        assert_eq!(
+            web_url(&listener, &tls).unwrap(),
+            format!("https://127.0.0.1:{port}/")
         );
     }
 }

@@ -30,6 +30,7 @@ mod output;
 mod refused;
 mod webdavd;
 mod weblayers;
+mod webtls;
 
 use clap::{Parser, Subcommand};
 

@@ -402,8 +402,12 @@ fn web_port_line(webport: &str) -> anyhow::Result<String> {
     if webport == "none" {
         return Ok(String::new());
     }
-    if crate::config::Endpoint::parse(webport).is_none() {
-        bail!("--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1, or none");
+    // Only checked here: an `ssl:` endpoint's files are read when the node starts.
+    if crate::config::Endpoint::parse_web(webport, Path::new("."), crate::config::Endpoint::parse).is_none() {
+        bail!(
+            "--webport {webport:?} must be an endpoint such as tcp:3456:interface=127.0.0.1 or \
+             ssl:3456:privateKey=KEY.pem:certKey=CERT.pem:interface=127.0.0.1, or none"
+        );
     }
     Ok(format!("web.port = {webport}\n"))
 }

@@ -1,5 +1,6 @@
-//! The WebDAV server (`[webdav]`): the accounts file shared with SFTP and FTP, the listener, and
-//! `webdav.url` telling where it listens.
+//! The WebDAV server (`[webdav]`): the accounts file shared with SFTP and FTP, the listener (over
+//! TLS when `port` is Tahoe's `ssl:` endpoint, as `[node] web.port` may be), and `webdav.url`
+//! telling where it listens (`https://` then).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,15 +26,24 @@ pub(crate) async fn start(
             "the WebDAV accounts file has no usable account yet; add one with `tessera admin add-user`"
         );
     }
-    if !webdav.port.interface.starts_with("127.") && webdav.port.interface != "localhost" {
+    // The key and certificate of an `ssl:` port are read before anything listens.
+    let tls = webdav
+        .port
+        .tls
+        .as_ref()
+        .map(|files| crate::webtls::server_config(files, "[webdav] port", &dir.join("tahoe.cfg")))
+        .transpose()?;
+    if tls.is_none() && !crate::config::is_loopback(&webdav.port.interface) {
         warn!(
-            "[webdav] port is beyond loopback and WebDAV is served without TLS: passwords and caps cross the network in the clear"
+            "[webdav] port is beyond loopback and WebDAV is served without TLS: passwords and caps cross the network in the clear \
+             (ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem serves it over TLS)"
         );
     }
     let listener = crate::daemon::bind(&webdav.port, dir, "[webdav] port").await?;
     let local = listener.local_addr()?;
-    nodedir::write_private(&dir.join("webdav.url"), format!("http://{local}/\n").as_bytes())?;
-    info!(address = %local, "WebDAV server listening");
+    let url = format!("{}://{local}/\n", webdav.port.scheme());
+    nodedir::write_private(&dir.join("webdav.url"), url.as_bytes())?;
+    info!(address = %local, tls = tls.is_some(), "WebDAV server listening");
     let config = frontends::webdav::WebdavConfig {
         grid,
         accounts,
@@ -48,7 +58,7 @@ pub(crate) async fn start(
         let stopped = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
-        frontends::webdav::serve(listener, config, stopped)
+        frontends::webdav::serve_tls(listener, config, tls, stopped)
             .await
             .context("the WebDAV server failed")
     }))

@@ -2,14 +2,15 @@
 //! Form fields other than `file` are bounded one by one and together (413); SDMF bodies are
 //! bounded (413, the file unchanged); no plaintext of an upload reaches the disk (the spool is
 //! encrypted); and the served socket closes a connection that does not finish its request head in
-//! time and refuses connections past the cap while the others go on.
+//! time and refuses connections past the cap while the others go on; over TLS, a handshake that
+//! stalls or fails blocks no one and is closed after the timeout.
 
 use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use frontends::web::{ServeLimits, serve};
+use frontends::web::{ServeLimits, serve, serve_tls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::web::Gateway;
@@ -571,4 +572,53 @@ async fn an_announced_length_past_the_quota_is_not_believed() {
     let (status, _, back) = gw.get(&format!("/uri/{cap}"), &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(back, data);
+}
+
+/// `serve_tls`: a connection that never starts its handshake, and one that speaks plain HTTP,
+/// hold up no one (a TLS client is served at once, well within the timeout) and get no HTTP
+/// answer; the stalled one is closed once `header_read_timeout` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_failed_tls_handshake_blocks_no_one() {
+    let identity = storage::tls::TlsIdentity::generate().unwrap();
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(5),
+        max_connections: 16,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = std::sync::Arc::new(identity.server_config().unwrap());
+    tokio::spawn(serve_tls(listener, app(), limits, Some(config), async move {
+        let _ = stopped.await;
+    }));
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut plain = tokio::net::TcpStream::connect(address).await.unwrap();
+    let answer = get_hello(&mut plain).await;
+    assert!(
+        !answer.contains("HTTP/1.1") && !answer.contains("hello"),
+        "{answer}"
+    );
+    let client = storage::tls::pinned_client_config(&identity.spki_hash()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("tessera").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await; // No close_notify is needed to end it.
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("hello"), "{out}");
+    assert!(
+        started.elapsed() < limits.header_read_timeout,
+        "the TLS client waited for the stalled handshake: {:?}",
+        started.elapsed()
+    );
+    // The stalled connection is closed after the timeout, with nothing sent.
+    assert_eq!(read_until_closed(&mut stalled).await, "");
+    assert!(started.elapsed() >= limits.header_read_timeout - Duration::from_millis(100));
 }

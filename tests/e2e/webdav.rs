@@ -26,14 +26,25 @@ struct Setup {
     router: axum::Router,
     accounts: Arc<AccountsFile>,
     counters: Arc<frontends::Counters>,
+    quota: Arc<SpoolQuota>,
     alice: DirNode,
     bob: DirNode,
 }
 
 async fn setup(quota: u64) -> Setup {
+    setup_with(quota, true).await
+}
+
+/// A WebDAV router over a 5-server grid whose client uploads convergently or, as with `[client]
+/// convergence = false`, with random keys.
+async fn setup_with(quota: u64, convergent: bool) -> Setup {
     let grid = TestGrid::new(5);
+    let mut secrets = grid.secrets.clone();
+    if !convergent {
+        secrets.convergence = None;
+    }
     let client = Arc::new(Grid::with_key_pool(
-        grid.secrets.clone(),
+        secrets,
         UploadParams {
             needed: 2,
             happy: 3,
@@ -57,11 +68,12 @@ async fn setup(quota: u64) -> Setup {
     add_user(&path, "bob", &Credential::Password("bob pw".into()), bob.cap()).unwrap();
     let accounts = Arc::new(AccountsFile::new(&path));
     let counters = frontends::Counters::new();
+    let spool_quota = SpoolQuota::new(quota);
     let router = router(WebdavConfig {
         grid: Arc::clone(&client),
         accounts: Arc::clone(&accounts),
         spool_dir: Some(dir.path().to_owned()),
-        spool_quota: SpoolQuota::new(quota),
+        spool_quota: Arc::clone(&spool_quota),
         limits: frontends::web::ServeLimits::default(),
         failure_delay: std::time::Duration::ZERO,
         counters: Arc::clone(&counters),
@@ -71,6 +83,7 @@ async fn setup(quota: u64) -> Setup {
         _dir: dir,
         router,
         counters,
+        quota: spool_quota,
         accounts,
         alice,
         bob,
@@ -389,4 +402,80 @@ async fn a_put_hashed_as_it_arrives_links_the_convergent_file() {
     assert_eq!(status, StatusCode::CREATED);
     let child = s.alice.get("converged.bin").await.unwrap();
     assert_eq!(child.cap.to_string(), expected.to_string());
+}
+
+/// Issue 17: with convergence off (`[client] convergence = false`), a PUT of a new immutable file
+/// whose length is announced streams into the encoder as it arrives: nothing is charged to the
+/// spool quota while it does (large, past the one-request size, or small), it reads back byte for
+/// byte, and the same bytes again are another file (a random key). A body cut short stores
+/// nothing; a body without a length still goes through the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_with_convergence_off_streams_without_a_spool() {
+    let s = Arc::new(setup_with(64 << 20, false).await);
+    for (name, len) in [("big.bin", 5_000_000usize), ("small.bin", 100_000)] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let (status, cap) = put_streamed(&s, name, &data, data.len()).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}");
+        assert!(cap.starts_with("URI:CHK:"), "{cap}");
+        let (status, _, back) = call(&s, ALICE, "GET", &format!("/{name}"), &[], Body::empty()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(back == data, "{name}: {len} bytes read back");
+        let (status, again) = put_streamed(&s, name, &data, data.len()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{name} replaced");
+        assert_ne!(again, cap, "{name}: convergence is off");
+    }
+    // Cut short: 600,000 of 1,000,000 bytes arrive, and nothing is linked.
+    let data = vec![9u8; 600_000];
+    let (status, _) = put_streamed(&s, "short.bin", &data, 1_000_000).await;
+    assert!(!status.is_success(), "{status}");
+    assert!(s.alice.get("short.bin").await.is_err(), "nothing stored");
+    // No length announced: spooled (and still a random key).
+    let chunks = futures::stream::iter(
+        (0..3).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; 70_000]))),
+    );
+    let (status, _, _) = call(&s, ALICE, "PUT", "/chunked.bin", &[], Body::from_stream(chunks)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, _, back) = call(&s, ALICE, "GET", "/chunked.bin", &[], Body::empty()).await;
+    assert_eq!(back.len(), 210_000);
+    assert_eq!(s.quota.used("alice"), 0, "every spool given back");
+}
+
+/// PUTs `data` to `/name` announcing `announced` bytes, through a channel, checking after each
+/// chunk that nothing is charged to the spool quota; the status and the cap linked (if any).
+async fn put_streamed(s: &Arc<Setup>, name: &str, data: &[u8], announced: usize) -> (StatusCode, String) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let put = tokio::spawn({
+        let (s, uri, length) = (Arc::clone(s), format!("/{name}"), announced.to_string());
+        async move {
+            call(
+                &s,
+                ALICE,
+                "PUT",
+                &uri,
+                &[("content-length", length.as_str())],
+                Body::from_stream(stream),
+            )
+            .await
+        }
+    });
+    for chunk in data.chunks(64 << 10) {
+        if sender
+            .send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert_eq!(s.quota.used("alice"), 0, "a streamed PUT is not spooled");
+    }
+    drop(sender);
+    let (status, _, _) = put.await.unwrap();
+    let cap = match s.alice.get(name).await {
+        Ok(child) => child.cap.to_string(),
+        Err(_) => String::new(),
+    };
+    (status, cap)
 }

@@ -1142,6 +1142,14 @@ impl WriteTarget {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Whether [`WriteTarget::commit`] would upload a new immutable file with a random key (the
+    /// grid's convergence is off, and no mutable file is written in place): the bytes may then
+    /// stream into the encoder as they arrive ([`Grid::upload_streamed`], which needs their
+    /// length first), and the file so made be linked with [`WriteTarget::link_stored`].
+    pub fn uploads_without_convergence(&self) -> bool {
+        matches!(self.destination, Destination::Link { .. }) && self.grid.secrets().convergence.is_none()
+    }
 }
 
 /// A [`ChunkSource`] over a stream of chunks (a file's ranged read): each call gathers up to the

@@ -32,7 +32,7 @@ use serde::Deserialize;
 pub use error::WebError;
 pub use metrics::{Exposition, Metrics, MetricsFormat, redact_path};
 pub use pages::Pages;
-pub use serve::{ServeLimits, serve};
+pub use serve::{ServeLimits, serve, serve_tls};
 
 /// The default of `[node] web.spool.quota`: bytes that all web uploads in progress may hold
 /// together in their spools (10 GiB, as SFTP's and FTP's per-user default).

@@ -11,6 +11,12 @@
 //!   spooled encrypted ([`Spool`], per-user quota) as it arrives, and stored when dav-server
 //!   flushes the file: only if every byte the request announced arrived (dav-server flushes a
 //!   body that ended early, then answers 400).
+//! - A PUT that makes a new immutable file on a gateway whose convergence is off
+//!   (`[client] convergence = false`), with its length announced (`Content-Length`, or macOS's
+//!   `X-Expected-Entity-Length`: dav-server gives it to `open` as `OpenOptions::size`), is not
+//!   spooled: its bytes stream into the encoder as they arrive ([`StreamedUpload`], as the web
+//!   gateway's `convergence=false` uploads) and the file is linked at the flush, only if exactly
+//!   the announced bytes arrived. Nothing is charged to the spool quota.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -31,6 +37,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::SpoolQuota;
 use crate::spool::Spool;
+use crate::streamed::StreamedUpload;
 
 /// Objects one COPY request may create or link (dav-server copies a tree one object at a time).
 pub(crate) const MAX_COPY_OBJECTS: usize = filenode::fs::MAX_COPY_ENTRIES;
@@ -221,10 +228,10 @@ impl ReadFile {
     }
 }
 
-/// A file open for writing: the checked target and the encrypted spool of what arrived.
+/// A file open for writing: the checked target and where the bytes go as they arrive.
 struct WriteFile {
     target: Option<WriteTarget>,
-    spool: Option<Spool>,
+    sink: Option<Sink>,
     /// The size the request announced (Content-Length), if any.
     expected: Option<u64>,
     written: u64,
@@ -239,6 +246,20 @@ impl std::fmt::Debug for WriteFile {
     }
 }
 
+/// Where a PUT's bytes go.
+enum Sink {
+    /// The encrypted spool, stored at the flush.
+    Spool(Box<Spool>),
+    /// Straight into the encoder (convergence off, the length announced).
+    Stream(StreamedUpload),
+}
+
+/// A streamed upload's failure as dav-server's status (the layer's mapping, so a grid without
+/// enough servers is what it is for a spooled PUT).
+fn upload_error(e: filenode::grid::upload::UploadError) -> DavError {
+    dav_error(FsError::from(NodeError::from(e)))
+}
+
 fn spool_error(e: std::io::Error) -> DavError {
     if e.kind() == std::io::ErrorKind::QuotaExceeded {
         tracing::info!("WebDAV upload refused: past the user's spool quota");
@@ -250,24 +271,57 @@ fn spool_error(e: std::io::Error) -> DavError {
 }
 
 impl WriteFile {
-    async fn write(&mut self, data: &[u8]) -> Result<(), DavError> {
-        let spool = self.spool.as_mut().ok_or(DavError::GeneralFailure)?;
-        spool.write_at(self.written, data).await.map_err(spool_error)?;
-        self.written += data.len() as u64;
-        if self.expected.is_some_and(|expected| self.written > expected) {
+    async fn write(&mut self, data: Bytes) -> Result<(), DavError> {
+        let len = data.len() as u64;
+        if self
+            .expected
+            .is_some_and(|expected| self.written + len > expected)
+        {
+            // Past the announced length: nothing more is taken (and nothing will be stored).
+            self.sink = None;
             return Err(DavError::GeneralFailure);
         }
+        match self.sink.as_mut().ok_or(DavError::GeneralFailure)? {
+            Sink::Spool(spool) => spool.write_at(self.written, &data).await.map_err(spool_error)?,
+            Sink::Stream(upload) => {
+                if upload.send(data).await.is_err() {
+                    // The upload failed: say why.
+                    let Some(Sink::Stream(upload)) = self.sink.take() else {
+                        return Err(DavError::GeneralFailure);
+                    };
+                    return Err(match upload.finish().await {
+                        Err(e) => upload_error(e),
+                        Ok(_) => DavError::GeneralFailure,
+                    });
+                }
+            }
+        }
+        self.written += len;
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), DavError> {
-        let (Some(target), Some(mut spool)) = (self.target.take(), self.spool.take()) else {
+        let (Some(target), Some(sink)) = (self.target.take(), self.sink.take()) else {
             return Ok(());
         };
         if self.expected.is_some_and(|expected| expected != self.written) {
-            // The body ended early (or ran long): storing it would store a wrong file.
+            // The body ended early (or ran long): storing it would store a wrong file (a streamed
+            // upload dropped here ends short, and stores nothing).
             return Err(DavError::GeneralFailure);
         }
+        let mut spool = match sink {
+            Sink::Spool(spool) => *spool,
+            Sink::Stream(upload) => {
+                let result = upload.finish().await.map_err(upload_error)?;
+                target
+                    .link_stored(&filenode::cap::Cap::File(result.cap), None)
+                    .await
+                    .map_err(dav_error)?;
+                self.meta.len = result.size;
+                self.meta.modified = Some(SystemTime::now());
+                return Ok(());
+            }
+        };
         spool.flush().await.map_err(spool_error)?;
         let len = spool.size();
         let mut reader = spool.into_reader();
@@ -302,7 +356,7 @@ impl DavFile for OpenFile {
             };
             // One copy at most (none when the buffer is already `Bytes`).
             let bytes = buf.copy_to_bytes(buf.remaining());
-            file.write(&bytes).await
+            file.write(bytes).await
         }
         .boxed()
     }
@@ -312,7 +366,7 @@ impl DavFile for OpenFile {
             let OpenFile::Write(file) = self else {
                 return Err(DavError::Forbidden);
             };
-            file.write(&buf).await
+            file.write(buf).await
         }
         .boxed()
     }
@@ -425,6 +479,27 @@ impl GuardedFileSystem<DavUser> for GridDav {
                     return Err(DavError::InsufficientStorage);
                 }
             }
+            let meta = Meta {
+                len: 0,
+                dir: false,
+                link: false,
+                modified: None,
+                created: None,
+                writable: true,
+                format: "CHK",
+            };
+            if let Some(size) = options.size.filter(|_| target.uploads_without_convergence()) {
+                // Convergence off and the length known: streamed, no spool (see the module).
+                let upload = StreamedUpload::start(Arc::clone(user.fs.grid()), size);
+                let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
+                    target: Some(target),
+                    sink: Some(Sink::Stream(upload)),
+                    expected: Some(size),
+                    written: 0,
+                    meta,
+                })));
+                return Ok(file);
+            }
             let (dir, quota, name) = (
                 user.spool_dir.clone(),
                 Arc::clone(&user.spool_quota),
@@ -439,18 +514,10 @@ impl GuardedFileSystem<DavUser> for GridDav {
             spool.hash_with(target.convergent_hasher());
             let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
                 target: Some(target),
-                spool: Some(spool),
+                sink: Some(Sink::Spool(Box::new(spool))),
                 expected: options.size,
                 written: 0,
-                meta: Meta {
-                    len: 0,
-                    dir: false,
-                    link: false,
-                    modified: None,
-                    created: None,
-                    writable: true,
-                    format: "CHK",
-                },
+                meta,
             })));
             Ok(file)
         }

@@ -113,8 +113,18 @@ pub async fn serve(
     config: WebdavConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(listener, config, None, shutdown).await
+}
+
+/// [`serve`], over TLS with `tls` when it is given (`[webdav] port = ssl:…`).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: WebdavConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let limits = config.limits;
-    crate::web::serve(listener, router(config), limits, shutdown).await
+    crate::web::serve_tls(listener, router(config), limits, tls, shutdown).await
 }
 
 /// The WebDAV router (every path, every method).
