@@ -215,7 +215,7 @@ impl ValidShare {
     }
 }
 
-/// Picks `needed` shares among the good ones for segment `segnum`. The shares never left behind
+/// Picks `needed` shares among the good ones for turn `segnum` (a segment's number). The shares never left behind
 /// that answer within a few times the median latency (the first tier; a share not read yet counts
 /// as fast) take turns: segment `s` uses `needed` of them in a row from position `s × needed`,
 /// cyclically, so a file's segments come from every fast holder found, not from the same k, and
@@ -459,9 +459,17 @@ impl ChkReader {
         Ok((self.info.geometry.segments_for_range(offset, end - offset), end))
     }
 
-    /// Reads one segment and cuts it to the part inside `offset .. end`.
-    async fn read_segment_part(&self, segnum: u64, offset: u64, end: u64) -> Result<Vec<u8>, DownloadError> {
-        let mut plaintext = self.read_segment(segnum).await?;
+    /// Reads one segment and cuts it to the part inside `offset .. end`. A range's first segment
+    /// (`lead`) is read from the lowest shares, whose blocks the opening guessed and asked for
+    /// already; the others take turns ([`pick_for_segment`]).
+    async fn read_segment_part(
+        &self,
+        segnum: u64,
+        offset: u64,
+        end: u64,
+        lead: bool,
+    ) -> Result<Vec<u8>, DownloadError> {
+        let mut plaintext = self.read_segment_from(segnum, (!lead).then_some(segnum)).await?;
         let seg_start = segnum * self.info.geometry.segment_size;
         let from = offset.saturating_sub(seg_start) as usize;
         let to = (end - seg_start).min(plaintext.len() as u64) as usize;
@@ -484,10 +492,10 @@ impl ChkReader {
         let (first, rest) = first_alone(segments);
         Ok(Box::pin(
             stream::iter(first)
-                .then(move |segnum| self.read_segment_part(segnum, offset, end))
+                .then(move |segnum| self.read_segment_part(segnum, offset, end, true))
                 .chain(
                     stream::iter(rest)
-                        .map(move |segnum| self.read_segment_part(segnum, offset, end))
+                        .map(move |segnum| self.read_segment_part(segnum, offset, end, false))
                         .buffered(segments_in_flight()),
                 ),
         ))
@@ -507,13 +515,13 @@ impl ChkReader {
             stream::iter(first)
                 .then(move |segnum| {
                     let reader = Arc::clone(&head);
-                    async move { reader.read_segment_part(segnum, offset, end).await }
+                    async move { reader.read_segment_part(segnum, offset, end, true).await }
                 })
                 .chain(
                     stream::iter(rest)
                         .map(move |segnum| {
                             let reader = Arc::clone(&self);
-                            async move { reader.read_segment_part(segnum, offset, end).await }
+                            async move { reader.read_segment_part(segnum, offset, end, false).await }
                         })
                         .buffered(segments_in_flight()),
                 ),
@@ -528,9 +536,15 @@ impl ChkReader {
 
     /// Fetches, verifies, decodes and decrypts one segment.
     pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, DownloadError> {
+        self.read_segment_from(segnum, Some(segnum)).await
+    }
+
+    /// Reads segment `segnum` from the shares whose turn `turn` is ([`pick_for_segment`]; `None`:
+    /// the lowest).
+    async fn read_segment_from(&self, segnum: u64, turn: Option<u64>) -> Result<Vec<u8>, DownloadError> {
         let needed = self.cap.needed as usize;
         loop {
-            let chosen = self.choose_shares(needed, segnum).await?;
+            let chosen = self.choose_shares(needed, turn.unwrap_or(0)).await?;
             let spares = self.spares(&chosen);
             let (mut blocks, mut failed) = self.fetch_blocks(segnum, chosen, spares).await;
             if blocks.len() < needed {
@@ -694,14 +708,14 @@ impl ChkReader {
         (blocks, failed)
     }
 
-    /// Picks k good shares for segment `segnum` ([`pick_for_segment`]), and validates more sources
+    /// Picks k good shares whose turn `turn` is ([`pick_for_segment`]), and validates more sources
     /// when fewer than k good ones remain.
-    async fn choose_shares(&self, needed: usize, segnum: u64) -> Result<Vec<Arc<ValidShare>>, DownloadError> {
+    async fn choose_shares(&self, needed: usize, turn: u64) -> Result<Vec<Arc<ValidShare>>, DownloadError> {
         loop {
             let batch = {
                 let mut set = self.lock();
                 if set.good.len() >= needed {
-                    return Ok(pick_for_segment(&set.good, needed, segnum));
+                    return Ok(pick_for_segment(&set.good, needed, turn));
                 }
                 let missing = needed - set.good.len();
                 // Every other holder at once (a hedge: some of them may hang too); the first
