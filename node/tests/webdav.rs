@@ -10,6 +10,7 @@
 
 mod common;
 use common::free_port;
+use common::{data, installed};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -103,15 +104,6 @@ impl Drop for Devgrid {
     }
 }
 
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// One curl request: the status, the response headers and the body.
 struct Reply {
     status: u16,
@@ -151,18 +143,6 @@ fn curl(user: &str, args: &[&str]) -> Reply {
         headers: std::fs::read_to_string(&head).unwrap_or_default(),
         body: std::fs::read(&body).unwrap_or_default(),
     }
-}
-
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
 }
 
 /// curl against the devgrid: every method the issue names, with the statuses RFC 4918 gives.

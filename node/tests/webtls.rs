@@ -11,19 +11,11 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod common;
+use common::{data, installed};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 fn tessera(args: &[&str], dir: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -107,18 +99,6 @@ fn curl(cacert: Option<&Path>, args: &[&str]) -> Result<Reply, String> {
         status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
         body: std::fs::read(&body).unwrap_or_default(),
     })
-}
-
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
 }
 
 fn start_devgrid(dir: &Path) -> Running {

@@ -144,3 +144,28 @@ pub(crate) fn rclone(home: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("rclone's output is UTF-8")
 }
+
+/// Whether `program` runs (`program --version`): real clients a test drives when present.
+#[allow(dead_code, reason = "each test binary uses its own part of the helpers")]
+pub(crate) fn installed(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `len` bytes of a xorshift stream from `seed`: test contents that compress badly.
+#[allow(dead_code, reason = "each test binary uses its own part of the helpers")]
+pub(crate) fn data(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
