@@ -773,10 +773,11 @@ impl Drop for Validating<'_> {
 
 /// Validates a batch of sources concurrently. Shares that fail are returned as bad ones, after a
 /// corruption advisory when their bytes are wrong. Once `enough` shares are good, the others get a
-/// grace period (as long again as that took, at least [`HEDGE_BEHIND_OTHERS`]) and are then given
-/// back unanswered, so that a hung or slow server does not hold up opening the file. (It was at
-/// least [`HEDGE_AFTER`]: a share found late, on a server whose listing was slow, then cost the
-/// first byte a further round trip, 220 ms instead of 90 at 50 ms RTT.)
+/// grace period (as long again as that took, at least [`HEDGE_AFTER`]) and are then given back
+/// unanswered, so that a hung server does not hold up opening the file. (A shorter least grace,
+/// 100 ms, left shares unvalidated on a loaded machine, and a corrupt one among them then went
+/// unreported; opening no longer waits on a share outside the guesses anyway when k guessed ones
+/// were found: see [`ChkReader::open_with_late`].)
 async fn validate_batch(
     cap: &ChkCap,
     batch: Vec<Arc<dyn ShareSource>>,
@@ -808,7 +809,7 @@ async fn validate_batch(
                     }
                 }
                 if good.len() >= enough && grace.is_terminated() && !pending.is_empty() {
-                    grace = futures_timer::Delay::new(HEDGE_BEHIND_OTHERS.max(started.elapsed())).fuse();
+                    grace = futures_timer::Delay::new(HEDGE_AFTER.max(started.elapsed())).fuse();
                 }
             }
             () = grace => break,
