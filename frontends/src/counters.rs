@@ -180,6 +180,25 @@ impl ErrorKind {
         }
     }
 
+    /// The kind of a file-system layer's error (`filenode::fs`), beside [`ErrorKind::of_node`].
+    /// (FTP and SFTP count a few kinds their own way: a store that finds too few servers, and what
+    /// their protocols report as a plain failure.)
+    pub fn of_fs(kind: filenode::fs::FsErrorKind) -> ErrorKind {
+        use filenode::fs::FsErrorKind;
+        match kind {
+            FsErrorKind::NotFound => ErrorKind::NotFound,
+            FsErrorKind::Exists | FsErrorKind::NotEmpty | FsErrorKind::Conflict => ErrorKind::Conflict,
+            FsErrorKind::ReadOnly => ErrorKind::Permission,
+            FsErrorKind::NotADirectory
+            | FsErrorKind::IsADirectory
+            | FsErrorKind::BadPath
+            | FsErrorKind::Other => ErrorKind::BadRequest,
+            FsErrorKind::Unavailable => ErrorKind::NotEnoughServers,
+            FsErrorKind::Gone => ErrorKind::NotEnoughShares,
+            FsErrorKind::TooLarge => ErrorKind::Quota,
+        }
+    }
+
     /// The kind of a local IO failure (a spool file, a transfer).
     pub fn of_io(error: &std::io::Error) -> ErrorKind {
         match error.kind() {

@@ -132,18 +132,7 @@ impl WebError {
             WebError::NotFound(_) => ErrorKind::NotFound,
             WebError::Conflict(_) => ErrorKind::Conflict,
             WebError::Node(e) => ErrorKind::of_node(e),
-            WebError::Fs(e) => match e.kind() {
-                FsErrorKind::NotFound => ErrorKind::NotFound,
-                FsErrorKind::Exists | FsErrorKind::NotEmpty | FsErrorKind::Conflict => ErrorKind::Conflict,
-                FsErrorKind::ReadOnly => ErrorKind::Permission,
-                FsErrorKind::NotADirectory
-                | FsErrorKind::IsADirectory
-                | FsErrorKind::BadPath
-                | FsErrorKind::Other => ErrorKind::BadRequest,
-                FsErrorKind::Unavailable => ErrorKind::NotEnoughServers,
-                FsErrorKind::Gone => ErrorKind::NotEnoughShares,
-                FsErrorKind::TooLarge => ErrorKind::Quota,
-            },
+            WebError::Fs(e) => ErrorKind::of_fs(e.kind()),
             WebError::Internal(_) => ErrorKind::Internal,
         }
     }
