@@ -30,7 +30,7 @@ use storage::ShareNum;
 use super::placement::happiness;
 
 /// Writes per share a lane may have queued or in flight before the encoder waits for it.
-pub(crate) const PENDING_PER_SHARE: u64 = 12;
+pub(crate) const PENDING_PER_SHARE: u64 = 8;
 /// How many times a lane's progress the lanes that justify cancelling it must have made.
 pub(crate) const LAG_FACTOR: u64 = 4;
 /// Segments (writes per share) the lanes that justify cancelling another must have completed.

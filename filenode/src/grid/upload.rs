@@ -3,7 +3,7 @@
 //!
 //! The encoder runs on its own thread (its segments on the rayon pool) and hands each block to a
 //! channel per server; a writer per server sends the blocks as HTTP writes, up to
-//! [`WRITES_IN_FLIGHT`] at a time. The encoder waits while a server has a dozen writes per share
+//! [`WRITES_IN_FLIGHT`] at a time. The encoder waits while a server has eight writes per share
 //! queued or in flight (`stragglers::Flow`), so memory stays bounded whatever the file size; a
 //! server far behind the others while they alone keep `shares.happy` is cancelled (long-tail
 //! cancellation) and the result names it. A server that fails mid-upload loses its shares; the

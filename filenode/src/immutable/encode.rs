@@ -498,7 +498,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 /// Encodes `size` bytes from `reader` under `key`, writing every share to `sink` as segments complete.
 ///
-/// Segments are encoded in parallel on the rayon pool; at most `2 × threads + 1` segments are in
+/// Segments are encoded in parallel on the rayon pool; at most `threads + 1` segments are in
 /// flight, which bounds memory.
 pub fn encode_stream<R: Read>(
     mut reader: R,
@@ -516,7 +516,7 @@ pub fn encode_stream<R: Read>(
     for shnum in 0..geometry.total as usize {
         sink.write(shnum, 0, &header).map_err(EncodeError::Write)?;
     }
-    let depth = 2 * rayon::current_num_threads() + 1;
+    let depth = rayon::current_num_threads() + 1;
     let (queue, pending) = sync_channel::<Receiver<EncodedSegment>>(depth);
     // Buffers cycle reader → encoder → collector → reader: at most depth + 2 segments' worth exist,
     // and fresh pages (page faults, zeroing) are avoided after the first few segments.
