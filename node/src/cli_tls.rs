@@ -253,10 +253,12 @@ pub(crate) fn untrusted(error: &(dyn std::error::Error + 'static)) -> Option<Str
             });
         }
         // `io::Error::source` skips the error it wraps: look inside it first.
-        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(why) = untrusted(inner) {
-                return Some(why);
-            }
+        if let Some(why) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| untrusted(inner))
+        {
+            return Some(why);
         }
         next = error.source();
     }
