@@ -50,10 +50,14 @@ pub(crate) struct PasswdArgs {
     password_stdin: bool,
 }
 
-pub(crate) fn run(node_dir: &Path, node_url: Option<&str>, command: AdminCommand) -> anyhow::Result<()> {
+pub(crate) fn run(
+    node_dir: &Path,
+    gateway_args: &crate::cli_client::GatewayArgs,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     let file = accounts_file(node_dir)?;
     match command {
-        AdminCommand::AddUser(args) => add_user(node_dir, node_url, &file, args),
+        AdminCommand::AddUser(args) => add_user(node_dir, gateway_args, &file, args),
         AdminCommand::Passwd(args) => {
             let password = read_password(args.password_stdin)?;
             accounts::set_password(&file, &args.user, &password)?;
@@ -76,7 +80,12 @@ fn accounts_file(node_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(NodeConfig::load(node_dir)?.sftp.accounts_file)
 }
 
-fn add_user(node_dir: &Path, node_url: Option<&str>, file: &Path, args: AddUserArgs) -> anyhow::Result<()> {
+fn add_user(
+    node_dir: &Path,
+    gateway_args: &crate::cli_client::GatewayArgs,
+    file: &Path,
+    args: AddUserArgs,
+) -> anyhow::Result<()> {
     let existing_root = std::fs::read_to_string(file).ok().and_then(|text| {
         accounts::Accounts::parse(&text, "")
             .get(&args.user)
@@ -99,15 +108,15 @@ fn add_user(node_dir: &Path, node_url: Option<&str>, file: &Path, args: AddUserA
             _ => bail!("--root-cap must be a directory cap (URI:DIR2...)"),
         },
         (None, Some(root)) => root,
-        (None, None) => new_directory(node_dir, node_url)?,
+        (None, None) => new_directory(node_dir, gateway_args)?,
     };
     accounts::add_user(file, &args.user, &credential, &root)?;
     crate::output::line(&format!("User {} added to {}", args.user, file.display()))
 }
 
 /// A new, empty directory made through the gateway.
-fn new_directory(node_dir: &Path, node_url: Option<&str>) -> anyhow::Result<DirCap> {
-    let gateway = crate::cli_client::Gateway::open(node_dir, node_url)
+fn new_directory(node_dir: &Path, gateway_args: &crate::cli_client::GatewayArgs) -> anyhow::Result<DirCap> {
+    let gateway = crate::cli_client::Gateway::open(node_dir, gateway_args)
         .context("a new user's root directory is made through the running gateway (or pass --root-cap)")?;
     let (_, body) = gateway.call(
         Method::POST,

@@ -231,7 +231,7 @@ pub(crate) fn run(args: &BenchHundredArgs) -> anyhow::Result<()> {
         let (name, child) = grid.children.0.last_mut().context("just pushed")?;
         wait_for_file(&gateway_dir.join("node.url"), child, name, &gateway_dir)?;
     }
-    let web = Gateway::open(&gateway_dir, None)?;
+    let web = Gateway::open(&gateway_dir, &crate::cli_client::GatewayArgs::default())?;
     let servers = args.servers;
     wait_until(
         "the introducer knowing every server",

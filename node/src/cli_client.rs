@@ -1,6 +1,7 @@
 //! The CLI's client of a gateway's web API (Tahoe's WAPI), found through `NODEDIR/node.url`: a small
 //! blocking façade over hyper that the file-store commands (`cli_fs`) use, the one place that turns
-//! a gateway's error answer into one line for a person, and `tessera status`.
+//! a gateway's error answer into one line for a person, and `tessera status`. An `https://` gateway
+//! is reached over TLS with the trust `cli_tls` chooses; plain `http://` is unchanged.
 //!
 //! Error answers: Tahoe sends HTML error pages for 4xx and tracebacks for 500, and the CLI must not
 //! print caps the user did not type, so [`GatewayError`] keeps only the human sentence (the page's
@@ -16,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::Method;
 use hyper::body::Frame;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,18 +35,19 @@ fn node_url(node_dir: &Path) -> anyhow::Result<String> {
         )
     })?;
     let url = url.trim().trim_end_matches('/').to_owned();
-    if url.starts_with("https://") {
-        // A web port over TLS (`ssl:` endpoint): the CLI's client speaks plain HTTP only.
-        bail!(
-            "{} holds an https:// URL (web.port is served over TLS), which the tessera CLI cannot use yet: \
-             use the web API with curl or a browser, or give the gateway a tcp: web.port",
-            path.display()
-        );
-    }
-    if !url.starts_with("http://") {
-        bail!("{} does not hold an http:// URL", path.display());
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        bail!("{} does not hold an http:// or https:// URL", path.display());
     }
     Ok(url)
+}
+
+/// How the CLI reaches its gateway beyond the node directory: `--node-url` and `--ca-file`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GatewayArgs {
+    /// The gateway's URL, instead of the node directory's `node.url`.
+    pub(crate) node_url: Option<String>,
+    /// The only CA certificates to trust for an https gateway (see `cli_tls`).
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -244,12 +247,14 @@ impl Download {
     }
 }
 
-/// A gateway, reached over HTTP from a blocking caller.
+/// A gateway, reached over HTTP or HTTPS from a blocking caller.
 #[derive(Debug)]
 pub(crate) struct Gateway {
     url: String,
     runtime: tokio::runtime::Runtime,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// What an https connection trusts, for the error when a certificate is refused.
+    trust: String,
 }
 
 fn empty() -> Body {
@@ -261,23 +266,39 @@ fn full(bytes: Bytes) -> Body {
 }
 
 impl Gateway {
-    /// The gateway of the node in `node_dir` (or at `node_url`, which wins when given).
-    pub(crate) fn open(node_dir: &Path, node_url_override: Option<&str>) -> anyhow::Result<Gateway> {
-        let url = match node_url_override {
+    /// The gateway of the node in `node_dir` (or at `args.node_url`, which wins when given),
+    /// trusting for https what `cli_tls::Trust::choose` says.
+    pub(crate) fn open(node_dir: &Path, args: &GatewayArgs) -> anyhow::Result<Gateway> {
+        let url = match &args.node_url {
             Some(url) => {
-                if !url.starts_with("http://") {
-                    bail!("--node-url must look like http://127.0.0.1:3456, not '{url}'");
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    bail!("--node-url must look like http://127.0.0.1:3456 (or https://…), not '{url}'");
                 }
                 url.trim_end_matches('/').to_owned()
             }
             None => node_url(node_dir)?,
         };
+        let trust =
+            crate::cli_tls::Trust::choose(node_dir, &url, args.node_url.is_none(), args.ca_file.as_deref())?;
         let runtime = runtime()?;
         let client = {
             let _guard = runtime.enter();
-            Client::builder(TokioExecutor::new()).build_http()
+            let mut http = HttpConnector::new();
+            // https:// URLs pass through to the TLS layer around it.
+            http.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(trust.client_config()?)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new()).build(connector)
         };
-        Ok(Gateway { url, runtime, client })
+        Ok(Gateway {
+            url,
+            runtime,
+            client,
+            trust: trust.described().to_owned(),
+        })
     }
 
     /// `NODEURL/uri`, where unlinked objects are created.
@@ -295,7 +316,14 @@ impl Gateway {
         url
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
+    fn unreachable(&self, e: hyper_util::client::legacy::Error) -> anyhow::Error {
+        if let Some(why) = crate::cli_tls::untrusted(&e) {
+            return anyhow::anyhow!(
+                "the gateway at {} presented a TLS certificate that is not trusted ({why}); the CLI trusts {}",
+                self.url,
+                self.trust
+            );
+        }
         anyhow::anyhow!(
             "cannot reach the gateway at {} ({e}); is its node running (`tessera run NODEDIR`)?",
             self.url
@@ -499,7 +527,7 @@ impl Gateway {
 
 /// How many storage servers the node at `node_dir` sees connected.
 pub(crate) fn connected_servers(node_dir: &Path) -> anyhow::Result<usize> {
-    let status = Gateway::open(node_dir, None)?.status_json()?;
+    let status = Gateway::open(node_dir, &GatewayArgs::default())?.status_json()?;
     Ok(status["servers"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["connected"] == true).count()))
@@ -548,8 +576,8 @@ fn servers_used_space(gateway: &Gateway, servers: &[serde_json::Value]) -> Vec<O
 }
 
 /// `tessera status`: the node's view of the storage servers.
-pub(crate) fn status(node_dir: &Path) -> anyhow::Result<()> {
-    let gateway = Gateway::open(node_dir, None)?;
+pub(crate) fn status(node_dir: &Path, args: &GatewayArgs) -> anyhow::Result<()> {
+    let gateway = Gateway::open(node_dir, args)?;
     let status = gateway.status_json()?;
     let servers = status["servers"].as_array().cloned().unwrap_or_default();
     let connected = servers.iter().filter(|s| s["connected"] == true).count();
@@ -666,7 +694,11 @@ mod tests {
         .map(|url| serde_json::json!({ "web_url": url }))
         .collect();
         let dir = tempfile::tempdir().unwrap();
-        let gateway = Gateway::open(dir.path(), Some("http://127.0.0.1:9")).unwrap();
+        let args = GatewayArgs {
+            node_url: Some("http://127.0.0.1:9".to_owned()),
+            ca_file: None,
+        };
+        let gateway = Gateway::open(dir.path(), &args).unwrap();
         let started = std::time::Instant::now();
         let used = servers_used_space(&gateway, &servers);
         assert_eq!(used, [Some(1234), None, None, None, None, None]);

@@ -3,7 +3,9 @@
 //!
 //! Layout: `DIR/introducer`, `DIR/storage01..NN` (storage only) and `DIR/gateway` (client with the
 //! web gateway). Storage nodes announce themselves to the introducer; the gateway learns them from
-//! it. devgrid reports ready once the gateway sees every storage node.
+//! it. devgrid reports ready once the gateway sees every storage node. With `--tls` the gateway's
+//! web port (and WebDAV's) is served over TLS with a self-signed certificate made on the first such
+//! start (`DIR/gateway/web.crt`, its key in `DIR/gateway/private/web.key`) and kept afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +38,50 @@ pub(crate) struct DevgridArgs {
     /// the demo account.
     #[arg(long)]
     webdav_port: Option<u16>,
+    /// Serves the gateway's web port (and WebDAV's) over TLS, with a self-signed certificate for
+    /// localhost and 127.0.0.1 made on the first such start: GATEWAY/web.crt (what clients trust:
+    /// `curl --cacert`), its key in GATEWAY/private/web.key.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The gateway's certificate and key under `--tls`, relative to its node directory (as `tahoe.cfg`
+/// names them).
+const TLS_CERTIFICATE: &str = "web.crt";
+const TLS_KEY: &str = "private/web.key";
+
+/// The endpoint of one of the gateway's web ports (the web API's, WebDAV's) on 127.0.0.1: over TLS
+/// with the devgrid's certificate under `--tls`.
+fn web_endpoint(port: u16, tls: bool) -> String {
+    if tls {
+        format!("ssl:{port}:privateKey={TLS_KEY}:certKey={TLS_CERTIFICATE}:interface=127.0.0.1")
+    } else {
+        format!("tcp:{port}:interface=127.0.0.1")
+    }
+}
+
+/// Makes the gateway's self-signed certificate (ECDSA P-256, for `localhost` and `127.0.0.1`) and
+/// its key (0600) unless both are there already, so a rerun keeps the certificate clients trust.
+fn ensure_tls_certificate(gateway_dir: &Path) -> anyhow::Result<()> {
+    let certificate = gateway_dir.join(TLS_CERTIFICATE);
+    let key = gateway_dir.join(TLS_KEY);
+    if certificate.exists() && key.exists() {
+        return Ok(());
+    }
+    let key_pair = rcgen::KeyPair::generate().context("cannot generate the gateway's TLS key")?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .context("cannot describe the gateway's TLS certificate")?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tessera devgrid gateway");
+    let cert = params
+        .self_signed(&key_pair)
+        .context("cannot make the gateway's TLS certificate")?;
+    crate::nodedir::write_private(&key, key_pair.serialize_pem().as_bytes())?;
+    // The certificate is public (clients are given it); written whole, then renamed into place.
+    let partial = certificate.with_extension("tmp");
+    std::fs::write(&partial, cert.pem()).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &certificate).with_context(|| format!("cannot write {}", certificate.display()))
 }
 
 /// Set once Ctrl-C or SIGTERM arrives (see [`watch_stop_signals`]); the startup's waits end on it.
@@ -234,21 +280,24 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     if !gateway_dir.join("tahoe.cfg").exists() {
         let args = crate::nodedir::CreateClientArgs {
             nickname: Some("gateway".into()),
-            webport: format!("tcp:{}:interface=127.0.0.1", args.web_port),
+            webport: web_endpoint(args.web_port, args.tls),
             introducer: Some(address.clone()),
             dir: gateway_dir.clone(),
         };
         create_node(&args.into_node_args())?;
     }
-    // `--web-port` applies to a grid made before, as the SFTP and FTP ports do.
+    if args.tls {
+        ensure_tls_certificate(&gateway_dir)?;
+    }
+    // `--web-port` (and `--tls`) apply to a grid made before, as the SFTP and FTP ports do.
     set_node_keys(
         &gateway_dir,
-        &[("web.port", format!("tcp:{}:interface=127.0.0.1", args.web_port))],
+        &[("web.port", web_endpoint(args.web_port, args.tls))],
     )?;
-    enable_frontend(&gateway_dir, "sftpd", args.sftp_port)?;
-    enable_frontend(&gateway_dir, "ftpd", args.ftp_port)?;
+    enable_frontend(&gateway_dir, "sftpd", &web_endpoint(args.sftp_port, false))?;
+    enable_frontend(&gateway_dir, "ftpd", &web_endpoint(args.ftp_port, false))?;
     if let Some(port) = args.webdav_port {
-        enable_frontend(&gateway_dir, "webdav", port)?;
+        enable_frontend(&gateway_dir, "webdav", &web_endpoint(port, args.tls))?;
     }
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {
@@ -305,24 +354,35 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     let ftp = crate::ftpd::demo_account(&gateway_dir, &ftp_config)?;
 
     let gw = gateway_dir.display();
-    for line in [
+    let cacert = args.tls.then(|| gateway_dir.join(TLS_CERTIFICATE));
+    // Under --tls, how other clients trust the self-signed certificate.
+    let curl = cacert.as_ref().map(|cacert| {
+        format!(
+            "  web API:     curl --cacert {} {url}uri/CAP   (the certificate is self-signed)",
+            cacert.display()
+        )
+    });
+    let head = [
         format!(
             "Tessera devgrid running: {} storage nodes and a gateway (directories in {}).",
             args.servers,
             root.display()
         ),
         format!("  web gateway: {url}"),
+    ];
+    let tail = [
         format!("  upload:      tessera --node-directory {gw} put FILE"),
         format!("  download:    tessera --node-directory {gw} get CAP OUTFILE"),
         format!("  servers:     tessera --node-directory {gw} status"),
         format!("  sftp:        {sftp}"),
         format!("  ftp:         {ftp}"),
-    ] {
+    ];
+    for line in head.into_iter().chain(curl).chain(tail) {
         crate::output::line(&line)?;
     }
     // The demo account is the FTP one (the accounts file is shared).
     if webdav {
-        for line in crate::webdavd::demo_lines(&gateway_dir)? {
+        for line in crate::webdavd::demo_lines(&gateway_dir, cacert.as_deref())? {
             crate::output::line(&line)?;
         }
     }
@@ -386,9 +446,9 @@ fn set_node_keys(dir: &Path, keys: &[(&str, String)]) -> anyhow::Result<()> {
     std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))
 }
 
-/// Turns on a frontend's section (`[sftpd]`, `[ftpd]`) in the gateway's configuration with the
-/// given port on 127.0.0.1.
-fn enable_frontend(gateway_dir: &Path, section_name: &str, port: u16) -> anyhow::Result<()> {
+/// Turns on a frontend's section (`[sftpd]`, `[ftpd]`, `[webdav]`) in the gateway's configuration
+/// with the given port endpoint.
+fn enable_frontend(gateway_dir: &Path, section_name: &str, endpoint: &str) -> anyhow::Result<()> {
     let cfg = gateway_dir.join("tahoe.cfg");
     let text = std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
     let mut out = String::with_capacity(text.len() + 100);
@@ -406,7 +466,7 @@ fn enable_frontend(gateway_dir: &Path, section_name: &str, port: u16) -> anyhow:
                 continue;
             }
             if key == "port" {
-                out.push_str(&format!("port = tcp:{port}:interface=127.0.0.1\n"));
+                out.push_str(&format!("port = {endpoint}\n"));
                 continue;
             }
         }
@@ -415,7 +475,7 @@ fn enable_frontend(gateway_dir: &Path, section_name: &str, port: u16) -> anyhow:
     }
     if !seen {
         out.push_str(&format!(
-            "\n[{section_name}]\nenabled = true\nport = tcp:{port}:interface=127.0.0.1\n"
+            "\n[{section_name}]\nenabled = true\nport = {endpoint}\n"
         ));
     }
     std::fs::write(&cfg, out).with_context(|| format!("cannot write {}", cfg.display()))

@@ -133,7 +133,7 @@ pub(crate) fn demo_account(gateway_dir: &Path, ftp: &FtpdConfig) -> anyhow::Resu
 
 /// A new directory through the gateway's web API (a demo user's home).
 pub(crate) fn make_directory(gateway_dir: &Path) -> anyhow::Result<filenode::cap::DirCap> {
-    let gateway = crate::cli_client::Gateway::open(gateway_dir, None)?;
+    let gateway = crate::cli_client::Gateway::open(gateway_dir, &crate::cli_client::GatewayArgs::default())?;
     let (_, body) = gateway.call(
         hyper::Method::POST,
         &format!("{}?t=mkdir", gateway.unlinked()),

@@ -14,6 +14,7 @@ mod bench_hundred;
 mod cli_check;
 mod cli_client;
 mod cli_fs;
+mod cli_tls;
 mod client;
 mod config;
 mod daemon;
@@ -56,6 +57,10 @@ struct Cli {
     /// The gateway's URL (such as http://127.0.0.1:3456), instead of the node directory's node.url.
     #[arg(short = 'u', long, global = true, value_name = "URL")]
     node_url: Option<String>,
+    /// For an https gateway: trust only certificates signed by the CA certificates in this PEM
+    /// file (instead of the node directory's own web.port certificate, or the system's roots).
+    #[arg(long, global = true, env = cli_tls::CA_FILE_ENV, value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,9 +138,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let node_dir = cli.node_directory();
     let Cli {
-        command, node_url, ..
+        command,
+        node_url,
+        ca_file,
+        ..
     } = cli;
-    let fs = |node_dir: &std::path::Path| cli_fs::FileStore::new(node_dir, node_url.as_deref());
+    let gateway = cli_client::GatewayArgs { node_url, ca_file };
+    let fs = |node_dir: &std::path::Path| cli_fs::FileStore::new(node_dir, &gateway);
     let result = match command {
         Command::Put(args) => fs(&node_dir).and_then(|ctx| cli_fs::put(&ctx, &args)),
         Command::Get(args) => fs(&node_dir).and_then(|ctx| cli_fs::get(&ctx, &args)),
@@ -151,13 +160,13 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => fs(&node_dir).and_then(|ctx| cli_check::check(&ctx, &args)),
         Command::DeepCheck(args) => fs(&node_dir).and_then(|ctx| cli_check::deep_check(&ctx, &args)),
         Command::Manifest(args) => fs(&node_dir).and_then(|ctx| cli_check::manifest(&ctx, &args)),
-        Command::Status => cli_client::status(&node_dir),
+        Command::Status => cli_client::status(&node_dir, &gateway),
         Command::CreateNode(args) => nodedir::create_node(&args),
         Command::CreateIntroducer(args) => nodedir::create_introducer(&args),
         Command::CreateClient(args) => nodedir::create_node(&args.into_node_args()),
         Command::Devgrid(args) => devgrid::run(&args),
         Command::Run { dir } => daemon::run(&dir),
-        Command::Admin(command) => admin::run(&node_dir, node_url.as_deref(), command),
+        Command::Admin(command) => admin::run(&node_dir, &gateway, command),
         Command::Debug(command) => debug::run(command),
     };
     match result {

@@ -66,16 +66,24 @@ pub(crate) async fn start(
 
 /// How to reach the devgrid's WebDAV server as its demo user (the FTP demo account, whose
 /// password is in `private/demo_ftp_password`): the lines `tessera devgrid` prints.
-pub(crate) fn demo_lines(gateway_dir: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn demo_lines(gateway_dir: &Path, cacert: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let url = std::fs::read_to_string(gateway_dir.join("webdav.url"))?;
     let url = url.trim();
     let password = std::fs::read_to_string(gateway_dir.join("private").join("demo_ftp_password"))?;
     let password = password.trim();
+    // Over TLS (devgrid --tls) the clients trust the devgrid's self-signed certificate.
+    let (curl_ca, rclone_ca) = match cacert {
+        Some(file) => (
+            format!(" --cacert {}", file.display()),
+            format!(" --ca-cert {}", file.display()),
+        ),
+        None => (String::new(), String::new()),
+    };
     Ok(vec![
         format!("  webdav:      {url} (user demo, password {password})"),
-        format!("               curl -u demo:{password} -X PROPFIND -H 'Depth: 1' {url}"),
+        format!("               curl{curl_ca} -u demo:{password} -X PROPFIND -H 'Depth: 1' {url}"),
         format!(
-            "               rclone lsf :webdav: --webdav-url {url} --webdav-user demo --webdav-pass $(rclone obscure {password})"
+            "               rclone lsf :webdav: --webdav-url {url} --webdav-user demo --webdav-pass $(rclone obscure {password}){rclone_ca}"
         ),
         format!("               cadaver {url}   |   sudo mount -t davfs {url} /mnt/tessera"),
     ])

@@ -81,6 +81,21 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The end-entity certificate an `ssl:` endpoint serves: the first certificate of its `certKey=`
+/// file, read with the same bound as at the node's start (what the CLI pins; see `cli_tls`). The
+/// errors name the file, never what it holds.
+pub(crate) fn configured_certificate(files: &TlsFiles) -> anyhow::Result<CertificateDer<'static>> {
+    let mut chain = pem_certificates(&files.certificate)?;
+    Ok(chain.remove(0))
+}
+
+/// Every certificate of the PEM file at `path` (at least one), read up to the same bound.
+pub(crate) fn pem_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let text = frontends::textfile::read_bounded(path, PEM_LIMIT)
+        .with_context(|| format!("the certificate file {} cannot be read", path.display()))?;
+    certificates(&text, &format!("the certificate file {}", path.display()))
+}
+
 /// Every certificate of a PEM text; at least one.
 fn certificates(text: &str, context: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let chain = CertificateDer::pem_slice_iter(text.as_bytes())

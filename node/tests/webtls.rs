@@ -6,7 +6,10 @@
 //! plain HTTP to either TLS port gets no answer, a client that does not trust the certificate is
 //! refused, and a missing or wrong key or certificate stops the node with an error naming the key
 //! and the file. The gateway runs with `[client] convergence = false`, so its WebDAV PUTs stream
-//! into the encoder (no spool) with real clients too.
+//! into the encoder (no spool) with real clients too. The `tessera` CLI works against it through
+//! the node directory (pinning the configured certificate), is refused at its `--node-url` until
+//! `--ca-file` or `TESSERA_CA_FILE` trusts the certificate; and `tessera devgrid --tls` makes a
+//! gateway that curl (with `--cacert`) and the CLI use, keeping its certificate across runs.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -195,6 +198,10 @@ fn web_and_webdav_over_tls_with_real_clients() {
     assert_eq!(get.status, 200);
     assert!(get.body == contents, "the file came back different over https");
 
+    // The tessera CLI over https: through the node directory, then at --node-url.
+    let cli_cap = cli_round_trip(&node, scratch.path(), &contents);
+    cli_trust(&web, &cacert, &cli_cap, &contents, scratch.path());
+
     // Plain HTTP to a TLS port gets no HTTP answer; nor does a client that does not trust the
     // certificate (curl's own store).
     for url in [&web, &dav] {
@@ -311,6 +318,163 @@ fn web_and_webdav_over_tls_with_real_clients() {
         assert!(!node_log_has(&node, &key_line));
     }
     std::fs::write(&cfg, configured).unwrap();
+}
+
+/// The `tessera` CLI with `args` and `ca_env` as `TESSERA_CA_FILE` (nothing else from the
+/// environment's CA file or node directory); its output.
+fn cli(args: &[&str], ca_env: Option<&Path>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .args(args)
+        .env_remove("TESSERA_CA_FILE")
+        .env_remove("TESSERA_NODE_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_LOG");
+    if let Some(file) = ca_env {
+        command.env("TESSERA_CA_FILE", file);
+    }
+    command.output().unwrap()
+}
+
+/// [`cli`] without a CA file, which must succeed; its standard output.
+fn cli_ok(args: &[&str]) -> Vec<u8> {
+    let out = cli(args, None);
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `tessera put`, `ls` and `get` through the node directory `node`, whose `node.url` is https
+/// (the CLI trusts the certificate its `tahoe.cfg` names): a file under a new alias and back, byte
+/// for byte, and the same file unlinked, whose cap is returned.
+fn cli_round_trip(node: &Path, scratch: &Path, contents: &[u8]) -> String {
+    let url = std::fs::read_to_string(node.join("node.url")).unwrap();
+    assert!(url.starts_with("https://"), "node.url: {url}");
+    let d = node.to_str().unwrap();
+    let file = scratch.join("cli-upload.bin");
+    std::fs::write(&file, contents).unwrap();
+    let file = file.to_str().unwrap();
+    cli_ok(&["-d", d, "create-alias", "tahoe"]);
+    let linked = String::from_utf8(cli_ok(&["-d", d, "put", file, "tahoe:cli/up.bin"])).unwrap();
+    assert!(linked.trim().starts_with("URI:CHK:"), "{linked}");
+    let listing = String::from_utf8(cli_ok(&["-d", d, "ls", "-l", "tahoe:cli"])).unwrap();
+    assert!(
+        listing.contains("up.bin") && listing.contains(&contents.len().to_string()),
+        "{listing}"
+    );
+    let back = scratch.join("cli-download.bin");
+    cli_ok(&["-d", d, "get", "tahoe:cli/up.bin", back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == contents,
+        "the CLI's file came back different"
+    );
+    let cap = String::from_utf8(cli_ok(&["-d", d, "put", file])).unwrap();
+    let cap = cap.trim().to_owned();
+    assert!(cli_ok(&["-d", d, "get", &cap]) == contents, "get CAP to stdout");
+    cap
+}
+
+/// The CLI at the https gateway `web` by `--node-url` (from a directory that is no node's):
+/// refused, exit status not 0, with one line naming the URL and saying the certificate is not
+/// trusted; then `--ca-file CACERT` and `TESSERA_CA_FILE=CACERT` each read `cap` back.
+fn cli_trust(web: &str, cacert: &Path, cap: &str, contents: &[u8], scratch: &Path) {
+    let url = web.trim_end_matches('/');
+    let elsewhere = scratch.join("not-a-node");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let d = elsewhere.to_str().unwrap();
+    let refused = cli(&["-d", d, "--node-url", url, "get", cap], None);
+    assert_ne!(refused.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the gateway at {url} presented a TLS certificate that is not trusted"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains(cap), "the cap in {stderr}");
+    assert!(refused.stdout.is_empty());
+    let ca = cacert.to_str().unwrap();
+    let with_flag = cli_ok(&["-d", d, "--node-url", url, "--ca-file", ca, "get", cap]);
+    assert!(with_flag == contents, "--ca-file: the file came back different");
+    let with_env = cli(&["-d", d, "--node-url", url, "get", cap], Some(cacert));
+    assert!(
+        with_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_env.stderr)
+    );
+    assert!(
+        with_env.stdout == contents,
+        "TESSERA_CA_FILE: the file came back different"
+    );
+}
+
+/// `tessera devgrid --tls`: the gateway's web port is https with a self-signed certificate in the
+/// gateway's directory (its key 0600 in `private/`); curl trusting that certificate gets the
+/// welcome page and curl trusting its own store is refused; the CLI works through the node
+/// directory and, with `--ca-file`, at `--node-url`; a second run keeps the certificate.
+#[test]
+fn devgrid_tls_serves_curl_and_the_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    if !installed("curl") {
+        eprintln!("skipping: curl is not installed (.ci/run installs it)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("grid");
+    let start = || {
+        let (child, printed) =
+            common::start_devgrid_with(&dir, 3, 0, &["--tls"]).expect("devgrid --tls did not start");
+        (Running(child), printed)
+    };
+    let (grid, printed) = start();
+    let gateway = dir.join("gateway");
+    let web = std::fs::read_to_string(gateway.join("node.url"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(web.starts_with("https://127.0.0.1:"), "node.url: {web}");
+    let cacert = gateway.join("web.crt");
+    let key = gateway.join("private/web.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let config = std::fs::read_to_string(gateway.join("tahoe.cfg")).unwrap();
+    assert!(
+        config.contains("web.port = ssl:0:privateKey=private/web.key:certKey=web.crt:interface=127.0.0.1"),
+        "{config}"
+    );
+    assert!(printed.contains(&format!("  web gateway: {web}")), "{printed:#?}");
+    let curl_line = format!("curl --cacert {} {web}uri/CAP", cacert.display());
+    assert!(printed.iter().any(|l| l.contains(&curl_line)), "{printed:#?}");
+
+    let welcome = curl(Some(&cacert), &[&web]).unwrap();
+    assert_eq!(welcome.status, 200);
+    assert!(String::from_utf8_lossy(&welcome.body).contains("<html"), "a page");
+    let untrusted = curl(None, &[&web]).unwrap_err();
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    // `tessera status` over https sees the grid.
+    assert_eq!(common::connected(&gateway), 3);
+
+    let contents = data(300_000, 11);
+    let cap = cli_round_trip(&gateway, scratch.path(), &contents);
+    cli_trust(&web, &cacert, &cap, &contents, scratch.path());
+
+    // A second run over the same directory keeps the certificate and key.
+    let (certificate, key_pem) = (std::fs::read(&cacert).unwrap(), std::fs::read(&key).unwrap());
+    drop(grid);
+    let (_grid, _) = start();
+    assert!(
+        std::fs::read(&cacert).unwrap() == certificate,
+        "the certificate was made anew"
+    );
+    assert!(std::fs::read(&key).unwrap() == key_pem, "the key was made anew");
+    let d = gateway.to_str().unwrap();
+    assert!(cli_ok(&["-d", d, "get", &cap]) == contents, "after the rerun");
 }
 
 /// Whether any of the node's log files holds `text`.

@@ -21,7 +21,7 @@ use anyhow::bail;
 use serde_json::Value;
 
 use crate::aliases::{Aliases, DEFAULT_ALIAS, Location};
-use crate::cli_client::{Gateway, gateway_status};
+use crate::cli_client::{Gateway, GatewayArgs, gateway_status};
 
 mod aliases;
 mod cp;
@@ -88,23 +88,23 @@ fn dir_format(text: &str) -> Result<String, String> {
 #[derive(Debug)]
 pub(crate) struct FileStore {
     node_dir: PathBuf,
-    node_url: Option<String>,
+    gateway_args: GatewayArgs,
     aliases: Aliases,
 }
 
 impl FileStore {
-    /// Reads the aliases of `node_dir`; the gateway is reached through `node_url`, or else the
-    /// node directory's `node.url`.
-    pub(crate) fn new(node_dir: &Path, node_url: Option<&str>) -> anyhow::Result<FileStore> {
+    /// Reads the aliases of `node_dir`; the gateway is reached through `gateway_args.node_url`,
+    /// or else the node directory's `node.url`.
+    pub(crate) fn new(node_dir: &Path, gateway_args: &GatewayArgs) -> anyhow::Result<FileStore> {
         Ok(FileStore {
             node_dir: node_dir.to_owned(),
-            node_url: node_url.map(str::to_owned),
+            gateway_args: gateway_args.clone(),
             aliases: Aliases::load(node_dir)?,
         })
     }
 
     pub(crate) fn gateway(&self) -> anyhow::Result<Gateway> {
-        Gateway::open(&self.node_dir, self.node_url.as_deref())
+        Gateway::open(&self.node_dir, &self.gateway_args)
     }
 
     /// Resolves an argument that must be in the grid (a bare path is under the default alias).

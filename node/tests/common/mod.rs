@@ -20,6 +20,18 @@ pub(crate) fn start_devgrid(
     servers: usize,
     web_port: u16,
 ) -> Option<std::process::Child> {
+    start_devgrid_with(dir, servers, web_port, &[]).map(|(child, _)| child)
+}
+
+/// [`start_devgrid`] with more devgrid options (`--tls`, `--webdav-port P`); also returns the
+/// lines devgrid printed up to its ready line.
+#[allow(dead_code, reason = "not every test file starts a devgrid")]
+pub(crate) fn start_devgrid_with(
+    dir: &std::path::Path,
+    servers: usize,
+    web_port: u16,
+    options: &[&str],
+) -> Option<(std::process::Child, Vec<String>)> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([
@@ -29,7 +41,9 @@ pub(crate) fn start_devgrid(
             "--web-port",
             &web_port.to_string(),
         ])
-        .args(["--sftp-port", "0", "--ftp-port", "0", "--dir"])
+        .args(["--sftp-port", "0", "--ftp-port", "0"])
+        .args(options)
+        .arg("--dir")
         .arg(dir)
         // The nodes log at the level their tahoe.cfg gives (tests read the logs), whatever the
         // environment the tests run in says.
@@ -40,9 +54,14 @@ pub(crate) fn start_devgrid(
         .spawn()
         .expect("spawn tessera devgrid");
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    if lines.any(|line| line.is_ok_and(|l| l.contains("Press Ctrl-C to stop the grid"))) {
-        std::thread::spawn(move || lines.for_each(drop));
-        return Some(child);
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        if line.contains("Press Ctrl-C to stop the grid") {
+            std::thread::spawn(move || lines.for_each(drop));
+            return Some((child, printed));
+        }
+        printed.push(line);
     }
     let _ = child.wait();
     None
