@@ -204,6 +204,64 @@ async fn connections_are_reused() {
     );
 }
 
+/// A proxy in front of `target` that counts the connections open through it now.
+async fn open_counting_proxy(target: std::net::SocketAddr) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let gauge = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            gauge.fetch_add(1, Ordering::SeqCst);
+            let gauge = gauge.clone();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                gauge.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout_without_another_request() {
+    let (server, _dir) = real_server().await;
+    let (port, open) = open_counting_proxy(server.addr).await;
+    let mut nurl = server.nurl.clone();
+    nurl.port = port;
+    let options = HttpClientOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpClientOptions::default()
+    };
+    let client = HttpStorageClient::with_options(&nurl, options).unwrap();
+    let calls: Vec<_> = (0..4).map(|_| client.version()).collect();
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    let pooled = open.load(Ordering::SeqCst);
+    assert!(
+        pooled >= 1,
+        "the answered connections are kept for reuse: {pooled}"
+    );
+    // Well within the server's own 60 s idle cut-off: only the client can have closed them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        0,
+        "idle connections outlived the client's idle timeout"
+    );
+    // The client still works: a new connection.
+    client.version().await.unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+}
+
 /// What a fake server does with each request.
 #[derive(Clone, Copy)]
 enum Misbehaviour {

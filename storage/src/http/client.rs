@@ -420,11 +420,42 @@ impl HttpStorageClient {
         }
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.inner.options.max_idle_connections {
+            let first = idle.is_empty();
             idle.push(IdleConnection {
                 sender,
                 since: Instant::now(),
             });
+            if first {
+                drop(idle);
+                self.reap_idle_later();
+            }
         }
+    }
+
+    /// Closes idle connections as they pass the idle timeout, so that a client left idle holds
+    /// no connection (nor its buffers) rather than waiting for its next request to drop them. One
+    /// task runs while the pool is not empty: [`put_idle`](Self::put_idle) starts it on the first
+    /// idle connection, and it ends when the pool is empty (both decide under the pool's lock).
+    fn reap_idle_later(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime (a blocking caller): the next request drops them
+        };
+        let inner = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            loop {
+                let wake = {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let timeout = inner.options.idle_timeout;
+                    let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                    idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+                    match idle.iter().map(|c| c.since).min() {
+                        Some(oldest) => oldest + timeout,
+                        None => return,
+                    }
+                };
+                tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+            }
+        });
     }
 }
 
