@@ -265,12 +265,15 @@ impl Meter<'_> {
         let traffic = match (self.links, before) {
             (Some(links), Some(before)) => {
                 let t = links.since(before);
+                // With --rtt-ms 0 (only a rate cap) there is no round trip to count in.
+                let round_trips = if links.rtt.is_zero() {
+                    "    - RTT".to_owned()
+                } else {
+                    format!("{:5.1} RTT", seconds / links.rtt.as_secs_f64())
+                };
                 format!(
-                    "{:5.1} RTT   requests {:4} (most to one server {:3}), new connections {}",
-                    seconds / links.rtt.as_secs_f64().max(1e-9),
-                    t.requests,
-                    t.most_on_one,
-                    t.connections
+                    "{round_trips}   requests {:4} (most to one server {:3}), new connections {}",
+                    t.requests, t.most_on_one, t.connections
                 )
             }
             _ => String::new(),
