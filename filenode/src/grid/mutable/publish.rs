@@ -128,21 +128,6 @@ pub(super) struct WriteSession<'a> {
     spare: Vec<ServerEntry>,
 }
 
-/// Whether `seen`, a share's checkstring that a test-and-set write of `ours` did not find as
-/// expected, holds a version this one supersedes: of the same format (version byte) and of a
-/// sequence number no higher than ours, and not ours. A publish that won its primary's test is
-/// ordered after every such version: a writer that began from the same version lost the primary
-/// to it (and fails); one that finished before it is overwritten by a later write, as it would
-/// have been had this publish's servermap seen it.
-fn superseded(seen: &[u8], ours: &[u8]) -> bool {
-    const PREFIX: usize = 1 + 8;
-    seen.len() == ours.len()
-        && ours.len() > PREFIX
-        && seen[0] == ours[0]
-        && seen[1..PREFIX] <= ours[1..PREFIX]
-        && seen != ours
-}
-
 impl WriteSession<'_> {
     fn write_enabler(&self, server: &ServerEntry) -> WriteEnabler {
         WriteEnabler(ssk_write_enabler_hash(&self.writekey, &server.lease_seed))
@@ -151,27 +136,11 @@ impl WriteSession<'_> {
     async fn write_one(
         &self,
         target: &Target,
-        writes: Vec<WriteVector>,
-        first: bool,
-        last: bool,
-        new_length: Option<u64>,
-    ) -> Result<bool, StorageError> {
-        self.write_one_reading(target, writes, first, last, new_length, 0)
-            .await
-            .map(|(success, _)| success)
-    }
-
-    /// [`write_one`](Self::write_one), also reading the share's first `read` bytes as they were
-    /// before the request (its checkstring, when `read` is its length): what a failed test found.
-    async fn write_one_reading(
-        &self,
-        target: &Target,
         mut writes: Vec<WriteVector>,
         first: bool,
         last: bool,
         new_length: Option<u64>,
-        read: u64,
-    ) -> Result<(bool, Option<Vec<u8>>), StorageError> {
+    ) -> Result<bool, StorageError> {
         if first && !last {
             writes.insert(
                 0,
@@ -210,15 +179,7 @@ impl WriteSession<'_> {
             .flat_map(|v| v.write.iter())
             .map(|w| w.data.len() as u64)
             .sum();
-        let reads = if read > 0 {
-            vec![ReadVector {
-                offset: 0,
-                size: read,
-            }]
-        } else {
-            Vec::new()
-        };
-        let mut answer = target
+        let answer = target
             .server
             .timed(
                 crate::grid::WRITE_DEADLINE,
@@ -228,15 +189,11 @@ impl WriteSession<'_> {
                     &self.write_enabler(&target.server),
                     &lease,
                     &vectors,
-                    &reads,
+                    &[] as &[ReadVector],
                 ),
             )
             .await?;
-        let seen = answer
-            .data
-            .remove(&target.shnum)
-            .and_then(|reads| reads.into_iter().next());
-        Ok((answer.success, seen))
+        Ok(answer.success)
     }
 
     /// Sends one batch to every live target: the primary (first live target) alone first when
@@ -259,9 +216,6 @@ impl WriteSession<'_> {
             .filter(|&i| self.targets[i].state == TargetState::Alive)
             .collect();
         let mut rest = live.as_slice();
-        // Whether this publish won its primary's test, which orders it after every version of a
-        // lower (or, for a writer that began from the same version, equal) seqnum (`superseded`).
-        let mut won_primary = false;
         // A batch that is the whole publish, from the map of this client's own last write, has no
         // primary either: see `ServerMap::written_here`. (Later batches of a large write test for
         // a marker that a concurrent writer of the same seqnum would write too, so a write of
@@ -284,7 +238,6 @@ impl WriteSession<'_> {
                 {
                     Ok(true) => {
                         self.targets[i].expected = after.clone();
-                        won_primary = true;
                         break;
                     }
                     Ok(false) => return Err(MutableError::UncoordinatedWrite),
@@ -294,70 +247,23 @@ impl WriteSession<'_> {
                 }
             }
         }
-        // A single-batch publish that won its primary reads each share's checkstring with the
-        // write, to tell a rival's leftovers from a newer version.
-        let read = if won_primary && last {
-            after.len() as u64
-        } else {
-            0
-        };
         let answers = join_all(rest.iter().map(|&i| {
             let target = &self.targets[i];
             let writes = batch.writes.get(&target.shnum).cloned().unwrap_or_default();
-            self.write_one_reading(
+            self.write_one(
                 target,
                 writes,
                 first,
                 last,
                 new_length.get(&target.shnum).copied(),
-                read,
             )
         }))
         .await;
-        let mut leftovers = Vec::new();
         for (&i, answer) in rest.iter().zip(answers) {
             match answer {
-                Ok((true, _)) => self.targets[i].expected = after.clone(),
-                Ok((false, Some(seen))) if read > 0 && superseded(&seen, &after) => {
-                    leftovers.push((i, seen));
-                }
-                Ok((false, _)) => self.targets[i].state = TargetState::LostRace,
+                Ok(true) => self.targets[i].expected = after.clone(),
+                Ok(false) => self.targets[i].state = TargetState::LostRace,
                 Err(e) => self.failed(i, &e),
-            }
-        }
-        // Shares where another writer got in between this publish's servermap and its write,
-        // with a version it supersedes: a rival that began from the same version (it lost the
-        // primary to this publish, so it fails and reports an uncoordinated write; typically one
-        // that skipped the primary, `ServerMap::written_here`), or a write that finished just
-        // before this one. They are replaced, each tested for exactly what was seen, so that the
-        // shares do not end up split between versions with a failed write's version the newest
-        // (which readers would take), and one of two racing writers succeeds rather than neither.
-        if !leftovers.is_empty() {
-            let this = &*self;
-            let retried = join_all(leftovers.iter().map(|(i, seen)| {
-                let target = Target {
-                    expected: seen.clone(),
-                    ..this.targets[*i].clone()
-                };
-                let writes = batch.writes.get(&target.shnum).cloned().unwrap_or_default();
-                async move {
-                    this.write_one(
-                        &target,
-                        writes,
-                        first,
-                        last,
-                        new_length.get(&target.shnum).copied(),
-                    )
-                    .await
-                }
-            }))
-            .await;
-            for ((i, _), answer) in leftovers.into_iter().zip(retried) {
-                match answer {
-                    Ok(true) => self.targets[i].expected = after.clone(),
-                    Ok(false) => self.targets[i].state = TargetState::LostRace,
-                    Err(e) => self.failed(i, &e),
-                }
             }
         }
         Ok(())
