@@ -391,10 +391,11 @@ async fn a_small_file_is_one_request_per_server() {
 }
 
 /// Adding a small file to a directory this client wrote last is two requests per server: the
-/// file's share, sent whole, and the directory's new version, written to every share at once (no
-/// primary first: the map of the client's own last write). Once another client has written the
-/// directory, the first write tests against a stale map and fails having changed nothing, and the
-/// retry (from a servermap read from the servers) lands the change.
+/// file's share, sent whole, and the directory's new version (its primary first, then every other
+/// share at once, from the map of the client's own last write, with no servermap read). Once
+/// another client has written the directory, the first write tests against a stale map and fails
+/// at the primary having changed nothing, and the retry (from a servermap read from the servers)
+/// lands the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_small_file_is_two_requests_per_server() {
     let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;

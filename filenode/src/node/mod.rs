@@ -415,17 +415,8 @@ impl FileNode {
         let cap = *cap;
         let state = self.grid.mutable_state(cap.storage_index());
         let mut state = state.lock().await;
-        let (mut map, contents) = retrieve_whole(&self.grid, &cap).await?;
+        let (map, contents) = retrieve_whole(&self.grid, &cap).await?;
         let contents = Arc::new(contents);
-        // Found exactly as this client's own last write left it (the same version, on the same
-        // shares of the same servers): the next write may go on as from that write's map, to
-        // every share at once with no primary first (`ServerMap::written_here`). Reading first
-        // (the layer's `prepare_write`) then costs the write no extra round trip.
-        if let Some(own) = state.map.as_ref().filter(|own| own.written_here)
-            && same_shares(own, &map)
-        {
-            map.written_here = true;
-        }
         // A map that sees another writer's newer version half-written is not one to write from:
         // the write reads again and waits for it (`modify_once`).
         if map.newer_unreadable().is_none() && contents.len() <= MUTABLE_CONTENTS_KEPT {
@@ -982,22 +973,4 @@ impl Grid {
         }
         Ok(self.upload(std::io::Cursor::new(data), None).await?.cap)
     }
-}
-
-/// Whether two servermaps found the same verified version on the same shares of the same servers
-/// (and nothing else).
-fn same_shares(a: &crate::grid::mutable::ServerMap, b: &crate::grid::mutable::ServerMap) -> bool {
-    let held = |map: &crate::grid::mutable::ServerMap| {
-        map.shares
-            .iter()
-            .map(|share| {
-                (
-                    share.server.server_id.clone(),
-                    share.shnum,
-                    share.header.as_ref().map(|h| h.version()),
-                )
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    a.versions().len() == 1 && held(a) == held(b)
 }

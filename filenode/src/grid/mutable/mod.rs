@@ -5,9 +5,10 @@
 //!
 //! Publishing writes the *primary* share (the first one in ring order) before any other: its
 //! test-and-set write is the point where two writers that started from the same version are
-//! ordered, so the loser fails there, having written nothing. (Two publishes skip it: a new slot's,
-//! which no one else can know, and a small one from the servermap of this client's own last
-//! write, which no one else can share; see [`ServerMap::written_here`].) Large MDMF writes go in batches; the
+//! ordered, so the loser fails there, having written nothing. (Only a new slot's publish skips it:
+//! no one else can know the slot. A publish from the map of this client's own last write used to
+//! skip it too, and then raced a writer that read that version: both could fail, or the loser's
+//! leftovers, of a higher seqnum, hid the winner's acknowledged version.) Large MDMF writes go in batches; the
 //! first batch replaces the share's checkstring with an in-progress marker (the new seqnum and an
 //! all-zero root, which no signature covers), later batches test for that marker, and the last
 //! writes the signed header.

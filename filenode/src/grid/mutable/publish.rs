@@ -118,9 +118,6 @@ pub(super) struct WriteSession<'a> {
     /// A new slot's publish ([`ServerMap::for_new_slot`]): no primary first, and servers that
     /// fail at once do not count towards the quorum (as a servermap would not have counted them).
     fresh: bool,
-    /// The map came from this client's own last publish ([`ServerMap::written_here`]): a
-    /// single-batch publish has no primary first.
-    written_here: bool,
     /// Servers whose write failed at once (not a timeout): down, or refusing us.
     down: BTreeSet<String>,
     /// Servers that answered (or, for a new slot, are thought up) but hold no target, in ring
@@ -216,11 +213,11 @@ impl WriteSession<'_> {
             .filter(|&i| self.targets[i].state == TargetState::Alive)
             .collect();
         let mut rest = live.as_slice();
-        // A batch that is the whole publish, from the map of this client's own last write, has no
-        // primary either: see `ServerMap::written_here`. (Later batches of a large write test for
-        // a marker that a concurrent writer of the same seqnum would write too, so a write of
-        // several batches always orders writers at its primary.)
-        if first && !self.fresh && !(self.written_here && last) {
+        // Every publish to an existing slot orders writers at its primary, even from the map of
+        // this client's own last write: skipping it there let a writer that read that version
+        // race this one past the primary, so that both failed, or the loser's leftovers (of a
+        // higher seqnum) hid the winner's acknowledged version from readers.
+        if first && !self.fresh {
             // Find a primary that answers: its test decides whether this publish goes ahead.
             while let Some((&i, tail)) = rest.split_first() {
                 rest = tail;
@@ -516,7 +513,6 @@ impl Published {
             failures: Vec::new(),
             timed_out: 0,
             fresh: false,
-            written_here: true,
         }
     }
 }
@@ -550,7 +546,6 @@ impl WriteContext<'_> {
             servers_required: self.happy.min(queried).min(shares),
             queried,
             fresh: map.fresh,
-            written_here: map.written_here,
             down: BTreeSet::new(),
             spare,
             secrets: self.secrets,

@@ -83,15 +83,6 @@ pub struct ServerMap {
     /// Made without asking anyone ([`ServerMap::for_new_slot`]): the slot of a key made for it,
     /// which no server can hold yet.
     pub fresh: bool,
-    /// Made by this client's own last publish of the slot
-    /// ([`Published::as_servermap`](super::Published::as_servermap)), which met no other writer: the next single-request publish writes every share at once, each
-    /// still tested against the checkstring this map expects, with no primary first. A writer who
-    /// got in between fails those tests; the publish then reports an uncoordinated write, and the
-    /// retry starts from a servermap read from the servers, which puts the primary first again.
-    /// (Two clients can race this way only when one of them read the other's version, so a
-    /// directory with one writer costs one round trip per change, and a contended one loses at
-    /// most one attempt to it.)
-    pub written_here: bool,
 }
 
 impl ServerMap {
