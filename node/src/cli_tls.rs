@@ -4,10 +4,11 @@
 //! - `--ca-file PEM` (or `TESSERA_CA_FILE`), when given: a certificate chaining to one of that
 //!   file's certificates and naming the URL's host (WebPKI), and nothing else.
 //! - Else, when the URL is the node directory's own `node.url` and its `tahoe.cfg` serves
-//!   `web.port` over `ssl:`: exactly the end-entity certificate of that endpoint's `certKey=` file
-//!   (pinned: the presented certificate must be that one, byte for byte; the names it holds, who
-//!   signed it and its validity dates are not checked, as the node's own configuration vouches for
-//!   it, so a self-signed certificate for `localhost` serves `https://127.0.0.1:PORT/`).
+//!   `web.port` over `ssl:`: exactly the key of the end-entity certificate of that endpoint's
+//!   `certKey=` file (pinned by its SPKI hash with `storage::tls::pinned_client_config`, as storage
+//!   servers are; the names the certificate holds, who signed it and its validity dates are not
+//!   checked, as the node's own configuration vouches for it, so a self-signed certificate for
+//!   `localhost` serves `https://127.0.0.1:PORT/`).
 //! - Else (`--node-url https://…`, or a configuration that names no readable certificate): a
 //!   certificate chaining to one of the system's root certificates and naming the URL's host.
 //!
@@ -19,10 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The environment variable of `--ca-file`.
 pub(crate) const CA_FILE_ENV: &str = "TESSERA_CA_FILE";
@@ -30,9 +27,10 @@ pub(crate) const CA_FILE_ENV: &str = "TESSERA_CA_FILE";
 /// What the CLI trusts when it speaks https.
 #[derive(Debug)]
 pub(crate) enum Trust {
-    /// Exactly this end-entity certificate, whatever it names and whoever signed it.
+    /// Exactly the key of this SPKI hash (`storage::tls`'s pin, as storage servers are pinned),
+    /// whatever the certificate names and whoever signed it.
     Pinned {
-        certificate: CertificateDer<'static>,
+        spki_hash: String,
         /// Where it comes from, for the errors: `the certificate FILE that DIR/tahoe.cfg names`.
         described: String,
     },
@@ -68,9 +66,9 @@ impl Trust {
         let https = url.starts_with("https://");
         if https && url_from_node_dir {
             match configured_certificate(node_dir) {
-                Ok((certificate, file)) => {
+                Ok((spki_hash, file)) => {
                     return Ok(Trust::Pinned {
-                        certificate,
+                        spki_hash,
                         described: format!(
                             "only the certificate {} that {} names for web.port",
                             file.display(),
@@ -134,29 +132,26 @@ impl Trust {
 
     /// A rustls client configuration (ring, TLS 1.2 and 1.3) that trusts this.
     pub(crate) fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS 1.2 and 1.3 are not available")?;
-        Ok(match self {
-            Trust::Pinned { certificate, .. } => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                    certificate: certificate.clone(),
-                    provider,
-                }))
-                .with_no_client_auth(),
-            Trust::Roots { roots, .. } => builder
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth(),
-        })
+        match self {
+            Trust::Pinned { spki_hash, .. } => {
+                storage::tls::pinned_client_config(spki_hash).context("cannot pin the gateway's certificate")
+            }
+            Trust::Roots { roots, .. } => {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                Ok(rustls::ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .context("TLS 1.2 and 1.3 are not available")?
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth())
+            }
+        }
     }
 }
 
-/// The end-entity certificate `node_dir/tahoe.cfg` serves `[node] web.port` with, and its file;
-/// why there is none otherwise. Only `web.port` is read, so a configuration this version would
-/// refuse for another key still names its certificate.
-fn configured_certificate(node_dir: &Path) -> anyhow::Result<(CertificateDer<'static>, PathBuf)> {
+/// The SPKI hash of the end-entity certificate `node_dir/tahoe.cfg` serves `[node] web.port`
+/// with, and its file; why there is none otherwise. Only `web.port` is read, so a configuration
+/// this version would refuse for another key still names its certificate.
+fn configured_certificate(node_dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     let file = node_dir.join("tahoe.cfg");
     let text = frontends::textfile::read_bounded(&file, frontends::textfile::CONFIG_LIMIT)
         .with_context(|| format!("{} cannot be read", file.display()))?;
@@ -170,68 +165,13 @@ fn configured_certificate(node_dir: &Path) -> anyhow::Result<(CertificateDer<'st
         bail!("{}: [node] web.port is not an ssl: endpoint", file.display());
     };
     let certificate = crate::webtls::configured_certificate(&tls)?;
-    Ok((certificate, tls.certificate))
-}
-
-/// Accepts exactly one end-entity certificate.
-#[derive(Debug)]
-struct PinnedCertificate {
-    certificate: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // A certificate is public: a plain comparison is enough.
-        if end_entity.as_ref() == self.certificate.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
+    let spki_hash = storage::tls::spki_hash_of_certificate(&certificate).with_context(|| {
+        format!(
+            "the certificate file {} holds no usable X.509 certificate",
+            tls.certificate.display()
         )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    })?;
+    Ok((spki_hash, tls.certificate))
 }
 
 /// The reason rustls refused the server's certificate, if that is what `error` (a connection
