@@ -262,6 +262,43 @@ async fn idle_connections_are_closed_after_the_idle_timeout_without_another_requ
     assert_eq!(open.load(Ordering::SeqCst), 1);
 }
 
+/// Clients racing on one storage client's pool: bursts of concurrent requests take every idle
+/// connection and put them back, over and over (the pool empties and fills each time, which is
+/// when the closing task is started or ends); afterwards every idle connection still closes once
+/// idle for the timeout, and the client still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_after_racing_bursts_empty_and_refill_the_pool() {
+    let (server, _dir) = real_server().await;
+    let (port, open) = open_counting_proxy(server.addr).await;
+    let mut nurl = server.nurl.clone();
+    nurl.port = port;
+    let options = HttpClientOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpClientOptions::default()
+    };
+    let client = HttpStorageClient::with_options(&nurl, options).unwrap();
+    for round in 0..20 {
+        let calls: Vec<_> = (0..1 + round % 6).map(|_| client.version()).collect();
+        for result in futures::future::join_all(calls).await {
+            result.unwrap();
+        }
+        // Sometimes long enough for the pool's connections to expire (and the task to end).
+        if round % 7 == 6 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        0,
+        "idle connections outlived the client's idle timeout"
+    );
+    client.version().await.unwrap();
+}
+
 /// What a fake server does with each request.
 #[derive(Clone, Copy)]
 enum Misbehaviour {

@@ -112,7 +112,7 @@ struct Inner {
     connector: TlsConnector,
     server_name: ServerName<'static>,
     options: HttpClientOptions,
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: Mutex<IdlePool>,
     /// Whether the server has Tessera's whole-share request: [`UNKNOWN`] until its version says
     /// (a Tessera server's application version starts `tessera/`), [`WITHOUT`] once it answered
     /// that request 404 or 405 (an older Tessera).
@@ -124,6 +124,15 @@ struct Inner {
 const UNKNOWN: u8 = 0;
 const WITH: u8 = 1;
 const WITHOUT: u8 = 2;
+
+/// The idle connections, and whether a task closes them as they expire
+/// ([`HttpStorageClient::reap_idle_later`]): at most one per client, however often the pool
+/// empties and fills under load.
+#[derive(Default)]
+struct IdlePool {
+    connections: Vec<IdleConnection>,
+    reaping: bool,
+}
 
 struct IdleConnection {
     sender: SendRequest<Full<Bytes>>,
@@ -225,7 +234,7 @@ impl HttpStorageClient {
                 connector: TlsConnector::from(Arc::new(config)),
                 server_name,
                 options,
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(IdlePool::default()),
                 whole_share: AtomicU8::new(UNKNOWN),
                 opening: AtomicUsize::new(0),
             }),
@@ -401,7 +410,7 @@ impl HttpStorageClient {
         loop {
             let candidate = {
                 let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.pop()
+                idle.connections.pop()
             }?;
             if candidate.since.elapsed() >= self.inner.options.idle_timeout || candidate.sender.is_closed() {
                 continue;
@@ -419,26 +428,29 @@ impl HttpStorageClient {
             return;
         }
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.inner.options.max_idle_connections {
-            let first = idle.is_empty();
-            idle.push(IdleConnection {
+        if idle.connections.len() < self.inner.options.max_idle_connections {
+            idle.connections.push(IdleConnection {
                 sender,
                 since: Instant::now(),
             });
-            if first {
+            if !idle.reaping {
+                idle.reaping = true;
                 drop(idle);
-                self.reap_idle_later();
+                if !self.reap_idle_later() {
+                    self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()).reaping = false;
+                }
             }
         }
     }
 
     /// Closes idle connections as they pass the idle timeout, so that a client left idle holds
     /// no connection (nor its buffers) rather than waiting for its next request to drop them. One
-    /// task runs while the pool is not empty: [`put_idle`](Self::put_idle) starts it on the first
-    /// idle connection, and it ends when the pool is empty (both decide under the pool's lock).
-    fn reap_idle_later(&self) {
+    /// task runs while the pool is not empty: [`put_idle`](Self::put_idle) starts it when none
+    /// runs (`IdlePool::reaping`), and it ends when the pool is empty; both decide under the
+    /// pool's lock. Returns whether the task started.
+    fn reap_idle_later(&self) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime (a blocking caller): the next request drops them
+            return false; // no runtime (a blocking caller): the next request drops them
         };
         let inner = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
@@ -447,15 +459,20 @@ impl HttpStorageClient {
                     let Some(inner) = inner.upgrade() else { return };
                     let timeout = inner.options.idle_timeout;
                     let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                    idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
-                    match idle.iter().map(|c| c.since).min() {
+                    idle.connections
+                        .retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+                    match idle.connections.iter().map(|c| c.since).min() {
                         Some(oldest) => oldest + timeout,
-                        None => return,
+                        None => {
+                            idle.reaping = false;
+                            return;
+                        }
                     }
                 };
                 tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
             }
         });
+        true
     }
 }
 
@@ -927,7 +944,13 @@ impl StorageClient for HttpStorageClient {
             return;
         };
         let wanted = connections.min(self.inner.options.max_idle_connections);
-        let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
+            .len();
         let opening = self.inner.opening.load(Ordering::Relaxed);
         for _ in (idle + opening)..wanted {
             self.inner.opening.fetch_add(1, Ordering::Relaxed);
