@@ -50,9 +50,9 @@ pub(crate) struct DevgridArgs {
 const TLS_CERTIFICATE: &str = "web.crt";
 const TLS_KEY: &str = "private/web.key";
 
-/// The endpoint of one of the gateway's web ports (the web API's, WebDAV's) on 127.0.0.1: over TLS
+/// The endpoint of one of the gateway's ports (web API, WebDAV, SFTP, FTP) on 127.0.0.1: over TLS
 /// with the devgrid's certificate under `--tls`.
-fn web_endpoint(port: u16, tls: bool) -> String {
+fn endpoint(port: u16, tls: bool) -> String {
     if tls {
         format!("ssl:{port}:privateKey={TLS_KEY}:certKey={TLS_CERTIFICATE}:interface=127.0.0.1")
     } else {
@@ -280,7 +280,7 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
     if !gateway_dir.join("tahoe.cfg").exists() {
         let args = crate::nodedir::CreateClientArgs {
             nickname: Some("gateway".into()),
-            webport: web_endpoint(args.web_port, args.tls),
+            webport: endpoint(args.web_port, args.tls),
             introducer: Some(address.clone()),
             dir: gateway_dir.clone(),
         };
@@ -290,14 +290,11 @@ pub(crate) fn run(args: &DevgridArgs) -> anyhow::Result<()> {
         ensure_tls_certificate(&gateway_dir)?;
     }
     // `--web-port` (and `--tls`) apply to a grid made before, as the SFTP and FTP ports do.
-    set_node_keys(
-        &gateway_dir,
-        &[("web.port", web_endpoint(args.web_port, args.tls))],
-    )?;
-    enable_frontend(&gateway_dir, "sftpd", &web_endpoint(args.sftp_port, false))?;
-    enable_frontend(&gateway_dir, "ftpd", &web_endpoint(args.ftp_port, false))?;
+    set_node_keys(&gateway_dir, &[("web.port", endpoint(args.web_port, args.tls))])?;
+    enable_frontend(&gateway_dir, "sftpd", &endpoint(args.sftp_port, false))?;
+    enable_frontend(&gateway_dir, "ftpd", &endpoint(args.ftp_port, false))?;
     if let Some(port) = args.webdav_port {
-        enable_frontend(&gateway_dir, "webdav", &web_endpoint(port, args.tls))?;
+        enable_frontend(&gateway_dir, "webdav", &endpoint(port, args.tls))?;
     }
     // The happiness default of 7 needs 7 servers; a smaller grid lowers it to what it has.
     if args.servers < 7 {

@@ -469,7 +469,9 @@ impl ChkReader {
         end: u64,
         lead: bool,
     ) -> Result<Vec<u8>, DownloadError> {
-        let mut plaintext = self.read_segment_from(segnum, (!lead).then_some(segnum)).await?;
+        let mut plaintext = self
+            .read_segment_from(segnum, if lead { 0 } else { segnum })
+            .await?;
         let seg_start = segnum * self.info.geometry.segment_size;
         let from = offset.saturating_sub(seg_start) as usize;
         let to = (end - seg_start).min(plaintext.len() as u64) as usize;
@@ -536,15 +538,15 @@ impl ChkReader {
 
     /// Fetches, verifies, decodes and decrypts one segment.
     pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, DownloadError> {
-        self.read_segment_from(segnum, Some(segnum)).await
+        self.read_segment_from(segnum, segnum).await
     }
 
-    /// Reads segment `segnum` from the shares whose turn `turn` is ([`pick_for_segment`]; `None`:
-    /// the lowest).
-    async fn read_segment_from(&self, segnum: u64, turn: Option<u64>) -> Result<Vec<u8>, DownloadError> {
+    /// Reads segment `segnum` from the shares whose turn `turn` is ([`pick_for_segment`]; turn 0
+    /// is the lowest).
+    async fn read_segment_from(&self, segnum: u64, turn: u64) -> Result<Vec<u8>, DownloadError> {
         let needed = self.cap.needed as usize;
         loop {
-            let chosen = self.choose_shares(needed, turn.unwrap_or(0)).await?;
+            let chosen = self.choose_shares(needed, turn).await?;
             let spares = self.spares(&chosen);
             let (mut blocks, mut failed) = self.fetch_blocks(segnum, chosen, spares).await;
             if blocks.len() < needed {
