@@ -597,6 +597,101 @@ async fn listings_leave_out_names_no_path_can_carry() {
     assert_eq!(root, ["hostile"]);
 }
 
+/// A file open for writing is what its path names until it is closed, whatever comes first: a
+/// FUSE client (sshfs) sends a file's CLOSE after `close(2)` has returned, so the next open,
+/// rename or removal of the path can reach the server before it. Each case here sends that
+/// request while the writing handle is still open, then closes it, and checks what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_being_written_are_what_their_paths_name_until_closed() {
+    let server = start().await;
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .unwrap();
+    let session = sftp(&handle).await;
+    async fn names(session: &SftpSession, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = session
+            .read_dir(dir)
+            .await
+            .unwrap()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    // `echo hello > notes; echo more >> notes`, the second open before the first close: the
+    // append starts from what is being written, and the late close of the first does not put the
+    // older contents back.
+    let mut first = session.create("/notes.txt").await.unwrap();
+    first.write_all(b"hello\n").await.unwrap();
+    first.flush().await.unwrap();
+    assert_eq!(session.metadata("/notes.txt").await.unwrap().size, Some(6));
+    assert_eq!(names(&session, "/").await, ["notes.txt"]);
+    assert_eq!(get(&session, "/notes.txt").await, b"hello\n");
+    let mut second = session
+        .open_with_flags("/notes.txt", OpenFlags::WRITE | OpenFlags::APPEND)
+        .await
+        .unwrap();
+    second.write_all(b"more\n").await.unwrap();
+    second.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/notes.txt").await, b"hello\nmore\n");
+    first.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/notes.txt").await, b"hello\nmore\n");
+
+    // An exclusive create of a name being written is refused.
+    let mut open = session.create("/taken").await.unwrap();
+    open.write_all(b"x").await.unwrap();
+    open.flush().await.unwrap();
+    let exclusive = session
+        .open_with_flags(
+            "/taken",
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE,
+        )
+        .await;
+    assert_eq!(status(exclusive), StatusCode::Failure);
+    open.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/taken").await, b"x");
+
+    // `cp data part && mv part final`, the rename before the close: the file is stored at the
+    // new name only.
+    let body = data(200_000, 9);
+    let mut part = session.create("/part").await.unwrap();
+    part.write_all(&body).await.unwrap();
+    part.flush().await.unwrap();
+    session.rename("/part", "/final").await.unwrap();
+    assert_eq!(session.metadata("/final").await.unwrap().size, Some(200_000));
+    assert_eq!(status(session.metadata("/part").await), StatusCode::NoSuchFile);
+    part.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/final").await, body);
+    assert_eq!(status(session.metadata("/part").await), StatusCode::NoSuchFile);
+
+    // A new version of an existing file, renamed over another name before its close: the
+    // stored file moves, and the close stores the new version at the new name.
+    let mut again = session
+        .open_with_flags("/final", OpenFlags::WRITE | OpenFlags::TRUNCATE)
+        .await
+        .unwrap();
+    again.write_all(b"new version").await.unwrap();
+    again.flush().await.unwrap();
+    session.rename("/final", "/notes.txt").await.unwrap_err();
+    assert_eq!(get(&session, "/notes.txt").await, b"hello\nmore\n");
+    session.rename("/final", "/renamed").await.unwrap();
+    again.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/renamed").await, b"new version");
+    assert_eq!(status(session.metadata("/final").await), StatusCode::NoSuchFile);
+
+    // `echo x > tmp; rm tmp`, the removal before the close: nothing is stored.
+    let mut doomed = session.create("/doomed").await.unwrap();
+    doomed.write_all(b"scratch").await.unwrap();
+    doomed.flush().await.unwrap();
+    session.remove_file("/doomed").await.unwrap();
+    assert_eq!(status(session.metadata("/doomed").await), StatusCode::NoSuchFile);
+    doomed.shutdown().await.unwrap();
+    assert_eq!(status(session.metadata("/doomed").await), StatusCode::NoSuchFile);
+
+    assert_eq!(names(&session, "/").await, ["notes.txt", "renamed", "taken"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_password_guesses_are_bounded_by_the_limit() {
     let server = start().await;

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use filenode::fs::{EntryKind, Fs, FsError, FsErrorKind, FsPath, MetadataChange, Stat, WriteTarget};
+use filenode::fs::{
+    EntryKind, Fs, FsError, FsErrorKind, FsPath, MetadataChange, Stat, WriteOptions, WriteTarget,
+};
 use filenode::grid::Grid;
 use filenode::node::{DirNode, Node, Replace};
 use futures::StreamExt;
@@ -40,6 +42,8 @@ pub(crate) const MAX_PACKET: u32 = 256 * 1024 + 1024;
 const MAX_IO: u64 = 255 * 1024;
 /// Directory entries per `readdir` reply.
 const READDIR_BATCH: usize = 200;
+/// The piece copied at a time from a file being written into another handle's spool.
+const COPY_CHUNK: u32 = 1 << 20;
 
 /// What a session needs from the server.
 #[derive(Debug, Clone)]
@@ -164,9 +168,19 @@ enum OpenHandle {
         link: Option<FsPath>,
     },
     Write(Box<WriteHandle>),
+    /// A file opened for reading while this session was writing it: a copy of what had been
+    /// written when it was opened.
+    Snapshot(Box<Spool>),
 }
 
+/// A file open for writing is what its path names until it is closed (Tahoe's "heisenfiles"):
+/// a `stat`, a listing, another open, a rename or a removal of the path sees it. FUSE clients
+/// (sshfs) need this: the kernel sends a file's release after `close(2)` has returned, so the
+/// SFTP CLOSE that stores a file may come after the next request about its path (`cat f` after
+/// `echo x > f`, `mv part f` after `cp f part`).
 struct WriteHandle {
+    /// The handle's number: handles opened later have greater numbers.
+    seq: u64,
     /// The path it was opened by, so that a `stat` of it sees the file being written.
     path: FsPath,
     spool: Spool,
@@ -182,6 +196,20 @@ struct WriteHandle {
     no_write: Option<bool>,
     /// Why a write was refused (the spool quota): the upload is then not stored at close.
     refused: Option<String>,
+    /// The handle opened on the same path while this one was open (it started from this one's
+    /// contents, or truncated them): once that one is stored, this one's contents are older than
+    /// the file's, and closing this one stores nothing.
+    superseded_by: Option<u64>,
+    superseded: bool,
+    /// The path was removed while the file was open (as an unlinked file on a disk): closing it
+    /// stores nothing.
+    unlinked: bool,
+}
+
+impl WriteHandle {
+    fn names_its_path(&self) -> bool {
+        !self.unlinked && !self.superseded
+    }
 }
 
 /// Remembers a spool refusal (the quota) on the handle, so that its upload is not stored at close.
@@ -403,12 +431,8 @@ impl Session {
     async fn stat(&mut self, id: u32, path: &str) -> Reply {
         let path = parse(path)?;
         // A file open for writing is what its path names until it is closed (and uploaded), as
-        // clients that stat a file right after creating it expect (sshfs does; Tahoe's
-        // "heisenfiles").
-        if let Some(write) = self.handles.values().find_map(|handle| match handle {
-            OpenHandle::Write(write) if write.path == path => Some(write),
-            _ => None,
-        }) {
+        // clients that stat a file right after creating it expect (sshfs does).
+        if let Some(write) = self.pending(&path) {
             let attrs = write_attributes(write);
             return Ok(Packet::Attrs(Attrs { id, attrs }));
         }
@@ -426,6 +450,12 @@ impl Session {
                 attrs
             }
             Some(OpenHandle::Write(write)) => write_attributes(write),
+            Some(OpenHandle::Snapshot(spool)) => {
+                let mut attrs = FileAttributes::empty();
+                attrs.permissions = Some(0o100444);
+                attrs.size = Some(spool.size());
+                attrs
+            }
             Some(OpenHandle::Dir { .. }) => {
                 let mut attrs = FileAttributes::empty();
                 attrs.set_dir(true);
@@ -483,6 +513,12 @@ impl Session {
                 }
                 Ok(ok(id))
             }
+            Some(OpenHandle::Snapshot(_)) if attrs.size.is_some() => {
+                Err(SftpError::denied("the file is open for reading only"))
+            }
+            Some(OpenHandle::Snapshot(_)) => Err(SftpError::failure(
+                "the file is still being written: set its attributes through the handle writing it",
+            )),
             Some(OpenHandle::Dir { .. }) => Ok(ok(id)),
             None => Err(SftpError::bad_handle()),
         }
@@ -493,13 +529,25 @@ impl Session {
         let listing = self.fs.list(&path).await.map_err(not_a_directory_fails)?;
         // Names no path can reach (`..`, `a/b`, empty, NUL; only a directory written by hand holds
         // one) are left out by the layer: a client would join them to a local path.
-        let entries = listing
+        let mut entries: Vec<File> = listing
             .into_iter()
             .map(|entry| {
                 let attrs = attributes(&entry.stat, false, &self.context.user);
                 File::new(entry.name, attrs)
             })
             .collect();
+        // Files this session is creating here are listed too, as `stat` shows them.
+        let mut creating: Vec<&WriteHandle> = self
+            .writing()
+            .filter(|write| write.path.parent().as_ref() == Some(&path))
+            .collect();
+        creating.sort_by_key(|write| std::cmp::Reverse(write.seq));
+        for write in creating {
+            let Some(name) = write.path.name() else { continue };
+            if !entries.iter().any(|entry| entry.filename == name) {
+                entries.push(File::new(name, write_attributes(write)));
+            }
+        }
         let handle = self.new_handle(OpenHandle::Dir { entries, next: 0 })?;
         Ok(Packet::Handle(Handle { id, handle }))
     }
@@ -523,6 +571,11 @@ impl Session {
         let path = parse(path)?;
         let handle = if writing {
             OpenHandle::Write(Box::new(self.open_for_write(path, flags).await?))
+        } else if let Some(pending) = self.pending_name(&path) {
+            // Reading a file this session is writing: what has been written so far.
+            let mut spool = self.new_spool()?;
+            self.copy_pending(&pending, &mut spool).await?;
+            OpenHandle::Snapshot(Box::new(spool))
         } else {
             let found = self.fs.find(&path).await?;
             match found.node {
@@ -541,20 +594,102 @@ impl Session {
             }
         };
         let handle = self.new_handle(handle)?;
+        let seq = self.next_handle;
+        if let Some(OpenHandle::Write(write)) = self.handles.get_mut(&handle) {
+            write.seq = seq;
+            let path = write.path.clone();
+            // The newest handle on a path holds its contents (it started from the others').
+            for other in self.handles.values_mut() {
+                if let OpenHandle::Write(other) = other
+                    && other.seq != seq
+                    && other.path == path
+                {
+                    other.superseded_by = Some(seq);
+                }
+            }
+        }
         Ok(Packet::Handle(Handle { id, handle }))
+    }
+
+    /// The open write handles that still name their path (not removed while open, nor
+    /// superseded by a newer handle already stored).
+    fn writing(&self) -> impl Iterator<Item = &WriteHandle> {
+        self.handles.values().filter_map(|handle| match handle {
+            OpenHandle::Write(write) if write.names_its_path() => Some(&**write),
+            _ => None,
+        })
+    }
+
+    /// The newest handle writing `path`, if this session is writing it.
+    fn pending(&self, path: &FsPath) -> Option<&WriteHandle> {
+        self.writing()
+            .filter(|write| write.path == *path)
+            .max_by_key(|write| write.seq)
+    }
+
+    /// The name of [`Session::pending`]'s handle.
+    fn pending_name(&self, path: &FsPath) -> Option<String> {
+        let seq = self.pending(path)?.seq;
+        self.handles.iter().find_map(|(name, handle)| match handle {
+            OpenHandle::Write(write) if write.seq == seq => Some(name.clone()),
+            _ => None,
+        })
+    }
+
+    /// The names of the handles writing `path`.
+    fn pending_names(&self, path: &FsPath) -> Vec<String> {
+        self.handles
+            .iter()
+            .filter_map(|(name, handle)| match handle {
+                OpenHandle::Write(write) if write.names_its_path() && write.path == *path => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn new_spool(&self) -> Result<Spool, SftpError> {
+        Ok(Spool::with_quota(
+            self.context.spool_dir.as_deref(),
+            &self.context.limits.spool_quota,
+            &self.context.user,
+        )?)
+    }
+
+    /// Copies what the open write handle `pending` holds into `spool`, in order from the start
+    /// (so that the copy is hashed for its convergent key as it goes).
+    async fn copy_pending(&mut self, pending: &str, spool: &mut Spool) -> Result<(), SftpError> {
+        let Some(OpenHandle::Write(write)) = self.handles.get_mut(pending) else {
+            return Err(SftpError::bad_handle());
+        };
+        let mut at = 0u64;
+        loop {
+            let chunk = write.spool.read_at(at, COPY_CHUNK).await?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            spool.write_at(at, &chunk).await?;
+            at += chunk.len() as u64;
+        }
     }
 
     /// Opens a file for writing: the layer decides where the bytes go (Tahoe's replace semantics,
     /// the mutable-in-place rule, read-only directories and links marked `no-write` refused) before
     /// anything is received.
-    async fn open_for_write(&self, path: FsPath, flags: OpenFlags) -> Result<WriteHandle, SftpError> {
-        let replace = if flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUDE) {
+    async fn open_for_write(&mut self, path: FsPath, flags: OpenFlags) -> Result<WriteHandle, SftpError> {
+        let exclusive = flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUDE);
+        let pending = self.pending_name(&path);
+        if exclusive && pending.is_some() {
+            return Err(SftpError::failure("the file exists (this session is writing it)"));
+        }
+        let replace = if exclusive {
             Replace::Never
         } else {
             Replace::Always
         };
         let target = self.fs.prepare_write(&path, replace).await?;
-        if target.is_new() && !flags.contains(OpenFlags::CREATE) {
+        if target.is_new() && !flags.contains(OpenFlags::CREATE) && pending.is_none() {
             return Err(SftpError::no_such_file());
         }
         // Tahoe's SFTP rules beyond the layer's: an unknown object or a read-only mutable file is
@@ -568,16 +703,15 @@ impl Session {
             Some(Node::Dir(_)) => return Err(SftpError::failure("is a directory")),
             None => None,
         };
-        let mut spool = Spool::with_quota(
-            self.context.spool_dir.as_deref(),
-            &self.context.limits.spool_quota,
-            &self.context.user,
-        )?;
+        let mut spool = self.new_spool()?;
         // Hashed for the convergent key while the client writes in order from the start (the
         // old contents first, when kept), so that close reads the spool once.
         spool.hash_with(target.convergent_hasher());
         let truncate = flags.contains(OpenFlags::TRUNCATE);
-        if let Some(file) = existing.filter(|_| !truncate) {
+        if let Some(pending) = pending.as_deref().filter(|_| !truncate) {
+            // The file as this session is writing it, not as the grid holds it yet.
+            self.copy_pending(pending, &mut spool).await?;
+        } else if let Some(file) = existing.filter(|_| !truncate) {
             // Tahoe's rule: writing into an existing file starts from its contents.
             let reader = file.open().await?;
             let mut stream = reader.stream(0, reader.size());
@@ -589,15 +723,19 @@ impl Session {
             }
         }
         Ok(WriteHandle {
+            seq: 0,
             path,
             spool,
-            changed: truncate || target.is_new(),
+            changed: truncate || target.is_new() || pending.is_some(),
             target,
             append: flags.contains(OpenFlags::APPEND),
             readable: flags.contains(OpenFlags::READ),
             mtime: None,
             no_write: None,
             refused: None,
+            superseded_by: None,
+            superseded: false,
+            unlinked: false,
         })
     }
 
@@ -607,6 +745,13 @@ impl Session {
             Some(OpenHandle::Read { file, .. }) => file.read(offset, len).await,
             Some(OpenHandle::Write(write)) if write.readable => {
                 let data = write.spool.read_at(offset, len).await?;
+                if data.is_empty() {
+                    return Err(SftpError::eof());
+                }
+                Ok(vec![Bytes::from(data)])
+            }
+            Some(OpenHandle::Snapshot(spool)) => {
+                let data = spool.read_at(offset, len).await?;
                 if data.is_empty() {
                     return Err(SftpError::eof());
                 }
@@ -639,9 +784,21 @@ impl Session {
                     return Err(SftpError::failure(format!("the file was not stored: {reason}"))
                         .counted_as(ErrorKind::Quota));
                 }
+                if write.unlinked || write.superseded {
+                    // Removed while open, or a newer handle on its path has been stored.
+                    return Ok(ok(id));
+                }
+                let seq = write.seq;
                 if let Err(e) = self.commit(*write).await {
                     tracing::warn!(user = ?self.context.user, error = %e.message, "SFTP upload failed at close");
                     return Err(e);
+                }
+                for other in self.handles.values_mut() {
+                    if let OpenHandle::Write(other) = other
+                        && other.superseded_by == Some(seq)
+                    {
+                        other.superseded = true;
+                    }
                 }
                 Ok(ok(id))
             }
@@ -703,13 +860,21 @@ impl Session {
 
     async fn remove(&mut self, id: u32, path: &str) -> Reply {
         let path = parse(path)?;
-        self.fs.unlink(&path).await.map_err(|e| {
-            if e.kind() == FsErrorKind::IsADirectory {
-                SftpError::failure("is a directory (use rmdir)")
-            } else {
-                e.into()
+        let pending = self.pending_names(&path);
+        match self.fs.unlink(&path).await {
+            Ok(()) => {}
+            // Only this session's open file has the name: removing it is all there is to do.
+            Err(e) if e.kind() == FsErrorKind::NotFound && !pending.is_empty() => {}
+            Err(e) if e.kind() == FsErrorKind::IsADirectory => {
+                return Err(SftpError::failure("is a directory (use rmdir)"));
             }
-        })?;
+            Err(e) => return Err(e.into()),
+        }
+        for name in pending {
+            if let Some(OpenHandle::Write(write)) = self.handles.get_mut(&name) {
+                write.unlinked = true;
+            }
+        }
         Ok(ok(id))
     }
 
@@ -744,7 +909,59 @@ impl Session {
 
     async fn rename(&mut self, id: u32, from: &str, to: &str, replace: Replace) -> Reply {
         let (from, to) = (parse(from)?, parse(to)?);
-        self.fs.rename(&from, &to, replace).await?;
+        let pending = self.pending_names(&from);
+        let replaced: Vec<String> = self
+            .pending_names(&to)
+            .into_iter()
+            .filter(|name| !pending.contains(name))
+            .collect();
+        if replace == Replace::Never && !replaced.is_empty() {
+            return Err(SftpError::failure(
+                "the name exists already (this session is writing it)",
+            ));
+        }
+        let mut replace_at_close = replace;
+        match self.fs.rename(&from, &to, replace).await {
+            // The grid's file moved; the one being written follows it over whatever it replaced.
+            Ok(()) => replace_at_close = Replace::Always,
+            // Only this session's open file has the name: it moves alone.
+            Err(e) if e.kind() == FsErrorKind::NotFound && !pending.is_empty() => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A file being written moves with its name: its close stores it at the new one. A file
+        // written in place (a mutable file) moved with its link and keeps its target.
+        let options = WriteOptions {
+            in_place: false,
+            ..WriteOptions::new(replace_at_close)
+        };
+        let mut moved = Vec::with_capacity(pending.len());
+        for name in pending {
+            let in_place = matches!(
+                self.handles.get(&name),
+                Some(OpenHandle::Write(write)) if write.target.in_place().is_some()
+            );
+            let target = if in_place {
+                None
+            } else {
+                Some(self.fs.prepare_write_with(&to, options).await?)
+            };
+            moved.push((name, target));
+        }
+        // A file this session was writing at the new name is replaced: closing it stores
+        // nothing, as for a removed one.
+        for name in replaced {
+            if let Some(OpenHandle::Write(write)) = self.handles.get_mut(&name) {
+                write.unlinked = true;
+            }
+        }
+        for (name, target) in moved {
+            if let Some(OpenHandle::Write(write)) = self.handles.get_mut(&name) {
+                if let Some(target) = target {
+                    write.target = target;
+                }
+                write.path = to.clone();
+            }
+        }
         Ok(ok(id))
     }
 
