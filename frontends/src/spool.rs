@@ -336,6 +336,20 @@ impl SpoolReader {
     pub(crate) fn convergent_key(&mut self) -> Option<([u8; 16], u64)> {
         self.hashed.take().map(|hasher| hasher.finish())
     }
+
+    /// Another reader of the same contents, from the start, for a second use of a small spool
+    /// while this one is read. It keeps the file, not the quota's charge: the charge goes when
+    /// this reader is dropped.
+    pub(crate) fn another(&self) -> SpoolReader {
+        SpoolReader {
+            file: Arc::clone(&self.file),
+            key: self.key,
+            size: self.size,
+            position: 0,
+            _charge: None,
+            hashed: None,
+        }
+    }
 }
 
 impl Read for SpoolReader {

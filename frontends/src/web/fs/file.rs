@@ -17,6 +17,18 @@ use super::{Spooled, Target, body_limit, json, mutable_format, spool, text};
 
 /// The largest body of a `PUT ?offset=` (a partial write is held in memory while it is encoded).
 const OFFSET_WRITE_LIMIT: u64 = 64 << 20;
+/// The largest file a `PUT` to a path uploads while it looks the name up.
+const SPECULATE_MAX: u64 = 1 << 20;
+
+/// A `PUT` body: not read yet, or (a small file) spooled and uploaded already.
+enum Incoming {
+    Unread(Body),
+    Stored {
+        /// The bytes again, for a mutable file at the name, written in place instead.
+        again: Spooled,
+        stored: Result<FileCap, WebError>,
+    },
+}
 
 pub(super) async fn get_file(
     state: &WebState,
@@ -250,7 +262,32 @@ async fn put_into_path(
         // An existing mutable file is updated in place unless a format asks for a new file.
         in_place: format.is_none() || offset.is_some(),
     };
-    let mut write = match fs.prepare_write_with(&target.fs_path()?, options).await {
+    let convergent = convergence(args)?;
+    let chk = matches!(format, None | Some(Format::Chk));
+    // A small new file is uploaded while the name is looked up, a round trip sooner than one
+    // after the other. When the name turns out to hold a mutable file to write in place (or the
+    // write is refused), that upload is not linked: its shares are left for their leases to
+    // expire, as those of any unlinked upload (`PUT /uri`).
+    let small = crate::web::streamed::known_length(state, headers, &body)
+        .filter(|len| *len <= SPECULATE_MAX && chk && offset.is_none())
+        .filter(|_| !headers.contains_key(header::CONTENT_RANGE));
+    let path = target.fs_path()?;
+    let (prepared, body) = match small {
+        Some(_) => {
+            let spooled = spool(state, body.into_data_stream(), body_limit(format), convergent).await?;
+            let again = spooled.another();
+            let (prepared, stored) = tokio::join!(
+                fs.prepare_write_with(&path, options),
+                store_new_file(state, spooled, Format::Chk, convergent),
+            );
+            (prepared, Incoming::Stored { again, stored })
+        }
+        None => (
+            fs.prepare_write_with(&path, options).await,
+            Incoming::Unread(body),
+        ),
+    };
+    let mut write = match prepared {
         Ok(write) => write,
         Err(e) if e.kind() == FsErrorKind::IsADirectory && replace == Replace::OnlyFiles => {
             return Err(WebError::Conflict(format!(
@@ -279,7 +316,10 @@ async fn put_into_path(
         } else {
             None
         };
-        let spooled = spool(state, body.into_data_stream(), limit, false).await?;
+        let spooled = match body {
+            Incoming::Unread(body) => spool(state, body.into_data_stream(), limit, false).await?,
+            Incoming::Stored { again, .. } => again,
+        };
         match offset {
             Some(_) => update_mutable(&file, spooled, offset).await?,
             None => {
@@ -301,16 +341,19 @@ async fn put_into_path(
             "offset= needs an existing mutable file".into(),
         ));
     }
-    let convergent = convergence(args)?;
-    let chk = matches!(format, None | Some(Format::Chk));
-    let cap = match crate::web::streamed::known_length(state, headers, &body) {
-        // With a random key and a known length, straight into the encoder.
-        Some(size) if chk && !convergent => crate::web::streamed::store_streamed(state, body, size).await?,
-        _ => {
-            let hash = convergent && chk;
-            let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
-            store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?
-        }
+    let cap = match body {
+        Incoming::Stored { stored, .. } => stored?,
+        Incoming::Unread(body) => match crate::web::streamed::known_length(state, headers, &body) {
+            // With a random key and a known length, straight into the encoder.
+            Some(size) if chk && !convergent => {
+                crate::web::streamed::store_streamed(state, body, size).await?
+            }
+            _ => {
+                let hash = convergent && chk;
+                let spooled = spool(state, body.into_data_stream(), body_limit(format), hash).await?;
+                store_new_file(state, spooled, format.unwrap_or(Format::Chk), convergent).await?
+            }
+        },
     };
     let created = write.link_stored(&Cap::File(cap.clone()), None).await?;
     let status = if created {
