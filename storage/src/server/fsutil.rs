@@ -138,6 +138,19 @@ pub(super) fn read_vec_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<
 }
 
 /// Makes a directory's entries (creations, renames, removals) durable.
+/// Asks the kernel to start writing the dirty pages of `len` bytes of `file` at `offset` to disk,
+/// without waiting for them (Linux's `POSIX_FADV_DONTNEED` starts their writeback and drops the
+/// pages already clean from the cache). A sync later then waits only for what is still unwritten.
+/// Advice only: a kernel that ignores it changes nothing but the time that sync takes.
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+}
+
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::{Allocation, LeaseSecrets, UploadProgress, UploadSecret};
 use crate::server::container::sniff_file;
-use crate::server::fsutil::{create_dir_durable, read_vec_at, remove_dir_if_empty, sync_dir, write_all_at};
+use crate::server::fsutil::{
+    create_dir_durable, read_vec_at, remove_dir_if_empty, start_writeback, sync_dir, write_all_at,
+};
 use crate::server::immutable::{self, ImmutableShare};
 use crate::server::index::LeaseKey;
 use crate::server::lease::{LeaseRecord, SecretStorage, ct_eq, expiry_for_renewal_at};
@@ -36,7 +38,15 @@ pub(super) struct Upload {
 pub(super) struct UploadFile {
     file: File,
     written: RangeSet,
+    /// The data before this offset has been handed to the disk's writeback ([`WRITEBACK_EVERY`]).
+    writeback_from: u64,
 }
+
+/// The data an upload may hold unwritten before the disk is asked to start writing it: the sync
+/// that completes a share then waits for about this much, not for the whole share. (Ten servers
+/// sharing one disk each synced a whole 5.6 MB share at the end of a 16 MiB upload: 20–25 ms
+/// after its last byte, at 50 ms round trips.)
+const WRITEBACK_EVERY: u64 = 1 << 20;
 
 impl StorageServer {
     /// Opens immutable uploads (tahoe-interfaces.md §2.4). `already_have` lists every immutable share
@@ -178,6 +188,7 @@ impl StorageServer {
                         file: Arc::new(Mutex::new(UploadFile {
                             file,
                             written: RangeSet::default(),
+                            writeback_from: 0,
                         })),
                     };
                     lock(&self.state).uploads.insert((si, shnum), upload);
@@ -280,6 +291,11 @@ impl StorageServer {
             .map_err(|e| io_error(format!("cannot write upload {si}/{shnum}"), e))?;
         Operations::add_bytes(&self.operations.bytes_added, data.len() as u64);
         upload_file.written.insert(offset, end);
+        if end >= upload_file.writeback_from.saturating_add(WRITEBACK_EVERY) {
+            let from = upload_file.writeback_from;
+            start_writeback(&upload_file.file, immutable::HEADER_LEN + from, end - from);
+            upload_file.writeback_from = end;
+        }
         let required = upload_file.written.gaps(0, allocated);
         let now = self.config.clock.now();
         if let Some(entry) = lock(&self.state).uploads.get_mut(&(si, shnum)) {
