@@ -130,11 +130,31 @@ enum Command {
     Debug(debug::DebugCommand),
 }
 
+/// jemalloc keeps freed pages for 10 s by default, then only marks them reclaimable
+/// (`MADV_FREE`), which still counts as resident until the kernel is short of memory: a gateway
+/// idle after transfers stayed 17.6 MiB above its 8.4 MiB at start. Pages unused for a second are
+/// now returned outright; a transfer reuses its buffers within milliseconds, so it does not notice.
+/// (The `arenas.*` keys set the arenas made later, one per thread group; `arena.4096.*` the ones
+/// already made.)
+fn release_freed_memory_sooner() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    for (key, value) in [
+        (&b"arenas.dirty_decay_ms\0"[..], 1000isize),
+        (b"arenas.muzzy_decay_ms\0", 0),
+        (b"arena.4096.dirty_decay_ms\0", 1000),
+        (b"arena.4096.muzzy_decay_ms\0", 0),
+    ] {
+        // Memory, never correctness: a key this jemalloc lacks is no failure.
+        let _ = key.name().write(value);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     // Without its background thread jemalloc returns freed pages only when a thread next
     // allocates, so an idle gateway would keep the memory of its last transfer. A failure here
     // only costs memory, never correctness, so it is not fatal.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    release_freed_memory_sooner();
     let cli = Cli::parse();
     let node_dir = cli.node_directory();
     let Cli {

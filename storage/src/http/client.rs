@@ -59,6 +59,8 @@ use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
 const MAX_CBOR_RESPONSE: usize = 30 * 1024 * 1024;
 /// How much of an error body becomes the error message.
 const MAX_ERROR_BODY: usize = 10_000;
+/// The most a connection buffers for reading or writing (hyper's `max_buf_size`).
+const CONNECTION_BUFFER: usize = 64 * 1024;
 
 /// Tunables of an [`HttpStorageClient`]; [`Default`] gives Tahoe's values.
 #[derive(Debug, Clone)]
@@ -395,7 +397,12 @@ impl HttpStorageClient {
             .await
             .map_err(|_| StorageError::Timeout)?
             .map_err(|e| tls_error(&e))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        // hyper grows a connection's buffers to ~400 KB for a block's request or answer and keeps
+        // them while the connection lasts: a gateway's pooled connections held 10 MiB between
+        // transfers. 64 KiB is four TLS records a read, enough for a link's rate.
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(CONNECTION_BUFFER)
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| transport(&e))?;
         tokio::spawn(async move {
