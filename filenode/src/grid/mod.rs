@@ -84,6 +84,9 @@ struct SpeedState {
     latency: Option<f64>,
     /// Moving average of the transfer rate of requests that moved 64 KiB or more, in bytes/s.
     rate: Option<f64>,
+    /// Moving average of the durations of requests that moved less, in seconds: about the round
+    /// trip, without the time big transfers queue behind each other.
+    round_trip: Option<f64>,
 }
 
 impl ServerSpeed {
@@ -111,7 +114,17 @@ impl ServerSpeed {
                 Some(old) => old * 0.8 + rate * 0.2,
                 None => rate,
             });
+        } else {
+            state.round_trip = Some(match state.round_trip {
+                Some(old) => old * 0.8 + seconds * 0.2,
+                None => seconds,
+            });
         }
+    }
+
+    /// The recent average duration of small requests (about the round trip), once one answered.
+    pub fn round_trip(&self) -> Option<Duration> {
+        self.snapshot().round_trip.map(Duration::from_secs_f64)
     }
 
     /// The recent average request duration, once the server has answered.

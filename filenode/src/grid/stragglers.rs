@@ -1,8 +1,9 @@
 //! Flow control between an upload's encoder and its per-server writers, and long-tail cancellation:
 //! a server far behind the others is dropped from the upload once the others alone are happy.
 //!
-//! The encoder hands each server (a "lane") its blocks in order and waits while the lane has
-//! [`PENDING_PER_SHARE`] writes per share queued or in flight, which bounds memory. Without more,
+//! The encoder hands each server (a "lane") its blocks in order and waits while the lane has its
+//! depth of writes per share queued or in flight ([`PENDING_PER_SHARE`] on a link with round trips
+//! of tens of milliseconds, [`PENDING_PER_SHARE_NEAR`] on one of a few), which bounds memory. Without more,
 //! one slow server sets the pace of the whole upload (a 1 Mbit/s server among ten at 100 Mbit/s
 //! took a 16 MiB upload from 0.7 s to 20 s). So a lane is a *straggler*, and is cancelled, when
 //! - it holds the encoder up (its writes are at the bound), or the encoder has finished and the
@@ -29,8 +30,15 @@ use storage::ShareNum;
 
 use super::placement::happiness;
 
-/// Writes per share a lane may have queued or in flight before the encoder waits for it.
+/// Writes per share a lane may have queued or in flight before the encoder waits for it, on a
+/// link whose round trips take tens of milliseconds: eight keep the link busy while answers travel
+/// (see `upload::WRITES_IN_FLIGHT`).
 pub(crate) const PENDING_PER_SHARE: u64 = 8;
+/// The same on a link of a few milliseconds (a LAN, this machine): three keep it as busy (a 128 MiB
+/// upload to ten local servers ran as fast), and each write held back is a block (a third of a MiB
+/// at 3-of-10) the gateway does not hold: its peak during such an upload went from 79–80 MiB to
+/// 69–70.
+pub(crate) const PENDING_PER_SHARE_NEAR: u64 = 3;
 /// How many times a lane's progress the lanes that justify cancelling it must have made.
 pub(crate) const LAG_FACTOR: u64 = 4;
 /// Segments (writes per share) the lanes that justify cancelling another must have completed.
@@ -59,6 +67,8 @@ pub(crate) enum LaneState {
 
 struct Lane {
     shares: BTreeSet<ShareNum>,
+    /// Writes per share it may have queued or in flight.
+    depth: u64,
     /// Shares the same server already held before the upload (they count towards happiness).
     kept: BTreeSet<ShareNum>,
     sent: u64,
@@ -99,18 +109,20 @@ pub(crate) enum Admit {
 }
 
 impl Flow {
-    /// A flow for lanes with these shares and abort handles; `kept` maps each lane (by index, or
-    /// beyond the lanes for servers without one) to shares its server already holds.
+    /// A flow for lanes with these shares, abort handles and depths (writes per share pending);
+    /// `kept` maps each lane (by index, or beyond the lanes for servers without one) to shares its
+    /// server already holds.
     pub(crate) fn new(
-        lanes: Vec<(BTreeSet<ShareNum>, AbortHandle)>,
+        lanes: Vec<(BTreeSet<ShareNum>, AbortHandle, u64)>,
         kept: Vec<(Option<usize>, BTreeSet<ShareNum>)>,
         happy: usize,
         needed: usize,
     ) -> Flow {
         let mut lanes: Vec<Lane> = lanes
             .into_iter()
-            .map(|(shares, abort)| Lane {
+            .map(|(shares, abort, depth)| Lane {
                 shares,
+                depth: depth.max(1),
                 kept: BTreeSet::new(),
                 sent: 0,
                 done: 0,
@@ -153,7 +165,7 @@ impl Flow {
                 LaneState::Failed | LaneState::Dropped => return Ok(Admit::Skip),
                 LaneState::Active | LaneState::Finished => {}
             }
-            let bound = PENDING_PER_SHARE * entry.shares.len().max(1) as u64;
+            let bound = entry.depth * entry.shares.len().max(1) as u64;
             let pending = entry.sent - entry.done;
             if pending < bound {
                 state.lanes[lane].sent += 1;
@@ -306,7 +318,7 @@ mod tests {
             .map(|index| {
                 let (handle, registration) = AbortHandle::new_pair();
                 registrations.push(registration);
-                (BTreeSet::from([index as ShareNum]), handle)
+                (BTreeSet::from([index as ShareNum]), handle, PENDING_PER_SHARE)
             })
             .collect();
         (Flow::new(lanes, Vec::new(), happy, 3), registrations)

@@ -3,7 +3,7 @@
 //!
 //! The encoder runs on its own thread (its segments on the rayon pool) and hands each block to a
 //! channel per server; a writer per server sends the blocks as HTTP writes, up to
-//! [`WRITES_IN_FLIGHT`] at a time. The encoder waits while a server has eight writes per share
+//! [`WRITES_IN_FLIGHT`] at a time. The encoder waits while a server has its depth of writes per share
 //! queued or in flight (`stragglers::Flow`), so memory stays bounded whatever the file size; a
 //! server far behind the others while they alone keep `shares.happy` is cancelled (long-tail
 //! cancellation) and the result names it. A server that fails mid-upload loses its shares; the
@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
 use super::small_upload::{self, Small};
-use super::stragglers::{Admit, Flow, LaneState};
+use super::stragglers::{Admit, Flow, LaneState, PENDING_PER_SHARE, PENDING_PER_SHARE_NEAR};
 use super::{ClientSecrets, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers, run_blocking};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
 use crate::immutable::{
@@ -502,6 +502,19 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
 
 type Written = Vec<Result<BTreeSet<ShareNum>, StorageError>>;
 
+/// Below this round trip (of the server's small requests, the allocation just made among them) a
+/// link is near: [`PENDING_PER_SHARE_NEAR`] writes per share keep it busy.
+const NEAR: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Writes per share a server may have queued or in flight during an upload: as many as its round
+/// trip needs to keep its link busy, and no more, since each holds a block in memory.
+fn write_depth(server: &ServerEntry) -> u64 {
+    match server.speed.round_trip() {
+        Some(round_trip) if round_trip < NEAR => PENDING_PER_SHARE_NEAR,
+        _ => PENDING_PER_SHARE,
+    }
+}
+
 /// What one encoding pass shares with its caller beyond the buckets.
 struct Shared {
     /// Shares already held, by server id.
@@ -538,7 +551,7 @@ async fn send_shares<R: Read + Send + 'static>(
         senders.push(tx);
         receivers.push(rx);
         let (abort, registration) = AbortHandle::new_pair();
-        lanes.push((bucket.shares.clone(), abort));
+        lanes.push((bucket.shares.clone(), abort, write_depth(&bucket.server)));
         registrations.push(registration);
     }
     let kept = shared
