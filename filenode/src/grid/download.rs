@@ -86,6 +86,10 @@ impl ShareSource for RemoteShare {
             }
         })
     }
+
+    fn round_trip(&self) -> Option<std::time::Duration> {
+        self.server.speed.round_trip()
+    }
 }
 
 /// Asks every server which shares of `storage_index` it holds. Sources come back in permuted-ring
@@ -390,6 +394,10 @@ impl ShareSource for GuessedShare {
 
     fn describe(&self) -> String {
         self.share.describe()
+    }
+
+    fn round_trip(&self) -> Option<std::time::Duration> {
+        self.share.round_trip()
     }
 
     fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>> {

@@ -46,6 +46,11 @@ pub trait ShareSource: Send + Sync {
         let _ = reason;
         Box::pin(async {})
     }
+    /// The recent round trip to the share's holder, when known (it sets how many segments a read
+    /// keeps in flight: [`ChkReader`]'s `segments_in_flight`).
+    fn round_trip(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A share held in memory.
@@ -321,11 +326,20 @@ const UEB_READ_GUESS: u64 = 1024;
 /// links), decoding them takes the rayon pool.
 const MIN_SEGMENTS_IN_FLIGHT: usize = 8;
 
-/// Segments a range read keeps in flight: enough for the network ([`MIN_SEGMENTS_IN_FLIGHT`])
-/// and for the decoding threads (2 × threads), at most 32 (segments are up to 1 MiB by default:
-/// this bounds a reader's memory).
-fn segments_in_flight() -> usize {
-    (2 * rayon::current_num_threads()).clamp(MIN_SEGMENTS_IN_FLIGHT, 32)
+/// Below this round trip to every holder of the shares a read uses, the network needs no
+/// segments in flight beyond the decoding threads' ([`segments_in_flight`]).
+const NEAR: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Segments a range read keeps in flight: enough for the network ([`MIN_SEGMENTS_IN_FLIGHT`],
+/// unless every holder is `near`) and for the decoding threads (2 × threads), at most 32
+/// (segments are up to 1 MiB by default: this bounds a reader's memory). On this machine's
+/// devgrid (1 ms round trips, two cores) four in flight read as fast as eight (128 MiB, two runs
+/// each: `tessera get` 262–282 MiB/s against 244–247, SFTP 162–170 against 158–168), and the
+/// gateway's peak during a download was 6–14 MiB lower (`tessera get` 70 against 76–79 MiB, SFTP
+/// 77–78 against 88–93).
+fn segments_in_flight(near: bool) -> usize {
+    let floor = if near { 2 } else { MIN_SEGMENTS_IN_FLIGHT };
+    (2 * rayon::current_num_threads()).clamp(floor, 32)
 }
 
 /// Splits a range's segments into the first, fetched alone so that the first byte does not share
@@ -492,13 +506,14 @@ impl ChkReader {
     ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + '_, DownloadError> {
         let (segments, end) = self.plan_range(offset, len)?;
         let (first, rest) = first_alone(segments);
+        let in_flight = segments_in_flight(self.holders_near());
         Ok(Box::pin(
             stream::iter(first)
                 .then(move |segnum| self.read_segment_part(segnum, offset, end, true))
                 .chain(
                     stream::iter(rest)
                         .map(move |segnum| self.read_segment_part(segnum, offset, end, false))
-                        .buffered(segments_in_flight()),
+                        .buffered(in_flight),
                 ),
         ))
     }
@@ -512,6 +527,7 @@ impl ChkReader {
     ) -> Result<impl Stream<Item = Result<Vec<u8>, DownloadError>> + Send + 'static, DownloadError> {
         let (segments, end) = self.plan_range(offset, len)?;
         let (first, rest) = first_alone(segments);
+        let in_flight = segments_in_flight(self.holders_near());
         let head = Arc::clone(&self);
         Ok(Box::pin(
             stream::iter(first)
@@ -525,9 +541,19 @@ impl ChkReader {
                             let reader = Arc::clone(&self);
                             async move { reader.read_segment_part(segnum, offset, end, false).await }
                         })
-                        .buffered(segments_in_flight()),
+                        .buffered(in_flight),
                 ),
         ))
+    }
+
+    /// Whether every good share's holder is known to answer within [`NEAR`].
+    fn holders_near(&self) -> bool {
+        let shares = self.lock();
+        !shares.good.is_empty()
+            && shares
+                .good
+                .values()
+                .all(|share| share.source.round_trip().is_some_and(|rtt| rtt < NEAR))
     }
 
     /// Reads a range into one buffer.
