@@ -558,3 +558,41 @@ async fn errors_round_trip_exactly_through_the_tessera_header() {
         .unwrap_err();
     assert!(matches!(error, StorageError::BadRequest(_)), "{error:?}");
 }
+
+/// A request its caller drops before the answer (an abandoned download, a seek) takes its
+/// connection with it; the client opens replacements at once, so the next request does not wait
+/// for a TLS handshake.
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_of_use() {
+    use storage::testing::{EmulatedLink, LinkConfig};
+    let (server, _dir) = real_server().await;
+    let link = EmulatedLink::start(server.addr, LinkConfig::unlimited())
+        .await
+        .unwrap();
+    let mut nurl = server.nurl.clone();
+    nurl.port = link.addr().port();
+    let client = HttpStorageClient::with_options(&nurl, HttpClientOptions::default()).unwrap();
+    client.version().await.unwrap();
+    assert_eq!(link.stats().connections, 1);
+    // The answer is held back; the caller gives up on it.
+    link.stall(Duration::from_millis(600));
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), client.version()).await;
+    assert!(gave_up.is_err(), "the stalled request was answered");
+    // Two connections are opened to replace it, without another request.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while link.stats().connections < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        link.stats().connections,
+        3,
+        "no connection replaced the abandoned one"
+    );
+    // Once the stall is over, requests use them: no further connection.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let calls: Vec<_> = (0..2).map(|_| client.version()).collect();
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    assert_eq!(link.stats().connections, 3);
+}

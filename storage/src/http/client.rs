@@ -61,6 +61,24 @@ const MAX_CBOR_RESPONSE: usize = 30 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 10_000;
 /// The most a connection buffers for reading or writing (hyper's `max_buf_size`).
 const CONNECTION_BUFFER: usize = 64 * 1024;
+/// Idle connections made ready when a request is dropped before its answer (see
+/// `HttpStorageClient::call_once`): as many as a gateway's probe leaves (a read's listing and its
+/// first share read).
+const REPLACED_WHEN_DROPPED: usize = 2;
+
+/// Armed while a request is on its way; dropped armed, the request was abandoned by its caller.
+struct Abandoned<'a> {
+    client: &'a HttpStorageClient,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.warm(REPLACED_WHEN_DROPPED);
+        }
+    }
+}
 
 /// Tunables of an [`HttpStorageClient`]; [`Default`] gives Tahoe's values.
 #[derive(Debug, Clone)]
@@ -276,7 +294,21 @@ impl HttpStorageClient {
         }
     }
 
+    /// One attempt of `call`. A caller that gives up on it before its answer (a download
+    /// abandoned, a range read when the reader seeks) drops a connection mid-request, which
+    /// cannot be reused: [`REPLACED_WHEN_DROPPED`] are then opened ahead of the next request, so
+    /// that it does not wait for a TLS handshake.
     async fn call_once(&self, call: &Call) -> Result<Answer, StorageError> {
+        let mut abandoned = Abandoned {
+            client: self,
+            armed: true,
+        };
+        let result = self.call_once_unguarded(call).await;
+        abandoned.armed = false;
+        result
+    }
+
+    async fn call_once_unguarded(&self, call: &Call) -> Result<Answer, StorageError> {
         let options = &self.inner.options;
         let (mut sender, pooled) = match self.take_idle().await {
             Some(sender) => (sender, true),
