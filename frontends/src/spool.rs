@@ -289,14 +289,7 @@ impl Spool {
 
     /// A reader of the plaintext (call [`Spool::flush`] first).
     pub(crate) fn reader(&self) -> SpoolReader {
-        SpoolReader {
-            file: Arc::clone(&self.file),
-            key: self.key,
-            size: self.size,
-            position: 0,
-            _charge: None,
-            hashed: None,
-        }
+        SpoolReader::of(&self.file, self.key, self.size)
     }
 
     /// The reader of a finished spool (call [`Spool::flush`] first), which keeps the spool's
@@ -341,10 +334,15 @@ impl SpoolReader {
     /// while this one is read. It keeps the file, not the quota's charge: the charge goes when
     /// this reader is dropped.
     pub(crate) fn another(&self) -> SpoolReader {
+        SpoolReader::of(&self.file, self.key, self.size)
+    }
+
+    /// A reader of `size` bytes of `file` encrypted with `key`, from the start, holding no charge.
+    fn of(file: &Arc<File>, key: [u8; 16], size: u64) -> SpoolReader {
         SpoolReader {
-            file: Arc::clone(&self.file),
-            key: self.key,
-            size: self.size,
+            file: Arc::clone(file),
+            key,
+            size,
             position: 0,
             _charge: None,
             hashed: None,
