@@ -18,7 +18,9 @@ use hyper_util::rt::TokioIo;
 use storage::http::{HttpClientOptions, HttpStorageClient};
 use storage::nurl::Nurl;
 use storage::server::{StorageConfig, StorageServer};
-use storage::testing::{HttpsTestServer, lease_secrets, storage_index, upload_secret};
+use storage::testing::{
+    EmulatedLink, HttpsTestServer, LinkConfig, lease_secrets, storage_index, upload_secret,
+};
 use storage::tls::TlsIdentity;
 use storage::{ShareKind, StorageClient, StorageError};
 use tokio::net::TcpListener;
@@ -44,7 +46,7 @@ fn quick(retries: u32) -> HttpClientOptions {
 #[tokio::test]
 async fn a_wrong_pin_is_refused_and_not_retried() {
     let (server, _dir) = real_server().await;
-    let (port, connections) = counting_proxy(server.addr).await;
+    let (port, connections, _) = counting_proxy(server.addr).await;
     let mut nurl = server.nurl.clone();
     nurl.port = port;
     nurl.spki_hash = TlsIdentity::generate().unwrap().spki_hash();
@@ -133,31 +135,65 @@ async fn the_server_speaks_tls_1_2_and_1_3_and_presents_the_pinned_key() {
     }
 }
 
-/// A TCP proxy in front of `target` that counts the connections it accepts.
-async fn counting_proxy(target: std::net::SocketAddr) -> (u16, Arc<AtomicUsize>) {
+/// A TCP proxy in front of `target`: its port, the connections it has accepted, and those open
+/// through it now.
+async fn counting_proxy(target: std::net::SocketAddr) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (seen, gauge) = (accepted.clone(), open.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
                 return;
             };
             seen.fetch_add(1, Ordering::SeqCst);
+            gauge.fetch_add(1, Ordering::SeqCst);
+            let gauge = gauge.clone();
             tokio::spawn(async move {
                 let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                gauge.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    (port, count)
+    (port, accepted, open)
+}
+
+/// A client whose idle connections expire after 300 ms, to a real server through a
+/// [`counting_proxy`]: the client, the gauge of connections open, and what keeps the server up.
+async fn idle_timing_out_client() -> (
+    HttpStorageClient,
+    Arc<AtomicUsize>,
+    (HttpsTestServer, tempfile::TempDir),
+) {
+    let (server, dir) = real_server().await;
+    let (port, _, open) = counting_proxy(server.addr).await;
+    let mut nurl = server.nurl.clone();
+    nurl.port = port;
+    let options = HttpClientOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpClientOptions::default()
+    };
+    let client = HttpStorageClient::with_options(&nurl, options).unwrap();
+    (client, open, (server, dir))
+}
+
+/// The connections still open through a [`counting_proxy`] once they have all closed, or after
+/// 5 s.
+async fn open_after_waiting(open: &AtomicUsize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    open.load(Ordering::SeqCst)
 }
 
 #[tokio::test]
 async fn connections_are_reused() {
     let (server, _dir) = real_server().await;
-    let (port, connections) = counting_proxy(server.addr).await;
+    let (port, connections, _) = counting_proxy(server.addr).await;
     let mut nurl = server.nurl.clone();
     nurl.port = port;
     let client = HttpStorageClient::new(&nurl).unwrap();
@@ -204,40 +240,9 @@ async fn connections_are_reused() {
     );
 }
 
-/// A proxy in front of `target` that counts the connections open through it now.
-async fn open_counting_proxy(target: std::net::SocketAddr) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let open = Arc::new(AtomicUsize::new(0));
-    let gauge = open.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            gauge.fetch_add(1, Ordering::SeqCst);
-            let gauge = gauge.clone();
-            tokio::spawn(async move {
-                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                gauge.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (port, open)
-}
-
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout_without_another_request() {
-    let (server, _dir) = real_server().await;
-    let (port, open) = open_counting_proxy(server.addr).await;
-    let mut nurl = server.nurl.clone();
-    nurl.port = port;
-    let options = HttpClientOptions {
-        idle_timeout: Duration::from_millis(300),
-        ..HttpClientOptions::default()
-    };
-    let client = HttpStorageClient::with_options(&nurl, options).unwrap();
+    let (client, open, _server) = idle_timing_out_client().await;
     let calls: Vec<_> = (0..4).map(|_| client.version()).collect();
     for result in futures::future::join_all(calls).await {
         result.unwrap();
@@ -248,12 +253,8 @@ async fn idle_connections_are_closed_after_the_idle_timeout_without_another_requ
         "the answered connections are kept for reuse: {pooled}"
     );
     // Well within the server's own 60 s idle cut-off: only the client can have closed them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        open.load(Ordering::SeqCst),
+        open_after_waiting(&open).await,
         0,
         "idle connections outlived the client's idle timeout"
     );
@@ -268,15 +269,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_without_another_requ
 /// idle for the timeout, and the client still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_after_racing_bursts_empty_and_refill_the_pool() {
-    let (server, _dir) = real_server().await;
-    let (port, open) = open_counting_proxy(server.addr).await;
-    let mut nurl = server.nurl.clone();
-    nurl.port = port;
-    let options = HttpClientOptions {
-        idle_timeout: Duration::from_millis(300),
-        ..HttpClientOptions::default()
-    };
-    let client = HttpStorageClient::with_options(&nurl, options).unwrap();
+    let (client, open, _server) = idle_timing_out_client().await;
     for round in 0..20 {
         let calls: Vec<_> = (0..1 + round % 6).map(|_| client.version()).collect();
         for result in futures::future::join_all(calls).await {
@@ -287,12 +280,8 @@ async fn idle_connections_close_after_racing_bursts_empty_and_refill_the_pool() 
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        open.load(Ordering::SeqCst),
+        open_after_waiting(&open).await,
         0,
         "idle connections outlived the client's idle timeout"
     );
@@ -559,13 +548,14 @@ async fn errors_round_trip_exactly_through_the_tessera_header() {
     assert!(matches!(error, StorageError::BadRequest(_)), "{error:?}");
 }
 
-/// A request its caller drops before the answer (an abandoned download, a seek) takes its
-/// connection with it; the client opens replacements at once, so the next request does not wait
-/// for a TLS handshake.
-#[tokio::test]
-async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_of_use() {
-    use storage::testing::{EmulatedLink, LinkConfig};
-    let (server, _dir) = real_server().await;
+/// A client to a real server behind an [`EmulatedLink`] (no delay, no limit), with one request
+/// answered: one connection in its pool.
+async fn client_behind_a_link() -> (
+    HttpStorageClient,
+    EmulatedLink,
+    (HttpsTestServer, tempfile::TempDir),
+) {
+    let (server, dir) = real_server().await;
     let link = EmulatedLink::start(server.addr, LinkConfig::unlimited())
         .await
         .unwrap();
@@ -573,6 +563,15 @@ async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_o
     nurl.port = link.addr().port();
     let client = HttpStorageClient::with_options(&nurl, HttpClientOptions::default()).unwrap();
     client.version().await.unwrap();
+    (client, link, (server, dir))
+}
+
+/// A request its caller drops before the answer (an abandoned download, a seek) takes its
+/// connection with it; the client opens replacements at once, so the next request does not wait
+/// for a TLS handshake.
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_of_use() {
+    let (client, link, _server) = client_behind_a_link().await;
     assert_eq!(link.stats().connections, 1);
     // The answer is held back; the caller gives up on it.
     link.stall(Duration::from_millis(600));
@@ -596,4 +595,30 @@ async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_o
         result.unwrap();
     }
     assert_eq!(link.stats().connections, 3);
+}
+
+/// Many requests abandoned at once (every read of a dropped download, on several tasks) open
+/// the replacements between them, not two each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_abandoned_together_open_two_replacements_between_them() {
+    let (client, link, _server) = client_behind_a_link().await;
+    link.stall(Duration::from_millis(800));
+    let abandoned: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(
+                async move { tokio::time::timeout(Duration::from_millis(150), client.version()).await },
+            )
+        })
+        .collect();
+    for task in abandoned {
+        assert!(task.await.unwrap().is_err(), "a stalled request was answered");
+    }
+    // Eight requests (one pooled connection, seven new), then two replacements at most.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let connections = link.stats().connections;
+    assert!(
+        (9..=10).contains(&connections),
+        "{connections} connections for 8 abandoned requests"
+    );
 }

@@ -692,6 +692,46 @@ async fn files_being_written_are_what_their_paths_name_until_closed() {
     assert_eq!(names(&session, "/").await, ["notes.txt", "renamed", "taken"]);
 }
 
+/// Another open of a file being written copies what it holds into a spool of its own, charged
+/// to the same quota: a peer cannot multiply its spool by opening one file many times. The copy
+/// past the quota is refused with the quota's message; the file being written is stored intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_file_being_written_count_against_the_spool_quota() {
+    let quota = SpoolQuota::new(4 << 20);
+    let server = start_with(SftpLimits {
+        spool_quota: Arc::clone(&quota),
+        ..SftpLimits::default()
+    })
+    .await;
+    let handle = connect(&server, "alice", Login::Key(&server.alice))
+        .await
+        .unwrap();
+    let session = sftp(&handle).await;
+    let body = data(3 << 20, 5);
+    let mut writing = session.create("/big.bin").await.unwrap();
+    writing.write_all(&body).await.unwrap();
+    writing.flush().await.unwrap();
+    // A read and an append each need 3 MiB more: past the 4 MiB quota.
+    let read = session.open("/big.bin").await;
+    let Err(SftpClientError::Status(refused)) = read else {
+        panic!("a copy past the quota was opened");
+    };
+    assert_eq!(refused.status_code, StatusCode::Failure);
+    assert!(
+        refused.error_message.contains("quota"),
+        "{}",
+        refused.error_message
+    );
+    let append = session
+        .open_with_flags("/big.bin", OpenFlags::WRITE | OpenFlags::APPEND)
+        .await;
+    assert_eq!(status(append), StatusCode::Failure);
+    // Nothing of the refused copies stays charged; the file is stored whole.
+    writing.shutdown().await.unwrap();
+    assert_eq!(get(&session, "/big.bin").await, body);
+    assert_eq!(quota.used("alice"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_password_guesses_are_bounded_by_the_limit() {
     let server = start().await;

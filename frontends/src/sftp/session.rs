@@ -539,6 +539,7 @@ impl Session {
         // Files this session is creating here are listed too, as `stat` shows them.
         let mut creating: Vec<&WriteHandle> = self
             .writing()
+            .map(|(_, write)| write)
             .filter(|write| write.path.parent().as_ref() == Some(&path))
             .collect();
         creating.sort_by_key(|write| std::cmp::Reverse(write.seq));
@@ -611,41 +612,37 @@ impl Session {
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
-    /// The open write handles that still name their path (not removed while open, nor
-    /// superseded by a newer handle already stored).
-    fn writing(&self) -> impl Iterator<Item = &WriteHandle> {
-        self.handles.values().filter_map(|handle| match handle {
-            OpenHandle::Write(write) if write.names_its_path() => Some(&**write),
+    /// The open write handles, by name, that still name their path (not removed while open,
+    /// nor superseded by a newer handle already stored).
+    fn writing(&self) -> impl Iterator<Item = (&String, &WriteHandle)> {
+        self.handles.iter().filter_map(|(name, handle)| match handle {
+            OpenHandle::Write(write) if write.names_its_path() => Some((name, &**write)),
             _ => None,
         })
     }
 
-    /// The newest handle writing `path`, if this session is writing it.
-    fn pending(&self, path: &FsPath) -> Option<&WriteHandle> {
+    /// The newest handle writing `path`, and its name, if this session is writing it.
+    fn newest_writing(&self, path: &FsPath) -> Option<(&String, &WriteHandle)> {
         self.writing()
-            .filter(|write| write.path == *path)
-            .max_by_key(|write| write.seq)
+            .filter(|(_, write)| write.path == *path)
+            .max_by_key(|(_, write)| write.seq)
+    }
+
+    /// The newest handle writing `path`.
+    fn pending(&self, path: &FsPath) -> Option<&WriteHandle> {
+        self.newest_writing(path).map(|(_, write)| write)
     }
 
     /// The name of [`Session::pending`]'s handle.
     fn pending_name(&self, path: &FsPath) -> Option<String> {
-        let seq = self.pending(path)?.seq;
-        self.handles.iter().find_map(|(name, handle)| match handle {
-            OpenHandle::Write(write) if write.seq == seq => Some(name.clone()),
-            _ => None,
-        })
+        self.newest_writing(path).map(|(name, _)| name.clone())
     }
 
     /// The names of the handles writing `path`.
     fn pending_names(&self, path: &FsPath) -> Vec<String> {
-        self.handles
-            .iter()
-            .filter_map(|(name, handle)| match handle {
-                OpenHandle::Write(write) if write.names_its_path() && write.path == *path => {
-                    Some(name.clone())
-                }
-                _ => None,
-            })
+        self.writing()
+            .filter(|(_, write)| write.path == *path)
+            .map(|(name, _)| name.clone())
             .collect()
     }
 

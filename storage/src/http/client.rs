@@ -983,16 +983,16 @@ impl StorageClient for HttpStorageClient {
             return;
         };
         let wanted = connections.min(self.inner.options.max_idle_connections);
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .connections
-            .len();
-        let opening = self.inner.opening.load(Ordering::Relaxed);
-        for _ in (idle + opening)..wanted {
-            self.inner.opening.fetch_add(1, Ordering::Relaxed);
+        // Counted and reserved under the pool's lock: callers at once (every request of an
+        // abandoned download) open `wanted` between them, not each.
+        let missing = {
+            let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let missing =
+                wanted.saturating_sub(idle.connections.len() + self.inner.opening.load(Ordering::Relaxed));
+            self.inner.opening.fetch_add(missing, Ordering::Relaxed);
+            missing
+        };
+        for _ in 0..missing {
             let client = self.clone();
             runtime.spawn(async move {
                 match client.connect().await {

@@ -137,7 +137,6 @@ pub(super) fn read_vec_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<
     Ok(buf)
 }
 
-/// Makes a directory's entries (creations, renames, removals) durable.
 /// Asks the kernel to start writing the dirty pages of `len` bytes of `file` at `offset` to disk,
 /// without waiting for them (Linux's `POSIX_FADV_DONTNEED` starts their writeback and drops the
 /// pages already clean from the cache). A sync later then waits only for what is still unwritten.
@@ -151,6 +150,7 @@ pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     );
 }
 
+/// Makes a directory's entries (creations, renames, removals) durable.
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
