@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use storage::http::client::REPLACED_WHEN_DROPPED;
 use storage::http::{HttpClientOptions, HttpStorageClient};
 use storage::nurl::Nurl;
 use storage::server::{StorageConfig, StorageServer};
@@ -577,30 +578,31 @@ async fn a_request_dropped_before_its_answer_has_its_connection_replaced_ahead_o
     link.stall(Duration::from_millis(600));
     let gave_up = tokio::time::timeout(Duration::from_millis(100), client.version()).await;
     assert!(gave_up.is_err(), "the stalled request was answered");
-    // Two connections are opened to replace it, without another request.
+    // Connections are opened to replace it, without another request.
+    let replaced = 1 + REPLACED_WHEN_DROPPED as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while link.stats().connections < 3 && tokio::time::Instant::now() < deadline {
+    while link.stats().connections < replaced && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         link.stats().connections,
-        3,
+        replaced,
         "no connection replaced the abandoned one"
     );
     // Once the stall is over (and their handshakes done, with a wide margin for a loaded
     // machine), requests use them: no further connection.
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let calls: Vec<_> = (0..2).map(|_| client.version()).collect();
+    let calls: Vec<_> = (0..REPLACED_WHEN_DROPPED).map(|_| client.version()).collect();
     for result in futures::future::join_all(calls).await {
         result.unwrap();
     }
-    assert_eq!(link.stats().connections, 3);
+    assert_eq!(link.stats().connections, replaced);
 }
 
 /// Many requests abandoned at once (every read of a dropped download, on several tasks) open
-/// the replacements between them, not two each.
+/// the replacements between them, not a set each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_abandoned_together_open_two_replacements_between_them() {
+async fn requests_abandoned_together_open_one_set_of_replacements_between_them() {
     let (client, link, _server) = client_behind_a_link().await;
     link.stall(Duration::from_millis(800));
     let abandoned: Vec<_> = (0..8)
@@ -614,11 +616,11 @@ async fn requests_abandoned_together_open_two_replacements_between_them() {
     for task in abandoned {
         assert!(task.await.unwrap().is_err(), "a stalled request was answered");
     }
-    // Eight requests (one pooled connection, seven new), then two replacements at most.
+    // Eight requests (one pooled connection, seven new), then one set of replacements at most.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let connections = link.stats().connections;
     assert!(
-        (9..=10).contains(&connections),
+        (9..=8 + REPLACED_WHEN_DROPPED as u64).contains(&connections),
         "{connections} connections for 8 abandoned requests"
     );
 }
