@@ -271,6 +271,9 @@ struct ShareSet {
     bad: Vec<BadShare>,
     /// Validations of further holders in flight (by concurrent segment reads).
     validating: usize,
+    /// Whether a long read has validated the holders left untried at opening
+    /// ([`ChkReader::widen`]).
+    widened: bool,
 }
 
 /// Sources that servers slower to answer than the others will name: see
@@ -344,6 +347,28 @@ fn segments_in_flight(near: bool) -> usize {
 
 /// Splits a range's segments into the first, fetched alone so that the first byte does not share
 /// the links with the segments after it, and the rest, pipelined once it has arrived.
+/// A segment's place in a read.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// The first: from the lowest shares, alone.
+    Lead,
+    /// One of those behind it; `widen` when they are enough for validating more holders to pay
+    /// ([`WIDEN_AFTER`]).
+    Behind { widen: bool },
+}
+
+/// Segments behind a read's first from which its reader validates every holder
+/// ([`ChkReader::widen`]): a range of a few segments gains nothing from more links.
+const WIDEN_AFTER: u64 = 4;
+
+impl Place {
+    fn behind(rest: &std::ops::Range<u64>) -> Place {
+        Place::Behind {
+            widen: rest.end - rest.start >= WIDEN_AFTER,
+        }
+    }
+}
+
 fn first_alone(segments: std::ops::Range<u64>) -> (Option<u64>, std::ops::Range<u64>) {
     if segments.is_empty() {
         (None, segments)
@@ -481,11 +506,12 @@ impl ChkReader {
         segnum: u64,
         offset: u64,
         end: u64,
-        lead: bool,
+        place: Place,
     ) -> Result<Vec<u8>, DownloadError> {
-        let mut plaintext = self
-            .read_segment_from(segnum, if lead { 0 } else { segnum })
-            .await?;
+        let mut plaintext = match place {
+            Place::Lead => self.read_segment_from(segnum, 0, false).await?,
+            Place::Behind { widen } => self.read_segment_from(segnum, segnum, widen).await?,
+        };
         let seg_start = segnum * self.info.geometry.segment_size;
         let from = offset.saturating_sub(seg_start) as usize;
         let to = (end - seg_start).min(plaintext.len() as u64) as usize;
@@ -507,12 +533,13 @@ impl ChkReader {
         let (segments, end) = self.plan_range(offset, len)?;
         let (first, rest) = first_alone(segments);
         let in_flight = segments_in_flight(self.holders_near());
+        let behind = Place::behind(&rest);
         Ok(Box::pin(
             stream::iter(first)
-                .then(move |segnum| self.read_segment_part(segnum, offset, end, true))
+                .then(move |segnum| self.read_segment_part(segnum, offset, end, Place::Lead))
                 .chain(
                     stream::iter(rest)
-                        .map(move |segnum| self.read_segment_part(segnum, offset, end, false))
+                        .map(move |segnum| self.read_segment_part(segnum, offset, end, behind))
                         .buffered(in_flight),
                 ),
         ))
@@ -528,18 +555,19 @@ impl ChkReader {
         let (segments, end) = self.plan_range(offset, len)?;
         let (first, rest) = first_alone(segments);
         let in_flight = segments_in_flight(self.holders_near());
+        let behind = Place::behind(&rest);
         let head = Arc::clone(&self);
         Ok(Box::pin(
             stream::iter(first)
                 .then(move |segnum| {
                     let reader = Arc::clone(&head);
-                    async move { reader.read_segment_part(segnum, offset, end, true).await }
+                    async move { reader.read_segment_part(segnum, offset, end, Place::Lead).await }
                 })
                 .chain(
                     stream::iter(rest)
                         .map(move |segnum| {
                             let reader = Arc::clone(&self);
-                            async move { reader.read_segment_part(segnum, offset, end, false).await }
+                            async move { reader.read_segment_part(segnum, offset, end, behind).await }
                         })
                         .buffered(in_flight),
                 ),
@@ -564,17 +592,22 @@ impl ChkReader {
 
     /// Fetches, verifies, decodes and decrypts one segment.
     pub async fn read_segment(&self, segnum: u64) -> Result<Vec<u8>, DownloadError> {
-        self.read_segment_from(segnum, segnum).await
+        self.read_segment_from(segnum, segnum, false).await
     }
 
     /// Reads segment `segnum` from the shares whose turn `turn` is ([`pick_for_segment`]; turn 0
-    /// is the lowest).
-    async fn read_segment_from(&self, segnum: u64, turn: u64) -> Result<Vec<u8>, DownloadError> {
+    /// is the lowest). With `widen`, the holders not validated yet are validated meanwhile
+    /// ([`ChkReader::widen`]).
+    async fn read_segment_from(&self, segnum: u64, turn: u64, widen: bool) -> Result<Vec<u8>, DownloadError> {
         let needed = self.cap.needed as usize;
+        let mut widen = widen;
         loop {
             let chosen = self.choose_shares(needed, turn).await?;
             let spares = self.spares(&chosen);
-            let (mut blocks, mut failed) = self.fetch_blocks(segnum, chosen, spares).await;
+            let ((mut blocks, mut failed), ()) = futures::join!(
+                self.fetch_blocks(segnum, chosen, spares),
+                self.widen(std::mem::take(&mut widen))
+            );
             if blocks.len() < needed {
                 // Every good share was asked and too few answered: drop the failed ones and let
                 // `choose_shares` validate other holders (or fail with the reasons).
@@ -734,6 +767,44 @@ impl ChkReader {
             }
         }
         (blocks, failed)
+    }
+
+    /// Validates, once per reader, the holders that opening it did not (it validates up to 2k), so
+    /// that a long read's segments take turns among every fast holder rather than at most 2k: one
+    /// of them turning slow, or left behind by a hedge, then costs a smaller share of the links.
+    /// As for opening, holders that have not answered within the grace after the first good one
+    /// stay untried (a hung server holds nothing up).
+    async fn widen(&self, wanted: bool) {
+        if !wanted {
+            return;
+        }
+        let batch = {
+            let mut set = self.lock();
+            if set.widened {
+                return;
+            }
+            set.widened = true;
+            let batch = take_untried(&mut set, usize::MAX);
+            if batch.is_empty() {
+                return;
+            }
+            set.validating += 1;
+            batch
+        };
+        let in_flight = Validating(&self.shares);
+        let (good, bad, unanswered) = validate_batch(&self.cap, batch, Some(&self.info), 1).await;
+        let mut set = self.lock();
+        for source in unanswered.into_iter().rev() {
+            set.untried.push_front(source);
+        }
+        for (valid, _) in good {
+            set.good
+                .entry(valid.source.shnum())
+                .or_insert_with(|| Arc::new(valid));
+        }
+        set.bad.extend(bad);
+        drop(set);
+        drop(in_flight);
     }
 
     /// Picks k good shares whose turn `turn` is ([`pick_for_segment`]), and validates more sources
