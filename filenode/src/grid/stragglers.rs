@@ -10,7 +10,9 @@
 //!   lane has not;
 //! - it has completed no write for [`STALL_FLOOR`] (so a hiccup of a loaded host or a loopback
 //!   grid's scheduling never counts; meanwhile it may have up to [`OVERDRAFT`] times its bound
-//!   pending, so the others do not wait for the verdict);
+//!   pending, so the others do not wait for the verdict), or, once encoding is over and every
+//!   other lane is done (the upload waits for it alone), for a quarter of the upload so far
+//!   (at least [`LAST_LANE_FLOOR`]);
 //! - the lanes that have done at least [`LAG_FACTOR`] times its progress, and at least
 //!   [`MIN_LEAD`] segments, together with the shares already on servers, meet `shares.happy`
 //!   (and hold at least k distinct shares) by themselves.
@@ -48,6 +50,9 @@ pub(crate) const MIN_LEAD: u64 = 4;
 pub(crate) const OVERDRAFT: u64 = 3;
 /// How long a lane must have completed nothing before it may be cancelled.
 pub(crate) const STALL_FLOOR: Duration = Duration::from_millis(500);
+/// The least a lane must have completed nothing before it may be cancelled when the upload waits
+/// for it alone (see the module's doc): a loopback grid's hiccup stays under it.
+pub(crate) const LAST_LANE_FLOOR: Duration = Duration::from_millis(100);
 /// How long the encoder sleeps between checks when no writer wakes it (a safety net: writers
 /// notify on every completion).
 const RECHECK: Duration = Duration::from_millis(100);
@@ -92,6 +97,8 @@ struct State {
     happy: usize,
     needed: usize,
     encoded: bool,
+    /// When the upload began writing.
+    started: Instant,
 }
 
 /// The shared state of one encoding pass.
@@ -145,6 +152,7 @@ impl Flow {
                 happy,
                 needed,
                 encoded: false,
+                started: Instant::now(),
             }),
             moved: Condvar::new(),
         }
@@ -260,7 +268,23 @@ impl Flow {
 impl State {
     /// Whether `lane` is a straggler: idle for the floor and [`State::far_behind`].
     fn is_straggler(&self, lane: usize) -> bool {
-        self.lanes[lane].progressed.elapsed() >= STALL_FLOOR && self.far_behind(lane)
+        self.lanes[lane].progressed.elapsed() >= self.stall_floor(lane) && self.far_behind(lane)
+    }
+
+    /// How long `lane` must have completed nothing to be cancelled: [`STALL_FLOOR`], less once
+    /// the upload waits for it alone.
+    fn stall_floor(&self, lane: usize) -> Duration {
+        let alone = self.encoded
+            && self
+                .lanes
+                .iter()
+                .enumerate()
+                .all(|(index, other)| index == lane || other.state != LaneState::Active);
+        if alone {
+            (self.started.elapsed() / 4).clamp(LAST_LANE_FLOOR, STALL_FLOOR)
+        } else {
+            STALL_FLOOR
+        }
     }
 
     /// Whether the lanes well ahead of `lane` (see the module's doc) are happy without it.
@@ -403,6 +427,49 @@ mod tests {
         assert_eq!(flow.states()[0], LaneState::Active, "not before encoding ends");
         flow.encoded(|| true);
         assert_eq!(flow.states()[0], LaneState::Dropped);
+    }
+
+    /// Once the upload waits for a lane far behind alone, it is cancelled after a quarter of the
+    /// upload's time idle, not the full floor; while another lane still writes, the floor holds.
+    #[test]
+    fn a_lane_far_behind_that_the_upload_waits_for_alone_gets_a_shorter_floor() {
+        let (alone, _registrations) = flow(10, 7);
+        alone.lock().started = Instant::now() - Duration::from_millis(600);
+        for lane in 0..10 {
+            send(&alone, lane, 6);
+        }
+        for lane in 1..10 {
+            for _ in 0..6 {
+                alone.completed(lane);
+            }
+            if lane != 9 {
+                alone.finished(lane, false);
+            }
+        }
+        // Idle for 200 ms: more than a quarter of the 600 ms so far, less than STALL_FLOOR.
+        alone.lock().lanes[0].progressed = Instant::now() - Duration::from_millis(200);
+        alone.lock().encoded = true;
+        assert!(
+            !alone.lock().is_straggler(0),
+            "lane 9 still writes: the full floor holds"
+        );
+        alone.finished(9, false);
+        assert_eq!(alone.states()[0], LaneState::Dropped);
+        // Idle for less than LAST_LANE_FLOOR: kept, however short the upload.
+        let (short, _registrations) = flow(10, 7);
+        short.lock().started = Instant::now() - Duration::from_millis(100);
+        for lane in 0..10 {
+            send(&short, lane, 6);
+        }
+        for lane in 1..10 {
+            for _ in 0..6 {
+                short.completed(lane);
+            }
+            short.finished(lane, false);
+        }
+        short.lock().lanes[0].progressed = Instant::now() - Duration::from_millis(50);
+        short.lock().encoded = true;
+        assert!(!short.lock().is_straggler(0));
     }
 
     #[test]
