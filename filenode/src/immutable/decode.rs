@@ -429,7 +429,8 @@ impl ChkReader {
                 }
                 break;
             }
-            let (good, bad, unanswered) = validate_batch(&cap, batch, info.as_deref(), missing).await;
+            let (good, bad, unanswered) =
+                validate_batch(&cap, batch, info.as_deref(), missing, HEDGE_AFTER).await;
             let mut set = shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for source in unanswered.into_iter().rev() {
                 set.untried.push_front(source);
@@ -792,7 +793,10 @@ impl ChkReader {
             batch
         };
         let in_flight = Validating(&self.shares);
-        let (good, bad, unanswered) = validate_batch(&self.cap, batch, Some(&self.info), 1).await;
+        // The segment beside it waits for this: a holder slower than the first good one by as
+        // long again (at least HEDGE_BEHIND_OTHERS) stays untried, not HEDGE_AFTER.
+        let (good, bad, unanswered) =
+            validate_batch(&self.cap, batch, Some(&self.info), 1, HEDGE_BEHIND_OTHERS).await;
         let mut set = self.lock();
         for source in unanswered.into_iter().rev() {
             set.untried.push_front(source);
@@ -838,7 +842,8 @@ impl ChkReader {
                 continue;
             }
             let in_flight = Validating(&self.shares);
-            let (good, bad, unanswered) = validate_batch(&self.cap, batch, Some(&self.info), missing).await;
+            let (good, bad, unanswered) =
+                validate_batch(&self.cap, batch, Some(&self.info), missing, HEDGE_AFTER).await;
             {
                 let mut set = self.lock();
                 for source in unanswered.into_iter().rev() {
@@ -872,7 +877,8 @@ impl Drop for Validating<'_> {
 
 /// Validates a batch of sources concurrently. Shares that fail are returned as bad ones, after a
 /// corruption advisory when their bytes are wrong. Once `enough` shares are good, the others get a
-/// grace period (as long again as that took, at least [`HEDGE_AFTER`]) and are then given back
+/// grace period (as long again as that took, at least `grace_floor`: [`HEDGE_AFTER`] where
+/// opening or a segment waits for them) and are then given back
 /// unanswered, so that a hung server does not hold up opening the file. (A shorter least grace,
 /// 100 ms, left shares unvalidated on a loaded machine, and a corrupt one among them then went
 /// unreported; opening no longer waits on a share outside the guesses anyway when k guessed ones
@@ -882,6 +888,7 @@ async fn validate_batch(
     batch: Vec<Arc<dyn ShareSource>>,
     known: Option<&FileInfo>,
     enough: usize,
+    grace_floor: std::time::Duration,
 ) -> (Vec<Validated>, Vec<BadShare>, Vec<Arc<dyn ShareSource>>) {
     use futures::FutureExt;
     let started = std::time::Instant::now();
@@ -908,7 +915,7 @@ async fn validate_batch(
                     }
                 }
                 if good.len() >= enough && grace.is_terminated() && !pending.is_empty() {
-                    grace = futures_timer::Delay::new(HEDGE_AFTER.max(started.elapsed())).fuse();
+                    grace = futures_timer::Delay::new(grace_floor.max(started.elapsed())).fuse();
                 }
             }
             () = grace => break,
