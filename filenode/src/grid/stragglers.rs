@@ -429,26 +429,37 @@ mod tests {
         assert_eq!(flow.states()[0], LaneState::Dropped);
     }
 
+    /// A flow begun `ago`, whose lanes 1..10 have each completed 6 writes and finished, except
+    /// `writing` (still active), and whose lane 0 has been idle for `idle` with encoding over.
+    fn behind_at_the_end(
+        ago: u64,
+        idle: u64,
+        writing: Option<usize>,
+    ) -> (Flow, Vec<futures::future::AbortRegistration>) {
+        let (flow, registrations) = flow(10, 7);
+        flow.lock().started = Instant::now() - Duration::from_millis(ago);
+        for lane in 0..10 {
+            send(&flow, lane, 6);
+        }
+        for lane in 1..10 {
+            for _ in 0..6 {
+                flow.completed(lane);
+            }
+            if Some(lane) != writing {
+                flow.finished(lane, false);
+            }
+        }
+        flow.lock().lanes[0].progressed = Instant::now() - Duration::from_millis(idle);
+        flow.lock().encoded = true;
+        (flow, registrations)
+    }
+
     /// Once the upload waits for a lane far behind alone, it is cancelled after a quarter of the
     /// upload's time idle, not the full floor; while another lane still writes, the floor holds.
     #[test]
     fn a_lane_far_behind_that_the_upload_waits_for_alone_gets_a_shorter_floor() {
-        let (alone, _registrations) = flow(10, 7);
-        alone.lock().started = Instant::now() - Duration::from_millis(600);
-        for lane in 0..10 {
-            send(&alone, lane, 6);
-        }
-        for lane in 1..10 {
-            for _ in 0..6 {
-                alone.completed(lane);
-            }
-            if lane != 9 {
-                alone.finished(lane, false);
-            }
-        }
         // Idle for 200 ms: more than a quarter of the 600 ms so far, less than STALL_FLOOR.
-        alone.lock().lanes[0].progressed = Instant::now() - Duration::from_millis(200);
-        alone.lock().encoded = true;
+        let (alone, _registrations) = behind_at_the_end(600, 200, Some(9));
         assert!(
             !alone.lock().is_straggler(0),
             "lane 9 still writes: the full floor holds"
@@ -456,19 +467,7 @@ mod tests {
         alone.finished(9, false);
         assert_eq!(alone.states()[0], LaneState::Dropped);
         // Idle for less than LAST_LANE_FLOOR: kept, however short the upload.
-        let (short, _registrations) = flow(10, 7);
-        short.lock().started = Instant::now() - Duration::from_millis(100);
-        for lane in 0..10 {
-            send(&short, lane, 6);
-        }
-        for lane in 1..10 {
-            for _ in 0..6 {
-                short.completed(lane);
-            }
-            short.finished(lane, false);
-        }
-        short.lock().lanes[0].progressed = Instant::now() - Duration::from_millis(50);
-        short.lock().encoded = true;
+        let (short, _registrations) = behind_at_the_end(100, 50, None);
         assert!(!short.lock().is_straggler(0));
     }
 

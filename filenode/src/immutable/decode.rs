@@ -795,8 +795,14 @@ impl ChkReader {
         let in_flight = Validating(&self.shares);
         // The segment beside it waits for this: a holder slower than the first good one by as
         // long again (at least HEDGE_BEHIND_OTHERS) stays untried, not HEDGE_AFTER.
-        let (good, bad, unanswered) =
-            validate_batch(&self.cap, batch, Some(&self.info), 1, HEDGE_BEHIND_OTHERS).await;
+        let outcome = validate_batch(&self.cap, batch, Some(&self.info), 1, HEDGE_BEHIND_OTHERS).await;
+        self.record(outcome);
+        drop(in_flight);
+    }
+
+    /// Records a batch's validation: good shares join the good ones, bad ones are remembered, and
+    /// the unanswered go back to the front of the untried.
+    fn record(&self, (good, bad, unanswered): BatchOutcome) {
         let mut set = self.lock();
         for source in unanswered.into_iter().rev() {
             set.untried.push_front(source);
@@ -807,8 +813,6 @@ impl ChkReader {
                 .or_insert_with(|| Arc::new(valid));
         }
         set.bad.extend(bad);
-        drop(set);
-        drop(in_flight);
     }
 
     /// Picks k good shares whose turn `turn` is ([`pick_for_segment`]), and validates more sources
@@ -842,20 +846,8 @@ impl ChkReader {
                 continue;
             }
             let in_flight = Validating(&self.shares);
-            let (good, bad, unanswered) =
-                validate_batch(&self.cap, batch, Some(&self.info), missing, HEDGE_AFTER).await;
-            {
-                let mut set = self.lock();
-                for source in unanswered.into_iter().rev() {
-                    set.untried.push_front(source);
-                }
-                for (valid, _) in good {
-                    set.good
-                        .entry(valid.source.shnum())
-                        .or_insert_with(|| Arc::new(valid));
-                }
-                set.bad.extend(bad);
-            }
+            let outcome = validate_batch(&self.cap, batch, Some(&self.info), missing, HEDGE_AFTER).await;
+            self.record(outcome);
             // Only now (the outcome recorded) may a waiting task conclude there is nothing left.
             drop(in_flight);
         }
@@ -863,6 +855,9 @@ impl ChkReader {
 }
 
 type Validated = (ValidShare, Option<FileInfo>);
+
+/// What validating a batch found: good shares, bad ones, and sources that did not answer in time.
+type BatchOutcome = (Vec<Validated>, Vec<BadShare>, Vec<Arc<dyn ShareSource>>);
 
 /// Counts one validation in flight in [`ShareSet::validating`] until dropped (also when the read
 /// that started it is abandoned).
@@ -889,7 +884,7 @@ async fn validate_batch(
     known: Option<&FileInfo>,
     enough: usize,
     grace_floor: std::time::Duration,
-) -> (Vec<Validated>, Vec<BadShare>, Vec<Arc<dyn ShareSource>>) {
+) -> BatchOutcome {
     use futures::FutureExt;
     let started = std::time::Instant::now();
     let mut waiting: Vec<Arc<dyn ShareSource>> = batch.clone();
