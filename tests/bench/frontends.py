@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,12 +36,6 @@ CPU_TARGET_MS_PER_MIB = 10
 PEAK_RSS_TARGET_MIB = 64
 IDLE_RSS_TARGET_MIB = 32
 WEB_UPLOAD_TARGET_MIB_S = 120
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pids_under(directory):
@@ -80,12 +73,12 @@ def status_kib(pid, key):
 class Grid:
     def __init__(self, tessera, work):
         self.tessera, self.work = tessera, work
-        self.web, self.sftp, self.ftp, self.dav = (free_port() for _ in range(4))
         self.log = open(os.path.join(work, "devgrid.log"), "w")
+        # Port 0 everywhere: each server binds any free port itself and writes its URL file (a
+        # port picked here could be taken by a storage node before the gateway binds it).
         self.proc = subprocess.Popen(
             [tessera, "devgrid", "--servers", "10", "--dir", os.path.join(work, "grid"),
-             "--web-port", str(self.web), "--sftp-port", str(self.sftp),
-             "--ftp-port", str(self.ftp), "--webdav-port", str(self.dav)],
+             "--web-port", "0", "--sftp-port", "0", "--ftp-port", "0", "--webdav-port", "0"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while "Press Ctrl-C" not in open(self.log.name).read():
@@ -93,6 +86,8 @@ class Grid:
                 sys.exit("devgrid did not start:\n" + open(self.log.name).read())
             time.sleep(0.1)
         self.gw_dir = os.path.join(work, "grid", "gateway")
+        port = lambda name: int(re.search(r":(\d+)", open(os.path.join(self.gw_dir, name)).read()).group(1))
+        self.web, self.ftp, self.dav = port("node.url"), port("ftp.url"), port("webdav.url")
         text = open(self.log.name).read()
         self.sftp_cmd = re.search(r"sftp -P .*", text).group(0).split()
         self.password = open(os.path.join(self.gw_dir, "private", "demo_ftp_password")).read().strip()
