@@ -135,7 +135,9 @@ enum Command {
 /// idle after transfers stayed 17.6 MiB above its 8.4 MiB at start. Pages unused for a second are
 /// now returned outright; a transfer reuses its buffers within milliseconds, so it does not notice.
 /// (The `arenas.*` keys set the arenas made later, one per thread group; `arena.4096.*` the ones
-/// already made.)
+/// already made.) The workspace's build of jemalloc has the same built in, with one arena
+/// (`.cargo/config.toml`); this keeps a build without that configuration (another workspace, a
+/// `cargo install` from elsewhere) as frugal as it can be at run time.
 fn release_freed_memory_sooner() {
     use tikv_jemalloc_ctl::{Access, AsName};
     for (key, value) in [
