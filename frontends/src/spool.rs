@@ -126,9 +126,10 @@ struct Behind {
     writing: tokio::task::JoinHandle<io::Result<Written>>,
 }
 
-/// A block written to the file, with the buffers it leaves for the next blocks.
+/// A block written to the file, with the buffers it leaves for the next blocks (its ciphertext's,
+/// when it was hashed; its own, unless the hash still held it).
 struct Written {
-    scratch: Vec<u8>,
+    scratch: Option<Vec<u8>>,
     block: Option<Vec<u8>>,
 }
 
@@ -242,10 +243,15 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes gathered bytes to the file, and waits until every block is written.
+    /// Writes gathered bytes to the file, and waits until every block is written. The buffers
+    /// kept for the next blocks are let go: a handle flushed (read, closed, its size set) may
+    /// stay open long, and a session may hold many.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         self.send_behind().await?;
-        self.land().await
+        self.land().await?;
+        self.spare = Vec::new();
+        self.scratch = Vec::new();
+        Ok(())
     }
 
     /// Sends the gathered bytes on their way to the file, once the block before them is written
@@ -279,7 +285,7 @@ impl Spool {
                         file.write_all_at(&scratch, at)?;
                         // Whichever of the two ends last keeps the block's buffer.
                         Ok(Written {
-                            scratch,
+                            scratch: Some(scratch),
                             block: Arc::try_unwrap(block).ok(),
                         })
                     }),
@@ -291,7 +297,7 @@ impl Spool {
                     aes_ctr_at(&key, at, &mut block);
                     file.write_all_at(&block, at)?;
                     Ok(Written {
-                        scratch: Vec::new(),
+                        scratch: None,
                         block: Some(block),
                     })
                 }),
@@ -313,8 +319,8 @@ impl Spool {
             buffer = block;
         }
         let written = writing.await.map_err(io::Error::other)??;
-        if written.scratch.capacity() > 0 {
-            self.scratch = written.scratch;
+        if let Some(scratch) = written.scratch {
+            self.scratch = scratch;
         }
         if let Some(mut block) = buffer.or(written.block) {
             block.clear();
@@ -599,8 +605,6 @@ mod tests {
         filenode::immutable::convergent_key(plaintext, b"spool secret", &params).unwrap()
     }
 
-    /// Written in order from the start (a gap included, which reads as zeros), the contents are
-    /// hashed on the way to the disk and the key is that of the whole plaintext.
     /// Blocks go to the disk behind the writer, one at a time: writes over bytes still on their
     /// way (rewrites, overlaps, gaps, truncations between them) read back as a plain buffer
     /// given the same writes does.
@@ -661,6 +665,8 @@ mod tests {
         assert_eq!(spool.into_reader().convergent_key(), None);
     }
 
+    /// Written in order from the start (a gap included, which reads as zeros), the contents are
+    /// hashed on the way to the disk and the key is that of the whole plaintext.
     #[tokio::test]
     async fn contents_written_in_order_are_hashed_as_they_arrive() {
         let data: Vec<u8> = (0..2_700_000u32).map(|i| (i % 253) as u8).collect();

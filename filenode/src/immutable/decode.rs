@@ -276,6 +276,28 @@ struct ShareSet {
     widened: bool,
 }
 
+impl ShareSet {
+    /// Records a batch's validation: good shares join the good ones, bad ones are remembered, and
+    /// the unanswered go back to the front of the untried. Returns the file's facts when a share
+    /// established them (only a batch validated before they were known does).
+    fn record(&mut self, (good, bad, unanswered): BatchOutcome) -> Option<FileInfo> {
+        for source in unanswered.into_iter().rev() {
+            self.untried.push_front(source);
+        }
+        let mut found = None;
+        for (valid, file_info) in good {
+            if found.is_none() {
+                found = file_info;
+            }
+            self.good
+                .entry(valid.source.shnum())
+                .or_insert_with(|| Arc::new(valid));
+        }
+        self.bad.extend(bad);
+        found
+    }
+}
+
 /// Sources that servers slower to answer than the others will name: see
 /// [`ChkReader::open_with_late`].
 pub type LateSources = futures::future::Shared<BoxFuture<'static, Vec<Arc<dyn ShareSource>>>>;
@@ -345,8 +367,6 @@ fn segments_in_flight(near: bool) -> usize {
     (2 * rayon::current_num_threads()).clamp(floor, 32)
 }
 
-/// Splits a range's segments into the first, fetched alone so that the first byte does not share
-/// the links with the segments after it, and the rest, pipelined once it has arrived.
 /// A segment's place in a read.
 #[derive(Debug, Clone, Copy)]
 enum Place {
@@ -369,6 +389,8 @@ impl Place {
     }
 }
 
+/// Splits a range's segments into the first, fetched alone so that the first byte does not share
+/// the links with the segments after it, and the rest, pipelined once it has arrived.
 fn first_alone(segments: std::ops::Range<u64>) -> (Option<u64>, std::ops::Range<u64>) {
     if segments.is_empty() {
         (None, segments)
@@ -429,21 +451,14 @@ impl ChkReader {
                 }
                 break;
             }
-            let (good, bad, unanswered) =
-                validate_batch(&cap, batch, info.as_deref(), missing, HEDGE_AFTER).await;
-            let mut set = shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for source in unanswered.into_iter().rev() {
-                set.untried.push_front(source);
+            let outcome = validate_batch(&cap, batch, info.as_deref(), missing, HEDGE_AFTER).await;
+            let found = shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(outcome);
+            if info.is_none() {
+                info = found.map(Arc::new);
             }
-            for (valid, file_info) in good {
-                if info.is_none() {
-                    info = file_info.map(Arc::new);
-                }
-                set.good
-                    .entry(valid.source.shnum())
-                    .or_insert_with(|| Arc::new(valid));
-            }
-            set.bad.extend(bad);
         }
         let set = shares
             .into_inner()
@@ -796,23 +811,8 @@ impl ChkReader {
         // The segment beside it waits for this: a holder slower than the first good one by as
         // long again (at least HEDGE_BEHIND_OTHERS) stays untried, not HEDGE_AFTER.
         let outcome = validate_batch(&self.cap, batch, Some(&self.info), 1, HEDGE_BEHIND_OTHERS).await;
-        self.record(outcome);
+        self.lock().record(outcome);
         drop(in_flight);
-    }
-
-    /// Records a batch's validation: good shares join the good ones, bad ones are remembered, and
-    /// the unanswered go back to the front of the untried.
-    fn record(&self, (good, bad, unanswered): BatchOutcome) {
-        let mut set = self.lock();
-        for source in unanswered.into_iter().rev() {
-            set.untried.push_front(source);
-        }
-        for (valid, _) in good {
-            set.good
-                .entry(valid.source.shnum())
-                .or_insert_with(|| Arc::new(valid));
-        }
-        set.bad.extend(bad);
     }
 
     /// Picks k good shares whose turn `turn` is ([`pick_for_segment`]), and validates more sources
@@ -847,7 +847,7 @@ impl ChkReader {
             }
             let in_flight = Validating(&self.shares);
             let outcome = validate_batch(&self.cap, batch, Some(&self.info), missing, HEDGE_AFTER).await;
-            self.record(outcome);
+            self.lock().record(outcome);
             // Only now (the outcome recorded) may a waiting task conclude there is nothing left.
             drop(in_flight);
         }
