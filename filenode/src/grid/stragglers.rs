@@ -36,11 +36,11 @@ use super::placement::happiness;
 /// link whose round trips take tens of milliseconds: eight keep the link busy while answers travel
 /// (see `upload::WRITES_IN_FLIGHT`).
 pub(crate) const PENDING_PER_SHARE: u64 = 8;
-/// The same on a link of a few milliseconds (a LAN, this machine): three keep it as busy (a 128 MiB
-/// upload to ten local servers ran as fast), and each write held back is a block (a third of a MiB
-/// at 3-of-10) the gateway does not hold: its peak during such an upload went from 79–80 MiB to
-/// 69–70.
-pub(crate) const PENDING_PER_SHARE_NEAR: u64 = 3;
+/// The same on a link of a few milliseconds (a LAN, this machine): two keep it as busy (a 128 MiB
+/// upload to ten local servers ran as fast with three, and with two), and each write held back is a
+/// block (a third of a MiB at 3-of-10) the gateway does not hold: its peak during such an upload went
+/// from 79–80 MiB to 69–70 with three instead of eight, and down by another ~3.5 MiB with two.
+pub(crate) const PENDING_PER_SHARE_NEAR: u64 = 2;
 /// How many times a lane's progress the lanes that justify cancelling it must have made.
 pub(crate) const LAG_FACTOR: u64 = 4;
 /// Segments (writes per share) the lanes that justify cancelling another must have completed.

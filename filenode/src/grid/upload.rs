@@ -147,6 +147,11 @@ struct ChannelSink {
 
 impl ShareSink for ChannelSink {
     fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_block(shnum, offset, Bytes::copy_from_slice(data))
+    }
+
+    /// Queues the block itself: the encoder's buffers travel to the connection without a copy.
+    fn write_block(&mut self, shnum: usize, offset: u64, data: Bytes) -> io::Result<()> {
         if let Some(Some(lane)) = self.routes.get(shnum) {
             let sender = &self.senders[*lane];
             // A closed channel whose lane is still wanted means the upload itself was dropped (e.g.
@@ -160,7 +165,7 @@ impl ShareSink for ChannelSink {
             let write = Write {
                 shnum: shnum as u16,
                 offset,
-                data: Bytes::copy_from_slice(data),
+                data,
             };
             if sender.unbounded_send(write).is_err() && self.flow.states()[*lane] != LaneState::Dropped {
                 return Err(cancelled());

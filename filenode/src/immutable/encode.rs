@@ -11,6 +11,8 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
+use bytes::Bytes;
+
 use super::layout::{ShareOffsets, UriExtension, share_hash_chain_order};
 use super::params::{ChkGeometry, ChkParams};
 use crate::cap::{ChkCap, LIT_THRESHOLD};
@@ -164,6 +166,8 @@ pub struct EncodedSegment {
     segnum: u64,
     unpadded_len: usize,
     block_len: usize,
+    /// k: the blocks that are pieces of the ciphertext.
+    needed: usize,
     /// The ciphertext padded to k × block length: the first k blocks.
     ciphertext: Vec<u8>,
     /// Blocks k..N.
@@ -188,9 +192,16 @@ impl std::fmt::Debug for ChkEncoder {
 }
 
 impl EncodedSegment {
-    /// Gives back the segment's buffers for reuse: the ciphertext buffer and the parity blocks.
-    pub fn into_buffers(self) -> SegmentBuffers {
-        (self.ciphertext, self.parity)
+    /// The segment's N blocks, in share order, without copying: the first k are views of one
+    /// ciphertext buffer, freed once the last of them is dropped.
+    pub fn into_blocks(self) -> Vec<Bytes> {
+        let block_len = self.block_len;
+        let ciphertext = Bytes::from(self.ciphertext);
+        let mut blocks: Vec<Bytes> = (0..self.needed)
+            .map(|i| ciphertext.slice(i * block_len..(i + 1) * block_len))
+            .collect();
+        blocks.extend(self.parity.into_iter().map(Bytes::from));
+        blocks
     }
 
     /// The segment number.
@@ -205,11 +216,10 @@ impl EncodedSegment {
 
     /// The block for share `shnum`.
     pub fn block(&self, shnum: usize) -> &[u8] {
-        let k = self.ciphertext.len() / self.block_len.max(1);
-        if shnum < k || self.block_len == 0 {
+        if shnum < self.needed {
             &self.ciphertext[shnum * self.block_len..(shnum + 1) * self.block_len]
         } else {
-            &self.parity[shnum - k]
+            &self.parity[shnum - self.needed]
         }
     }
 }
@@ -269,18 +279,7 @@ impl ChkEncoder {
     }
 
     /// Encrypts and encodes segment `segnum` from its plaintext (exactly the segment's length).
-    pub fn encode_segment(&self, segnum: u64, plaintext: Vec<u8>) -> EncodedSegment {
-        self.encode_segment_reusing(segnum, plaintext, Vec::new())
-    }
-
-    /// Like [`ChkEncoder::encode_segment`], reusing `parity` buffers (from
-    /// [`EncodedSegment::into_buffers`]) to avoid fresh allocations per segment.
-    pub fn encode_segment_reusing(
-        &self,
-        segnum: u64,
-        mut plaintext: Vec<u8>,
-        mut parity: Vec<Vec<u8>>,
-    ) -> EncodedSegment {
+    pub fn encode_segment(&self, segnum: u64, mut plaintext: Vec<u8>) -> EncodedSegment {
         let (start, len) = self.geometry.segment_span(segnum);
         assert_eq!(
             plaintext.len() as u64,
@@ -295,16 +294,13 @@ impl ChkEncoder {
         let block_len = self.geometry.block_len(segnum) as usize;
         let k = self.codec.needed();
         let pieces: Vec<&[u8]> = ciphertext.chunks(block_len.max(1)).take(k).collect();
-        parity.resize_with(self.codec.total() - k, Vec::new);
-        for buffer in &mut parity {
-            buffer.clear();
-            buffer.resize(block_len, 0);
-        }
+        let mut parity = vec![vec![0; block_len]; self.codec.total() - k];
         self.codec.encode_parity(&pieces, &mut parity);
         let mut segment = EncodedSegment {
             segnum,
             unpadded_len,
             block_len,
+            needed: k,
             ciphertext,
             parity,
             crypttext_hash,
@@ -444,6 +440,12 @@ pub trait ShareSink {
 
     /// Writes part of a share.
     fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Writes a block of a share, handing over its buffer: a sink that keeps or queues the data
+    /// takes it as it is instead of copying it (the encoder writes every block this way).
+    fn write_block(&mut self, shnum: usize, offset: u64, block: Bytes) -> io::Result<()> {
+        self.write(shnum, offset, &block)
+    }
 }
 
 /// A sink that keeps every share in memory (tests, small files, benchmarks).
@@ -518,22 +520,20 @@ pub fn encode_stream<R: Read>(
     }
     let depth = rayon::current_num_threads() + 1;
     let (queue, pending) = sync_channel::<Receiver<EncodedSegment>>(depth);
-    // Buffers cycle reader → encoder → collector → reader: at most depth + 2 segments' worth exist,
-    // and fresh pages (page faults, zeroing) are avoided after the first few segments.
-    let pool = Arc::new(BufferPool::default());
+    // Each segment's buffers go to the sink as its blocks (no copy) and are freed there once sent.
+    // Segments in the pipeline are bounded by `depth`; blocks the sink queues, by the sink.
 
     std::thread::scope(|scope| {
         let collector_encoder = Arc::clone(&encoder);
-        let collector_pool = Arc::clone(&pool);
         let collector = scope.spawn(move || {
-            let collected =
-                collect_segments(&collector_encoder, pending, &mut *sink, progress, &collector_pool);
+            let collected = collect_segments(&collector_encoder, pending, &mut *sink, progress);
             (collected, sink)
         });
         let mut read_result = Ok(());
         for segnum in 0..geometry.num_segments {
             let (_, len) = geometry.segment_span(segnum);
-            let (mut buf, parity) = pool.take();
+            // Room for the padding too, so that padding never reallocates.
+            let mut buf = Vec::with_capacity(geometry.padded_segment_len(segnum) as usize);
             buf.resize(len as usize, 0);
             if let Err(e) = read_exact_or_short(&mut reader, &mut buf, segnum * geometry.segment_size, size) {
                 read_result = Err(e);
@@ -542,7 +542,7 @@ pub fn encode_stream<R: Read>(
             let (done, result) = sync_channel(1);
             let worker = Arc::clone(&encoder);
             rayon::spawn(move || {
-                let _ = done.send(worker.encode_segment_reusing(segnum, buf, parity));
+                let _ = done.send(worker.encode_segment(segnum, buf));
             });
             if queue.send(result).is_err() {
                 break; // the collector failed; its error is reported below
@@ -566,7 +566,6 @@ fn collect_segments(
     pending: Receiver<Receiver<EncodedSegment>>,
     sink: &mut (dyn ShareSink + Send),
     mut progress: Option<Progress<'_>>,
-    pool: &BufferPool,
 ) -> Result<ShareTrailerBuilder, EncodeError> {
     let mut builder = encoder.trailer_builder();
     let offsets = encoder.offsets();
@@ -578,47 +577,16 @@ fn collect_segments(
             .expect("invariant: every spawned segment job sends its result");
         builder.add(&segment);
         let offset = offsets.data + segment.segnum() * block_size;
-        for shnum in 0..encoder.geometry().total as usize {
-            sink.write(shnum, offset, segment.block(shnum))
+        done += segment.ciphertext().len() as u64;
+        for (shnum, block) in segment.into_blocks().into_iter().enumerate() {
+            sink.write_block(shnum, offset, block)
                 .map_err(EncodeError::Write)?;
         }
-        done += segment.ciphertext().len() as u64;
-        pool.give(segment.into_buffers());
         if let Some(report) = progress.as_mut() {
             report(done);
         }
     }
     Ok(builder)
-}
-
-/// A segment's ciphertext buffer and parity blocks.
-pub type SegmentBuffers = (Vec<u8>, Vec<Vec<u8>>);
-
-/// Recycled segment buffers.
-#[derive(Debug, Default)]
-struct BufferPool {
-    free: std::sync::Mutex<Vec<SegmentBuffers>>,
-}
-
-impl BufferPool {
-    /// An empty plaintext buffer and parity buffers, recycled when available.
-    fn take(&self) -> SegmentBuffers {
-        let recycled = self
-            .free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        let (mut buf, parity) = recycled.unwrap_or_default();
-        buf.clear();
-        (buf, parity)
-    }
-
-    fn give(&self, buffers: SegmentBuffers) {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(buffers);
-    }
 }
 
 fn read_exact_or_short<R: Read>(
@@ -690,6 +658,34 @@ mod tests {
             assert_eq!((key, size), (expected, len as u64), "convergent_key, len {len}");
             let (other, _) = convergent_key(plaintext, b"other secret", &params).expect("key");
             assert_ne!(other, expected, "the secret is part of the key");
+        }
+    }
+
+    /// A segment's blocks handed over are its blocks as read in place, for a whole segment and a
+    /// padded tail, and the first k are pieces of one buffer (no copy was made).
+    #[test]
+    fn blocks_handed_over_are_the_segments_blocks_uncopied() {
+        let params = ChkParams {
+            needed: 3,
+            total: 10,
+            max_segment_size: 4096,
+        };
+        let size = 4096 + 1000;
+        let encoder = ChkEncoder::new([7; 16], &params, size).expect("encoder");
+        for segnum in 0..2 {
+            let (_, len) = encoder.geometry().segment_span(segnum);
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 13 + segnum) as u8).collect();
+            let segment = encoder.encode_segment(segnum, plaintext);
+            let expected: Vec<Vec<u8>> = (0..10).map(|j| segment.block(j).to_vec()).collect();
+            let block_len = expected[0].len();
+            let blocks = segment.into_blocks();
+            assert_eq!(blocks.len(), 10);
+            for (j, block) in blocks.iter().enumerate() {
+                assert_eq!(block[..], expected[j][..], "segment {segnum}, block {j}");
+            }
+            for i in 1..3 {
+                assert_eq!(blocks[i].as_ptr(), blocks[0].as_ptr().wrapping_add(i * block_len));
+            }
         }
     }
 }

@@ -11,6 +11,6 @@ pub use decode::{
 };
 pub use encode::{
     ChkEncoded, ChkEncoder, ConvergentHasher, DiscardSink, EncodeError, EncodedSegment, MemorySink, Progress,
-    SegmentBuffers, ShareSink, ShareTrailerBuilder, convergent_key, encode_bytes, encode_stream, random_key,
+    ShareSink, ShareTrailerBuilder, convergent_key, encode_bytes, encode_stream, random_key,
 };
 pub use params::{ChkGeometry, ChkParams, DEFAULT_MAX_SEGMENT_SIZE};
