@@ -182,6 +182,10 @@ pub(super) fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> S
     StorageError::NotFound(format!("no {kind} share {shnum} of storage index {si}"))
 }
 
+/// How long a busy storage-directory lock is retried before the directory counts as another
+/// server's (a process forked elsewhere in this one holds a just-released lock until it execs).
+const LOCK_BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Totals from walking `shares/` at startup.
 #[derive(Debug, Default)]
 struct Census {
@@ -206,15 +210,26 @@ impl StorageServer {
             .write(true)
             .open(layout.root.join("lock"))
             .map_err(|e| io_error("cannot open the storage directory lock", e))?;
-        match dir_lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StorageError::Internal(format!(
-                    "the storage directory {} is in use by another server",
-                    layout.root.display()
-                )));
+        // A lock just released can still be held for a moment by a process forked while it was
+        // taken (the child has the file until it execs), so a busy lock is retried briefly before
+        // it counts as another server's.
+        let busy_since = std::time::Instant::now();
+        loop {
+            match dir_lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if busy_since.elapsed() < LOCK_BUSY_GRACE => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StorageError::Internal(format!(
+                        "the storage directory {} is in use by another server",
+                        layout.root.display()
+                    )));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_error("cannot lock the storage directory", e));
+                }
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_error("cannot lock the storage directory", e)),
         }
         match fs::remove_dir_all(&layout.incoming) {
             Ok(()) => {}
