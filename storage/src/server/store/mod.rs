@@ -184,7 +184,7 @@ pub(super) fn not_found(kind: ShareKind, si: StorageIndex, shnum: ShareNum) -> S
 
 /// How long a busy storage-directory lock is retried before the directory counts as another
 /// server's (a process forked elsewhere in this one holds a just-released lock until it execs).
-const LOCK_BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const LOCK_BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Totals from walking `shares/` at startup.
 #[derive(Debug, Default)]

@@ -200,3 +200,30 @@ fn one_server_per_directory() {
     let second = StorageServer::open(h.config.clone());
     assert!(matches!(second, Err(StorageError::Internal(ref m)) if m.contains("in use")));
 }
+
+/// A lock released a moment after the open began (as when a process forked elsewhere in this one
+/// holds the file until it execs) is waited for; one still held after the grace is another
+/// server's.
+#[test]
+fn a_lock_released_within_the_grace_is_taken() {
+    let mut h = Harness::new();
+    h.stop();
+    let holder = std::fs::File::open(h.config.storage_dir.join("lock")).unwrap();
+    holder.lock().unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(holder);
+    });
+    let started = std::time::Instant::now();
+    let reopened = StorageServer::open(h.config.clone());
+    releaser.join().unwrap();
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    drop(reopened);
+    let held = std::fs::File::open(h.config.storage_dir.join("lock")).unwrap();
+    held.lock().unwrap();
+    let started = std::time::Instant::now();
+    let refused = StorageServer::open(h.config.clone());
+    assert!(matches!(refused, Err(StorageError::Internal(ref m)) if m.contains("in use")));
+    assert!(started.elapsed() >= crate::server::store::LOCK_BUSY_GRACE);
+}
