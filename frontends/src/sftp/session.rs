@@ -76,7 +76,11 @@ pub(crate) async fn run<S>(stream: S, context: SessionContext)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
+    let mut replies = Replies {
+        writer,
+        gathered: Vec::new(),
+    };
     let (queue, mut requests) = tokio::sync::mpsc::channel(QUEUED_REQUESTS);
     let user = context.user.clone();
     // Each queued packet holds its length in permits until it has been answered.
@@ -113,18 +117,34 @@ where
         initialised: false,
     };
     while let Some((packet, permit)) = requests.recv().await {
-        let reply = session.handle(packet).await;
+        let reply = {
+            let mut handling = std::pin::pin!(session.handle(packet));
+            match futures::poll!(handling.as_mut()) {
+                std::task::Poll::Ready(reply) => reply,
+                // An answer that takes time (the grid, the disk): the replies gathered go first.
+                std::task::Poll::Pending => {
+                    if replies.flush().await.is_err() {
+                        break;
+                    }
+                    handling.await
+                }
+            }
+        };
         drop(permit);
         let Some(reply) = reply else {
             tracing::warn!(user = ?session.context.user, "unexpected SFTP packet; closing the channel");
             break;
         };
-        if send(&mut writer, reply).await.is_err() {
+        if replies.send(reply).await.is_err() {
+            break;
+        }
+        if requests.is_empty() && replies.flush().await.is_err() {
             break;
         }
     }
     reading.abort();
-    let _ = writer.shutdown().await;
+    let _ = replies.flush().await;
+    let _ = replies.writer.shutdown().await;
     // Handles still open are dropped: their spools are discarded, nothing is uploaded.
 }
 
@@ -134,27 +154,63 @@ enum Outgoing {
     Data { id: u32, data: Vec<Bytes> },
 }
 
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, reply: Outgoing) -> std::io::Result<()> {
-    match reply {
-        Outgoing::Packet(packet) => {
-            let bytes = Bytes::try_from(packet).map_err(std::io::Error::other)?;
-            writer.write_all(&bytes).await?;
-        }
-        Outgoing::Data { id, data } => {
-            // SSH_FXP_DATA: length, type 103, request id, then the data as an SSH string.
-            let len: usize = data.iter().map(Bytes::len).sum();
-            let mut header = Vec::with_capacity(13);
-            header.extend_from_slice(&(9 + len as u32).to_be_bytes());
-            header.push(103);
-            header.extend_from_slice(&id.to_be_bytes());
-            header.extend_from_slice(&(len as u32).to_be_bytes());
-            writer.write_all(&header).await?;
-            for chunk in data {
-                writer.write_all(&chunk).await?;
+/// Small replies gathered up to this many bytes while the client has more requests queued.
+const GATHERED_REPLIES: usize = 16 << 10;
+
+/// The channel's writing half. Small replies (statuses, handles, attributes) are gathered while
+/// the client has more requests queued, so that a pipelined upload's acknowledgements (one per
+/// 32 KiB write from OpenSSH) share SSH packets instead of taking one each; they go out when the
+/// queue is empty, when an answer takes time, before read data, or at [`GATHERED_REPLIES`]. Read
+/// data goes out as it comes, from the read-ahead window's buffers. Measured with OpenSSH `sftp`
+/// on the devgrid, 128 MiB, four runs each: the gateway's CPU per MiB put 14.65 -> 13.75 ms, per
+/// MiB got 6.35 -> 6.0, put rate 68 -> 71 MiB/s. (Gathering read data too, in a 256 KiB buffer,
+/// made gets slower.)
+struct Replies<W> {
+    writer: W,
+    gathered: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> Replies<W> {
+    async fn send(&mut self, reply: Outgoing) -> std::io::Result<()> {
+        match reply {
+            Outgoing::Packet(packet) => {
+                let bytes = Bytes::try_from(packet).map_err(std::io::Error::other)?;
+                self.gathered.extend_from_slice(&bytes);
+                if self.gathered.len() >= GATHERED_REPLIES {
+                    self.flush().await?;
+                }
+                Ok(())
+            }
+            Outgoing::Data { id, data } => {
+                if !self.gathered.is_empty() {
+                    self.writer.write_all(&self.gathered).await?;
+                    self.gathered.clear();
+                }
+                // SSH_FXP_DATA: length, type 103, request id, then the data as an SSH string.
+                let len: usize = data.iter().map(Bytes::len).sum();
+                let mut header = Vec::with_capacity(13);
+                header.extend_from_slice(&(9 + len as u32).to_be_bytes());
+                header.push(103);
+                header.extend_from_slice(&id.to_be_bytes());
+                header.extend_from_slice(&(len as u32).to_be_bytes());
+                self.writer.write_all(&header).await?;
+                for chunk in data {
+                    self.writer.write_all(&chunk).await?;
+                }
+                self.writer.flush().await
             }
         }
     }
-    writer.flush().await
+
+    /// Sends what is gathered.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        self.writer.write_all(&self.gathered).await?;
+        self.gathered.clear();
+        self.writer.flush().await
+    }
 }
 
 enum OpenHandle {
@@ -1018,4 +1074,78 @@ pub(super) fn ssh_string(data: &mut Bytes) -> Option<String> {
         return None;
     }
     String::from_utf8(data.split_to(len).to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that records each write it is given, as the channel would make SSH packets of them.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn encoded(packet: Packet) -> Vec<u8> {
+        Bytes::try_from(packet).unwrap().to_vec()
+    }
+
+    /// Statuses gathered go out in one write, in order, at a flush or ahead of read data (never
+    /// after it), and what is written is the replies byte for byte.
+    #[tokio::test]
+    async fn small_replies_share_a_write_and_keep_their_order() {
+        let mut replies = Replies {
+            writer: Writes::default(),
+            gathered: Vec::new(),
+        };
+        for id in 0..10 {
+            replies.send(Outgoing::Packet(ok(id))).await.unwrap();
+        }
+        assert!(replies.writer.0.is_empty(), "nothing goes out before a flush");
+        replies.flush().await.unwrap();
+        let statuses: Vec<u8> = (0..10).flat_map(|id| encoded(ok(id))).collect();
+        assert_eq!(replies.writer.0, vec![statuses]);
+
+        replies.send(Outgoing::Packet(ok(10))).await.unwrap();
+        let data = vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")];
+        replies.send(Outgoing::Data { id: 11, data }).await.unwrap();
+        let sent: Vec<u8> = replies.writer.0[1..].concat();
+        let mut expected = encoded(ok(10));
+        expected.extend_from_slice(&[0, 0, 0, 14, 103, 0, 0, 0, 11, 0, 0, 0, 5]);
+        expected.extend_from_slice(b"abcde");
+        assert_eq!(sent, expected);
+        assert!(replies.gathered.is_empty());
+
+        // Past the bound, gathered replies go out without waiting for a flush.
+        replies.writer.0.clear();
+        let mut id = 12;
+        while replies.writer.0.is_empty() {
+            replies.send(Outgoing::Packet(ok(id))).await.unwrap();
+            id += 1;
+        }
+        assert!(replies.writer.0[0].len() >= GATHERED_REPLIES);
+    }
 }
