@@ -294,7 +294,8 @@ impl ChkEncoder {
         let block_len = self.geometry.block_len(segnum) as usize;
         let k = self.codec.needed();
         let pieces: Vec<&[u8]> = ciphertext.chunks(block_len.max(1)).take(k).collect();
-        let mut parity = vec![vec![0; block_len]; self.codec.total() - k];
+        // Each buffer allocated zeroed, not cloned from a first one (a copy per parity block).
+        let mut parity: Vec<Vec<u8>> = (k..self.codec.total()).map(|_| vec![0; block_len]).collect();
         self.codec.encode_parity(&pieces, &mut parity);
         let mut segment = EncodedSegment {
             segnum,

@@ -182,10 +182,7 @@ impl<W: AsyncWrite + Unpin> Replies<W> {
                 Ok(())
             }
             Outgoing::Data { id, data } => {
-                if !self.gathered.is_empty() {
-                    self.writer.write_all(&self.gathered).await?;
-                    self.gathered.clear();
-                }
+                self.write_gathered().await?;
                 // SSH_FXP_DATA: length, type 103, request id, then the data as an SSH string.
                 let len: usize = data.iter().map(Bytes::len).sum();
                 let mut header = Vec::with_capacity(13);
@@ -207,9 +204,17 @@ impl<W: AsyncWrite + Unpin> Replies<W> {
         if self.gathered.is_empty() {
             return Ok(());
         }
-        self.writer.write_all(&self.gathered).await?;
-        self.gathered.clear();
+        self.write_gathered().await?;
         self.writer.flush().await
+    }
+
+    /// Writes what is gathered (if anything) to the channel, ahead of what follows.
+    async fn write_gathered(&mut self) -> std::io::Result<()> {
+        if !self.gathered.is_empty() {
+            self.writer.write_all(&self.gathered).await?;
+            self.gathered.clear();
+        }
+        Ok(())
     }
 }
 

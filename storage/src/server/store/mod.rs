@@ -212,7 +212,9 @@ impl StorageServer {
             .map_err(|e| io_error("cannot open the storage directory lock", e))?;
         // A lock just released can still be held for a moment by a process forked while it was
         // taken (the child has the file until it execs), so a busy lock is retried briefly before
-        // it counts as another server's.
+        // it counts as another server's. (POSIX record locks are not inherited by a fork, but they
+        // belong to the process: two servers in one process would both get one, and closing any
+        // descriptor of the file drops it.)
         let busy_since = std::time::Instant::now();
         loop {
             match dir_lock.try_lock() {

@@ -227,3 +227,30 @@ fn a_lock_released_within_the_grace_is_taken() {
     assert!(matches!(refused, Err(StorageError::Internal(ref m)) if m.contains("in use")));
     assert!(started.elapsed() >= crate::server::store::LOCK_BUSY_GRACE);
 }
+
+/// Servers opening one directory at once (the grace makes each retry while another holds the
+/// lock): exactly one gets it, and the others are told the directory is in use.
+#[test]
+fn racing_opens_of_one_directory_leave_one_server() {
+    let mut h = Harness::new();
+    h.stop();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let config = h.config.clone();
+            let start = std::sync::Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                StorageServer::open(config)
+            })
+        })
+        .collect();
+    let results: Vec<_> = opens.into_iter().map(|open| open.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(refused, StorageError::Internal(m) if m.contains("in use")),
+            "{refused:?}"
+        );
+    }
+}
