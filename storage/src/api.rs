@@ -296,6 +296,44 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         data: Bytes,
     ) -> Result<UploadProgress, StorageError>;
 
+    /// Whether [`StorageClient::write_share_allocating`] is one request (the server has Tessera's
+    /// allocating write, as far as this client knows): an upload may then write before any
+    /// allocation is answered.
+    fn allocates_on_write(&self) -> bool {
+        false
+    }
+
+    /// Writes `data` at `offset` of the upload of share `shnum` under `upload`, opening that upload
+    /// first when none is open under this secret, as an allocation of this share alone
+    /// (`allocated_size` bytes, with `lease`) does. A Tessera server does both in one request
+    /// (`PATCH /storage/v1/immutable/:si/:shnum` with `X-Tessera-Allocate`); otherwise the
+    /// allocation and the write are two ([`write_share_allocating_in_steps`]).
+    /// [`StorageError::AlreadyComplete`] when the server holds the share;
+    /// [`StorageError::Refused`] when it allocates nothing (another client's upload, no room).
+    #[allow(clippy::too_many_arguments)]
+    async fn write_share_allocating(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        allocated_size: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        write_share_allocating_in_steps(
+            self,
+            storage_index,
+            shnum,
+            lease,
+            upload,
+            allocated_size,
+            offset,
+            data,
+        )
+        .await
+    }
+
     /// `PUT /storage/v1/immutable/:si/:shnum/abort`.
     async fn abort_upload(
         &self,
@@ -381,6 +419,46 @@ pub trait StorageClient: Send + Sync + std::fmt::Debug {
         test_write_vectors: &BTreeMap<ShareNum, TestWriteVectors>,
         read_vector: &[ReadVector],
     ) -> Result<ReadTestWriteResult, StorageError>;
+}
+
+/// [`StorageClient::write_share_allocating`] as Tahoe's protocol does it: an allocation of share
+/// `shnum`, then the write. A repeated allocation of an upload still open (another write of the same
+/// upload made it) allocates nothing, and the write under the same secret goes ahead.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_share_allocating_in_steps<C: StorageClient + ?Sized>(
+    client: &C,
+    storage_index: StorageIndex,
+    shnum: ShareNum,
+    lease: &LeaseSecrets,
+    upload: &UploadSecret,
+    allocated_size: u64,
+    offset: u64,
+    data: Bytes,
+) -> Result<UploadProgress, StorageError> {
+    let asked = BTreeSet::from([shnum]);
+    let allocation = client
+        .allocate_buckets(storage_index, lease, upload, &asked, allocated_size)
+        .await?;
+    if allocation.already_have.contains(&shnum) {
+        return Err(StorageError::AlreadyComplete { shnum });
+    }
+    match client
+        .write_share(storage_index, shnum, upload, offset, data)
+        .await
+    {
+        Err(StorageError::NotFound(_) | StorageError::UploadSecretMismatch)
+            if !allocation.allocated.contains(&shnum) =>
+        {
+            Err(StorageError::Refused(
+                allocation
+                    .refused
+                    .get(&shnum)
+                    .cloned()
+                    .unwrap_or_else(|| format!("share {shnum} was neither allocated nor held")),
+            ))
+        }
+        written => written,
+    }
 }
 
 /// [`StorageClient::put_whole_share`] in Tahoe's requests: allocate, then write (which closes the

@@ -564,6 +564,68 @@ fn patch(f: &Fixture, si: StorageIndex, shnum: u16, upload: u8) -> hyper::http::
         )
 }
 
+/// Tessera's allocating write: `X-Tessera-Allocate` is the share's size, and the request then
+/// carries exactly the lease secrets beside the upload secret; anything else is a 400 that opens
+/// nothing. A good one opens the upload and writes (201 when it completes the share).
+#[tokio::test]
+async fn allocating_patches_need_a_size_and_exactly_the_lease_secrets() {
+    let f = fixture().await;
+    let si = storage_index(12);
+    let data = pattern(100, 12);
+    let with_lease = |size: &str| {
+        let [renew, cancel] = lease_headers(1);
+        patch(&f, si, 3, 1)
+            .header("content-range", "bytes 0-99/*")
+            .header("x-tessera-allocate", size)
+            .header("x-tahoe-authorization", renew)
+            .header("x-tahoe-authorization", cancel)
+    };
+    for size in ["", "-1", "1e3", "18446744073709551616", "ten"] {
+        let response = f.raw.send_with(with_lease(size), data.clone()).await.unwrap();
+        assert_eq!(response.status, 400, "size {size:?}: {}", response.text());
+        assert!(
+            response.text().contains("X-Tessera-Allocate"),
+            "{}",
+            response.text()
+        );
+    }
+    let without_lease = patch(&f, si, 3, 1)
+        .header("content-range", "bytes 0-99/*")
+        .header("x-tessera-allocate", "100");
+    let response = f.raw.send_with(without_lease, data.clone()).await.unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("lease-renew-secret"),
+        "{}",
+        response.text()
+    );
+    assert_eq!(f.store.status().uploads_in_progress, 0);
+    assert!(
+        f.client
+            .list_shares(ShareKind::Immutable, si)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let response = f.raw.send_with(with_lease("100"), data.clone()).await.unwrap();
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(f.store.status().uploads_in_progress, 0);
+    let held = f
+        .client
+        .read_share(ShareKind::Immutable, si, 3, 0, 200)
+        .await
+        .unwrap();
+    assert_eq!(held.to_vec(), data);
+    // Sent again: the share is held (405, as a write to a complete share).
+    let response = f.raw.send_with(with_lease("100"), data.clone()).await.unwrap();
+    assert_eq!(response.status, 405, "{}", response.text());
+    assert_eq!(
+        tessera_error(&response).as_deref(),
+        Some("already-complete shnum=3")
+    );
+}
+
 #[tokio::test]
 async fn patch_rules_and_refusals_write_nothing() {
     let f = fixture().await;

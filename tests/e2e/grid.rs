@@ -267,6 +267,127 @@ async fn shares_of_servers_failing_mid_upload_are_placed_elsewhere(transport: Tr
     assert!(holders.len() >= 7);
 }
 
+/// A file whose shares (about 500 KB at 3-of-10) are past the one-request path: the general upload.
+const LARGE: usize = 1_500_000;
+
+fn large_segments() -> UploadParams {
+    UploadParams {
+        max_segment_size: 64 * 1024,
+        ..UploadParams::default()
+    }
+}
+
+/// Asks each server's version, as a connected client's probe does: over HTTPS, that is how the
+/// client learns that a server allocates with its writes.
+async fn probe_versions(grid: &TestGrid) {
+    for entry in grid.entries() {
+        entry.client.version().await.expect("version");
+    }
+}
+
+fn uploads_in_progress(grid: &TestGrid) -> Vec<u64> {
+    grid.servers
+        .iter()
+        .map(|s| s.server.status().uploads_in_progress)
+        .collect()
+}
+
+async fn a_fresh_upload_allocates_with_its_first_writes(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
+    probe_versions(&grid).await;
+    let plaintext = data(LARGE, 11);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        grid.allocation_requests(),
+        0,
+        "the writes allocate: no allocation round before them"
+    );
+    assert_eq!(result.happiness, 10);
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let holders = grid.find_shares(chk.storage_index());
+    let servers: std::collections::BTreeSet<usize> = holders.iter().map(|(server, _)| *server).collect();
+    assert_eq!((holders.len(), servers.len()), (10, 10), "{holders:?}");
+    assert_eq!(uploads_in_progress(&grid), vec![0; 10]);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}
+
+/// Shares of the file already on the grid (some deleted since): the probes find them, the upload
+/// that began writing at once is called off, and the upload allocates first, sending only the
+/// missing shares. Nothing it opened is left open.
+async fn an_upload_finding_shares_already_placed_starts_again_allocating(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
+    probe_versions(&grid).await;
+    let plaintext = data(LARGE, 12);
+    let first = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    let FileCap::Chk(chk) = first.cap else {
+        panic!("CHK expected")
+    };
+    let holders = grid.find_shares(chk.storage_index());
+    for &(server, shnum) in holders.iter().take(3) {
+        grid.delete_share(server, chk.storage_index(), shnum);
+    }
+    let second = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.cap, first.cap);
+    assert_eq!(second.happiness, 10);
+    assert!(
+        grid.allocation_requests() > 0,
+        "the second upload allocated first"
+    );
+    let now_held = grid.find_shares(chk.storage_index());
+    let numbers: std::collections::BTreeSet<_> = now_held.iter().map(|(_, shnum)| *shnum).collect();
+    assert_eq!(
+        (now_held.len(), numbers.len()),
+        (10, 10),
+        "the deleted shares are back, and none is stored twice: {now_held:?}"
+    );
+    assert_eq!(uploads_in_progress(&grid), vec![0; 10]);
+    assert_eq!(read_back(&grid, &second.cap).await, plaintext);
+}
+
+/// Tahoe servers allocate in a request of their own: the upload asks before it writes.
+async fn tahoe_servers_are_asked_before_the_writes(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
+    probe_versions(&grid).await;
+    for i in 0..10 {
+        grid.make_tahoe_like(i);
+    }
+    let plaintext = data(LARGE, 13);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.happiness, 10);
+    assert!(grid.allocation_requests() >= 10, "{}", grid.allocation_requests());
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}
+
 /// Runs each scenario over both transports, as `in_process::NAME` and `https::NAME`.
 macro_rules! over_both_transports {
     ($($name:ident),* $(,)?) => {
@@ -295,7 +416,39 @@ over_both_transports!(
     few_servers_hold_several_shares_each,
     hung_servers_are_given_up_on,
     shares_of_servers_failing_mid_upload_are_placed_elsewhere,
+    a_fresh_upload_allocates_with_its_first_writes,
+    an_upload_finding_shares_already_placed_starts_again_allocating,
+    tahoe_servers_are_asked_before_the_writes,
 );
+
+/// A server in the guess is full: the probes say so, and the upload places its share elsewhere;
+/// the full server holds nothing, not even an open upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_guessed_for_a_share_is_passed_over() {
+    let grid = TestGrid::with_config(10, |i, config| {
+        if i == 4 {
+            config.max_space = Some(100_000);
+        }
+    });
+    let plaintext = data(LARGE, 14);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.happiness, 9);
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let holders = grid.find_shares(chk.storage_index());
+    assert_eq!(holders.len(), 10, "{holders:?}");
+    assert!(holders.iter().all(|(server, _)| *server != 4), "{holders:?}");
+    assert_eq!(uploads_in_progress(&grid), vec![0; 10]);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_servers_keep_their_shares() {

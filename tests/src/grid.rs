@@ -12,7 +12,7 @@ use filenode::grid::{ClientSecrets, ServerEntry};
 use storage::api::{
     Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, ShareKind,
     TestWriteVectors, UploadProgress, UploadSecret, VersionInfo, WholeShare, WriteEnabler,
-    put_whole_share_in_steps,
+    put_whole_share_in_steps, write_share_allocating_in_steps,
 };
 use storage::server::{LocalStorageClient, StorageConfig, StorageServer};
 use storage::{ShareNum, StorageClient, StorageError, StorageIndex};
@@ -37,6 +37,8 @@ pub struct FaultyClient {
     state: AtomicU8,
     /// Answers Tessera's protocol extensions as a Tahoe server does (404).
     tahoe_like: AtomicBool,
+    /// Allocation requests (`POST /storage/v1/immutable/:si`) sent through it.
+    allocations: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyClient {
@@ -58,6 +60,7 @@ impl FaultyClient {
             inner: std::sync::RwLock::new(Some(inner)),
             state: AtomicU8::new(HEALTHY),
             tahoe_like: AtomicBool::new(false),
+            allocations: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -75,6 +78,7 @@ impl StorageClient for FaultyClient {
         shares: &BTreeSet<ShareNum>,
         size: u64,
     ) -> Result<Allocation, StorageError> {
+        self.allocations.fetch_add(1, Ordering::SeqCst);
         self.gate()
             .await?
             .allocate_buckets(si, lease, upload, shares, size)
@@ -91,6 +95,34 @@ impl StorageClient for FaultyClient {
         self.gate()
             .await?
             .write_share(si, shnum, upload, offset, data)
+            .await
+    }
+    fn allocates_on_write(&self) -> bool {
+        !self.tahoe_like.load(Ordering::SeqCst)
+            && self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|inner| inner.allocates_on_write())
+    }
+    async fn write_share_allocating(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        size: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        if self.tahoe_like.load(Ordering::SeqCst) {
+            // Tahoe's requests, each through this client's faults.
+            return write_share_allocating_in_steps(self, si, shnum, lease, upload, size, offset, data).await;
+        }
+        self.gate()
+            .await?
+            .write_share_allocating(si, shnum, lease, upload, size, offset, data)
             .await
     }
     async fn abort_upload(
@@ -347,6 +379,15 @@ impl TestGrid {
                 speed: Default::default(),
             })
             .collect()
+    }
+
+    /// Allocation requests the client has sent to all servers so far (an allocating write to a
+    /// Tahoe-like server sends one too).
+    pub fn allocation_requests(&self) -> usize {
+        self.servers
+            .iter()
+            .map(|s| s.client.allocations.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Makes server `i` fail every request.

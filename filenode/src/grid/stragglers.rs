@@ -97,6 +97,8 @@ struct State {
     happy: usize,
     needed: usize,
     encoded: bool,
+    /// The pass was called off ([`Flow::cancel`]).
+    cancelled: bool,
     /// When the upload began writing.
     started: Instant,
 }
@@ -152,6 +154,7 @@ impl Flow {
                 happy,
                 needed,
                 encoded: false,
+                cancelled: false,
                 started: Instant::now(),
             }),
             moved: Condvar::new(),
@@ -168,6 +171,9 @@ impl Flow {
     pub(crate) fn admit(&self, lane: usize, closed: impl Fn() -> bool) -> Result<Admit, ()> {
         let mut state = self.lock();
         loop {
+            if state.cancelled {
+                return Err(());
+            }
             let entry = &state.lanes[lane];
             match entry.state {
                 LaneState::Failed | LaneState::Dropped => return Ok(Admit::Skip),
@@ -211,7 +217,10 @@ impl Flow {
         state.encoded = true;
         loop {
             state.drop_stragglers();
-            if state.lanes.iter().all(|lane| lane.state != LaneState::Active) || writers_gone() {
+            if state.cancelled
+                || state.lanes.iter().all(|lane| lane.state != LaneState::Active)
+                || writers_gone()
+            {
                 return;
             }
             state = self
@@ -254,6 +263,18 @@ impl Flow {
         let mut state = self.lock();
         if state.lanes[lane].state == LaneState::Active {
             state.lanes[lane].state = LaneState::Failed;
+        }
+        drop(state);
+        self.moved.notify_all();
+    }
+
+    /// Calls the pass off: every writer is aborted where it stands and the encoder's next write
+    /// fails, so that the upload can start again another way.
+    pub(crate) fn cancel(&self) {
+        let mut state = self.lock();
+        state.cancelled = true;
+        for lane in &state.lanes {
+            lane.abort.abort();
         }
         drop(state);
         self.moved.notify_all();

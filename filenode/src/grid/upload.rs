@@ -16,16 +16,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, join_all};
-use storage::api::{CorruptShareRemoval, ShareKind, UploadSecret};
+use storage::api::{CorruptShareRemoval, LeaseSecrets, ShareKind, UploadSecret};
 use storage::{ShareNum, StorageError, StorageIndex};
 use tracing::{debug, warn};
 
 use super::placement::{Candidate, happiness, place_shares};
 use super::small_upload::{self, Small};
 use super::stragglers::{Admit, Flow, LaneState, PENDING_PER_SHARE, PENDING_PER_SHARE_NEAR};
-use super::{ClientSecrets, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers, run_blocking};
+use super::{
+    ClientSecrets, IDLE_CONNECTIONS_KEPT, QUICK_DEADLINE, ServerEntry, WRITE_DEADLINE, permuted_servers,
+    run_blocking,
+};
 use crate::cap::{ChkCap, FileCap, LIT_THRESHOLD, LitCap};
 use crate::immutable::{
     ChkEncoder, ChkParams, EncodeError, ShareSink, convergent_key, encode_stream, random_key,
@@ -143,6 +146,26 @@ struct ChannelSink {
     routes: Vec<Option<usize>>,
     senders: Vec<mpsc::UnboundedSender<Write>>,
     flow: Arc<Flow>,
+    /// Writes handed to each lane (or skipped for it) so far, until `first_writes` fires.
+    handed: Vec<usize>,
+    /// Fires once every lane has been handed [`IDLE_CONNECTIONS_KEPT`] writes (or dropped, when
+    /// encoding ends first): a pass's `check` waits for it, so that the writes, not its probes,
+    /// take the connections left idle (see [`send_shares`]).
+    first_writes: Option<oneshot::Sender<()>>,
+}
+
+impl ChannelSink {
+    fn handed(&mut self, lane: usize) {
+        if self.first_writes.is_none() {
+            return;
+        }
+        self.handed[lane] += 1;
+        if self.handed.iter().all(|&n| n >= IDLE_CONNECTIONS_KEPT)
+            && let Some(fire) = self.first_writes.take()
+        {
+            let _ = fire.send(());
+        }
+    }
 }
 
 impl ShareSink for ChannelSink {
@@ -157,9 +180,13 @@ impl ShareSink for ChannelSink {
             // A closed channel whose lane is still wanted means the upload itself was dropped (e.g.
             // the client went away): stop encoding.
             let cancelled = || io::Error::other("the upload was cancelled");
-            match self.flow.admit(*lane, || sender.is_closed()) {
+            let lane = *lane;
+            match self.flow.admit(lane, || sender.is_closed()) {
                 Ok(Admit::Send) => {}
-                Ok(Admit::Skip) => return Ok(()),
+                Ok(Admit::Skip) => {
+                    self.handed(lane);
+                    return Ok(());
+                }
                 Err(()) => return Err(cancelled()),
             }
             let write = Write {
@@ -167,9 +194,10 @@ impl ShareSink for ChannelSink {
                 offset,
                 data,
             };
-            if sender.unbounded_send(write).is_err() && self.flow.states()[*lane] != LaneState::Dropped {
+            if sender.unbounded_send(write).is_err() && self.flow.states()[lane] != LaneState::Dropped {
                 return Err(cancelled());
             }
+            self.handed(lane);
         }
         Ok(())
     }
@@ -180,6 +208,9 @@ struct Bucket {
     server: ServerEntry,
     upload: UploadSecret,
     shares: BTreeSet<ShareNum>,
+    /// For a bucket not yet allocated: the lease and the share size its writes allocate with
+    /// ([`StorageClient::write_share_allocating`](storage::StorageClient::write_share_allocating)).
+    allocating: Option<(LeaseSecrets, u64)>,
 }
 
 /// An input read once, front to back, as it arrives (a web upload with convergence off streams its
@@ -348,8 +379,49 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         server.client.warm(WRITES_IN_FLIGHT);
     }
     let mut known = known;
-    let (mut kept, mut buckets) =
-        allocate(servers, secrets, params, storage_index, share_size, &known).await?;
+    // Where every server that placement would choose can allocate with its first writes, they
+    // start at once, while the probes that confirm the choice travel: the allocation's round trip
+    // is no longer spent before the first byte. If the probes disagree (a server is full, shares
+    // of the file are already on the grid), the pass is called off and the upload starts again,
+    // allocating first.
+    let mut first_pass = None;
+    let mut speculated = None;
+    if let Some(guess) = speculative_buckets(servers, secrets, params, storage_index, share_size, &known)
+        && rereadable(&mut input).map_err(UploadError::Read)?
+    {
+        let check = ring_ready(servers, storage_index, share_size, params.total);
+        let shared = Shared {
+            held: BTreeMap::new(),
+            happy: params.happy as usize,
+            progress: progress.take(),
+        };
+        let pass = send_shares(
+            input,
+            size,
+            key,
+            &chk_params,
+            storage_index,
+            &guess,
+            shared,
+            check,
+        )
+        .await;
+        input = pass.input;
+        if pass.checked {
+            first_pass = Some(pass.outcome);
+            speculated = Some(guess);
+        } else {
+            debug!("the probes found the grid other than guessed; allocating first");
+            progress = pass.progress;
+            let nothing = vec![Ok(BTreeSet::new()); guess.len()];
+            abort_all(&guess, storage_index, &nothing).await;
+            input.seek(SeekFrom::Start(0)).map_err(UploadError::Read)?;
+        }
+    }
+    let (mut kept, mut buckets) = match speculated {
+        Some(guess) => (Vec::new(), guess),
+        None => allocate(servers, secrets, params, storage_index, share_size, &known).await?,
+    };
 
     // Where shares landed, by server id (for happiness across rounds) and by share (for the result).
     let mut holdings: BTreeMap<String, BTreeSet<ShareNum>> = BTreeMap::new();
@@ -369,21 +441,30 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
         for (server_id, _, shares) in &kept {
             held.entry(server_id.clone()).or_default().extend(shares);
         }
-        let (returned, outcome) = send_shares(
-            input,
-            size,
-            key,
-            &chk_params,
-            storage_index,
-            &buckets,
-            Shared {
-                held,
-                happy: params.happy as usize,
-                progress: progress.take(),
-            },
-        )
-        .await;
-        input = returned;
+        let outcome = match first_pass.take() {
+            Some(outcome) => outcome,
+            None => {
+                let shared = Shared {
+                    held,
+                    happy: params.happy as usize,
+                    progress: progress.take(),
+                };
+                let ready = std::future::ready(true);
+                let pass = send_shares(
+                    input,
+                    size,
+                    key,
+                    &chk_params,
+                    storage_index,
+                    &buckets,
+                    shared,
+                    ready,
+                )
+                .await;
+                input = pass.input;
+                pass.outcome
+            }
+        };
         let (encoded, written, cancelled) = match outcome {
             Ok(done) => done,
             Err(e) => {
@@ -529,8 +610,21 @@ struct Shared {
     progress: Option<UploadProgress>,
 }
 
-/// Encodes the file once, streaming the shares of `buckets` to their servers; gives the input back,
-/// with each bucket's outcome and whether it was cancelled as a straggler.
+/// What one encoding pass ([`send_shares`]) gives back.
+struct Pass<R> {
+    input: R,
+    /// The progress callback, for a pass that starts again.
+    progress: Option<UploadProgress>,
+    /// The encoding's result, with each bucket's outcome and whether it was cancelled as a
+    /// straggler.
+    outcome: Result<(crate::immutable::ChkEncoded, Written, Vec<bool>), EncodeError>,
+    /// Whether `check` passed (else the pass was called off where it stood).
+    checked: bool,
+}
+
+/// Encodes the file once, streaming the shares of `buckets` to their servers, while `check` runs:
+/// if it answers false, the pass is called off (the writers are aborted, the encoder stops).
+#[allow(clippy::too_many_arguments)]
 async fn send_shares<R: Read + Send + 'static>(
     input: R,
     size: u64,
@@ -539,10 +633,8 @@ async fn send_shares<R: Read + Send + 'static>(
     storage_index: StorageIndex,
     buckets: &[Bucket],
     shared: Shared,
-) -> (
-    R,
-    Result<(crate::immutable::ChkEncoded, Written, Vec<bool>), EncodeError>,
-) {
+    check: impl std::future::Future<Output = bool>,
+) -> Pass<R> {
     let mut routes = vec![None; chk_params.total as usize];
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -568,10 +660,13 @@ async fn send_shares<R: Read + Send + 'static>(
         })
         .collect();
     let flow = Arc::new(Flow::new(lanes, kept, shared.happy, chk_params.needed as usize));
+    let (first_writes, first_writes_handed) = oneshot::channel();
     let mut sink = ChannelSink {
         routes,
+        handed: vec![0; senders.len()],
         senders,
         flow: Arc::clone(&flow),
+        first_writes: Some(first_writes),
     };
     let mut progress = shared.progress;
     let chk_params = *chk_params;
@@ -588,7 +683,7 @@ async fn send_shares<R: Read + Send + 'static>(
         // Waits for the writers, cancelling stragglers; only the encoder holds the flow once the
         // writers are gone (the upload was dropped).
         encoder_flow.encoded(|| Arc::strong_count(&encoder_flow) == 1);
-        (input, result)
+        (input, progress, result)
     });
     let writers =
         join_all(buckets.iter().zip(receivers).zip(registrations).enumerate().map(
@@ -599,14 +694,118 @@ async fn send_shares<R: Read + Send + 'static>(
                 }
             },
         ));
-    let ((input, encoded), outcomes) = futures::join!(encoding, writers);
+    // The probes of `check` start once the first writes are queued: polled in the same task
+    // after the writers (`join!` polls in order), they find the idle connections taken, and open
+    // their own while the writes keep the links busy.
+    let checking = async {
+        let _ = first_writes_handed.await;
+        let passed = check.await;
+        if !passed {
+            flow.cancel();
+        }
+        passed
+    };
+    let ((input, progress, encoded), outcomes, checked) = futures::join!(encoding, writers, checking);
     let states = flow.states();
     let cancelled: Vec<bool> = states.iter().map(|s| *s == LaneState::Dropped).collect();
     let written: Written = outcomes
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|_aborted| Ok(BTreeSet::new())))
         .collect();
-    (input, encoded.map(|encoded| (encoded, written, cancelled)))
+    Pass {
+        input,
+        progress,
+        outcome: encoded.map(|encoded| (encoded, written, cancelled)),
+        checked,
+    }
+}
+
+/// The buckets of an upload that writes before its allocation is answered: share r on the r-th
+/// server of the ring, where placement puts it on a grid of N or more writable servers that hold
+/// nothing of the file. Only for a fresh upload (no shares known from an earlier check) whose N
+/// servers each allocate with a write in one request (Tessera servers): to a Tahoe server the
+/// allocation would still be a request of its own, with nothing gained.
+fn speculative_buckets(
+    servers: &[ServerEntry],
+    secrets: &ClientSecrets,
+    params: &UploadParams,
+    storage_index: StorageIndex,
+    share_size: u64,
+    known: &KnownShares,
+) -> Option<Vec<Bucket>> {
+    if !known.good.is_empty() || !known.corrupt.is_empty() {
+        return None;
+    }
+    let ring: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
+        .into_iter()
+        .take(usize::from(params.total))
+        .collect();
+    if ring.len() < usize::from(params.total) || !ring.iter().all(|s| s.client.allocates_on_write()) {
+        return None;
+    }
+    Some(
+        ring.into_iter()
+            .enumerate()
+            .map(|(r, server)| Bucket {
+                server: server.clone(),
+                upload: UploadSecret(rand::random::<[u8; 32]>().to_vec()),
+                shares: BTreeSet::from([r as ShareNum]),
+                allocating: Some((
+                    secrets.lease_secrets(storage_index.as_bytes(), &server.lease_seed),
+                    share_size,
+                )),
+            })
+            .collect(),
+    )
+}
+
+/// Whether the input, at its start, can be read again from there (a streamed one cannot: see
+/// [`OnePass`]). Relative seeks only: a seek to the start is a rewind to those that watch for it
+/// (`operations::ReportedInput`).
+fn rereadable<R: Seek>(input: &mut R) -> io::Result<bool> {
+    if input.stream_position()? != 0 {
+        return Ok(false);
+    }
+    match input.seek(SeekFrom::Current(1)) {
+        Ok(_) => input.seek(SeekFrom::Current(-1)).map(|_| true),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the grid is as [`speculative_buckets`] guessed: each of the first N servers of the ring
+/// answers and has room for a share, and none of the servers an allocation would ask (the first
+/// 2N) holds a share of the file. One round trip, the probes of [`allocate`].
+async fn ring_ready(
+    servers: &[ServerEntry],
+    storage_index: StorageIndex,
+    share_size: u64,
+    total: u16,
+) -> bool {
+    let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
+        .into_iter()
+        .take(2 * usize::from(total))
+        .collect();
+    let verdicts = join_all(ordered.iter().enumerate().map(|(r, server)| async move {
+        let (version, existing) = futures::join!(
+            server.timed(QUICK_DEADLINE, 0, server.client.version()),
+            server.timed(
+                QUICK_DEADLINE,
+                0,
+                server.client.list_shares(ShareKind::Immutable, storage_index)
+            ),
+        );
+        let placed_here = r < usize::from(total);
+        match (version, existing) {
+            (Ok(version), Ok(existing)) => {
+                existing.is_empty() && (!placed_here || version.available_space >= share_size)
+            }
+            // A server beyond the first N that does not answer is passed over by allocation too.
+            _ => !placed_here,
+        }
+    }))
+    .await;
+    verdicts.into_iter().all(|ready| ready)
 }
 
 type Kept = Vec<(String, String, BTreeSet<ShareNum>)>;
@@ -869,6 +1068,7 @@ impl Allocations<'_> {
                             server: (*server).clone(),
                             upload,
                             shares: BTreeSet::new(),
+                            allocating: None,
                         });
                         bucket.shares.extend(allocation.allocated.iter().copied());
                         // Allocated shares count as held when placing the rest.
@@ -1028,9 +1228,17 @@ async fn write_bucket(
     let failed = AtomicBool::new(false);
     let first_error: std::sync::Mutex<Option<StorageError>> = std::sync::Mutex::new(None);
     let complete: std::sync::Mutex<BTreeSet<ShareNum>> = std::sync::Mutex::new(BTreeSet::new());
+    // Shares whose upload a write has opened (every write allocates until one has).
+    let opened: std::sync::Mutex<BTreeSet<ShareNum>> = std::sync::Mutex::new(BTreeSet::new());
+    let is_open = |shnum| {
+        opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&shnum)
+    };
     writes
         .for_each_concurrent(WRITES_IN_FLIGHT, |write| {
-            let (failed, first_error, complete) = (&failed, &first_error, &complete);
+            let (failed, first_error, complete, opened) = (&failed, &first_error, &complete, &opened);
             async move {
                 // After a failure, drop what is still queued (the encoder feeds this server no more).
                 if failed.load(Ordering::Relaxed) {
@@ -1038,16 +1246,49 @@ async fn write_bucket(
                     return;
                 }
                 let bytes = write.data.len() as u64;
-                let request =
-                    bucket.server.client.write_share(storage_index, write.shnum, &bucket.upload, write.offset, write.data);
+                let client = &bucket.server.client;
+                let (shnum, offset, data) = (write.shnum, write.offset, write.data);
+                let request = async {
+                    match &bucket.allocating {
+                        Some((lease, allocated_size)) if !is_open(shnum) => {
+                            client
+                                .write_share_allocating(
+                                    storage_index,
+                                    shnum,
+                                    lease,
+                                    &bucket.upload,
+                                    *allocated_size,
+                                    offset,
+                                    data,
+                                )
+                                .await
+                        }
+                        _ => client.write_share(storage_index, shnum, &bucket.upload, offset, data).await,
+                    }
+                };
                 let result = bucket.server.timed(WRITE_DEADLINE, bytes, request).await;
+                if result.is_ok() && bucket.allocating.is_some() {
+                    opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(shnum);
+                }
                 match result {
                     Ok(progress) if progress.complete => {
-                        complete.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(write.shnum);
+                        complete.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(shnum);
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        warn!(server = %bucket.server.name(), error = %e, "write failed; dropping this server from the upload");
+                        let refused = matches!(
+                            e,
+                            StorageError::AlreadyComplete { .. }
+                                | StorageError::Refused(_)
+                                | StorageError::NoSpace { .. }
+                                | StorageError::ReadOnly
+                        );
+                        if bucket.allocating.is_some() && refused {
+                            // Placement before allocation guessed wrong; the upload re-places.
+                            debug!(server = %bucket.server.name(), error = %e, "an allocating write was refused");
+                        } else {
+                            warn!(server = %bucket.server.name(), error = %e, "write failed; dropping this server from the upload");
+                        }
                         failed.store(true, Ordering::Relaxed);
                         flow.failed(lane);
                         first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);

@@ -45,12 +45,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::wire::{
-    self, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind, StatusReport,
+    self, ALLOCATE_HEADER, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind,
+    StatusReport,
 };
 use crate::api::{
     Allocation, CorruptShareRemoval, LeaseSecrets, ReadTestWriteResult, ReadVector, TestWriteVectors,
     UploadProgress, UploadSecret, VersionInfo, WHOLE_SHARE_LIMIT, WholeShare, WriteEnabler,
-    put_whole_share_in_steps,
+    put_whole_share_in_steps, write_share_allocating_in_steps,
 };
 use crate::nurl::{Nurl, NurlScheme};
 use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
@@ -138,6 +139,9 @@ struct Inner {
     /// (a Tessera server's application version starts `tessera/`), [`WITHOUT`] once it answered
     /// that request 404 or 405 (an older Tessera).
     whole_share: AtomicU8,
+    /// Whether the server has Tessera's allocating write, in the same way ([`WITHOUT`] once it
+    /// answered one 400, as an older Tessera does).
+    allocating_write: AtomicU8,
     /// Connections being opened by [`StorageClient::warm`].
     opening: AtomicUsize,
 }
@@ -257,9 +261,55 @@ impl HttpStorageClient {
                 options,
                 idle: Mutex::new(IdlePool::default()),
                 whole_share: AtomicU8::new(UNKNOWN),
+                allocating_write: AtomicU8::new(UNKNOWN),
                 opening: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// `PATCH /storage/v1/immutable/:si/:shnum`; with `allocation` (the lease and the share's size),
+    /// Tessera's allocating write.
+    async fn patch_share(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        upload: &UploadSecret,
+        allocation: Option<(&LeaseSecrets, u64)>,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        if data.is_empty() {
+            return Err(StorageError::BadRequest(
+                "an empty write cannot be expressed with Content-Range".to_owned(),
+            ));
+        }
+        let len = data.len() as u64;
+        if offset.checked_add(len).is_none() {
+            return Err(StorageError::BadRequest("write extends past 2^64".to_owned()));
+        }
+        let mut call = Call {
+            operation: Operation::Write { shnum, offset },
+            method: Method::PATCH,
+            path: format!("/storage/v1/immutable/{storage_index}/{shnum}"),
+            headers: vec![
+                (ACCEPT, CBOR_MIME.to_owned()),
+                (CONTENT_TYPE, OCTET_STREAM.to_owned()),
+                (CONTENT_RANGE, wire::format_content_range(offset, len)),
+            ],
+            body: data,
+            body_cap: MAX_CBOR_RESPONSE,
+        }
+        .secret(SecretKind::Upload, &upload.0);
+        if let Some((lease, allocated_size)) = allocation {
+            call = call.lease(lease);
+            call.headers.push((
+                HeaderName::from_static(ALLOCATE_HEADER),
+                allocated_size.to_string(),
+            ));
+        }
+        let answer = self.call(call).await?;
+        expect_status(&answer, &[StatusCode::OK, StatusCode::CREATED])?;
+        wire::decode_progress(&answer.body, answer.status == StatusCode::CREATED).map_err(bad_answer)
     }
 
     /// `GET /storage/v1/tessera/status`: the server's counters and corruption advisories.
@@ -738,13 +788,12 @@ impl StorageClient for HttpStorageClient {
             .await?;
         expect_status(&answer, &[StatusCode::OK])?;
         let info = wire::decode_version(&answer.body).map_err(bad_answer)?;
-        if info.application_version.starts_with(b"tessera/") {
-            let _ =
-                self.inner
-                    .whole_share
-                    .compare_exchange(UNKNOWN, WITH, Ordering::Relaxed, Ordering::Relaxed);
-        } else {
-            self.inner.whole_share.store(WITHOUT, Ordering::Relaxed);
+        for extension in [&self.inner.whole_share, &self.inner.allocating_write] {
+            if info.application_version.starts_with(b"tessera/") {
+                let _ = extension.compare_exchange(UNKNOWN, WITH, Ordering::Relaxed, Ordering::Relaxed);
+            } else {
+                extension.store(WITHOUT, Ordering::Relaxed);
+            }
         }
         Ok(info)
     }
@@ -780,31 +829,48 @@ impl StorageClient for HttpStorageClient {
         offset: u64,
         data: Bytes,
     ) -> Result<UploadProgress, StorageError> {
-        if data.is_empty() {
-            return Err(StorageError::BadRequest(
-                "an empty write cannot be expressed with Content-Range".to_owned(),
-            ));
+        self.patch_share(storage_index, shnum, upload, None, offset, data)
+            .await
+    }
+
+    fn allocates_on_write(&self) -> bool {
+        self.inner.allocating_write.load(Ordering::Relaxed) == WITH
+    }
+
+    async fn write_share_allocating(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        allocated_size: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        if self.allocates_on_write() {
+            let allocation = Some((lease, allocated_size));
+            match self
+                .patch_share(storage_index, shnum, upload, allocation, offset, data.clone())
+                .await
+            {
+                // An older Tessera server takes the lease secrets for extra ones.
+                Err(StorageError::BadRequest(_)) => {
+                    self.inner.allocating_write.store(WITHOUT, Ordering::Relaxed);
+                }
+                written => return written,
+            }
         }
-        let len = data.len() as u64;
-        if offset.checked_add(len).is_none() {
-            return Err(StorageError::BadRequest("write extends past 2^64".to_owned()));
-        }
-        let call = Call {
-            operation: Operation::Write { shnum, offset },
-            method: Method::PATCH,
-            path: format!("/storage/v1/immutable/{storage_index}/{shnum}"),
-            headers: vec![
-                (ACCEPT, CBOR_MIME.to_owned()),
-                (CONTENT_TYPE, OCTET_STREAM.to_owned()),
-                (CONTENT_RANGE, wire::format_content_range(offset, len)),
-            ],
-            body: data,
-            body_cap: MAX_CBOR_RESPONSE,
-        }
-        .secret(SecretKind::Upload, &upload.0);
-        let answer = self.call(call).await?;
-        expect_status(&answer, &[StatusCode::OK, StatusCode::CREATED])?;
-        wire::decode_progress(&answer.body, answer.status == StatusCode::CREATED).map_err(bad_answer)
+        write_share_allocating_in_steps(
+            self,
+            storage_index,
+            shnum,
+            lease,
+            upload,
+            allocated_size,
+            offset,
+            data,
+        )
+        .await
     }
 
     async fn abort_upload(

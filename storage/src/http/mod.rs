@@ -27,6 +27,7 @@
 //! | `PUT /storage/v1/lease/:si` | 204 | 404 no shares for the index |
 //! | `GET /storage/v1/tessera/status` (Tessera) | 200 CBOR [`StatusReport`] | |
 //! | `PUT /storage/v1/tessera/immutable/:si/:shnum` (Tessera), the whole share as the body, with the lease secrets | 201 stored (allocated, written and closed); 200 the same share already held, byte for byte (the lease added) | 413 body over 1 MiB; 400 empty body; 409 a different share of that number held (tag `conflict`) or allocation refused: another client's upload, no room (tag `refused`); 403 read-only server; 404 from servers without the route (Tahoe) |
+//! | `PATCH /storage/v1/immutable/:si/:shnum` with `X-Tessera-Allocate: SIZE` and the lease secrets beside the upload secret (Tessera: an allocating write) | as `PATCH`, the upload opened first (an allocation of this share alone, SIZE bytes) unless one is open under this upload secret | 400 SIZE not a decimal `u64`, or the secrets not exactly lease + upload; 405 the share is held (tag `already-complete`); 409 allocation refused: another client's upload, no room (tag `refused`); 403 read-only server; then as `PATCH` |
 //! | `POST /storage/v1/tessera/immutable/:si/:shnum/remove-corrupt` (Tessera) | 200 `{removed, detail}`: removed only when the server's own check proves the share corrupt (`server::share_check`), else kept with the reason | 404 no such share (and from Tahoe servers, which lack the route); 403 read-only server |
 //!
 //! Store errors map to statuses in one exhaustive match (`server::storage_error_status`): `NotFound`

@@ -29,8 +29,8 @@ use hyper::StatusCode;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, RANGE};
 
 use super::wire::{
-    self, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind, Secrets,
-    StatusReport,
+    self, ALLOCATE_HEADER, CBOR_MIME, ERROR_HEADER, LEASE_SECRETS, OCTET_STREAM, SECRET_HEADER, SecretKind,
+    Secrets, StatusReport,
 };
 use crate::api::{UploadProgress, WHOLE_SHARE_LIMIT, WholeShare};
 use crate::server::{ShareReader, StorageServer};
@@ -520,7 +520,35 @@ async fn write_share(
     let si = parse_storage_index(&si)?;
     let shnum = parse_share_number(&shnum)?;
     check_accept(&headers)?;
-    let upload = secrets(&headers, &[SecretKind::Upload])?.upload();
+    // Tessera's allocating write carries the share's size and the lease secrets of its allocation.
+    let allocate = headers
+        .get(ALLOCATE_HEADER)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    HttpError::new(
+                        StatusCode::BAD_REQUEST,
+                        "X-Tessera-Allocate must be the share's allocated size in bytes",
+                    )
+                })
+        })
+        .transpose()?;
+    let given = if allocate.is_some() {
+        secrets(
+            &headers,
+            &[
+                SecretKind::LeaseRenew,
+                SecretKind::LeaseCancel,
+                SecretKind::Upload,
+            ],
+        )?
+    } else {
+        secrets(&headers, &[SecretKind::Upload])?
+    };
+    let upload = given.upload();
     let (start, end) = headers
         .get(CONTENT_RANGE)
         .and_then(|v| wire::parse_content_range(v.as_bytes()))
@@ -541,6 +569,13 @@ async fn write_share(
         Some(length) if length > expected => return Err(body_longer_than_range()),
         Some(length) if length < expected => return Err(body_shorter_than_range()),
         _ => {}
+    }
+    if let Some(allocated_size) = allocate {
+        let (lease, upload) = (given.lease(), upload.clone());
+        blocking(&state.store, move |store| {
+            store.open_upload_for_write(si, shnum, &lease, &upload, allocated_size)
+        })
+        .await?;
     }
 
     // The buffer holds at most a piece and the frame that completed it.

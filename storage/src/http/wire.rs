@@ -27,6 +27,10 @@ pub(crate) const OCTET_STREAM: &str = "application/octet-stream";
 pub(crate) const SECRET_HEADER: &str = "x-tahoe-authorization";
 /// Tessera's machine-readable error header (see [`super`] module docs).
 pub(crate) const ERROR_HEADER: &str = "x-tessera-error";
+/// Tessera's allocating write: on a `PATCH` of an immutable share, the share's allocated size; the
+/// server opens the upload (as an allocation of that share alone, with the lease secrets the request
+/// then carries) unless one is open under the request's upload secret.
+pub(crate) const ALLOCATE_HEADER: &str = "x-tessera-allocate";
 /// Tessera's reasons for share numbers an allocation refused: one header per share,
 /// `<shnum> <reason>` (a Tahoe client ignores it; the CBOR answer is Tahoe's).
 pub(crate) const REFUSED_HEADER: &str = "x-tessera-refused";

@@ -77,6 +77,28 @@ impl StorageClient for LocalStorageClient {
             .await
     }
 
+    fn allocates_on_write(&self) -> bool {
+        true
+    }
+
+    async fn write_share_allocating(
+        &self,
+        storage_index: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        allocated_size: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        let (lease, upload) = (lease.clone(), upload.clone());
+        self.run(move |server| {
+            server.open_upload_for_write(storage_index, shnum, &lease, &upload, allocated_size)?;
+            server.write_share(storage_index, shnum, &upload, offset, &data)
+        })
+        .await
+    }
+
     async fn abort_upload(
         &self,
         storage_index: StorageIndex,

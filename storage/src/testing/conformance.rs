@@ -114,6 +114,7 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("corruption_advisories", corruption_advisories),
         ("corrupt_share_removal", corrupt_share_removal),
         ("whole_shares", whole_shares),
+        ("allocating_writes", allocating_writes),
         ("leases", leases),
         (
             "mutable_create_and_compare_and_swap",
@@ -746,6 +747,97 @@ fn whole_shares(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
             read(client, ShareKind::Immutable, si, 5, 0, 10).await,
             pattern(10, 6)
         );
+    })
+}
+
+fn allocating_writes(client: &dyn StorageClient) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        // Over HTTPS, the version tells the client the server allocates with a write.
+        client.version().await.expect("version");
+        assert!(client.allocates_on_write());
+        let si = storage_index(31);
+        let data = pattern(3000, 31);
+        let piece = |at: usize| Bytes::copy_from_slice(&data[at..at + 1000]);
+        let lease = lease_secrets(1);
+        let secrets = [upload_secret(7), upload_secret(8)];
+        let write = |offset: usize, secret: u8| {
+            let upload = &secrets[usize::from(secret - 7)];
+            client.write_share_allocating(si, 1, &lease, upload, 3000, offset as u64, piece(offset))
+        };
+        // The first write opens the upload; the ones after it, sent before its answer, find it open.
+        let first = write(0, 7).await.expect("the first allocating write");
+        assert!(!first.complete);
+        let (second, third) = futures::join!(write(1000, 7), write(2000, 7));
+        let complete = [second.expect("second write"), third.expect("third write")]
+            .iter()
+            .any(|p| p.complete);
+        assert!(complete, "the last of three writes completes the share");
+        assert_eq!(read(client, ShareKind::Immutable, si, 1, 0, 4000).await, data);
+        assert_eq!(
+            client.list_shares(ShareKind::Immutable, si).await.expect("list"),
+            shares(&[1])
+        );
+        // A held share is not written again, whoever asks.
+        for secret in [7, 8] {
+            let again = write(0, secret).await;
+            assert!(
+                matches!(again, Err(StorageError::AlreadyComplete { shnum: 1 })),
+                "a held share: {again:?}"
+            );
+        }
+        assert_eq!(read(client, ShareKind::Immutable, si, 1, 0, 4000).await, data);
+
+        // Share 5 is being uploaded by another client: refused, and its upload goes on.
+        let allocation = client
+            .allocate_buckets(si, &lease_secrets(2), &upload_secret(2), &shares(&[5]), 10)
+            .await
+            .expect("allocate");
+        assert!(allocation.allocated.contains(&5));
+        let refused = client
+            .write_share_allocating(
+                si,
+                5,
+                &lease_secrets(1),
+                &upload_secret(3),
+                10,
+                0,
+                Bytes::from(pattern(10, 1)),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(StorageError::Refused(reason)) if reason.contains("another client")),
+            "a share another client is uploading: {refused:?}"
+        );
+        let progress = client
+            .write_share(si, 5, &upload_secret(2), 0, Bytes::from(pattern(10, 2)))
+            .await
+            .expect("the other upload goes on");
+        assert!(progress.complete);
+        assert_eq!(
+            read(client, ShareKind::Immutable, si, 5, 0, 10).await,
+            pattern(10, 2)
+        );
+
+        // No room: refused with the reason, and nothing is left open.
+        let huge = client
+            .write_share_allocating(
+                si,
+                6,
+                &lease_secrets(1),
+                &upload_secret(4),
+                1 << 62,
+                0,
+                Bytes::from(pattern(10, 3)),
+            )
+            .await;
+        assert!(
+            matches!(&huge, Err(StorageError::Refused(reason)) if reason.contains("full")),
+            "a share larger than the disk: {huge:?}"
+        );
+        let written = client
+            .write_share(si, 6, &upload_secret(4), 0, Bytes::from(pattern(10, 3)))
+            .await;
+        assert!(matches!(written, Err(StorageError::NotFound(_))), "{written:?}");
     })
 }
 

@@ -365,6 +365,55 @@ impl StorageServer {
         }
     }
 
+    /// Opens the upload of share `shnum` of `si` under `upload` for an allocating write (a Tessera
+    /// extension: `PATCH` with `X-Tessera-Allocate`), unless one is open under that secret already:
+    /// allocation as [`Self::allocate_buckets`] does it for this share alone, `allocated_size` bytes,
+    /// with `lease`. An upload's writes travel in parallel, so several may arrive before any is
+    /// answered; the first opens the upload and the others find it open.
+    /// [`StorageError::AlreadyComplete`] when the share is held (its lease added or renewed);
+    /// [`StorageError::ReadOnly`] on a read-only server; [`StorageError::Refused`] with the reason
+    /// when allocation refuses (another client's upload, no room).
+    pub fn open_upload_for_write(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        lease: &LeaseSecrets,
+        upload: &UploadSecret,
+        allocated_size: u64,
+    ) -> Result<(), StorageError> {
+        let open_here = || {
+            lock(&self.state)
+                .uploads
+                .get(&(si, shnum))
+                .is_some_and(|entry| ct_eq(&entry.secret, &upload.0))
+        };
+        if open_here() {
+            return Ok(());
+        }
+        let allocation =
+            self.allocate_buckets(si, lease, upload, &BTreeSet::from([shnum]), allocated_size)?;
+        if allocation.allocated.contains(&shnum) {
+            return Ok(());
+        }
+        if allocation.already_have.contains(&shnum) {
+            return Err(StorageError::AlreadyComplete { shnum });
+        }
+        if self.config.readonly {
+            return Err(StorageError::ReadOnly);
+        }
+        // Another write of the same upload opened it since the first look.
+        if open_here() {
+            return Ok(());
+        }
+        Err(StorageError::Refused(
+            allocation
+                .refused
+                .get(&shnum)
+                .cloned()
+                .unwrap_or_else(|| format!("share {shnum} was neither allocated nor held")),
+        ))
+    }
+
     /// Aborts an upload: deletes the partial file and releases its space.
     pub fn abort_upload(
         &self,
