@@ -60,6 +60,10 @@ pub(crate) struct BenchGridArgs {
     /// the same client (PUT /uri, GET /uri/CAP, POST /uri?t=mkdir, PUT /uri/DIR/name, ?t=json).
     #[arg(long)]
     web: bool,
+    /// Sample the bytes the links carry towards the servers every 5 ms, and print for each
+    /// operation when its first 64 KiB, half and 99% of them had passed (where its time goes).
+    #[arg(long)]
+    timeline: bool,
 }
 
 pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -234,9 +238,35 @@ impl Links {
     }
 }
 
+/// `--timeline`'s line for one operation from its samples (seconds since its start, bytes up so
+/// far): when the first 64 KiB, half and 99% of the bytes it sent had passed the links.
+fn timeline(samples: &[(f64, u64)], seconds: f64) -> Option<String> {
+    let (&(_, first), &(_, last)) = (samples.first()?, samples.last()?);
+    let total = last.saturating_sub(first);
+    if total < 1 << 16 {
+        return None;
+    }
+    let when = |bytes: u64| {
+        samples
+            .iter()
+            .find(|(_, up)| up - first >= bytes)
+            .map_or(f64::NAN, |(at, _)| at * 1e3)
+    };
+    Some(format!(
+        "    links towards the servers: first 64 KiB by {:.0} ms, half by {:.0} ms, 99% by {:.0} ms of {:.0} ms ({:.1} MB)",
+        when(1 << 16),
+        when(total / 2),
+        when(total - total / 100),
+        seconds * 1e3,
+        total as f64 / 1e6
+    ))
+}
+
 /// Times operations and reports each with its round trips.
 struct Meter<'a> {
     links: Option<&'a Links>,
+    /// `--timeline`.
+    timeline: bool,
 }
 
 impl Meter<'_> {
@@ -249,9 +279,31 @@ impl Meter<'_> {
     ) -> anyhow::Result<(T, f64)> {
         let before = self.links.map(Links::snapshot);
         let start = Instant::now();
-        let value = op.await?;
+        let mut samples: Vec<(f64, u64)> = Vec::new();
+        let value = match self.links.filter(|_| self.timeline) {
+            Some(links) => {
+                let sampler = async {
+                    let mut tick = tokio::time::interval(Duration::from_millis(5));
+                    loop {
+                        tick.tick().await;
+                        let up: u64 = links.links.iter().map(|l| l.stats().bytes_up).sum();
+                        samples.push((start.elapsed().as_secs_f64(), up));
+                    }
+                };
+                let op = std::pin::pin!(op);
+                let sampler = std::pin::pin!(sampler);
+                match futures::future::select(op, sampler).await {
+                    futures::future::Either::Left((value, _)) => value,
+                    futures::future::Either::Right(((), _)) => unreachable!("the sampler never ends"),
+                }
+            }
+            None => op.await,
+        }?;
         let seconds = start.elapsed().as_secs_f64();
         self.report(what, seconds, before.as_deref(), "")?;
+        if let Some(line) = timeline(&samples, seconds) {
+            crate::output::line(&line)?;
+        }
         Ok((value, seconds))
     }
 
@@ -355,6 +407,7 @@ pub(crate) fn run(args: &BenchGridArgs) -> anyhow::Result<()> {
     };
     let meter = Meter {
         links: links.as_ref(),
+        timeline: args.timeline,
     };
     let ratio = |rate: f64, bound: Option<f64>| {
         bound.map_or(String::new(), |b| {
