@@ -61,7 +61,8 @@ pub(crate) struct BenchGridArgs {
     #[arg(long)]
     web: bool,
     /// Sample the bytes the links carry towards the servers every 5 ms, and print for each
-    /// operation when its first 64 KiB, half and 99% of them had passed (where its time goes).
+    /// operation that sends a MiB or more (uploads) when its first 64 KiB, half and 99% of them
+    /// had passed (where its time goes).
     #[arg(long)]
     timeline: bool,
 }
@@ -239,11 +240,13 @@ impl Links {
 }
 
 /// `--timeline`'s line for one operation from its samples (seconds since its start, bytes up so
-/// far): when the first 64 KiB, half and 99% of the bytes it sent had passed the links.
+/// far): when the first 64 KiB, half and 99% of the bytes it sent had passed the links; nothing
+/// for an operation that sent less than a MiB.
 fn timeline(samples: &[(f64, u64)], seconds: f64) -> Option<String> {
     let (&(_, first), &(_, last)) = (samples.first()?, samples.last()?);
     let total = last.saturating_sub(first);
-    if total < 1 << 16 {
+    // Reads send only requests: their timeline says nothing.
+    if total < 1 << 20 {
         return None;
     }
     let when = |bytes: u64| {
