@@ -320,10 +320,10 @@ async fn a_fresh_upload_allocates_with_its_first_writes(transport: Transport) {
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
 }
 
-/// Shares of the file already on the grid (some deleted since): the probes find them, the upload
-/// that began writing at once is called off, and the upload allocates first, sending only the
-/// missing shares. Nothing it opened is left open.
-async fn an_upload_finding_shares_already_placed_starts_again_allocating(transport: Transport) {
+/// The same file again, three of its shares deleted since: each server is sent its share at once,
+/// as the first time; those that hold it say so, and it counts once verified. Only the missing
+/// shares are stored, and nothing is allocated first.
+async fn a_file_uploaded_again_sends_only_its_missing_shares(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     probe_versions(&grid).await;
     let plaintext = data(LARGE, 12);
@@ -342,6 +342,7 @@ async fn an_upload_finding_shares_already_placed_starts_again_allocating(transpo
     for &(server, shnum) in holders.iter().take(3) {
         grid.delete_share(server, chk.storage_index(), shnum);
     }
+    let allocated_before = grid.allocation_requests();
     let second = upload_bytes(
         &grid.entries(),
         &grid.secrets,
@@ -352,18 +353,57 @@ async fn an_upload_finding_shares_already_placed_starts_again_allocating(transpo
     .unwrap();
     assert_eq!(second.cap, first.cap);
     assert_eq!(second.happiness, 10);
-    assert!(
-        grid.allocation_requests() > 0,
-        "the second upload allocated first"
-    );
-    let now_held = grid.find_shares(chk.storage_index());
-    let numbers: std::collections::BTreeSet<_> = now_held.iter().map(|(_, shnum)| *shnum).collect();
     assert_eq!(
-        (now_held.len(), numbers.len()),
-        (10, 10),
-        "the deleted shares are back, and none is stored twice: {now_held:?}"
+        grid.allocation_requests(),
+        allocated_before,
+        "nothing allocated first"
+    );
+    assert_eq!(
+        grid.find_shares(chk.storage_index()),
+        holders,
+        "the deleted shares are back where they were, and none is stored twice"
     );
     assert_eq!(uploads_in_progress(&grid), vec![0; 10]);
+    assert_eq!(read_back(&grid, &second.cap).await, plaintext);
+}
+
+/// The file's shares are already on the grid, but not where this upload's ring puts them (the
+/// client ranks the servers differently): the probes see it, the pass that began writing is
+/// called off, and the upload places the file as allocation would, finds every share and stores
+/// none again. What the called-off pass opened is aborted: no upload is left open.
+async fn an_upload_finding_shares_elsewhere_than_guessed_starts_again_allocating(transport: Transport) {
+    let grid = TestGrid::build(10, transport).await;
+    probe_versions(&grid).await;
+    let plaintext = data(LARGE, 15);
+    let first = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    let FileCap::Chk(chk) = first.cap else {
+        panic!("CHK expected")
+    };
+    let holders = grid.find_shares(chk.storage_index());
+    let mut reranked = grid.entries();
+    let seeds: Vec<Vec<u8>> = reranked.iter().map(|e| e.permutation_seed.clone()).collect();
+    for (i, entry) in reranked.iter_mut().enumerate() {
+        entry.permutation_seed = seeds[(i + 3) % seeds.len()].clone();
+    }
+    let second = upload_bytes(&reranked, &grid.secrets, &large_segments(), plaintext.clone())
+        .await
+        .unwrap();
+    assert_eq!(second.cap, first.cap);
+    assert_eq!(second.happiness, 10);
+    // Had the pass gone on, each server would hold a second share (its guessed one).
+    assert_eq!(
+        grid.find_shares(chk.storage_index()),
+        holders,
+        "no share stored again"
+    );
+    assert_eq!(uploads_in_progress(&grid), vec![0; 10], "nothing left open");
     assert_eq!(read_back(&grid, &second.cap).await, plaintext);
 }
 
@@ -417,12 +457,45 @@ over_both_transports!(
     hung_servers_are_given_up_on,
     shares_of_servers_failing_mid_upload_are_placed_elsewhere,
     a_fresh_upload_allocates_with_its_first_writes,
-    an_upload_finding_shares_already_placed_starts_again_allocating,
+    a_file_uploaded_again_sends_only_its_missing_shares,
+    an_upload_finding_shares_elsewhere_than_guessed_starts_again_allocating,
     tahoe_servers_are_asked_before_the_writes,
 );
 
-/// A server in the guess is full: the probes say so, and the upload places its share elsewhere;
-/// the full server holds nothing, not even an open upload.
+/// A server with room for its guessed share and no more takes it: its own reservation for this
+/// upload does not make the probe call it full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_room_for_one_share_takes_its_guessed_share() {
+    let grid = TestGrid::with_config(10, |i, config| {
+        if i == 4 {
+            config.max_space = Some(800_000);
+        }
+    });
+    let plaintext = data(LARGE, 16);
+    let result = upload_bytes(
+        &grid.entries(),
+        &grid.secrets,
+        &large_segments(),
+        plaintext.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(grid.allocation_requests(), 0, "the guess held");
+    assert_eq!(result.happiness, 10);
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    let on_four = grid
+        .find_shares(chk.storage_index())
+        .into_iter()
+        .filter(|(server, _)| *server == 4)
+        .count();
+    assert_eq!(on_four, 1);
+    assert_eq!(read_back(&grid, &result.cap).await, plaintext);
+}
+
+/// A server in the guess is full: its allocating write is refused, and the upload places its share
+/// elsewhere; the full server holds nothing, not even an open upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_guessed_for_a_share_is_passed_over() {
     let grid = TestGrid::with_config(10, |i, config| {

@@ -268,16 +268,18 @@ impl Flow {
         self.moved.notify_all();
     }
 
-    /// Calls the pass off: every writer is aborted where it stands and the encoder's next write
-    /// fails, so that the upload can start again another way.
+    /// Calls the pass off: the encoder's next write fails and the writers send nothing more, so
+    /// that the upload can start again another way. Writes already sent are answered first (they
+    /// are not dropped): an allocating write dropped on its way could open its upload on the
+    /// server after the abort that follows the pass.
     pub(crate) fn cancel(&self) {
-        let mut state = self.lock();
-        state.cancelled = true;
-        for lane in &state.lanes {
-            lane.abort.abort();
-        }
-        drop(state);
+        self.lock().cancelled = true;
         self.moved.notify_all();
+    }
+
+    /// Whether the pass was called off.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
     }
 
     /// Each lane's final state.

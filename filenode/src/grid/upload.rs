@@ -386,10 +386,13 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     // allocating first.
     let mut first_pass = None;
     let mut speculated = None;
+    // Whether allocation may allocate share r on the r-th server before its probe answers: not
+    // once a guess was found wrong.
+    let mut may_guess = true;
     if let Some(guess) = speculative_buckets(servers, secrets, params, storage_index, share_size, &known)
         && rereadable(&mut input).map_err(UploadError::Read)?
     {
-        let check = ring_ready(servers, storage_index, share_size, params.total);
+        let check = ring_ready(servers, storage_index, params.total);
         let shared = Shared {
             held: BTreeMap::new(),
             happy: params.happy as usize,
@@ -412,6 +415,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             speculated = Some(guess);
         } else {
             debug!("the probes found the grid other than guessed; allocating first");
+            may_guess = false;
             progress = pass.progress;
             let nothing = vec![Ok(BTreeSet::new()); guess.len()];
             abort_all(&guess, storage_index, &nothing).await;
@@ -420,7 +424,18 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     }
     let (mut kept, mut buckets) = match speculated {
         Some(guess) => (Vec::new(), guess),
-        None => allocate(servers, secrets, params, storage_index, share_size, &known).await?,
+        None => {
+            allocate(
+                servers,
+                secrets,
+                params,
+                storage_index,
+                share_size,
+                &known,
+                may_guess,
+            )
+            .await?
+        }
     };
 
     // Where shares landed, by server id (for happiness across rounds) and by share (for the result).
@@ -465,7 +480,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
                 pass.outcome
             }
         };
-        let (encoded, written, cancelled) = match outcome {
+        let (encoded, mut written, cancelled) = match outcome {
             Ok(done) => done,
             Err(e) => {
                 let nothing = vec![Ok(BTreeSet::new()); buckets.len()];
@@ -473,6 +488,20 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
                 return Err(e.into());
             }
         };
+        // A guessed share its server already held (a file uploaded again): it counts once
+        // verified, as one that allocation finds does, and its server has not failed.
+        for (bucket, done) in buckets.iter().zip(written.iter_mut()) {
+            if bucket.allocating.is_some()
+                && let Err(StorageError::AlreadyComplete { shnum }) = done
+            {
+                kept.push((
+                    bucket.server.server_id.clone(),
+                    bucket.server.name(),
+                    BTreeSet::from([*shnum]),
+                ));
+                *done = Ok(BTreeSet::new());
+            }
+        }
         cap = Some(encoded.cap);
         // Shares that were already there count once verified against the cap.
         let checked = verify_kept(
@@ -537,7 +566,18 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             .filter(|s| !failed_servers.contains(&s.server_id) && !straggler_ids.contains(&s.server_id))
             .cloned()
             .collect();
-        match allocate(&remaining, secrets, params, storage_index, share_size, &known).await {
+        // Round 0's shares are where it put them: no guess this time.
+        match allocate(
+            &remaining,
+            secrets,
+            params,
+            storage_index,
+            share_size,
+            &known,
+            false,
+        )
+        .await
+        {
             Ok((more_kept, more)) if !more.is_empty() => {
                 match input.seek(SeekFrom::Start(0)) {
                     Ok(_) => {}
@@ -774,14 +814,10 @@ fn rereadable<R: Seek>(input: &mut R) -> io::Result<bool> {
 }
 
 /// Whether the grid is as [`speculative_buckets`] guessed: each of the first N servers of the ring
-/// answers and has room for a share, and none of the servers an allocation would ask (the first
-/// 2N) holds a share of the file. One round trip, the probes of [`allocate`].
-async fn ring_ready(
-    servers: &[ServerEntry],
-    storage_index: StorageIndex,
-    share_size: u64,
-    total: u16,
-) -> bool {
+/// answers and holds no share of the file but (perhaps) its guessed one, and none of the next N
+/// (the rest of those an allocation would ask) holds any. One round trip, the probes of
+/// [`allocate`].
+async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> bool {
     let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
         .into_iter()
         .take(2 * usize::from(total))
@@ -797,9 +833,12 @@ async fn ring_ready(
         );
         let placed_here = r < usize::from(total);
         match (version, existing) {
-            (Ok(version), Ok(existing)) => {
-                existing.is_empty() && (!placed_here || version.available_space >= share_size)
-            }
+            // The guessed share itself may be listed: this upload's own writes may have completed
+            // it already, or it was there before (the write then says so, and the share counts
+            // once verified). Nor is the server's room checked: it has reserved the guessed share's
+            // already, and its allocating write refuses what does not fit.
+            (Ok(_), Ok(existing)) if placed_here => existing.iter().all(|&shnum| usize::from(shnum) == r),
+            (Ok(_), Ok(existing)) => existing.is_empty(),
             // A server beyond the first N that does not answer is passed over by allocation too.
             _ => !placed_here,
         }
@@ -818,6 +857,7 @@ async fn allocate(
     storage_index: StorageIndex,
     share_size: u64,
     known: &KnownShares,
+    may_guess: bool,
 ) -> Result<(Kept, Vec<Bucket>), UploadError> {
     let total = params.total;
     let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
@@ -827,19 +867,20 @@ async fn allocate(
     let mut problems: Vec<String> = Vec::new();
     let allocated: BTreeMap<usize, Bucket> = BTreeMap::new();
     // Beside asking each candidate for its free space and the shares it already holds, a fresh
-    // upload (no shares known from an earlier check) allocates share r on the r-th server of the
-    // ring at once, where placement would put it on a grid of N or more writable servers that
+    // upload (no shares known from an earlier check, and `may_guess`: no guess of this upload's
+    // was found wrong, and this is not a round re-placing shares) allocates share r on the r-th
+    // server of the ring at once, where placement would put it on a grid of N or more writable servers that
     // hold nothing of this file: one round trip less. What the probes then find (a full server,
     // shares already elsewhere) is placed by the rounds below as before; a share allocated
     // twice is written twice, which costs space but never a wrong placement.
-    let first_asks: BTreeMap<usize, BTreeSet<ShareNum>> = if known.good.is_empty() && known.corrupt.is_empty()
-    {
-        (0..ordered.len().min(usize::from(total)))
-            .map(|i| (i, BTreeSet::from([i as ShareNum])))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    let first_asks: BTreeMap<usize, BTreeSet<ShareNum>> =
+        if may_guess && known.good.is_empty() && known.corrupt.is_empty() {
+            (0..ordered.len().min(usize::from(total)))
+                .map(|i| (i, BTreeSet::from([i as ShareNum])))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
     let probing = join_all(ordered.iter().map(|server| async move {
         futures::join!(
             server.timed(QUICK_DEADLINE, 0, server.client.version()),
@@ -1240,8 +1281,9 @@ async fn write_bucket(
         .for_each_concurrent(WRITES_IN_FLIGHT, |write| {
             let (failed, first_error, complete, opened) = (&failed, &first_error, &complete, &opened);
             async move {
-                // After a failure, drop what is still queued (the encoder feeds this server no more).
-                if failed.load(Ordering::Relaxed) {
+                // After a failure, drop what is still queued (the encoder feeds this server no
+                // more); so too once the pass is called off.
+                if failed.load(Ordering::Relaxed) || flow.is_cancelled() {
                     flow.completed(lane);
                     return;
                 }
