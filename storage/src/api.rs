@@ -86,6 +86,19 @@ pub struct Allocation {
     pub refused: BTreeMap<ShareNum, String>,
 }
 
+impl Allocation {
+    /// Why share `shnum`, asked for, was neither allocated nor held: the server's reason, when it
+    /// gave one (a Tahoe server refuses silently).
+    pub fn refusal(&self, shnum: ShareNum) -> StorageError {
+        StorageError::Refused(
+            self.refused
+                .get(&shnum)
+                .cloned()
+                .unwrap_or_else(|| format!("share {shnum} was neither allocated nor held")),
+        )
+    }
+}
+
 /// The state of an immutable upload after a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadProgress {
@@ -449,13 +462,7 @@ pub async fn write_share_allocating_in_steps<C: StorageClient + ?Sized>(
         Err(StorageError::NotFound(_) | StorageError::UploadSecretMismatch)
             if !allocation.allocated.contains(&shnum) =>
         {
-            Err(StorageError::Refused(
-                allocation
-                    .refused
-                    .get(&shnum)
-                    .cloned()
-                    .unwrap_or_else(|| format!("share {shnum} was neither allocated nor held")),
-            ))
+            Err(allocation.refusal(shnum))
         }
         written => written,
     }
@@ -503,11 +510,5 @@ pub async fn put_whole_share_in_steps<C: StorageClient + ?Sized>(
             Err(StorageError::Conflict { offset: 0 })
         };
     }
-    Err(StorageError::Refused(
-        allocation
-            .refused
-            .get(&shnum)
-            .cloned()
-            .unwrap_or_else(|| "the server neither allocated the share nor holds it".to_owned()),
-    ))
+    Err(allocation.refusal(shnum))
 }

@@ -285,6 +285,22 @@ async fn probe_versions(grid: &TestGrid) {
     }
 }
 
+/// Uploads `plaintext` with [`large_segments`] to `entries` (the grid's servers, as some client
+/// ranks them) and unwraps; gives the result and the storage index.
+async fn put_large(
+    grid: &TestGrid,
+    entries: &[filenode::grid::ServerEntry],
+    plaintext: &[u8],
+) -> (filenode::grid::upload::UploadResult, storage::StorageIndex) {
+    let result = upload_bytes(entries, &grid.secrets, &large_segments(), plaintext.to_vec())
+        .await
+        .unwrap();
+    let FileCap::Chk(chk) = result.cap else {
+        panic!("CHK expected")
+    };
+    (result, chk.storage_index())
+}
+
 fn uploads_in_progress(grid: &TestGrid) -> Vec<u64> {
     grid.servers
         .iter()
@@ -296,24 +312,14 @@ async fn a_fresh_upload_allocates_with_its_first_writes(transport: Transport) {
     let grid = TestGrid::build(10, transport).await;
     probe_versions(&grid).await;
     let plaintext = data(LARGE, 11);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let (result, si) = put_large(&grid, &grid.entries(), &plaintext).await;
     assert_eq!(
         grid.allocation_requests(),
         0,
         "the writes allocate: no allocation round before them"
     );
     assert_eq!(result.happiness, 10);
-    let FileCap::Chk(chk) = result.cap else {
-        panic!("CHK expected")
-    };
-    let holders = grid.find_shares(chk.storage_index());
+    let holders = grid.find_shares(si);
     let servers: std::collections::BTreeSet<usize> = holders.iter().map(|(server, _)| *server).collect();
     assert_eq!((holders.len(), servers.len()), (10, 10), "{holders:?}");
     assert_eq!(uploads_in_progress(&grid), vec![0; 10]);
@@ -327,30 +333,13 @@ async fn a_file_uploaded_again_sends_only_its_missing_shares(transport: Transpor
     let grid = TestGrid::build(10, transport).await;
     probe_versions(&grid).await;
     let plaintext = data(LARGE, 12);
-    let first = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
-    let FileCap::Chk(chk) = first.cap else {
-        panic!("CHK expected")
-    };
-    let holders = grid.find_shares(chk.storage_index());
+    let (first, si) = put_large(&grid, &grid.entries(), &plaintext).await;
+    let holders = grid.find_shares(si);
     for &(server, shnum) in holders.iter().take(3) {
-        grid.delete_share(server, chk.storage_index(), shnum);
+        grid.delete_share(server, si, shnum);
     }
     let allocated_before = grid.allocation_requests();
-    let second = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let (second, _) = put_large(&grid, &grid.entries(), &plaintext).await;
     assert_eq!(second.cap, first.cap);
     assert_eq!(second.happiness, 10);
     assert_eq!(
@@ -359,7 +348,7 @@ async fn a_file_uploaded_again_sends_only_its_missing_shares(transport: Transpor
         "nothing allocated first"
     );
     assert_eq!(
-        grid.find_shares(chk.storage_index()),
+        grid.find_shares(si),
         holders,
         "the deleted shares are back where they were, and none is stored twice"
     );
@@ -375,34 +364,18 @@ async fn an_upload_finding_shares_elsewhere_than_guessed_starts_again_allocating
     let grid = TestGrid::build(10, transport).await;
     probe_versions(&grid).await;
     let plaintext = data(LARGE, 15);
-    let first = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
-    let FileCap::Chk(chk) = first.cap else {
-        panic!("CHK expected")
-    };
-    let holders = grid.find_shares(chk.storage_index());
+    let (first, si) = put_large(&grid, &grid.entries(), &plaintext).await;
+    let holders = grid.find_shares(si);
     let mut reranked = grid.entries();
     let seeds: Vec<Vec<u8>> = reranked.iter().map(|e| e.permutation_seed.clone()).collect();
     for (i, entry) in reranked.iter_mut().enumerate() {
         entry.permutation_seed = seeds[(i + 3) % seeds.len()].clone();
     }
-    let second = upload_bytes(&reranked, &grid.secrets, &large_segments(), plaintext.clone())
-        .await
-        .unwrap();
+    let (second, _) = put_large(&grid, &reranked, &plaintext).await;
     assert_eq!(second.cap, first.cap);
     assert_eq!(second.happiness, 10);
     // Had the pass gone on, each server would hold a second share (its guessed one).
-    assert_eq!(
-        grid.find_shares(chk.storage_index()),
-        holders,
-        "no share stored again"
-    );
+    assert_eq!(grid.find_shares(si), holders, "no share stored again");
     assert_eq!(uploads_in_progress(&grid), vec![0; 10], "nothing left open");
     assert_eq!(read_back(&grid, &second.cap).await, plaintext);
 }
@@ -415,14 +388,7 @@ async fn tahoe_servers_are_asked_before_the_writes(transport: Transport) {
         grid.make_tahoe_like(i);
     }
     let plaintext = data(LARGE, 13);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let (result, _) = put_large(&grid, &grid.entries(), &plaintext).await;
     assert_eq!(result.happiness, 10);
     assert!(grid.allocation_requests() >= 10, "{}", grid.allocation_requests());
     assert_eq!(read_back(&grid, &result.cap).await, plaintext);
@@ -472,21 +438,11 @@ async fn a_server_with_room_for_one_share_takes_its_guessed_share() {
         }
     });
     let plaintext = data(LARGE, 16);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let (result, si) = put_large(&grid, &grid.entries(), &plaintext).await;
     assert_eq!(grid.allocation_requests(), 0, "the guess held");
     assert_eq!(result.happiness, 10);
-    let FileCap::Chk(chk) = result.cap else {
-        panic!("CHK expected")
-    };
     let on_four = grid
-        .find_shares(chk.storage_index())
+        .find_shares(si)
         .into_iter()
         .filter(|(server, _)| *server == 4)
         .count();
@@ -504,19 +460,9 @@ async fn a_full_server_guessed_for_a_share_is_passed_over() {
         }
     });
     let plaintext = data(LARGE, 14);
-    let result = upload_bytes(
-        &grid.entries(),
-        &grid.secrets,
-        &large_segments(),
-        plaintext.clone(),
-    )
-    .await
-    .unwrap();
+    let (result, si) = put_large(&grid, &grid.entries(), &plaintext).await;
     assert_eq!(result.happiness, 9);
-    let FileCap::Chk(chk) = result.cap else {
-        panic!("CHK expected")
-    };
-    let holders = grid.find_shares(chk.storage_index());
+    let holders = grid.find_shares(si);
     assert_eq!(holders.len(), 10, "{holders:?}");
     assert!(holders.iter().all(|(server, _)| *server != 4), "{holders:?}");
     assert_eq!(uploads_in_progress(&grid), vec![0; 10]);

@@ -58,12 +58,6 @@ impl StorageServer {
         if self.config.readonly {
             return Err(StorageError::ReadOnly);
         }
-        Err(StorageError::Refused(
-            allocation
-                .refused
-                .get(&shnum)
-                .cloned()
-                .unwrap_or_else(|| "the share was neither allocated nor held".to_owned()),
-        ))
+        Err(allocation.refusal(shnum))
     }
 }

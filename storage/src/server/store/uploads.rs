@@ -405,13 +405,7 @@ impl StorageServer {
         if open_here() {
             return Ok(());
         }
-        Err(StorageError::Refused(
-            allocation
-                .refused
-                .get(&shnum)
-                .cloned()
-                .unwrap_or_else(|| format!("share {shnum} was neither allocated nor held")),
-        ))
+        Err(allocation.refusal(shnum))
     }
 
     /// Aborts an upload: deletes the partial file and releases its space.
