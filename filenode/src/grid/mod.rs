@@ -87,7 +87,15 @@ struct SpeedState {
     /// Moving average of the durations of requests that moved less, in seconds: about the round
     /// trip, without the time big transfers queue behind each other.
     round_trip: Option<f64>,
+    /// The quickest of those, drifting up by [`FASTEST_DRIFT`] of the gap at each slower one:
+    /// the link's own round trip, which a server busy with an upload's writes (its small answers
+    /// queued behind them) or a request that opened a connection does not inflate.
+    fastest: Option<f64>,
 }
+
+/// How far the quickest small request's duration moves towards each slower one (so a server that
+/// moved away is seen as far, in a few dozen requests).
+const FASTEST_DRIFT: f64 = 0.05;
 
 impl ServerSpeed {
     fn snapshot(&self) -> SpeedState {
@@ -119,7 +127,18 @@ impl ServerSpeed {
                 Some(old) => old * 0.8 + seconds * 0.2,
                 None => seconds,
             });
+            state.fastest = Some(match state.fastest {
+                Some(old) if seconds < old => seconds,
+                Some(old) => old + (seconds - old) * FASTEST_DRIFT,
+                None => seconds,
+            });
         }
+    }
+
+    /// The link's round trip as the quickest recent small request saw it (see
+    /// `SpeedState::fastest`), once one answered.
+    pub fn fastest_round_trip(&self) -> Option<Duration> {
+        self.snapshot().fastest.map(Duration::from_secs_f64)
     }
 
     /// The recent average duration of small requests (about the round trip), once one answered.
@@ -677,5 +696,41 @@ impl Grid {
         offset: u64,
     ) -> Result<crate::immutable::ChkReader, crate::immutable::DownloadError> {
         download::open_chk_at(&self.usable_servers(), cap, offset).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quickest_small_request_is_the_round_trip() {
+        let ms = Duration::from_millis;
+        let near = ServerSpeed::default();
+        // A first request that opened a connection, then quick ones, then ones queued behind an
+        // upload's writes: the average says far, the quickest still says near.
+        near.record(ms(30), 0);
+        for _ in 0..3 {
+            near.record(ms(1), 0);
+        }
+        for _ in 0..3 {
+            near.record(ms(40), 0);
+        }
+        // Big transfers say nothing of the round trip.
+        near.record(ms(200), 1 << 20);
+        let fastest = near.fastest_round_trip().expect("answered");
+        assert!(fastest < ms(10), "{fastest:?}");
+        assert!(near.round_trip().expect("answered") > ms(10));
+
+        let far = ServerSpeed::default();
+        for _ in 0..5 {
+            far.record(ms(50), 0);
+        }
+        assert_eq!(far.fastest_round_trip(), Some(ms(50)));
+        // A server that moved away is seen as far again within a few dozen requests.
+        for _ in 0..60 {
+            near.record(ms(80), 0);
+        }
+        assert!(near.fastest_round_trip().expect("answered") > ms(50));
     }
 }

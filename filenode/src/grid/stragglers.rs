@@ -231,6 +231,24 @@ impl Flow {
         }
     }
 
+    /// Takes `lane` out of the pass as failed, its writes in flight dropped (its server does not
+    /// answer): the encoder feeds it no more.
+    pub(crate) fn abandon(&self, lane: usize) {
+        let mut state = self.lock();
+        let entry = &mut state.lanes[lane];
+        if entry.state == LaneState::Active {
+            entry.state = LaneState::Failed;
+            entry.abort.abort();
+        }
+        drop(state);
+        self.moved.notify_all();
+    }
+
+    /// Sets how many writes per share `lane` may have queued or in flight from now on.
+    pub(crate) fn set_depth(&self, lane: usize, depth: u64) {
+        self.lock().lanes[lane].depth = depth.max(1);
+    }
+
     /// A write of `lane` completed (or was skipped after its lane failed).
     pub(crate) fn completed(&self, lane: usize) {
         let mut state = self.lock();

@@ -194,7 +194,10 @@ impl ShareSink for ChannelSink {
                 offset,
                 data,
             };
-            if sender.unbounded_send(write).is_err() && self.flow.states()[lane] != LaneState::Dropped {
+            // A lane dropped as a straggler, or abandoned as silent, has let its channel go.
+            if sender.unbounded_send(write).is_err()
+                && !matches!(self.flow.states()[lane], LaneState::Dropped | LaneState::Failed)
+            {
                 return Err(cancelled());
             }
             self.handed(lane);
@@ -464,7 +467,7 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
                     happy: params.happy as usize,
                     progress: progress.take(),
                 };
-                let ready = std::future::ready(true);
+                let ready = std::future::ready(Verdict::HOLDS);
                 let pass = send_shares(
                     input,
                     size,
@@ -543,13 +546,13 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
             }
         }
         // A straggler's unfinished buckets are left for its server to abort as idle: asking would
-        // wait on the same slow link.
+        // wait on the same slow link. So are those of a server that timed out (hung).
         let written: Written = written
             .into_iter()
             .zip(&buckets)
             .zip(&cancelled)
             .map(|((done, bucket), cancelled)| {
-                if *cancelled {
+                if *cancelled || matches!(done, Err(StorageError::Timeout)) {
                     Ok(bucket.shares.clone())
                 } else {
                     done
@@ -633,9 +636,11 @@ type Written = Vec<Result<BTreeSet<ShareNum>, StorageError>>;
 const NEAR: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Writes per share a server may have queued or in flight during an upload: as many as its round
-/// trip needs to keep its link busy, and no more, since each holds a block in memory.
+/// trip needs to keep its link busy, and no more, since each holds a block in memory. The round
+/// trip is the quickest recent one: small requests answered while the server is busy with writes
+/// take longer, and would make a near server look far.
 fn write_depth(server: &ServerEntry) -> u64 {
-    match server.speed.round_trip() {
+    match server.speed.fastest_round_trip() {
         Some(round_trip) if round_trip < NEAR => PENDING_PER_SHARE_NEAR,
         _ => PENDING_PER_SHARE,
     }
@@ -648,6 +653,22 @@ struct Shared {
     /// `shares.happy`.
     happy: usize,
     progress: Option<UploadProgress>,
+}
+
+/// What a pass's check ([`ring_ready`]) found.
+struct Verdict {
+    /// The guess holds (else the pass is called off).
+    holds: bool,
+    /// Lanes whose server did not answer: they leave the pass at once.
+    silent: Vec<usize>,
+}
+
+impl Verdict {
+    /// A pass with nothing to check.
+    const HOLDS: Verdict = Verdict {
+        holds: true,
+        silent: Vec::new(),
+    };
 }
 
 /// What one encoding pass ([`send_shares`]) gives back.
@@ -673,7 +694,7 @@ async fn send_shares<R: Read + Send + 'static>(
     storage_index: StorageIndex,
     buckets: &[Bucket],
     shared: Shared,
-    check: impl std::future::Future<Output = bool>,
+    check: impl std::future::Future<Output = Verdict>,
 ) -> Pass<R> {
     let mut routes = vec![None; chk_params.total as usize];
     let mut senders = Vec::new();
@@ -739,18 +760,29 @@ async fn send_shares<R: Read + Send + 'static>(
     // their own while the writes keep the links busy.
     let checking = async {
         let _ = first_writes_handed.await;
-        let passed = check.await;
-        if !passed {
+        let verdict = check.await;
+        // A server that did not answer its probe (hung) would hold its writes until their
+        // deadline: it leaves the pass now, and its shares go elsewhere.
+        for &lane in &verdict.silent {
+            flow.abandon(lane);
+        }
+        if !verdict.holds {
             flow.cancel();
         }
-        passed
+        verdict.holds
     };
     let ((input, progress, encoded), outcomes, checked) = futures::join!(encoding, writers, checking);
     let states = flow.states();
     let cancelled: Vec<bool> = states.iter().map(|s| *s == LaneState::Dropped).collect();
     let written: Written = outcomes
         .into_iter()
-        .map(|outcome| outcome.unwrap_or_else(|_aborted| Ok(BTreeSet::new())))
+        .zip(&states)
+        .map(|(outcome, state)| {
+            outcome.unwrap_or_else(|_aborted| match state {
+                LaneState::Failed => Err(StorageError::Timeout),
+                _ => Ok(BTreeSet::new()),
+            })
+        })
         .collect();
     Pass {
         input,
@@ -813,38 +845,48 @@ fn rereadable<R: Seek>(input: &mut R) -> io::Result<bool> {
     }
 }
 
-/// Whether the grid is as [`speculative_buckets`] guessed: each of the first N servers of the ring
-/// answers and holds no share of the file but (perhaps) its guessed one, and none of the next N
+/// Whether the grid is as [`speculative_buckets`] guessed: none of the first N servers of the ring
+/// that answer holds a share of the file but (perhaps) its guessed one, and none of the next N
 /// (the rest of those an allocation would ask) holds any. One round trip, the probes of
 /// [`allocate`].
-async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> bool {
+async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> Verdict {
     let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
         .into_iter()
         .take(2 * usize::from(total))
         .collect();
-    let verdicts = join_all(ordered.iter().enumerate().map(|(r, server)| async move {
-        let (version, existing) = futures::join!(
+    let answers = join_all(ordered.iter().map(|server| async move {
+        futures::join!(
             server.timed(QUICK_DEADLINE, 0, server.client.version()),
             server.timed(
                 QUICK_DEADLINE,
                 0,
                 server.client.list_shares(ShareKind::Immutable, storage_index)
             ),
-        );
+        )
+    }))
+    .await;
+    let mut verdict = Verdict {
+        holds: true,
+        silent: Vec::new(),
+    };
+    for (r, answer) in answers.into_iter().enumerate() {
         let placed_here = r < usize::from(total);
-        match (version, existing) {
+        match answer {
             // The guessed share itself may be listed: this upload's own writes may have completed
             // it already, or it was there before (the write then says so, and the share counts
             // once verified). Nor is the server's room checked: it has reserved the guessed share's
             // already, and its allocating write refuses what does not fit.
-            (Ok(_), Ok(existing)) if placed_here => existing.iter().all(|&shnum| usize::from(shnum) == r),
-            (Ok(_), Ok(existing)) => existing.is_empty(),
-            // A server beyond the first N that does not answer is passed over by allocation too.
-            _ => !placed_here,
+            (Ok(_), Ok(existing)) if placed_here => {
+                verdict.holds &= existing.iter().all(|&shnum| usize::from(shnum) == r);
+            }
+            (Ok(_), Ok(existing)) => verdict.holds &= existing.is_empty(),
+            // One of the first N that does not answer leaves the pass (its lane is the r-th);
+            // one beyond them is passed over, as allocation passes it over.
+            _ if placed_here => verdict.silent.push(r),
+            _ => {}
         }
-    }))
-    .await;
-    verdicts.into_iter().all(|ready| ready)
+    }
+    verdict
 }
 
 type Kept = Vec<(String, String, BTreeSet<ShareNum>)>;
@@ -1336,6 +1378,10 @@ async fn write_bucket(
                         first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
                     }
                 }
+                // What the link turned out to be (the probes beside the first writes answer
+                // first): an upload that began before the server's round trip was known, or
+                // while it looked longer than it is, settles on the depth it needs.
+                flow.set_depth(lane, write_depth(&bucket.server));
                 flow.completed(lane);
             }
         })
