@@ -148,6 +148,8 @@ struct ChannelSink {
     flow: Arc<Flow>,
     /// Writes handed to each lane (or skipped for it) so far, until `first_writes` fires.
     handed: Vec<usize>,
+    /// Lanes handed [`IDLE_CONNECTIONS_KEPT`] writes so far.
+    lanes_started: usize,
     /// Fires once every lane has been handed [`IDLE_CONNECTIONS_KEPT`] writes (or dropped, when
     /// encoding ends first): a pass's `check` waits for it, so that the writes, not its probes,
     /// take the connections left idle (see [`send_shares`]).
@@ -160,7 +162,10 @@ impl ChannelSink {
             return;
         }
         self.handed[lane] += 1;
-        if self.handed.iter().all(|&n| n >= IDLE_CONNECTIONS_KEPT)
+        if self.handed[lane] == IDLE_CONNECTIONS_KEPT {
+            self.lanes_started += 1;
+        }
+        if self.lanes_started == self.handed.len()
             && let Some(fire) = self.first_writes.take()
         {
             let _ = fire.send(());
@@ -384,8 +389,8 @@ pub async fn upload_with_key<R: Read + Seek + Send + 'static>(
     let mut known = known;
     // Where every server that placement would choose can allocate with its first writes, they
     // start at once, while the probes that confirm the choice travel: the allocation's round trip
-    // is no longer spent before the first byte. If the probes disagree (a server is full, shares
-    // of the file are already on the grid), the pass is called off and the upload starts again,
+    // is no longer spent before the first byte. If the probes disagree (shares of the file are
+    // already elsewhere on the grid), the pass is called off and the upload starts again,
     // allocating first.
     let mut first_pass = None;
     let mut speculated = None;
@@ -684,7 +689,8 @@ struct Pass<R> {
 }
 
 /// Encodes the file once, streaming the shares of `buckets` to their servers, while `check` runs:
-/// if it answers false, the pass is called off (the writers are aborted, the encoder stops).
+/// the lanes it finds silent leave the pass, and if the guess does not hold, the pass is called
+/// off (the encoder stops, the writers send nothing more and wait for what they sent).
 #[allow(clippy::too_many_arguments)]
 async fn send_shares<R: Read + Send + 'static>(
     input: R,
@@ -725,6 +731,7 @@ async fn send_shares<R: Read + Send + 'static>(
     let mut sink = ChannelSink {
         routes,
         handed: vec![0; senders.len()],
+        lanes_started: 0,
         senders,
         flow: Arc::clone(&flow),
         first_writes: Some(first_writes),
@@ -850,21 +857,7 @@ fn rereadable<R: Seek>(input: &mut R) -> io::Result<bool> {
 /// (the rest of those an allocation would ask) holds any. One round trip, the probes of
 /// [`allocate`].
 async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> Verdict {
-    let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
-        .into_iter()
-        .take(2 * usize::from(total))
-        .collect();
-    let answers = join_all(ordered.iter().map(|server| async move {
-        futures::join!(
-            server.timed(QUICK_DEADLINE, 0, server.client.version()),
-            server.timed(
-                QUICK_DEADLINE,
-                0,
-                server.client.list_shares(ShareKind::Immutable, storage_index)
-            ),
-        )
-    }))
-    .await;
+    let answers = probe(&allocation_ring(servers, storage_index, total), storage_index).await;
     let mut verdict = Verdict {
         holds: true,
         silent: Vec::new(),
@@ -889,6 +882,36 @@ async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total:
     verdict
 }
 
+/// The servers an allocation asks, in ring order: the first 2N of the ring for `storage_index`.
+fn allocation_ring(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> Vec<&ServerEntry> {
+    permuted_servers(storage_index.as_bytes(), servers)
+        .into_iter()
+        .take(2 * usize::from(total))
+        .collect()
+}
+
+/// One server's answers to [`probe`]: its version (its free space) and the shares of the storage
+/// index it holds.
+type Probe = (
+    Result<storage::api::VersionInfo, StorageError>,
+    Result<BTreeSet<ShareNum>, StorageError>,
+);
+
+/// Asks each of `ordered`, all at once, for its version and the shares of `storage_index` it holds.
+async fn probe(ordered: &[&ServerEntry], storage_index: StorageIndex) -> Vec<Probe> {
+    join_all(ordered.iter().map(|server| async move {
+        futures::join!(
+            server.timed(QUICK_DEADLINE, 0, server.client.version()),
+            server.timed(
+                QUICK_DEADLINE,
+                0,
+                server.client.list_shares(ShareKind::Immutable, storage_index)
+            ),
+        )
+    }))
+    .await
+}
+
 type Kept = Vec<(String, String, BTreeSet<ShareNum>)>;
 
 /// Chooses servers and allocates buckets until every share has a home or happiness is out of reach.
@@ -902,17 +925,14 @@ async fn allocate(
     may_guess: bool,
 ) -> Result<(Kept, Vec<Bucket>), UploadError> {
     let total = params.total;
-    let ordered: Vec<&ServerEntry> = permuted_servers(storage_index.as_bytes(), servers)
-        .into_iter()
-        .take(2 * total as usize)
-        .collect();
+    let ordered = allocation_ring(servers, storage_index, total);
     let mut problems: Vec<String> = Vec::new();
     let allocated: BTreeMap<usize, Bucket> = BTreeMap::new();
     // Beside asking each candidate for its free space and the shares it already holds, a fresh
     // upload (no shares known from an earlier check, and `may_guess`: no guess of this upload's
     // was found wrong, and this is not a round re-placing shares) allocates share r on the r-th
-    // server of the ring at once, where placement would put it on a grid of N or more writable servers that
-    // hold nothing of this file: one round trip less. What the probes then find (a full server,
+    // server of the ring at once, where placement would put it on a grid of N or more writable
+    // servers that hold nothing of this file: one round trip less. What the probes then find (a full server,
     // shares already elsewhere) is placed by the rounds below as before; a share allocated
     // twice is written twice, which costs space but never a wrong placement.
     let first_asks: BTreeMap<usize, BTreeSet<ShareNum>> =
@@ -923,18 +943,8 @@ async fn allocate(
         } else {
             BTreeMap::new()
         };
-    let probing = join_all(ordered.iter().map(|server| async move {
-        futures::join!(
-            server.timed(QUICK_DEADLINE, 0, server.client.version()),
-            server.timed(
-                QUICK_DEADLINE,
-                0,
-                server.client.list_shares(ShareKind::Immutable, storage_index)
-            ),
-        )
-    }));
     let (probes, first_answers) = futures::join!(
-        probing,
+        probe(&ordered, storage_index),
         ask_allocations(
             &ordered,
             secrets,

@@ -566,3 +566,77 @@ fn whole_shares_sent_at_once_store_one_and_refuse_or_find_the_rest() {
         assert_eq!(server.status().uploads_in_progress, 0, "round {round}");
     }
 }
+
+/// Clients racing to open one share with allocating writes, each sending its share in two halves
+/// at once under its own upload secret: one client's upload opens and completes; every write of
+/// the others is refused (the share is another client's upload) or finds it complete. The share
+/// read back is the winner's, whole, and no upload is left open.
+#[test]
+fn allocating_writes_of_racing_clients_open_one_upload() {
+    let h = Harness::new();
+    let server = h.server();
+    let s = si(42);
+    let len = 40_000;
+    let bodies: Vec<Vec<u8>> = (0..4).map(|c| content(s, c, len)).collect();
+    let outcomes: Vec<(usize, Result<crate::api::UploadProgress, StorageError>)> =
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..8)
+                .map(|i| {
+                    let (client, half) = (i / 2, i % 2);
+                    let body = &bodies[client];
+                    scope.spawn(move || {
+                        let at = half * len / 2;
+                        let written = server
+                            .open_upload_for_write(
+                                s,
+                                0,
+                                &lease(client as u8),
+                                &upload_secret(client as u8),
+                                len as u64,
+                            )
+                            .and_then(|()| {
+                                server.write_share(
+                                    s,
+                                    0,
+                                    &upload_secret(client as u8),
+                                    at as u64,
+                                    &body[at..at + len / 2],
+                                )
+                            });
+                        (client, written)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+    let winners: BTreeSet<usize> = outcomes
+        .iter()
+        .filter(|(_, written)| written.is_ok())
+        .map(|(client, _)| *client)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = *winners.iter().next().unwrap();
+    let completed = outcomes
+        .iter()
+        .filter(|(_, written)| matches!(written, Ok(p) if p.complete))
+        .count();
+    assert_eq!(completed, 1, "{outcomes:?}");
+    for (client, written) in &outcomes {
+        if *client == winner {
+            assert!(written.is_ok(), "{outcomes:?}");
+        } else {
+            assert!(
+                matches!(
+                    written,
+                    Err(StorageError::Refused(_) | StorageError::AlreadyComplete { shnum: 0 })
+                ),
+                "{outcomes:?}"
+            );
+        }
+    }
+    assert_eq!(
+        server.read_share(ShareKind::Immutable, s, 0, 0, 50_000).unwrap(),
+        bodies[winner]
+    );
+    assert_eq!(server.status().uploads_in_progress, 0);
+}
