@@ -302,15 +302,76 @@ fn ensure_new_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The given port, or a free one chosen now.
+/// The given port, or one chosen now for the node to listen on from now on: free on every
+/// interface now, and outside the kernel's range for ephemeral ports. A port in that range can be
+/// taken while the node is stopped, by any outgoing connection or by a program binding port 0,
+/// and the node would then fail to start again on it; its address (written in its furl or nurl)
+/// cannot change.
 fn choose_port(listen_port: Option<u16>) -> anyhow::Result<u16> {
-    match listen_port {
-        Some(port) => Ok(port),
-        None => Ok(std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free TCP port; pass --listen-port")?
-            .port()),
+    if let Some(port) = listen_port {
+        return Ok(port);
     }
+    let candidates = persistent_port_ranges(ephemeral_port_range());
+    let total: u32 = candidates
+        .iter()
+        .map(|r| u32::from(r.end() - r.start()) + 1)
+        .sum();
+    if total > 0 {
+        for _ in 0..200 {
+            let mut pick = rand::random_range(0..total);
+            let port = candidates
+                .iter()
+                .find_map(|range| {
+                    let len = u32::from(range.end() - range.start()) + 1;
+                    if pick < len {
+                        u16::try_from(u32::from(*range.start()) + pick).ok()
+                    } else {
+                        pick -= len;
+                        None
+                    }
+                })
+                .expect("invariant: pick < total");
+            if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            {
+                return Ok(port);
+            }
+        }
+    }
+    // Every candidate taken (or none at all): any free port, as Tahoe does.
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free TCP port; pass --listen-port")?
+        .port())
+}
+
+/// The kernel's range of ephemeral ports (Linux's `ip_local_port_range`; elsewhere IANA's
+/// 49152–65535).
+fn ephemeral_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut fields = text.split_whitespace().map(str::parse::<u16>);
+            match (fields.next(), fields.next()) {
+                (Some(Ok(low)), Some(Ok(high))) if low <= high => Some((low, high)),
+                _ => None,
+            }
+        })
+        .unwrap_or((49152, 65535))
+}
+
+/// The ports a node may be given for good: 10000 and above (below are the well-known services
+/// and many others' defaults), outside the ephemeral range `(low, high)`.
+fn persistent_port_ranges((low, high): (u16, u16)) -> Vec<std::ops::RangeInclusive<u16>> {
+    const FIRST: u16 = 10000;
+    let mut ranges = Vec::new();
+    if low > FIRST {
+        ranges.push(FIRST..=low - 1);
+    }
+    if high < u16::MAX {
+        ranges.push(high.max(FIRST - 1) + 1..=u16::MAX);
+    }
+    ranges
 }
 
 fn b32(bytes: &[u8]) -> String {
@@ -468,4 +529,35 @@ pub(crate) fn create_introducer(args: &CreateIntroducerArgs) -> anyhow::Result<(
         dir.join("private/introducer.furl").display()
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_ports_avoid_the_ephemeral_range_and_the_low_ports() {
+        assert_eq!(
+            persistent_port_ranges((32768, 60999)),
+            vec![10000..=32767, 61000..=65535]
+        );
+        assert_eq!(persistent_port_ranges((49152, 65535)), vec![10000..=49151]);
+        assert_eq!(persistent_port_ranges((1024, 65535)), Vec::new());
+        assert_eq!(persistent_port_ranges((1024, 5000)), vec![10000..=65535]);
+    }
+
+    #[test]
+    fn a_chosen_port_is_free_and_not_ephemeral() {
+        let (low, high) = ephemeral_port_range();
+        // A machine whose ephemeral range covers every port above 10000 leaves nothing to choose.
+        let avoidable = !persistent_port_ranges((low, high)).is_empty();
+        for _ in 0..20 {
+            let port = choose_port(None).unwrap();
+            if avoidable {
+                assert!(port >= 10000 && !(low..=high).contains(&port), "{port}");
+            }
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+        assert_eq!(choose_port(Some(4444)).unwrap(), 4444);
+    }
 }

@@ -85,7 +85,11 @@ impl Grid {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
-            assert!(child.try_wait().unwrap().is_none(), "{name} exited early");
+            if let Some(status) = child.try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(dir.join("logs").join("test-stderr.log")).unwrap_or_default();
+                panic!("{name} exited early ({status}):\n{log}");
+            }
             assert!(Instant::now() < deadline, "{name} did not start");
             std::thread::sleep(Duration::from_millis(20));
         }

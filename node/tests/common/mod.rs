@@ -1,9 +1,25 @@
 //! Helpers shared by the `tessera` binary's integration tests (each test file is its own crate and
 //! includes this module with `mod common;`).
 
-/// A port on 127.0.0.1 that was free a moment ago (a test that loses the race retries).
+/// A port on 127.0.0.1 that was free a moment ago (a test that loses the race retries), chosen
+/// as `tessera create-node` chooses a node's port: outside the kernel's ephemeral range, so that
+/// no outgoing connection or port-0 bind of a test running beside takes it before the node that is
+/// given it binds it, or while that node is stopped to be restarted.
 #[allow(dead_code, reason = "not every test file needs a free port")]
 pub(crate) fn free_port() -> u16 {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u16>().ok());
+            Some((fields.next()??, fields.next()??))
+        })
+        .unwrap_or((49152, 65535));
+    for _ in 0..200 {
+        let port: u16 = rand::random_range(10000..=u16::MAX);
+        if !(low..=high).contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()
