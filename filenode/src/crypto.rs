@@ -1,14 +1,24 @@
 //! AES-128-CTR with a zero IV and Tahoe's non-standard dirnode "hmac" (tahoe-formats.md §1.4–1.5).
 
 use aes::Aes128;
-use cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use cipher::{Array, Block, BlockCipherEncrypt, KeyInit};
 use sha2::{Digest, Sha256};
 
-type Aes128Ctr = ctr::Ctr128BE<Aes128>;
+/// Keystream blocks made at once: 4 KiB, for the block cipher's widest parallel path (64 blocks
+/// with VAES-512) and a stack buffer that stays in L1.
+const BATCH_BLOCKS: usize = 256;
 
-/// An AES-128-CTR keystream starting from an all-zero counter block, seekable to any byte offset.
+/// An AES-128-CTR keystream starting from an all-zero counter block (the counter is the 128-bit
+/// big-endian block number, as `ctr::Ctr128BE` with a zero IV), seekable to any byte offset.
+///
+/// Built on the `aes` block cipher rather than the `ctr` crate: `ctr` 0.10 copies each 1 KiB of
+/// keystream through temporaries before it XORs, which ran at 1.1–1.3 GB/s per core on the
+/// VAES-512 path (`tessera debug bench`, 1 MiB buffers), against 4.8–5.0 GB/s for counters
+/// encrypted 4 KiB at a time in place and XORed over the data.
 pub struct AesCtr {
-    cipher: Aes128Ctr,
+    cipher: Aes128,
+    /// The keystream byte the next byte of data is XORed with.
+    position: u64,
 }
 
 impl std::fmt::Debug for AesCtr {
@@ -20,9 +30,9 @@ impl std::fmt::Debug for AesCtr {
 impl AesCtr {
     /// A keystream for `key` positioned at byte 0.
     pub fn new(key: &[u8; 16]) -> Self {
-        let iv = [0u8; 16];
         AesCtr {
-            cipher: Aes128Ctr::new(key.into(), &iv.into()),
+            cipher: Aes128::new(&Array::from(*key)),
+            position: 0,
         }
     }
 
@@ -35,12 +45,31 @@ impl AesCtr {
 
     /// Moves to byte `offset` of the keystream.
     pub fn seek(&mut self, offset: u64) {
-        self.cipher.seek(offset);
+        self.position = offset;
     }
 
     /// Encrypts or decrypts `data` in place and advances the keystream.
     pub fn apply(&mut self, data: &mut [u8]) {
-        self.cipher.apply_keystream(data);
+        let mut keystream = [Block::<Aes128>::default(); BATCH_BLOCKS];
+        let mut rest = data;
+        while !rest.is_empty() {
+            let first_block = self.position / 16;
+            // Bytes of the first block already used (a position inside a block).
+            let skip = (self.position % 16) as usize;
+            let blocks = (skip + rest.len()).div_ceil(16).min(BATCH_BLOCKS);
+            for (number, block) in (u128::from(first_block)..).zip(&mut keystream[..blocks]) {
+                *block = Array::from(number.to_be_bytes());
+            }
+            self.cipher.encrypt_blocks(&mut keystream[..blocks]);
+            let stream = &Array::slice_as_flattened(&keystream[..blocks])[skip..];
+            let take = stream.len().min(rest.len());
+            let (now, later) = std::mem::take(&mut rest).split_at_mut(take);
+            for (byte, key) in now.iter_mut().zip(stream) {
+                *byte ^= key;
+            }
+            rest = later;
+            self.position += take as u64;
+        }
     }
 }
 
@@ -66,6 +95,33 @@ pub fn tahoe_hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keystream is `ctr`'s Ctr128BE with a zero IV, from any offset and in pieces of any size.
+    #[test]
+    fn keystream_is_ctr128be_with_a_zero_iv() {
+        use cipher::{KeyIvInit, StreamCipher};
+        let key = [0x42u8; 16];
+        let mut expected = vec![0u8; 3 * BATCH_BLOCKS * 16 + 37];
+        ctr::Ctr128BE::<Aes128>::new(&key.into(), &[0u8; 16].into()).apply_keystream(&mut expected);
+        let mut whole = vec![0u8; expected.len()];
+        AesCtr::new(&key).apply(&mut whole);
+        assert_eq!(whole, expected);
+        for (start, piece) in [
+            (0usize, 1usize),
+            (5, 16),
+            (15, 17),
+            (16, 4096),
+            (4095, 4097),
+            (100, 7),
+        ] {
+            let mut ctr = AesCtr::at(&key, start as u64);
+            let mut got = vec![0u8; expected.len() - start];
+            for chunk in got.chunks_mut(piece) {
+                ctr.apply(chunk);
+            }
+            assert_eq!(got, expected[start..], "from {start} in pieces of {piece}");
+        }
+    }
 
     #[test]
     fn seek_equals_full_decrypt() {
