@@ -90,6 +90,10 @@ impl ShareSource for RemoteShare {
     fn round_trip(&self) -> Option<std::time::Duration> {
         self.server.speed.round_trip()
     }
+
+    fn transfer_rate(&self) -> Option<f64> {
+        self.server.speed.rate()
+    }
 }
 
 /// Asks every server which shares of `storage_index` it holds. Sources come back in permuted-ring
@@ -100,7 +104,14 @@ pub async fn locate_shares(
     storage_index: StorageIndex,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let (found, _) = locate(&ordered, storage_index, None, MIN_GRACE).await;
+    let (found, _) = locate(
+        &ordered,
+        storage_index,
+        None,
+        MIN_GRACE,
+        futures::future::pending(),
+    )
+    .await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
@@ -113,7 +124,14 @@ pub async fn locate_enough_shares(
     needed: usize,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let (found, _) = locate(&ordered, storage_index, Some(needed), MIN_GRACE).await;
+    let (found, _) = locate(
+        &ordered,
+        storage_index,
+        Some(needed),
+        MIN_GRACE,
+        futures::future::pending(),
+    )
+    .await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
@@ -126,13 +144,14 @@ type Listing = BoxFuture<'static, (usize, Result<BTreeSet<ShareNum>, storage::St
 
 /// The shares each server (by its rank in `ordered`) says it holds, in ring order. Once `needed`
 /// distinct shares are named, the servers yet to answer get a grace (as long again as that took,
-/// at least `min_grace`); those still silent then are returned unanswered, their questions still
-/// out.
+/// at least `min_grace`), cut short once `settled` has completed too; those still silent then are
+/// returned unanswered, their questions still out.
 async fn locate(
     ordered: &[&ServerEntry],
     storage_index: StorageIndex,
     needed: Option<usize>,
     min_grace: std::time::Duration,
+    settled: impl std::future::Future<Output = ()>,
 ) -> (
     Vec<(usize, BTreeSet<ShareNum>)>,
     futures::stream::FuturesUnordered<Listing>,
@@ -161,8 +180,20 @@ async fn locate(
     let mut answers: Vec<(usize, BTreeSet<ShareNum>)> = Vec::new();
     let mut distinct: BTreeSet<ShareNum> = BTreeSet::new();
     let mut grace = futures::future::Fuse::terminated();
+    let settled = settled.fuse();
+    let mut settled = std::pin::pin!(settled);
+    let mut has_settled = false;
     loop {
+        let enough = needed.is_some_and(|n| distinct.len() >= n);
+        if enough && has_settled {
+            debug!(
+                unanswered = pending.len(),
+                "locating shares without the slowest servers"
+            );
+            break;
+        }
         futures::select! {
+            () = settled => has_settled = true,
             done = pending.next() => {
                 let Some((rank, answer)) = done else { break };
                 match answer {
@@ -233,28 +264,46 @@ pub async fn open_chk_at(
     let storage_index = cap.storage_index();
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
     let mut guessed = guess_shares(&ordered, &cap, offset);
-    let in_flight: Vec<_> = guessed
+    // Each guessed share's reads, done when all of them are.
+    let mut in_flight: futures::stream::FuturesUnordered<_> = guessed
         .iter()
-        .flat_map(|g| g.reads.lock().unwrap_or_else(PoisonError::into_inner).clone())
-        .map(|read| read.bytes)
+        .map(|g| {
+            let reads: Vec<_> = g
+                .reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|read| read.bytes.clone())
+                .collect();
+            futures::future::join_all(reads)
+        })
         .collect();
-    // No least grace: the servers that have not answered in as long again as the first k shares
-    // took are not waited for (a slow server's listing, queued on its link behind the guessed
-    // reads, cost a download's first byte half a second), and their answers still count when
-    // the others' shares are not enough (`ChkReader::open_with_late`).
-    let locating = locate(
+    let needed = usize::from(cap.needed);
+    // The guessed reads make progress while the servers answer (a request goes out only while its
+    // future is polled); whatever is still in flight when locating ends goes on when read.
+    // Locating ends once k shares are named and either the reads of k guessed shares are in or
+    // the servers yet to answer have had as long again as naming k shares took (no least grace).
+    // Those left are not waited for (a slow server's listing, queued on its link behind its
+    // guessed block, cost the first byte that grace), and their answers still count when the
+    // others' shares are not enough (`ChkReader::open_with_late`).
+    let guesses_in = async move {
+        let mut done = 0;
+        while done < needed && futures::StreamExt::next(&mut in_flight).await.is_some() {
+            done += 1;
+        }
+        // Fewer than k guessed shares: only the grace ends locating.
+        if done < needed {
+            futures::future::pending::<()>().await;
+        }
+    };
+    let (found, unanswered) = locate(
         &ordered,
         storage_index,
-        Some(usize::from(cap.needed)),
+        Some(needed),
         std::time::Duration::ZERO,
-    );
-    // The guessed reads make progress while the servers answer (a request goes out only while its
-    // future is polled); whatever is still in flight when they have answered goes on when read.
-    let (found, unanswered) =
-        match futures::future::select(std::pin::pin!(locating), futures::future::join_all(in_flight)).await {
-            futures::future::Either::Left((found, _)) => found,
-            futures::future::Either::Right((_, locating)) => locating.await,
-        };
+        guesses_in,
+    )
+    .await;
     let guesses = guessed.len();
     let first = sources(&ordered, storage_index, found, &mut guessed);
     // The guessed shares found (first in `first`): their validation reads are on the way already.
@@ -398,6 +447,10 @@ impl ShareSource for GuessedShare {
 
     fn round_trip(&self) -> Option<std::time::Duration> {
         self.share.round_trip()
+    }
+
+    fn transfer_rate(&self) -> Option<f64> {
+        self.share.transfer_rate()
     }
 
     fn read(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<Vec<u8>, ShareReadError>> {

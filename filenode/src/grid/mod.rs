@@ -141,6 +141,11 @@ impl ServerSpeed {
         self.snapshot().fastest.map(Duration::from_secs_f64)
     }
 
+    /// The recent rate of requests that moved 64 KiB or more, in bytes per second, once one did.
+    pub fn rate(&self) -> Option<f64> {
+        self.snapshot().rate
+    }
+
     /// The recent average duration of small requests (about the round trip), once one answered.
     pub fn round_trip(&self) -> Option<Duration> {
         self.snapshot().round_trip.map(Duration::from_secs_f64)

@@ -51,6 +51,13 @@ pub trait ShareSource: Send + Sync {
     fn round_trip(&self) -> Option<std::time::Duration> {
         None
     }
+    /// The holder's recent rate for large transfers, in bytes per second, when known. A share not
+    /// yet read is expected to answer a block read in about the round trip plus the block at this
+    /// rate, so a holder known to be far slower than the others is not given a segment's block
+    /// only to have it hedged ([`pick_for_segment`]).
+    fn transfer_rate(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// A share held in memory.
@@ -1142,11 +1149,23 @@ async fn validate_share(
     if known.is_some_and(|known| known.share_root_hash != ueb.share_root_hash || known.geometry != geometry) {
         return Err(ShareProblem::UebMismatch);
     }
+    // Its latency until a block read says otherwise: the validation's, or what a block takes at
+    // the holder's known rate if that is longer.
+    let expected_block = source
+        .transfer_rate()
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| {
+            source.round_trip().unwrap_or_default()
+                + std::time::Duration::from_secs_f64(geometry.block_size() as f64 / rate)
+        })
+        .unwrap_or_default();
     let valid = ValidShare {
         source: Arc::clone(&source),
         offsets,
         block_hashes,
-        latency_us: std::sync::atomic::AtomicU64::new(started.elapsed().as_micros() as u64),
+        latency_us: std::sync::atomic::AtomicU64::new(
+            started.elapsed().max(expected_block).as_micros() as u64
+        ),
         abandoned: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((valid, file_info))
