@@ -624,3 +624,83 @@ async fn requests_abandoned_together_open_one_set_of_replacements_between_them()
         "{connections} connections for 8 abandoned requests"
     );
 }
+
+/// A Tessera server from before allocating writes refuses a `PATCH` that carries the lease secrets
+/// with 400 (here at once, before reading the body, as a server that checks headers first does):
+/// the client falls back to allocating first, the share is stored whole, and later writes to that
+/// server do not try the extension again.
+#[tokio::test]
+async fn a_server_without_allocating_writes_gets_the_share_by_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(StorageServer::open(StorageConfig::new(dir.path().join("storage"))).unwrap());
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&refused);
+    let server = HttpsTestServer::start_wrapped(store, move |router| {
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    if request.headers().contains_key("x-tessera-allocate") {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        return axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "expected exactly the upload secret",
+                        ));
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
+    })
+    .await
+    .unwrap();
+    let client = server.client();
+    client.version().await.unwrap();
+    assert!(
+        client.allocates_on_write(),
+        "a tessera/ server is taken to allocate on write"
+    );
+
+    // Larger than the sockets' buffers: the refusal comes while the body is still on its way.
+    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let si = storage_index(7);
+    let progress = client
+        .write_share_allocating(
+            si,
+            0,
+            &lease_secrets(1),
+            &upload_secret(1),
+            data.len() as u64,
+            0,
+            Bytes::from(data.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(progress.complete, "{progress:?}");
+    assert_eq!(refused.load(Ordering::Relaxed), 1);
+    assert!(!client.allocates_on_write(), "the refusal is remembered");
+    let read = client
+        .read_share(ShareKind::Immutable, si, 0, 0, data.len() as u64)
+        .await
+        .unwrap();
+    assert!(read == data[..], "the share reads back whole");
+
+    // The next share goes by allocation straight away.
+    client
+        .write_share_allocating(
+            si,
+            1,
+            &lease_secrets(1),
+            &upload_secret(2),
+            4,
+            0,
+            Bytes::from_static(b"abcd"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        client.list_shares(ShareKind::Immutable, si).await.unwrap(),
+        BTreeSet::from([0, 1])
+    );
+}

@@ -98,6 +98,15 @@ pub struct HttpsTestServer {
 impl HttpsTestServer {
     /// Starts serving `store` with a fresh identity and swissnum.
     pub async fn start(store: Arc<StorageServer>) -> io::Result<Self> {
+        Self::start_wrapped(store, |router| router).await
+    }
+
+    /// As [`start`](Self::start), with the storage router passed through `wrap` first (a layer
+    /// that makes the server misbehave, or behave as an older one).
+    pub async fn start_wrapped(
+        store: Arc<StorageServer>,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> io::Result<Self> {
         let identity = TlsIdentity::generate().map_err(io::Error::other)?;
         let swissnum = generate_swissnum();
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -108,7 +117,7 @@ impl HttpsTestServer {
             addr.port(),
             swissnum.clone(),
         );
-        let router = crate::http::router(store.clone(), swissnum);
+        let router = wrap(crate::http::router(store.clone(), swissnum));
         let (shutdown, stop) = oneshot::channel::<()>();
         let served_identity = identity.clone();
         let task = tokio::spawn(async move {
