@@ -194,6 +194,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="cli,web,sftp,ftp,webdav",
                         help="frontends to measure (the CLI is always measured)")
+    parser.add_argument("--sftp-cipher", default=None,
+                        help="the cipher `sftp` asks for (its `-c`), instead of its default choice")
     args = parser.parse_args()
     tessera = os.path.realpath(args.tessera)
     frontends = ["cli"] + [f for f in args.only.split(",") if f != "cli"]
@@ -202,6 +204,8 @@ def main():
     grid = None
     try:
         grid = Grid(tessera, work)
+        if args.sftp_cipher:
+            grid.sftp_cmd[1:1] = ["-c", args.sftp_cipher]
         idle_before = idle(grid.gateway)
         disk, bound = disk_bound(work, 10 / 3)
         web = f"http://127.0.0.1:{grid.web}"
