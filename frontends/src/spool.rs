@@ -118,7 +118,12 @@ pub(crate) struct Spool {
     /// Buffers kept between blocks: the next block's, and the ciphertext of a block being hashed.
     spare: Vec<u8>,
     scratch: Vec<u8>,
+    /// Called once when the contents first reach [`LARGE`] bytes ([`Spool::when_large`]).
+    when_large: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
+
+/// The size from which a spool's upload is large enough to want its connections opened ahead.
+pub(crate) const LARGE: u64 = 1 << 20;
 
 /// A block on its way to the file: its hash (when the contents are hashed) and its write.
 struct Behind {
@@ -176,7 +181,14 @@ impl Spool {
             behind: None,
             spare: Vec::new(),
             scratch: Vec::new(),
+            when_large: None,
         })
+    }
+
+    /// Calls `then` once, when the contents first reach [`LARGE`] bytes: the frontend opens the
+    /// connections the upload will want (`Grid::warm_for_upload`) while the rest arrives.
+    pub(crate) fn when_large(&mut self, then: impl FnOnce() + Send + Sync + 'static) {
+        self.when_large = Some(Box::new(then));
     }
 
     /// Hashes the contents for their convergent key as they are written
@@ -237,6 +249,11 @@ impl Spool {
         }
         self.pending.extend_from_slice(data);
         self.size = self.size.max(offset + data.len() as u64);
+        if self.size >= LARGE
+            && let Some(then) = self.when_large.take()
+        {
+            then();
+        }
         if self.pending.len() >= GATHER {
             self.send_behind().await?;
         }
@@ -521,6 +538,41 @@ mod tests {
         assert_eq!(spool.read_at(0, 100).await.unwrap(), data[..10]);
         spool.set_size(20).await.unwrap();
         assert_eq!(spool.read_at(0, 100).await.unwrap()[10..], [0; 10]);
+    }
+
+    /// `when_large` runs once, when the contents reach [`LARGE`] bytes (in order or not), and
+    /// never for a spool that stays smaller.
+    #[tokio::test]
+    async fn the_large_callback_runs_once_when_the_contents_reach_a_mebibyte() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let mut spool = Spool::new(None).unwrap();
+        spool.when_large(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let piece = vec![7u8; 100_000];
+        let mut at = 0u64;
+        while at + (piece.len() as u64) < LARGE {
+            spool.write_at(at, &piece).await.unwrap();
+            at += piece.len() as u64;
+            assert_eq!(calls.load(Ordering::Relaxed), 0, "at {at} bytes");
+        }
+        spool.write_at(at, &piece).await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        spool.write_at(3 * LARGE, b"far on").await.unwrap();
+        spool.flush().await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "once only");
+
+        // A write that lands past a mebibyte at once (a gap) counts too.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let mut spool = Spool::new(None).unwrap();
+        spool.when_large(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        spool.write_at(LARGE + 5, b"x").await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -525,3 +525,61 @@ async fn a_download_leaves_a_slow_share_behind() {
         "the slow share was asked for every segment: {used:?}"
     );
 }
+
+/// A large upload's connections open while its body still arrives: once the web spool holds a
+/// mebibyte, every server of a grid of at most 2N is warmed to its share of the writes in flight
+/// (`Grid::warm_for_upload`), so the first writes do not wait for TLS handshakes once the storage
+/// index is known. The upload then completes and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_web_upload_opens_its_connections_while_the_body_arrives() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures::SinkExt;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let grid = TestGrid::with_links(10, LinkConfig::with_rtt_and_rate(Duration::from_millis(2), None)).await;
+    let client = client_of(&grid);
+    client.probe().await;
+    settle(&grid, 10).await;
+    let app = frontends::web::router(frontends::web::WebState::new(Arc::clone(&client), "test"));
+    let contents = data(3 << 20);
+    let (mut body, chunks) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let request = Request::put("/uri").body(Body::from_stream(chunks)).unwrap();
+    let upload = tokio::spawn(app.clone().oneshot(request));
+    let before: Vec<_> = (0..10).map(|i| grid.link(i).stats()).collect();
+    // The first 2 MiB, then nothing until every link has seen new connections.
+    for piece in contents[..2 << 20].chunks(256 << 10) {
+        body.send(Ok(bytes::Bytes::copy_from_slice(piece))).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let opened: Vec<u64> = (0..10)
+            .map(|i| grid.link(i).stats().since(&before[i]).connections)
+            .collect();
+        // The probe left two or three idle on each; warming brings each to eight.
+        if opened.iter().all(|n| *n >= 4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections opened while the body arrives, per server: {opened:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!upload.is_finished(), "the body is not complete yet");
+    for piece in contents[2 << 20..].chunks(256 << 10) {
+        body.send(Ok(bytes::Bytes::copy_from_slice(piece))).await.unwrap();
+    }
+    drop(body);
+    let response = upload.await.unwrap().unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let cap = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let filenode::cap::Cap::File(FileCap::Chk(cap)) = filenode::cap::Cap::parse(cap.trim()).unwrap() else {
+        panic!("not a CHK cap: {cap}");
+    };
+    assert!(
+        read_whole(&grid.entries(), cap).await == contents,
+        "the file reads back"
+    );
+}

@@ -977,6 +977,11 @@ pub struct WriteTarget {
 }
 
 impl WriteTarget {
+    /// The grid the bytes go to (to open its connections ahead: [`Grid::warm_for_upload`]).
+    pub fn grid(&self) -> &Arc<Grid> {
+        &self.grid
+    }
+
     /// A hasher for the convergent key of the bytes this write will commit, when the commit
     /// uploads a new immutable file convergently (not for a mutable file written in place): a
     /// frontend's spool feeds it as the bytes arrive ([`WriteTarget::set_convergent_key`]), so

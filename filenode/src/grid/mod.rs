@@ -502,6 +502,24 @@ impl Grid {
         }
     }
 
+    /// Opens ahead the connections an upload's writes will want while its body still arrives,
+    /// before its storage index (and so its servers) is known: each usable server is warmed to its
+    /// share of the writes in flight ([`upload::WRITES_IN_FLIGHT`] × N / servers). Nothing on a
+    /// grid of more than 2N servers, where most would get no share: the upload warms its own
+    /// servers once it knows them. Without it, a first upload after a quiet spell wrote on the two
+    /// connections each server keeps and waited a TLS handshake (a round trip) for the rest.
+    pub fn warm_for_upload(&self) {
+        let servers = self.usable_servers();
+        let total = usize::from(self.params.total);
+        if servers.is_empty() || servers.len() > 2 * total {
+            return;
+        }
+        let depth = (upload::WRITES_IN_FLIGHT * total).div_ceil(servers.len());
+        for server in servers {
+            server.client.warm(depth.min(upload::WRITES_IN_FLIGHT));
+        }
+    }
+
     /// The encoding parameters.
     pub fn params(&self) -> upload::UploadParams {
         self.params

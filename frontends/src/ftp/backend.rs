@@ -353,10 +353,13 @@ impl GridBackend {
         let dir = self.spool_dir.clone();
         let quota = Arc::clone(&self.spool_quota);
         let name = user.name.clone();
-        tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
+        let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
             .await
             .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
-            .map_err(FtpError::Spool)
+            .map_err(FtpError::Spool)?;
+        let grid = Arc::clone(&self.grid);
+        spool.when_large(move || grid.warm_for_upload());
+        Ok(spool)
     }
 
     /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).

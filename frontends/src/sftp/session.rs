@@ -708,11 +708,14 @@ impl Session {
     }
 
     fn new_spool(&self) -> Result<Spool, SftpError> {
-        Ok(Spool::with_quota(
+        let mut spool = Spool::with_quota(
             self.context.spool_dir.as_deref(),
             &self.context.limits.spool_quota,
             &self.context.user,
-        )?)
+        )?;
+        let grid = Arc::clone(&self.context.grid);
+        spool.when_large(move || grid.warm_for_upload());
+        Ok(spool)
     }
 
     /// Copies what the open write handle `pending` holds into `spool`, in order from the start

@@ -512,6 +512,8 @@ impl GuardedFileSystem<DavUser> for GridDav {
                     .map_err(spool_error)?;
             // Hashed for the convergent key as the body arrives, so the commit reads it once.
             spool.hash_with(target.convergent_hasher());
+            let grid = Arc::clone(target.grid());
+            spool.when_large(move || grid.warm_for_upload());
             let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
                 target: Some(target),
                 sink: Some(Sink::Spool(Box::new(spool))),
