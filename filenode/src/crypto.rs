@@ -121,6 +121,15 @@ mod tests {
             }
             assert_eq!(got, expected[start..], "from {start} in pieces of {piece}");
         }
+        // Far into the keystream: the block counter past 32 bits.
+        let far = (1u64 << 40) + 7;
+        let mut reference = ctr::Ctr128BE::<Aes128>::new(&key.into(), &[0u8; 16].into());
+        cipher::StreamCipherSeek::seek(&mut reference, far);
+        let mut expected = vec![0u8; 5000];
+        reference.apply_keystream(&mut expected);
+        let mut got = vec![0u8; 5000];
+        AesCtr::at(&key, far).apply(&mut got);
+        assert_eq!(got, expected, "from 2^40 + 7");
     }
 
     #[test]

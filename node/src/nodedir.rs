@@ -302,8 +302,9 @@ fn ensure_new_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The given port, or one chosen now for the node to listen on from now on: free on every
-/// interface now, and outside the kernel's range for ephemeral ports. A port in that range can be
+/// The given port, or one chosen now for the node to listen on from now on: free now on IPv4's
+/// 0.0.0.0 and 127.0.0.1, and outside the kernel's range for ephemeral ports when such a port is
+/// free (else any free port). A port in that range can be
 /// taken while the node is stopped, by any outgoing connection or by a program binding port 0,
 /// and the node would then fail to start again on it; its address (written in its furl or nurl)
 /// cannot change.

@@ -264,50 +264,77 @@ pub async fn open_chk_at(
     let storage_index = cap.storage_index();
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
     let mut guessed = guess_shares(&ordered, &cap, offset);
-    // Each guessed share's reads, done when all of them are.
-    let mut in_flight: futures::stream::FuturesUnordered<_> = guessed
-        .iter()
-        .map(|g| {
-            let reads: Vec<_> = g
-                .reads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|read| read.bytes.clone())
-                .collect();
-            futures::future::join_all(reads)
-        })
-        .collect();
     let needed = usize::from(cap.needed);
-    // The guessed reads make progress while the servers answer (a request goes out only while its
-    // future is polled); whatever is still in flight when locating ends goes on when read.
-    // Locating ends once k shares are named and either the reads of k guessed shares are in or
-    // the servers yet to answer have had as long again as naming k shares took (no least grace).
-    // Those left are not waited for (a slow server's listing, queued on its link behind its
-    // guessed block, cost the first byte that grace), and their answers still count when the
-    // others' shares are not enough (`ChkReader::open_with_late`).
-    let guesses_in = async move {
-        let mut done = 0;
-        while done < needed && futures::StreamExt::next(&mut in_flight).await.is_some() {
-            done += 1;
+    // Each guessed share's reads, done when all of them are: those of the k + 1 shares whose
+    // first block was asked for too, and (only polled along) the others'.
+    let mut with_blocks = futures::stream::FuturesUnordered::new();
+    let mut others = futures::stream::FuturesUnordered::new();
+    for g in &guessed {
+        let reads: Vec<_> = g
+            .reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|read| read.bytes.clone())
+            .collect();
+        if g.rank <= needed {
+            with_blocks.push(futures::future::join_all(reads));
+        } else {
+            others.push(futures::future::join_all(reads));
         }
-        // Fewer than k guessed shares: only the grace ends locating.
-        if done < needed {
+    }
+    // The guessed reads make progress while the servers answer (a request goes out only while its
+    // future is polled), all of them until locating ends; whatever is still in flight then goes
+    // on when read. Locating ends once k shares are named and either k guessed shares have
+    // answered all their reads, blocks included, or the servers yet to answer have had as long
+    // again as naming k shares took (no least grace). Those left are not waited for (a slow
+    // server's listing, queued on its link behind its guessed block, cost the first byte that
+    // grace), and their answers still count when the others' shares are not enough
+    // (`ChkReader::open_with_late`). Guesses that miss (reads that find no share) settle nothing.
+    let (settled_tx, settled_rx) = futures::channel::oneshot::channel::<()>();
+    let guesses = async move {
+        let mut settled_tx = Some(settled_tx);
+        let mut whole = 0;
+        let count = async {
+            while let Some(reads) = futures::StreamExt::next(&mut with_blocks).await {
+                if reads.iter().all(Option::is_some) {
+                    whole += 1;
+                }
+                if whole >= needed
+                    && let Some(tx) = settled_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        };
+        let rest = async { while futures::StreamExt::next(&mut others).await.is_some() {} };
+        futures::future::join(count, rest).await;
+        // Everything answered; the sender is kept, so that only the grace ends locating when fewer
+        // than k guesses held.
+        futures::future::pending::<()>().await;
+        drop(settled_tx);
+    };
+    let settled = async {
+        if settled_rx.await.is_err() {
             futures::future::pending::<()>().await;
         }
     };
-    let (found, unanswered) = locate(
+    let locating = locate(
         &ordered,
         storage_index,
         Some(needed),
         std::time::Duration::ZERO,
-        guesses_in,
-    )
-    .await;
-    let guesses = guessed.len();
+        settled,
+    );
+    let (found, unanswered) =
+        match futures::future::select(std::pin::pin!(locating), std::pin::pin!(guesses)).await {
+            futures::future::Either::Left((found, _)) => found,
+            futures::future::Either::Right(((), _)) => unreachable!("the guesses' future never ends"),
+        };
+    let guess_count = guessed.len();
     let first = sources(&ordered, storage_index, found, &mut guessed);
     // The guessed shares found (first in `first`): their validation reads are on the way already.
-    let prefetched = guesses - guessed.len();
+    let prefetched = guess_count - guessed.len();
     let late = (!unanswered.is_empty()).then(|| {
         let servers: Vec<ServerEntry> = ordered.iter().map(|s| (*s).clone()).collect();
         async move {

@@ -52,9 +52,9 @@ pub trait ShareSource: Send + Sync {
         None
     }
     /// The holder's recent rate for large transfers, in bytes per second, when known. A share not
-    /// yet read is expected to answer a block read in about the round trip plus the block at this
-    /// rate, so a holder known to be far slower than the others is not given a segment's block
-    /// only to have it hedged ([`pick_for_segment`]).
+    /// yet read whose block would take far longer at this rate than the other shares' (four times
+    /// their median) is not given a segment's block only to have it hedged
+    /// ([`pick_for_segment`]).
     fn transfer_rate(&self) -> Option<f64> {
         None
     }
@@ -196,6 +196,12 @@ struct ValidShare {
     block_hashes: Vec<Hash>,
     /// A moving average of this share's read latency, in microseconds.
     latency_us: std::sync::atomic::AtomicU64,
+    /// How long a block would take at its holder's known rate, in microseconds
+    /// ([`ShareSource::transfer_rate`]); compared with the other shares' only until the share's
+    /// first block read has answered.
+    expected_block_us: Option<u64>,
+    /// Whether a block read of it has answered (its latency is then its own).
+    read_once: std::sync::atomic::AtomicBool,
     /// Whether a read of it was ever dropped for being too slow.
     abandoned: std::sync::atomic::AtomicBool,
 }
@@ -206,6 +212,7 @@ impl ValidShare {
     }
 
     fn record_latency(&self, sample: std::time::Duration) {
+        self.read_once.store(true, std::sync::atomic::Ordering::Relaxed);
         let sample = sample.as_micros() as u64;
         let old = self.latency();
         self.latency_us
@@ -248,7 +255,19 @@ fn pick_for_segment(
     latencies.sort_unstable();
     let median = latencies.get(latencies.len() / 2).copied().unwrap_or(0);
     let limit = median.saturating_mul(3).saturating_add(5_000);
-    let first_tier = |s: &Arc<ValidShare>| s.latency() <= limit && !s.was_abandoned();
+    // A share not read yet whose holder's known rate makes a block take far longer than the
+    // others' (a 1 Mbit/s uplink among 100 Mbit/s ones) is left out of the first tier, rather than
+    // given a segment only to have its block hedged.
+    let mut expected: Vec<u64> = good.values().filter_map(|s| s.expected_block_us).collect();
+    expected.sort_unstable();
+    let expected_limit = expected
+        .get(expected.len() / 2)
+        .map(|median| median.saturating_mul(4).saturating_add(5_000));
+    let known_slow = |s: &Arc<ValidShare>| {
+        !s.read_once.load(std::sync::atomic::Ordering::Relaxed)
+            && matches!((s.expected_block_us, expected_limit), (Some(e), Some(limit)) if e > limit)
+    };
+    let first_tier = |s: &Arc<ValidShare>| s.latency() <= limit && !s.was_abandoned() && !known_slow(s);
     let tier: Vec<&Arc<ValidShare>> = good.values().filter(|s| first_tier(s)).collect();
     let mut chosen: Vec<Arc<ValidShare>> = if tier.len() > needed {
         let start = (segnum as usize).wrapping_mul(needed) % tier.len();
@@ -1149,23 +1168,19 @@ async fn validate_share(
     if known.is_some_and(|known| known.share_root_hash != ueb.share_root_hash || known.geometry != geometry) {
         return Err(ShareProblem::UebMismatch);
     }
-    // Its latency until a block read says otherwise: the validation's, or what a block takes at
-    // the holder's known rate if that is longer.
-    let expected_block = source
+    // A block's time at the holder's known rate (a rate measured over whole requests, their
+    // round trips included).
+    let expected_block_us = source
         .transfer_rate()
-        .filter(|rate| *rate > 0.0)
-        .map(|rate| {
-            source.round_trip().unwrap_or_default()
-                + std::time::Duration::from_secs_f64(geometry.block_size() as f64 / rate)
-        })
-        .unwrap_or_default();
+        .filter(|rate| rate.is_finite() && *rate > 0.0)
+        .map(|rate| (geometry.block_size() as f64 / rate * 1e6).min(u64::MAX as f64) as u64);
     let valid = ValidShare {
         source: Arc::clone(&source),
         offsets,
         block_hashes,
-        latency_us: std::sync::atomic::AtomicU64::new(
-            started.elapsed().max(expected_block).as_micros() as u64
-        ),
+        expected_block_us,
+        read_once: std::sync::atomic::AtomicBool::new(false),
+        latency_us: std::sync::atomic::AtomicU64::new(started.elapsed().as_micros() as u64),
         abandoned: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((valid, file_info))
@@ -1274,4 +1289,70 @@ fn decode_segment(
     }
     AesCtr::at(&key, start).apply(&mut segment);
     (Some(Ok(segment)), vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(shnum: u16, latency_ms: u64, expected_block_ms: Option<u64>) -> Arc<ValidShare> {
+        Arc::new(ValidShare {
+            source: Arc::new(MemoryShare {
+                shnum,
+                data: Arc::new(Vec::new()),
+            }),
+            offsets: ShareOffsets {
+                version: 1,
+                block_size: 0,
+                data_size: 0,
+                data: 0,
+                plaintext_hash_tree: 0,
+                crypttext_hash_tree: 0,
+                block_hashes: 0,
+                share_hashes: 0,
+                uri_extension: 0,
+            },
+            block_hashes: Vec::new(),
+            latency_us: std::sync::atomic::AtomicU64::new(latency_ms * 1000),
+            expected_block_us: expected_block_ms.map(|ms| ms * 1000),
+            read_once: std::sync::atomic::AtomicBool::new(false),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// A share whose holder's known rate makes its block take far longer than the others' takes no
+    /// turn while enough others remain, until a block read of it has answered; shares of holders
+    /// with no known rate, or one like the others', take turns as before.
+    #[test]
+    fn a_holder_known_to_be_slow_takes_no_turn_until_read() {
+        let mut good = BTreeMap::new();
+        for shnum in 0..5u16 {
+            good.insert(shnum, share(shnum, 50, Some(30)));
+        }
+        good.insert(5, share(5, 50, None));
+        good.insert(6, share(6, 55, Some(2700)));
+        let picked = |good: &BTreeMap<u16, Arc<ValidShare>>| -> std::collections::BTreeSet<u16> {
+            (0..20)
+                .flat_map(|segnum| pick_for_segment(good, 3, segnum))
+                .map(|s| s.source.shnum())
+                .collect()
+        };
+        assert_eq!(
+            picked(&good),
+            (0..6).collect(),
+            "all but the slow holder take turns"
+        );
+
+        // Too few others: the slow one fills in.
+        let few: BTreeMap<u16, Arc<ValidShare>> = good
+            .iter()
+            .filter(|(n, _)| [0, 1, 6].contains(*n))
+            .map(|(n, s)| (*n, Arc::clone(s)))
+            .collect();
+        assert_eq!(picked(&few), [0, 1, 6].into());
+
+        // Once read, its own latency decides: as fast as the others now.
+        good[&6].record_latency(std::time::Duration::from_millis(50));
+        assert!(picked(&good).contains(&6));
+    }
 }

@@ -353,13 +353,10 @@ impl GridBackend {
         let dir = self.spool_dir.clone();
         let quota = Arc::clone(&self.spool_quota);
         let name = user.name.clone();
-        let mut spool = tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
+        tokio::task::spawn_blocking(move || Spool::with_quota(dir.as_deref(), &quota, &name))
             .await
             .map_err(|e| FtpError::Spool(std::io::Error::other(e)))?
-            .map_err(FtpError::Spool)?;
-        let grid = Arc::clone(&self.grid);
-        spool.when_large(move || grid.warm_for_upload());
-        Ok(spool)
+            .map_err(FtpError::Spool)
     }
 
     /// Streams the upload into an encrypted spool ([`Spool`]: no plaintext reaches the disk).
@@ -381,6 +378,9 @@ impl GridBackend {
             }
         };
         spool.hash_with(hasher);
+        // Past a mebibyte, the connections the upload will want open while the rest arrives.
+        let grid = Arc::clone(&self.grid);
+        spool.when_large(move || grid.warm_for_upload());
         let mut buffer = vec![0u8; SPOOL_CHUNK];
         loop {
             let n = input.read(&mut buffer).await.map_err(FtpError::Transfer)?;

@@ -708,14 +708,11 @@ impl Session {
     }
 
     fn new_spool(&self) -> Result<Spool, SftpError> {
-        let mut spool = Spool::with_quota(
+        Ok(Spool::with_quota(
             self.context.spool_dir.as_deref(),
             &self.context.limits.spool_quota,
             &self.context.user,
-        )?;
-        let grid = Arc::clone(&self.context.grid);
-        spool.when_large(move || grid.warm_for_upload());
-        Ok(spool)
+        )?)
     }
 
     /// Copies what the open write handle `pending` holds into `spool`, in order from the start
@@ -783,6 +780,10 @@ impl Session {
                 at += chunk.len() as u64;
             }
         }
+        // The client's own writes, past a mebibyte, open the connections the upload at close will
+        // want (the old contents copied above do not: an unchanged file is not uploaded).
+        let grid = Arc::clone(&self.context.grid);
+        spool.when_large(move || grid.warm_for_upload());
         Ok(WriteHandle {
             seq: 0,
             path,
