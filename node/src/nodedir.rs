@@ -312,31 +312,14 @@ fn choose_port(listen_port: Option<u16>) -> anyhow::Result<u16> {
     if let Some(port) = listen_port {
         return Ok(port);
     }
-    let candidates = persistent_port_ranges(ephemeral_port_range());
-    let total: u32 = candidates
-        .iter()
-        .map(|r| u32::from(r.end() - r.start()) + 1)
-        .sum();
-    if total > 0 {
-        for _ in 0..200 {
-            let mut pick = rand::random_range(0..total);
-            let port = candidates
-                .iter()
-                .find_map(|range| {
-                    let len = u32::from(range.end() - range.start()) + 1;
-                    if pick < len {
-                        u16::try_from(u32::from(*range.start()) + pick).ok()
-                    } else {
-                        pick -= len;
-                        None
-                    }
-                })
-                .expect("invariant: pick < total");
-            if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            {
-                return Ok(port);
-            }
+    let ephemeral = ephemeral_port_range();
+    for _ in 0..200 {
+        let port = rand::random_range(FIRST_PERSISTENT_PORT..=u16::MAX);
+        if persistent(port, ephemeral)
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
         }
     }
     // Every candidate taken (or none at all): any free port, as Tahoe does.
@@ -361,18 +344,14 @@ fn ephemeral_port_range() -> (u16, u16) {
         .unwrap_or((49152, 65535))
 }
 
-/// The ports a node may be given for good: 10000 and above (below are the well-known services
-/// and many others' defaults), outside the ephemeral range `(low, high)`.
-fn persistent_port_ranges((low, high): (u16, u16)) -> Vec<std::ops::RangeInclusive<u16>> {
-    const FIRST: u16 = 10000;
-    let mut ranges = Vec::new();
-    if low > FIRST {
-        ranges.push(FIRST..=low - 1);
-    }
-    if high < u16::MAX {
-        ranges.push(high.max(FIRST - 1) + 1..=u16::MAX);
-    }
-    ranges
+/// The lowest port a node is given for good (below are the well-known services and many others'
+/// defaults).
+const FIRST_PERSISTENT_PORT: u16 = 10000;
+
+/// Whether a node may be given `port` for good: [`FIRST_PERSISTENT_PORT`] or above, outside the
+/// ephemeral range `(low, high)`.
+fn persistent(port: u16, (low, high): (u16, u16)) -> bool {
+    port >= FIRST_PERSISTENT_PORT && !(low..=high).contains(&port)
 }
 
 fn b32(bytes: &[u8]) -> String {
@@ -538,20 +517,31 @@ mod tests {
 
     #[test]
     fn persistent_ports_avoid_the_ephemeral_range_and_the_low_ports() {
-        assert_eq!(
-            persistent_port_ranges((32768, 60999)),
-            vec![10000..=32767, 61000..=65535]
-        );
-        assert_eq!(persistent_port_ranges((49152, 65535)), vec![10000..=49151]);
-        assert_eq!(persistent_port_ranges((1024, 65535)), Vec::new());
-        assert_eq!(persistent_port_ranges((1024, 5000)), vec![10000..=65535]);
+        let allowed = |range| -> Vec<std::ops::RangeInclusive<u16>> {
+            // The allowed ports as ranges, from a scan of every port.
+            let mut ranges: Vec<std::ops::RangeInclusive<u16>> = Vec::new();
+            for port in 0..=u16::MAX {
+                if !persistent(port, range) {
+                    continue;
+                }
+                match ranges.last_mut() {
+                    Some(last) if *last.end() + 1 == port => *last = *last.start()..=port,
+                    _ => ranges.push(port..=port),
+                }
+            }
+            ranges
+        };
+        assert_eq!(allowed((32768, 60999)), vec![10000..=32767, 61000..=65535]);
+        assert_eq!(allowed((49152, 65535)), vec![10000..=49151]);
+        assert_eq!(allowed((1024, 65535)), Vec::new());
+        assert_eq!(allowed((1024, 5000)), vec![10000..=65535]);
     }
 
     #[test]
     fn a_chosen_port_is_free_and_not_ephemeral() {
         let (low, high) = ephemeral_port_range();
         // A machine whose ephemeral range covers every port above 10000 leaves nothing to choose.
-        let avoidable = !persistent_port_ranges((low, high)).is_empty();
+        let avoidable = (FIRST_PERSISTENT_PORT..=u16::MAX).any(|port| persistent(port, (low, high)));
         for _ in 0..20 {
             let port = choose_port(None).unwrap();
             if avoidable {

@@ -104,14 +104,7 @@ pub async fn locate_shares(
     storage_index: StorageIndex,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let (found, _) = locate(
-        &ordered,
-        storage_index,
-        None,
-        MIN_GRACE,
-        futures::future::pending(),
-    )
-    .await;
+    let (found, _) = locate(&ordered, storage_index, None, MIN_GRACE, no_guesses()).await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
@@ -124,14 +117,7 @@ pub async fn locate_enough_shares(
     needed: usize,
 ) -> Vec<Arc<dyn ShareSource>> {
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
-    let (found, _) = locate(
-        &ordered,
-        storage_index,
-        Some(needed),
-        MIN_GRACE,
-        futures::future::pending(),
-    )
-    .await;
+    let (found, _) = locate(&ordered, storage_index, Some(needed), MIN_GRACE, no_guesses()).await;
     sources(&ordered, storage_index, found, &mut Vec::new())
 }
 
@@ -142,16 +128,26 @@ const MIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// A server's answer to "which shares do you hold", by its rank in ring order.
 type Listing = BoxFuture<'static, (usize, Result<BTreeSet<ShareNum>, storage::StorageError>)>;
 
+/// Guessed shares' reads, polled along while [`locate`] waits: each yields, once all its reads
+/// have answered, whether they all found data and included a block.
+type Guesses = futures::stream::FuturesUnordered<BoxFuture<'static, bool>>;
+
+/// No guessed reads.
+fn no_guesses() -> Guesses {
+    futures::stream::FuturesUnordered::new()
+}
+
 /// The shares each server (by its rank in `ordered`) says it holds, in ring order. Once `needed`
 /// distinct shares are named, the servers yet to answer get a grace (as long again as that took,
-/// at least `min_grace`), cut short once `settled` has completed too; those still silent then are
-/// returned unanswered, their questions still out.
+/// at least `min_grace`), cut short once `needed` of `guesses` have held; those still silent then
+/// are returned unanswered, their questions still out. `guesses` are polled until it returns
+/// (a request goes out only while its future is polled).
 async fn locate(
     ordered: &[&ServerEntry],
     storage_index: StorageIndex,
     needed: Option<usize>,
     min_grace: std::time::Duration,
-    settled: impl std::future::Future<Output = ()>,
+    mut guesses: Guesses,
 ) -> (
     Vec<(usize, BTreeSet<ShareNum>)>,
     futures::stream::FuturesUnordered<Listing>,
@@ -180,12 +176,10 @@ async fn locate(
     let mut answers: Vec<(usize, BTreeSet<ShareNum>)> = Vec::new();
     let mut distinct: BTreeSet<ShareNum> = BTreeSet::new();
     let mut grace = futures::future::Fuse::terminated();
-    let settled = settled.fuse();
-    let mut settled = std::pin::pin!(settled);
-    let mut has_settled = false;
+    let mut held = 0;
     loop {
-        let enough = needed.is_some_and(|n| distinct.len() >= n);
-        if enough && has_settled {
+        let enough = needed.is_some_and(|n| distinct.len() >= n && held >= n);
+        if enough {
             debug!(
                 unanswered = pending.len(),
                 "locating shares without the slowest servers"
@@ -193,7 +187,7 @@ async fn locate(
             break;
         }
         futures::select! {
-            () = settled => has_settled = true,
+            whole = guesses.select_next_some() => held += usize::from(whole),
             done = pending.next() => {
                 let Some((rank, answer)) = done else { break };
                 match answer {
@@ -265,72 +259,39 @@ pub async fn open_chk_at(
     let ordered = permuted_servers(storage_index.as_bytes(), servers);
     let mut guessed = guess_shares(&ordered, &cap, offset);
     let needed = usize::from(cap.needed);
-    // Each guessed share's reads, done when all of them are: those of the k + 1 shares whose
-    // first block was asked for too, and (only polled along) the others'.
-    let mut with_blocks = futures::stream::FuturesUnordered::new();
-    let mut others = futures::stream::FuturesUnordered::new();
-    for g in &guessed {
-        let reads: Vec<_> = g
-            .reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|read| read.bytes.clone())
-            .collect();
-        if g.rank <= needed {
-            with_blocks.push(futures::future::join_all(reads));
-        } else {
-            others.push(futures::future::join_all(reads));
-        }
-    }
-    // The guessed reads make progress while the servers answer (a request goes out only while its
-    // future is polled), all of them until locating ends; whatever is still in flight then goes
-    // on when read. Locating ends once k shares are named and either k guessed shares have
-    // answered all their reads, blocks included, or the servers yet to answer have had as long
+    // Each guessed share's reads, done when all of them are; it holds if they all found data and
+    // included a block (the first k + 1 shares' did).
+    let guesses: Guesses = guessed
+        .iter()
+        .map(|g| {
+            let reads: Vec<_> = g
+                .reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|read| read.bytes.clone())
+                .collect();
+            let with_block = g.rank <= needed;
+            futures::future::join_all(reads)
+                .map(move |reads| with_block && reads.iter().all(Option::is_some))
+                .boxed()
+        })
+        .collect();
+    // Locating ends once k shares are named and either k guessed shares have held (all their
+    // reads answered with data, blocks included) or the servers yet to answer have had as long
     // again as naming k shares took (no least grace). Those left are not waited for (a slow
     // server's listing, queued on its link behind its guessed block, cost the first byte that
     // grace), and their answers still count when the others' shares are not enough
     // (`ChkReader::open_with_late`). Guesses that miss (reads that find no share) settle nothing.
-    let (settled_tx, settled_rx) = futures::channel::oneshot::channel::<()>();
-    let guesses = async move {
-        let mut settled_tx = Some(settled_tx);
-        let mut whole = 0;
-        let count = async {
-            while let Some(reads) = futures::StreamExt::next(&mut with_blocks).await {
-                if reads.iter().all(Option::is_some) {
-                    whole += 1;
-                }
-                if whole >= needed
-                    && let Some(tx) = settled_tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        };
-        let rest = async { while futures::StreamExt::next(&mut others).await.is_some() {} };
-        futures::future::join(count, rest).await;
-        // Everything answered; the sender is kept, so that only the grace ends locating when fewer
-        // than k guesses held.
-        futures::future::pending::<()>().await;
-        drop(settled_tx);
-    };
-    let settled = async {
-        if settled_rx.await.is_err() {
-            futures::future::pending::<()>().await;
-        }
-    };
-    let locating = locate(
+    // Whatever guessed read is still in flight when locating ends goes on when read.
+    let (found, unanswered) = locate(
         &ordered,
         storage_index,
         Some(needed),
         std::time::Duration::ZERO,
-        settled,
-    );
-    let (found, unanswered) =
-        match futures::future::select(std::pin::pin!(locating), std::pin::pin!(guesses)).await {
-            futures::future::Either::Left((found, _)) => found,
-            futures::future::Either::Right(((), _)) => unreachable!("the guesses' future never ends"),
-        };
+        guesses,
+    )
+    .await;
     let guess_count = guessed.len();
     let first = sources(&ordered, storage_index, found, &mut guessed);
     // The guessed shares found (first in `first`): their validation reads are on the way already.

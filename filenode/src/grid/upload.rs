@@ -858,10 +858,7 @@ fn rereadable<R: Seek>(input: &mut R) -> io::Result<bool> {
 /// [`allocate`].
 async fn ring_ready(servers: &[ServerEntry], storage_index: StorageIndex, total: u16) -> Verdict {
     let answers = probe(&allocation_ring(servers, storage_index, total), storage_index).await;
-    let mut verdict = Verdict {
-        holds: true,
-        silent: Vec::new(),
-    };
+    let mut verdict = Verdict::HOLDS;
     for (r, answer) in answers.into_iter().enumerate() {
         let placed_here = r < usize::from(total);
         match answer {
