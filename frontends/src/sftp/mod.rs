@@ -115,6 +115,10 @@ pub async fn serve(
         keys: config.host_keys.clone(),
         max_auth_attempts: 6,
         window_size: 8 << 20,
+        // The largest channel packet a client may send us (russh's default is 32 KiB; above 65535
+        // it complains). OpenSSH `sftp` sends uploads in packets up to this size: with 64 KiB, a
+        // 128 MiB put on the devgrid took 1.23-1.29 s against 1.30-1.38 s, with 2-5% less gateway CPU.
+        maximum_packet_size: 65535,
         inactivity_timeout: Some(Duration::from_secs(3600)),
         keepalive_interval: Some(Duration::from_secs(60)),
         nodelay: true,

@@ -439,7 +439,10 @@ impl HttpStorageClient {
     /// unread and the connection must not be reused).
     async fn read_body(&self, mut body: Incoming, cap: usize) -> Result<(Bytes, bool), StorageError> {
         let silence = self.inner.options.body_silence_timeout;
-        let mut buffer = BytesMut::new();
+        // A body of declared length (at most `cap`) lands in one buffer of that size, not one that
+        // regrows, copying what came so far, as its frames arrive.
+        let declared = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+        let mut buffer = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(usize::MAX).min(cap));
         loop {
             let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => return Err(StorageError::Timeout),
