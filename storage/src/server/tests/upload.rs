@@ -640,3 +640,57 @@ fn allocating_writes_of_racing_clients_open_one_upload() {
     );
     assert_eq!(server.status().uploads_in_progress, 0);
 }
+
+/// Bytes of `path` resident in the page cache, by util-linux `fincore`; `None` where it is missing.
+#[cfg(target_os = "linux")]
+fn resident_bytes(path: &Path) -> Option<u64> {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_upload_passes_through_the_page_cache() {
+    let h = Harness::new();
+    // Whether this filesystem drops clean pages when asked (tmpfs keeps them).
+    let probe = h.root().join("probe");
+    std::fs::write(&probe, vec![7u8; 1 << 20]).unwrap();
+    let file = std::fs::File::open(&probe).unwrap();
+    file.sync_all().unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    match resident_bytes(&probe) {
+        Some(0) => {}
+        other => {
+            eprintln!("skipped: fincore is missing or this filesystem keeps clean pages ({other:?})");
+            return;
+        }
+    }
+    let server = h.server();
+    let s = si(40);
+    let size = 16 << 20;
+    let data = content(s, 0, size);
+    server
+        .allocate_buckets(s, &lease(1), &upload_secret(1), &shnums(&[0]), size as u64)
+        .unwrap();
+    let piece = 256 << 10;
+    let mut complete = false;
+    for (i, bytes) in data.chunks(piece).enumerate() {
+        complete = server
+            .write_share(s, 0, &upload_secret(1), (i * piece) as u64, bytes)
+            .unwrap()
+            .complete;
+    }
+    assert!(complete);
+    let path = server.layout.share_path(s, 0);
+    let resident = resident_bytes(&path).unwrap();
+    // What stays: the last two writeback steps (about 2 MiB), the writes since, the header page.
+    assert!(resident <= 3 << 20, "{resident} bytes of a 16 MiB share still cached");
+    assert_eq!(server.read_share(ShareKind::Immutable, s, 0, 0, size as u64).unwrap(), data);
+}
