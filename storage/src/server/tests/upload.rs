@@ -691,6 +691,14 @@ fn an_upload_passes_through_the_page_cache() {
     let path = server.layout.share_path(s, 0);
     let resident = resident_bytes(&path).unwrap();
     // What stays: the last two writeback steps (about 2 MiB), the writes since, the header page.
-    assert!(resident <= 3 << 20, "{resident} bytes of a 16 MiB share still cached");
-    assert_eq!(server.read_share(ShareKind::Immutable, s, 0, 0, size as u64).unwrap(), data);
+    assert!(
+        resident <= 3 << 20,
+        "{resident} bytes of a 16 MiB share still cached"
+    );
+    assert_eq!(
+        server
+            .read_share(ShareKind::Immutable, s, 0, 0, size as u64)
+            .unwrap(),
+        data
+    );
 }
