@@ -226,7 +226,7 @@ def main():
         print(f"10 storage nodes and a gateway (separate processes) on this machine, 3-of-10; "
               f"disk {disk:.0f} MiB/s fsync'd, so uploads are bounded near {bound:.0f} MiB/s")
         print(f"{'size':>6} {'frontend':>8} {'op':>3} {'MiB/s':>7} {'peak RSS':>9} "
-              f"{'CPU ms/MiB: gateway + servers':>30} {'client':>7}")
+              f"{'CPU ms/MiB: gateway + servers':>30} {'client':>6}")
         best = {}  # (size, op, frontend) -> (rate, peak, gateway + servers CPU, all CPU)
         stamp = 0
         for size_mib in map(int, args.sizes_mib.split(",")):
@@ -274,7 +274,7 @@ def main():
 def record(best, size_mib, op, fe, rate, peak, cpu):
     gateway, servers, client = cpu
     print(f"{size_mib:>4}Mi {fe:>8} {op:>3} {rate:>7.1f} {peak:>6.1f}MiB "
-          f"{gateway:>12.1f} + {servers:4.1f} = {gateway + servers:4.1f} {client:>7.1f}", flush=True)
+          f"{gateway:>16.1f} + {servers:4.1f} = {gateway + servers:4.1f} {client:>6.1f}", flush=True)
     key = (size_mib, op, fe)
     old = best.get(key)
     grid_cpu, all_cpu = gateway + servers, gateway + servers + client
@@ -291,6 +291,7 @@ def summary(best, frontends, idle_before, idle_after, bound):
     print("\nbest of the rounds; shares of the CLI's rate in the same run:")
     misses = []
     sizes = sorted({k[0] for k in best})
+    cores = len(os.sched_getaffinity(0))
     for size in sizes:
         for op in ("put", "get"):
             cli = best[(size, op, "cli")][0]
@@ -299,7 +300,7 @@ def summary(best, frontends, idle_before, idle_after, bound):
                 rate, fe_cpu = best[(size, op, fe)][0], best[(size, op, fe)][3]
                 share = 100 * rate / cli
                 target = TARGETS[(op, fe)]
-                allowed = 100 * (len(os.sched_getaffinity(0)) * 1000 / fe_cpu) / cli
+                allowed = 100 * (cores * 1000 / fe_cpu) / cli if fe_cpu > 0 else 100
                 note = f", CPU allows {allowed:.0f}%" if allowed < 100 else ""
                 parts.append(f"{fe} {share:.0f}% (>= {target}%{note})")
                 if share < target:

@@ -60,6 +60,10 @@ use crate::{ShareKind, ShareNum, StorageClient, StorageError, StorageIndex};
 const MAX_CBOR_RESPONSE: usize = 30 * 1024 * 1024;
 /// How much of an error body becomes the error message.
 const MAX_ERROR_BODY: usize = 10_000;
+
+/// The most `read_body` sets aside for a body before its bytes arrive: a
+/// block of a 1 MiB segment at k = 1, with room.
+const PRESIZE_MAX: usize = 2 << 20;
 /// The most a connection buffers for reading or writing (hyper's `max_buf_size`).
 const CONNECTION_BUFFER: usize = 64 * 1024;
 /// Idle connections made ready when a request is dropped before its answer (see
@@ -439,10 +443,15 @@ impl HttpStorageClient {
     /// unread and the connection must not be reused).
     async fn read_body(&self, mut body: Incoming, cap: usize) -> Result<(Bytes, bool), StorageError> {
         let silence = self.inner.options.body_silence_timeout;
-        // A body of declared length (at most `cap`) lands in one buffer of that size, not one that
-        // regrows, copying what came so far, as its frames arrive.
+        // A body of declared length lands in one buffer of that size, not one that regrows,
+        // copying what came so far, as its frames arrive; but no more is set aside before the
+        // bytes come than `cap` or `PRESIZE_MAX` (a server may declare a length and stall).
         let declared = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
-        let mut buffer = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(usize::MAX).min(cap));
+        let presize = usize::try_from(declared)
+            .unwrap_or(usize::MAX)
+            .min(cap)
+            .min(PRESIZE_MAX);
+        let mut buffer = BytesMut::with_capacity(presize);
         loop {
             let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => return Err(StorageError::Timeout),

@@ -138,9 +138,10 @@ pub(super) fn read_vec_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<
 }
 
 /// Asks the kernel to start writing the dirty pages of `len` bytes of `file` at `offset` to disk,
-/// without waiting for them (Linux's `POSIX_FADV_DONTNEED` starts their writeback and drops the
-/// pages already clean from the cache). A sync later then waits only for what is still unwritten.
-/// Advice only: a kernel that ignores it changes nothing but the time that sync takes.
+/// without waiting for them, and to drop those already clean from the page cache (Linux's
+/// `POSIX_FADV_DONTNEED` does both). A sync later then waits only for what is still unwritten.
+/// Advice only: a kernel that ignores it changes nothing but the time that sync takes and what
+/// stays cached. `len` must not be 0 (that would mean to the end of the file).
 pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = rustix::fs::fadvise(
         file,

@@ -40,8 +40,8 @@ pub(super) struct UploadFile {
     written: RangeSet,
     /// The data before this offset has been handed to the disk's writeback ([`WRITEBACK_EVERY`]).
     writeback_from: u64,
-    /// Where the last range handed to writeback began: the next step asks again from here, and the
-    /// pages written by then leave the page cache.
+    /// Where the last range handed to writeback began: the next step asks again from here, so
+    /// that pages written by then leave the page cache.
     cached_from: u64,
 }
 
@@ -50,14 +50,19 @@ pub(super) struct UploadFile {
 /// sharing one disk each synced a whole 5.6 MB share at the end of a 16 MiB upload: 20–25 ms
 /// after its last byte, at 50 ms round trips.)
 ///
-/// Each step also asks again for the range of the step before, whose pages are written by then:
-/// they leave the page cache, so an upload passes through it instead of filling it (a share keeps
-/// about its last two steps cached, its hash trees and URI extension among them). Uploads then
-/// take pages the cache just gave back rather than pages from the free pool; and on this
-/// development VM, whose free pages go back to the host, each fresh page cost the copy that
-/// touched it a fault in the host: three 1 GiB uploads in a row each took more of the storage
-/// nodes' CPU (2.5, 5.1, then 12.6 s of kernel time), against a steady 2.5 s with this.
+/// Each step also asks again for the range of the step before, whose pages the disk has usually
+/// written by then: those leave the page cache (the advice skips pages still being written), and
+/// once a share is synced all but its last [`CACHED_TAIL`] go, whatever order its writes came in.
+/// So an upload passes through the cache instead of filling it, and takes pages the cache just
+/// gave back rather than pages from the free pool. On this development VM, whose free pages go
+/// back to the host, each fresh page cost the copy that touched it a fault in the host: three
+/// 1 GiB uploads in a row each took more of the storage nodes' CPU (2.5, 5.1, then 12.6 s of
+/// kernel time), against a steady 2.4–2.7 s with this.
 const WRITEBACK_EVERY: u64 = 1 << 20;
+
+/// What a completed share keeps in the page cache: the end of its data, where its hash trees and
+/// URI extension are, which a download reads first.
+const CACHED_TAIL: u64 = 2 * WRITEBACK_EVERY;
 
 impl StorageServer {
     /// Opens immutable uploads (tahoe-interfaces.md §2.4). `already_have` lists every immutable share
@@ -304,7 +309,7 @@ impl StorageServer {
         Operations::add_bytes(&self.operations.bytes_added, data.len() as u64);
         upload_file.written.insert(offset, end);
         if end >= upload_file.writeback_from.saturating_add(WRITEBACK_EVERY) {
-            let from = upload_file.cached_from.min(upload_file.writeback_from);
+            let from = upload_file.cached_from;
             start_writeback(&upload_file.file, immutable::HEADER_LEN + from, end - from);
             upload_file.cached_from = upload_file.writeback_from;
             upload_file.writeback_from = end;
@@ -321,9 +326,10 @@ impl StorageServer {
             });
         }
         self.finish_upload(si, shnum, &upload_file.file)?;
-        // Synced, so clean: what writeback still held of the earlier steps leaves the cache too.
-        if upload_file.cached_from > 0 {
-            start_writeback(&upload_file.file, immutable::HEADER_LEN, upload_file.cached_from);
+        // Synced, so clean: all but the share's tail leaves the cache, whatever the steps left.
+        let dropped = allocated.saturating_sub(CACHED_TAIL);
+        if dropped > 0 {
+            start_writeback(&upload_file.file, immutable::HEADER_LEN, dropped);
         }
         Ok(UploadProgress {
             complete: true,
