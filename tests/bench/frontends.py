@@ -17,7 +17,8 @@ it as a share of the CLI's rate ("CPU allows").
 
 Usage: tests/bench/frontends.py [path/to/tessera] [--sizes-mib 128,1024] [--rounds 2]
 Each round stores each size five times (about 3.4 times its size each, with 3-of-10 shares):
-1 GiB and two rounds take about 35 GB of disk under $BENCH_DIR (default: the current directory).
+1 GiB and 128 MiB, two rounds, take about 43 GB of disk under $BENCH_DIR (default: the current
+directory); the script says so and stops at once when there is less.
 """
 
 import argparse
@@ -113,19 +114,25 @@ class Grid:
         return cpu_seconds(self.gateway), sum(cpu_seconds(pid) for pid in self.servers)
 
     def cli(self, *args, **kw):
-        return subprocess.run([self.tessera, "--node-directory", self.gw_dir, *args],
-                              check=True, capture_output=True, text=True, **kw).stdout.strip()
+        return run([self.tessera, "--node-directory", self.gw_dir, *args], **kw)
 
     def sftp_batch(self, commands):
         cfg = os.path.join(self.work, "ssh_config")
         open(cfg, "w").close()
         cmd = [self.sftp_cmd[0], "-F", cfg, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
                "-b", "-", *self.sftp_cmd[1:]]
-        subprocess.run(cmd, input=commands, check=True, capture_output=True, text=True)
+        run(cmd, input=commands)
 
     def curl(self, *args):
-        return subprocess.run(["curl", "-sS", "--fail", *args], check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return run(["curl", "-sS", "--fail", *args])
+
+
+def run(cmd, **kw):
+    """Runs a client to its end; its output, or an exit naming the command and what it printed."""
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done.stdout.strip()
 
 
 def settle(pid, longest=30.0):
@@ -212,6 +219,15 @@ def main():
     frontends = ["cli"] + [f for f in args.only.split(",") if f != "cli"]
     work = tempfile.mkdtemp(prefix="tessera-bench-frontends-", dir=os.environ.get("BENCH_DIR", "."))
     work = os.path.realpath(work)
+    sizes = [int(x) for x in args.sizes_mib.split(",")]
+    # Every transfer's upload stays in the grid: five frontends, 10/3 of each size in shares, plus
+    # the input and output files and a spool of the largest size.
+    needed = MIB * (args.rounds * len(frontends) * sum(sizes) * 10 / 3 + 3 * max(sizes))
+    free = shutil.disk_usage(work).free
+    if free < needed:
+        shutil.rmtree(work, ignore_errors=True)
+        sys.exit(f"these rounds store about {needed / 1e9:.0f} GB of shares under {work}, "
+                 f"and {free / 1e9:.0f} GB is free: fewer --rounds or smaller --sizes-mib, or BENCH_DIR elsewhere")
     grid = None
     try:
         grid = Grid(tessera, work)
@@ -229,7 +245,7 @@ def main():
               f"{'CPU ms/MiB: gateway + servers':>30} {'client':>6}")
         best = {}  # (size, op, frontend) -> (rate, peak, gateway + servers CPU, all CPU)
         stamp = 0
-        for size_mib in map(int, args.sizes_mib.split(",")):
+        for size_mib in sizes:
             size = size_mib * MIB
             source = os.path.join(work, "input")
             with open(source, "wb") as f:
