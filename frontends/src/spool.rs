@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use filenode::crypto::aes_ctr_at;
+use filenode::grid::Grid;
 use filenode::immutable::ConvergentHasher;
 
 /// Bytes each user's open spools may hold together (SFTP's `[sftpd] spool.quota`, FTP's
@@ -185,10 +186,16 @@ impl Spool {
         })
     }
 
-    /// Calls `then` once, when the contents first reach [`LARGE`] bytes: the frontend opens the
-    /// connections the upload will want (`Grid::warm_for_upload`) while the rest arrives.
+    /// Calls `then` once, when the contents first reach [`LARGE`] bytes.
     pub(crate) fn when_large(&mut self, then: impl FnOnce() + Send + Sync + 'static) {
         self.when_large = Some(Box::new(then));
+    }
+
+    /// Opens the connections `grid`'s upload of these contents will want
+    /// ([`Grid::warm_for_upload`]) once they reach [`LARGE`] bytes, while the rest arrives.
+    pub(crate) fn warm_when_large(&mut self, grid: &Arc<Grid>) {
+        let grid = Arc::clone(grid);
+        self.when_large(move || grid.warm_for_upload());
     }
 
     /// Hashes the contents for their convergent key as they are written

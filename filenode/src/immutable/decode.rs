@@ -258,13 +258,19 @@ fn pick_for_segment(
     // A share not read yet whose holder's known rate makes a block take far longer than the
     // others' (a 1 Mbit/s uplink among 100 Mbit/s ones) is left out of the first tier, rather than
     // given a segment only to have its block hedged.
-    let mut expected: Vec<u64> = good.values().filter_map(|s| s.expected_block_us).collect();
-    expected.sort_unstable();
-    let expected_limit = expected
-        .get(expected.len() / 2)
-        .map(|median| median.saturating_mul(4).saturating_add(5_000));
+    // (Only while such a share remains: once every share has been read, no segment sorts these.)
+    let unread_with_rate = |s: &Arc<ValidShare>| {
+        s.expected_block_us.is_some() && !s.read_once.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let expected_limit = good.values().any(unread_with_rate).then(|| {
+        let mut expected: Vec<u64> = good.values().filter_map(|s| s.expected_block_us).collect();
+        expected.sort_unstable();
+        expected[expected.len() / 2]
+            .saturating_mul(4)
+            .saturating_add(5_000)
+    });
     let known_slow = |s: &Arc<ValidShare>| {
-        !s.read_once.load(std::sync::atomic::Ordering::Relaxed)
+        unread_with_rate(s)
             && matches!((s.expected_block_us, expected_limit), (Some(e), Some(limit)) if e > limit)
     };
     let first_tier = |s: &Arc<ValidShare>| s.latency() <= limit && !s.was_abandoned() && !known_slow(s);

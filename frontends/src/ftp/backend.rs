@@ -379,8 +379,7 @@ impl GridBackend {
         };
         spool.hash_with(hasher);
         // Past a mebibyte, the connections the upload will want open while the rest arrives.
-        let grid = Arc::clone(&self.grid);
-        spool.when_large(move || grid.warm_for_upload());
+        spool.warm_when_large(&self.grid);
         let mut buffer = vec![0u8; SPOOL_CHUNK];
         loop {
             let n = input.read(&mut buffer).await.map_err(FtpError::Transfer)?;

@@ -782,8 +782,7 @@ impl Session {
         }
         // The client's own writes, past a mebibyte, open the connections the upload at close will
         // want (the old contents copied above do not: an unchanged file is not uploaded).
-        let grid = Arc::clone(&self.context.grid);
-        spool.when_large(move || grid.warm_for_upload());
+        spool.warm_when_large(&self.context.grid);
         Ok(WriteHandle {
             seq: 0,
             path,

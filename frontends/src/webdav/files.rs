@@ -512,8 +512,7 @@ impl GuardedFileSystem<DavUser> for GridDav {
                     .map_err(spool_error)?;
             // Hashed for the convergent key as the body arrives, so the commit reads it once.
             spool.hash_with(target.convergent_hasher());
-            let grid = Arc::clone(target.grid());
-            spool.when_large(move || grid.warm_for_upload());
+            spool.warm_when_large(target.grid());
             let file: Box<dyn DavFile> = Box::new(OpenFile::Write(Box::new(WriteFile {
                 target: Some(target),
                 sink: Some(Sink::Spool(Box::new(spool))),

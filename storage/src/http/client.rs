@@ -64,6 +64,17 @@ const MAX_ERROR_BODY: usize = 10_000;
 /// The most `read_body` sets aside for a body before its bytes arrive: a
 /// block of a 1 MiB segment at k = 1, with room.
 const PRESIZE_MAX: usize = 2 << 20;
+
+/// What to set aside for a body the server declared `declared` bytes long, read up to `cap`: all
+/// of it, so that it lands in one buffer rather than one regrown (and copied) as frames arrive,
+/// but never more than `cap` or [`PRESIZE_MAX`] before the bytes come (a server may declare any
+/// length and stall).
+fn presize(declared: Option<u64>, cap: usize) -> usize {
+    usize::try_from(declared.unwrap_or(0))
+        .unwrap_or(usize::MAX)
+        .min(cap)
+        .min(PRESIZE_MAX)
+}
 /// The most a connection buffers for reading or writing (hyper's `max_buf_size`).
 const CONNECTION_BUFFER: usize = 64 * 1024;
 /// Idle connections made ready when a request is dropped before its answer (see
@@ -443,15 +454,8 @@ impl HttpStorageClient {
     /// unread and the connection must not be reused).
     async fn read_body(&self, mut body: Incoming, cap: usize) -> Result<(Bytes, bool), StorageError> {
         let silence = self.inner.options.body_silence_timeout;
-        // A body of declared length lands in one buffer of that size, not one that regrows,
-        // copying what came so far, as its frames arrive; but no more is set aside before the
-        // bytes come than `cap` or `PRESIZE_MAX` (a server may declare a length and stall).
-        let declared = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
-        let presize = usize::try_from(declared)
-            .unwrap_or(usize::MAX)
-            .min(cap)
-            .min(PRESIZE_MAX);
-        let mut buffer = BytesMut::with_capacity(presize);
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        let mut buffer = BytesMut::with_capacity(presize(declared, cap));
         loop {
             let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => return Err(StorageError::Timeout),
@@ -1126,6 +1130,19 @@ impl StorageClient for HttpStorageClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server's declared length sets aside that much, never more than the read's cap or 2 MiB,
+    /// whatever it declares (none, 0, past the cap, past `usize`).
+    #[test]
+    fn a_declared_length_sets_aside_at_most_the_cap_or_two_mib() {
+        assert_eq!(presize(Some(349_526), 349_526), 349_526);
+        assert_eq!(presize(Some(349_526), 1000), 1000);
+        assert_eq!(presize(None, 349_526), 0);
+        assert_eq!(presize(Some(0), 349_526), 0);
+        assert_eq!(presize(Some(1 << 40), usize::MAX), PRESIZE_MAX);
+        assert_eq!(presize(Some(u64::MAX), usize::MAX), PRESIZE_MAX);
+        assert_eq!(presize(Some(u64::MAX), 10), 10);
+    }
 
     #[test]
     fn tor_nurls_are_refused() {

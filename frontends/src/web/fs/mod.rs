@@ -70,8 +70,7 @@ pub(crate) async fn spool<E: std::fmt::Display>(
     if hash {
         spool.hash_with(state.grid.convergent_hasher());
     }
-    let grid = std::sync::Arc::clone(&state.grid);
-    spool.when_large(move || grid.warm_for_upload());
+    spool.warm_when_large(&state.grid);
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| WebError::Body(e.to_string()))?;
